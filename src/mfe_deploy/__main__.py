@@ -1,0 +1,3 @@
+from mfe_deploy.cli.main import main
+
+main()

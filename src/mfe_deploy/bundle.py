@@ -1,0 +1,106 @@
+"""Writing a rendered Bundle to disk atomically, and comparing it with what is on disk."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from mfe_deploy.render import Bundle, BundleFile
+
+INDEX = ".mfe-files"
+
+
+@dataclass(frozen=True)
+class Drift:
+    path: str
+    kind: str  # "missing", "changed", "mode", "stale"
+    diff: list[str]
+
+
+def _with_index(bundle: Bundle) -> dict[str, BundleFile]:
+    files = dict(bundle.files)
+    files[INDEX] = BundleFile("".join(f"{name}\n" for name in sorted(bundle.files)))
+    return files
+
+
+def write_atomic(path: Path, text: str, mode: int) -> None:
+    """Temp file in the same directory, created with its final mode, fsynced, then renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700 if mode & 0o077 == 0 else 0o755)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _previous(out: Path) -> list[str]:
+    index = out / INDEX
+    if not index.is_file():
+        return []
+    return [line for line in index.read_text(encoding="utf-8").splitlines() if line]
+
+
+def write(bundle: Bundle, out: Path) -> list[str]:
+    """Write every file that differs; remove files an earlier render wrote that this one no longer has."""
+    files = _with_index(bundle)
+    changed = []
+    for name in _previous(out):
+        if name not in files and (out / name).is_file():
+            (out / name).unlink()
+            changed.append(name)
+    for name, file in files.items():
+        target = out / name
+        if _same(target, file):
+            continue
+        write_atomic(target, file.text, file.mode)
+        if name != INDEX:
+            changed.append(name)
+    return changed
+
+
+def _same(target: Path, file: BundleFile) -> bool:
+    try:
+        return target.read_text(encoding="utf-8") == file.text and (target.stat().st_mode & 0o777) == file.mode
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def drift(bundle: Bundle, out: Path) -> list[Drift]:
+    files = _with_index(bundle)
+    found: list[Drift] = []
+    for name in _previous(out):
+        if name not in files and (out / name).is_file():
+            found.append(Drift(name, "stale", []))
+    for name, file in files.items():
+        target = out / name
+        if not target.is_file():
+            found.append(Drift(name, "missing", []))
+            continue
+        try:
+            current = target.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            current = ""
+        if current != file.text:
+            # Files holding secrets are compared but never shown.
+            lines = [] if file.secret else _udiff(current, file.text, name)
+            found.append(Drift(name, "changed", lines))
+        elif (target.stat().st_mode & 0o777) != file.mode:
+            found.append(Drift(name, "mode", []))
+    return found
+
+
+def _udiff(old: str, new: str, name: str) -> list[str]:
+    return list(
+        difflib.unified_diff(
+            old.splitlines(keepends=True), new.splitlines(keepends=True), f"a/{name}", f"b/{name}"
+        )
+    )

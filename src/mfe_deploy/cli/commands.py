@@ -1,0 +1,108 @@
+"""The configuration commands: envs, validate, config, render. Heavy imports stay inside the functions
+so that `mfe-deploy --help` loads neither pydantic nor jinja."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mfe_deploy.cli.app import EnvOption, JsonOption, app, application
+
+
+@app.command()
+def envs(as_json: JsonOption = False) -> None:
+    """List the environments of the project."""
+    from mfe_deploy.config import loader
+    from mfe_deploy.errors import MfeError
+
+    state = application()
+    rows = []
+    for name in loader.list_environments(state.project_dir):
+        try:
+            env = loader.load(state.project_dir, name).env
+            rows.append({"name": name, "tier": env.tier, "runtime": env.runtime, "target": env.target, "valid": True})
+        except MfeError:
+            rows.append({"name": name, "tier": "?", "runtime": "?", "target": "?", "valid": False})
+    if as_json:
+        state.console.json(rows)
+        return
+    table = [(r["name"], r["tier"], r["runtime"], r["target"], "ok" if r["valid"] else "INVALID") for r in rows]
+    state.console.table(("ENVIRONMENT", "TIER", "RUNTIME", "TARGET", "CONFIG"), table)
+
+
+@app.command()
+def validate(env: EnvOption) -> None:
+    """Load and validate an environment, including its secrets policy."""
+    from mfe_deploy.config import loader
+
+    state = application()
+    loaded, secrets = loader.load_with_secrets(state.project_dir, env)
+    state.console.add_secrets(s.reveal() for s in secrets.values())
+    e = loaded.env
+    state.console.print(
+        f"{loaded.file}: valid ({e.tier}, {e.database.layout} databases, {e.event_hub} event hub, "
+        f"nginx {'on' if e.nginx.enabled else 'off'}, {len(secrets.values())} secrets resolved)"
+    )
+
+
+@app.command()
+def config(env: EnvOption, as_json: JsonOption = False) -> None:
+    """Show the effective configuration (base + overrides), secrets masked."""
+    from mfe_deploy.config import loader
+    from mfe_deploy.config.view import effective
+
+    state = application()
+    data = effective(loader.load(state.project_dir, env).env)
+    if as_json:
+        state.console.json(data)
+        return
+    import yaml
+
+    state.console.print(yaml.safe_dump(data, sort_keys=False).rstrip())
+
+
+@app.command()
+def render(
+    env: EnvOption,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Bundle directory [default: .mfe/ENV].")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 with a diff on drift.")] = False,
+    version: Annotated[str, typer.Option("--version", help="Image tag for every service.")] = "latest",
+    engine_version: Annotated[
+        str | None, typer.Option("--engine-version", help="Docker Engine version to render for [default: ask].")
+    ] = None,
+) -> None:
+    """Render compose, nginx, env files and the database init script into a bundle directory."""
+    from mfe_deploy import bundle
+    from mfe_deploy.config import loader
+    from mfe_deploy.engine import capabilities
+    from mfe_deploy.errors import BundleDrift
+    from mfe_deploy.render import render as render_bundle
+
+    state = application()
+    loaded, secrets = loader.load_with_secrets(state.project_dir, env)
+    state.console.add_secrets(s.reveal() for s in secrets.values())
+    versions = dict.fromkeys(loaded.env.services, version)
+    result = render_bundle(loaded.env, secrets, versions=versions, caps=capabilities(engine_version))
+    target = out if out is not None else state.project_dir / ".mfe" / env
+    shown = _display(target, state.project_dir)
+    if check:
+        drifts = bundle.drift(result, target)
+        for d in drifts:
+            state.console.print(f"{d.kind}: {shown}/{d.path}" + (" (holds secrets: not shown)" if d.kind == "changed" and not d.diff else ""))
+            for line in d.diff:
+                state.console.print(line.rstrip("\n"))
+        if drifts:
+            raise BundleDrift(f"{len(drifts)} file(s) in {shown} differ from the rendered bundle")
+        state.console.print(f"{shown}: up to date ({len(result.files)} files)")
+        return
+    changed = bundle.write(result, target)
+    state.console.print(f"rendered {len(result.files)} files to {shown} ({len(changed)} changed)")
+
+
+def _display(path: Path, base: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(base))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,25 @@
+"""Entry point: runs the app and turns errors into one-line messages and exit codes."""
+
+from __future__ import annotations
+
+import sys
+
+from mfe_deploy.cli import commands  # noqa: F401 - registers the commands on the app
+from mfe_deploy.cli.app import app, application
+from mfe_deploy.errors import MfeError
+
+INTERNAL_ERROR = 70  # EX_SOFTWARE
+
+
+def main() -> None:
+    try:
+        app(prog_name="mfe-deploy")
+    except MfeError as exc:
+        application().console.error(exc.lines())
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        state = application()
+        if state.debug:
+            raise
+        state.console.error([f"internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback)"])
+        sys.exit(INTERNAL_ERROR)

@@ -1,0 +1,183 @@
+"""The environment model: one validated, frozen value that every renderer and runtime reads."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+SERVICE_NAMES = ("api-gateway", "auth", "payments", "admin", "profile")
+DATABASE_SERVICES = ("auth", "payments", "admin", "profile")
+
+ServiceName = Literal["api-gateway", "auth", "payments", "admin", "profile"]
+DatabaseService = Literal["auth", "payments", "admin", "profile"]
+Tier = Literal["development", "staging", "production"]
+Port = Annotated[int, Field(ge=1, le=65535)]
+ServicePort = Annotated[int, Field(ge=1024, le=65535, description="services run non-root")]
+Duration = Annotated[str, Field(pattern=r"^[1-9][0-9]*[smhd]$")]
+Memory = Annotated[str, Field(pattern=r"^[1-9][0-9]*[kmg]$")]
+Image = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/:@-]*$", max_length=255)]
+Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+
+_REF = re.compile(r"^\$\{(?P<var>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}$")
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(Model):
+    """Where a secret comes from. The value itself never lives in the model."""
+
+    env: str | None = None
+    file: str | None = None
+    default: str | None = None
+
+    def describe(self) -> str:
+        return f"env:{self.env}" if self.env else f"file:{self.file}"
+
+
+def _parse_ref(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    if value.startswith("file:") and len(value) > len("file:"):
+        return {"file": value[len("file:") :]}
+    match = _REF.match(value)
+    if match:
+        return {"env": match["var"], "default": match["default"]}
+    raise ValueError("a secret must be a reference, ${VAR} or file:PATH, never a literal value")
+
+
+Ref = Annotated[SecretRef, BeforeValidator(_parse_ref)]
+
+
+class Resources(Model):
+    memory: Memory = "256m"
+    cpus: float = Field(default=0.5, gt=0, le=64)
+    pids: int = Field(default=256, ge=16, le=65536)
+
+
+class Service(Model):
+    port: ServicePort
+    replicas: int = Field(default=1, gt=0, le=32)
+    resources: Resources = Resources()
+
+
+class Database(Model):
+    layout: Literal["shared", "per-service"]
+    name: Identifier | None = Field(default=None, description="shared layout: the one database")
+    port: Port = 5432
+    superuser: Identifier = "postgres"
+    resources: Resources = Resources(memory="512m", cpus=1.0, pids=512)
+
+
+class Redis(Model):
+    port: Port = 6379
+    persistence: bool = False
+    maxmemory: Memory | None = None
+    resources: Resources = Resources(memory="256m", cpus=0.5, pids=128)
+
+
+class RabbitMQ(Model):
+    user: Identifier = "mfe"
+    port: Port = 5672
+    management_port: Port = 15672
+    resources: Resources = Resources(memory="512m", cpus=1.0, pids=1024)
+
+
+class Tls(Model):
+    mode: Literal["self-signed", "files"] = "self-signed"
+    certificate: str | None = None
+    key: str | None = None
+
+
+class RateLimit(Model):
+    rate: str = Field(default="100r/m", pattern=r"^[1-9][0-9]*r/[sm]$")
+    burst: int = Field(default=20, ge=0, le=100000)
+    zone_size: Memory = "10m"
+
+
+class Nginx(Model):
+    enabled: bool = False
+    domain: str = Field(default="localhost", pattern=r"^[a-z0-9*]([a-z0-9.-]*[a-z0-9])?$")
+    http_port: Port = 80
+    https_port: Port = 443
+    tls: Tls = Tls()
+    rate_limit: RateLimit = RateLimit()
+    balance: Literal["least_conn", "round_robin", "ip_hash"] = "least_conn"
+    keepalive: int = Field(default=32, ge=0, le=10000)
+    hsts_max_age: int = Field(default=63072000, ge=0)
+    client_max_body_size: Memory = "1m"
+    resources: Resources = Resources(memory="128m", cpus=0.5, pids=128)
+
+
+class Jwt(Model):
+    expires_in: Duration = "15m"
+    refresh_expires_in: Duration = "7d"
+
+
+class Images(Model):
+    postgres: Image = "postgres:16"
+    redis: Image = "redis:7-alpine"
+    rabbitmq: Image = "rabbitmq:3-management-alpine"
+    nginx: Image = "nginx:1.27"
+    service_base: Image = "python:3.12-slim"
+    services_prefix: Image = "universal-mfe"
+
+
+class Backup(Model):
+    directory: str = "backups"
+    keep: int = Field(default=7, ge=1, le=10000)
+    max_age_days: int = Field(default=30, ge=1)
+    schedule: str = "0 2 * * *"
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(f"expected a 5-field cron expression, got {value!r}")
+        return value
+
+
+class Secrets(Model):
+    jwt_secret: Ref
+    postgres_password: Ref
+    databases: dict[DatabaseService, Ref]
+    rabbitmq_password: Ref | None = None
+    sentry_dsn: Ref | None = None
+
+
+class Environment(Model):
+    name: str
+    tier: Tier
+    project: str = Field(pattern=r"^[a-z][a-z0-9-]{0,40}$")
+    target: str = Field(default="local", pattern=r"^(local|ssh://[A-Za-z0-9._-]+@[A-Za-z0-9.-]+(:[0-9]{1,5})?)$")
+    runtime: Literal["auto", "docker", "local"] = "auto"
+    restart: Literal["no", "always", "on-failure", "unless-stopped"] = "no"
+    publish_ports: bool = False
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    cors_origin: str = Field(pattern=r"^(\*|https?://[A-Za-z0-9.:-]+)$")
+    event_hub: Literal["redis", "rabbitmq"]
+    services: dict[ServiceName, Service]
+    database: Database
+    redis: Redis = Redis()
+    rabbitmq: RabbitMQ = RabbitMQ()
+    nginx: Nginx = Nginx()
+    jwt: Jwt = Jwt()
+    images: Images = Images()
+    backup: Backup = Backup()
+    secrets: Secrets
+
+    @property
+    def uses_rabbitmq(self) -> bool:
+        return self.event_hub == "rabbitmq"
+
+    def database_name(self, service: str) -> str:
+        if self.database.layout == "per-service":
+            return f"{service}_db"
+        return self.database.name or f"universal_mfe_{self.name}"
+
+    @staticmethod
+    def database_role(service: str) -> str:
+        return f"{service}_app"

@@ -1,0 +1,134 @@
+"""Resolving secret references and enforcing the secrets policy.
+
+A Secret never shows its value in str() or repr(); code that needs the value calls reveal().
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from mfe_deploy.config.models import Environment, SecretRef
+from mfe_deploy.config.source import KeyPath
+
+KNOWN_DEFAULTS = frozenset(
+    {
+        "dev-secret-key", "postgres", "admin", "password", "secret", "changeme", "change-me", "guest",
+        "root", "123456", "12345678", "qwerty", "letmein", "default", "test", "example", "mfe",
+    }
+)  # fmt: skip
+MIN_JWT_BYTES = 32
+
+
+class Secret:
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __str__(self) -> str:
+        return "***"
+
+    __repr__ = __str__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Secrets:
+    jwt_secret: Secret
+    postgres_password: Secret
+    databases: Mapping[str, Secret]
+    rabbitmq_password: Secret | None
+    sentry_dsn: Secret | None
+
+    def values(self) -> list[Secret]:
+        out = [self.jwt_secret, self.postgres_password, *self.databases.values()]
+        return out + [s for s in (self.rabbitmq_password, self.sentry_dsn) if s is not None]
+
+
+# Secrets whose absence only switches a feature off (no DSN: no Sentry).
+OPTIONAL: frozenset[KeyPath] = frozenset({("secrets", "sentry_dsn")})
+
+
+def refs(env: Environment) -> Iterator[tuple[KeyPath, SecretRef]]:
+    s = env.secrets
+    yield ("secrets", "jwt_secret"), s.jwt_secret
+    yield ("secrets", "postgres_password"), s.postgres_password
+    for name, ref in sorted(s.databases.items()):
+        yield ("secrets", "databases", name), ref
+    if s.rabbitmq_password is not None and env.uses_rabbitmq:
+        yield ("secrets", "rabbitmq_password"), s.rabbitmq_password
+    if s.sentry_dsn is not None:
+        yield ("secrets", "sentry_dsn"), s.sentry_dsn
+
+
+def resolve(
+    env: Environment, environ: Mapping[str, str], project_dir: Path
+) -> tuple[Secrets | None, list[tuple[KeyPath, str]]]:
+    """Read every referenced secret and apply the policy of the environment's tier."""
+    strict = env.tier != "development"
+    values: dict[KeyPath, Secret] = {}
+    problems: list[tuple[KeyPath, str]] = []
+    for path, ref in refs(env):
+        value, problem = _read(ref, environ, project_dir, strict)
+        if path in OPTIONAL and value is None and ref.env is not None and ref.default is None:
+            continue
+        if problem is None and value is not None:
+            problem = _policy(path, value, strict, env.tier)
+        if problem is not None:
+            problems.append((path, problem))
+        elif value is not None:
+            values[path] = Secret(value)
+    if problems:
+        return None, problems
+    s = env.secrets
+    return (
+        Secrets(
+            jwt_secret=values[("secrets", "jwt_secret")],
+            postgres_password=values[("secrets", "postgres_password")],
+            databases={name: values[("secrets", "databases", name)] for name in sorted(s.databases)},
+            rabbitmq_password=values.get(("secrets", "rabbitmq_password")),
+            sentry_dsn=values.get(("secrets", "sentry_dsn")),
+        ),
+        [],
+    )
+
+
+def _read(ref: SecretRef, environ: Mapping[str, str], project_dir: Path, strict: bool) -> tuple[str | None, str | None]:
+    if ref.file is not None:
+        path = Path(ref.file)
+        path = path if path.is_absolute() else project_dir / path
+        try:
+            return path.read_text(encoding="utf-8").rstrip("\r\n"), None
+        except OSError as exc:
+            return None, f"cannot read secret file {ref.file}: {exc.strerror}"
+    assert ref.env is not None
+    if ref.default is not None and strict:
+        return None, f"${{{ref.env}:-...}}: defaults are not allowed outside development"
+    value = environ.get(ref.env)
+    if value is None or value == "":
+        if ref.default is not None:
+            return ref.default, None
+        return None, f"environment variable {ref.env} is not set"
+    return value, None
+
+
+def _policy(path: KeyPath, value: str, strict: bool, tier: str) -> str | None:
+    if "\n" in value or "'" in value:
+        return "the value contains a newline or a single quote, which env files cannot carry safely"
+    if not strict:
+        return None
+    if value.lower() in KNOWN_DEFAULTS:
+        return f"the value is a well-known default, refused in {tier}"
+    if path == ("secrets", "jwt_secret") and len(value.encode()) < MIN_JWT_BYTES:
+        return f"a JWT secret must be at least {MIN_JWT_BYTES} bytes in {tier}"
+    return None

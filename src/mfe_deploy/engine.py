@@ -1,0 +1,44 @@
+"""What the local Docker Engine can do, asked cheaply and only when one could be there."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from mfe_deploy.render import Capabilities
+
+START_INTERVAL_SINCE = (25, 0)
+
+
+def parse_version(text: str) -> tuple[int, int] | None:
+    match = re.match(r"^\s*v?(\d+)\.(\d+)", text)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def capabilities_for(version: tuple[int, int] | None) -> Capabilities:
+    """Unknown engine: render for a current one (the user's laptop or a fresh host)."""
+    return Capabilities(healthcheck_start_interval=version is None or version >= START_INTERVAL_SINCE)
+
+
+def server_version() -> tuple[int, int] | None:
+    if shutil.which("docker") is None:
+        return None
+    if "DOCKER_HOST" not in os.environ and not Path("/var/run/docker.sock").exists():
+        return None
+    try:
+        proc = subprocess.run(
+            ["docker", "version", "--format", "{{.Server.Version}}"],
+            capture_output=True, text=True, timeout=5, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return parse_version(proc.stdout) if proc.returncode == 0 else None
+
+
+def capabilities(engine_version: str | None) -> Capabilities:
+    if engine_version is not None:
+        return capabilities_for(parse_version(engine_version))
+    return capabilities_for(server_version())

@@ -1,0 +1,49 @@
+"""The error tree. Every error a user can cause is an MfeError with an exit code and a message."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class MfeError(Exception):
+    exit_code = 1
+
+    def lines(self) -> list[str]:
+        return [str(self)]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an input file, located as precisely as the source allows."""
+
+    file: str
+    line: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class ConfigError(MfeError):
+    """Bad input: an environment file, a secret or a reference. Exit code 2, like a usage error."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+    def lines(self) -> list[str]:
+        return [str(p) for p in self.problems]
+
+
+class UnknownEnvironment(MfeError):
+    exit_code = 2
+
+
+class BundleDrift(MfeError):
+    """`render --check` found files that differ from what would be rendered."""
+
+    exit_code = 1

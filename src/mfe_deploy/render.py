@@ -1,0 +1,197 @@
+"""Environment + secrets -> Bundle ({relative path: file}). Pure: reads templates, writes nothing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+
+from mfe_deploy.config.models import DATABASE_SERVICES, Environment
+from mfe_deploy.config.secrets import Secret, Secrets
+
+SERVICE_UID = "10001:10001"
+INFRA_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the target engine supports. Docker Engine < 25 refuses healthcheck.start_interval."""
+
+    healthcheck_start_interval: bool = True
+
+
+@dataclass(frozen=True)
+class BundleFile:
+    text: str
+    secret: bool = False
+
+    @property
+    def mode(self) -> int:
+        return 0o600 if self.secret else 0o644
+
+
+@dataclass(frozen=True)
+class Bundle:
+    files: Mapping[str, BundleFile] = field(default_factory=dict)
+
+
+def templates_dir() -> Path:
+    packaged = Path(__file__).parent / "templates"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "templates"
+
+
+@cache
+def _jinja() -> jinja2.Environment:
+    env = jinja2.Environment(  # noqa: S701 - renders YAML, nginx and env files, never HTML
+        loader=jinja2.FileSystemLoader(templates_dir()),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["json"] = lambda value: json.dumps(value)
+    env.filters["envquote"] = _envquote
+    return env
+
+
+def _envquote(value: object) -> str:
+    text = value.reveal() if isinstance(value, Secret) else str(value)
+    if "'" in text or "\n" in text:
+        raise ValueError("env file values cannot contain a single quote or a newline")
+    return f"'{text}'"
+
+
+def render(
+    env: Environment,
+    secrets: Secrets,
+    *,
+    versions: Mapping[str, str] | None = None,
+    caps: Capabilities = Capabilities(),
+) -> Bundle:
+    ctx = _context(env, versions or {}, caps)
+    jinja = _jinja()
+    files: dict[str, BundleFile] = {
+        "compose.yml": BundleFile(jinja.get_template("compose.yml.j2").render(ctx)),
+        "initdb/10-databases.sql": BundleFile(jinja.get_template("initdb.sql.j2").render(ctx)),
+    }
+    if env.nginx.enabled:
+        files["nginx/nginx.conf"] = BundleFile(jinja.get_template("nginx.conf.j2").render(ctx))
+    env_tpl = jinja.get_template("service.env.j2")
+    for unit, variables in _env_files(env, secrets).items():
+        text = env_tpl.render(env_name=env.name, unit=unit, variables=variables)
+        files[f"env/{unit}.env"] = BundleFile(text, secret=True)
+    return Bundle(files=dict(sorted(files.items())))
+
+
+def _healthcheck(test: list[str], caps: Capabilities, *, start_period: str = "30s") -> dict[str, Any]:
+    check: dict[str, Any] = {"test": test, "timeout": "3s", "retries": 5, "start_period": start_period}
+    if caps.healthcheck_start_interval:
+        check.update(interval="10s", start_interval="1s")
+    else:
+        check["interval"] = "2s"  # no fast start phase: keep the steady interval short instead
+    return check
+
+
+def _service_probe(port: int) -> list[str]:
+    code = f"import urllib.request as u; u.urlopen('http://127.0.0.1:{port}/health', timeout=2)"
+    return ["CMD", "python3", "-c", code]
+
+
+def _context(env: Environment, versions: Mapping[str, str], caps: Capabilities) -> dict[str, Any]:
+    prefix = env.images.services_prefix
+    infra_deps = ["postgres", "redis", *(["rabbitmq"] if env.uses_rabbitmq else [])]
+    services = []
+    for name, svc in env.services.items():
+        services.append(
+            {
+                "name": name,
+                "port": svc.port,
+                "replicas": svc.replicas,
+                "resources": svc.resources,
+                "image": f"{prefix}/{name}:{versions.get(name, 'latest')}",
+                "depends_on": [n for n in env.services if n != name] if name == "api-gateway" else infra_deps,
+                "networks": ["edge", "backend"] if name == "api-gateway" else ["backend", "data"],
+                "healthcheck": _healthcheck(_service_probe(svc.port), caps),
+            }
+        )
+    return {
+        "env": env,
+        "project_name": f"{env.project}-{env.name}",
+        "services": services,
+        "service_user": SERVICE_UID,
+        "infra_caps": INFRA_CAPS,
+        "data_internal": not env.publish_ports,
+        "db_superuser": env.database.superuser,
+        "bootstrap_db": env.database_name("auth") if env.database.layout == "shared" else "postgres",
+        "databases": [
+            {"service": s, "name": env.database_name(s), "role": env.database_role(s), "var": _db_var(s)}
+            for s in DATABASE_SERVICES
+        ],
+        "gateway": env.services["api-gateway"],
+        "health": {
+            "postgres": _healthcheck(
+                ["CMD", "pg_isready", "-h", "127.0.0.1", "-U", env.database.superuser, "-d", "postgres"], caps
+            ),
+            "redis": _healthcheck(["CMD", "redis-cli", "ping"], caps),
+            "rabbitmq": _healthcheck(["CMD", "rabbitmq-diagnostics", "-q", "ping"], caps, start_period="90s"),
+            "nginx": _healthcheck(["CMD-SHELL", 'kill -0 "$$(cat /run/nginx.pid)"'], caps),
+        },
+    }
+
+
+def _db_var(service: str) -> str:
+    return f"MFE_{service.upper()}_DB_PASSWORD"
+
+
+def _env_files(env: Environment, secrets: Secrets) -> dict[str, list[tuple[str, object]]]:
+    pg, rmq = env.database, env.rabbitmq
+    files: dict[str, list[tuple[str, object]]] = {
+        "postgres": [
+            ("POSTGRES_USER", pg.superuser),
+            ("POSTGRES_PASSWORD", secrets.postgres_password),
+            ("POSTGRES_DB", env.database_name("auth") if pg.layout == "shared" else "postgres"),
+            *((_db_var(s), secrets.databases[s]) for s in DATABASE_SERVICES),
+        ]
+    }
+    if env.uses_rabbitmq:
+        assert secrets.rabbitmq_password is not None  # guaranteed by config checks
+        files["rabbitmq"] = [("RABBITMQ_DEFAULT_USER", rmq.user), ("RABBITMQ_DEFAULT_PASS", secrets.rabbitmq_password)]
+    for name, svc in env.services.items():
+        variables: list[tuple[str, object]] = [
+            ("APP_ENV", env.name),
+            ("SERVICE_NAME", name),
+            ("PORT", svc.port),
+            ("LOG_LEVEL", env.log_level),
+            ("EVENT_HUB", env.event_hub),
+            ("JWT_SECRET", secrets.jwt_secret),
+            ("JWT_EXPIRES_IN", env.jwt.expires_in),
+            ("JWT_REFRESH_EXPIRES_IN", env.jwt.refresh_expires_in),
+            ("CORS_ORIGIN", env.cors_origin),
+        ]
+        if name == "api-gateway":
+            variables += [
+                (f"{other.upper().replace('-', '_')}_SERVICE_URL", f"http://{other}:{env.services[other].port}")
+                for other in env.services
+                if other != name
+            ]
+        else:
+            password = quote(secrets.databases[name].reveal(), safe="")
+            role, db = env.database_role(name), env.database_name(name)
+            variables += [
+                ("DATABASE_URL", Secret(f"postgresql://{role}:{password}@postgres:{pg.port}/{db}")),
+                ("REDIS_URL", f"redis://redis:{env.redis.port}/0"),
+            ]
+            if env.uses_rabbitmq:
+                assert secrets.rabbitmq_password is not None
+                rpass = quote(secrets.rabbitmq_password.reveal(), safe="")
+                variables.append(("RABBITMQ_URL", Secret(f"amqp://{rmq.user}:{rpass}@rabbitmq:{rmq.port}/")))
+        if secrets.sentry_dsn is not None:
+            variables.append(("SENTRY_DSN", secrets.sentry_dsn))
+        files[name] = variables
+    return files
