@@ -136,7 +136,7 @@ class Backup(Model):
     @classmethod
     def _cron(cls, value: str) -> str:
         if len(value.split()) != 5:
-            raise ValueError(f"expected a 5-field cron expression, got {value!r}")
+            raise ValueError("expected a 5-field cron expression (minute hour day month weekday)")
         return value
 
 

@@ -62,7 +62,10 @@ def parse(text: str, file: str) -> Document:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
-        what = " ".join(s for s in (exc.context, exc.problem) if s)
+        context = exc.context
+        if context and exc.context_mark and mark and exc.context_mark.line != mark.line:
+            context = f"{context} (started on line {exc.context_mark.line + 1})"
+        what = " ".join(s for s in (context, exc.problem) if s)
         raise ConfigError([Problem(file, line, "", f"YAML syntax error: {what}")]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([Problem(file, None, "", f"YAML error: {exc}")]) from None

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TIERS = ("STAGING", "PRODUCTION")
+SECRET_VARS = (
+    "JWT_SECRET", "POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "SENTRY_DSN",
+    "AUTH_DB_PASSWORD", "PAYMENTS_DB_PASSWORD", "ADMIN_DB_PASSWORD", "PROFILE_DB_PASSWORD",
+)  # fmt: skip
+
+
+def strong_secrets(tag: str = "canary") -> dict[str, str]:
+    """Distinct, policy-passing values for every staging and production secret."""
+    out = {}
+    for tier in TIERS:
+        for var in SECRET_VARS:
+            out[f"{tier}_{var}"] = f"{tag}-{tier.lower()}-{var.lower().replace('_', '-')}-7f3a9c1e5b2d8f40"
+    return out
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@dataclass
+class Project:
+    root: Path
+    environ: dict[str, str]
+
+    def env_file(self, name: str) -> Path:
+        return self.root / "environments" / f"{name}.yaml"
+
+    def edit(self, name: str, old: str, new: str) -> None:
+        path = self.env_file(name)
+        text = path.read_text()
+        assert old in text, f"{old!r} not in {path}"
+        path.write_text(text.replace(old, new, 1))
+
+    def cli(self, *args: str, extra_env: Mapping[str, str] | None = None) -> Result:
+        env = {**self.environ, **(extra_env or {})}
+        proc = subprocess.run(
+            [sys.executable, "-m", "mfe_deploy", "-C", str(self.root), *args],
+            capture_output=True, text=True, env=env, timeout=60, check=False,
+        )  # fmt: skip
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def _base_environ() -> dict[str, str]:
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
+    env = {k: v for k, v in os.environ.items() if k in keep}
+    env["COLUMNS"] = "200"
+    return env
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    """A throwaway copy of the repository's environments, with strong secrets in the environment."""
+    root = tmp_path / "project"
+    shutil.copytree(REPO / "environments", root / "environments")
+    return Project(root=root, environ={**_base_environ(), **strong_secrets()})
