@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from mfe_deploy.config import loader
+from mfe_deploy.render import Bundle, Capabilities, render
+from tests.conftest import REPO, strong_secrets
+
+GOLDEN = Path(__file__).parent / "golden"
+ENVS = ("development", "staging", "production")
+
+
+def _render(name: str, caps: Capabilities = Capabilities()) -> Bundle:
+    loaded, secrets = loader.load_with_secrets(REPO, name, environ=strong_secrets("golden"))
+    return render(loaded.env, secrets, caps=caps)
+
+
+@pytest.mark.parametrize("name", ENVS)
+def test_bundle_matches_golden_files(name: str) -> None:
+    bundle = _render(name)
+    folder = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        for path, file in bundle.files.items():
+            (folder / path).parent.mkdir(parents=True, exist_ok=True)
+            (folder / path).write_text(file.text)
+    on_disk = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    assert on_disk == sorted(bundle.files)
+    for path, file in bundle.files.items():
+        assert file.text == (folder / path).read_text(), f"{name}/{path} differs (UPDATE_GOLDEN=1 to accept)"
+
+
+@pytest.mark.parametrize("name", ENVS)
+def test_rendering_is_deterministic(name: str) -> None:
+    assert _render(name).files == _render(name).files
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("development", ["compose.yml", "env/admin.env", "env/api-gateway.env", "env/auth.env", "env/payments.env",
+                         "env/postgres.env", "env/profile.env", "initdb/10-databases.sql"]),
+        ("staging", ["compose.yml", "env/admin.env", "env/api-gateway.env", "env/auth.env", "env/payments.env",
+                     "env/postgres.env", "env/profile.env", "env/rabbitmq.env", "initdb/10-databases.sql",
+                     "nginx/nginx.conf"]),
+    ],
+)  # fmt: skip
+def test_bundle_layout(name: str, expected: list[str]) -> None:
+    bundle = _render(name)
+    assert list(bundle.files) == expected
+    assert {p for p, f in bundle.files.items() if f.secret} == {p for p in expected if p.startswith("env/")}
+
+
+def test_old_engines_get_no_start_interval_and_a_short_interval() -> None:
+    modern = _render("staging").files["compose.yml"].text
+    old = _render("staging", Capabilities(healthcheck_start_interval=False)).files["compose.yml"].text
+    assert "start_interval: 1s" in modern
+    assert "start_interval" not in old
+    assert "interval: 2s" in old
+
+
+def test_database_urls_quote_passwords() -> None:
+    environ = {**strong_secrets("golden"), "STAGING_AUTH_DB_PASSWORD": "p@ss/word:with#chars-0123456789"}
+    loaded, secrets = loader.load_with_secrets(REPO, "staging", environ=environ)
+    text = render(loaded.env, secrets).files["env/auth.env"].text
+    assert "DATABASE_URL='postgresql://auth_app:p%40ss%2Fword%3Awith%23chars-0123456789@postgres:5432/auth_db'" in text

