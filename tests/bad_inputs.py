@@ -21,13 +21,13 @@ class Case:
 
 CASES = [
     Case("yaml-unclosed-flow", "staging", "tls: {mode: self-signed}", "tls: {mode: self-signed", [
-        "environments/staging.yaml:17: YAML syntax error: while parsing a flow mapping (started on line 15) expected ',' or '}', but got ':'",
+        "environments/staging.yaml:17: YAML syntax error: while parsing a flow mapping (started on line 15) did not find expected ',' or '}'",
     ]),
     Case("yaml-bad-indent", "staging", "  layout: per-service", "  layout: per-service\n    oops: 1", [
-        "environments/staging.yaml:11: YAML syntax error: mapping values are not allowed here",
+        "environments/staging.yaml:11: YAML syntax error: mapping values are not allowed in this context",
     ]),
     Case("yaml-tab", "development", "  name: universal_mfe_dev", "\tname: universal_mfe_dev", [
-        "environments/development.yaml:12: YAML syntax error: while scanning for the next token found character '\\t' that cannot start any token",
+        "environments/development.yaml:12: YAML syntax error: while scanning a plain scalar (started on line 11) found a tab character that violates indentation",
     ]),
     Case("duplicate-key", "staging", "event_hub: rabbitmq", "event_hub: rabbitmq\nevent_hub: redis", [
         "environments/staging.yaml:8: event_hub: duplicate key (first set on line 7)",

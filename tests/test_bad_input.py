@@ -31,7 +31,9 @@ def test_render_refuses_bad_input(project: Project, case: Case) -> None:
     assert not (project.root / ".mfe").exists()
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.id in {"secret-weak-jwt", "unknown-service", "yaml-tab"}])
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c.id in {"secret-weak-jwt", "unknown-service", "yaml-tab"}]
+)
 def test_validate_reports_the_same(project: Project, case: Case) -> None:
     _apply(project, case)
     result = project.cli("validate", "--env", case.env)

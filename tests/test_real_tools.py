@@ -39,7 +39,9 @@ def _compose_config(folder: Path) -> dict[str, Any]:
 @pytest.mark.parametrize("name", ENVS)
 def test_compose_accepts_the_bundle(name: str, tmp_path: Path) -> None:
     folder = _bundle(name, tmp_path / name)
-    proc = subprocess.run([compose_binary(), "-f", "compose.yml", "config", "-q"], cwd=folder, capture_output=True, text=True)
+    proc = subprocess.run(
+        [compose_binary(), "-f", "compose.yml", "config", "-q"], cwd=folder, capture_output=True, text=True
+    )
     assert (proc.returncode, proc.stderr) == (0, "")
 
 
@@ -124,7 +126,9 @@ server {
     ],
     ids=["zone-in-server", "replica-hostnames"],
 )  # fmt: skip
-def test_the_guides_nginx_mistakes_are_caught(conf: str, hosts: dict[str, str], expected: str, tmp_path: Path) -> None:
+def test_the_guides_nginx_mistakes_are_caught(
+    conf: str, hosts: dict[str, str], expected: str, tmp_path: Path
+) -> None:
     """The harness can fail: the guide's own config fails it for the two reasons we fixed."""
     proc = nginx_in_namespace(conf, tmp_path, hosts, [nginx_binary(), "-t"])
     assert proc.returncode != 0

@@ -35,7 +35,9 @@ def self_signed(folder: Path, name: str = "localhost") -> tuple[Path, Path]:
     return cert, key
 
 
-def nginx_in_namespace(conf: str, workdir: Path, hosts: dict[str, str], command: list[str]) -> subprocess.CompletedProcess[str]:
+def nginx_in_namespace(
+    conf: str, workdir: Path, hosts: dict[str, str], command: list[str]
+) -> subprocess.CompletedProcess[str]:
     """Run nginx as it would run in its container: /etc/nginx holds our nginx.conf and TLS files, and the
     compose service names resolve (a private mount namespace bind-mounts /etc/hosts and /etc/nginx)."""
     etc = workdir / "etc-nginx"

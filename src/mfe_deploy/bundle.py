@@ -69,7 +69,9 @@ def write(bundle: Bundle, out: Path) -> list[str]:
 
 def _same(target: Path, file: BundleFile) -> bool:
     try:
-        return target.read_text(encoding="utf-8") == file.text and (target.stat().st_mode & 0o777) == file.mode
+        return (
+            target.read_text(encoding="utf-8") == file.text and (target.stat().st_mode & 0o777) == file.mode
+        )
     except (OSError, UnicodeDecodeError):
         return False
 

@@ -1,4 +1,4 @@
-"""The one printer. Everything the CLI shows goes through here, and every known secret is masked on the way."""
+"""The one printer. Everything the CLI shows goes through here; every known secret is masked on the way."""
 
 from __future__ import annotations
 

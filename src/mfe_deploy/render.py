@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -46,10 +47,25 @@ def templates_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "templates"
 
 
+def _bytecode_cache() -> jinja2.BytecodeCache | None:
+    """Compiling the templates costs more than rendering them; keep the compiled code per user.
+    The folder is private (0700): compiled templates are code."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    folder = base / "mfe-deploy" / f"jinja-{jinja2.__version__}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if folder.stat().st_uid != os.getuid() or folder.stat().st_mode & 0o077:
+            return None
+    except OSError:
+        return None
+    return jinja2.FileSystemBytecodeCache(str(folder))
+
+
 @cache
 def _jinja() -> jinja2.Environment:
     env = jinja2.Environment(  # noqa: S701 - renders YAML, nginx and env files, never HTML
         loader=jinja2.FileSystemLoader(templates_dir()),
+        bytecode_cache=_bytecode_cache(),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
@@ -161,7 +177,10 @@ def _env_files(env: Environment, secrets: Secrets) -> dict[str, list[tuple[str, 
     }
     if env.uses_rabbitmq:
         assert secrets.rabbitmq_password is not None  # guaranteed by config checks
-        files["rabbitmq"] = [("RABBITMQ_DEFAULT_USER", rmq.user), ("RABBITMQ_DEFAULT_PASS", secrets.rabbitmq_password)]
+        files["rabbitmq"] = [
+            ("RABBITMQ_DEFAULT_USER", rmq.user),
+            ("RABBITMQ_DEFAULT_PASS", secrets.rabbitmq_password),
+        ]
     for name, svc in env.services.items():
         variables: list[tuple[str, object]] = [
             ("APP_ENV", env.name),
@@ -176,7 +195,10 @@ def _env_files(env: Environment, secrets: Secrets) -> dict[str, list[tuple[str, 
         ]
         if name == "api-gateway":
             variables += [
-                (f"{other.upper().replace('-', '_')}_SERVICE_URL", f"http://{other}:{env.services[other].port}")
+                (
+                    f"{other.upper().replace('-', '_')}_SERVICE_URL",
+                    f"http://{other}:{env.services[other].port}",
+                )
                 for other in env.services
                 if other != name
             ]

@@ -22,13 +22,17 @@ def envs(as_json: JsonOption = False) -> None:
     for name in loader.list_environments(state.project_dir):
         try:
             env = loader.load(state.project_dir, name).env
-            rows.append({"name": name, "tier": env.tier, "runtime": env.runtime, "target": env.target, "valid": True})
+            rows.append(
+                {"name": name, "tier": env.tier, "runtime": env.runtime, "target": env.target, "valid": True}
+            )
         except MfeError:
             rows.append({"name": name, "tier": "?", "runtime": "?", "target": "?", "valid": False})
     if as_json:
         state.console.json(rows)
         return
-    table = [(r["name"], r["tier"], r["runtime"], r["target"], "ok" if r["valid"] else "INVALID") for r in rows]
+    table = [
+        (r["name"], r["tier"], r["runtime"], r["target"], "ok" if r["valid"] else "INVALID") for r in rows
+    ]
     state.console.table(("ENVIRONMENT", "TIER", "RUNTIME", "TARGET", "CONFIG"), table)
 
 
@@ -66,11 +70,16 @@ def config(env: EnvOption, as_json: JsonOption = False) -> None:
 @app.command()
 def render(
     env: EnvOption,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Bundle directory [default: .mfe/ENV].")] = None,
-    check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 with a diff on drift.")] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Bundle directory [default: .mfe/ENV].")
+    ] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Write nothing; exit 1 with a diff on drift.")
+    ] = False,
     version: Annotated[str, typer.Option("--version", help="Image tag for every service.")] = "latest",
     engine_version: Annotated[
-        str | None, typer.Option("--engine-version", help="Docker Engine version to render for [default: ask].")
+        str | None,
+        typer.Option("--engine-version", help="Docker Engine version to render for [default: ask]."),
     ] = None,
 ) -> None:
     """Render compose, nginx, env files and the database init script into a bundle directory."""
@@ -83,14 +92,17 @@ def render(
     state = application()
     loaded, secrets = loader.load_with_secrets(state.project_dir, env)
     state.console.add_secrets(s.reveal() for s in secrets.values())
-    versions = dict.fromkeys(loaded.env.services, version)
+    versions: dict[str, str] = dict.fromkeys(loaded.env.services, version)
     result = render_bundle(loaded.env, secrets, versions=versions, caps=capabilities(engine_version))
     target = out if out is not None else state.project_dir / ".mfe" / env
     shown = _display(target, state.project_dir)
     if check:
         drifts = bundle.drift(result, target)
         for d in drifts:
-            state.console.print(f"{d.kind}: {shown}/{d.path}" + (" (holds secrets: not shown)" if d.kind == "changed" and not d.diff else ""))
+            state.console.print(
+                f"{d.kind}: {shown}/{d.path}"
+                + (" (holds secrets: not shown)" if d.kind == "changed" and not d.diff else "")
+            )
             for line in d.diff:
                 state.console.print(line.rstrip("\n"))
         if drifts:

@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import Project
+
+
+def test_module_and_console_script_share_the_entry_point() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mfe_deploy", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "Usage: mfe-deploy" in proc.stdout
+    for command in ("envs", "validate", "config", "render"):
+        assert command in proc.stdout
+
+
+def test_envs_table(project: Project) -> None:
+    result = project.cli("envs")
+    assert (result.code, result.err) == (0, "")
+    assert result.out.splitlines() == [
+        "ENVIRONMENT  TIER         RUNTIME  TARGET  CONFIG",
+        "development  development  auto     local   ok",
+        "production   production   docker   local   ok",
+        "staging      staging      docker   local   ok",
+    ]
+
+
+def test_envs_marks_a_broken_file_and_still_lists_the_rest(project: Project) -> None:
+    project.edit("staging", "event_hub: rabbitmq", "event_hub: kafka")
+    result = project.cli("envs", "--json")
+    assert result.code == 0
+    rows = {row["name"]: row["valid"] for row in json.loads(result.out)}
+    assert rows == {"development": True, "production": True, "staging": False}
+
+
+def test_validate_summarises(project: Project) -> None:
+    result = project.cli("validate", "--env", "production")
+    assert (result.code, result.err) == (0, "")
+    assert result.out == (
+        "environments/production.yaml: valid (production, per-service databases, rabbitmq event hub, "
+        "nginx on, 8 secrets resolved)\n"
+    )
+
+
+def test_config_shows_merged_values_and_masks_secrets(project: Project) -> None:
+    result = project.cli("config", "--env", "production", "--json")
+    assert result.code == 0
+    data = json.loads(result.out)
+    assert data["services"]["api-gateway"] == {
+        "port": 3000, "replicas": 2, "resources": {"memory": "256m", "cpus": 1.0, "pids": 256},
+    }  # fmt: skip
+    assert data["services"]["auth"]["resources"]["memory"] == "384m"  # override
+    assert data["services"]["payments"]["resources"]["memory"] == "256m"  # model default
+    assert data["nginx"]["rate_limit"] == {"rate": "100r/m", "burst": 20, "zone_size": "10m"}
+    assert data["jwt"] == {"expires_in": "15m", "refresh_expires_in": "7d"}
+    assert data["secrets"]["jwt_secret"] == "*** (env:PRODUCTION_JWT_SECRET)"
+
+
+def test_config_never_shows_development_defaults(project: Project) -> None:
+    result = project.cli("config", "--env", "development")
+    assert result.code == 0
+    assert "dev-secret-key" not in result.out
+    assert "jwt_secret: '*** (env:JWT_SECRET)'" in result.out
+
+
+def test_render_writes_once_then_changes_nothing(project: Project) -> None:
+    first = project.cli("render", "--env", "staging")
+    assert (first.code, first.out) == (0, "rendered 10 files to .mfe/staging (10 changed)\n")
+    bundle = project.root / ".mfe" / "staging"
+    before = {p: p.read_bytes() for p in bundle.rglob("*") if p.is_file()}
+    second = project.cli("render", "--env", "staging")
+    assert (second.code, second.out) == (0, "rendered 10 files to .mfe/staging (0 changed)\n")
+    assert {p: p.read_bytes() for p in bundle.rglob("*") if p.is_file()} == before
+    check = project.cli("render", "--env", "staging", "--check")
+    assert (check.code, check.out) == (0, ".mfe/staging: up to date (10 files)\n")
+
+
+def test_render_check_shows_a_diff_and_writes_nothing(project: Project) -> None:
+    assert project.cli("render", "--env", "staging").code == 0
+    compose = project.root / ".mfe" / "staging" / "compose.yml"
+    project.edit("staging", "restart: unless-stopped", "restart: always")
+    before = compose.read_text()
+    result = project.cli("render", "--env", "staging", "--check")
+    assert result.code == 1
+    assert result.out.splitlines()[:3] == [
+        "changed: .mfe/staging/compose.yml",
+        "--- a/compose.yml",
+        "+++ b/compose.yml",
+    ]
+    assert '-    restart: "unless-stopped"' in result.out
+    assert '+    restart: "always"' in result.out
+    assert result.err == "error: 1 file(s) in .mfe/staging differ from the rendered bundle\n"
+    assert compose.read_text() == before
+
+
+def test_render_check_on_an_empty_directory_lists_missing_files(project: Project) -> None:
+    result = project.cli("render", "--env", "development", "--check")
+    assert result.code == 1
+    assert "missing: .mfe/development/compose.yml" in result.out
+    assert not (project.root / ".mfe").exists()
+
+
+def test_render_removes_files_it_no_longer_renders(project: Project) -> None:
+    out = project.root / "out"
+    assert project.cli("render", "--env", "staging", "--out", str(out)).code == 0
+    assert (out / "nginx" / "nginx.conf").exists()
+    project.edit("staging", "  enabled: true", "  enabled: false")
+    result = project.cli("render", "--env", "staging", "--out", str(out))
+    assert result.code == 0
+    assert not (out / "nginx" / "nginx.conf").exists()
+
+
+def test_engine_version_decides_start_interval(project: Project) -> None:
+    out = project.root / "out"
+    assert (
+        project.cli("render", "--env", "staging", "--out", str(out), "--engine-version", "20.10.24").code == 0
+    )
+    assert "start_interval" not in (out / "compose.yml").read_text()
+    assert (
+        project.cli("render", "--env", "staging", "--out", str(out), "--engine-version", "27.1.0").code == 0
+    )
+    assert "start_interval: 1s" in (out / "compose.yml").read_text()
+
+
+def test_env_files_are_private(project: Project) -> None:
+    assert project.cli("render", "--env", "production").code == 0
+    env_dir = project.root / ".mfe" / "production" / "env"
+    assert stat.S_IMODE(env_dir.stat().st_mode) == 0o700
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in env_dir.iterdir()}
+    assert modes and set(modes.values()) == {0o600}, modes
+    leftovers = [p for p in Path(project.root / ".mfe").rglob("*.tmp")]
+    assert leftovers == []
