@@ -36,19 +36,26 @@ def self_signed(folder: Path, name: str = "localhost") -> tuple[Path, Path]:
 
 
 def nginx_in_namespace(
-    conf: str, workdir: Path, hosts: dict[str, str], command: list[str]
+    conf: str, workdir: Path, hosts: dict[str, str], command: list[str], *, network: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    """Run nginx as it would run in its container: /etc/nginx holds our nginx.conf and TLS files, and the
-    compose service names resolve (a private mount namespace bind-mounts /etc/hosts and /etc/nginx)."""
+    """Run a command beside nginx as it runs in its container: /etc/nginx holds our nginx.conf and TLS
+    files, the compose service names resolve, and /run is private (a mount namespace bind-mounts them).
+    With network=True it also gets its own network namespace with only loopback: nothing leaves it."""
     etc = workdir / "etc-nginx"
     etc.mkdir(parents=True, exist_ok=True)
     shutil.copy("/etc/nginx/mime.types", etc / "mime.types")
     (etc / "nginx.conf").write_text(conf)
     self_signed(etc / "ssl")
+    (workdir / "run").mkdir(exist_ok=True)
     hosts_file = workdir / "hosts"
     hosts_file.write_text("127.0.0.1 localhost\n" + "".join(f"{ip} {name}\n" for name, ip in hosts.items()))
-    script = f'mount --bind "{hosts_file}" /etc/hosts && mount --bind "{etc}" /etc/nginx && exec "$@"'
+    script = (
+        ("ip link set lo up && " if network else "")
+        + f'mount --bind "{hosts_file}" /etc/hosts && mount --bind "{etc}" /etc/nginx && '
+        + f'mount --bind "{workdir / "run"}" /run && exec "$@"'
+    )
+    flags = ["--mount", "--propagation", "private", *(["--net"] if network else [])]
     return subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *command],
-        capture_output=True, text=True, timeout=60, check=False,
+        ["unshare", *flags, "sh", "-c", script, "sh", *command],
+        capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip

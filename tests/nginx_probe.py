@@ -1,0 +1,142 @@
+"""Run inside a private network namespace by test_nginx_behaviour: serves a stand-in gateway on
+127.0.0.1:3000, starts nginx with the rendered config, sends bounded requests to loopback only and
+prints what it saw as JSON. Not a test module itself."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+warnings.simplefilter("ignore", DeprecationWarning)  # TLS 1.0/1.1 are deprecated: that is the point
+CERT, KEY = "/etc/nginx/ssl/cert.pem", "/etc/nginx/ssl/key.pem"
+
+
+DOWN = threading.Event()  # set: the gateway drops every request, as a crashed one would
+
+
+class Gateway(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        if DOWN.is_set():
+            self.close_connection = True
+            return
+        body = json.dumps({"path": self.path, "request_id": self.headers.get("X-Request-ID")}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def client(max_version: ssl.TLSVersion | None = None) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if max_version is not None:
+        ctx.minimum_version = ssl.TLSVersion.TLSv1
+        ctx.maximum_version = max_version
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    return ctx
+
+
+def get(path: str, *, tls: bool = True, headers: dict[str, str] | None = None) -> dict[str, object]:
+    conn: http.client.HTTPConnection
+    if tls:
+        conn = http.client.HTTPSConnection("127.0.0.1", 443, context=client(), timeout=5)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", 80, timeout=5)
+    conn.request("GET", path, headers={"Host": "api.example.com", **(headers or {})})
+    resp = conn.getresponse()
+    body = resp.read().decode(errors="replace")
+    conn.close()
+    return {"status": resp.status, "headers": {k.lower(): v for k, v in resp.getheaders()}, "body": body}
+
+
+def handshake(port: int, max_version: ssl.TLSVersion) -> str:
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            client(max_version).wrap_socket(raw) as s,
+        ):
+            return str(s.version())
+    except (ssl.SSLError, OSError) as exc:
+        return f"refused: {type(exc).__name__}"
+
+
+def control_server() -> int:
+    """A server that does accept TLS 1.1, to show the client can speak it (so a refusal means nginx)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    ctx.load_cert_chain(CERT, KEY)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        for _ in range(2):
+            conn, _ = listener.accept()
+            try:
+                with ctx.wrap_socket(conn, server_side=True):
+                    pass
+            except (ssl.SSLError, OSError):
+                pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    return int(listener.getsockname()[1])
+
+
+def main() -> None:
+    nginx = sys.argv[1]
+    upstream = ThreadingHTTPServer(("127.0.0.1", 3000), Gateway)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    log = open(sys.argv[2], "w")  # noqa: SIM115 - closed when nginx stops
+    proc = subprocess.Popen([nginx, "-g", "daemon off;"], stdout=log, stderr=log)
+    try:
+        for _ in range(100):  # bounded: at most 10 s
+            try:
+                socket.create_connection(("127.0.0.1", 443), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        out: dict[str, object] = {
+            "redirect": get("/api/auth/login?x=1", tls=False),
+            "health": get("/health"),
+            "request_id_given": get("/api/ping", headers={"X-Request-ID": "abc-123"}),
+            "request_id_made": get("/api/ping"),
+            "not_found": get("/nope"),
+        }
+        DOWN.set()
+        out["upstream_down"] = get("/health")
+        DOWN.clear()
+        statuses = [int(str(get("/api/ping")["status"])) for _ in range(40)]
+        out["burst_statuses"] = statuses
+        out["limited"] = get("/api/ping")
+        control = control_server()
+        out["tls"] = {
+            "nginx_1.0": handshake(443, ssl.TLSVersion.TLSv1),
+            "nginx_1.1": handshake(443, ssl.TLSVersion.TLSv1_1),
+            "nginx_1.2": handshake(443, ssl.TLSVersion.TLSv1_2),
+            "nginx_1.3": handshake(443, ssl.TLSVersion.TLSv1_3),
+            "control_1.1": handshake(control, ssl.TLSVersion.TLSv1_1),
+        }
+        upstream.shutdown()
+        print(json.dumps(out))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""A throwaway PostgreSQL cluster for tests, from the server binaries on the machine.
+
+PostgreSQL refuses to run as root; as root (CI) the cluster runs as `nobody` in a folder it owns.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def bindir() -> Path:
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+    if candidates:
+        return candidates[-1]
+    found = shutil.which("initdb")
+    assert found, "PostgreSQL server binaries not found: run scripts/setup-system"
+    return Path(found).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class Cluster:
+    bin: Path
+    port: int
+    socket_dir: Path
+
+    def psql(
+        self, *args: str, user: str = "postgres", dbname: str = "postgres", password: str | None = None,
+        env: Mapping[str, str] | None = None, stdin: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        """As the superuser over the socket (trust); as any other role over TCP with its password."""
+        host = str(self.socket_dir) if password is None else "127.0.0.1"
+        full_env = {**os.environ, **(env or {}), "PGPASSWORD": password or ""}
+        return subprocess.run(
+            [str(self.bin / "psql"), "-X", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", str(self.port),
+             "-U", user, "-d", dbname, *args],
+            capture_output=True, text=True, env=full_env, input=stdin, timeout=60, check=False,
+        )  # fmt: skip
+
+
+@contextmanager
+def temp_cluster() -> Iterator[Cluster]:
+    root = Path(tempfile.mkdtemp(prefix="mfe-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(root, "nobody", "nogroup")
+        as_user = ["runuser", "-u", "nobody", "--"]
+    pg, data, sock, port = bindir(), root / "data", root / "sock", free_port()
+    try:
+        subprocess.run([*as_user, "mkdir", str(sock)], check=True)
+        subprocess.run(
+            [*as_user, str(pg / "initdb"), "-D", str(data), "-U", "postgres", "--auth-local=trust",
+             "--auth-host=scram-sha-256", "--no-sync", "-E", "UTF8"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        opts = f"-k {sock} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off"
+        subprocess.run(
+            [*as_user, str(pg / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        yield Cluster(bin=pg, port=port, socket_dir=sock)
+    finally:
+        if (data / "postmaster.pid").exists():
+            subprocess.run([*as_user, str(pg / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], check=False,
+                           capture_output=True)  # fmt: skip
+        shutil.rmtree(root, ignore_errors=True)

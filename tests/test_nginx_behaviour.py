@@ -1,0 +1,77 @@
+"""The rendered nginx.conf serving for real, in a network namespace of its own (loopback only)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mfe_deploy.config import loader
+from mfe_deploy.render import render
+from tests.conftest import REPO, strong_secrets
+from tests.tools import nginx_binary, nginx_in_namespace
+
+SECURITY_HEADERS = {
+    "strict-transport-security": "max-age=63072000",
+    "x-frame-options": "SAMEORIGIN",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "strict-origin-when-cross-origin",
+    "content-security-policy": "default-src 'none'; frame-ancestors 'none'",
+}
+
+
+@pytest.fixture(scope="module")
+def seen(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    workdir = tmp_path_factory.mktemp("nginx")
+    loaded, secrets = loader.load_with_secrets(REPO, "production", environ=strong_secrets())
+    conf = render(loaded.env, secrets).files["nginx/nginx.conf"].text
+    probe = Path(__file__).with_name("nginx_probe.py")
+    proc = nginx_in_namespace(
+        conf, workdir, {"api-gateway": "127.0.0.1"},
+        [sys.executable, str(probe), nginx_binary(), str(workdir / "nginx.log")], network=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr + (workdir / "nginx.log").read_text()
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
+def test_http_redirects_permanently_to_https(seen: dict[str, Any]) -> None:
+    assert seen["redirect"]["status"] == 308
+    assert seen["redirect"]["headers"]["location"] == "https://api.example.com/api/auth/login?x=1"
+
+
+@pytest.mark.parametrize(
+    ("probe", "status"), [("health", 200), ("not_found", 404), ("upstream_down", 502), ("limited", 429)]
+)
+def test_security_headers_on_every_response(seen: dict[str, Any], probe: str, status: int) -> None:
+    response = seen[probe]
+    assert response["status"] == status
+    for name, value in SECURITY_HEADERS.items():
+        assert response["headers"].get(name) == value, f"{name} missing on the {status} response"
+    assert response["headers"]["server"] == "nginx"  # server_tokens off: no version
+
+
+def test_rate_limit_answers_429_past_the_burst(seen: dict[str, Any]) -> None:
+    statuses = seen["burst_statuses"]
+    assert 429 in statuses
+    served = statuses.index(429)
+    assert 10 <= served <= 21  # burst 20 (+1), less what the earlier probes used
+    assert set(statuses[served:]) == {429}
+
+
+def test_request_id_is_kept_or_made(seen: dict[str, Any]) -> None:
+    assert json.loads(seen["request_id_given"]["body"])["request_id"] == "abc-123"
+    made = json.loads(seen["request_id_made"]["body"])["request_id"]
+    assert made and len(made) == 32
+
+
+def test_only_tls_12_and_13(seen: dict[str, Any]) -> None:
+    tls = seen["tls"]
+    assert tls["control_1.1"] == "TLSv1.1"  # the client can speak 1.1, so a refusal is nginx's
+    assert tls["nginx_1.0"].startswith("refused")
+    assert tls["nginx_1.1"].startswith("refused")
+    assert tls["nginx_1.2"] == "TLSv1.2"
+    assert tls["nginx_1.3"] == "TLSv1.3"
