@@ -119,7 +119,9 @@ def main() -> None:
         DOWN.set()
         out["upstream_down"] = get("/health")
         DOWN.clear()
+        started = time.monotonic()
         statuses = [int(str(get("/api/ping")["status"])) for _ in range(40)]
+        out["burst_seconds"] = time.monotonic() - started
         out["burst_statuses"] = statuses
         out["limited"] = get("/api/ping")
         control = control_server()

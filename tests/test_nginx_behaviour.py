@@ -57,9 +57,11 @@ def test_security_headers_on_every_response(seen: dict[str, Any], probe: str, st
 def test_rate_limit_answers_429_past_the_burst(seen: dict[str, Any]) -> None:
     statuses = seen["burst_statuses"]
     assert 429 in statuses
-    served = statuses.index(429)
-    assert 10 <= served <= 21  # burst 20 (+1), less what the earlier probes used
-    assert set(statuses[served:]) == {429}
+    first_refusal = statuses.index(429)
+    assert 10 <= first_refusal <= 21  # burst 20 (+1), less what the earlier probes used
+    # 100r/m frees one slot every 0.6 s: a slow burst may see a few more through, never many.
+    refills = int(seen["burst_seconds"] / 0.6) + 1
+    assert len(statuses) - statuses.count(429) <= 21 + refills
 
 
 def test_request_id_is_kept_or_made(seen: dict[str, Any]) -> None:
