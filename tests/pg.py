@@ -37,6 +37,22 @@ class Cluster:
     bin: Path
     port: int
     socket_dir: Path
+    data: Path
+    as_user: tuple[str, ...]
+
+    def _ctl(self, *args: str) -> None:
+        opts = f"-k {self.socket_dir} -p {self.port} -c listen_addresses=127.0.0.1 -c fsync=off"
+        subprocess.run(
+            [*self.as_user, str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", opts,
+             "-l", str(self.data.parent / "log"), "-w", *args],
+            check=True, capture_output=True,
+        )  # fmt: skip
+
+    def start(self) -> None:
+        self._ctl("start")
+
+    def stop(self) -> None:
+        self._ctl("-m", "immediate", "stop")
 
     def psql(
         self, *args: str, user: str = "postgres", dbname: str = "postgres", password: str | None = None,
@@ -67,12 +83,9 @@ def temp_cluster() -> Iterator[Cluster]:
              "--auth-host=scram-sha-256", "--no-sync", "-E", "UTF8"],
             check=True, capture_output=True,
         )  # fmt: skip
-        opts = f"-k {sock} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off"
-        subprocess.run(
-            [*as_user, str(pg / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start"],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        yield Cluster(bin=pg, port=port, socket_dir=sock)
+        cluster = Cluster(bin=pg, port=port, socket_dir=sock, data=data, as_user=tuple(as_user))
+        cluster.start()
+        yield cluster
     finally:
         if (data / "postmaster.pid").exists():
             subprocess.run([*as_user, str(pg / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], check=False,

@@ -47,3 +47,11 @@ class BundleDrift(MfeError):
     """`render --check` found files that differ from what would be rendered."""
 
     exit_code = 1
+
+
+class CommandFailed(MfeError):
+    exit_code = 1
+
+
+class MigrationError(MfeError):
+    exit_code = 1

@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
-
 import jinja2
 
+from mfe_deploy.config import urls
 from mfe_deploy.config.models import DATABASE_SERVICES, Environment
 from mfe_deploy.config.secrets import Secret, Secrets
 
@@ -25,6 +24,29 @@ class Capabilities:
     """What the target engine supports. Docker Engine < 25 refuses healthcheck.start_interval."""
 
     healthcheck_start_interval: bool = True
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the services reach each other and the stores: compose service names on the internal
+    network (standard ports inside containers), or 127.0.0.1 with the configured ports (local runtime)."""
+
+    postgres: tuple[str, int]
+    redis: tuple[str, int]
+    rabbitmq: tuple[str, int]
+    services: Mapping[str, tuple[str, int]]
+
+    @classmethod
+    def compose(cls, env: Environment) -> Endpoints:
+        services = {name: (name, svc.port) for name, svc in env.services.items()}
+        return cls(("postgres", 5432), ("redis", 6379), ("rabbitmq", 5672), services)
+
+    @classmethod
+    def local(cls, env: Environment) -> Endpoints:
+        services = {name: ("127.0.0.1", svc.port) for name, svc in env.services.items()}
+        return cls(
+            ("127.0.0.1", env.database.port), ("127.0.0.1", env.redis.port), ("127.0.0.1", env.rabbitmq.port), services
+        )
 
 
 @dataclass(frozen=True)
@@ -99,7 +121,7 @@ def render(
     if env.nginx.enabled:
         files["nginx/nginx.conf"] = BundleFile(jinja.get_template("nginx.conf.j2").render(ctx))
     env_tpl = jinja.get_template("service.env.j2")
-    for unit, variables in _env_files(env, secrets).items():
+    for unit, variables in environments(env, secrets, Endpoints.compose(env)).items():
         text = env_tpl.render(env_name=env.name, unit=unit, variables=variables)
         files[f"env/{unit}.env"] = BundleFile(text, secret=True)
     return Bundle(files=dict(sorted(files.items())))
@@ -165,7 +187,8 @@ def _db_var(service: str) -> str:
     return f"MFE_{service.upper()}_DB_PASSWORD"
 
 
-def _env_files(env: Environment, secrets: Secrets) -> dict[str, list[tuple[str, object]]]:
+def environments(env: Environment, secrets: Secrets, at: Endpoints) -> dict[str, list[tuple[str, object]]]:
+    """The process environment of every unit (services, postgres, rabbitmq); secrets stay Secret."""
     pg, rmq = env.database, env.rabbitmq
     files: dict[str, list[tuple[str, object]]] = {
         "postgres": [
@@ -195,24 +218,19 @@ def _env_files(env: Environment, secrets: Secrets) -> dict[str, list[tuple[str, 
         ]
         if name == "api-gateway":
             variables += [
-                (
-                    f"{other.upper().replace('-', '_')}_SERVICE_URL",
-                    f"http://{other}:{env.services[other].port}",
-                )
+                (f"{other.upper().replace('-', '_')}_SERVICE_URL", "http://{}:{}".format(*at.services[other]))
                 for other in env.services
                 if other != name
             ]
         else:
-            password = quote(secrets.databases[name].reveal(), safe="")
-            role, db = env.database_role(name), env.database_name(name)
             variables += [
-                ("DATABASE_URL", Secret(f"postgresql://{role}:{password}@postgres:{pg.port}/{db}")),
-                ("REDIS_URL", f"redis://redis:{env.redis.port}/0"),
+                ("DATABASE_URL", urls.database_url(env, secrets, name, *at.postgres)),
+                ("REDIS_URL", urls.redis_url(env, *at.redis)),
             ]
             if env.uses_rabbitmq:
-                assert secrets.rabbitmq_password is not None
-                rpass = quote(secrets.rabbitmq_password.reveal(), safe="")
-                variables.append(("RABBITMQ_URL", Secret(f"amqp://{rmq.user}:{rpass}@rabbitmq:{rmq.port}/")))
+                variables.append(("RABBITMQ_URL", urls.rabbitmq_url(env, secrets, *at.rabbitmq)))
+            if name == "auth" and env.admin_emails:
+                variables.append(("ADMIN_EMAILS", ",".join(env.admin_emails)))
         if secrets.sentry_dsn is not None:
             variables.append(("SENTRY_DSN", secrets.sentry_dsn))
         files[name] = variables

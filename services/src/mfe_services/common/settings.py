@@ -1,0 +1,66 @@
+"""Settings of one service, read once from the process environment (the env file mfe-deploy renders)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+_DURATION = re.compile(r"^([1-9][0-9]*)([smhd])$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def seconds(duration: str) -> int:
+    match = _DURATION.match(duration)
+    if not match:
+        raise ValueError(f"not a duration like 15m or 7d: {duration!r}")
+    return int(match[1]) * _UNIT[match[2]]
+
+
+@dataclass(frozen=True)
+class Settings:
+    service: str
+    port: int
+    app_env: str = "development"
+    log_level: str = "info"
+    event_hub: str = "redis"
+    jwt_secret: str = field(default="", repr=False)
+    jwt_expires_in: int = 900
+    jwt_refresh_expires_in: int = 604800
+    cors_origin: str = ""
+    database_url: str | None = field(default=None, repr=False)
+    redis_url: str | None = None
+    rabbitmq_url: str | None = field(default=None, repr=False)
+    upstreams: Mapping[str, str] = field(default_factory=dict)
+    admin_emails: frozenset[str] = frozenset()
+    version: str = "dev"
+
+    @classmethod
+    def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        upstreams = {
+            key[: -len("_SERVICE_URL")].lower().replace("_", "-"): value
+            for key, value in env.items()
+            if key.endswith("_SERVICE_URL")
+        }
+        secret = env.get("JWT_SECRET", "")
+        if not secret:
+            raise RuntimeError("JWT_SECRET is not set")
+        return cls(
+            service=service,
+            port=int(env.get("PORT", "0")),
+            app_env=env.get("APP_ENV", "development"),
+            log_level=env.get("LOG_LEVEL", "info"),
+            event_hub=env.get("EVENT_HUB", "redis"),
+            jwt_secret=secret,
+            jwt_expires_in=seconds(env.get("JWT_EXPIRES_IN", "15m")),
+            jwt_refresh_expires_in=seconds(env.get("JWT_REFRESH_EXPIRES_IN", "7d")),
+            cors_origin=env.get("CORS_ORIGIN", ""),
+            database_url=env.get("DATABASE_URL") or None,
+            redis_url=env.get("REDIS_URL") or None,
+            rabbitmq_url=env.get("RABBITMQ_URL") or None,
+            upstreams=dict(sorted(upstreams.items())),
+            admin_emails=frozenset(e.strip().lower() for e in env.get("ADMIN_EMAILS", "").split(",") if e.strip()),
+            version=env.get("SERVICE_VERSION", "dev"),
+        )

@@ -1,0 +1,236 @@
+"""api-gateway (3000): routes /api/<service>/* to the services, verifies the JWT first on protected
+routes, keeps or makes X-Request-ID, answers CORS. A plain ASGI app: it is the hot path of every call."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+from starlette.types import Message, Receive, Scope, Send
+
+from mfe_services.common import health, logs, tokens
+from mfe_services.common.settings import Settings
+from mfe_services.gateway.upstream import HOP_BY_HOP, Connection, Pool, UpstreamError, request_head
+
+log = logging.getLogger("mfe.gateway")
+PUBLIC = frozenset(
+    {("POST", "/api/auth/register"), ("POST", "/api/auth/login"), ("POST", "/api/auth/refresh"),
+     ("POST", "/api/auth/logout")}
+)  # fmt: skip
+RESPONSE_TIMEOUT = 60.0
+SKIP_REQUEST = HOP_BY_HOP | {b"host", b"x-request-id", b"x-forwarded-for", b"x-forwarded-proto", b"content-length"}
+
+
+def _json(status: int, body: dict[str, Any], extra: list[tuple[bytes, bytes]]) -> tuple[Message, Message]:
+    data = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *extra]
+    return (
+        {"type": "http.response.start", "status": status, "headers": headers},
+        {"type": "http.response.body", "body": data},
+    )
+
+
+class Gateway:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pools: dict[str, Pool] = {}
+        self.prefixes: list[tuple[str, str]] = []
+        for name, url in settings.upstreams.items():
+            parts = urlsplit(url)
+            self.pools[name] = Pool(parts.hostname or "127.0.0.1", parts.port or 80)
+            self.prefixes.append((f"/api/{name}", name))
+        self.cors_origin = settings.cors_origin.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        headers = dict(scope["headers"])
+        rid = headers.get(b"x-request-id", b"")[:128] or uuid.uuid4().hex.encode()
+        extra = [(b"x-request-id", rid)]
+        origin = headers.get(b"origin")
+        if origin is not None and self.cors_origin in (b"*", origin):
+            extra += [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
+            if scope["method"] == "OPTIONS" and b"access-control-request-method" in headers:
+                await self._preflight(send, extra, headers)
+                return
+        path, method = scope["path"], scope["method"]
+        if path.startswith("/health"):
+            await self._health(path, send, extra)
+            return
+        name = self._route(path)
+        if name is None:
+            await self._send(send, _json(404, {"error": f"no route for {path}"}, extra))
+            return
+        if (method, path) not in PUBLIC and not (method == "GET" and path.endswith("/version")):
+            token = tokens.bearer((headers.get(b"authorization") or b"").decode("latin-1"))
+            try:
+                if token is None:
+                    raise tokens.InvalidToken("missing bearer token")
+                tokens.verify(self.settings.jwt_secret, token)
+            except tokens.InvalidToken as exc:
+                challenge = [(b"www-authenticate", b'Bearer error="invalid_token"')]
+                await self._send(send, _json(401, {"error": f"invalid token: {exc}"}, extra + challenge))
+                return
+        await self._proxy(self.pools[name], scope, receive, send, rid, extra)
+
+    def _route(self, path: str) -> str | None:
+        for prefix, name in self.prefixes:
+            if path == prefix or path.startswith(prefix + "/"):
+                return name
+        return None
+
+    async def _proxy(
+        self, pool: Pool, scope: Scope, receive: Receive, send: Send, rid: bytes, extra: list[tuple[bytes, bytes]]
+    ) -> None:
+        method: str = scope["method"]
+        target = scope.get("raw_path") or scope["path"].encode()
+        if scope.get("query_string"):
+            target += b"?" + scope["query_string"]
+        out: list[tuple[bytes, bytes]] = [(b"host", pool.netloc)]
+        forwarded = b""
+        for key, value in scope["headers"]:
+            if key == b"x-forwarded-for":
+                forwarded = value + b", "
+            elif key not in SKIP_REQUEST:
+                out.append((key, value))
+        client = scope.get("client")
+        out += [
+            (b"x-request-id", rid),
+            (b"x-forwarded-for", forwarded + (client[0].encode() if client else b"unknown")),
+            (b"x-forwarded-proto", scope.get("scheme", "http").encode()),
+        ]
+        first = await receive()
+        body: bytes = first.get("body", b"")
+        streaming = bool(first.get("more_body", False))
+        if streaming:
+            out.append((b"transfer-encoding", b"chunked"))
+        elif body or method in ("POST", "PUT", "PATCH"):
+            out.append((b"content-length", str(len(body)).encode()))
+        head = request_head(method, target, out)
+
+        conn: Connection | None = None
+        for attempt in range(2):
+            conn, reused = await self._acquire(pool, send, extra)
+            if conn is None:
+                return
+            conn.start(head_only=method == "HEAD")
+            try:
+                if streaming:
+                    conn.write(head)
+                    await self._stream_request(conn, body, receive)
+                else:
+                    conn.write(head + body)
+                status, headers = await asyncio.wait_for(asyncio.shield(conn.head), RESPONSE_TIMEOUT)
+                break
+            except UpstreamError as exc:
+                conn.close()
+                if exc.retryable and reused and not streaming and attempt == 0:
+                    continue
+                await self._send(send, _json(502, {"error": f"upstream failed: {exc}"}, extra))
+                return
+            except TimeoutError:
+                conn.close()
+                await self._send(send, _json(504, {"error": "upstream timed out"}, extra))
+                return
+        assert conn is not None
+        response = [(k, v) for k, v in headers if k not in HOP_BY_HOP and k != b"x-request-id"]
+        await send({"type": "http.response.start", "status": status, "headers": response + extra})
+        try:
+            more = True
+            while more:
+                chunk, more = await conn.next_chunk()
+                await send({"type": "http.response.body", "body": chunk, "more_body": more})
+        except BaseException:
+            conn.close()
+            raise
+        pool.release(conn)
+
+    async def _acquire(
+        self, pool: Pool, send: Send, extra: list[tuple[bytes, bytes]]
+    ) -> tuple[Connection | None, bool]:
+        try:
+            return await pool.acquire()
+        except UpstreamError as exc:
+            await self._send(send, _json(502, {"error": str(exc)}, extra))
+            return None, False
+
+    @staticmethod
+    async def _stream_request(conn: Connection, body: bytes, receive: Receive) -> None:
+        more = True
+        while True:
+            if body:
+                conn.write(b"%x\r\n%s\r\n" % (len(body), body))
+            if not more:
+                break
+            message = await receive()
+            body, more = message.get("body", b""), bool(message.get("more_body", False))
+        conn.write(b"0\r\n\r\n")
+
+    async def _preflight(self, send: Send, extra: list[tuple[bytes, bytes]], headers: dict[bytes, bytes]) -> None:
+        allow = [
+            (b"access-control-allow-methods", b"GET, POST, PUT, PATCH, DELETE, OPTIONS"),
+            (b"access-control-allow-headers", headers.get(b"access-control-request-headers", b"authorization, content-type")),
+            (b"access-control-max-age", b"600"),
+            (b"content-length", b"0"),
+        ]  # fmt: skip
+        await send({"type": "http.response.start", "status": 204, "headers": allow + extra})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _health(self, path: str, send: Send, extra: list[tuple[bytes, bytes]]) -> None:
+        if path == "/health/live":
+            await self._send(send, _json(200, {"status": "alive"}, extra))
+            return
+        if path != "/health":
+            await self._send(send, _json(404, {"error": f"no route for {path}"}, extra))
+            return
+        checks: dict[str, health.Check | None] = {name: self._probe(pool) for name, pool in self.pools.items()}
+        status, body = await health.report(checks)
+        await self._send(send, _json(status, body, extra))
+
+    @staticmethod
+    def _probe(pool: Pool) -> health.Check:
+        async def check() -> None:
+            conn, _ = await pool.acquire()
+            conn.start(head_only=False)
+            conn.write(request_head("GET", b"/health", [(b"host", pool.netloc)]))
+            try:
+                status, _ = await conn.head
+                while (await conn.next_chunk())[1]:
+                    pass
+            except BaseException:
+                conn.close()
+                raise
+            pool.release(conn)
+            if status != 200:
+                raise UpstreamError(f"health {status}")
+
+        return check
+
+    @staticmethod
+    async def _send(send: Send, messages: tuple[Message, Message]) -> None:
+        await send(messages[0])
+        await send(messages[1])
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                logs.configure(self.settings.service, self.settings.log_level)
+                log.info("started", extra={"fields": {"upstreams": dict(self.settings.upstreams)}})
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                for pool in self.pools.values():
+                    pool.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def build(settings: Settings) -> Gateway:
+    return Gateway(settings)

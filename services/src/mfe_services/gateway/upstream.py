@@ -1,0 +1,170 @@
+"""A keep-alive HTTP/1.1 connection pool to one upstream, on asyncio protocols and httptools' parser.
+
+General clients (httpx, aiohttp) cost the gateway most of its throughput on this machine (DESIGN.md:
+0.02x and 0.33x of direct); a proxy needs far less: write the head, stream bytes both ways, reuse the
+connection. Bodies are streamed with backpressure, never buffered whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from typing import cast
+
+import httptools
+
+HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade",
+     b"proxy-authenticate", b"proxy-authorization"}
+)  # fmt: skip
+HIGH_WATER = 1 << 20
+Headers = list[tuple[bytes, bytes]]
+
+
+class UpstreamError(Exception):
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self._reset(head_only=False)
+
+    def _reset(self, *, head_only: bool) -> None:
+        loop = asyncio.get_running_loop()
+        self.head: asyncio.Future[tuple[int, Headers]] = loop.create_future()
+        self.headers: Headers = []
+        self.chunks: list[bytes] = []
+        self.buffered = 0
+        self.complete = False
+        self.keep_alive = False
+        self.got_bytes = False
+        self.head_only = head_only
+        self.waiter: asyncio.Future[None] | None = None
+        self.error: UpstreamError | None = None
+
+    def start(self, *, head_only: bool) -> None:
+        self._reset(head_only=head_only)
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+
+    def data_received(self, data: bytes) -> None:
+        self.got_bytes = True
+        if self.complete:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamError(f"bad response from upstream: {exc}"))
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.complete:
+            # Nothing received on a reused connection: the upstream closed it while idle; try again.
+            self._fail(UpstreamError("upstream closed the connection", retryable=not self.got_bytes))
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        if not self.head.done():
+            self.head.set_result((self.parser.get_status_code(), self.headers))
+        if self.head_only:
+            self.complete = True
+            self.keep_alive = False
+            self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self.chunks.append(body)
+        self.buffered += len(body)
+        if self.buffered > HIGH_WATER and self.transport is not None:
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+        self.keep_alive = self.parser.should_keep_alive()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def _fail(self, error: UpstreamError) -> None:
+        self.error = error
+        if not self.head.done():
+            self.head.set_exception(error)
+        self._wake()
+
+    async def next_chunk(self) -> tuple[bytes, bool]:
+        """The body bytes received so far and whether more will follow."""
+        while not self.chunks and not self.complete:
+            if self.error is not None:
+                raise self.error
+            self.waiter = asyncio.get_running_loop().create_future()
+            await self.waiter
+        body = b"".join(self.chunks) if len(self.chunks) != 1 else self.chunks[0]
+        self.chunks.clear()
+        if self.buffered > HIGH_WATER and self.transport is not None:
+            self.transport.resume_reading()
+        self.buffered = 0
+        return body, not self.complete
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class Pool:
+    def __init__(self, host: str, port: int, *, max_idle: int = 128, connect_timeout: float = 2.0) -> None:
+        self.host, self.port = host, port
+        self.netloc = f"{host}:{port}".encode()
+        self.max_idle = max_idle
+        self.connect_timeout = connect_timeout
+        self.idle: deque[Connection] = deque()
+
+    async def acquire(self) -> tuple[Connection, bool]:
+        while self.idle:
+            conn = self.idle.pop()
+            if not conn.closed:
+                return conn, True
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(Connection, self.host, self.port), self.connect_timeout
+            )
+        except (OSError, TimeoutError) as exc:
+            raise UpstreamError(f"cannot connect to {self.host}:{self.port}: {exc or 'timeout'}") from None
+        return conn, False
+
+    def release(self, conn: Connection) -> None:
+        if conn.complete and conn.keep_alive and not conn.closed and len(self.idle) < self.max_idle:
+            self.idle.append(conn)
+        else:
+            conn.close()
+
+    def close(self) -> None:
+        while self.idle:
+            self.idle.pop().close()
+
+
+def request_head(method: str, target: bytes, headers: Sequence[tuple[bytes, bytes]]) -> bytes:
+    lines = [method.encode(), b" ", target, b" HTTP/1.1\r\n"]
+    for name, value in headers:
+        lines += [name, b": ", value, b"\r\n"]
+    lines.append(b"\r\n")
+    return b"".join(lines)

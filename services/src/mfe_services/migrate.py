@@ -1,0 +1,239 @@
+"""Plain-SQL migrations for one service database, driven by `mfe-deploy migrate`.
+
+    DATABASE_URL=... python -m mfe_services.migrate --service auth apply|status|resolve [...]
+
+Each pending file runs in its own transaction (with lock_timeout and statement_timeout) under a
+PostgreSQL advisory lock, so concurrent runs apply each migration exactly once. History records id,
+SHA-256, time and duration. An applied file that changed is refused; a failed migration is rolled back,
+recorded, and blocks further runs until it is resolved (as Prisma's `migrate resolve`).
+Output is one JSON document on stdout; exit 0 on success, 3 when refused or failed, 2 on usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+HISTORY = "mfe_schema_migrations"
+NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+LOCK_WAIT_SECONDS = 120.0
+
+
+class Refused(Exception):
+    def __init__(self, kind: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.kind, self.details = kind, details
+
+
+@dataclass(frozen=True)
+class Migration:
+    id: str
+    path: Path
+    sql: str
+    checksum: str
+
+
+def migrations_dir(service: str) -> Path:
+    override = os.environ.get("MFE_MIGRATIONS_DIR")
+    if override:
+        return Path(override) / service
+    packaged = Path(__file__).parent / "migrations" / service
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / service / "migrations"
+
+
+def discover(folder: Path) -> list[Migration]:
+    found = []
+    for path in sorted(folder.glob("*.sql")):
+        if not NAME.match(path.name):
+            raise Refused("bad_name", f"{path}: migration files are named NNNN_description.sql")
+        raw = path.read_bytes()
+        found.append(Migration(path.stem, path, raw.decode("utf-8"), hashlib.sha256(raw).hexdigest()))
+    numbers = [m.id[:4] for m in found]
+    if len(set(numbers)) != len(numbers):
+        raise Refused("bad_name", f"{folder}: two migrations share a number")
+    return found
+
+
+def lock_key(service: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"mfe-migrate:{service}".encode()).digest()[:8], "big", signed=True)
+
+
+def _lock(conn: psycopg.Connection[Any], service: str) -> None:
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(service),)).fetchone()
+        if row and row[0]:
+            return
+        if time.monotonic() > deadline:
+            raise Refused("lock_timeout", f"another migration of {service} held the lock for {LOCK_WAIT_SECONDS:.0f}s")
+        time.sleep(0.1)
+
+
+def _history(conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {HISTORY} (id text PRIMARY KEY, checksum text NOT NULL, "
+        "status text NOT NULL CHECK (status IN ('applied', 'failed', 'rolled_back')), "
+        "applied_at timestamptz NOT NULL DEFAULT now(), duration_ms integer NOT NULL DEFAULT 0, error text)"
+    )
+    rows = conn.execute(f"SELECT id, checksum, status, applied_at, duration_ms, error FROM {HISTORY} ORDER BY id").fetchall()  # noqa: S608
+    return {
+        r[0]: {"id": r[0], "checksum": r[1], "status": r[2], "applied_at": r[3].isoformat(), "duration_ms": r[4],
+               "error": r[5]}
+        for r in rows
+    }  # fmt: skip
+
+
+def _check(history: dict[str, dict[str, Any]], migrations: list[Migration], service: str, env_name: str) -> None:
+    for record in history.values():
+        if record["status"] == "failed":
+            raise Refused(
+                "blocked",
+                f"migration {record['id']} of {service} failed ({record['error']}); fix it, then run "
+                f"`mfe-deploy migrate resolve --env {env_name} --service {service} --rolled-back {record['id']}` "
+                f"(or --applied {record['id']} if you applied it by hand)",
+                migration=record["id"],
+            )
+    for m in migrations:
+        record = history.get(m.id)
+        if record and record["status"] == "applied" and record["checksum"] != m.checksum:
+            raise Refused(
+                "checksum_mismatch",
+                f"{m.path}: applied migration {m.id} was edited after it ran (checksum differs); "
+                "add a new migration instead",
+                migration=m.id,
+                file=str(m.path),
+            )
+
+
+def status(conn: psycopg.Connection[Any], migrations: list[Migration]) -> list[dict[str, Any]]:
+    history = _history(conn)
+    conn.commit()
+    rows = []
+    for m in migrations:
+        record = history.get(m.id)
+        state = "pending" if record is None or record["status"] == "rolled_back" else record["status"]
+        if record and state == "applied" and record["checksum"] != m.checksum:
+            state = "changed"
+        rows.append({"id": m.id, "state": state, "applied_at": record["applied_at"] if record else None})
+    known = {m.id for m in migrations}
+    rows += [{"id": i, "state": "missing", "applied_at": r["applied_at"]} for i, r in history.items() if i not in known]
+    return rows
+
+
+def apply(
+    conn: psycopg.Connection[Any], migrations: list[Migration], service: str, *, env_name: str, dry_run: bool,
+    statement_timeout: str,
+) -> dict[str, Any]:  # fmt: skip
+    _lock(conn, service)
+    try:
+        history = _history(conn)
+        conn.commit()
+        _check(history, migrations, service, env_name)
+        pending = [m for m in migrations if m.id not in history or history[m.id]["status"] == "rolled_back"]
+        if dry_run:
+            return {"applied": [], "pending": [{"id": m.id, "sql": m.sql} for m in pending]}
+        applied = []
+        for m in pending:
+            started = time.monotonic()
+            try:
+                with conn.transaction():
+                    conn.execute("SET LOCAL lock_timeout = '5s'")
+                    conn.execute(f"SET LOCAL statement_timeout = '{statement_timeout}'")
+                    conn.execute(m.sql.encode())  # no parameters: runs as a multi-statement script
+                    conn.execute(
+                        f"INSERT INTO {HISTORY} (id, checksum, status, duration_ms) VALUES (%s, %s, 'applied', %s) "  # noqa: S608
+                        "ON CONFLICT (id) DO UPDATE SET checksum = EXCLUDED.checksum, status = 'applied', "
+                        "applied_at = now(), duration_ms = EXCLUDED.duration_ms, error = NULL",
+                        (m.id, m.checksum, int((time.monotonic() - started) * 1000)),
+                    )
+            except psycopg.Error as exc:
+                message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                with conn.transaction():
+                    conn.execute(
+                        f"INSERT INTO {HISTORY} (id, checksum, status, error) VALUES (%s, %s, 'failed', %s) "  # noqa: S608
+                        "ON CONFLICT (id) DO UPDATE SET status = 'failed', error = EXCLUDED.error, applied_at = now()",
+                        (m.id, m.checksum, message),
+                    )
+                raise Refused("failed", f"{m.path}: {message} (rolled back; nothing of it was applied)",
+                              migration=m.id, applied=applied) from None  # fmt: skip
+            applied.append({"id": m.id, "duration_ms": int((time.monotonic() - started) * 1000)})
+        return {"applied": applied, "pending": []}
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key(service),))
+        conn.commit()
+
+
+def resolve(conn: psycopg.Connection[Any], migrations: list[Migration], service: str, migration_id: str, outcome: str) -> dict[str, Any]:
+    _lock(conn, service)
+    try:
+        history = _history(conn)
+        record = history.get(migration_id)
+        if record is None or record["status"] != "failed":
+            raise Refused("not_failed", f"migration {migration_id} of {service} is not recorded as failed")
+        checksum = next((m.checksum for m in migrations if m.id == migration_id), record["checksum"])
+        conn.execute(f"UPDATE {HISTORY} SET status = %s, checksum = %s WHERE id = %s", (outcome, checksum, migration_id))  # noqa: S608
+        conn.commit()
+        return {"resolved": migration_id, "status": outcome}
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key(service),))
+        conn.commit()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mfe_services.migrate")
+    parser.add_argument("--service", required=True)
+    parser.add_argument("--env-name", default="ENV")
+    sub = parser.add_subparsers(dest="action", required=True)
+    ap = sub.add_parser("apply")
+    ap.add_argument("--dry-run", action="store_true")
+    sub.add_parser("status")
+    rp = sub.add_parser("resolve")
+    group = rp.add_mutually_exclusive_group(required=True)
+    group.add_argument("--rolled-back", dest="rolled_back")
+    group.add_argument("--applied")
+    args = parser.parse_args(argv)
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        print(json.dumps({"error": {"kind": "usage", "message": "DATABASE_URL is not set"}}))
+        return 2
+    out: dict[str, Any] = {"service": args.service}
+    try:
+        migrations = discover(migrations_dir(args.service))
+        with psycopg.connect(url, connect_timeout=5, application_name=f"mfe-migrate:{args.service}") as conn:
+            out["database"] = conn.info.dbname
+            if args.action == "status":
+                out["migrations"] = status(conn, migrations)
+            elif args.action == "apply":
+                timeout = os.environ.get("MIGRATION_STATEMENT_TIMEOUT", "5min")
+                out.update(apply(conn, migrations, args.service, env_name=args.env_name, dry_run=args.dry_run,
+                                 statement_timeout=timeout))  # fmt: skip
+            else:
+                outcome = "rolled_back" if args.rolled_back else "applied"
+                out.update(resolve(conn, migrations, args.service, args.rolled_back or args.applied, outcome))
+    except Refused as exc:
+        out["error"] = {"kind": exc.kind, "message": str(exc), **exc.details}
+        print(json.dumps(out))
+        return 3
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
+        out["error"] = {"kind": "connection", "message": first}
+        print(json.dumps(out))
+        return 3
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

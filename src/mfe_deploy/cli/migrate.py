@@ -1,0 +1,116 @@
+"""mfe-deploy migrate [status|resolve]."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mfe_deploy.cli.app import JsonOption, app, application
+
+migrate_app = typer.Typer(help="Apply and inspect database migrations.", rich_markup_mode=None)
+app.add_typer(migrate_app, name="migrate")
+
+ServiceOption = Annotated[str | None, typer.Option("--service", "-s", help="Only this service.")]
+
+
+def _prepare(env: str, service: str | None, action: list[str]) -> tuple[dict[str, object], object]:
+    from mfe_deploy.config import loader
+    from mfe_deploy.ops import migrations
+
+    state = application()
+    loaded, secrets = loader.load_with_secrets(state.project_dir, env)
+    state.console.add_secrets(s.reveal() for s in secrets.values())
+    names = migrations.services(loaded.env, service)
+    return {n: migrations.command(loaded.env, secrets, n, action) for n in names}, loaded
+
+
+def _execute(env: str, service: str | None, action: list[str]) -> list[object]:
+    from mfe_deploy.ops import migrations
+    from mfe_deploy.runtimes.process import LocalProcess
+
+    commands, _ = _prepare(env, service, action)
+    return list(migrations.run(LocalProcess(), commands))  # type: ignore[arg-type]
+
+
+@migrate_app.callback(invoke_without_command=True)
+def migrate(
+    ctx: typer.Context,
+    env: Annotated[str | None, typer.Option("--env", "-e", help="Environment name.")] = None,
+    service: ServiceOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the SQL that would run.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Apply pending migrations of every service database (or one)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if env is None:
+        raise typer.BadParameter("--env is required", param_hint="--env")
+    from mfe_deploy.errors import MigrationError
+    from mfe_deploy.ops.migrations import Outcome
+
+    outcomes: list[Outcome] = _execute(env, service, ["apply", *(["--dry-run"] if dry_run else [])])  # type: ignore[assignment]
+    console = application().console
+    if as_json:
+        console.json([{"service": o.service, "ok": o.ok, **o.data} for o in outcomes])
+    for o in outcomes:
+        if not o.ok or as_json:
+            continue
+        if dry_run:
+            for item in o.data.get("pending", []):
+                console.print(f"-- {o.service} ({o.data.get('database')}): {item['id']}\n{item['sql'].rstrip()}\n")
+            if not o.data.get("pending"):
+                console.print(f"-- {o.service}: nothing pending")
+            continue
+        applied = o.data.get("applied", [])
+        done = ", ".join(f"{a['id']} ({a['duration_ms']} ms)" for a in applied)
+        console.print(f"{o.service}: applied {done}" if applied else f"{o.service}: up to date")
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        raise MigrationError("; ".join(f"{o.service}: {o.error}" for o in failed))
+
+
+@migrate_app.command("status")
+def status(
+    env: Annotated[str, typer.Option("--env", "-e", help="Environment name.")],
+    service: ServiceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List applied, pending and failed migrations per service."""
+    from mfe_deploy.errors import MigrationError
+    from mfe_deploy.ops.migrations import Outcome
+
+    outcomes: list[Outcome] = _execute(env, service, ["status"])  # type: ignore[assignment]
+    console = application().console
+    if as_json:
+        console.json([{"service": o.service, "ok": o.ok, **o.data} for o in outcomes])
+    else:
+        rows = [
+            (o.service, m["id"], m["state"], m["applied_at"] or "-")
+            for o in outcomes if o.ok for m in o.data.get("migrations", [])
+        ]  # fmt: skip
+        console.table(("SERVICE", "MIGRATION", "STATE", "APPLIED AT"), rows)
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        raise MigrationError("; ".join(f"{o.service}: {o.error}" for o in failed))
+
+
+@migrate_app.command("resolve")
+def resolve(
+    env: Annotated[str, typer.Option("--env", "-e", help="Environment name.")],
+    service: Annotated[str, typer.Option("--service", "-s", help="The service whose migration failed.")],
+    rolled_back: Annotated[str | None, typer.Option("--rolled-back", help="Mark as rolled back: runs again.")] = None,
+    applied: Annotated[str | None, typer.Option("--applied", help="Mark as applied (you applied it by hand).")] = None,
+) -> None:
+    """Unblock a failed migration, as Prisma's `migrate resolve`."""
+    from mfe_deploy.errors import MigrationError
+    from mfe_deploy.ops.migrations import Outcome
+
+    if (rolled_back is None) == (applied is None):
+        raise typer.BadParameter("give exactly one of --rolled-back ID or --applied ID")
+    flag = ["--rolled-back", rolled_back] if rolled_back else ["--applied", applied or ""]
+    outcomes: list[Outcome] = _execute(env, service, ["resolve", *flag])  # type: ignore[assignment]
+    o = outcomes[0]
+    if not o.ok:
+        raise MigrationError(f"{o.service}: {o.error}")
+    application().console.print(f"{o.service}: {o.data['resolved']} marked {o.data['status'].replace('_', ' ')}")

@@ -1,0 +1,24 @@
+"""A command line as a value: argv, extra environment, working directory. str() is safe to print."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mfe_deploy.config.secrets import Secret
+
+
+@dataclass(frozen=True)
+class Command:
+    argv: tuple[str, ...]
+    env: Mapping[str, str | Secret] = field(default_factory=dict)
+    cwd: Path | None = None
+
+    def environ(self) -> dict[str, str]:
+        return {k: v.reveal() if isinstance(v, Secret) else v for k, v in self.env.items()}
+
+    def __str__(self) -> str:
+        assignments = [f"{k}={v}" for k, v in sorted(self.env.items())]
+        return shlex.join([*assignments, *self.argv])

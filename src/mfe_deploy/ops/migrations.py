@@ -1,0 +1,67 @@
+"""Migrations as commands: build the runner's command line per service, parse its JSON answer.
+
+The runner (`python -m mfe_services.migrate`) ships with the services, so it runs wherever they do
+(a local venv, a one-off container). Credentials travel in the environment, never in argv.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from mfe_deploy.command import Command
+from mfe_deploy.config import urls
+from mfe_deploy.config.models import DATABASE_SERVICES, Environment
+from mfe_deploy.config.secrets import Secrets
+from mfe_deploy.errors import ConfigError, Problem
+from mfe_deploy.runtimes import Completed, Runner
+
+
+@dataclass(frozen=True)
+class Outcome:
+    service: str
+    ok: bool
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def error(self) -> str:
+        err = self.data.get("error") or {}
+        return str(err.get("message", "unknown error"))
+
+
+def services(env: Environment, only: str | None) -> list[str]:
+    if only is None:
+        return list(DATABASE_SERVICES)
+    if only not in DATABASE_SERVICES:
+        known = ", ".join(DATABASE_SERVICES)
+        raise ConfigError([Problem("--service", None, "", f"{only!r} has no database; one of: {known}")])
+    return [only]
+
+
+def command(
+    env: Environment, secrets: Secrets, service: str, action: list[str], *, host: str = "127.0.0.1",
+    python: str = sys.executable,
+) -> Command:  # fmt: skip
+    argv = (python, "-m", "mfe_services.migrate", "--service", service, "--env-name", env.name, *action)
+    return Command(argv=argv, env={"DATABASE_URL": urls.database_url(env, secrets, service, host)})
+
+
+def parse(service: str, done: Completed) -> Outcome:
+    try:
+        data = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else {}
+    except (json.JSONDecodeError, IndexError):
+        data = {}
+    if not isinstance(data, dict) or not data:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return Outcome(service, False, {"error": {"kind": "runner", "message": f"migration runner failed: {tail}"}})
+    return Outcome(service, done.returncode == 0 and "error" not in data, data)
+
+
+def run(runner: Runner, commands: dict[str, Command], timeout: float = 300) -> list[Outcome]:
+    """Each service has its own database and lock, so the services migrate concurrently."""
+    with ThreadPoolExecutor(max_workers=len(commands) or 1) as pool:
+        futures = {name: pool.submit(runner.run, cmd, timeout=timeout) for name, cmd in commands.items()}
+        return [parse(name, future.result()) for name, future in futures.items()]

@@ -1,0 +1,175 @@
+"""The whole backend on real servers: PostgreSQL, Redis, RabbitMQ (or the Redis hub) and the five
+services as uvicorn processes on loopback, configured from an environment file like any other."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from mfe_deploy.config import loader
+from mfe_deploy.config.secrets import Secret, Secrets
+from mfe_deploy.config.models import Environment
+from mfe_deploy.render import Endpoints, environments, render
+from tests.conftest import REPO
+from tests.pg import Cluster, free_port, temp_cluster
+from tests.servers import Redis, RabbitMQ, rabbitmq_server, redis_server, wait_until
+
+ADMIN = "admin@example.com"
+SERVICES = ("auth", "payments", "admin", "profile", "api-gateway")
+STACK_SECRETS = {
+    "ITEST_JWT_SECRET": "itest-jwt-secret-0123456789abcdef0123456789",
+    "ITEST_POSTGRES_PASSWORD": "itest-postgres-password-0123456789",
+    "ITEST_RABBITMQ_PASSWORD": "itest-rabbitmq-password-0123456789",
+    "ITEST_AUTH_DB_PASSWORD": "itest-auth-db-password-0123456789",
+    "ITEST_PAYMENTS_DB_PASSWORD": "itest-payments-db-password-0123456789",
+    "ITEST_ADMIN_DB_PASSWORD": "itest-admin-db-password-0123456789",
+    "ITEST_PROFILE_DB_PASSWORD": "itest-profile-db-password-0123456789",
+}
+
+
+def environment_yaml(ports: dict[str, int], *, hub: str, layout: str) -> str:
+    services = "".join(f"  {name}:\n    port: {ports[name]}\n" for name in SERVICES)
+    db_name = "\n  name: universal_mfe_itest" if layout == "shared" else ""
+    return f"""\
+extends: _base
+tier: development
+runtime: local
+event_hub: {hub}
+admin_emails: [{ADMIN}]
+services:
+{services}database:
+  layout: {layout}
+  port: {ports["postgres"]}{db_name}
+redis:
+  port: {ports["redis"]}
+rabbitmq:
+  port: {ports["rabbitmq"]}
+  management_port: {ports["rabbitmq_mgmt"]}
+secrets:
+  jwt_secret: ${{ITEST_JWT_SECRET}}
+  postgres_password: ${{ITEST_POSTGRES_PASSWORD}}
+  rabbitmq_password: ${{ITEST_RABBITMQ_PASSWORD}}
+  databases:
+    auth: ${{ITEST_AUTH_DB_PASSWORD}}
+    payments: ${{ITEST_PAYMENTS_DB_PASSWORD}}
+    admin: ${{ITEST_ADMIN_DB_PASSWORD}}
+    profile: ${{ITEST_PROFILE_DB_PASSWORD}}
+"""
+
+
+def init_database(cluster: Cluster, env: Environment, secrets: Secrets) -> None:
+    """What docker-entrypoint-initdb.d does with the rendered script."""
+    bundle = render(env, secrets)
+    unit = {k: (v.reveal() if isinstance(v, Secret) else str(v)) for k, v in environments(env, secrets, Endpoints.local(env))["postgres"]}
+    if unit["POSTGRES_DB"] != "postgres":
+        done = cluster.psql("-c", f"CREATE DATABASE {unit['POSTGRES_DB']}")
+        assert done.returncode == 0, done.stderr
+    done = cluster.psql("-q", "-f", "-", dbname=unit["POSTGRES_DB"], env=unit,
+                        stdin=bundle.files["initdb/10-databases.sql"].text)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+@dataclass
+class Stack:
+    root: Path
+    env: Environment
+    secrets: Secrets
+    cluster: Cluster
+    redis: Redis
+    rabbit: RabbitMQ | None
+    cli_env: dict[str, str]
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def url(self, service: str = "api-gateway") -> str:
+        return f"http://127.0.0.1:{self.env.services[service].port}"  # type: ignore[index]
+
+    def client(self, service: str = "api-gateway") -> httpx.Client:
+        return httpx.Client(base_url=self.url(service), timeout=10)
+
+    def cli(self, *args: str, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mfe_deploy", "-C", str(self.root), *args],
+            capture_output=True, text=True, env={**self.cli_env, **(extra or {})}, timeout=180, check=False,
+        )  # fmt: skip
+
+    def start_service(self, name: str) -> None:
+        unit = environments(self.env, self.secrets, Endpoints.local(self.env))[name]
+        variables = {k: (v.reveal() if isinstance(v, Secret) else str(v)) for k, v in unit}
+        log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "mfe_services", name],
+            env={"PATH": os.environ["PATH"], "HOST": "127.0.0.1", **variables}, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def wait_ready(self, names: tuple[str, ...] = SERVICES, timeout: float = 30) -> None:
+        def ready() -> bool:
+            for name in names:
+                if self.processes[name].poll() is not None:
+                    raise RuntimeError(f"{name} exited:\n{self.log(name)}")
+                try:
+                    if httpx.get(self.url(name) + "/health", timeout=2).status_code != 200:
+                        return False
+                except httpx.HTTPError:
+                    return False
+            return True
+
+        wait_until(ready, timeout, "services")
+
+    def log(self, name: str) -> str:
+        return (self.root / f"{name}.log").read_text(errors="replace")[-4000:]
+
+    def stop_services(self) -> None:
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.processes.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=20)
+            if proc.poll() is None:
+                proc.kill()
+
+
+@contextlib.contextmanager
+def running_stack(root: Path, *, hub: str = "rabbitmq", layout: str = "per-service") -> Iterator[Stack]:
+    shutil.copytree(REPO / "environments", root / "environments")
+    ports = {name: free_port() for name in (*SERVICES, "redis", "rabbitmq", "rabbitmq_mgmt")}
+    cli_env = {**{k: v for k, v in os.environ.items() if not k.startswith("ITEST_")}, **STACK_SECRETS}
+    with temp_cluster() as cluster:
+        ports["postgres"] = cluster.port
+        (root / "environments" / "itest.yaml").write_text(environment_yaml(ports, hub=hub, layout=layout))
+        loaded, secrets = loader.load_with_secrets(root, "itest", environ=cli_env)
+        init_database(cluster, loaded.env, secrets)
+        rabbit_ctx = (
+            rabbitmq_server(STACK_SECRETS["ITEST_RABBITMQ_PASSWORD"], ports["rabbitmq"])
+            if hub == "rabbitmq" else contextlib.nullcontext()
+        )  # fmt: skip
+        with redis_server(ports["redis"]) as redis, rabbit_ctx as rabbit:
+            stack = Stack(root, loaded.env, secrets, cluster, redis, rabbit, cli_env)
+            migrated = stack.cli("migrate", "--env", "itest")
+            assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+            try:
+                for name in SERVICES:
+                    stack.start_service(name)
+                stack.wait_ready()
+                yield stack
+            finally:
+                stack.stop_services()
+
+
+def poll(fetch: object, timeout: float = 10.0, interval: float = 0.1) -> object:
+    """Call fetch() until it returns something truthy, at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fetch()  # type: ignore[operator]
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
