@@ -95,10 +95,10 @@ class RabbitMQ(Server):
                        timeout=60, check=True)  # fmt: skip
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [str(RABBIT_BIN / "rabbitmq-server")], env=self.environ(),
-            stdout=open(self.folder / "out.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
-        )  # fmt: skip
+        with open(self.folder / "out.log", "wb") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                [str(RABBIT_BIN / "rabbitmq-server")], env=self.environ(), stdout=log, stderr=subprocess.STDOUT
+            )
 
         def booted() -> bool:  # `ping` answers before the AMQP listener is open; await_startup does not
             probe = [str(RABBIT_BIN / "rabbitmqctl"), "-q", "await_startup", "--timeout", "5"]

@@ -104,11 +104,11 @@ class Stack:
     def start_service(self, name: str) -> None:
         unit = environments(self.env, self.secrets, Endpoints.local(self.env))[name]
         variables = {k: (v.reveal() if isinstance(v, Secret) else str(v)) for k, v in unit}
-        log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
-        self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "mfe_services", name],
-            env={"PATH": os.environ["PATH"], "HOST": "127.0.0.1", **variables}, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        with open(self.root / f"{name}.log", "ab") as log:  # the child keeps its own descriptor
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "mfe_services", name],
+                env={"PATH": os.environ["PATH"], "HOST": "127.0.0.1", **variables}, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
 
     def wait_ready(self, names: tuple[str, ...] = SERVICES, timeout: float = 30) -> None:
         def ready() -> bool:
