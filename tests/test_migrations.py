@@ -1,0 +1,171 @@
+"""`mfe-deploy migrate` on a real PostgreSQL, through the CLI and the runner the services ship."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mfe_deploy.config import loader
+from tests.conftest import REPO
+from tests.pg import Cluster, free_port, temp_cluster
+from tests.stack import SERVICES, STACK_SECRETS, environment_yaml, init_database
+
+
+@dataclass
+class Project:
+    root: Path
+    cluster: Cluster
+    migrations: Path
+    environ: dict[str, str]
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mfe_deploy", "-C", str(self.root), *args],
+            capture_output=True, text=True, env=self.environ, timeout=180, check=False,
+        )  # fmt: skip
+
+    def sql(self, query: str, db: str = "auth_db") -> str:
+        done = self.cluster.psql("-At", "-c", query, dbname=db)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    def write(self, service: str, name: str, text: str) -> Path:
+        path = self.migrations / service / name
+        path.write_text(text)
+        return path
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    root = tmp_path / "project"
+    shutil.copytree(REPO / "environments", root / "environments")
+    migrations = tmp_path / "migrations"
+    for service in ("auth", "payments", "admin", "profile"):
+        shutil.copytree(REPO / "services" / service / "migrations", migrations / service)
+    with temp_cluster() as cluster:
+        ports = {name: free_port() for name in (*SERVICES, "redis", "rabbitmq", "rabbitmq_mgmt")}
+        ports["postgres"] = cluster.port
+        (root / "environments" / "itest.yaml").write_text(environment_yaml(ports, hub="rabbitmq", layout="per-service"))
+        environ = {**os.environ, **STACK_SECRETS, "MFE_MIGRATIONS_DIR": str(migrations)}
+        loaded, secrets = loader.load_with_secrets(root, "itest", environ=environ)
+        init_database(cluster, loaded.env, secrets)
+        yield Project(root, cluster, migrations, environ)
+
+
+def test_apply_then_nothing_to_do(project: Project) -> None:
+    first = project.cli("migrate", "--env", "itest")
+    assert first.returncode == 0, first.stderr
+    lines = sorted(first.stdout.splitlines())
+    assert [line.split(":")[0] for line in lines] == ["admin", "auth", "payments", "profile"]
+    assert "auth: applied 0001_users (" in first.stdout and "0002_event_outbox (" in first.stdout
+    second = project.cli("migrate", "--env", "itest")
+    assert (second.returncode, sorted(second.stdout.splitlines())) == (
+        0, ["admin: up to date", "auth: up to date", "payments: up to date", "profile: up to date"],
+    )  # fmt: skip
+    status = json.loads(project.cli("migrate", "status", "--env", "itest", "--service", "auth", "--json").stdout)
+    assert [(m["id"], m["state"]) for m in status[0]["migrations"]] == [
+        ("0001_users", "applied"), ("0002_event_outbox", "applied"),
+    ]  # fmt: skip
+    assert project.sql("SELECT count(*) FROM mfe_schema_migrations WHERE status = 'applied'") == "2"
+
+
+def test_ten_concurrent_runs_apply_each_migration_once(project: Project) -> None:
+    for path in (project.migrations / "auth").iterdir():
+        path.unlink()
+    project.write("auth", "0001_counter.sql", "CREATE TABLE counter (n int);\nSELECT pg_sleep(0.3);\nINSERT INTO counter VALUES (1);\n")
+    project.write("auth", "0002_more.sql", "SELECT pg_sleep(0.3);\nINSERT INTO counter VALUES (2);\n")
+    with ThreadPoolExecutor(10) as pool:
+        runs = list(pool.map(lambda _: project.cli("migrate", "--env", "itest", "--service", "auth"), range(10)))
+    assert [r.returncode for r in runs] == [0] * 10, [r.stderr for r in runs if r.returncode]
+    assert sum("applied 0001_counter" in r.stdout for r in runs) == 1
+    assert project.sql("SELECT string_agg(n::text, ',' ORDER BY n) FROM counter") == "1,2"
+    assert project.sql("SELECT count(*) FROM mfe_schema_migrations") == "2"
+
+
+def test_an_edited_applied_migration_is_refused(project: Project) -> None:
+    assert project.cli("migrate", "--env", "itest", "--service", "auth").returncode == 0
+    edited = project.migrations / "auth" / "0001_users.sql"
+    edited.write_text(edited.read_text() + "\n-- a harmless-looking comment\n")
+    refused = project.cli("migrate", "--env", "itest", "--service", "auth")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(f"error: auth: {edited}: applied migration 0001_users was edited after it ran")
+
+
+def test_a_failing_migration_changes_nothing_and_blocks_until_resolved(project: Project) -> None:
+    assert project.cli("migrate", "--env", "itest", "--service", "auth").returncode == 0
+    bad = project.write("auth", "0003_half.sql", "CREATE TABLE half_done (id int);\nINSERT INTO no_such_table VALUES (1);\n")
+    failed = project.cli("migrate", "--env", "itest", "--service", "auth")
+    assert failed.returncode == 1
+    assert 'relation "no_such_table" does not exist (rolled back; nothing of it was applied)' in failed.stderr
+    assert project.sql("SELECT to_regclass('half_done') IS NULL") == "t"  # the CREATE TABLE was rolled back too
+    status = json.loads(project.cli("migrate", "status", "--env", "itest", "--service", "auth", "--json").stdout)
+    assert status[0]["migrations"][-1] == {"id": "0003_half", "state": "failed", "applied_at": status[0]["migrations"][-1]["applied_at"]}
+
+    bad.write_text("CREATE TABLE half_done (id int);\n")  # fixed, but still blocked until resolved
+    blocked = project.cli("migrate", "--env", "itest", "--service", "auth")
+    assert blocked.returncode == 1
+    assert "migration 0003_half of auth failed" in blocked.stderr
+    assert "mfe-deploy migrate resolve --env itest --service auth --rolled-back 0003_half" in blocked.stderr
+
+    resolved = project.cli("migrate", "resolve", "--env", "itest", "--service", "auth", "--rolled-back", "0003_half")
+    assert (resolved.returncode, resolved.stdout) == (0, "auth: 0003_half marked rolled back\n")
+    applied = project.cli("migrate", "--env", "itest", "--service", "auth")
+    assert applied.returncode == 0 and "applied 0003_half" in applied.stdout
+    assert project.sql("SELECT to_regclass('half_done') IS NOT NULL") == "t"
+
+
+def test_resolve_applied_marks_a_hand_applied_migration(project: Project) -> None:
+    assert project.cli("migrate", "--env", "itest", "--service", "auth").returncode == 0
+    project.write("auth", "0003_x.sql", "SELECT 1/0;\n")
+    assert project.cli("migrate", "--env", "itest", "--service", "auth").returncode == 1
+    resolved = project.cli("migrate", "resolve", "--env", "itest", "--service", "auth", "--applied", "0003_x")
+    assert resolved.returncode == 0
+    assert project.cli("migrate", "--env", "itest", "--service", "auth").stdout == "auth: up to date\n"
+
+
+def test_dry_run_prints_the_sql_and_applies_nothing(project: Project) -> None:
+    dry = project.cli("migrate", "--env", "itest", "--service", "profile", "--dry-run")
+    assert dry.returncode == 0
+    assert dry.stdout.startswith("-- profile (profile_db): 0001_profiles\n-- One profile per user")
+    assert "CREATE TABLE profiles" in dry.stdout
+    assert project.sql("SELECT to_regclass('profiles') IS NULL", db="profile_db") == "t"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["migrate", "--env", "itest", "--service", "api-gateway"], 2, "error: --service: 'api-gateway' has no database"),
+        (["migrate", "resolve", "--env", "itest", "--service", "auth"], 2, "give exactly one of --rolled-back ID or --applied ID"),
+        (["migrate", "resolve", "--env", "itest", "--service", "auth", "--applied", "0009_nope"], 1,
+         "error: auth: migration 0009_nope of auth is not recorded as failed"),
+        (["migrate"], 2, "--env is required"),
+    ],
+)  # fmt: skip
+def test_migrate_usage_errors(project: Project, args: list[str], code: int, message: str) -> None:
+    result = project.cli(*args)
+    assert result.returncode == code
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_database_is_a_clear_error(project: Project) -> None:
+    project.cluster.stop()
+    try:
+        result = project.cli("migrate", "--env", "itest", "--service", "auth")
+    finally:
+        project.cluster.start()
+    assert result.returncode == 1
+    assert result.stderr == (
+        f'error: auth: connection failed: connection to server at "127.0.0.1", port {project.cluster.port} '
+        "failed: Connection refused\n"
+    )
+    assert STACK_SECRETS["ITEST_AUTH_DB_PASSWORD"] not in result.stderr + result.stdout
