@@ -70,3 +70,21 @@ def project(tmp_path: Path) -> Project:
     root = tmp_path / "project"
     shutil.copytree(REPO / "environments", root / "environments")
     return Project(root=root, environ={**_base_environ(), **strong_secrets()})
+
+
+def _epmd_running() -> bool:
+    return subprocess.run(["pgrep", "-x", "epmd"], capture_output=True).returncode == 0
+
+
+_EPMD_BEFORE: list[bool] = []
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _EPMD_BEFORE.append(_epmd_running())
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """RabbitMQ's first node starts Erlang's port mapper daemon; stop it if we were the ones."""
+    if _EPMD_BEFORE and not _EPMD_BEFORE[0] and _epmd_running():
+        epmd = shutil.which("epmd") or "/usr/lib/erlang/bin/epmd"
+        subprocess.run([epmd, "-kill"], capture_output=True, check=False)

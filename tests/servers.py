@@ -52,7 +52,10 @@ class Redis(Server):
             if cli is None:
                 time.sleep(0.5)
                 return True
-            return subprocess.run([cli, "-p", str(self.port), "ping"], capture_output=True, text=True).stdout.strip() == "PONG"
+            return (
+                subprocess.run([cli, "-p", str(self.port), "ping"], capture_output=True, text=True).stdout.strip()
+                == "PONG"
+            )
 
         wait_until(pong, 10, "redis")
 
@@ -97,7 +100,10 @@ class RabbitMQ(Server):
     def start(self) -> None:
         with open(self.folder / "out.log", "wb") as log:  # the child keeps its own descriptor
             self.process = subprocess.Popen(
-                [str(RABBIT_BIN / "rabbitmq-server")], env=self.environ(), stdout=log, stderr=subprocess.STDOUT
+                [str(RABBIT_BIN / "rabbitmq-server")],
+                env=self.environ(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
 
         def booted() -> bool:  # `ping` answers before the AMQP listener is open; await_startup does not

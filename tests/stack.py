@@ -16,12 +16,12 @@ from pathlib import Path
 import httpx
 
 from mfe_deploy.config import loader
-from mfe_deploy.config.secrets import Secret, Secrets
 from mfe_deploy.config.models import Environment
+from mfe_deploy.config.secrets import Secret, Secrets
 from mfe_deploy.render import Endpoints, environments, render
 from tests.conftest import REPO
 from tests.pg import Cluster, free_port, temp_cluster
-from tests.servers import Redis, RabbitMQ, rabbitmq_server, redis_server, wait_until
+from tests.servers import RabbitMQ, Redis, rabbitmq_server, redis_server, wait_until
 
 ADMIN = "admin@example.com"
 SERVICES = ("auth", "payments", "admin", "profile", "api-gateway")
@@ -69,7 +69,10 @@ secrets:
 def init_database(cluster: Cluster, env: Environment, secrets: Secrets) -> None:
     """What docker-entrypoint-initdb.d does with the rendered script."""
     bundle = render(env, secrets)
-    unit = {k: (v.reveal() if isinstance(v, Secret) else str(v)) for k, v in environments(env, secrets, Endpoints.local(env))["postgres"]}
+    unit = {
+        k: (v.reveal() if isinstance(v, Secret) else str(v))
+        for k, v in environments(env, secrets, Endpoints.local(env))["postgres"]
+    }
     if unit["POSTGRES_DB"] != "postgres":
         done = cluster.psql("-c", f"CREATE DATABASE {unit['POSTGRES_DB']}")
         assert done.returncode == 0, done.stderr

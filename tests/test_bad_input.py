@@ -31,9 +31,7 @@ def test_render_refuses_bad_input(project: Project, case: Case) -> None:
     assert not (project.root / ".mfe").exists()
 
 
-@pytest.mark.parametrize(
-    "case", [c for c in CASES if c.id in {"secret-weak-jwt", "unknown-service", "yaml-tab"}]
-)
+@pytest.mark.parametrize("case", [c for c in CASES if c.id in {"secret-weak-jwt", "unknown-service", "yaml-tab"}])
 def test_validate_reports_the_same(project: Project, case: Case) -> None:
     _apply(project, case)
     result = project.cli("validate", "--env", case.env)
@@ -51,9 +49,7 @@ def test_secret_literal_is_never_echoed(project: Project) -> None:
 def test_unknown_environment_lists_the_known_ones(project: Project) -> None:
     result = project.cli("render", "--env", "stagin")
     assert result.code == 2
-    assert result.err == (
-        "error: unknown environment 'stagin'; known environments: development, production, staging\n"
-    )
+    assert result.err == ("error: unknown environment 'stagin'; known environments: development, production, staging\n")
 
 
 def test_usage_error_exits_2_without_traceback(project: Project) -> None:

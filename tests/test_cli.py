@@ -10,9 +10,7 @@ from tests.conftest import Project
 
 
 def test_module_and_console_script_share_the_entry_point() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "mfe_deploy", "--help"], capture_output=True, text=True, check=True
-    )
+    proc = subprocess.run([sys.executable, "-m", "mfe_deploy", "--help"], capture_output=True, text=True, check=True)
     assert "Usage: mfe-deploy" in proc.stdout
     for command in ("envs", "validate", "config", "render"):
         assert command in proc.stdout
@@ -116,13 +114,9 @@ def test_render_removes_files_it_no_longer_renders(project: Project) -> None:
 
 def test_engine_version_decides_start_interval(project: Project) -> None:
     out = project.root / "out"
-    assert (
-        project.cli("render", "--env", "staging", "--out", str(out), "--engine-version", "20.10.24").code == 0
-    )
+    assert project.cli("render", "--env", "staging", "--out", str(out), "--engine-version", "20.10.24").code == 0
     assert "start_interval" not in (out / "compose.yml").read_text()
-    assert (
-        project.cli("render", "--env", "staging", "--out", str(out), "--engine-version", "27.1.0").code == 0
-    )
+    assert project.cli("render", "--env", "staging", "--out", str(out), "--engine-version", "27.1.0").code == 0
     assert "start_interval: 1s" in (out / "compose.yml").read_text()
 
 

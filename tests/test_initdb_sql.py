@@ -62,9 +62,7 @@ def test_shared_layout_confines_each_role_to_its_schema(cluster: Cluster) -> Non
                            user=f"{service}_app", dbname=db, password=passwords[service])  # fmt: skip
         assert own.returncode == 0, own.stderr
         assert service in own.stdout.split()
-    denied = cluster.psql(
-        "-c", "SELECT * FROM payments.t", user="auth_app", dbname=db, password=passwords["auth"]
-    )
+    denied = cluster.psql("-c", "SELECT * FROM payments.t", user="auth_app", dbname=db, password=passwords["auth"])
     assert "permission denied for schema payments" in denied.stderr
     public = cluster.psql("-c", "CREATE TABLE public.x (id int)", user="auth_app", dbname=db,
                           password=passwords["auth"])  # fmt: skip

@@ -81,7 +81,11 @@ def test_apply_then_nothing_to_do(project: Project) -> None:
 def test_ten_concurrent_runs_apply_each_migration_once(project: Project) -> None:
     for path in (project.migrations / "auth").iterdir():
         path.unlink()
-    project.write("auth", "0001_counter.sql", "CREATE TABLE counter (n int);\nSELECT pg_sleep(0.3);\nINSERT INTO counter VALUES (1);\n")
+    project.write(
+        "auth",
+        "0001_counter.sql",
+        "CREATE TABLE counter (n int);\nSELECT pg_sleep(0.3);\nINSERT INTO counter VALUES (1);\n",
+    )
     project.write("auth", "0002_more.sql", "SELECT pg_sleep(0.3);\nINSERT INTO counter VALUES (2);\n")
     with ThreadPoolExecutor(10) as pool:
         runs = list(pool.map(lambda _: project.cli("migrate", "--env", "itest", "--service", "auth"), range(10)))
@@ -102,13 +106,19 @@ def test_an_edited_applied_migration_is_refused(project: Project) -> None:
 
 def test_a_failing_migration_changes_nothing_and_blocks_until_resolved(project: Project) -> None:
     assert project.cli("migrate", "--env", "itest", "--service", "auth").returncode == 0
-    bad = project.write("auth", "0003_half.sql", "CREATE TABLE half_done (id int);\nINSERT INTO no_such_table VALUES (1);\n")
+    bad = project.write(
+        "auth", "0003_half.sql", "CREATE TABLE half_done (id int);\nINSERT INTO no_such_table VALUES (1);\n"
+    )
     failed = project.cli("migrate", "--env", "itest", "--service", "auth")
     assert failed.returncode == 1
     assert 'relation "no_such_table" does not exist (rolled back; nothing of it was applied)' in failed.stderr
     assert project.sql("SELECT to_regclass('half_done') IS NULL") == "t"  # the CREATE TABLE was rolled back too
     status = json.loads(project.cli("migrate", "status", "--env", "itest", "--service", "auth", "--json").stdout)
-    assert status[0]["migrations"][-1] == {"id": "0003_half", "state": "failed", "applied_at": status[0]["migrations"][-1]["applied_at"]}
+    assert status[0]["migrations"][-1] == {
+        "id": "0003_half",
+        "state": "failed",
+        "applied_at": status[0]["migrations"][-1]["applied_at"],
+    }
 
     bad.write_text("CREATE TABLE half_done (id int);\n")  # fixed, but still blocked until resolved
     blocked = project.cli("migrate", "--env", "itest", "--service", "auth")

@@ -126,9 +126,7 @@ server {
     ],
     ids=["zone-in-server", "replica-hostnames"],
 )  # fmt: skip
-def test_the_guides_nginx_mistakes_are_caught(
-    conf: str, hosts: dict[str, str], expected: str, tmp_path: Path
-) -> None:
+def test_the_guides_nginx_mistakes_are_caught(conf: str, hosts: dict[str, str], expected: str, tmp_path: Path) -> None:
     """The harness can fail: the guide's own config fails it for the two reasons we fixed."""
     proc = nginx_in_namespace(conf, tmp_path, hosts, [nginx_binary(), "-t"])
     assert proc.returncode != 0

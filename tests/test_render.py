@@ -65,7 +65,4 @@ def test_database_urls_quote_passwords() -> None:
     environ = {**strong_secrets("golden"), "STAGING_AUTH_DB_PASSWORD": "p@ss/word:with#chars-0123456789"}
     loaded, secrets = loader.load_with_secrets(REPO, "staging", environ=environ)
     text = render(loaded.env, secrets).files["env/auth.env"].text
-    assert (
-        "DATABASE_URL='postgresql://auth_app:p%40ss%2Fword%3Awith%23chars-0123456789@postgres:5432/auth_db'"
-        in text
-    )
+    assert "DATABASE_URL='postgresql://auth_app:p%40ss%2Fword%3Awith%23chars-0123456789@postgres:5432/auth_db'" in text

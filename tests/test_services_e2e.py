@@ -9,7 +9,6 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -94,7 +93,9 @@ def test_idempotency_key_with_another_request_is_refused(stack: Stack) -> None:
     with stack.client() as gw:
         _, auth = _user(gw)
         key = {"Idempotency-Key": "same-key"}
-        assert gw.post("/api/payments", json={"amount": 5, "currency": "USD"}, headers={**auth, **key}).status_code == 201
+        assert (
+            gw.post("/api/payments", json={"amount": 5, "currency": "USD"}, headers={**auth, **key}).status_code == 201
+        )
         other = gw.post("/api/payments", json={"amount": 6, "currency": "USD"}, headers={**auth, **key})
         assert other.status_code == 409
         assert len(gw.get("/api/payments", headers=auth).json()["payments"]) == 1
@@ -150,13 +151,21 @@ def _hs512(claims: dict[str, Any]) -> str:
 
 def _bad_tokens() -> dict[str, str]:
     now = int(time.time())
-    claims = {"sub": str(uuid.uuid4()), "email": "x@example.com", "role": "user", "type": "access", "iat": now}
+    claims = {
+        "sub": str(uuid.uuid4()),
+        "email": "x@example.com",
+        "role": "user",
+        "type": "access",
+        "iat": now,
+    }
     valid = jwt.encode({**claims, "exp": now + 600}, SECRET, algorithm="HS256")
     head, _, sig = valid.split(".")
     return {
         "expired": jwt.encode({**claims, "iat": now - 7200, "exp": now - 3600}, SECRET, algorithm="HS256"),
         "alg-none": f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64({**claims, 'exp': now + 600})}.",
-        "wrong-secret": jwt.encode({**claims, "exp": now + 600}, "another-secret-0123456789abcdef0123", algorithm="HS256"),
+        "wrong-secret": jwt.encode(
+            {**claims, "exp": now + 600}, "another-secret-0123456789abcdef0123", algorithm="HS256"
+        ),
         "missing-exp": jwt.encode(claims, SECRET, algorithm="HS256"),
         "tampered": f"{head}.{_b64({**claims, 'role': 'admin', 'exp': now + 600})}.{sig}",
         "other-algorithm": _hs512({**claims, "exp": now + 600}),
@@ -223,7 +232,12 @@ def test_health_has_the_guides_shape(stack: Stack) -> None:
     assert body["services"] == {"database": "healthy", "redis": "healthy", "rabbitmq": expected_rabbit}
     with stack.client() as gw:
         gateway = gw.get("/health").json()
-    assert gateway["services"] == {"admin": "healthy", "auth": "healthy", "payments": "healthy", "profile": "healthy"}
+    assert gateway["services"] == {
+        "admin": "healthy",
+        "auth": "healthy",
+        "payments": "healthy",
+        "profile": "healthy",
+    }
 
 
 def test_unknown_route_is_404(stack: Stack) -> None:

@@ -69,9 +69,7 @@ def write(bundle: Bundle, out: Path) -> list[str]:
 
 def _same(target: Path, file: BundleFile) -> bool:
     try:
-        return (
-            target.read_text(encoding="utf-8") == file.text and (target.stat().st_mode & 0o777) == file.mode
-        )
+        return target.read_text(encoding="utf-8") == file.text and (target.stat().st_mode & 0o777) == file.mode
     except (OSError, UnicodeDecodeError):
         return False
 
@@ -102,7 +100,5 @@ def drift(bundle: Bundle, out: Path) -> list[Drift]:
 
 def _udiff(old: str, new: str, name: str) -> list[str]:
     return list(
-        difflib.unified_diff(
-            old.splitlines(keepends=True), new.splitlines(keepends=True), f"a/{name}", f"b/{name}"
-        )
+        difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True), f"a/{name}", f"b/{name}")
     )

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
+
 import jinja2
 
 from mfe_deploy.config import urls
@@ -38,14 +39,17 @@ class Endpoints:
 
     @classmethod
     def compose(cls, env: Environment) -> Endpoints:
-        services = {name: (name, svc.port) for name, svc in env.services.items()}
+        services: dict[str, tuple[str, int]] = {name: (name, svc.port) for name, svc in env.services.items()}
         return cls(("postgres", 5432), ("redis", 6379), ("rabbitmq", 5672), services)
 
     @classmethod
     def local(cls, env: Environment) -> Endpoints:
-        services = {name: ("127.0.0.1", svc.port) for name, svc in env.services.items()}
+        services: dict[str, tuple[str, int]] = {name: ("127.0.0.1", svc.port) for name, svc in env.services.items()}
         return cls(
-            ("127.0.0.1", env.database.port), ("127.0.0.1", env.redis.port), ("127.0.0.1", env.rabbitmq.port), services
+            ("127.0.0.1", env.database.port),
+            ("127.0.0.1", env.redis.port),
+            ("127.0.0.1", env.rabbitmq.port),
+            services,
         )
 
 

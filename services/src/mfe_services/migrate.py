@@ -87,7 +87,9 @@ def _history(conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
         "status text NOT NULL CHECK (status IN ('applied', 'failed', 'rolled_back')), "
         "applied_at timestamptz NOT NULL DEFAULT now(), duration_ms integer NOT NULL DEFAULT 0, error text)"
     )
-    rows = conn.execute(f"SELECT id, checksum, status, applied_at, duration_ms, error FROM {HISTORY} ORDER BY id").fetchall()  # noqa: S608
+    rows = conn.execute(
+        f"SELECT id, checksum, status, applied_at, duration_ms, error FROM {HISTORY} ORDER BY id"
+    ).fetchall()
     return {
         r[0]: {"id": r[0], "checksum": r[1], "status": r[2], "applied_at": r[3].isoformat(), "duration_ms": r[4],
                "error": r[5]}
@@ -106,8 +108,8 @@ def _check(history: dict[str, dict[str, Any]], migrations: list[Migration], serv
                 migration=record["id"],
             )
     for m in migrations:
-        record = history.get(m.id)
-        if record and record["status"] == "applied" and record["checksum"] != m.checksum:
+        applied_record = history.get(m.id)
+        if applied_record and applied_record["status"] == "applied" and applied_record["checksum"] != m.checksum:
             raise Refused(
                 "checksum_mismatch",
                 f"{m.path}: applied migration {m.id} was edited after it ran (checksum differs); "
@@ -144,7 +146,7 @@ def apply(
         pending = [m for m in migrations if m.id not in history or history[m.id]["status"] == "rolled_back"]
         if dry_run:
             return {"applied": [], "pending": [{"id": m.id, "sql": m.sql} for m in pending]}
-        applied = []
+        applied: list[dict[str, Any]] = []
         for m in pending:
             started = time.monotonic()
             try:
@@ -153,7 +155,7 @@ def apply(
                     conn.execute(f"SET LOCAL statement_timeout = '{statement_timeout}'")
                     conn.execute(m.sql.encode())  # no parameters: runs as a multi-statement script
                     conn.execute(
-                        f"INSERT INTO {HISTORY} (id, checksum, status, duration_ms) VALUES (%s, %s, 'applied', %s) "  # noqa: S608
+                        f"INSERT INTO {HISTORY} (id, checksum, status, duration_ms) VALUES (%s, %s, 'applied', %s) "
                         "ON CONFLICT (id) DO UPDATE SET checksum = EXCLUDED.checksum, status = 'applied', "
                         "applied_at = now(), duration_ms = EXCLUDED.duration_ms, error = NULL",
                         (m.id, m.checksum, int((time.monotonic() - started) * 1000)),
@@ -162,7 +164,7 @@ def apply(
                 message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 with conn.transaction():
                     conn.execute(
-                        f"INSERT INTO {HISTORY} (id, checksum, status, error) VALUES (%s, %s, 'failed', %s) "  # noqa: S608
+                        f"INSERT INTO {HISTORY} (id, checksum, status, error) VALUES (%s, %s, 'failed', %s) "
                         "ON CONFLICT (id) DO UPDATE SET status = 'failed', error = EXCLUDED.error, applied_at = now()",
                         (m.id, m.checksum, message),
                     )
@@ -175,7 +177,9 @@ def apply(
         conn.commit()
 
 
-def resolve(conn: psycopg.Connection[Any], migrations: list[Migration], service: str, migration_id: str, outcome: str) -> dict[str, Any]:
+def resolve(
+    conn: psycopg.Connection[Any], migrations: list[Migration], service: str, migration_id: str, outcome: str
+) -> dict[str, Any]:
     _lock(conn, service)
     try:
         history = _history(conn)
@@ -183,7 +187,10 @@ def resolve(conn: psycopg.Connection[Any], migrations: list[Migration], service:
         if record is None or record["status"] != "failed":
             raise Refused("not_failed", f"migration {migration_id} of {service} is not recorded as failed")
         checksum = next((m.checksum for m in migrations if m.id == migration_id), record["checksum"])
-        conn.execute(f"UPDATE {HISTORY} SET status = %s, checksum = %s WHERE id = %s", (outcome, checksum, migration_id))  # noqa: S608
+        conn.execute(
+            f"UPDATE {HISTORY} SET status = %s, checksum = %s WHERE id = %s",
+            (outcome, checksum, migration_id),
+        )
         conn.commit()
         return {"resolved": migration_id, "status": outcome}
     finally:

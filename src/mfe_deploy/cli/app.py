@@ -39,9 +39,7 @@ def application() -> Application:
 def _root(
     project_dir: Annotated[
         Path | None,
-        typer.Option(
-            "--project-dir", "-C", envvar="MFE_PROJECT_DIR", help="Project root (holds environments/)."
-        ),
+        typer.Option("--project-dir", "-C", envvar="MFE_PROJECT_DIR", help="Project root (holds environments/)."),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for unexpected errors.")] = False,
 ) -> None:

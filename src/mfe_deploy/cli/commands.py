@@ -22,17 +22,13 @@ def envs(as_json: JsonOption = False) -> None:
     for name in loader.list_environments(state.project_dir):
         try:
             env = loader.load(state.project_dir, name).env
-            rows.append(
-                {"name": name, "tier": env.tier, "runtime": env.runtime, "target": env.target, "valid": True}
-            )
+            rows.append({"name": name, "tier": env.tier, "runtime": env.runtime, "target": env.target, "valid": True})
         except MfeError:
             rows.append({"name": name, "tier": "?", "runtime": "?", "target": "?", "valid": False})
     if as_json:
         state.console.json(rows)
         return
-    table = [
-        (r["name"], r["tier"], r["runtime"], r["target"], "ok" if r["valid"] else "INVALID") for r in rows
-    ]
+    table = [(r["name"], r["tier"], r["runtime"], r["target"], "ok" if r["valid"] else "INVALID") for r in rows]
     state.console.table(("ENVIRONMENT", "TIER", "RUNTIME", "TARGET", "CONFIG"), table)
 
 
@@ -70,12 +66,8 @@ def config(env: EnvOption, as_json: JsonOption = False) -> None:
 @app.command()
 def render(
     env: EnvOption,
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Bundle directory [default: .mfe/ENV].")
-    ] = None,
-    check: Annotated[
-        bool, typer.Option("--check", help="Write nothing; exit 1 with a diff on drift.")
-    ] = False,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Bundle directory [default: .mfe/ENV].")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 with a diff on drift.")] = False,
     version: Annotated[str, typer.Option("--version", help="Image tag for every service.")] = "latest",
     engine_version: Annotated[
         str | None,

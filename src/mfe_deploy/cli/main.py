@@ -21,7 +21,5 @@ def main() -> None:
         state = application()
         if state.debug:
             raise
-        state.console.error(
-            [f"internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback)"]
-        )
+        state.console.error([f"internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback)"])
         sys.exit(INTERNAL_ERROR)

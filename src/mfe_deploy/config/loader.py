@@ -83,9 +83,7 @@ def _read_chain(project_dir: Path, name: str, seen: list[str]) -> Document:
     if not isinstance(doc.data, dict):
         kind = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
         got = kind.get(type(doc.data), type(doc.data).__name__)
-        raise ConfigError(
-            [Problem(display, 1, "", f"expected a mapping of settings at the top level, got {got}")]
-        )
+        raise ConfigError([Problem(display, 1, "", f"expected a mapping of settings at the top level, got {got}")])
     parent = doc.data.pop("extends", None)
     if parent is None:
         return doc
@@ -118,12 +116,7 @@ def _from_pydantic(doc: Document, err: Any) -> Problem:
     # Offending values are quoted to help, except anywhere under secrets: they may be a pasted secret.
     value = err.get("input")
     secret = bool(loc) and loc[0] == "secrets"
-    if (
-        not secret
-        and kind != "missing"
-        and isinstance(value, str | int | float | bool)
-        and "[key]" not in err["loc"]
-    ):
+    if not secret and kind != "missing" and isinstance(value, str | int | float | bool) and "[key]" not in err["loc"]:
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
         message = f"{message} (got {shown})"
     return _locate(doc, loc, message)

@@ -152,9 +152,7 @@ class Environment(Model):
     name: str
     tier: Tier
     project: str = Field(pattern=r"^[a-z][a-z0-9-]{0,40}$")
-    target: str = Field(
-        default="local", pattern=r"^(local|ssh://[A-Za-z0-9._-]+@[A-Za-z0-9.-]+(:[0-9]{1,5})?)$"
-    )
+    target: str = Field(default="local", pattern=r"^(local|ssh://[A-Za-z0-9._-]+@[A-Za-z0-9.-]+(:[0-9]{1,5})?)$")
     runtime: Literal["auto", "docker", "local"] = "auto"
     restart: Literal["no", "always", "on-failure", "unless-stopped"] = "no"
     publish_ports: bool = False

@@ -103,9 +103,7 @@ def resolve(
     )
 
 
-def _read(
-    ref: SecretRef, environ: Mapping[str, str], project_dir: Path, strict: bool
-) -> tuple[str | None, str | None]:
+def _read(ref: SecretRef, environ: Mapping[str, str], project_dir: Path, strict: bool) -> tuple[str | None, str | None]:
     if ref.file is not None:
         path = Path(ref.file)
         path = path if path.is_absolute() else project_dir / path

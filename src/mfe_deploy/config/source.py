@@ -77,9 +77,7 @@ def parse(text: str, file: str) -> Document:
         loader.dispose()
 
 
-def _walk(
-    node: yaml.Node, path: KeyPath, file: str, lines: dict[KeyPath, Location], problems: list[Problem]
-) -> None:
+def _walk(node: yaml.Node, path: KeyPath, file: str, lines: dict[KeyPath, Location], problems: list[Problem]) -> None:
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
         for key_node, value_node in node.value:

@@ -76,5 +76,8 @@ def _on_event(res: Resources) -> Handler:
 
 
 def build(settings: Settings) -> Starlette:
-    routes = [Route("/api/admin/events", events, methods=["GET"]), Route("/api/admin/stats", stats, methods=["GET"])]
+    routes = [
+        Route("/api/admin/events", events, methods=["GET"]),
+        Route("/api/admin/stats", stats, methods=["GET"]),
+    ]
     return create_app(settings, routes, consumer=Consumer(["#"], _on_event))

@@ -30,7 +30,13 @@ _DUMMY_HASH = HASHER.hash(secrets.token_hex(16))
 
 
 def _user_json(row: Any) -> dict[str, Any]:
-    return {"id": str(row[0]), "email": row[1], "name": row[2], "role": row[3], "created_at": row[4].isoformat()}
+    return {
+        "id": str(row[0]),
+        "email": row[1],
+        "name": row[2],
+        "role": row[3],
+        "created_at": row[4].isoformat(),
+    }
 
 
 def _hash_token(token: str) -> str:
@@ -76,7 +82,12 @@ async def _issue_pair(conn: Any, settings: Settings, user: Any, family: uuid.UUI
     access = tokens.issue(
         settings.jwt_secret, user_id=str(user[0]), email=user[1], role=user[2], ttl=settings.jwt_expires_in
     )
-    return {"access_token": access, "refresh_token": refresh, "token_type": "Bearer", "expires_in": settings.jwt_expires_in}
+    return {
+        "access_token": access,
+        "refresh_token": refresh,
+        "token_type": "Bearer",
+        "expires_in": settings.jwt_expires_in,
+    }
 
 
 async def login(request: Request) -> Response:
@@ -115,14 +126,17 @@ async def refresh(request: Request) -> Response:
         if used_at is not None or revoked_at is not None:
             # Reuse of a rotated token means it leaked: end the whole family, the thief's copy included.
             await conn.execute(
-                "UPDATE refresh_tokens SET revoked_at = now() WHERE family = %s AND revoked_at IS NULL", (family,)
+                "UPDATE refresh_tokens SET revoked_at = now() WHERE family = %s AND revoked_at IS NULL",
+                (family,),
             )
             reused = True
         else:
             reused = False
             if expires_at <= datetime.now(UTC):
                 raise HTTPException(401, "refresh token expired")
-            await conn.execute("UPDATE refresh_tokens SET used_at = now() WHERE token_hash = %s", (_hash_token(presented),))
+            await conn.execute(
+                "UPDATE refresh_tokens SET used_at = now() WHERE token_hash = %s", (_hash_token(presented),)
+            )
             pair = await _issue_pair(conn, res.settings, (row[4], row[5], row[6]), family)
     if reused:
         raise HTTPException(401, "refresh token reuse detected; all sessions of this login were revoked")

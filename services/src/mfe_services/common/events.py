@@ -136,9 +136,12 @@ class RabbitBus:
 class RedisStreamBus:
     """POC-2 mode. One stream, one consumer group per service; unacknowledged entries are reclaimed."""
 
-    def __init__(self, url: str, service: str) -> None:
+    def __init__(
+        self, url: str, service: str, *, retry_after_ms: int = 5000, max_deliveries: int = MAX_DELIVERIES
+    ) -> None:
         self.url, self.service = url, service
-        self.consumer = f"{socket.gethostname()}-{os.getpid()}"
+        self.retry_after_ms, self.max_deliveries = retry_after_ms, max_deliveries
+        self.consumer = f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
         self._redis: Any = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -165,8 +168,11 @@ class RedisStreamBus:
                     if "BUSYGROUP" not in str(exc):
                         raise
                 while True:
-                    _, claimed, _ = await self._redis.xautoclaim(STREAM, group, self.consumer, min_idle_time=5000, count=32)
-                    fresh = await self._redis.xreadgroup(group, self.consumer, {STREAM: ">"}, count=32, block=1000)
+                    _, claimed, _ = await self._redis.xautoclaim(
+                        STREAM, group, self.consumer, min_idle_time=self.retry_after_ms, count=32
+                    )
+                    block = min(1000, self.retry_after_ms)
+                    fresh = await self._redis.xreadgroup(group, self.consumer, {STREAM: ">"}, count=32, block=block)
                     entries = list(claimed) + [e for _, batch in fresh for e in batch]
                     for entry_id, fields in entries:
                         await self._handle(group, entry_id, fields, patterns, handler)
@@ -192,7 +198,7 @@ class RedisStreamBus:
         except Exception:
             log.exception("event handling failed", extra={"fields": {"event_id": event.id}})
             pending = await self._redis.xpending_range(STREAM, group, min=entry_id, max=entry_id, count=1)
-            if pending and pending[0]["times_delivered"] >= MAX_DELIVERIES:
+            if pending and pending[0]["times_delivered"] >= self.max_deliveries:
                 await self._redis.xadd(f"{STREAM}:dead:{group}", {"event": raw})
                 await self._redis.xack(STREAM, group, entry_id)
             return

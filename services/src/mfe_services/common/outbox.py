@@ -4,6 +4,7 @@ published afterwards by a relay, so a broker outage delays events but never lose
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from typing import Any
@@ -47,10 +48,8 @@ class Relay:
                 raise
             except Exception as exc:
                 log.warning("outbox relay: %s", exc)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=1.0)
-            except TimeoutError:
-                pass
             self.wake.clear()
 
     async def flush(self, limit: int = 100) -> int:

@@ -134,7 +134,10 @@ def create_app(
         connecting: asyncio.Task[None] | None = None
         if consumer is not None or publishes:
             res.bus = create_bus(
-                settings.event_hub, settings.service, rabbitmq_url=settings.rabbitmq_url, redis_url=settings.redis_url
+                settings.event_hub,
+                settings.service,
+                rabbitmq_url=settings.rabbitmq_url,
+                redis_url=settings.redis_url,
             )
             # The broker may be away at start: serve anyway (health says so) and connect in the background.
             connecting = asyncio.create_task(_connect(res.bus, consumer, res))

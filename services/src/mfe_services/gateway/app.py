@@ -22,7 +22,14 @@ PUBLIC = frozenset(
      ("POST", "/api/auth/logout")}
 )  # fmt: skip
 RESPONSE_TIMEOUT = 60.0
-SKIP_REQUEST = HOP_BY_HOP | {b"host", b"x-request-id", b"x-forwarded-for", b"x-forwarded-proto", b"content-length"}
+DEFAULT_ALLOW = b"authorization, content-type, idempotency-key, x-request-id"
+SKIP_REQUEST = HOP_BY_HOP | {
+    b"host",
+    b"x-request-id",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"content-length",
+}
 
 
 def _json(status: int, body: dict[str, Any], extra: list[tuple[bytes, bytes]]) -> tuple[Message, Message]:
@@ -87,7 +94,13 @@ class Gateway:
         return None
 
     async def _proxy(
-        self, pool: Pool, scope: Scope, receive: Receive, send: Send, rid: bytes, extra: list[tuple[bytes, bytes]]
+        self,
+        pool: Pool,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        rid: bytes,
+        extra: list[tuple[bytes, bytes]],
     ) -> None:
         method: str = scope["method"]
         target = scope.get("raw_path") or scope["path"].encode()
@@ -176,7 +189,7 @@ class Gateway:
     async def _preflight(self, send: Send, extra: list[tuple[bytes, bytes]], headers: dict[bytes, bytes]) -> None:
         allow = [
             (b"access-control-allow-methods", b"GET, POST, PUT, PATCH, DELETE, OPTIONS"),
-            (b"access-control-allow-headers", headers.get(b"access-control-request-headers", b"authorization, content-type")),
+            (b"access-control-allow-headers", headers.get(b"access-control-request-headers", DEFAULT_ALLOW)),
             (b"access-control-max-age", b"600"),
             (b"content-length", b"0"),
         ]  # fmt: skip

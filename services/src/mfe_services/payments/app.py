@@ -51,7 +51,7 @@ async def create(request: Request) -> Response:
         cur = await conn.execute(
             "INSERT INTO payments (id, user_id, amount, currency, description, idempotency_key, request_hash) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (user_id, idempotency_key) DO NOTHING "
-            f"RETURNING {COLUMNS}",  # noqa: S608
+            f"RETURNING {COLUMNS}",
             (payment_id, claims.user_id, amount, currency, description, key, fingerprint),
         )
         row = await cur.fetchone()
@@ -65,7 +65,7 @@ async def create(request: Request) -> Response:
     # A retry: same key, same caller. Answer with the original, or refuse a different request.
     async with res.pool.connection() as conn:
         cur = await conn.execute(
-            f"SELECT {COLUMNS}, request_hash FROM payments WHERE user_id = %s AND idempotency_key = %s",  # noqa: S608
+            f"SELECT {COLUMNS}, request_hash FROM payments WHERE user_id = %s AND idempotency_key = %s",
             (claims.user_id, key),
         )
         existing = await cur.fetchone()
@@ -84,7 +84,7 @@ async def list_mine(request: Request) -> Response:
         raise HTTPException(422, "limit: an integer") from None
     async with res.pool.connection() as conn:
         cur = await conn.execute(
-            f"SELECT {COLUMNS} FROM payments WHERE user_id = %s ORDER BY created_at DESC, id LIMIT %s",  # noqa: S608
+            f"SELECT {COLUMNS} FROM payments WHERE user_id = %s ORDER BY created_at DESC, id LIMIT %s",
             (claims.user_id, limit),
         )
         rows = await cur.fetchall()
@@ -100,7 +100,7 @@ async def get_one(request: Request) -> Response:
         raise HTTPException(404, "payment not found") from None
     async with res.pool.connection() as conn:
         cur = await conn.execute(
-            f"SELECT {COLUMNS} FROM payments WHERE id = %s AND user_id = %s",  # noqa: S608
+            f"SELECT {COLUMNS} FROM payments WHERE id = %s AND user_id = %s",
             (payment_id, claims.user_id),
         )
         row = await cur.fetchone()

@@ -49,7 +49,7 @@ async def get_me(request: Request) -> Response:
     if cached is not None:
         return JSONResponse({"profile": cached}, headers={"X-Cache": "hit"})
     async with res.pool.connection() as conn:
-        cur = await conn.execute(f"SELECT {COLUMNS} FROM profiles WHERE user_id = %s", (claims.user_id,))  # noqa: S608
+        cur = await conn.execute(f"SELECT {COLUMNS} FROM profiles WHERE user_id = %s", (claims.user_id,))
         row = await cur.fetchone()
     if row is None:
         raise HTTPException(404, "profile not found (it is created shortly after registration)")
@@ -77,7 +77,7 @@ async def update_me(request: Request) -> Response:
     assignments = ", ".join(f"{k} = %({k})s" for k in changes)
     async with res.pool.connection() as conn, conn.transaction():
         cur = await conn.execute(
-            f"UPDATE profiles SET {assignments}, updated_at = now() WHERE user_id = %(user_id)s RETURNING {COLUMNS}",  # noqa: S608
+            f"UPDATE profiles SET {assignments}, updated_at = now() WHERE user_id = %(user_id)s RETURNING {COLUMNS}",
             {**changes, "user_id": claims.user_id},
         )
         row = await cur.fetchone()
@@ -103,5 +103,8 @@ def _on_event(res: Resources) -> Handler:
 
 
 def build(settings: Settings) -> Starlette:
-    routes = [Route("/api/profile/me", get_me, methods=["GET"]), Route("/api/profile/me", update_me, methods=["PUT"])]
+    routes = [
+        Route("/api/profile/me", get_me, methods=["GET"]),
+        Route("/api/profile/me", update_me, methods=["PUT"]),
+    ]
     return create_app(settings, routes, consumer=Consumer(["user.registered"], _on_event))

@@ -1,0 +1,138 @@
+"""The event hubs on real brokers: a message a consumer cannot process is retried, then parked in a
+dead-letter queue/stream; a consumer that dies before acknowledging does not lose its message."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+
+from mfe_services.common.events import STREAM, Event, RabbitBus, RedisStreamBus, matches
+from tests.servers import rabbitmq_server, redis_server
+
+PASSWORD = "events-test-password-0123456789"
+Factory = Callable[[str], Any]
+
+
+@pytest.fixture(scope="module", params=["rabbitmq", "redis"])
+def make_bus(request: pytest.FixtureRequest) -> Iterator[Factory]:
+    if request.param == "rabbitmq":
+        with rabbitmq_server(PASSWORD) as rabbit:
+            url = f"amqp://{rabbit.user}:{PASSWORD}@127.0.0.1:{rabbit.port}/"
+            yield lambda service: RabbitBus(url, service)
+    else:
+        with redis_server() as redis:
+            url = f"redis://127.0.0.1:{redis.port}/0"
+            yield lambda service: RedisStreamBus(url, service, retry_after_ms=200, max_deliveries=3)
+
+
+async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 15) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def _dead_letters(bus: Any, service: str) -> int:
+    if isinstance(bus, RabbitBus):
+        channel = await bus._connection.channel()
+        queue = await channel.declare_queue(f"{service}.events.dead", durable=True, passive=True)
+        await channel.close()
+        return int(queue.declaration_result.message_count)
+    return int(await bus._redis.xlen(f"{STREAM}:dead:{service}"))
+
+
+def test_a_failing_handler_gets_the_message_again(make_bus: Factory) -> None:
+    async def scenario() -> None:
+        service = f"retry{uuid.uuid4().hex[:6]}"
+        consumer, publisher = make_bus(service), make_bus("publisher")
+        attempts: list[str] = []
+
+        async def flaky(event: Event) -> None:
+            attempts.append(event.id)
+            if len(attempts) == 1:
+                raise RuntimeError("database briefly unavailable")
+
+        await consumer.start()
+        await publisher.start()
+        await consumer.consume(["order.*"], flaky)
+        event = Event(type="order.placed", source="test", data={"n": 1})
+        await publisher.publish(event)
+        assert await _until(lambda: _ready(len(attempts) >= 2))
+        assert attempts[:2] == [event.id, event.id]
+        assert await _dead_letters(consumer, service) == 0
+        await consumer.close()
+        await publisher.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_poison_message_is_parked_not_dropped(make_bus: Factory) -> None:
+    async def scenario() -> None:
+        service = f"poison{uuid.uuid4().hex[:6]}"
+        consumer, publisher = make_bus(service), make_bus("publisher")
+
+        async def broken(event: Event) -> None:
+            raise ValueError("cannot process this one")
+
+        await consumer.start()
+        await publisher.start()
+        await consumer.consume(["bad.#"], broken)
+        await publisher.publish(Event(type="bad.message", source="test", data={}))
+        assert await _until(lambda: _count_is(consumer, service, 1)), "the message was not dead-lettered"
+        await consumer.close()
+        await publisher.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_consumer_that_dies_before_ack_does_not_lose_the_message(make_bus: Factory) -> None:
+    async def scenario() -> None:
+        service = f"crash{uuid.uuid4().hex[:6]}"
+        first, second, publisher = make_bus(service), make_bus(service), make_bus("publisher")
+        started = asyncio.Event()
+        handled: list[str] = []
+
+        async def hang(event: Event) -> None:
+            started.set()
+            await asyncio.sleep(3600)  # the process "dies" before it acknowledges
+
+        async def record(event: Event) -> None:
+            handled.append(event.id)
+
+        await first.start()
+        await publisher.start()
+        await first.consume(["job.*"], hang)
+        event = Event(type="job.created", source="test", data={})
+        await publisher.publish(event)
+        await asyncio.wait_for(started.wait(), 15)
+        await first.close()
+        await second.start()
+        await second.consume(["job.*"], record)
+        assert await _until(lambda: _ready(event.id in handled)), "the unacknowledged message was lost"
+        await second.close()
+        await publisher.close()
+
+    asyncio.run(scenario())
+
+
+async def _ready(value: bool) -> bool:
+    return value
+
+
+async def _count_is(bus: Any, service: str, want: int) -> bool:
+    return await _dead_letters(bus, service) == want
+
+
+@pytest.mark.parametrize(
+    ("pattern", "key", "expected"),
+    [("#", "user.registered", True), ("user.*", "user.registered", True), ("user.*", "user.a.b", False),
+     ("user.#", "user", True), ("*.created", "payment.created", True), ("payment.created", "payment.failed", False)],
+)  # fmt: skip
+def test_topic_matching(pattern: str, key: str, expected: bool) -> None:
+    assert matches(pattern, key) is expected
