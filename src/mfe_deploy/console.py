@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 MASK = "***"
@@ -48,3 +49,15 @@ class Console:
         widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
         for row in cells:
             self.print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+    @contextmanager
+    def status(self, message: str) -> Iterator[None]:
+        """Progress for a wait: a spinner on a terminal, one plain line otherwise (CI logs)."""
+        if not self._err.isatty():
+            self.info(f"... {message}")
+            yield
+            return
+        from rich.console import Console as RichConsole
+
+        with RichConsole(file=self._err).status(self.mask(message)):
+            yield

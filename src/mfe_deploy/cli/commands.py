@@ -39,7 +39,7 @@ def validate(env: EnvOption) -> None:
 
     state = application()
     loaded, secrets = loader.load_with_secrets(state.project_dir, env)
-    state.console.add_secrets(s.reveal() for s in secrets.values())
+    state.console.add_secrets(secrets.maskable())
     e = loaded.env
     state.console.print(
         f"{loaded.file}: valid ({e.tier}, {e.database.layout} databases, {e.event_hub} event hub, "
@@ -83,7 +83,7 @@ def render(
 
     state = application()
     loaded, secrets = loader.load_with_secrets(state.project_dir, env)
-    state.console.add_secrets(s.reveal() for s in secrets.values())
+    state.console.add_secrets(secrets.maskable())
     versions: dict[str, str] = dict.fromkeys(loaded.env.services, version)
     result = render_bundle(loaded.env, secrets, versions=versions, caps=capabilities(engine_version))
     target = out if out is not None else state.project_dir / ".mfe" / env

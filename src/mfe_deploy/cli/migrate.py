@@ -20,7 +20,7 @@ def _prepare(env: str, service: str | None, action: list[str]) -> tuple[dict[str
 
     state = application()
     loaded, secrets = loader.load_with_secrets(state.project_dir, env)
-    state.console.add_secrets(s.reveal() for s in secrets.values())
+    state.console.add_secrets(secrets.maskable())
     names = migrations.services(loaded.env, service)
     return {n: migrations.command(loaded.env, secrets, n, action) for n in names}, loaded
 

@@ -49,6 +49,12 @@ class Secrets:
     databases: Mapping[str, Secret]
     rabbitmq_password: Secret | None
     sentry_dsn: Secret | None
+    # Values that came from a documented development default (`${VAR:-value}`): public, not masked.
+    public: frozenset[str] = frozenset()
+
+    def maskable(self) -> list[str]:
+        """What the printer must hide: every real secret value (very short ones would mask ordinary words)."""
+        return [v for s in self.values() if (v := s.reveal()) not in self.public and len(v) >= 6]
 
     def values(self) -> list[Secret]:
         out = [self.jwt_secret, self.postgres_password, *self.databases.values()]
@@ -77,6 +83,7 @@ def resolve(
     """Read every referenced secret and apply the policy of the environment's tier."""
     strict = env.tier != "development"
     values: dict[KeyPath, Secret] = {}
+    public: set[str] = set()
     problems: list[tuple[KeyPath, str]] = []
     for path, ref in refs(env):
         value, problem = _read(ref, environ, project_dir, strict)
@@ -88,6 +95,8 @@ def resolve(
             problems.append((path, problem))
         elif value is not None:
             values[path] = Secret(value)
+            if ref.default is not None and value == ref.default:
+                public.add(value)
     if problems:
         return None, problems
     s = env.secrets
@@ -98,6 +107,7 @@ def resolve(
             databases={name: values[("secrets", "databases", name)] for name in sorted(s.databases)},
             rabbitmq_password=values.get(("secrets", "rabbitmq_password")),
             sentry_dsn=values.get(("secrets", "sentry_dsn")),
+            public=frozenset(public),
         ),
         [],
     )

@@ -41,5 +41,5 @@ def configure(service: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiormq", "aio_pika", "psycopg.pool", "uvicorn.access"):
+    for noisy in ("aiormq", "aio_pika", "psycopg.pool", "uvicorn.access", "redis"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -175,7 +175,7 @@ def create_app(
         return JSONResponse(body, status_code=status)
 
     async def live(request: Request) -> Response:
-        return JSONResponse({"status": "alive"})
+        return JSONResponse({"status": "alive", "service": settings.service, "version": settings.version})
 
     async def version(request: Request) -> Response:
         return JSONResponse({"service": settings.service, "version": settings.version})

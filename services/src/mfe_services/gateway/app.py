@@ -198,7 +198,8 @@ class Gateway:
 
     async def _health(self, path: str, send: Send, extra: list[tuple[bytes, bytes]]) -> None:
         if path == "/health/live":
-            await self._send(send, _json(200, {"status": "alive"}, extra))
+            alive = {"status": "alive", "service": self.settings.service, "version": self.settings.version}
+            await self._send(send, _json(200, alive, extra))
             return
         if path != "/health":
             await self._send(send, _json(404, {"error": f"no route for {path}"}, extra))

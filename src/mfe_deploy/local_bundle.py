@@ -1,0 +1,108 @@
+"""The local runtime's files (paths relative to .mfe/<env>/local/): supervisord.conf, env files with
+loopback endpoints, the RabbitMQ config.
+Pure: paths and binaries come in as values, files come out as a Bundle."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from mfe_deploy.binaries import Binaries
+from mfe_deploy.config.models import Environment
+from mfe_deploy.config.secrets import Secrets
+from mfe_deploy.render import Bundle, BundleFile, Endpoints, _jinja, environments
+
+PG_SYSTEM_USER = "mfe-postgres"
+
+
+@dataclass(frozen=True)
+class LocalLayout:
+    bundle: Path  # .mfe/<env>, absolute
+
+    @property
+    def root(self) -> Path:
+        return self.bundle / "local"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def conf(self) -> Path:
+        return self.root / "supervisord.conf"
+
+    @property
+    def run(self) -> Path:
+        """Sockets live in a short folder: a Unix socket path may not exceed ~107 bytes."""
+        digest = hashlib.sha256(str(self.bundle).encode()).hexdigest()[:12]
+        return Path("/tmp") / f"mfe-{os.getuid()}-{digest}"  # noqa: S108 - private 0700 folder, per user and bundle
+
+    def env_file(self, unit: str) -> Path:
+        return self.root / "env" / f"{unit}.env"
+
+
+def _env_text(env_name: str, unit: str, variables: list[tuple[str, object]]) -> str:
+    return _jinja().get_template("service.env.j2").render(env_name=env_name, unit=unit, variables=variables)
+
+
+def render_local(
+    env: Environment, secrets: Secrets, layout: LocalLayout, bins: Binaries, *, python: str, run_as_root: bool,
+    version: str = "dev",
+) -> Bundle:  # fmt: skip
+    files: dict[str, BundleFile] = {}
+    units = environments(env, secrets, Endpoints.local(env))
+    services = []
+    for name in env.services:
+        variables = [*units[name], ("HOST", "127.0.0.1"), ("SERVICE_VERSION", version)]
+        text = _env_text(env.name, name, variables)
+        files[f"env/{name}.env"] = BundleFile(text, secret=True)
+        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+        command = shlex.join([python, "-m", "mfe_services", name, "--env-file", str(layout.env_file(name))])
+        services.append({"name": name, "command": command, "environment": f'MFE_CONFIG="{digest}"'})
+    data = layout.data
+    pg_command = shlex.join([
+        str(bins.pg_bin / "postgres"), "-D", str(data / "postgres"), "-p", str(env.database.port),
+        "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
+    ])  # fmt: skip
+    redis_command = shlex.join([
+        str(bins.redis_server), "--port", str(env.redis.port), "--bind", "127.0.0.1", "--dir", str(data / "redis"),
+        "--appendonly", "yes" if env.redis.persistence else "no", "--save", "",
+        *(["--maxmemory", env.redis.maxmemory] if env.redis.maxmemory else []),
+    ])  # fmt: skip
+    rabbitmq_command = rabbitmq_environment = None
+    if env.uses_rabbitmq and bins.rabbitmq_server is not None:
+        assert secrets.rabbitmq_password is not None
+        rabbit = layout.root / "rabbitmq"
+        files["rabbitmq/rabbitmq.conf"] = BundleFile(
+            f"listeners.tcp.default = 127.0.0.1:{env.rabbitmq.port}\nloopback_users = none\n"
+            f"default_user = {env.rabbitmq.user}\ndefault_pass = {secrets.rabbitmq_password.reveal()}\n",
+            secret=True,
+        )
+        files["rabbitmq/enabled_plugins"] = BundleFile("[].\n")
+        rabbitmq_command = str(bins.rabbitmq_server)
+        rabbitmq_environment = ",".join(
+            f'{k}="{v}"'
+            for k, v in {
+                "RABBITMQ_CONFIG_FILE": rabbit / "rabbitmq",
+                "RABBITMQ_ENABLED_PLUGINS_FILE": rabbit / "enabled_plugins",
+                "RABBITMQ_NODENAME": f"mfe-{env.name}-{env.rabbitmq.port}@localhost",
+                "RABBITMQ_MNESIA_BASE": data / "rabbitmq" / "mnesia",
+                "RABBITMQ_LOG_BASE": layout.logs / "rabbitmq",
+                "RABBITMQ_DIST_PORT": env.rabbitmq.port + 20000,
+                "HOME": data / "rabbitmq",
+            }.items()
+        )
+    conf = _jinja().get_template("supervisord.conf.j2").render(
+        env=env, run=layout.run, logs=layout.logs, pg_command=pg_command, redis_command=redis_command,
+        pg_user=PG_SYSTEM_USER if run_as_root else None, rabbitmq_command=rabbitmq_command,
+        rabbitmq_environment=rabbitmq_environment, services=services,
+    )  # fmt: skip
+    files["supervisord.conf"] = BundleFile(conf)
+    return Bundle(files=dict(sorted(files.items())))

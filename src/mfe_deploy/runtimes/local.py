@@ -1,0 +1,338 @@
+"""The local runtime: the stack as supervised processes on this machine (supervisord drives them)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mfe_deploy import bundle
+from mfe_deploy.binaries import Binaries, discover
+from mfe_deploy.config.loader import Loaded
+from mfe_deploy.config.models import Environment
+from mfe_deploy.config.secrets import Secret, Secrets
+from mfe_deploy.console import Console
+from mfe_deploy.errors import MfeError
+from mfe_deploy.local_bundle import PG_SYSTEM_USER, LocalLayout, render_local
+from mfe_deploy.ops import health, migrations
+from mfe_deploy.render import Capabilities, Endpoints, environments, render
+from mfe_deploy.runtimes.process import LocalProcess
+from mfe_deploy.supervisor import ProgramState, parse_status
+
+INIT_MARKER = ".mfe-initialized"
+
+
+class StartFailed(MfeError):
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class UnitStatus:
+    name: str
+    state: str
+    pid: int | None
+    version: str
+    health: str
+
+
+def _as_root() -> bool:
+    return os.geteuid() == 0
+
+
+class LocalRuntime:
+    name = "local"
+
+    def __init__(self, project_dir: Path, loaded: Loaded, secrets: Secrets, console: Console) -> None:
+        self.env: Environment = loaded.env
+        self.secrets = secrets
+        self.console = console
+        self.layout = LocalLayout((project_dir / ".mfe" / loaded.env.name).resolve())
+        self.runner = LocalProcess()
+
+    # --- supervisord -------------------------------------------------------------------------------
+    def _bins(self) -> Binaries:
+        return discover({}, rabbitmq=self.env.uses_rabbitmq, nginx=False)
+
+    def _ctl(self, bins: Binaries, *args: str, check: bool = True) -> str:
+        done = subprocess.run(
+            [str(bins.supervisorctl), "-c", str(self.layout.conf), *args], capture_output=True, text=True, timeout=120
+        )
+        # supervisorctl exits non-zero when a listed program is not running; callers decide what matters.
+        if check and done.returncode not in (0, 3) and "no such" not in done.stdout.lower():
+            raise MfeError(f"supervisorctl {' '.join(args)} failed: {(done.stdout + done.stderr).strip()}")
+        return done.stdout
+
+    def supervisor_pid(self) -> int | None:
+        pidfile = self.layout.run / "supervisord.pid"
+        try:
+            pid = int(pidfile.read_text().strip())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return pid
+
+    def states(self, bins: Binaries | None = None) -> dict[str, ProgramState]:
+        if self.supervisor_pid() is None or not self.layout.conf.exists():
+            return {}
+        return parse_status(self._ctl(bins or self._bins(), "status", check=False))
+
+    # --- up ----------------------------------------------------------------------------------------
+    def up(self, *, wait: bool, timeout: float, version: str = "dev") -> list[UnitStatus]:
+        bins = self._bins()
+        if not _services_installed():
+            raise MfeError("the services package (mfe_services) is not importable by this Python: run scripts/venv")
+        running = self.supervisor_pid() is not None
+        states = self.states(bins) if running else {}
+        self._check_ports(states)
+        main = render(self.env, self.secrets, caps=Capabilities())
+        local = render_local(self.env, self.secrets, self.layout, bins, python=sys.executable,
+                             run_as_root=_as_root(), version=version)  # fmt: skip
+        bundle.write(main, self.layout.bundle)
+        changed = bundle.write(local, self.layout.root)
+        self._prepare_dirs()
+        self._initdb(bins)
+        started_here = False
+        try:
+            if not running:
+                self._start_supervisord(bins)
+                started_here = True
+            elif "supervisord.conf" in changed:
+                self._ctl(bins, "reread")
+                self._ctl(bins, "update")
+            self._wait_infra(timeout)
+            self._init_databases(bins)
+            self._migrate()
+            states = self.states(bins)
+            to_start = [n for n in self.env.services if not (states.get(n) and states[n].running)]
+            if to_start:
+                self._ctl(bins, "start", *to_start)
+            if wait:
+                self._wait_services(bins, timeout)
+        except MfeError:
+            if started_here:
+                self.console.info("stopping what this up started")
+                self.down(bins)
+            raise
+        return self.status()
+
+    def _check_ports(self, states: dict[str, ProgramState]) -> None:
+        wanted = [("postgres", self.env.database.port), ("redis", self.env.redis.port)]
+        if self.env.uses_rabbitmq:
+            wanted.append(("rabbitmq", self.env.rabbitmq.port))
+        wanted += [(name, svc.port) for name, svc in self.env.services.items()]
+        mine = {name for name, st in states.items() if st.state in ("RUNNING", "STARTING", "BACKOFF")}
+        wanted = [(unit, port) for unit, port in wanted if unit not in mine]
+        found = health.conflicts(wanted, {port: health.port_open(port, timeout=0.2) for _, port in wanted})
+        if found:
+            raise StartFailed("; ".join(found) + ": stop what holds it, or change the port in the environment file")
+
+    def _prepare_dirs(self) -> None:
+        layout = self.layout
+        for folder in (layout.data, layout.logs, layout.data / "redis", layout.data / "rabbitmq"):
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        layout.run.mkdir(mode=0o700, exist_ok=True)
+        if layout.run.stat().st_uid != os.getuid():
+            raise MfeError(f"{layout.run} belongs to another user; remove it")
+        pg = layout.data / "postgres"
+        pg.mkdir(exist_ok=True, mode=0o700)
+        if _as_root():
+            _ensure_system_user(PG_SYSTEM_USER)
+            shutil.chown(pg, PG_SYSTEM_USER, PG_SYSTEM_USER)
+            # The postgres user must traverse to its data folder.
+            for parent in (layout.data, layout.root, layout.bundle):
+                parent.chmod(parent.stat().st_mode | 0o011)
+
+    def _initdb(self, bins: Binaries) -> None:
+        pgdata = self.layout.data / "postgres"
+        if (pgdata / "PG_VERSION").exists():
+            return
+        with tempfile.NamedTemporaryFile("w", delete=False, dir=self.layout.run, prefix="pw") as pw:
+            pw.write(self.secrets.postgres_password.reveal())
+        try:
+            as_user = ["runuser", "-u", PG_SYSTEM_USER, "--"] if _as_root() else []
+            if _as_root():
+                shutil.chown(pw.name, PG_SYSTEM_USER)
+                self.layout.run.chmod(0o711)
+            self.console.info(f"initialising PostgreSQL in {pgdata}")
+            done = subprocess.run(
+                [*as_user, str(bins.pg_bin / "initdb"), "-D", str(pgdata), "-U", self.env.database.superuser,
+                 f"--pwfile={pw.name}", "--auth=scram-sha-256", "-E", "UTF8", "--no-instructions"],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+        finally:
+            Path(pw.name).unlink(missing_ok=True)
+            self.layout.run.chmod(0o700)
+        if done.returncode != 0:
+            shutil.rmtree(pgdata, ignore_errors=True)
+            raise StartFailed(f"initdb failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ''}")
+
+    def _start_supervisord(self, bins: Binaries) -> None:
+        done = subprocess.run([str(bins.supervisord), "-c", str(self.layout.conf)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise StartFailed(f"supervisord did not start: {(done.stdout + done.stderr).strip()}")
+        self._wait(lambda: (self.layout.run / "supervisor.sock").exists(), 10, "supervisord")
+
+    def _wait(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        with self.console.status(f"waiting for {what}"):
+            while time.monotonic() < deadline:
+                if ready():
+                    return
+                time.sleep(0.1)
+        raise StartFailed(f"{what} not ready after {timeout:.0f}s")
+
+    def _wait_infra(self, timeout: float) -> None:
+        units = [("postgres", self.env.database.port), ("redis", self.env.redis.port)]
+        if self.env.uses_rabbitmq:
+            units.append(("rabbitmq", self.env.rabbitmq.port))
+        for unit, port in units:
+            try:
+                self._wait(lambda port=port: health.port_open(port), timeout, unit)  # type: ignore[misc]
+            except StartFailed:
+                raise StartFailed(f"{unit} did not start within {timeout:.0f}s\n{self.tail(unit, 15)}") from None
+
+    def _psql(
+        self, bins: Binaries, database: str, script: str, extra_env: dict[str, str]
+    ) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, **extra_env, "PGPASSWORD": self.secrets.postgres_password.reveal()}
+        return subprocess.run(
+            [str(bins.pg_bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
+             "-p", str(self.env.database.port), "-U", self.env.database.superuser, "-d", database, "-f", "-"],
+            input=script, capture_output=True, text=True, env=env, timeout=120, check=False,
+        )  # fmt: skip
+
+    def _init_databases(self, bins: Binaries) -> None:
+        """Once per cluster: the roles and databases the docker entrypoint would create from initdb/."""
+        marker = self.layout.data / INIT_MARKER
+        if marker.exists():
+            return
+        unit = {k: (v.reveal() if isinstance(v, Secret) else str(v)) for k, v in self._units()["postgres"]}
+        deadline = time.monotonic() + 30
+        while self._psql(bins, "postgres", "SELECT 1", {}).returncode != 0:  # port open is not ready yet
+            if time.monotonic() > deadline:
+                raise StartFailed(f"postgres does not accept connections\n{self.tail('postgres', 15)}")
+            time.sleep(0.2)
+        if unit["POSTGRES_DB"] != "postgres":
+            done = self._psql(bins, "postgres", f'CREATE DATABASE "{unit["POSTGRES_DB"]}"', {})
+            if done.returncode != 0:
+                raise StartFailed(f"creating {unit['POSTGRES_DB']} failed: {done.stderr.strip()}")
+        script = (self.layout.bundle / "initdb" / "10-databases.sql").read_text()
+        done = self._psql(bins, unit["POSTGRES_DB"], script, unit)
+        if done.returncode != 0:
+            raise StartFailed(f"creating the service databases failed: {done.stderr.strip()}")
+        marker.write_text("roles and databases created\n")
+
+    def _units(self) -> dict[str, list[tuple[str, object]]]:
+        return environments(self.env, self.secrets, Endpoints.local(self.env))
+
+    def _migrate(self) -> None:
+        commands = {
+            name: migrations.command(self.env, self.secrets, name, ["apply"])
+            for name in migrations.services(self.env, None)
+        }
+        with self.console.status("applying migrations"):
+            outcomes = migrations.run(self.runner, commands)
+        failed = [o for o in outcomes if not o.ok]
+        if failed:
+            raise StartFailed("migrations failed: " + "; ".join(f"{o.service}: {o.error}" for o in failed))
+        for o in outcomes:
+            for item in o.data.get("applied", []):
+                self.console.info(f"{o.service}: applied {item['id']}")
+
+    def _wait_services(self, bins: Binaries, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        urls = {name: f"http://127.0.0.1:{svc.port}/health" for name, svc in self.env.services.items()}
+        with self.console.status("waiting for the services to report healthy"):
+            while True:
+                probes = health.probe_all(urls, timeout=2)
+                if all(p.healthy for p in probes.values()):
+                    return
+                states = self.states(bins)
+                dead = [n for n in urls if states.get(n) and states[n].state in ("FATAL", "EXITED", "BACKOFF")]
+                if dead or time.monotonic() > deadline:
+                    name = (dead or [n for n, p in probes.items() if not p.healthy])[0]
+                    why = "crashed at start" if dead else f"not healthy after {timeout:.0f}s"
+                    raise StartFailed(f"{name} {why}; its last log lines:\n{self.tail(name, 20)}")
+                time.sleep(0.2)
+
+    # --- status, logs, down ------------------------------------------------------------------------
+    def status(self) -> list[UnitStatus]:
+        states = self.states() if self.layout.conf.exists() else {}
+        urls = {name: f"http://127.0.0.1:{svc.port}/health" for name, svc in self.env.services.items()}
+        live = health.probe_all({n: u + "/live" for n, u in urls.items()}, timeout=2)
+        probes = health.probe_all(urls, timeout=3)
+        rows = []
+        infra = [("postgres", self.env.database.port), ("redis", self.env.redis.port)]
+        if self.env.uses_rabbitmq:
+            infra.append(("rabbitmq", self.env.rabbitmq.port))
+        for unit, port in infra:
+            st = states.get(unit)
+            up = health.port_open(port)
+            rows.append(UnitStatus(unit, st.state if st else "STOPPED", st.pid if st else None, "-",
+                                   "healthy" if up and st and st.running else "down"))  # fmt: skip
+        for name in self.env.services:
+            st = states.get(name)
+            probe = probes[name]
+            verdict = str(probe.body.get("status", "down")) if probe.status else "down"
+            rows.append(UnitStatus(name, st.state if st else "STOPPED", st.pid if st else None,
+                                   str(live[name].body.get("version", "-")), verdict))  # fmt: skip
+        return rows
+
+    def health(self) -> dict[str, health.Probe]:
+        urls = {name: f"http://127.0.0.1:{svc.port}/health" for name, svc in self.env.services.items()}
+        return health.probe_all(urls, timeout=3)
+
+    def log_file(self, unit: str) -> Path:
+        return self.layout.logs / f"{unit}.log"
+
+    def tail(self, unit: str, lines: int) -> str:
+        path = self.log_file(unit)
+        if not path.exists():
+            return f"  ({path} is empty)"
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+        return "\n".join(f"  {line}" for line in text)
+
+    def units(self) -> list[str]:
+        names = ["postgres", "redis", *(["rabbitmq"] if self.env.uses_rabbitmq else [])]
+        return names + list(self.env.services)
+
+    def down(self, bins: Binaries | None = None) -> bool:
+        pid = self.supervisor_pid()
+        if pid is None:
+            return False
+        bins = bins or self._bins()
+        with self.console.status("stopping"):
+            self._ctl(bins, "shutdown", check=False)
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                try:
+                    os.kill(pid, 0)
+                except OSError:
+                    break
+                time.sleep(0.1)
+        shutil.rmtree(self.layout.run, ignore_errors=True)
+        return True
+
+    def delete_data(self) -> None:
+        shutil.rmtree(self.layout.data, ignore_errors=True)
+
+
+def _services_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("mfe_services") is not None
+
+
+def _ensure_system_user(name: str) -> None:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                       check=True, capture_output=True)  # fmt: skip

@@ -1,0 +1,47 @@
+"""supervisorctl as commands and parsers: what the local runtime asks of supervisord."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_STATUS = re.compile(r"^(?P<name>\S+)\s+(?P<state>[A-Z]+)\s*(?P<rest>.*)$")
+_PID = re.compile(r"pid (\d+)")
+
+
+@dataclass(frozen=True)
+class ProgramState:
+    name: str
+    state: str  # RUNNING, STARTING, BACKOFF, STOPPED, EXITED, FATAL, STOPPING, UNKNOWN
+    pid: int | None
+    detail: str
+
+    @property
+    def running(self) -> bool:
+        return self.state == "RUNNING"
+
+
+def parse_status(text: str) -> dict[str, ProgramState]:
+    """`supervisorctl status` output, one program a line:
+    `postgres    RUNNING   pid 4242, uptime 0:01:02` or `auth   FATAL     Exited too quickly`."""
+    states = {}
+    for line in text.splitlines():
+        match = _STATUS.match(line.strip())
+        if not match:
+            continue
+        pid = _PID.search(match["rest"])
+        states[match["name"]] = ProgramState(
+            match["name"], match["state"], int(pid[1]) if pid and match["state"] == "RUNNING" else None,
+            match["rest"].strip(),
+        )  # fmt: skip
+    return states
+
+
+def parse_update(text: str) -> dict[str, str]:
+    """`supervisorctl update` output: `auth: stopped`, `auth: updated process group`, `redis: added ...`."""
+    changes = {}
+    for line in text.splitlines():
+        name, sep, what = line.partition(":")
+        if sep and what.strip():
+            changes[name.strip()] = what.strip()
+    return changes
