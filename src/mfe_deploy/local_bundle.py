@@ -21,6 +21,12 @@ PG_SYSTEM_USER = "mfe-postgres"
 @dataclass(frozen=True)
 class LocalLayout:
     bundle: Path  # .mfe/<env>, absolute
+    # Where the PostgreSQL cluster lives when it cannot live under the bundle (see LocalRuntime).
+    pg_outside: Path | None = None
+
+    @property
+    def pg_data(self) -> Path:
+        return self.pg_outside if self.pg_outside is not None else self.data / "postgres"
 
     @property
     def root(self) -> Path:
@@ -68,7 +74,7 @@ def render_local(
         services.append({"name": name, "command": command, "environment": f'MFE_CONFIG="{digest}"'})
     data = layout.data
     pg_command = shlex.join([
-        str(bins.pg_bin / "postgres"), "-D", str(data / "postgres"), "-p", str(env.database.port),
+        str(bins.pg_bin / "postgres"), "-D", str(layout.pg_data), "-p", str(env.database.port),
         "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
     ])  # fmt: skip
     redis_command = shlex.join([

@@ -149,13 +149,15 @@ def down(
     force: Annotated[bool, typer.Option("--force", help="Required to delete production data.")] = False,
 ) -> None:
     """Stop everything; --volumes also deletes the data."""
+    from mfe_deploy.config import loader
     from mfe_deploy.errors import MfeError
 
-    rt = _runtime(env, runtime)
     console = application().console
     if volumes:
-        if rt.env.tier == "production" and not force:
+        if loader.load(application().project_dir, env).env.tier == "production" and not force:
             raise MfeError("refusing to delete production data without --force")
+    rt = _runtime(env, runtime)
+    if volumes:
         if not yes:
             import sys
 

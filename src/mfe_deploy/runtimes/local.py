@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import shutil
@@ -24,7 +25,7 @@ from mfe_deploy.local_bundle import PG_SYSTEM_USER, LocalLayout, render_local
 from mfe_deploy.ops import health, migrations
 from mfe_deploy.render import Capabilities, Endpoints, environments, render
 from mfe_deploy.runtimes.process import LocalProcess
-from mfe_deploy.supervisor import ProgramState, parse_status
+from mfe_deploy.supervisor import ProgramState, parse_status, parse_update
 
 INIT_MARKER = ".mfe-initialized"
 
@@ -53,7 +54,8 @@ class LocalRuntime:
         self.env: Environment = loaded.env
         self.secrets = secrets
         self.console = console
-        self.layout = LocalLayout((project_dir / ".mfe" / loaded.env.name).resolve())
+        bundle_dir = (project_dir / ".mfe" / loaded.env.name).resolve()
+        self.layout = LocalLayout(bundle_dir, _pg_outside(bundle_dir) if _as_root() else None)
         self.runner = LocalProcess()
 
     # --- supervisord -------------------------------------------------------------------------------
@@ -112,7 +114,11 @@ class LocalRuntime:
             states = self.states(bins)
             to_start = [n for n in self.env.services if not (states.get(n) and states[n].running)]
             if to_start:
-                self._ctl(bins, "start", *to_start)
+                answer = parse_update(self._ctl(bins, "start", *to_start, check=False))
+                crashed = [name for name, what in answer.items() if what.startswith("ERROR")]
+                if crashed:
+                    name = crashed[0]
+                    raise StartFailed(f"{name} crashed at start; its last log lines:\n{self.tail(name, 20)}")
             if wait:
                 self._wait_services(bins, timeout)
         except MfeError:
@@ -140,17 +146,17 @@ class LocalRuntime:
         layout.run.mkdir(mode=0o700, exist_ok=True)
         if layout.run.stat().st_uid != os.getuid():
             raise MfeError(f"{layout.run} belongs to another user; remove it")
-        pg = layout.data / "postgres"
-        pg.mkdir(exist_ok=True, mode=0o700)
+        pg = layout.pg_data
+        pg.mkdir(parents=True, exist_ok=True, mode=0o700)
         if _as_root():
             _ensure_system_user(PG_SYSTEM_USER)
             shutil.chown(pg, PG_SYSTEM_USER, PG_SYSTEM_USER)
-            # The postgres user must traverse to its data folder.
-            for parent in (layout.data, layout.root, layout.bundle):
-                parent.chmod(parent.stat().st_mode | 0o011)
+            link = layout.data / "postgres"
+            if layout.pg_outside is not None and not link.is_symlink():
+                link.symlink_to(pg)  # so that the cluster is still found from the bundle
 
     def _initdb(self, bins: Binaries) -> None:
-        pgdata = self.layout.data / "postgres"
+        pgdata = self.layout.pg_data
         if (pgdata / "PG_VERSION").exists():
             return
         with tempfile.NamedTemporaryFile("w", delete=False, dir=self.layout.run, prefix="pw") as pw:
@@ -248,7 +254,7 @@ class LocalRuntime:
 
     def _wait_services(self, bins: Binaries, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        urls = {name: f"http://127.0.0.1:{svc.port}/health" for name, svc in self.env.services.items()}
+        urls = self._health_urls()
         with self.console.status("waiting for the services to report healthy"):
             while True:
                 probes = health.probe_all(urls, timeout=2)
@@ -265,8 +271,8 @@ class LocalRuntime:
     # --- status, logs, down ------------------------------------------------------------------------
     def status(self) -> list[UnitStatus]:
         states = self.states() if self.layout.conf.exists() else {}
-        urls = {name: f"http://127.0.0.1:{svc.port}/health" for name, svc in self.env.services.items()}
-        live = health.probe_all({n: u + "/live" for n, u in urls.items()}, timeout=2)
+        urls = self._health_urls()
+        live = health.probe_all(self._health_urls("/live"), timeout=2)
         probes = health.probe_all(urls, timeout=3)
         rows = []
         infra = [("postgres", self.env.database.port), ("redis", self.env.redis.port)]
@@ -286,8 +292,10 @@ class LocalRuntime:
         return rows
 
     def health(self) -> dict[str, health.Probe]:
-        urls = {name: f"http://127.0.0.1:{svc.port}/health" for name, svc in self.env.services.items()}
-        return health.probe_all(urls, timeout=3)
+        return health.probe_all(self._health_urls(), timeout=3)
+
+    def _health_urls(self, suffix: str = "") -> dict[str, str]:
+        return {str(name): f"http://127.0.0.1:{svc.port}/health{suffix}" for name, svc in self.env.services.items()}
 
     def log_file(self, unit: str) -> Path:
         return self.layout.logs / f"{unit}.log"
@@ -321,7 +329,20 @@ class LocalRuntime:
         return True
 
     def delete_data(self) -> None:
+        if self.layout.pg_outside is not None:
+            shutil.rmtree(self.layout.pg_outside.parent, ignore_errors=True)
         shutil.rmtree(self.layout.data, ignore_errors=True)
+
+
+def _pg_outside(bundle_dir: Path) -> Path | None:
+    """As root, PostgreSQL runs as an unprivileged user, which must traverse every folder above its data.
+    When one of them is private (/root, a 0700 temp folder), the cluster lives under /var/lib/mfe-deploy
+    instead, linked from the bundle: we do not loosen the permissions of someone's folders."""
+    for folder in [bundle_dir, *bundle_dir.parents]:
+        if folder.exists() and not folder.stat().st_mode & 0o001:
+            digest = hashlib.sha256(str(bundle_dir).encode()).hexdigest()[:16]
+            return Path("/var/lib/mfe-deploy") / digest / "postgres"
+    return None
 
 
 def _services_installed() -> bool:

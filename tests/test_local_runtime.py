@@ -1,0 +1,254 @@
+"""`mfe-deploy up` on the local runtime (supervisord, no Docker), driven through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import REPO
+from tests.pg import free_port
+from tests.stack import ADMIN, SERVICES, poll
+from tests.test_services_e2e import _profile, _user
+
+ENV = "localtest"
+
+
+@dataclass
+class Project:
+    root: Path
+    ports: dict[str, int]
+    environ: dict[str, str]
+
+    def cli(
+        self, *args: str, extra: dict[str, str] | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mfe_deploy", "-C", str(self.root), *args],
+            capture_output=True, text=True, env={**self.environ, **(extra or {})}, timeout=timeout, check=False,
+        )  # fmt: skip
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        done = self.cli("status", "--env", ENV, "--json")
+        assert done.returncode == 0, done.stderr
+        return {row["name"]: row for row in json.loads(done.stdout)}
+
+    def gateway(self) -> httpx.Client:
+        return httpx.Client(base_url=f"http://127.0.0.1:{self.ports['api-gateway']}", timeout=10)
+
+    def listening(self) -> list[int]:
+        return [p for p in self.ports.values() if _open(p)]
+
+
+def _open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.3)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def make_project(root: Path) -> Project:
+    shutil.copytree(REPO / "environments", root / "environments")
+    ports = {name: free_port() for name in (*SERVICES, "postgres", "redis")}
+    services = "".join(f"  {name}:\n    port: {ports[name]}\n" for name in SERVICES)
+    (root / "environments" / f"{ENV}.yaml").write_text(
+        f"extends: development\nadmin_emails: [{ADMIN}]\nservices:\n{services}"
+        f"database:\n  port: {ports['postgres']}\nredis:\n  port: {ports['redis']}\n"
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "POSTGRES_"))}
+    return Project(root, ports, environ)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    p = make_project(tmp_path_factory.mktemp("local") / "project")
+    started = p.cli("up", "--env", ENV)
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        yield p
+    finally:
+        p.cli("down", "--env", ENV, "--volumes", "--yes")
+
+
+def test_up_reports_every_unit_running_and_healthy(project: Project) -> None:
+    rows = project.status()
+    assert list(rows) == ["postgres", "redis", *SERVICES[-1:], *SERVICES[:-1]]
+    assert {r["state"] for r in rows.values()} == {"RUNNING"}
+    assert {r["health"] for r in rows.values()} == {"healthy"}
+    assert all(isinstance(r["pid"], int) for r in rows.values())
+    checked = project.cli("health", "--env", ENV)
+    assert checked.returncode == 0
+    assert checked.stdout.splitlines()[0].split() == ["SERVICE", "HTTP", "STATUS", "CHECKS"]
+
+
+def test_user_flow_through_the_gateway(project: Project) -> None:
+    with project.gateway() as gw:
+        user_id, auth = _user(gw)
+        assert poll(lambda: _profile(gw, auth)) is not None
+        paid = gw.post(
+            "/api/payments", json={"amount": 700, "currency": "EUR"}, headers={**auth, "Idempotency-Key": "k"}
+        )
+        assert paid.status_code == 201
+        gw.post("/api/auth/register", json={"email": ADMIN, "password": "admin password"})
+        token = gw.post("/api/auth/login", json={"email": ADMIN, "password": "admin password"}).json()["access_token"]
+        admin = {"Authorization": f"Bearer {token}"}
+
+        def both() -> bool:
+            events = gw.get("/api/admin/events", params={"limit": 500}, headers=admin).json()["events"]
+            return {"user.registered", "payment.created"} <= {
+                e["type"] for e in events if e["data"].get("user_id") == user_id
+            }
+
+        assert poll(both)
+
+
+def test_second_up_restarts_nothing(project: Project) -> None:
+    before = {n: r["pid"] for n, r in project.status().items()}
+    again = project.cli("up", "--env", ENV)
+    assert again.returncode == 0, again.stderr
+    assert {n: r["pid"] for n, r in project.status().items()} == before
+
+
+def test_a_killed_service_is_reported_and_restarted(project: Project) -> None:
+    pid = project.status()["auth"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    seen_unhealthy = poll(lambda: project.cli("health", "--env", ENV).returncode == 1, timeout=5, interval=0.05)
+    assert seen_unhealthy, "health never reported the killed service"
+
+    def restarted() -> bool:
+        row = project.status()["auth"]
+        return row["pid"] not in (None, pid) and row["health"] == "healthy"
+
+    assert poll(restarted, timeout=30)
+
+
+def _supervisorctl(project: Project, *args: str) -> None:
+    conf = project.root / ".mfe" / ENV / "local" / "supervisord.conf"
+    subprocess.run([str(Path(sys.executable).parent / "supervisorctl"), "-c", str(conf), *args], check=True,
+                   capture_output=True)  # fmt: skip
+
+
+def test_while_postgres_is_down_every_health_is_503_and_recovers(project: Project) -> None:
+    urls = [f"http://127.0.0.1:{project.ports[n]}/health" for n in ("auth", "payments", "admin", "profile")]
+    _supervisorctl(project, "stop", "postgres")  # held down: supervisord would restart a killed one at once
+    try:
+        assert poll(lambda: all(_status(u) == 503 for u in urls), timeout=2, interval=0.05)
+        failing = project.cli("health", "--env", ENV)
+        assert failing.returncode == 1
+        assert "database=unhealthy" in failing.stdout
+    finally:
+        _supervisorctl(project, "start", "postgres")
+    assert poll(lambda: all(_status(u) == 200 for u in urls), timeout=60)
+
+
+def test_a_killed_postgres_is_restarted_and_the_services_recover(project: Project) -> None:
+    urls = [f"http://127.0.0.1:{project.ports[n]}/health" for n in ("auth", "payments", "admin", "profile")]
+    pid = project.status()["postgres"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    assert poll(lambda: project.status()["postgres"]["pid"] not in (None, pid), timeout=60)
+    assert poll(lambda: all(_status(u) == 200 for u in urls), timeout=60)
+
+
+def _status(url: str) -> int:
+    try:
+        return httpx.get(url, timeout=3).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+def test_logs_of_one_unit(project: Project) -> None:
+    shown = project.cli("logs", "--env", ENV, "auth", "--tail", "3")
+    assert shown.returncode == 0
+    assert 0 < len(shown.stdout.splitlines()) <= 3
+    unknown = project.cli("logs", "--env", ENV, "billing")
+    assert unknown.returncode == 1
+    assert "unknown unit 'billing'" in unknown.stderr
+
+
+def test_zz_down_leaves_nothing_behind(project: Project) -> None:
+    pids = [r["pid"] for r in project.status().values()]
+    done = project.cli("down", "--env", ENV)
+    assert (done.returncode, done.stdout) == (0, f"{ENV}: stopped\n")
+    time.sleep(0.3)
+    assert project.listening() == []
+    alive = [pid for pid in pids if _alive(pid)]
+    assert alive == []
+    again = project.cli("down", "--env", ENV, "--volumes", "--yes")
+    assert again.stdout == f"{ENV}: nothing was running\n{ENV}: data deleted\n"
+    assert not (project.root / ".mfe" / ENV / "local" / "data").exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    # A zombie is dead for our purpose.
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+# --- failures: each its own project, nothing may be left running --------------------------------------
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Iterator[Project]:
+    p = make_project(tmp_path / "project")
+    yield p
+    p.cli("down", "--env", ENV, "--volumes", "--yes")
+
+
+def test_port_conflict_is_reported_before_anything_starts(fresh: Project) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", fresh.ports["payments"]))
+        holder.listen()
+        result = fresh.cli("up", "--env", ENV)
+    assert result.returncode == 1
+    assert f"error: port {fresh.ports['payments']} (payments) is already in use" in result.stderr
+    assert not (fresh.root / ".mfe" / ENV / "local" / "data").exists()
+
+
+def test_missing_binary_is_a_clear_error(fresh: Project) -> None:
+    result = fresh.cli("up", "--env", ENV, extra={"MFE_PG_BIN": "/nonexistent/pg/bin"})
+    assert result.returncode == 1
+    assert "error: PostgreSQL binaries not found in the configured folder /nonexistent/pg/bin" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_service_that_crashes_at_start_fails_up_and_leaves_nothing(fresh: Project, tmp_path: Path) -> None:
+    hook = tmp_path / "crash"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import sys\n"
+        "argv = open('/proc/self/cmdline', 'rb').read().split(b'\\0')\n"
+        "if b'mfe_services' in argv and b'profile' in argv:\n"
+        "    sys.exit('profile: simulated crash at start (sitecustomize)')\n"
+    )
+    result = fresh.cli("up", "--env", ENV, "--timeout", "60", extra={"PYTHONPATH": str(hook)})
+    assert result.returncode == 1
+    assert "error: profile crashed at start; its last log lines:" in result.stderr
+    assert "simulated crash at start" in result.stderr
+    time.sleep(0.3)
+    assert fresh.listening() == []
+
+
+def test_down_volumes_needs_confirmation_and_force_in_production(fresh: Project) -> None:
+    refused = fresh.cli("down", "--env", ENV, "--volumes")
+    assert refused.returncode == 1
+    assert "confirm with --yes" in refused.stderr
+    prod = fresh.cli("down", "--env", "production", "--volumes", "--yes",
+                     extra={f"PRODUCTION_{k}": "x" * 40 + k for k in ("JWT_SECRET", "POSTGRES_PASSWORD", "RABBITMQ_PASSWORD",
+                            "AUTH_DB_PASSWORD", "PAYMENTS_DB_PASSWORD", "ADMIN_DB_PASSWORD", "PROFILE_DB_PASSWORD")})  # fmt: skip
+    assert prod.returncode == 1
+    assert "refusing to delete production data without --force" in prod.stderr
