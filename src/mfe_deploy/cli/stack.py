@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 from typing import TYPE_CHECKING, Annotated
 
@@ -153,17 +154,14 @@ def down(
     from mfe_deploy.errors import MfeError
 
     console = application().console
-    if volumes:
-        if loader.load(application().project_dir, env).env.tier == "production" and not force:
-            raise MfeError("refusing to delete production data without --force")
+    production = volumes and loader.load(application().project_dir, env).env.tier == "production"
+    if production and not force:
+        raise MfeError("refusing to delete production data without --force")
     rt = _runtime(env, runtime)
-    if volumes:
-        if not yes:
-            import sys
-
-            if not sys.stdin.isatty():
-                raise MfeError("--volumes deletes data: confirm with --yes when not running interactively")
-            typer.confirm(f"Delete all data of {env} ({rt.layout.data})?", abort=True)
+    if volumes and not yes:
+        if not sys.stdin.isatty():
+            raise MfeError("--volumes deletes data: confirm with --yes when not running interactively")
+        typer.confirm(f"Delete all data of {env} ({rt.layout.data})?", abort=True)
     stopped = rt.down()
     console.print(f"{env}: stopped" if stopped else f"{env}: nothing was running")
     if volumes:

@@ -25,7 +25,7 @@ from mfe_deploy.local_bundle import PG_SYSTEM_USER, LocalLayout, render_local
 from mfe_deploy.ops import health, migrations
 from mfe_deploy.render import Capabilities, Endpoints, environments, render
 from mfe_deploy.runtimes.process import LocalProcess
-from mfe_deploy.supervisor import ProgramState, parse_status, parse_update
+from mfe_deploy.supervisor import ProgramState, parse_status
 
 INIT_MARKER = ".mfe-initialized"
 
@@ -114,11 +114,7 @@ class LocalRuntime:
             states = self.states(bins)
             to_start = [n for n in self.env.services if not (states.get(n) and states[n].running)]
             if to_start:
-                answer = parse_update(self._ctl(bins, "start", *to_start, check=False))
-                crashed = [name for name, what in answer.items() if what.startswith("ERROR")]
-                if crashed:
-                    name = crashed[0]
-                    raise StartFailed(f"{name} crashed at start; its last log lines:\n{self.tail(name, 20)}")
+                self._start_programs(to_start)
             if wait:
                 self._wait_services(bins, timeout)
         except MfeError:
@@ -154,6 +150,10 @@ class LocalRuntime:
             link = layout.data / "postgres"
             if layout.pg_outside is not None and not link.is_symlink():
                 link.symlink_to(pg)  # so that the cluster is still found from the bundle
+            if layout.pg_outside is None:
+                # Our own folders between the project and the cluster: traversable (not listable) by its user.
+                for folder in (layout.data, layout.root, layout.bundle, layout.bundle.parent):
+                    folder.chmod(folder.stat().st_mode | 0o001)
 
     def _initdb(self, bins: Binaries) -> None:
         pgdata = self.layout.pg_data
@@ -184,6 +184,23 @@ class LocalRuntime:
         if done.returncode != 0:
             raise StartFailed(f"supervisord did not start: {(done.stdout + done.stderr).strip()}")
         self._wait(lambda: (self.layout.run / "supervisor.sock").exists(), 10, "supervisord")
+
+    def _start_programs(self, names: list[str]) -> None:
+        """Start without waiting on each program's startsecs in turn (supervisorctl start would):
+        readiness is /health, and a crash shows as BACKOFF or FATAL while we wait for it."""
+        import xmlrpc.client
+
+        from supervisor.xmlrpc import SupervisorTransport
+
+        transport = SupervisorTransport(None, None, f"unix://{self.layout.run / 'supervisor.sock'}")
+        rpc = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+        for name in names:
+            try:
+                rpc.supervisor.startProcess(name, False)
+            except xmlrpc.client.Fault as fault:
+                if "ALREADY_STARTED" not in fault.faultString:
+                    raise StartFailed(f"{name} did not start ({fault.faultString}); its last log lines:\n"
+                                      f"{self.tail(name, 20)}") from None  # fmt: skip
 
     def _wait(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
