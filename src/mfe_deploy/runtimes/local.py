@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,12 +185,12 @@ class LocalRuntime:
             raise StartFailed(f"supervisord did not start: {(done.stdout + done.stderr).strip()}")
         self._wait(lambda: (self.layout.run / "supervisor.sock").exists(), 10, "supervisord")
 
-    def _start_programs(self, names: list[str]) -> None:
+    def _start_programs(self, names: Sequence[str]) -> None:
         """Start without waiting on each program's startsecs in turn (supervisorctl start would):
         readiness is /health, and a crash shows as BACKOFF or FATAL while we wait for it."""
         import xmlrpc.client
 
-        from supervisor.xmlrpc import SupervisorTransport
+        from supervisor.xmlrpc import SupervisorTransport  # type: ignore[import-untyped]
 
         transport = SupervisorTransport(None, None, f"unix://{self.layout.run / 'supervisor.sock'}")
         rpc = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
