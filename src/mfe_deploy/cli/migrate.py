@@ -49,7 +49,11 @@ def migrate(
     from mfe_deploy.errors import MigrationError
     from mfe_deploy.ops.migrations import Outcome
 
-    outcomes: list[Outcome] = _execute(env, service, ["apply", *(["--dry-run"] if dry_run else [])])  # type: ignore[assignment]
+    from mfe_deploy.state import lock
+
+    lock_path = application().project_dir / ".mfe" / env / "state" / "deploy.lock"
+    with lock.held(lock_path, "mfe-deploy migrate"):
+        outcomes: list[Outcome] = _execute(env, service, ["apply", *(["--dry-run"] if dry_run else [])])  # type: ignore[assignment]
     console = application().console
     if as_json:
         console.json([{"service": o.service, "ok": o.ok, **o.data} for o in outcomes])

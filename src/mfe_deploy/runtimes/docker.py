@@ -1,0 +1,288 @@
+"""The docker runtime: the rendered bundle driven by Compose v2 on a Docker Engine."""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import socket
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mfe_deploy import bundle, compose, images
+from mfe_deploy.command import Command
+from mfe_deploy.config.loader import Loaded
+from mfe_deploy.config.models import DATABASE_SERVICES, Environment
+from mfe_deploy.config.secrets import Secrets
+from mfe_deploy.console import Console
+from mfe_deploy.engine import capabilities
+from mfe_deploy.errors import MfeError
+from mfe_deploy.ops import health, migrations
+from mfe_deploy.render import render
+from mfe_deploy.runtimes import Completed
+from mfe_deploy.runtimes.local import StartFailed, UnitStatus
+from mfe_deploy.runtimes.process import LocalProcess
+from mfe_deploy.state.ledger import Ledger, Release
+
+HEALTH_PROBE = (
+    "import json, os, urllib.request as u, urllib.error as e\n"
+    "try:\n r = u.urlopen('http://127.0.0.1:%s/health' % os.environ['PORT'], timeout=3); print(r.status, r.read().decode())\n"
+    "except e.HTTPError as x: print(x.code, x.read().decode())\n"
+)
+
+
+class DockerRuntime:
+    name = "docker"
+
+    def __init__(self, project_dir: Path, loaded: Loaded, secrets: Secrets, console: Console) -> None:
+        self.project_dir = project_dir
+        self.env: Environment = loaded.env
+        self.secrets = secrets
+        self.console = console
+        self.bundle_dir = (project_dir / ".mfe" / loaded.env.name).resolve()
+        self.state_dir = self.bundle_dir / "state"
+        self.ledger = Ledger(self.state_dir / "releases.jsonl")
+        self.runner = LocalProcess()
+        self._compose: compose.Compose | None = None
+
+    @property
+    def compose(self) -> compose.Compose:
+        if self._compose is None:
+            self._compose = compose.Compose(compose.find(), self.bundle_dir)
+        return self._compose
+
+    def _run(self, command: Command, what: str, timeout: float = 600) -> Completed:
+        done = self.runner.run(command, timeout=timeout)
+        if done.returncode != 0:
+            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-20:])
+            raise StartFailed(f"{what} failed:\n{tail}")
+        return done
+
+    # --- versions and images ---------------------------------------------------------------------------
+    def current_versions(self) -> dict[str, str]:
+        good = self.ledger.last_good()
+        return dict(good.versions) if good else {}
+
+    def tag(self, service: str, version: str) -> str:
+        return f"{self.env.images.services_prefix}/{service}:{version}"
+
+    def build(self, version: str) -> None:
+        services_dir = self.project_dir / "services"
+        if not (services_dir / "Dockerfile").exists():
+            services_dir = images.REPO / "services"
+        needed = [s for s in self.env.services if not images.exists(self.tag(s, version)) or version.endswith("-dirty")]
+        if not needed:
+            return
+        with self.console.status(f"building {len(needed)} service image(s) at {version}"):
+            python = images.base_python(self.env.images.service_base)
+            context = images.wheelhouse(services_dir, self.bundle_dir / "build", python)
+            for service in needed:
+                images.build(services_dir, context, base=self.env.images.service_base, service=service,
+                             version=version, tag=self.tag(service, version))  # fmt: skip
+
+    # --- rendering -----------------------------------------------------------------------------------------
+    def write_bundle(self, versions: dict[str, str]) -> str:
+        result = render(self.env, self.secrets, versions=versions, caps=capabilities(None))
+        bundle.write(result, self.bundle_dir)
+        if self.env.nginx.enabled and self.env.nginx.tls.mode == "self-signed":
+            self._self_signed()
+        digest = hashlib.sha256()
+        for path, file in result.files.items():
+            digest.update(path.encode() + b"\0" + file.text.encode() + b"\0")
+        return digest.hexdigest()
+
+    def _self_signed(self) -> None:
+        ssl_dir = self.bundle_dir / "nginx" / "ssl"
+        if (ssl_dir / "cert.pem").exists():
+            return
+        ssl_dir.mkdir(parents=True, exist_ok=True)
+        domain = self.env.nginx.domain
+        self._run(Command(("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "365",
+                           "-subj", f"/CN={domain}", "-addext", f"subjectAltName=DNS:{domain}",
+                           "-keyout", str(ssl_dir / "key.pem"), "-out", str(ssl_dir / "cert.pem"))),
+                  "creating a self-signed certificate")  # fmt: skip
+        (ssl_dir / "key.pem").chmod(0o600)
+
+    # --- up ------------------------------------------------------------------------------------------------
+    def up(self, *, wait: bool, timeout: float, version: str = "dev") -> list[UnitStatus]:
+        previous = self.ledger.last_good()
+        versions = dict.fromkeys(self.env.services, version)
+        started = time.monotonic()
+        self.build(version)
+        digest = self.write_bundle(versions)
+        self._run(self.compose("config", "-q"), "compose config")
+        stores = ["postgres", "redis", *(["rabbitmq"] if self.env.uses_rabbitmq else [])]
+        with self.console.status("starting the stores"):
+            self._run(
+                self.compose("up", "-d", "--wait", "--wait-timeout", str(int(timeout)), *stores), "starting the stores"
+            )
+        heads = self._migrate()
+        try:
+            with self.console.status("starting the services and waiting until healthy"):
+                args = [
+                    "up",
+                    "-d",
+                    "--remove-orphans",
+                    *(["--wait", "--wait-timeout", str(int(timeout))] if wait else []),
+                ]
+                self._run(self.compose(*args), "starting the services")
+            self._reload_nginx()
+        except StartFailed as exc:
+            report = self._failure_report()
+            self._record("up", "failed", versions, digest, heads, note=str(exc).splitlines()[0])
+            if previous is not None and previous.versions != versions:
+                self.console.info(f"rolling back to release {previous.id} ({_fmt(previous.versions)})")
+                self._restore(dict(previous.versions), timeout, kind="auto-rollback")
+                raise StartFailed(f"the deploy of {version} did not become healthy and was rolled back to release "
+                                  f"{previous.id}\n{report}") from None  # fmt: skip
+            raise StartFailed(f"the deploy of {version} did not become healthy\n{report}") from None
+        self._record("up", "succeeded", versions, digest, heads, note=f"{time.monotonic() - started:.1f}s")
+        return self.status()
+
+    def _restore(self, versions: dict[str, str], timeout: float, kind: str) -> None:
+        digest = self.write_bundle(versions)
+        try:
+            self._run(self.compose("up", "-d", "--wait", "--wait-timeout", str(int(timeout))), kind)
+            self._reload_nginx()
+            self._record(kind, "succeeded", versions, digest, {})
+        except StartFailed as exc:
+            self._record(kind, "failed", versions, digest, {}, note=str(exc).splitlines()[0])
+            raise
+
+    def _migrate(self) -> dict[str, str]:
+        heads: dict[str, str] = {}
+
+        def one(service: str) -> migrations.Outcome:
+            cmd = self.compose("run", "--rm", "--no-deps", "-T", "--entrypoint", "python3", service,
+                               "-m", "mfe_services.migrate", "--service", service, "--env-name", self.env.name, "apply")  # fmt: skip
+            return migrations.parse(service, self.runner.run(cmd, timeout=600))
+
+        # The first one-off container creates the project's networks; concurrent first runs would each
+        # create their own (Docker allows duplicate names), so the rest follow it in parallel.
+        with self.console.status("applying migrations"), ThreadPoolExecutor(3) as pool:
+            first = one(DATABASE_SERVICES[0])
+            outcomes = [first, *pool.map(one, DATABASE_SERVICES[1:])]
+        failed = [o for o in outcomes if not o.ok]
+        if failed:
+            raise StartFailed("migrations failed: " + "; ".join(f"{o.service}: {o.error}" for o in failed))
+        for o in outcomes:
+            for item in o.data.get("applied", []):
+                self.console.info(f"{o.service}: applied {item['id']}")
+                heads[o.service] = item["id"]
+        return heads
+
+    def _reload_nginx(self) -> None:
+        # nginx resolves the gateway's replicas when it loads its configuration: reload after a change.
+        if self.env.nginx.enabled:
+            self.runner.run(self.compose("exec", "-T", "nginx", "nginx", "-s", "reload"), timeout=60)
+
+    def _failure_report(self) -> str:
+        states = self.containers()
+        bad = [c for c in states if c.health == "unhealthy" or c.state in ("exited", "dead", "restarting")]
+        lines = []
+        for c in bad[:3]:
+            logs = self.runner.run(self.compose("logs", "--no-color", "--tail", "15", c.service), timeout=60)
+            lines.append(f"{c.service} is {c.health or c.state}; its last log lines:")
+            lines += [f"  {line}" for line in logs.stdout.strip().splitlines()[-15:]]
+        return "\n".join(lines) or "no container reported a failure; see `mfe-deploy logs`"
+
+    def _record(self, kind: str, outcome: str, versions: dict[str, str], digest: str, heads: dict[str, str],
+                note: str = "") -> None:  # fmt: skip
+        release = Release(
+            id=self.ledger.next_id(), time=datetime.now(UTC).isoformat(timespec="seconds"),
+            who=f"{getpass.getuser()}@{socket.gethostname()}", kind=kind, outcome=outcome, versions=versions,
+            images={s: images.image_id(self.tag(s, v)) for s, v in versions.items()}, bundle_sha256=digest,
+            migrations=heads, note=note,
+        )  # fmt: skip
+        self.ledger.record(release)
+
+    # --- rollback ------------------------------------------------------------------------------------------
+    def rollback(self, service: str, to: str | None, timeout: float) -> Release:
+        current = self.current_versions()
+        if service not in self.env.services:
+            raise MfeError(f"unknown service {service!r}; one of: {', '.join(self.env.services)}")
+        if not current:
+            raise MfeError(f"no successful release of {self.env.name} yet: nothing to roll back")
+        target = to or self.ledger.previous_version(service, current[service])
+        if target is None:
+            raise MfeError(f"{service} has no previous version in the release ledger (it runs {current[service]})")
+        if not images.exists(self.tag(service, target)):
+            raise MfeError(f"image {self.tag(service, target)} does not exist on this engine")
+        versions = {**current, service: target}
+        digest = self.write_bundle(versions)
+        try:
+            with self.console.status(f"rolling {service} back to {target}"):
+                self._run(self.compose("up", "-d", "--no-deps", "--wait", "--wait-timeout", str(int(timeout)), service),
+                          f"starting {service} {target}")  # fmt: skip
+            self._reload_nginx()
+        except StartFailed:
+            self._record("rollback", "failed", versions, digest, {})
+            self.write_bundle(current)
+            self.runner.run(self.compose("up", "-d", "--no-deps", service), timeout=timeout)
+            raise
+        self._record("rollback", "succeeded", versions, digest, {}, note=f"{service}: {current[service]} -> {target}")
+        return self.ledger.all()[-1]
+
+    # --- observe -------------------------------------------------------------------------------------------
+    def containers(self) -> list[compose.ContainerState]:
+        if not (self.bundle_dir / "compose.yml").exists():
+            return []
+        done = self.runner.run(self.compose("ps", "--all", "--format", "json"), timeout=60)
+        return compose.parse_ps(done.stdout) if done.returncode == 0 else []
+
+    def status(self) -> list[UnitStatus]:
+        by_service: dict[str, list[compose.ContainerState]] = {}
+        for c in self.containers():
+            by_service.setdefault(c.service, []).append(c)
+        rows = []
+        for unit in self.units():
+            found = by_service.get(unit, [])
+            if not found:
+                rows.append(UnitStatus(unit, "STOPPED", None, "-", "down"))
+                continue
+            for c in found:
+                version = c.image.rsplit(":", 1)[-1] if unit in self.env.services else "-"
+                verdict = c.health or ("healthy" if c.state == "running" else "down")
+                rows.append(UnitStatus(unit, c.state.upper(), c.name, version, verdict))  # type: ignore[arg-type]
+        return rows
+
+    def health(self) -> dict[str, health.Probe]:
+        def one(service: str) -> health.Probe:
+            done = self.runner.run(self.compose("exec", "-T", service, "python3", "-c", HEALTH_PROBE), timeout=30)
+            code, _, body = done.stdout.strip().partition(" ")
+            if done.returncode != 0 or not code.isdigit():
+                return health.Probe(None, {}, (done.stderr.strip().splitlines() or ["not running"])[-1])
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                parsed = {}
+            return health.Probe(int(code), parsed if isinstance(parsed, dict) else {})
+
+        names = list(self.env.services)
+        with ThreadPoolExecutor(len(names)) as pool:
+            return dict(zip(names, pool.map(one, names), strict=True))
+
+    def units(self) -> list[str]:
+        stores = ["postgres", "redis", *(["rabbitmq"] if self.env.uses_rabbitmq else [])]
+        return [*stores, *self.env.services, *(["nginx"] if self.env.nginx.enabled else [])]
+
+    def logs(self, unit: str | None, tail: int, follow: bool) -> None:
+        args = ["logs", "--no-color", "--tail", str(tail), *(["--follow"] if follow else []), *([unit] if unit else [])]
+        command = self.compose(*args)
+        subprocess.run(command.argv, cwd=command.cwd, check=False)
+
+    def down(self, volumes: bool = False) -> bool:
+        if not (self.bundle_dir / "compose.yml").exists():
+            return False
+        running = bool(self.containers())
+        with self.console.status("stopping"):
+            self._run(self.compose("down", "--remove-orphans", *(["--volumes"] if volumes else [])), "compose down")
+        return running
+
+
+def _fmt(versions: dict[str, str] | object) -> str:
+    values = set(versions.values()) if isinstance(versions, dict) else set()
+    return next(iter(values)) if len(values) == 1 else ", ".join(f"{k}={v}" for k, v in dict(versions).items())  # type: ignore[call-overload]
