@@ -47,7 +47,7 @@ def project(base: Path) -> tuple[Path, dict[str, int]]:
     ports = {name: free_port() for name in (*SERVICES, "postgres", "redis")}
     services = "".join(f"  {n}:\n    port: {ports[n]}\n" for n in SERVICES)
     (root / "environments" / "bench.yaml").write_text(
-        f"extends: development\nservices:\n{services}database:\n  port: {ports['postgres']}\n"
+        f"extends: development\nruntime: local\nservices:\n{services}database:\n  port: {ports['postgres']}\n"
         f"redis:\n  port: {ports['redis']}\n"
     )
     return root, ports

@@ -63,7 +63,7 @@ def make_project(root: Path) -> Project:
     ports = {name: free_port() for name in (*SERVICES, "postgres", "redis")}
     services = "".join(f"  {name}:\n    port: {ports[name]}\n" for name in SERVICES)
     (root / "environments" / f"{ENV}.yaml").write_text(
-        f"extends: development\nadmin_emails: [{ADMIN}]\nservices:\n{services}"
+        f"extends: development\nruntime: local\nadmin_emails: [{ADMIN}]\nservices:\n{services}"
         f"database:\n  port: {ports['postgres']}\nredis:\n  port: {ports['redis']}\n"
     )
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "POSTGRES_"))}

@@ -131,8 +131,10 @@ def render(
     return Bundle(files=dict(sorted(files.items())))
 
 
-def _healthcheck(test: list[str], caps: Capabilities, *, start_period: str = "30s") -> dict[str, Any]:
-    check: dict[str, Any] = {"test": test, "timeout": "3s", "retries": 5, "start_period": start_period}
+def _healthcheck(
+    test: list[str], caps: Capabilities, *, start_period: str = "30s", timeout: str = "3s"
+) -> dict[str, Any]:
+    check: dict[str, Any] = {"test": test, "timeout": timeout, "retries": 5, "start_period": start_period}
     if caps.healthcheck_start_interval:
         check.update(interval="10s", start_interval="1s")
     else:
@@ -181,7 +183,10 @@ def _context(env: Environment, versions: Mapping[str, str], caps: Capabilities) 
                 ["CMD", "pg_isready", "-h", "127.0.0.1", "-U", env.database.superuser, "-d", "postgres"], caps
             ),
             "redis": _healthcheck(["CMD", "redis-cli", "ping"], caps),
-            "rabbitmq": _healthcheck(["CMD", "rabbitmq-diagnostics", "-q", "ping"], caps, start_period="90s"),
+            # rabbitmq-diagnostics boots an Erlang VM per check: seconds on a loaded host, so a longer timeout.
+            "rabbitmq": _healthcheck(
+                ["CMD", "rabbitmq-diagnostics", "-q", "ping"], caps, start_period="90s", timeout="15s"
+            ),
             "nginx": _healthcheck(["CMD-SHELL", 'kill -0 "$$(cat /run/nginx.pid)"'], caps),
         },
     }

@@ -129,6 +129,8 @@ class DockerRuntime:
                     *(["--wait", "--wait-timeout", str(int(timeout))] if wait else []),
                 ]
                 self._run(self.compose(*args), "starting the services")
+                if wait:
+                    self._confirm_healthy(timeout)
             self._reload_nginx()
         except StartFailed as exc:
             report = self._failure_report()
@@ -146,6 +148,7 @@ class DockerRuntime:
         digest = self.write_bundle(versions)
         try:
             self._run(self.compose("up", "-d", "--wait", "--wait-timeout", str(int(timeout))), kind)
+            self._confirm_healthy(timeout)
             self._reload_nginx()
             self._record(kind, "succeeded", versions, digest, {})
         except StartFailed as exc:
@@ -173,6 +176,27 @@ class DockerRuntime:
                 self.console.info(f"{o.service}: applied {item['id']}")
                 heads[o.service] = item["id"]
         return heads
+
+    def _confirm_healthy(self, timeout: float) -> None:
+        """`compose up --wait` can return while a container is in a restart loop (seen with Engine 20.10):
+        confirm from `compose ps` that every container runs and is healthy, failing fast otherwise."""
+        deadline = time.monotonic() + timeout
+        settled = 0
+        while time.monotonic() < deadline:
+            states = self.containers()
+            bad = [c for c in states if c.state in ("restarting", "exited", "dead") or c.health == "unhealthy"]
+            if bad:
+                raise StartFailed(
+                    f"{bad[0].service} is {bad[0].health if bad[0].health == 'unhealthy' else bad[0].state}"
+                )
+            if all(c.state == "running" and c.health in ("healthy", "") for c in states):
+                settled += 1
+                if settled >= 3:  # healthy on three looks in a row, a second apart
+                    return
+            else:
+                settled = 0
+            time.sleep(0.5)
+        raise StartFailed(f"not every container was healthy after {timeout:.0f}s")
 
     def _reload_nginx(self) -> None:
         # nginx resolves the gateway's replicas when it loads its configuration: reload after a change.
@@ -217,6 +241,7 @@ class DockerRuntime:
             with self.console.status(f"rolling {service} back to {target}"):
                 self._run(self.compose("up", "-d", "--no-deps", "--wait", "--wait-timeout", str(int(timeout)), service),
                           f"starting {service} {target}")  # fmt: skip
+                self._confirm_healthy(timeout)
             self._reload_nginx()
         except StartFailed:
             self._record("rollback", "failed", versions, digest, {})
