@@ -274,9 +274,10 @@ def test_concurrent_up_is_refused_naming_the_holder(project: Project) -> None:
     second = project.cli("up", "--env", ENV, "--version", "v1")
     assert time.monotonic() - started < 2 + 1.5  # refused within 2 s of asking (plus interpreter start)
     assert second.returncode == 3
-    assert "the environment is locked by" in second.stderr and "mfe-deploy up --env dkt" in second.stderr
+    assert second.stderr.startswith("error: the environment is locked by ")
+    assert f"pid {first.pid} running `mfe-deploy -C {project.root} up --env {ENV} --version v1`" in second.stderr
     first.send_signal(signal.SIGKILL)
-    first.wait()
+    first.communicate()
     stale = project.cli("lock", "status", "--env", ENV)
     assert "stale (that process is gone)" in stale.stdout
     refused = project.cli("up", "--env", ENV, "--version", "v1")
