@@ -81,6 +81,6 @@ def parse_ps(text: str) -> list[ContainerState]:
             health=r.get("Health", ""),
             image=r.get("Image", ""),
             exit_code=int(r.get("ExitCode", 0) or 0),
-        )  # fmt: skip
+        )
         for r in rows
     ]

@@ -48,7 +48,6 @@ def migrate(
         raise typer.BadParameter("--env is required", param_hint="--env")
     from mfe_deploy.errors import MigrationError
     from mfe_deploy.ops.migrations import Outcome
-
     from mfe_deploy.state import lock
 
     lock_path = application().project_dir / ".mfe" / env / "state" / "deploy.lock"

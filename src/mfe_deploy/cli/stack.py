@@ -147,8 +147,10 @@ def logs(
     units = rt.units()
     if service is not None and service not in units:
         raise MfeError(f"unknown unit {service!r}; one of: {', '.join(units)}")
-    if rt.name == "docker":
-        rt.logs(service, tail, follow)  # type: ignore[union-attr]
+    from mfe_deploy.runtimes.docker import DockerRuntime
+
+    if isinstance(rt, DockerRuntime):
+        rt.logs(service, tail, follow)
         return
     chosen = [service] if service else units
     console = application().console
@@ -194,12 +196,17 @@ def down(
     if volumes and not yes:
         if not sys.stdin.isatty():
             raise MfeError("--volumes deletes data: confirm with --yes when not running interactively")
-        typer.confirm(f"Delete all data of {env} ({rt.layout.data})?", abort=True)
-    stopped = rt.down(volumes=volumes) if rt.name == "docker" else rt.down()  # type: ignore[call-arg]
+        typer.confirm(f"Delete all data of {env} (databases, queues, cache)?", abort=True)
+    from mfe_deploy.runtimes.docker import DockerRuntime
+
+    if isinstance(rt, DockerRuntime):
+        stopped = rt.down(volumes=volumes)
+    else:
+        stopped = rt.down()
+        if volumes:
+            rt.delete_data()
     console.print(f"{env}: stopped" if stopped else f"{env}: nothing was running")
     if volumes:
-        if rt.name == "local":
-            rt.delete_data()  # type: ignore[union-attr]
         console.print(f"{env}: data deleted")
 
 
@@ -215,12 +222,13 @@ def rollback(
 ) -> None:
     """Return one service to its previous successful version (or --to), health-gated."""
     from mfe_deploy.errors import MfeError
+    from mfe_deploy.runtimes.docker import DockerRuntime
 
     rt = _runtime(env, runtime)
-    if rt.name != "docker":
+    if not isinstance(rt, DockerRuntime):
         raise MfeError("rollback needs versioned images: it works on the docker runtime")
     with _locked_and_audited(env, "rollback", {"service": service, "to": to}, lock_wait, force_unlock) as record:
-        release = rt.rollback(service, to, timeout)  # type: ignore[union-attr]
+        release = rt.rollback(service, to, timeout)
         record["versions"] = dict(release.versions)
     application().console.print(f"{service}: now {release.versions[service]} (release {release.id})")
 
@@ -234,7 +242,7 @@ def releases(
     """The release ledger: every up, rollback and automatic rollback, with its outcome."""
     from dataclasses import asdict
 
-    from mfe_deploy.state.ledger import Ledger
+    from mfe_deploy.state.ledger import Ledger, Release
 
     ledger = Ledger(application().project_dir / ".mfe" / env / "state" / "releases.jsonl")
     rows = ledger.all()
@@ -243,8 +251,8 @@ def releases(
         console.json([asdict(r) for r in rows])
         return
 
-    def versions(r: object) -> str:
-        v = dict(r.versions)  # type: ignore[attr-defined]
+    def versions(r: Release) -> str:
+        v: dict[str, str] = dict(r.versions)
         if service:
             return v.get(service, "-")
         distinct = set(v.values())

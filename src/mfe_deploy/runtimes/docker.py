@@ -12,8 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mfe_deploy import bundle, compose, images
+from mfe_deploy import bundle, images
 from mfe_deploy.command import Command
+from mfe_deploy.compose import Compose, ContainerState, find, parse_ps
 from mfe_deploy.config.loader import Loaded
 from mfe_deploy.config.models import DATABASE_SERVICES, Environment
 from mfe_deploy.config.secrets import Secrets
@@ -28,8 +29,10 @@ from mfe_deploy.runtimes.process import LocalProcess
 from mfe_deploy.state.ledger import Ledger, Release
 
 HEALTH_PROBE = (
-    "import json, os, urllib.request as u, urllib.error as e\n"
-    "try:\n r = u.urlopen('http://127.0.0.1:%s/health' % os.environ['PORT'], timeout=3); print(r.status, r.read().decode())\n"
+    "import os, urllib.request as u, urllib.error as e\n"
+    "try:\n"
+    " r = u.urlopen('http://127.0.0.1:%s/health' % os.environ['PORT'], timeout=3)\n"
+    " print(r.status, r.read().decode())\n"
     "except e.HTTPError as x: print(x.code, x.read().decode())\n"
 )
 
@@ -46,12 +49,12 @@ class DockerRuntime:
         self.state_dir = self.bundle_dir / "state"
         self.ledger = Ledger(self.state_dir / "releases.jsonl")
         self.runner = LocalProcess()
-        self._compose: compose.Compose | None = None
+        self._compose: Compose | None = None
 
     @property
-    def compose(self) -> compose.Compose:
+    def compose(self) -> Compose:
         if self._compose is None:
-            self._compose = compose.Compose(compose.find(), self.bundle_dir)
+            self._compose = Compose(find(), self.bundle_dir)
         return self._compose
 
     def _run(self, command: Command, what: str, timeout: float = 600) -> Completed:
@@ -109,17 +112,22 @@ class DockerRuntime:
     # --- up ------------------------------------------------------------------------------------------------
     def up(self, *, wait: bool, timeout: float, version: str = "dev") -> list[UnitStatus]:
         previous = self.ledger.last_good()
-        versions = dict.fromkeys(self.env.services, version)
+        versions: dict[str, str] = dict.fromkeys(self.env.services, version)
         started = time.monotonic()
         self.build(version)
         digest = self.write_bundle(versions)
+        if self._nothing_to_do(previous, versions, digest):
+            self.console.info(
+                "nothing to do: the running release already matches (same files, same images, all healthy)"
+            )
+            return self.status()
         self._run(self.compose("config", "-q"), "compose config")
         stores = ["postgres", "redis", *(["rabbitmq"] if self.env.uses_rabbitmq else [])]
         with self.console.status("starting the stores"):
             self._run(
                 self.compose("up", "-d", "--wait", "--wait-timeout", str(int(timeout)), *stores), "starting the stores"
             )
-        heads = self._migrate()
+        heads = self._migrate(versions)
         try:
             with self.console.status("starting the services and waiting until healthy"):
                 args = [
@@ -136,7 +144,7 @@ class DockerRuntime:
             report = self._failure_report()
             self._record("up", "failed", versions, digest, heads, note=str(exc).splitlines()[0])
             if previous is not None and previous.versions != versions:
-                self.console.info(f"rolling back to release {previous.id} ({_fmt(previous.versions)})")
+                self.console.info(f"rolling back to release {previous.id} ({_fmt(dict(previous.versions))})")
                 self._restore(dict(previous.versions), timeout, kind="auto-rollback")
                 raise StartFailed(f"the deploy of {version} did not become healthy and was rolled back to release "
                                   f"{previous.id}\n{report}") from None  # fmt: skip
@@ -155,12 +163,43 @@ class DockerRuntime:
             self._record(kind, "failed", versions, digest, {}, note=str(exc).splitlines()[0])
             raise
 
-    def _migrate(self) -> dict[str, str]:
+    def _nothing_to_do(self, previous: Release | None, versions: dict[str, str], digest: str) -> bool:
+        """The plan is empty when the last good release has this very bundle and these very images, and
+        every container it needs runs healthy. Dirty versions are never assumed unchanged."""
+        if previous is None or previous.bundle_sha256 != digest or dict(previous.versions) != versions:
+            return False
+        if any(v.endswith("-dirty") for v in versions.values()):
+            return False
+        if {s: images.image_id(self.tag(s, v)) for s, v in versions.items()} != dict(previous.images):
+            return False
+        states = self.containers()
+        expected = {*self.units()}
+        running = {c.service for c in states if c.state == "running" and c.health in ("healthy", "")}
+        replicas = {name: svc.replicas for name, svc in self.env.services.items()}
+        counts = {name: sum(1 for c in states if c.service == name) for name in replicas}
+        return (
+            expected <= running
+            and all(counts[n] == r for n, r in replicas.items())
+            and all(c.state == "running" and c.health in ("healthy", "") for c in states)
+        )
+
+    def _migration_key(self, versions: dict[str, str]) -> str:
+        """Migrations ship in the images: with the same images and the same database container they were
+        applied already, and one-off containers (seconds each) can be skipped."""
+        pg = [c.name for c in self.containers() if c.service == "postgres"]
+        ids = [images.image_id(self.tag(s, versions[s])) for s in DATABASE_SERVICES]
+        return hashlib.sha256(json.dumps([pg, ids]).encode()).hexdigest()
+
+    def _migrate(self, versions: dict[str, str]) -> dict[str, str]:
         heads: dict[str, str] = {}
+        marker = self.state_dir / "migrated"
+        key = self._migration_key(versions)
+        if marker.exists() and marker.read_text().strip() == key:
+            return heads
 
         def one(service: str) -> migrations.Outcome:
-            cmd = self.compose("run", "--rm", "--no-deps", "-T", "--entrypoint", "python3", service,
-                               "-m", "mfe_services.migrate", "--service", service, "--env-name", self.env.name, "apply")  # fmt: skip
+            runner = ["-m", "mfe_services.migrate", "--service", service, "--env-name", self.env.name, "apply"]
+            cmd = self.compose("run", "--rm", "--no-deps", "-T", "--entrypoint", "python3", service, *runner)
             return migrations.parse(service, self.runner.run(cmd, timeout=600))
 
         # The first one-off container creates the project's networks; concurrent first runs would each
@@ -175,6 +214,8 @@ class DockerRuntime:
             for item in o.data.get("applied", []):
                 self.console.info(f"{o.service}: applied {item['id']}")
                 heads[o.service] = item["id"]
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(key + "\n")
         return heads
 
     def _confirm_healthy(self, timeout: float) -> None:
@@ -191,7 +232,7 @@ class DockerRuntime:
                 )
             if all(c.state == "running" and c.health in ("healthy", "") for c in states):
                 settled += 1
-                if settled >= 3:  # healthy on three looks in a row, a second apart
+                if settled >= 2:  # healthy on two looks in a row, half a second apart
                     return
             else:
                 settled = 0
@@ -252,14 +293,14 @@ class DockerRuntime:
         return self.ledger.all()[-1]
 
     # --- observe -------------------------------------------------------------------------------------------
-    def containers(self) -> list[compose.ContainerState]:
+    def containers(self) -> list[ContainerState]:
         if not (self.bundle_dir / "compose.yml").exists():
             return []
         done = self.runner.run(self.compose("ps", "--all", "--format", "json"), timeout=60)
-        return compose.parse_ps(done.stdout) if done.returncode == 0 else []
+        return parse_ps(done.stdout) if done.returncode == 0 else []
 
     def status(self) -> list[UnitStatus]:
-        by_service: dict[str, list[compose.ContainerState]] = {}
+        by_service: dict[str, list[ContainerState]] = {}
         for c in self.containers():
             by_service.setdefault(c.service, []).append(c)
         rows = []
@@ -271,7 +312,7 @@ class DockerRuntime:
             for c in found:
                 version = c.image.rsplit(":", 1)[-1] if unit in self.env.services else "-"
                 verdict = c.health or ("healthy" if c.state == "running" else "down")
-                rows.append(UnitStatus(unit, c.state.upper(), c.name, version, verdict))  # type: ignore[arg-type]
+                rows.append(UnitStatus(unit, c.state.upper(), c.name, version, verdict))
         return rows
 
     def health(self) -> dict[str, health.Probe]:
@@ -305,9 +346,10 @@ class DockerRuntime:
         running = bool(self.containers())
         with self.console.status("stopping"):
             self._run(self.compose("down", "--remove-orphans", *(["--volumes"] if volumes else [])), "compose down")
+        (self.state_dir / "migrated").unlink(missing_ok=True)
         return running
 
 
-def _fmt(versions: dict[str, str] | object) -> str:
-    values = set(versions.values()) if isinstance(versions, dict) else set()
-    return next(iter(values)) if len(values) == 1 else ", ".join(f"{k}={v}" for k, v in dict(versions).items())  # type: ignore[call-overload]
+def _fmt(versions: dict[str, str]) -> str:
+    distinct = set(versions.values())
+    return next(iter(distinct)) if len(distinct) == 1 else ", ".join(f"{k}={v}" for k, v in versions.items())

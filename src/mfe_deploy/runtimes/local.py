@@ -38,7 +38,7 @@ class StartFailed(MfeError):
 class UnitStatus:
     name: str
     state: str
-    pid: int | None
+    pid: int | str | None  # a process id (local) or a container name (docker)
     version: str
     health: str
 
