@@ -87,12 +87,32 @@ def test_ten_concurrent_runs_apply_each_migration_once(project: Project) -> None
         "CREATE TABLE counter (n int);\nSELECT pg_sleep(0.3);\nINSERT INTO counter VALUES (1);\n",
     )
     project.write("auth", "0002_more.sql", "SELECT pg_sleep(0.3);\nINSERT INTO counter VALUES (2);\n")
+    args = ("migrate", "--env", "itest", "--service", "auth", "--lock-wait", "120")
     with ThreadPoolExecutor(10) as pool:
-        runs = list(pool.map(lambda _: project.cli("migrate", "--env", "itest", "--service", "auth"), range(10)))
+        runs = list(pool.map(lambda _: project.cli(*args), range(10)))
     assert [r.returncode for r in runs] == [0] * 10, [r.stderr for r in runs if r.returncode]
     assert sum("applied 0001_counter" in r.stdout for r in runs) == 1
     assert project.sql("SELECT string_agg(n::text, ',' ORDER BY n) FROM counter") == "1,2"
     assert project.sql("SELECT count(*) FROM mfe_schema_migrations") == "2"
+
+
+def test_the_advisory_lock_alone_keeps_concurrent_runners_apart(project: Project) -> None:
+    """Two hosts do not share a lock file: the database's advisory lock must suffice on its own."""
+    for path in (project.migrations / "auth").iterdir():
+        path.unlink()
+    project.write(
+        "auth",
+        "0001_counter.sql",
+        "CREATE TABLE counter (n int);\nSELECT pg_sleep(0.3);\nINSERT INTO counter VALUES (1);\n",
+    )
+    url = f"postgresql://auth_app:{STACK_SECRETS['ITEST_AUTH_DB_PASSWORD']}@127.0.0.1:{project.cluster.port}/auth_db"
+    env = {**project.environ, "DATABASE_URL": url}
+    runner = [sys.executable, "-m", "mfe_services.migrate", "--service", "auth", "apply"]
+    with ThreadPoolExecutor(10) as pool:
+        runs = list(pool.map(lambda _: subprocess.run(runner, capture_output=True, text=True, env=env), range(10)))
+    assert [r.returncode for r in runs] == [0] * 10, [r.stdout for r in runs if r.returncode]
+    assert sum('"id": "0001_counter"' in r.stdout for r in runs) == 1
+    assert project.sql("SELECT count(*) FROM counter") == "1"
 
 
 def test_an_edited_applied_migration_is_refused(project: Project) -> None:

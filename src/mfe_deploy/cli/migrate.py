@@ -40,6 +40,8 @@ def migrate(
     service: ServiceOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the SQL that would run.")] = False,
     as_json: JsonOption = False,
+    lock_wait: Annotated[float, typer.Option("--lock-wait", help="Seconds to wait for the deploy lock.")] = 0,
+    force_unlock: Annotated[bool, typer.Option("--force-unlock", help="Break a stale deploy lock.")] = False,
 ) -> None:
     """Apply pending migrations of every service database (or one)."""
     if ctx.invoked_subcommand is not None:
@@ -51,7 +53,7 @@ def migrate(
     from mfe_deploy.state import lock
 
     lock_path = application().project_dir / ".mfe" / env / "state" / "deploy.lock"
-    with lock.held(lock_path, "mfe-deploy migrate"):
+    with lock.held(lock_path, "mfe-deploy migrate", wait=lock_wait, force_unlock=force_unlock):
         outcomes: list[Outcome] = _execute(env, service, ["apply", *(["--dry-run"] if dry_run else [])])  # type: ignore[assignment]
     console = application().console
     if as_json:
