@@ -20,5 +20,5 @@ class Command:
         return {k: v.reveal() if isinstance(v, Secret) else v for k, v in self.env.items()}
 
     def __str__(self) -> str:
-        assignments = [f"{k}={v}" for k, v in sorted(self.env.items())]
-        return shlex.join([*assignments, *self.argv])
+        assignments = [f"{k}={shlex.quote(str(v))}" for k, v in sorted(self.env.items())]
+        return " ".join([*assignments, shlex.join(self.argv)])

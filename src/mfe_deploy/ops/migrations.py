@@ -65,3 +65,20 @@ def run(runner: Runner, commands: dict[str, Command], timeout: float = 300) -> l
     with ThreadPoolExecutor(max_workers=len(commands) or 1) as pool:
         futures = {name: pool.submit(runner.run, cmd, timeout=timeout) for name, cmd in commands.items()}
         return [parse(name, future.result()) for name, future in futures.items()]
+
+
+def applied(outcomes: list[Outcome]) -> tuple[list[str], dict[str, str]]:
+    """After a deploy's migrations: the failures (empty when all went well), the lines to show, and the
+    newest migration each service applied."""
+    failures = [f"{o.service}: {o.error}" for o in outcomes if not o.ok]
+    if failures:
+        return failures, {}
+    heads = {}
+    for o in outcomes:
+        for item in o.data.get("applied", []):
+            heads[o.service] = str(item["id"])
+    return [], heads
+
+
+def describe(outcomes: list[Outcome]) -> list[str]:
+    return [f"{o.service}: applied {item['id']}" for o in outcomes for item in o.data.get("applied", [])]

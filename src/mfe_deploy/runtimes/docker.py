@@ -191,11 +191,10 @@ class DockerRuntime:
         return hashlib.sha256(json.dumps([pg, ids]).encode()).hexdigest()
 
     def _migrate(self, versions: dict[str, str]) -> dict[str, str]:
-        heads: dict[str, str] = {}
         marker = self.state_dir / "migrated"
         key = self._migration_key(versions)
         if marker.exists() and marker.read_text().strip() == key:
-            return heads
+            return {}
 
         def one(service: str) -> migrations.Outcome:
             runner = ["-m", "mfe_services.migrate", "--service", service, "--env-name", self.env.name, "apply"]
@@ -207,13 +206,11 @@ class DockerRuntime:
         with self.console.status("applying migrations"), ThreadPoolExecutor(3) as pool:
             first = one(DATABASE_SERVICES[0])
             outcomes = [first, *pool.map(one, DATABASE_SERVICES[1:])]
-        failed = [o for o in outcomes if not o.ok]
-        if failed:
-            raise StartFailed("migrations failed: " + "; ".join(f"{o.service}: {o.error}" for o in failed))
-        for o in outcomes:
-            for item in o.data.get("applied", []):
-                self.console.info(f"{o.service}: applied {item['id']}")
-                heads[o.service] = item["id"]
+        failures, heads = migrations.applied(outcomes)
+        if failures:
+            raise StartFailed("migrations failed: " + "; ".join(failures))
+        for line in migrations.describe(outcomes):
+            self.console.info(line)
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(key + "\n")
         return heads

@@ -262,12 +262,11 @@ class LocalRuntime:
         }
         with self.console.status("applying migrations"):
             outcomes = migrations.run(self.runner, commands)
-        failed = [o for o in outcomes if not o.ok]
-        if failed:
-            raise StartFailed("migrations failed: " + "; ".join(f"{o.service}: {o.error}" for o in failed))
-        for o in outcomes:
-            for item in o.data.get("applied", []):
-                self.console.info(f"{o.service}: applied {item['id']}")
+        failures, _ = migrations.applied(outcomes)
+        if failures:
+            raise StartFailed("migrations failed: " + "; ".join(failures))
+        for line in migrations.describe(outcomes):
+            self.console.info(line)
 
     def _wait_services(self, bins: Binaries, timeout: float) -> None:
         deadline = time.monotonic() + timeout

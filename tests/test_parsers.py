@@ -1,0 +1,91 @@
+"""Parsers of what the engines answer, on captured output; and command lines as values."""
+
+from __future__ import annotations
+
+import pytest
+
+from mfe_deploy.command import Command
+from mfe_deploy.compose import parse_ps, parse_version
+from mfe_deploy.config.secrets import Secret
+from mfe_deploy.ops import migrations
+from mfe_deploy.runtimes import Completed
+from mfe_deploy.supervisor import parse_status, parse_update
+
+SUPERVISORCTL_STATUS = """\
+admin                            RUNNING   pid 2244, uptime 0:00:41
+api-gateway                      STARTING
+auth                             FATAL     Exited too quickly (process log may have details)
+postgres                         RUNNING   pid 2201, uptime 0:00:45
+profile                          BACKOFF   Exited too quickly (process log may have details)
+redis                            STOPPED   Nov 24 02:54 AM
+"""
+
+COMPOSE_PS_LINES = """\
+{"Service":"auth","Name":"p-auth-1","State":"running","Health":"healthy","Image":"mfe/auth:v1","ExitCode":0}
+{"Service":"api-gateway","Name":"p-api-gateway-1","State":"restarting","Health":"","Image":"mfe/api-gateway:v3","ExitCode":3}
+"""
+
+
+def test_supervisorctl_status() -> None:
+    states = parse_status(SUPERVISORCTL_STATUS)
+    assert {n: (s.state, s.pid) for n, s in states.items()} == {
+        "admin": ("RUNNING", 2244), "api-gateway": ("STARTING", None), "auth": ("FATAL", None),
+        "postgres": ("RUNNING", 2201), "profile": ("BACKOFF", None), "redis": ("STOPPED", None),
+    }  # fmt: skip
+    assert states["auth"].detail == "Exited too quickly (process log may have details)"
+
+
+def test_supervisorctl_update() -> None:
+    assert parse_update("auth: stopped\nauth: updated process group\nredis: added process group\n") == {
+        "auth": "updated process group", "redis": "added process group",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("text", [COMPOSE_PS_LINES, "[" + ",".join(COMPOSE_PS_LINES.splitlines()) + "]"])
+def test_compose_ps_lines_or_array(text: str) -> None:
+    rows = parse_ps(text)
+    assert [(r.service, r.state, r.health, r.exit_code) for r in rows] == [
+        ("auth", "running", "healthy", 0), ("api-gateway", "restarting", "", 3),
+    ]  # fmt: skip
+    assert parse_ps("") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("Docker Compose version v2.40.3", (2, 40)), ("docker-compose version 1.29.2, build unknown", (1, 29)),
+     ("nonsense", None)],
+)  # fmt: skip
+def test_compose_version(text: str, expected: tuple[int, int] | None) -> None:
+    assert parse_version(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("done", "ok", "error"),
+    [
+        (Completed(0, '{"service": "auth", "applied": [{"id": "0001_users", "duration_ms": 5}], "pending": []}\n', ""),
+         True, "unknown error"),
+        (Completed(3, '{"service": "auth", "error": {"kind": "blocked", "message": "migration 0003 failed"}}', ""),
+         False, "migration 0003 failed"),
+        (Completed(1, "", "Traceback...\nModuleNotFoundError: No module named 'mfe_services'"),
+         False, "migration runner failed: ModuleNotFoundError: No module named 'mfe_services'"),
+    ],
+)  # fmt: skip
+def test_migration_runner_answers(done: Completed, ok: bool, error: str) -> None:
+    outcome = migrations.parse("auth", done)
+    assert (outcome.ok, outcome.error) == (ok, error)
+
+
+def test_applied_collects_heads_or_failures() -> None:
+    good = migrations.Outcome("auth", True, {"applied": [{"id": "0001_a"}, {"id": "0002_b"}]})
+    quiet = migrations.Outcome("payments", True, {"applied": []})
+    bad = migrations.Outcome("admin", False, {"error": {"message": "boom"}})
+    assert migrations.applied([good, quiet]) == ([], {"auth": "0002_b"})
+    assert migrations.applied([good, bad]) == (["admin: boom"], {})
+    assert migrations.describe([good, quiet]) == ["auth: applied 0001_a", "auth: applied 0002_b"]
+
+
+def test_commands_print_masked() -> None:
+    cmd = Command(("python3", "-m", "mfe_services.migrate", "--service", "auth", "apply"),
+                  env={"DATABASE_URL": Secret("postgresql://auth_app:hunter2@postgres:5432/auth_db")})  # fmt: skip
+    assert str(cmd) == "DATABASE_URL='***' python3 -m mfe_services.migrate --service auth apply"
+    assert cmd.environ()["DATABASE_URL"].endswith("hunter2@postgres:5432/auth_db")
