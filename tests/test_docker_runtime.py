@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -284,3 +285,20 @@ def test_concurrent_up_is_refused_naming_the_holder(project: Project) -> None:
     assert refused.returncode == 3 and "stale deploy lock" in refused.stderr
     healed = project.cli("up", "--env", ENV, "--version", "v1", "--force-unlock")
     assert healed.returncode == 0, healed.stderr
+
+
+def test_zzz_prune_keeps_the_newest_and_what_releases_use(project: Project) -> None:
+    run = uuid.uuid4().hex  # new images each run: a cached build would keep an old creation time
+    for n in range(1, 7):  # six newer versions of the gateway image, distinct and created in order
+        subprocess.run(["docker", "image", "rm", f"mfe-test/api-gateway:p{n}"], capture_output=True)
+        subprocess.run(["docker", "build", "-q", "-t", f"mfe-test/api-gateway:p{n}", "-"], check=True, text=True,
+                       input=f"FROM mfe-test/api-gateway:v1\nLABEL prune.test={n}-{run}\n", capture_output=True)  # fmt: skip
+        time.sleep(1.1)  # image creation times have one-second resolution
+    pruned = project.cli("images", "prune", "--env", ENV, "--keep", "5")
+    assert pruned.returncode == 0, pruned.stderr
+    removed = {line.removeprefix("removed ") for line in pruned.stdout.splitlines() if line.startswith("removed ")}
+    # Newest five kept (p6..p2); of the older ones v1 and v2 are used by recorded releases, v3 only failed.
+    assert removed == {"mfe-test/api-gateway:p1", "mfe-test/api-gateway:v3"}
+    left = subprocess.run(["docker", "image", "ls", "--format", "{{.Tag}}", "mfe-test/api-gateway"],
+                          capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    assert sorted(left) == ["p2", "p3", "p4", "p5", "p6", "v1", "v2"]

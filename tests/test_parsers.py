@@ -89,3 +89,18 @@ def test_commands_print_masked() -> None:
                   env={"DATABASE_URL": Secret("postgresql://auth_app:hunter2@postgres:5432/auth_db")})  # fmt: skip
     assert str(cmd) == "DATABASE_URL='***' python3 -m mfe_services.migrate --service auth apply"
     assert cmd.environ()["DATABASE_URL"].endswith("hunter2@postgres:5432/auth_db")
+
+
+@pytest.mark.parametrize(
+    ("tags", "keep", "protected", "expected"),
+    [
+        (["v7", "v6", "v5", "v4", "v3", "v2", "v1"], 5, set(), ["v2", "v1"]),
+        (["v7", "v6", "v5", "v4", "v3", "v2", "v1"], 5, {"v1"}, ["v2"]),
+        (["v2", "v1"], 5, set(), []),
+        (["v3", "v2", "v1"], 1, {"v3", "v2"}, ["v1"]),
+    ],
+)
+def test_prune_plan(tags: list[str], keep: int, protected: set[str], expected: list[str]) -> None:
+    from mfe_deploy.images import plan_prune
+
+    assert plan_prune(tags, keep, protected) == expected

@@ -75,3 +75,19 @@ def tags(prefix: str, service: str) -> list[str]:
     out = subprocess.run(["docker", "image", "ls", "--format", "{{.Tag}}", f"{prefix}/{service}"],
                          capture_output=True, text=True, check=False).stdout  # fmt: skip
     return [t for t in out.split() if t and t != "<none>"]
+
+
+def created(tag: str) -> str:
+    done = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Created}}", tag], capture_output=True, text=True
+    )
+    return done.stdout.strip()
+
+
+def plan_prune(tags_by_age: list[str], keep: int, protected: set[str]) -> list[str]:
+    """Tags to delete: all but the newest `keep`, except those a recorded release still needs."""
+    return [t for t in tags_by_age[keep:] if t not in protected]
+
+
+def remove(tag: str) -> bool:
+    return subprocess.run(["docker", "image", "rm", tag], capture_output=True, check=False).returncode == 0

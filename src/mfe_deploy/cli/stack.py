@@ -310,3 +310,26 @@ def lock_release(env: EnvOption, yes: Annotated[bool, typer.Option("--yes", "-y"
         raise MfeError(f"the lock is held by a live process: {holder.describe()}; add --yes to remove it anyway")
     path.unlink(missing_ok=True)
     application().console.print(f"{env}: lock released (was {holder.describe()})")
+
+
+images_app = typer.Typer(help="Service images.", rich_markup_mode=None)
+app.add_typer(images_app, name="images")
+
+
+@images_app.command("prune")
+def images_prune(
+    env: EnvOption,
+    keep: Annotated[int, typer.Option("--keep", min=1, help="Versions to keep per service.")] = 5,
+) -> None:
+    """Remove old service images, keeping the newest --keep and every one a recent release uses."""
+    from mfe_deploy.errors import MfeError
+    from mfe_deploy.runtimes.docker import DockerRuntime
+
+    rt = _runtime(env, "docker")
+    if not isinstance(rt, DockerRuntime):
+        raise MfeError("images live on the docker runtime")
+    removed = rt.prune(keep)
+    console = application().console
+    for tag in removed:
+        console.print(f"removed {tag}")
+    console.print(f"{env}: {len(removed)} image(s) removed")

@@ -150,6 +150,8 @@ class DockerRuntime:
                                   f"{previous.id}\n{report}") from None  # fmt: skip
             raise StartFailed(f"the deploy of {version} did not become healthy\n{report}") from None
         self._record("up", "succeeded", versions, digest, heads, note=f"{time.monotonic() - started:.1f}s")
+        for tag in self.prune():
+            self.console.info(f"pruned {tag}")
         return self.status()
 
     def _restore(self, versions: dict[str, str], timeout: float, kind: str) -> None:
@@ -288,6 +290,20 @@ class DockerRuntime:
             raise
         self._record("rollback", "succeeded", versions, digest, {}, note=f"{service}: {current[service]} -> {target}")
         return self.ledger.all()[-1]
+
+    def prune(self, keep: int = 5) -> list[str]:
+        """Keep the newest `keep` versions of each service image; never remove a version that the current
+        release or any of the last `keep` successful releases uses (the rollback targets)."""
+        good = [r for r in self.ledger.all() if r.outcome == "succeeded"][-keep:]
+        removed = []
+        for service in self.env.services:
+            protected = {r.versions.get(service, "") for r in good}
+            tags = sorted(images.tags(self.env.images.services_prefix, service),
+                          key=lambda t: images.created(self.tag(service, t)), reverse=True)  # fmt: skip
+            for version in images.plan_prune(tags, keep, protected):
+                if images.remove(self.tag(service, version)):
+                    removed.append(self.tag(service, version))
+        return removed
 
     # --- observe -------------------------------------------------------------------------------------------
     def containers(self) -> list[ContainerState]:
