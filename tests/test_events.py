@@ -69,7 +69,7 @@ def test_a_failing_handler_gets_the_message_again(make_bus: Factory) -> None:
         await consumer.close()
         await publisher.close()
 
-    asyncio.run(scenario())
+    asyncio.run(asyncio.wait_for(scenario(), 60))
 
 
 def test_a_poison_message_is_parked_not_dropped(make_bus: Factory) -> None:
@@ -88,7 +88,7 @@ def test_a_poison_message_is_parked_not_dropped(make_bus: Factory) -> None:
         await consumer.close()
         await publisher.close()
 
-    asyncio.run(scenario())
+    asyncio.run(asyncio.wait_for(scenario(), 60))
 
 
 def test_a_consumer_that_dies_before_ack_does_not_lose_the_message(make_bus: Factory) -> None:
@@ -118,7 +118,7 @@ def test_a_consumer_that_dies_before_ack_does_not_lose_the_message(make_bus: Fac
         await second.close()
         await publisher.close()
 
-    asyncio.run(scenario())
+    asyncio.run(asyncio.wait_for(scenario(), 60))
 
 
 async def _ready(value: bool) -> bool:

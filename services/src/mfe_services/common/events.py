@@ -144,6 +144,7 @@ class RedisStreamBus:
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
         self._redis: Any = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
 
     async def start(self) -> None:
         import redis.asyncio as redis
@@ -160,14 +161,16 @@ class RedisStreamBus:
         from redis.exceptions import RedisError, ResponseError
 
         group = self.service
-        while True:
+        # The flag, not only cancellation, ends the loop: a cancel that races redis-py's own timeout on a
+        # blocking read can be swallowed, and the loop must still stop.
+        while not self._closing:
             try:
                 try:
                     await self._redis.xgroup_create(STREAM, group, id="0", mkstream=True)
                 except ResponseError as exc:
                     if "BUSYGROUP" not in str(exc):
                         raise
-                while True:
+                while not self._closing:
                     _, claimed, _ = await self._redis.xautoclaim(
                         STREAM, group, self.consumer, min_idle_time=self.retry_after_ms, count=32
                     )
@@ -208,11 +211,13 @@ class RedisStreamBus:
         await self._redis.ping()
 
     async def close(self) -> None:
+        self._closing = True
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
         if self._redis is not None:
-            await self._redis.aclose()
+            await asyncio.wait_for(self._redis.aclose(), 5)
 
 
 def create_bus(hub: str, service: str, *, rabbitmq_url: str | None, redis_url: str | None) -> EventBus:
