@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 cache=${MFE_IMAGE_CACHE:-/var/cache/mfe-images}
-base=mfe-local/debian:bookworm
+base=${MFE_BASE_IMAGE:-mfe-local/debian:bookworm}
 
 mirror() {
   local uri
