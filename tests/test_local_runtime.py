@@ -252,3 +252,23 @@ def test_down_volumes_needs_confirmation_and_force_in_production(fresh: Project)
                             "AUTH_DB_PASSWORD", "PAYMENTS_DB_PASSWORD", "ADMIN_DB_PASSWORD", "PROFILE_DB_PASSWORD")})  # fmt: skip
     assert prod.returncode == 1
     assert "refusing to delete production data without --force" in prod.stderr
+
+
+def test_nginx_fronts_the_local_stack_with_tls(fresh: Project) -> None:
+    http, https = free_port(), free_port()
+    env_file = fresh.root / "environments" / f"{ENV}.yaml"
+    env_file.write_text(env_file.read_text() + f"nginx:\n  enabled: true\n  domain: localhost\n"
+                        f"  http_port: {http}\n  https_port: {https}\n")  # fmt: skip
+    fresh.ports.update(nginx_http=http, nginx_https=https)
+    up = fresh.cli("up", "--env", ENV)
+    assert up.returncode == 0, up.stdout + up.stderr
+    rows = fresh.status()
+    assert (rows["nginx"]["state"], rows["nginx"]["health"]) == ("RUNNING", "healthy")
+    through = httpx.get(f"https://localhost:{https}/health", verify=False, timeout=10)
+    assert through.status_code == 200
+    assert through.headers["strict-transport-security"] == "max-age=63072000"
+    redirect = httpx.get(f"http://localhost:{http}/api/x", follow_redirects=False, timeout=10)
+    assert (redirect.status_code, redirect.headers["location"]) == (308, f"https://localhost:{https}/api/x")
+    assert fresh.cli("down", "--env", ENV).returncode == 0
+    time.sleep(0.3)
+    assert fresh.listening() == []

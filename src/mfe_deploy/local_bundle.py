@@ -13,7 +13,7 @@ from pathlib import Path
 from mfe_deploy.binaries import Binaries
 from mfe_deploy.config.models import Environment
 from mfe_deploy.config.secrets import Secrets
-from mfe_deploy.render import Bundle, BundleFile, Endpoints, _jinja, environments
+from mfe_deploy.render import Bundle, BundleFile, Endpoints, NginxPaths, _jinja, environments, nginx_conf
 
 PG_SYSTEM_USER = "mfe-postgres"
 
@@ -105,10 +105,21 @@ def render_local(
                 "HOME": data / "rabbitmq",
             }.items()
         )
+    nginx_command = None
+    if env.nginx.enabled and bins.nginx is not None:
+        paths = NginxPaths(
+            upstream="127.0.0.1", ssl=str(layout.root / "nginx" / "ssl"), pid=str(layout.run / "nginx.pid"),
+            listen_http=f"127.0.0.1:{env.nginx.http_port}", listen_https=f"127.0.0.1:{env.nginx.https_port}",
+            temp=str(data / "nginx"),
+        )  # fmt: skip
+        files["nginx/nginx.conf"] = BundleFile(nginx_conf(env, paths))
+        nginx_command = shlex.join(
+            [str(bins.nginx), "-e", "stderr", "-c", str(layout.root / "nginx" / "nginx.conf"), "-g", "daemon off;"]
+        )
     conf = _jinja().get_template("supervisord.conf.j2").render(
         env=env, run=layout.run, logs=layout.logs, pg_command=pg_command, redis_command=redis_command,
         pg_user=PG_SYSTEM_USER if run_as_root else None, rabbitmq_command=rabbitmq_command,
-        rabbitmq_environment=rabbitmq_environment, services=services,
+        rabbitmq_environment=rabbitmq_environment, services=services, nginx_command=nginx_command,
     )  # fmt: skip
     files["supervisord.conf"] = BundleFile(conf)
     return Bundle(files=dict(sorted(files.items())))

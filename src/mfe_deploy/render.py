@@ -123,12 +123,29 @@ def render(
         "initdb/10-databases.sql": BundleFile(jinja.get_template("initdb.sql.j2").render(ctx)),
     }
     if env.nginx.enabled:
-        files["nginx/nginx.conf"] = BundleFile(jinja.get_template("nginx.conf.j2").render(ctx))
+        files["nginx/nginx.conf"] = BundleFile(nginx_conf(env, NginxPaths(), caps))
     env_tpl = jinja.get_template("service.env.j2")
     for unit, variables in environments(env, secrets, Endpoints.compose(env)).items():
         text = env_tpl.render(env_name=env.name, unit=unit, variables=variables)
         files[f"env/{unit}.env"] = BundleFile(text, secret=True)
     return Bundle(files=dict(sorted(files.items())))
+
+
+@dataclass(frozen=True)
+class NginxPaths:
+    """Where nginx finds things: in its container (the defaults), or on this machine (local runtime)."""
+
+    upstream: str = "api-gateway"
+    ssl: str = "/etc/nginx/ssl"
+    pid: str = "/run/nginx.pid"
+    mime_types: str = "/etc/nginx/mime.types"
+    listen_http: str = "80"
+    listen_https: str = "443"
+    temp: str | None = None
+
+
+def nginx_conf(env: Environment, paths: NginxPaths, caps: Capabilities = Capabilities()) -> str:
+    return _jinja().get_template("nginx.conf.j2").render({**_context(env, {}, caps), "nginx_paths": paths})
 
 
 def _healthcheck(

@@ -60,7 +60,7 @@ class LocalRuntime:
 
     # --- supervisord -------------------------------------------------------------------------------
     def _bins(self) -> Binaries:
-        return discover({}, rabbitmq=self.env.uses_rabbitmq, nginx=False)
+        return discover({}, rabbitmq=self.env.uses_rabbitmq, nginx=self.env.nginx.enabled)
 
     def _ctl(self, bins: Binaries, *args: str, check: bool = True) -> str:
         done = subprocess.run(
@@ -112,11 +112,14 @@ class LocalRuntime:
             self._init_databases(bins)
             self._migrate()
             states = self.states(bins)
-            to_start = [n for n in self.env.services if not (states.get(n) and states[n].running)]
+            wanted_up = [*self.env.services, *(["nginx"] if self.env.nginx.enabled else [])]
+            to_start = [n for n in wanted_up if not (states.get(n) and states[n].running)]
             if to_start:
                 self._start_programs(to_start)
             if wait:
                 self._wait_services(bins, timeout)
+                if self.env.nginx.enabled:
+                    self._wait(lambda: health.port_open(self.env.nginx.https_port), timeout, "nginx")
         except MfeError:
             if started_here:
                 self.console.info("stopping what this up started")
@@ -129,6 +132,8 @@ class LocalRuntime:
         if self.env.uses_rabbitmq:
             wanted.append(("rabbitmq", self.env.rabbitmq.port))
         wanted += [(name, svc.port) for name, svc in self.env.services.items()]
+        if self.env.nginx.enabled:
+            wanted += [("nginx", self.env.nginx.http_port), ("nginx", self.env.nginx.https_port)]
         mine = {name for name, st in states.items() if st.state in ("RUNNING", "STARTING", "BACKOFF")}
         wanted = [(unit, port) for unit, port in wanted if unit not in mine]
         found = health.conflicts(wanted, {port: health.port_open(port, timeout=0.2) for _, port in wanted})
@@ -137,8 +142,16 @@ class LocalRuntime:
 
     def _prepare_dirs(self) -> None:
         layout = self.layout
-        for folder in (layout.data, layout.logs, layout.data / "redis", layout.data / "rabbitmq"):
+        for folder in (
+            layout.data,
+            layout.logs,
+            layout.data / "redis",
+            layout.data / "rabbitmq",
+            layout.data / "nginx",
+        ):
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.env.nginx.enabled:
+            self._tls_files()
         layout.run.mkdir(mode=0o700, exist_ok=True)
         if layout.run.stat().st_uid != os.getuid():
             raise MfeError(f"{layout.run} belongs to another user; remove it")
@@ -299,6 +312,11 @@ class LocalRuntime:
             up = health.port_open(port)
             rows.append(UnitStatus(unit, st.state if st else "STOPPED", st.pid if st else None, "-",
                                    "healthy" if up and st and st.running else "down"))  # fmt: skip
+        if self.env.nginx.enabled:
+            st = states.get("nginx")
+            up = health.port_open(self.env.nginx.https_port)
+            rows.append(UnitStatus("nginx", st.state if st else "STOPPED", st.pid if st else None, "-",
+                                   "healthy" if up and st and st.running else "down"))  # fmt: skip
         for name in self.env.services:
             st = states.get(name)
             probe = probes[name]
@@ -325,7 +343,31 @@ class LocalRuntime:
 
     def units(self) -> list[str]:
         names = ["postgres", "redis", *(["rabbitmq"] if self.env.uses_rabbitmq else [])]
-        return names + list(self.env.services)
+        return names + list(self.env.services) + (["nginx"] if self.env.nginx.enabled else [])
+
+    def _tls_files(self) -> None:
+        """nginx reads cert.pem and key.pem from the bundle: made once (self-signed) or linked (files)."""
+        ssl_dir = self.layout.root / "nginx" / "ssl"
+        ssl_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tls = self.env.nginx.tls
+        if tls.mode == "files" and tls.certificate and tls.key:
+            for name, target in (("cert.pem", tls.certificate), ("key.pem", tls.key)):
+                link = ssl_dir / name
+                link.unlink(missing_ok=True)
+                link.symlink_to(target)
+            return
+        if (ssl_dir / "cert.pem").exists():
+            return
+        domain = self.env.nginx.domain
+        done = subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "365", "-subj", f"/CN={domain}",
+             "-addext", f"subjectAltName=DNS:{domain}", "-keyout", str(ssl_dir / "key.pem"),
+             "-out", str(ssl_dir / "cert.pem")],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise StartFailed(f"creating a self-signed certificate failed: {done.stderr.strip()}")
+        (ssl_dir / "key.pem").chmod(0o600)
 
     def down(self, bins: Binaries | None = None) -> bool:
         pid = self.supervisor_pid()
