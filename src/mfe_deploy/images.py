@@ -4,6 +4,7 @@ tagged <prefix>/<service>:<version>."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -60,9 +61,19 @@ def exists(tag: str) -> bool:
     return subprocess.run(["docker", "image", "inspect", tag], capture_output=True, check=False).returncode == 0
 
 
-def image_id(tag: str) -> str:
-    done = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", tag], capture_output=True, text=True)
-    return done.stdout.strip()
+def image_ids(tags: list[str]) -> dict[str, str]:
+    """Image id per tag, in one call; a missing tag maps to "" (inspect still answers for the others)."""
+    found: dict[str, str] = dict.fromkeys(tags, "")
+    if not tags:
+        return found
+    fmt = "{{.Id}} {{json .RepoTags}}"
+    done = subprocess.run(["docker", "image", "inspect", "--format", fmt, *tags], capture_output=True, text=True)
+    for line in done.stdout.splitlines():
+        image, _, repo_tags = line.partition(" ")
+        for tag in json.loads(repo_tags or "[]"):
+            if tag in found:
+                found[tag] = image
+    return found
 
 
 def build(services_dir: Path, context: Path, *, base: str, service: str, version: str, tag: str) -> None:

@@ -35,13 +35,3 @@ def parse_status(text: str) -> dict[str, ProgramState]:
             match["rest"].strip(),
         )  # fmt: skip
     return states
-
-
-def parse_update(text: str) -> dict[str, str]:
-    """`supervisorctl update` output: `auth: stopped`, `auth: updated process group`, `redis: added ...`."""
-    changes = {}
-    for line in text.splitlines():
-        name, sep, what = line.partition(":")
-        if sep and what.strip():
-            changes[name.strip()] = what.strip()
-    return changes

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mfe_deploy.cli.app import JsonOption, app, application
+
+if TYPE_CHECKING:
+    from mfe_deploy.ops.migrations import Outcome
 
 migrate_app = typer.Typer(help="Apply and inspect database migrations.", rich_markup_mode=None)
 app.add_typer(migrate_app, name="migrate")
@@ -14,23 +17,17 @@ app.add_typer(migrate_app, name="migrate")
 ServiceOption = Annotated[str | None, typer.Option("--service", "-s", help="Only this service.")]
 
 
-def _prepare(env: str, service: str | None, action: list[str]) -> tuple[dict[str, object], object]:
+def _execute(env: str, service: str | None, action: list[str]) -> list[Outcome]:
     from mfe_deploy.config import loader
     from mfe_deploy.ops import migrations
+    from mfe_deploy.runtimes.process import LocalProcess
 
     state = application()
     loaded, secrets = loader.load_with_secrets(state.project_dir, env)
     state.console.add_secrets(secrets.maskable())
     names = migrations.services(loaded.env, service)
-    return {n: migrations.command(loaded.env, secrets, n, action) for n in names}, loaded
-
-
-def _execute(env: str, service: str | None, action: list[str]) -> list[object]:
-    from mfe_deploy.ops import migrations
-    from mfe_deploy.runtimes.process import LocalProcess
-
-    commands, _ = _prepare(env, service, action)
-    return list(migrations.run(LocalProcess(), commands))  # type: ignore[arg-type]
+    commands = {n: migrations.command(loaded.env, secrets, n, action) for n in names}
+    return migrations.run(LocalProcess(), commands)
 
 
 @migrate_app.callback(invoke_without_command=True)
@@ -49,12 +46,11 @@ def migrate(
     if env is None:
         raise typer.BadParameter("--env is required", param_hint="--env")
     from mfe_deploy.errors import MigrationError
-    from mfe_deploy.ops.migrations import Outcome
     from mfe_deploy.state import lock
 
     lock_path = application().project_dir / ".mfe" / env / "state" / "deploy.lock"
     with lock.held(lock_path, "mfe-deploy migrate", wait=lock_wait, force_unlock=force_unlock):
-        outcomes: list[Outcome] = _execute(env, service, ["apply", *(["--dry-run"] if dry_run else [])])  # type: ignore[assignment]
+        outcomes: list[Outcome] = _execute(env, service, ["apply", *(["--dry-run"] if dry_run else [])])
     console = application().console
     if as_json:
         console.json([{"service": o.service, "ok": o.ok, **o.data} for o in outcomes])
@@ -83,9 +79,8 @@ def status(
 ) -> None:
     """List applied, pending and failed migrations per service."""
     from mfe_deploy.errors import MigrationError
-    from mfe_deploy.ops.migrations import Outcome
 
-    outcomes: list[Outcome] = _execute(env, service, ["status"])  # type: ignore[assignment]
+    outcomes: list[Outcome] = _execute(env, service, ["status"])
     console = application().console
     if as_json:
         console.json([{"service": o.service, "ok": o.ok, **o.data} for o in outcomes])
@@ -109,12 +104,11 @@ def resolve(
 ) -> None:
     """Unblock a failed migration, as Prisma's `migrate resolve`."""
     from mfe_deploy.errors import MigrationError
-    from mfe_deploy.ops.migrations import Outcome
 
     if (rolled_back is None) == (applied is None):
         raise typer.BadParameter("give exactly one of --rolled-back ID or --applied ID")
     flag = ["--rolled-back", rolled_back] if rolled_back else ["--applied", applied or ""]
-    outcomes: list[Outcome] = _execute(env, service, ["resolve", *flag])  # type: ignore[assignment]
+    outcomes: list[Outcome] = _execute(env, service, ["resolve", *flag])
     o = outcomes[0]
     if not o.ok:
         raise MigrationError(f"{o.service}: {o.error}")

@@ -165,6 +165,10 @@ class DockerRuntime:
             self._record(kind, "failed", versions, digest, {}, note=str(exc).splitlines()[0])
             raise
 
+    def _image_ids(self, versions: dict[str, str]) -> dict[str, str]:
+        ids = images.image_ids([self.tag(s, v) for s, v in versions.items()])
+        return {s: ids[self.tag(s, v)] for s, v in versions.items()}
+
     def _nothing_to_do(self, previous: Release | None, versions: dict[str, str], digest: str) -> bool:
         """The plan is empty when the last good release has this very bundle and these very images, and
         every container it needs runs healthy. Dirty versions are never assumed unchanged."""
@@ -172,7 +176,7 @@ class DockerRuntime:
             return False
         if any(v.endswith("-dirty") for v in versions.values()):
             return False
-        if {s: images.image_id(self.tag(s, v)) for s, v in versions.items()} != dict(previous.images):
+        if self._image_ids(versions) != dict(previous.images):
             return False
         states = self.containers()
         expected = {*self.units()}
@@ -189,7 +193,7 @@ class DockerRuntime:
         """Migrations ship in the images: with the same images and the same database container they were
         applied already, and one-off containers (seconds each) can be skipped."""
         pg = [c.name for c in self.containers() if c.service == "postgres"]
-        ids = [images.image_id(self.tag(s, versions[s])) for s in DATABASE_SERVICES]
+        ids = [self._image_ids(versions)[s] for s in DATABASE_SERVICES]
         return hashlib.sha256(json.dumps([pg, ids]).encode()).hexdigest()
 
     def _migrate(self, versions: dict[str, str]) -> dict[str, str]:
@@ -258,7 +262,7 @@ class DockerRuntime:
         release = Release(
             id=self.ledger.next_id(), time=datetime.now(UTC).isoformat(timespec="seconds"),
             who=f"{getpass.getuser()}@{socket.gethostname()}", kind=kind, outcome=outcome, versions=versions,
-            images={s: images.image_id(self.tag(s, v)) for s, v in versions.items()}, bundle_sha256=digest,
+            images=self._image_ids(versions), bundle_sha256=digest,
             migrations=heads, note=note,
         )  # fmt: skip
         self.ledger.record(release)
