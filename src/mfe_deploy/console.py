@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 MASK = "***"
 
@@ -61,3 +63,84 @@ class Console:
 
         with RichConsole(file=self._err).status(self.mask(message)):
             yield
+
+    @contextmanager
+    def progress(self) -> Iterator[Progress]:
+        """Byte progress for transfers (dumps, restores, checksums): bars on a terminal, one line per
+        finished item otherwise."""
+        if not self._err.isatty():
+            yield _LineProgress(self)
+            return
+        from rich.console import Console as RichConsole
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TransferSpeedColumn,
+        )
+        from rich.progress import Progress as RichProgress
+
+        columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                   TimeElapsedColumn())  # fmt: skip
+        with RichProgress(*columns, console=RichConsole(file=self._err), transient=False) as bars:
+            yield _BarProgress(self, bars)
+
+
+class Task(Protocol):
+    def advance(self, amount: int) -> None: ...
+    def finish(self, note: str) -> None: ...
+
+
+class Progress(Protocol):
+    def task(self, name: str, total: int | None = None) -> Task: ...
+
+
+def human_size(size: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"
+
+
+class _LineTask:
+    def __init__(self, console: Console, name: str) -> None:
+        self.console, self.name, self.done, self.started = console, name, 0, time.monotonic()
+        self._lock = threading.Lock()
+
+    def advance(self, amount: int) -> None:
+        with self._lock:
+            self.done += amount
+
+    def finish(self, note: str) -> None:
+        seconds = time.monotonic() - self.started
+        self.console.info(f"  {self.name}: {note} ({human_size(self.done)}, {seconds:.1f}s)")
+
+
+class _LineProgress:
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def task(self, name: str, total: int | None = None) -> Task:
+        return _LineTask(self.console, name)
+
+
+class _BarTask:
+    def __init__(self, bars: Any, task_id: Any, name: str) -> None:
+        self.bars, self.task_id, self.name = bars, task_id, name
+
+    def advance(self, amount: int) -> None:
+        self.bars.advance(self.task_id, amount)
+
+    def finish(self, note: str) -> None:
+        task = self.bars.tasks[self.task_id]
+        self.bars.update(self.task_id, total=task.completed, description=f"{self.name}: {note}")
+
+
+class _BarProgress:
+    def __init__(self, console: Console, bars: Any) -> None:
+        self.console, self.bars = console, bars
+
+    def task(self, name: str, total: int | None = None) -> Task:
+        return _BarTask(self.bars, self.bars.add_task(self.console.mask(name), total=total), name)

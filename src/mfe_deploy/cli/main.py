@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from mfe_deploy.cli import commands, migrate, stack  # noqa: F401 - registers the commands on the app
+from mfe_deploy.cli import backup, commands, migrate, stack  # noqa: F401 - registers the commands on the app
 from mfe_deploy.cli.app import app, application
 from mfe_deploy.errors import MfeError
 

@@ -131,6 +131,7 @@ class Backup(Model):
     keep: int = Field(default=7, ge=1, le=10000)
     max_age_days: int = Field(default=30, ge=1)
     schedule: str = "0 2 * * *"
+    max_staleness_hours: float = Field(default=26, gt=0, description="backup check fails past this age")
 
     @field_validator("schedule")
     @classmethod
@@ -146,6 +147,7 @@ class Secrets(Model):
     databases: dict[DatabaseService, Ref]
     rabbitmq_password: Ref | None = None
     sentry_dsn: Ref | None = None
+    backup_passphrase: Ref | None = Field(default=None, description="set: every backup file is encrypted")
 
 
 class Environment(Model):

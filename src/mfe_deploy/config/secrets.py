@@ -19,6 +19,7 @@ KNOWN_DEFAULTS = frozenset(
     }
 )  # fmt: skip
 MIN_JWT_BYTES = 32
+MIN_PASSPHRASE = 16
 
 
 class Secret:
@@ -49,6 +50,7 @@ class Secrets:
     databases: Mapping[str, Secret]
     rabbitmq_password: Secret | None
     sentry_dsn: Secret | None
+    backup_passphrase: Secret | None = None
     # Values that came from a documented development default (`${VAR:-value}`): public, not masked.
     public: frozenset[str] = frozenset()
 
@@ -58,7 +60,7 @@ class Secrets:
 
     def values(self) -> list[Secret]:
         out = [self.jwt_secret, self.postgres_password, *self.databases.values()]
-        return out + [s for s in (self.rabbitmq_password, self.sentry_dsn) if s is not None]
+        return out + [s for s in (self.rabbitmq_password, self.sentry_dsn, self.backup_passphrase) if s is not None]
 
 
 # Secrets whose absence only switches a feature off (no DSN: no Sentry).
@@ -75,6 +77,8 @@ def refs(env: Environment) -> Iterator[tuple[KeyPath, SecretRef]]:
         yield ("secrets", "rabbitmq_password"), s.rabbitmq_password
     if s.sentry_dsn is not None:
         yield ("secrets", "sentry_dsn"), s.sentry_dsn
+    if s.backup_passphrase is not None:
+        yield ("secrets", "backup_passphrase"), s.backup_passphrase
 
 
 def resolve(
@@ -107,6 +111,7 @@ def resolve(
             databases={name: values[("secrets", "databases", name)] for name in sorted(s.databases)},
             rabbitmq_password=values.get(("secrets", "rabbitmq_password")),
             sentry_dsn=values.get(("secrets", "sentry_dsn")),
+            backup_passphrase=values.get(("secrets", "backup_passphrase")),
             public=frozenset(public),
         ),
         [],
@@ -141,4 +146,6 @@ def _policy(path: KeyPath, value: str, strict: bool, tier: str) -> str | None:
         return f"the value is a well-known default, refused in {tier}"
     if path == ("secrets", "jwt_secret") and len(value.encode()) < MIN_JWT_BYTES:
         return f"a JWT secret must be at least {MIN_JWT_BYTES} bytes in {tier}"
+    if path == ("secrets", "backup_passphrase") and len(value) < MIN_PASSPHRASE:
+        return f"a backup passphrase must be at least {MIN_PASSPHRASE} characters in {tier}"
     return None

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass
-from typing import Protocol
+from typing import IO, Protocol
 
 from mfe_deploy.command import Command
 
@@ -17,3 +18,7 @@ class Completed:
 
 class Runner(Protocol):
     def run(self, command: Command, *, timeout: float | None = None) -> Completed: ...
+
+    def spawn(
+        self, command: Command, *, stdin: bool = False, stderr: IO[bytes] | None = None
+    ) -> subprocess.Popen[bytes]: ...

@@ -8,11 +8,13 @@ import json
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
 from mfe_deploy import bundle, images
+from mfe_deploy.backups.pg import ComposePostgres
 from mfe_deploy.command import Command
 from mfe_deploy.compose import Compose, ContainerState, find, parse_ps
 from mfe_deploy.config.loader import Loaded
@@ -308,6 +310,19 @@ class DockerRuntime:
                 if images.remove(self.tag(service, version)):
                     removed.append(self.tag(service, version))
         return removed
+
+    # --- what backups need ----------------------------------------------------------------------------------
+    def postgres(self) -> ComposePostgres:
+        return ComposePostgres(self.compose, self.env.database.superuser, self.secrets.postgres_password)
+
+    def stop_services(self, names: Sequence[str]) -> None:
+        with self.console.status(f"stopping {', '.join(names)}"):
+            self._run(self.compose("stop", *names), "stopping the services")
+
+    def start_services(self, names: Sequence[str], timeout: float) -> None:
+        with self.console.status(f"starting {', '.join(names)} and waiting until healthy"):
+            self._run(self.compose("start", *names), "starting the services")
+            self._confirm_healthy(timeout)
 
     # --- observe -------------------------------------------------------------------------------------------
     def containers(self) -> list[ContainerState]:

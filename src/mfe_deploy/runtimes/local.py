@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mfe_deploy import bundle
+from mfe_deploy.backups.pg import LocalPostgres
 from mfe_deploy.binaries import Binaries, discover
 from mfe_deploy.config.loader import Loaded
 from mfe_deploy.config.models import Environment
@@ -296,6 +297,18 @@ class LocalRuntime:
                     why = "crashed at start" if dead else f"not healthy after {timeout:.0f}s"
                     raise StartFailed(f"{name} {why}; its last log lines:\n{self.tail(name, 20)}")
                 time.sleep(0.2)
+
+    # --- what backups need --------------------------------------------------------------------------
+    def postgres(self) -> LocalPostgres:
+        db = self.env.database
+        return LocalPostgres(self._bins().pg_bin, db.port, db.superuser, self.secrets.postgres_password)
+
+    def stop_services(self, names: Sequence[str]) -> None:
+        self._ctl(self._bins(), "stop", *names)
+
+    def start_services(self, names: Sequence[str], timeout: float) -> None:
+        self._start_programs(names)
+        self._wait_services(self._bins(), timeout)
 
     # --- status, logs, down ------------------------------------------------------------------------
     def status(self) -> list[UnitStatus]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from typing import IO
 
 from mfe_deploy.command import Command
 from mfe_deploy.errors import CommandFailed
@@ -22,3 +23,16 @@ class LocalProcess:
         except subprocess.TimeoutExpired:
             raise CommandFailed(f"timed out after {timeout:.0f}s: {command}") from None
         return Completed(proc.returncode, proc.stdout, proc.stderr)
+
+    def spawn(
+        self, command: Command, *, stdin: bool = False, stderr: IO[bytes] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """A running process with a binary stdout pipe (and stdin pipe): for streams too large to buffer."""
+        try:
+            return subprocess.Popen(
+                command.argv, env={**os.environ, **command.environ()}, cwd=command.cwd,
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=stderr if stderr is not None else subprocess.PIPE,
+            )  # fmt: skip
+        except FileNotFoundError:
+            raise CommandFailed(f"{command.argv[0]}: not found") from None

@@ -1,0 +1,422 @@
+"""Backup, verify and restore: the thin shell that runs the tools of `pg` through a runtime and streams
+their bytes to and from the backups folder (hashing, and encrypting when configured, on the way)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from mfe_deploy import __version__
+from mfe_deploy.backups import crypt, pg
+from mfe_deploy.backups.store import BackupError, DatabaseEntry, Entry, FileEntry, Manifest, Store, fsync_dir, new_id
+from mfe_deploy.command import Command
+from mfe_deploy.config.models import Environment
+from mfe_deploy.config.secrets import Secret
+from mfe_deploy.console import Console, Progress, Task, human_size
+from mfe_deploy.runtimes import Runner
+
+BLOCK = 1 << 18
+GLOBALS = "globals.sql"
+
+
+class ServiceControl(Protocol):
+    """What a runtime offers a restore: stop the services that use a database, start them healthy."""
+
+    def stop_services(self, names: Sequence[str]) -> None: ...
+    def start_services(self, names: Sequence[str], timeout: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class Verified:
+    ok: bool
+    problems: list[str]
+    tables: int
+    rows: int
+    seconds: float
+
+
+@dataclass
+class Backups:
+    env: Environment
+    postgres: pg.Postgres
+    runner: Runner
+    store: Store
+    console: Console
+    passphrase: Secret | None = None
+    release: dict[str, Any] | None = None
+
+    # --- plumbing ------------------------------------------------------------------------------------
+    def _errfile(self) -> IO[bytes]:
+        return tempfile.TemporaryFile()
+
+    @staticmethod
+    def _tail(err: IO[bytes]) -> str:
+        err.seek(0)
+        lines = [line for line in err.read().decode(errors="replace").splitlines() if line.strip()]
+        return lines[-1].strip() if lines else "no error output"
+
+    def _run_sql(self, database: str, statement: str, timeout: float = 120) -> str:
+        done = self.runner.run(pg.sql(self.postgres, database, statement), timeout=timeout)
+        if done.returncode != 0:
+            tail = (done.stderr.strip().splitlines() or ["no error output"])[-1]
+            raise BackupError(f"psql on {database} failed: {tail}")
+        return done.stdout
+
+    def check_reachable(self) -> None:
+        done = self.runner.run(pg.sql(self.postgres, "postgres", "SELECT 1"), timeout=60)
+        if done.returncode != 0:
+            why = (done.stderr.strip().splitlines() or ["no answer"])[-1]
+            raise BackupError(
+                f"the PostgreSQL of {self.env.name} does not answer ({why}); "
+                f"start it with `mfe-deploy up --env {self.env.name}`"
+            )
+
+    def _capture(self, proc: subprocess.Popen[bytes], path: Path, task: Task) -> tuple[int, str]:
+        """Stream a process's stdout into `path`: written as path.tmp (0600), fsynced, then renamed."""
+        assert proc.stdout is not None
+        tmp = path.with_name(path.name + ".tmp")
+        digest, size = hashlib.sha256(), 0
+        encryptor = crypt.Encryptor(self.passphrase.reveal()) if self.passphrase else None
+        with tmp.open("xb") as out:
+            tmp.chmod(0o600)
+
+            def put(data: bytes) -> None:
+                nonlocal size
+                if data:
+                    out.write(data)
+                    digest.update(data)
+                    size += len(data)
+
+            while chunk := proc.stdout.read(BLOCK):
+                put(encryptor.update(chunk) if encryptor else chunk)
+                task.advance(len(chunk))
+            if encryptor:
+                put(encryptor.finalize())
+            out.flush()
+            os.fsync(out.fileno())
+        if proc.wait() != 0:
+            tmp.unlink(missing_ok=True)
+            raise BackupError("the dump process failed")
+        tmp.rename(path)
+        return size, digest.hexdigest()
+
+    def _plain_chunks(self, path: Path, task: Task | None, encrypted: bool) -> Iterator[bytes]:
+        """The bytes of a backup file as the tools need them: decrypted when the backup is encrypted."""
+        if encrypted and self.passphrase is None:
+            raise crypt.DecryptionFailed("the backup is encrypted: set secrets.backup_passphrase")
+        decryptor = crypt.Decryptor(self.passphrase.reveal()) if encrypted and self.passphrase else None
+        with path.open("rb") as handle:
+            while chunk := handle.read(BLOCK):
+                if task is not None:
+                    task.advance(len(chunk))
+                yield decryptor.update(chunk) if decryptor else chunk
+        if decryptor:
+            yield decryptor.finalize()
+
+    def _pipe(self, command: Command, entry: Entry, name: str, task: Task | None) -> tuple[int, bytes, str]:
+        """Feed a backup file to a tool's stdin; return its exit code, stdout and last stderr line."""
+        err = self._errfile()
+        proc = self.runner.spawn(command, stdin=True, stderr=err)
+        assert proc.stdin is not None and proc.stdout is not None
+        out: list[bytes] = []
+        reader = threading.Thread(target=lambda: out.append(proc.stdout.read() if proc.stdout else b""))
+        reader.start()
+        failure: str | None = None
+        try:
+            assert entry.manifest is not None
+            for chunk in self._plain_chunks(entry.path / name, task, bool(entry.manifest.encryption)):
+                proc.stdin.write(chunk)
+        except BrokenPipeError:
+            pass  # the tool stopped reading: its exit code and stderr say why
+        except crypt.DecryptionFailed as exc:
+            failure = str(exc)
+            proc.kill()
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()
+        code = proc.wait()
+        reader.join()
+        tail = failure or self._tail(err)
+        err.close()
+        return (code if failure is None else 1), b"".join(out), tail
+
+    # --- backup --------------------------------------------------------------------------------------
+    def _dump_one(self, target: pg.Target, folder: Path, progress: Progress) -> tuple[DatabaseEntry, FileEntry, str]:
+        session_err = self._errfile()
+        session = self.runner.spawn(pg.session(self.postgres, target.database), stdin=True, stderr=session_err)
+        assert session.stdin is not None and session.stdout is not None
+        try:
+            session.stdin.write(pg.snapshot_script(target.schema).encode())
+            session.stdin.flush()
+            lines = []
+            while (line := session.stdout.readline().decode()) and line.strip() != pg.END:
+                lines.append(line)
+            if not line:
+                session.wait(timeout=30)
+                raise BackupError(f"{target.service}: psql on {target.database} failed: {self._tail(session_err)}")
+            answer = pg.parse_session(lines)
+            task = progress.task(f"dump {target.service}")
+            dump_err = self._errfile()
+            dumper = self.runner.spawn(pg.dump(self.postgres, target, answer.snapshot), stderr=dump_err)
+            try:
+                size, sha = self._capture(dumper, folder / target.file, task)
+            except BackupError:
+                raise BackupError(f"{target.service}: pg_dump of {target.database} failed: "
+                                  f"{self._tail(dump_err)}") from None  # fmt: skip
+            task.finish(f"{sum(answer.tables.values())} rows in {len(answer.tables)} tables")
+            session.stdin.write(b"COMMIT;\n")
+            session.stdin.close()
+            session.wait(timeout=60)
+        finally:
+            if session.poll() is None:
+                session.kill()
+                session.wait()
+        db = DatabaseEntry(target.service, target.database, target.schema, answer.tables)
+        return db, FileEntry(target.file, size, sha, "pg_dump-custom", target.service), answer.server_version
+
+    def _dump_globals(self, folder: Path, progress: Progress) -> FileEntry:
+        task = progress.task("dump globals (roles, no passwords)")
+        err = self._errfile()
+        proc = self.runner.spawn(pg.dump_globals(self.postgres), stderr=err)
+        try:
+            size, sha = self._capture(proc, folder / GLOBALS, task)
+        except BackupError:
+            raise BackupError(f"pg_dumpall --globals-only failed: {self._tail(err)}") from None
+        task.finish("roles and tablespaces")
+        return FileEntry(GLOBALS, size, sha, "pg_dumpall-globals")
+
+    def backup(self, targets: Sequence[pg.Target], kind: str = "manual") -> Manifest:
+        self.check_reachable()
+        version = self.runner.run(pg.dump_version(self.postgres), timeout=60).stdout.strip()
+        with self.store.locked():
+            return self._backup(targets, kind, version)
+
+    def _backup(self, targets: Sequence[pg.Target], kind: str, version: str) -> Manifest:
+        started = datetime.now(UTC)
+        backup_id = new_id(started)
+        folder = self.store.begin(backup_id)
+        self.console.info(f"backup {backup_id}: {', '.join(t.service for t in targets)} + globals"
+                          f"{' (encrypted)' if self.passphrase else ''}")  # fmt: skip
+        try:
+            with self.console.progress() as progress, ThreadPoolExecutor(len(targets) + 1) as pool:
+                globals_job = pool.submit(self._dump_globals, folder, progress)
+                jobs = [pool.submit(self._dump_one, t, folder, progress) for t in targets]
+                results = [j.result() for j in jobs]
+                files = {r[1].name: r[1] for r in results}
+                files[GLOBALS] = globals_job.result()
+            fsync_dir(folder)
+            manifest = Manifest(
+                id=backup_id, env=self.env.name, kind=kind,
+                started_at=started.isoformat(timespec="milliseconds"),
+                finished_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+                postgresql={"server": results[0][2], "pg_dump": version},
+                layout=self.env.database.layout, files=files,
+                databases={r[0].service: r[0] for r in results}, release=self.release,
+                tool={"name": "mfe-deploy", "version": __version__},
+                encryption={"scheme": crypt.SCHEME, "key": "secrets.backup_passphrase"} if self.passphrase else None,
+            )  # fmt: skip
+            self.store.commit(folder, manifest)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)  # a clean failure leaves nothing; a kill leaves .partial
+            raise
+        return manifest
+
+    # --- verify ----------------------------------------------------------------------------------------
+    def checksums(self, entry: Entry, names: Sequence[str] | None = None) -> list[str]:
+        """Every file of the backup (or the named ones) against its manifest size and SHA-256."""
+        assert entry.manifest is not None
+        problems = []
+        wanted = [f for f in entry.manifest.files.values() if names is None or f.name in names]
+        with self.console.progress() as progress:
+            for f in wanted:
+                path = entry.path / f.name
+                task = progress.task(f"checksum {f.name}", total=f.size)
+                digest, size = hashlib.sha256(), 0
+                try:
+                    with path.open("rb") as handle:
+                        while chunk := handle.read(BLOCK):
+                            digest.update(chunk)
+                            size += len(chunk)
+                            task.advance(len(chunk))
+                except FileNotFoundError:
+                    problems.append(f"{f.name}: missing")
+                    continue
+                if size != f.size or digest.hexdigest() != f.sha256:
+                    problems.append(f"{f.name}: SHA-256 mismatch (the file is corrupt: {size} bytes, "
+                                    f"{f.size} recorded)")  # fmt: skip
+                    task.finish("CORRUPT")
+                else:
+                    task.finish("ok")
+        return problems
+
+    def verify(self, entry: Entry) -> Verified:
+        assert entry.manifest is not None
+        started = time.monotonic()
+        problems = self.checksums(entry)
+        tables = rows = 0
+        if not problems:
+            self.check_reachable()
+            databases = list(entry.manifest.databases.values())
+            with self.console.progress() as progress, ThreadPoolExecutor(len(databases) or 1) as pool:
+                for found in pool.map(lambda d: self._verify_one(entry, d, progress), databases):
+                    problems += found
+            tables = sum(len(d.tables) for d in databases)
+            rows = sum(sum(d.tables.values()) for d in databases)
+        result = Verified(not problems, problems, tables, rows, time.monotonic() - started)
+        self.store.mark_verified(entry, {
+            "ok": result.ok, "time": datetime.now(UTC).isoformat(timespec="seconds"), "problems": problems,
+            "tables": tables, "rows": rows,
+        })  # fmt: skip
+        return result
+
+    def _verify_one(self, entry: Entry, db: DatabaseEntry, progress: Progress) -> list[str]:
+        """Restore into a scratch database, count every table, compare with the manifest, drop it."""
+        scratch = f"mfe_verify_{db.service}_{secrets.token_hex(4)}"
+        self._run_sql("postgres", f"CREATE DATABASE {pg.ident(scratch)}")
+        try:
+            task = progress.task(f"restore {db.service} into a scratch database", total=self._file_size(entry, db))
+            code, _, tail = self._pipe(
+                pg.restore(self.postgres, scratch, clean=False), entry, f"{db.service}.dump", task
+            )
+            if code != 0:
+                task.finish("FAILED")
+                return [f"{db.service}: the dump does not restore: {tail}"]
+            counted = pg.parse_counts(self._run_sql(scratch, pg.counts_sql(db.schema), timeout=600))
+            task.finish(f"{sum(counted.values())} rows in {len(counted)} tables")
+            return [f"{db.service}: {line}" for line in compare_counts(db.tables, counted)]
+        finally:
+            self._run_sql("postgres", f"DROP DATABASE IF EXISTS {pg.ident(scratch)} WITH (FORCE)")
+
+    @staticmethod
+    def _file_size(entry: Entry, db: DatabaseEntry) -> int:
+        assert entry.manifest is not None
+        return entry.manifest.files[f"{db.service}.dump"].size
+
+    # --- restore ---------------------------------------------------------------------------------------
+    def preflight(self, entry: Entry, only: str | None) -> list[pg.Target]:
+        """Everything that can be checked before anything changes: checksums, and that each archive came
+        from the database it would replace."""
+        manifest = entry.manifest
+        assert manifest is not None
+        if manifest.env != self.env.name:
+            raise BackupError(f"backup {entry.id} is of environment {manifest.env!r}, not {self.env.name!r}")
+        if manifest.encryption and self.passphrase is None:
+            raise BackupError(f"backup {entry.id} is encrypted: set secrets.backup_passphrase to restore it")
+        wanted = pg.targets(self.env, only)
+        targets = [t for t in wanted if t.service in manifest.databases]
+        if not targets:
+            raise BackupError(f"backup {entry.id} holds no database of {only}")
+        problems = self.checksums(entry, [t.file for t in targets])
+        if problems:
+            raise BackupError(f"backup {entry.id} is corrupt, nothing was changed: " + "; ".join(problems))
+        for t in targets:
+            recorded = manifest.databases[t.service]
+            if (recorded.database, recorded.schema) != (t.database, t.schema):
+                held, used = f"{recorded.database}/{recorded.schema or '*'}", f"{t.database}/{t.schema or '*'}"
+                raise BackupError(
+                    f"{t.service}: the backup holds {held}, this environment uses {used}; nothing was changed"
+                )
+
+        def check(t: pg.Target) -> str | None:
+            code, out, tail = self._pipe(pg.toc(self.postgres), entry, t.file, None)
+            if code != 0:
+                return f"{t.service}: the archive cannot be read: {tail}"
+            return pg.toc_problem(pg.parse_toc(out.decode(errors="replace")), t)
+
+        with ThreadPoolExecutor(len(targets)) as pool:
+            bad = [p for p in pool.map(check, targets) if p]
+        if bad:
+            raise BackupError(f"backup {entry.id} does not match this environment, nothing was changed: "
+                              + "; ".join(bad))  # fmt: skip
+        return targets
+
+    def restore_into(self, entry: Entry, targets: Sequence[pg.Target]) -> dict[str, str]:
+        """Restore each target in one transaction (concurrently). Returns the failures by service."""
+        assert entry.manifest is not None
+        manifest = entry.manifest
+        for t in targets:
+            self._run_sql(t.database, pg.terminate_sql(t.role))
+
+        def one(t: pg.Target, progress: Progress) -> str | None:
+            task = progress.task(f"restore {t.service}", total=manifest.files[t.file].size)
+            code, _, tail = self._pipe(pg.restore(self.postgres, t.database, clean=True), entry, t.file, task)
+            if code != 0:
+                task.finish("FAILED, rolled back")
+                return f"pg_restore failed and its transaction rolled back: {tail}"
+            counted = pg.parse_counts(self._run_sql(t.database, pg.counts_sql(t.schema), timeout=600))
+            recorded = manifest.databases[t.service].tables
+            mismatch = compare_counts(recorded, {k: v for k, v in counted.items() if k in recorded})
+            task.finish(f"{sum(recorded.values())} rows" if not mismatch else "ROW COUNTS DIFFER")
+            return "; ".join(mismatch) or None
+
+        with self.console.progress() as progress, ThreadPoolExecutor(len(targets)) as pool:
+            results = list(pool.map(lambda t: one(t, progress), targets))
+        return {t.service: r for t, r in zip(targets, results, strict=True) if r}
+
+
+@dataclass(frozen=True)
+class Restored:
+    backup: str
+    pre_restore: str
+    services: list[str]
+    seconds: float
+
+
+def restore(backups: Backups, entry: Entry, only: str | None, control: ServiceControl, timeout: float) -> Restored:
+    """Checks first (nothing changed when they fail), then a pre-restore backup, then the restore with the
+    affected services stopped. A failed target rolls back on its own (one transaction); the targets that
+    were already restored are put back from the pre-restore backup, so that nothing is left half-done."""
+    started = time.monotonic()
+    targets = backups.preflight(entry, only)
+    services = [t.service for t in targets]
+    backups.console.info(f"taking a pre-restore backup of {', '.join(services)}")
+    pre = backups.backup(targets, kind="pre-restore")
+    pre_entry = backups.store.get(pre.id)
+    stopped: list[str] = []
+    try:
+        backups.console.info(f"stopping {', '.join(services)}")
+        control.stop_services(services)
+        stopped = services
+        failures = backups.restore_into(entry, targets)
+        if failures:
+            done = [t for t in targets if t.service not in failures]
+            undo = backups.restore_into(pre_entry, done) if done else {}
+            why = "; ".join(f"{s}: {m}" for s, m in failures.items())
+            if undo:
+                raise BackupError(f"restore of {entry.id} failed ({why}); putting back {', '.join(undo)} from the "
+                                  f"pre-restore backup {pre.id} failed too: restore it by hand")  # fmt: skip
+            back = f"; {', '.join(t.service for t in done)} put back from pre-restore backup {pre.id}" if done else ""
+            raise BackupError(f"restore of {entry.id} failed, the databases are as they were ({why}){back}")
+    finally:
+        if stopped:
+            backups.console.info(f"starting {', '.join(stopped)}")
+            control.start_services(stopped, timeout)
+    return Restored(entry.id, pre.id, services, time.monotonic() - started)
+
+
+def compare_counts(recorded: dict[str, int], counted: dict[str, int]) -> list[str]:
+    out = []
+    for table in sorted(set(recorded) | set(counted)):
+        want, got = recorded.get(table), counted.get(table)
+        if want != got:
+            out.append(f"{table}: {got if got is not None else 'missing'} rows, "
+                       f"{want if want is not None else 'none'} recorded")  # fmt: skip
+    return out
+
+
+def summary(manifest: Manifest, seconds: float) -> str:
+    return (f"backup {manifest.id}: {len(manifest.databases)} database(s), {manifest.rows} rows, "
+            f"{human_size(manifest.size)} in {seconds:.1f}s")  # fmt: skip

@@ -1,0 +1,275 @@
+"""The backups folder of an environment: one directory per backup, complete only once renamed.
+
+A backup is written into `<id>.partial/`: each file as `<name>.tmp`, fsynced, then renamed; the
+manifest last; then the directory is renamed to `<id>` and the parent fsynced. An interrupted backup
+is therefore never listed, and its leftovers are removed by the next prune.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from mfe_deploy.errors import MfeError
+
+PARTIAL = ".partial"
+MANIFEST = "manifest.json"
+VERIFIED = "verified.json"
+FORMAT = 1
+
+
+class BackupError(MfeError):
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    name: str
+    size: int
+    sha256: str
+    kind: str  # "pg_dump-custom" or "pg_dumpall-globals"
+    service: str | None = None
+
+
+@dataclass(frozen=True)
+class DatabaseEntry:
+    service: str
+    database: str
+    schema: str | None  # the shared layout: each service owns a schema of the one database
+    tables: dict[str, int]  # "schema.table" -> rows, counted in the snapshot that was dumped
+
+
+@dataclass(frozen=True)
+class Manifest:
+    id: str
+    env: str
+    kind: str  # manual, scheduled, pre-restore
+    started_at: str
+    finished_at: str
+    postgresql: dict[str, str]
+    layout: str
+    files: dict[str, FileEntry]
+    databases: dict[str, DatabaseEntry]
+    release: dict[str, Any] | None
+    tool: dict[str, str]
+    encryption: dict[str, Any] | None = None
+    format: int = FORMAT
+
+    def to_json(self) -> str:
+        def plain(value: Any) -> Any:
+            if isinstance(value, FileEntry | DatabaseEntry):
+                return {k: plain(v) for k, v in value.__dict__.items()}
+            if isinstance(value, dict):
+                return {k: plain(v) for k, v in value.items()}
+            return value
+
+        return json.dumps({k: plain(v) for k, v in self.__dict__.items()}, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        data = json.loads(text)
+        if data.get("format") != FORMAT:
+            raise ValueError(f"unknown manifest format {data.get('format')!r}")
+        data["files"] = {k: FileEntry(**v) for k, v in data["files"].items()}
+        data["databases"] = {k: DatabaseEntry(**v) for k, v in data["databases"].items()}
+        return cls(**data)
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files.values())
+
+    @property
+    def rows(self) -> int:
+        return sum(sum(d.tables.values()) for d in self.databases.values())
+
+    @property
+    def time(self) -> datetime:
+        return datetime.fromisoformat(self.finished_at)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One directory of the backups folder, as found."""
+
+    id: str
+    path: Path
+    manifest: Manifest | None  # None: interrupted (or unreadable)
+    verified: dict[str, Any] | None = None
+    problem: str = ""
+
+    @property
+    def complete(self) -> bool:
+        return self.manifest is not None
+
+
+def new_id(now: datetime | None = None) -> str:
+    """Sortable by time, unique even for two backups in the same second."""
+    now = now or datetime.now(UTC)
+    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
+
+
+@dataclass
+class Store:
+    root: Path  # <backups dir>/<env>
+
+    def scan(self) -> list[Entry]:
+        """Every backup directory, oldest first; interrupted ones have no manifest."""
+        if not self.root.is_dir():
+            return []
+        out = []
+        for path in sorted(self.root.iterdir()):
+            if not path.is_dir() or path.name.startswith("."):
+                continue
+            if path.name.endswith(PARTIAL):
+                out.append(Entry(path.name.removesuffix(PARTIAL), path, None, problem="interrupted"))
+                continue
+            try:
+                manifest = Manifest.from_json((path / MANIFEST).read_text())
+            except FileNotFoundError:
+                out.append(Entry(path.name, path, None, problem="no manifest"))
+                continue
+            except (ValueError, TypeError, KeyError) as exc:
+                out.append(Entry(path.name, path, None, problem=f"unreadable manifest: {exc}"))
+                continue
+            verified = None
+            with suppress(OSError, ValueError):
+                verified = json.loads((path / VERIFIED).read_text())
+            out.append(Entry(path.name, path, manifest, verified))
+        return out
+
+    def complete(self) -> list[Entry]:
+        return [e for e in self.scan() if e.complete]
+
+    def get(self, backup_id: str | None) -> Entry:
+        entries = self.complete()
+        if not entries:
+            raise BackupError(f"no complete backup in {self.root}")
+        if backup_id is None:
+            return entries[-1]
+        for entry in entries:
+            if entry.id == backup_id:
+                return entry
+        known = ", ".join(e.id for e in entries[-5:])
+        raise BackupError(f"no complete backup {backup_id!r} in {self.root} (newest: {known})")
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """One backup or prune of an environment at a time. flock: a killed holder releases it, so a
+        `.partial` directory found while holding the lock is an interrupted backup, never a running one."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise BackupError(f"another backup or prune of {self.root.name} is running") from None
+            yield
+        finally:
+            os.close(fd)
+
+    def begin(self, backup_id: str) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.root.chmod(0o700)
+        path = self.root / (backup_id + PARTIAL)
+        path.mkdir(mode=0o700)
+        return path
+
+    def commit(self, partial: Path, manifest: Manifest) -> Path:
+        write_file(partial / MANIFEST, manifest.to_json().encode())
+        final = self.root / manifest.id
+        partial.rename(final)
+        fsync_dir(self.root)
+        return final
+
+    def mark_verified(self, entry: Entry, record: dict[str, Any]) -> None:
+        write_file(entry.path / VERIFIED, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
+
+    def remove(self, entry: Entry) -> None:
+        # Rename first: a half-removed backup must not look complete.
+        doomed = entry.path.with_name("." + entry.path.name + ".removing")
+        entry.path.rename(doomed)
+        shutil.rmtree(doomed)
+        fsync_dir(self.root)
+
+    def leftovers(self) -> Iterator[Path]:
+        yield from self.root.glob(".*.removing") if self.root.is_dir() else []
+
+
+def write_file(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.rename(path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- retention and monitoring (pure) -----------------------------------------------------------------
+@dataclass(frozen=True)
+class PrunePlan:
+    keep: list[Entry] = field(default_factory=list)
+    remove: list[Entry] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)
+
+
+def plan_prune(entries: list[Entry], keep: int, max_age_days: int | None, now: datetime) -> PrunePlan:
+    """Keep the newest `keep` complete, verified backups: they are never removed, whatever their age.
+    Remove every interrupted one. A complete backup newer than every kept one stays (it may be verified
+    later); an older one goes once `keep` verified backups exist, or when it is older than max-age."""
+    verified = [e for e in entries if e.complete and e.verified and e.verified.get("ok")]
+    kept = verified[-keep:] if keep > 0 else []
+    kept_ids = {e.id for e in kept}
+    newest_kept = kept[-1].manifest.time if kept and kept[-1].manifest else None
+    cutoff = now - timedelta(days=max_age_days) if max_age_days is not None else None
+    plan = PrunePlan()
+    for e in entries:
+        reason = None
+        if e.id in kept_ids:
+            pass
+        elif e.manifest is None:
+            reason = e.problem or "interrupted"
+        elif newest_kept is None or e.manifest.time > newest_kept:
+            pass  # no verified backup is newer: nothing supersedes it yet
+        elif len(kept) >= keep:
+            reason = f"beyond the newest {keep} verified"
+        elif cutoff is not None and e.manifest.time < cutoff:
+            reason = f"older than {max_age_days} days"
+        if reason is None:
+            plan.keep.append(e)
+        else:
+            plan.remove.append(e)
+            plan.reasons[e.id] = reason
+    return plan
+
+
+def staleness(entries: list[Entry], max_hours: float, now: datetime) -> str | None:
+    """None when the newest complete backup is recent enough; otherwise why not."""
+    complete = [e for e in entries if e.manifest is not None]
+    if not complete:
+        return "no complete backup exists"
+    newest = complete[-1]
+    assert newest.manifest is not None
+    age = now - newest.manifest.time
+    if age > timedelta(hours=max_hours):
+        hours = age.total_seconds() / 3600
+        return f"the newest complete backup, {newest.id}, is {hours:.1f} h old (policy: {max_hours:g} h)"
+    return None

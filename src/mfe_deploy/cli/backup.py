@@ -1,0 +1,286 @@
+"""mfe-deploy backup [list|verify|prune|schedule|check] and mfe-deploy restore."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from mfe_deploy.cli.app import EnvOption, JsonOption, app, application
+from mfe_deploy.cli.stack import ForceUnlock, LockWait, RuntimeOption, _locked_and_audited, _runtime
+
+if TYPE_CHECKING:
+    from mfe_deploy.backups.jobs import Backups
+    from mfe_deploy.backups.store import Entry, Store
+    from mfe_deploy.config.models import Environment
+    from mfe_deploy.runtimes.docker import DockerRuntime
+    from mfe_deploy.runtimes.local import LocalRuntime
+
+backup_app = typer.Typer(help="Checksummed backups of every service database.", rich_markup_mode=None)
+app.add_typer(backup_app, name="backup")
+
+ServiceOption = Annotated[str | None, typer.Option("--service", "-s", help="Only this service's database.")]
+
+
+def store_for(env: Environment) -> Store:
+    from mfe_deploy.backups.store import Store
+
+    folder = Path(env.backup.directory)
+    folder = folder if folder.is_absolute() else application().project_dir / folder
+    return Store(folder / env.name)
+
+
+def _release(env: str) -> dict[str, Any] | None:
+    from mfe_deploy.state.ledger import Ledger
+
+    good = Ledger(application().project_dir / ".mfe" / env / "state" / "releases.jsonl").last_good()
+    return {"id": good.id, "time": good.time, "versions": dict(good.versions)} if good else None
+
+
+def _backups(env: str, runtime: str | None) -> tuple[Backups, LocalRuntime | DockerRuntime]:
+    from mfe_deploy.backups.jobs import Backups
+
+    rt = _runtime(env, runtime)
+    passphrase = rt.secrets.backup_passphrase
+    backups = Backups(rt.env, rt.postgres(), rt.runner, store_for(rt.env), application().console,
+                      passphrase=passphrase, release=_release(env))  # fmt: skip
+    return backups, rt
+
+
+def _audit(env: str, action: str, details: dict[str, Any]) -> Any:
+    from mfe_deploy.state import audit
+
+    return audit.audited(application().project_dir / ".mfe" / env / "state" / "audit.jsonl", action, env, details)
+
+
+def _row(entry: Entry) -> dict[str, Any]:
+    m = entry.manifest
+    verified = entry.verified or {}
+    return {
+        "id": entry.id, "complete": entry.complete, "kind": m.kind if m else None,
+        "finished_at": m.finished_at if m else None, "size": m.size if m else None, "rows": m.rows if m else None,
+        "databases": sorted(m.databases) if m else [], "encrypted": bool(m and m.encryption),
+        "verified": verified.get("ok") if verified else None, "release": (m.release or {}).get("id") if m else None,
+        "problem": entry.problem,
+    }  # fmt: skip
+
+
+@backup_app.callback(invoke_without_command=True)
+def backup(
+    ctx: typer.Context,
+    env: Annotated[str | None, typer.Option("--env", "-e", help="Environment name.")] = None,
+    service: ServiceOption = None,
+    verify: Annotated[bool, typer.Option("--verify", help="Then verify it by a scratch restore.")] = False,
+    kind: Annotated[str, typer.Option("--kind", help="Recorded in the manifest: manual or scheduled.")] = "manual",
+    runtime: RuntimeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Dump every service database (concurrently) and the roles, checksummed, into the backups folder."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if env is None:
+        raise typer.BadParameter("--env is required", param_hint="--env")
+    from mfe_deploy.backups import pg
+    from mfe_deploy.backups.jobs import summary
+    from mfe_deploy.errors import MfeError
+
+    if kind not in ("manual", "scheduled"):
+        raise typer.BadParameter("manual or scheduled", param_hint="--kind")
+    started = time.monotonic()
+    backups, _ = _backups(env, runtime)
+    with _audit(env, "backup", {"service": service}) as record:
+        manifest = backups.backup(pg.targets(backups.env, service), kind=kind)
+        record["backup"] = manifest.id
+        result = None
+        if verify:
+            result = backups.verify(backups.store.get(manifest.id))
+    console = application().console
+    if as_json:
+        row = _row(backups.store.get(manifest.id))
+        console.json({**row, "seconds": round(time.monotonic() - started, 2)})
+    else:
+        console.print(summary(manifest, time.monotonic() - started))
+        console.print(f"  {backups.store.root / manifest.id}")
+    if result is not None and not result.ok:
+        raise MfeError(f"backup {manifest.id} failed verification: " + "; ".join(result.problems))
+    if result is not None and not as_json:
+        console.print(f"  verified: {result.tables} tables, {result.rows} rows restored and counted "
+                      f"({result.seconds:.1f}s)")  # fmt: skip
+
+
+@backup_app.command("list")
+def list_(env: EnvOption, as_json: JsonOption = False) -> None:
+    """Backups, oldest first: complete ones with size, rows and verification; interrupted ones marked."""
+    from mfe_deploy.config import loader
+    from mfe_deploy.console import human_size
+
+    store = store_for(loader.load(application().project_dir, env).env)
+    rows = [_row(e) for e in store.scan() if e.complete]
+    console = application().console
+    if as_json:
+        console.json(rows)
+        return
+    verdict = {True: "ok", False: "FAILED", None: "-"}
+    console.table(("ID", "KIND", "FINISHED", "SIZE", "ROWS", "VERIFIED", "RELEASE"),
+                  [(r["id"], r["kind"], r["finished_at"], human_size(r["size"]), r["rows"], verdict[r["verified"]],
+                    r["release"] or "-") for r in rows])  # fmt: skip
+
+
+@backup_app.command("verify")
+def verify(
+    env: EnvOption,
+    backup_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="Default: the newest.")] = None,
+    runtime: RuntimeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check every SHA-256, restore each dump into a scratch database and compare row counts."""
+    from mfe_deploy.errors import MfeError
+
+    backups, _ = _backups(env, runtime)
+    entry = backups.store.get(backup_id)
+    with _audit(env, "backup-verify", {"backup": entry.id}):
+        result = backups.verify(entry)
+    console = application().console
+    if as_json:
+        console.json({"id": entry.id, **result.__dict__})
+    elif result.ok:
+        console.print(f"backup {entry.id}: ok ({len(entry.manifest.files) if entry.manifest else 0} files, "
+                      f"{result.tables} tables, {result.rows} rows; {result.seconds:.1f}s)")  # fmt: skip
+    if not result.ok:
+        raise MfeError(f"backup {entry.id} failed verification: " + "; ".join(result.problems))
+
+
+@backup_app.command("prune")
+def prune(
+    env: EnvOption,
+    keep: Annotated[
+        int | None, typer.Option("--keep", min=1, help="Verified backups to keep [env's backup.keep].")
+    ] = None,
+    max_age: Annotated[int | None, typer.Option("--max-age", min=1, help="Days [env's backup.max_age_days].")] = None,
+    confirm: Annotated[bool, typer.Option("--confirm", help="Delete; without it, only show the plan.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Keep the newest --keep complete, verified backups; remove interrupted ones and older ones."""
+    from datetime import UTC, datetime
+
+    from mfe_deploy.backups.store import plan_prune
+    from mfe_deploy.config import loader
+
+    environment = loader.load(application().project_dir, env).env
+    store = store_for(environment)
+    keep = keep or environment.backup.keep
+    age = max_age or environment.backup.max_age_days
+    console = application().console
+    with store.locked():
+        plan = plan_prune(store.scan(), keep, age, datetime.now(UTC))
+        if confirm:
+            with _audit(env, "backup-prune", {"removed": [e.id for e in plan.remove]}):
+                for entry in plan.remove:
+                    store.remove(entry)
+    if as_json:
+        console.json({"keep": [e.id for e in plan.keep], "remove": plan.reasons, "applied": confirm})
+        return
+    for entry in plan.remove:
+        console.print(f"{'removed' if confirm else 'would remove'} {entry.id} ({plan.reasons[entry.id]})")
+    console.print(f"{env}: {len(plan.keep)} kept, {len(plan.remove)} {'removed' if confirm else 'to remove'}"
+                  f"{'' if confirm else ' (dry run: add --confirm)'}")  # fmt: skip
+
+
+@backup_app.command("schedule")
+def schedule(
+    env: EnvOption,
+    systemd: Annotated[bool, typer.Option("--systemd", help="A systemd service and timer instead of cron.")] = False,
+    install: Annotated[bool, typer.Option("--install", help="Write the file(s) into --dest.")] = False,
+    dest: Annotated[Path | None, typer.Option("--dest", help="[/etc/cron.d or /etc/systemd/system]")] = None,
+    env_file: Annotated[
+        Path | None, typer.Option("--env-file", help="KEY=value file the job reads its secrets from.")
+    ] = None,
+) -> None:
+    """Print (or install) the job that runs backup --verify then prune on the environment's schedule."""
+    import shutil
+
+    from mfe_deploy.backups import schedule as sched
+    from mfe_deploy.bundle import write_atomic
+    from mfe_deploy.config import loader
+    from mfe_deploy.errors import MfeError
+
+    environment = loader.load(application().project_dir, env).env
+    exe = shutil.which("mfe-deploy") or f"{sys.executable} -m mfe_deploy"
+    job = sched.Job(env, application().project_dir, exe, environment.backup.schedule,
+                    env_file.resolve() if env_file else None)  # fmt: skip
+    try:
+        files = sched.systemd(job) if systemd else {job.name: sched.cron(job)}
+    except ValueError as exc:
+        raise MfeError(f"environments/{env}.yaml: backup.schedule: {exc}") from None
+    console = application().console
+    if not install:
+        for name, text in files.items():
+            console.print(f"# {name}\n{text}")
+        return
+    folder = dest or Path("/etc/systemd/system" if systemd else "/etc/cron.d")
+    for name, text in files.items():
+        write_atomic(folder / name, text, 0o644)
+        console.print(f"wrote {folder / name}")
+    if systemd:
+        console.print(f"enable it with: systemctl daemon-reload && systemctl enable --now {job.name}.timer")
+
+
+@backup_app.command("check")
+def check(
+    env: EnvOption,
+    max_hours: Annotated[float | None, typer.Option("--max-hours", help="[env's backup.max_staleness_hours]")] = None,
+) -> None:
+    """Exit 1 when the newest complete backup is older than the policy allows (for monitoring)."""
+    from datetime import UTC, datetime
+
+    from mfe_deploy.backups.store import staleness
+    from mfe_deploy.config import loader
+    from mfe_deploy.errors import MfeError
+
+    environment = loader.load(application().project_dir, env).env
+    store = store_for(environment)
+    limit = max_hours or environment.backup.max_staleness_hours
+    entries = store.scan()
+    problem = staleness(entries, limit, datetime.now(UTC))
+    if problem:
+        raise MfeError(f"{env}: {problem}")
+    newest = [e for e in entries if e.manifest][-1]
+    assert newest.manifest is not None
+    age = (datetime.now(UTC) - newest.manifest.time).total_seconds() / 3600
+    application().console.print(f"{env}: ok, the newest complete backup {newest.id} is {age:.1f} h old")
+
+
+@app.command()
+def restore(
+    env: EnvOption,
+    backup_id: Annotated[str, typer.Argument(metavar="ID", help="A complete backup (see `backup list`).")],
+    service: ServiceOption = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Required to restore production.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the services.")] = 120,
+    runtime: RuntimeOption = None,
+    lock_wait: LockWait = 0,
+    force_unlock: ForceUnlock = False,
+) -> None:
+    """Replace databases with a backup: checksums first, a pre-restore backup, one transaction each."""
+    from mfe_deploy.backups import jobs
+    from mfe_deploy.errors import MfeError
+
+    backups, rt = _backups(env, runtime)
+    if backups.env.tier == "production" and not force:
+        raise MfeError("refusing to restore production without --force")
+    entry = backups.store.get(backup_id)
+    assert entry.manifest is not None
+    wanted = [s for s in entry.manifest.databases if service in (None, s)]
+    if not yes:
+        if not sys.stdin.isatty():
+            raise MfeError("restore replaces data: confirm with --yes when not running interactively")
+        typer.confirm(f"Replace the {', '.join(wanted)} data of {env} with backup {entry.id}?", abort=True)
+    console = application().console
+    with _locked_and_audited(env, "restore", {"backup": entry.id, "service": service}, lock_wait, force_unlock):
+        done = jobs.restore(backups, entry, service, rt, timeout)
+    console.print(f"{env}: restored {', '.join(done.services)} from {done.backup} in {done.seconds:.1f}s "
+                  f"(pre-restore backup: {done.pre_restore})")  # fmt: skip
