@@ -1,0 +1,205 @@
+"""Backups on the local runtime (real PostgreSQL under supervisord), per-service layout: the acceptance
+suite of tests/backup_suite.py, plus encryption and scheduling."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests import backup_suite as suite
+from tests.conftest import REPO
+from tests.pg import bindir, free_port
+from tests.stack import ADMIN, SERVICES
+
+ENV = "bkl"
+PASSPHRASE = "bkl-passphrase-0123456789abcdef"
+
+
+@dataclass
+class Local:
+    root: Path
+    ports: dict[str, int]
+    environ: dict[str, str]
+    env: str = ENV
+
+    def cli(
+        self, *args: str, timeout: float = 600, extra: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mfe_deploy", "-C", str(self.root), *args], capture_output=True,
+                              text=True, env={**self.environ, **(extra or {})}, timeout=timeout, check=False)  # fmt: skip
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "mfe_deploy", "-C", str(self.root), *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.environ)  # fmt: skip
+
+    def psql(self, database: str, sql: str) -> str:
+        done = subprocess.run(
+            [str(bindir() / "psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
+             "-p", str(self.ports["postgres"]), "-U", "postgres", "-d", database, "-c", sql],
+            capture_output=True, text=True, env={**os.environ, "PGPASSWORD": "postgres"}, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def gateway(self) -> httpx.Client:
+        return httpx.Client(base_url=f"http://127.0.0.1:{self.ports['api-gateway']}", timeout=10)
+
+    def places(self) -> dict[str, tuple[str, str]]:
+        return {s: (f"{s}_db", "public") for s in ("auth", "payments", "admin", "profile")}
+
+
+def make_local(root: Path, env: str, extra_yaml: str = "", extra_environ: dict[str, str] | None = None) -> Local:
+    shutil.copytree(REPO / "environments", root / "environments")
+    ports = {name: free_port() for name in (*SERVICES, "postgres", "redis")}
+    services = "".join(f"  {name}:\n    port: {ports[name]}\n" for name in SERVICES)
+    (root / "environments" / f"{env}.yaml").write_text(
+        f"extends: development\nruntime: local\nadmin_emails: [{ADMIN}]\nservices:\n{services}"
+        f"database:\n  layout: per-service\n  name: null\n  port: {ports['postgres']}\n"
+        f"redis:\n  port: {ports['redis']}\n{extra_yaml}"
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "POSTGRES_", "BKL_"))}
+    return Local(root, ports, {**environ, **(extra_environ or {})}, env=env)
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local]:
+    p = make_local(tmp_path_factory.mktemp("backup") / "project", ENV)
+    suite.ok(p.cli("up", "--env", ENV))
+    try:
+        yield p
+    finally:
+        p.cli("down", "--env", ENV, "--volumes", "--yes")
+
+
+def test_round_trip_through_the_api(local: Local) -> None:
+    suite.round_trip(local)
+
+
+def test_corrupted_dumps_are_refused_before_anything_changes(local: Local) -> None:
+    suite.corruption_is_refused(local)
+
+
+def test_killed_backups_leave_no_partial_file_and_are_never_listed(local: Local) -> None:
+    # A bulk table makes each dump take long enough for kills to land inside it.
+    local.psql("admin_db", "CREATE TABLE IF NOT EXISTS bulk AS SELECT g AS id, md5(g::text) AS v "
+                           "FROM generate_series(1, 300000) g")  # fmt: skip
+    try:
+        suite.interruption(local)
+    finally:
+        local.psql("admin_db", "DROP TABLE bulk")
+
+
+def test_a_failing_restore_leaves_the_databases_unchanged(local: Local) -> None:
+    suite.failing_restore_changes_nothing(local)
+
+
+def test_retention_keeps_exactly_the_newest_verified(local: Local) -> None:
+    suite.retention(local)
+
+
+def test_backup_manifest_records_what_was_dumped(local: Local) -> None:
+    backup_id = suite.new_backup(local)
+    path = suite.folder(local) / backup_id
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["id"] == backup_id and manifest["env"] == ENV and manifest["layout"] == "per-service"
+    assert set(manifest["files"]) == {"auth.dump", "payments.dump", "admin.dump", "profile.dump", "globals.sql"}
+    assert manifest["postgresql"]["server"].startswith("15") and "pg_dump" in manifest["postgresql"]["pg_dump"]
+    users = int(local.psql("auth_db", "SELECT count(*) FROM users"))
+    assert manifest["databases"]["auth"]["tables"]["public.users"] == users
+    assert manifest["tool"]["name"] == "mfe-deploy"
+    for entry in path.iterdir():
+        assert entry.stat().st_mode & 0o077 == 0, entry
+    assert path.stat().st_mode & 0o077 == 0
+    globals_sql = (path / "globals.sql").read_text()
+    assert "CREATE ROLE auth_app" in globals_sql and "PASSWORD" not in globals_sql.upper().replace("NOPASSWORD", "")
+
+
+def test_one_service_backup_and_restore(local: Local) -> None:
+    suite.make_data(local, users=1)
+    backup_id = suite.new_backup(local, "--service", "payments")
+    assert set(json.loads((suite.folder(local) / backup_id / "manifest.json").read_text())["databases"]) == {"payments"}
+    before = local.psql("payments_db", "SELECT count(*) FROM payments").strip()
+    users_before = local.psql("auth_db", "SELECT count(*) FROM users").strip()
+    local.psql("payments_db", "DELETE FROM payments")
+    suite.make_data(local, users=1)  # auth changes meanwhile and must keep its change
+    done = suite.ok(local.cli("restore", "--env", ENV, backup_id, "--yes"))
+    assert "restored payments from" in done.stdout
+    assert local.psql("payments_db", "SELECT count(*) FROM payments").strip() == before
+    assert int(local.psql("auth_db", "SELECT count(*) FROM users")) == int(users_before) + 1
+
+
+def test_restore_asks_and_production_needs_force(local: Local) -> None:
+    backup_id = suite.new_backup(local)
+    asked = local.cli("restore", "--env", ENV, backup_id)
+    assert asked.returncode == 1 and "confirm with --yes" in asked.stderr
+    unknown = local.cli("restore", "--env", ENV, "nope", "--yes")
+    assert unknown.returncode == 1 and "no complete backup 'nope'" in unknown.stderr
+
+
+def test_encrypted_backups_hold_no_plaintext_and_restore(tmp_path: Path) -> None:
+    enc = make_local(tmp_path / "project", "bklenc", "secrets:\n  backup_passphrase: ${BKL_PASSPHRASE}\n")
+    key = {"BKL_PASSPHRASE": PASSPHRASE}
+    missing = enc.cli("backup", "--env", enc.env)
+    assert missing.returncode == 2 and "BKL_PASSPHRASE is not set" in missing.stderr
+    assert not (enc.root / "backups").exists()  # nothing written, not even a folder
+    enc.environ.update(key)
+    suite.ok(enc.cli("up", "--env", enc.env))
+    try:
+        suite.make_data(enc, users=1)
+        email = enc.psql("auth_db", "SELECT email FROM users ORDER BY created_at DESC LIMIT 1").strip()
+        made = suite.ok(enc.cli("backup", "--env", enc.env, "--verify", "--json"))
+        backup_id = json.loads(made.stdout)["id"]
+        assert PASSPHRASE not in made.stdout + made.stderr
+        path = suite.folder(enc) / backup_id
+        for f in path.glob("*.dump"):
+            data = f.read_bytes()
+            assert data.startswith(b"MFEBAK1\0") and email.encode() not in data and b"PGDMP" not in data
+        assert b"CREATE ROLE" not in (path / "globals.sql").read_bytes()
+        wrong = enc.cli("backup", "verify", "--env", enc.env, backup_id,
+                        extra={"BKL_PASSPHRASE": "another-passphrase-0123456789"})  # fmt: skip
+        assert wrong.returncode == 1 and "wrong passphrase, or the file was altered" in wrong.stderr
+        enc.psql("auth_db", f"DELETE FROM refresh_tokens; DELETE FROM users WHERE email = '{email}'")
+        suite.ok(enc.cli("restore", "--env", enc.env, backup_id, "--yes"))
+        assert enc.psql("auth_db", f"SELECT count(*) FROM users WHERE email = '{email}'").strip() == "1"
+    finally:
+        enc.cli("down", "--env", enc.env, "--volumes", "--yes")
+
+
+def test_schedule_prints_and_installs_cron_and_systemd(local: Local, tmp_path: Path) -> None:
+    cron = suite.ok(local.cli("backup", "schedule", "--env", ENV))
+    line = next(x for x in cron.stdout.splitlines() if x.startswith("0 2 * * * root "))
+    assert f"backup --env {ENV} --verify --kind scheduled" in line and f"backup prune --env {ENV} --confirm" in line
+    suite.ok(local.cli("backup", "schedule", "--env", ENV, "--systemd", "--install", "--dest", str(tmp_path),
+                       "--env-file", "/etc/mfe/bkl.env"))  # fmt: skip
+    timer = (tmp_path / f"mfe-deploy-backup-{ENV}.timer").read_text()
+    assert "OnCalendar=*-*-* 2:0:00" in timer and "Persistent=true" in timer
+    service = (tmp_path / f"mfe-deploy-backup-{ENV}.service").read_text()
+    assert "EnvironmentFile=/etc/mfe/bkl.env" in service and service.count("ExecStart=") == 2
+    if shutil.which("systemd-analyze"):
+        checked = subprocess.run(["systemd-analyze", "calendar", "*-*-* 2:0:00"], capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stderr
+
+
+def test_backup_without_a_running_database_is_a_clear_error(tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    shutil.copytree(REPO / "environments", root / "environments")
+    port = free_port()
+    (root / "environments" / "down.yaml").write_text(
+        f"extends: development\nruntime: local\ndatabase:\n  port: {port}\n"
+    )
+    p = Local(root, {"postgres": port}, {k: v for k, v in os.environ.items() if not k.startswith("POSTGRES_")},
+              env="down")  # fmt: skip
+    done = p.cli("backup", "--env", "down")
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: the PostgreSQL of down does not answer")
+    assert "mfe-deploy up --env down" in done.stderr and "Traceback" not in done.stderr
+    assert not any((root / "backups" / "down").glob("*")) if (root / "backups" / "down").exists() else True
