@@ -66,7 +66,7 @@ def make_data(d: Deployment, users: int = 3) -> None:
     with d.gateway() as gw:
         for n in range(users):
             _, auth = _user(gw)
-            assert poll(lambda auth=auth: _profile(gw, auth)) is not None  # type: ignore[misc]
+            assert poll(lambda auth=auth: _profile(gw, auth)) is not None
             paid = gw.post("/api/payments", json={"amount": 100 + n, "currency": "EUR"},
                            headers={**auth, "Idempotency-Key": f"bk-{time.time_ns()}"})  # fmt: skip
             assert paid.status_code == 201, paid.text

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import backup_suite as suite
 from tests.conftest import REPO, strong_secrets
 from tests.pg import free_port
 from tests.stack import ADMIN, poll
@@ -56,6 +57,7 @@ class Project:
     https: int
     http: int
     environ: dict[str, str]
+    env: str = ENV
 
     def cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "mfe_deploy", "-C", str(self.root), *args], capture_output=True,
@@ -67,6 +69,17 @@ class Project:
 
     def gateway(self) -> httpx.Client:
         return httpx.Client(base_url=f"https://localhost:{self.https}", verify=False, timeout=15)
+
+    def psql(self, database: str, sql: str) -> str:
+        """As the superuser inside the postgres container (its socket trusts local users)."""
+        name = next(n for n in self.containers() if "-postgres-" in n)
+        done = subprocess.run(["docker", "exec", name, "psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "postgres",
+                               "-d", database, "-c", sql], capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def places(self) -> dict[str, tuple[str, str]]:
+        return {s: (f"{s}_db", "public") for s in ("auth", "payments", "admin", "profile")}
 
     def containers(self) -> dict[str, str]:
         out = subprocess.run(["docker", "ps", "--filter", f"label=com.docker.compose.project=universal-mfe-{ENV}",
@@ -302,3 +315,40 @@ def test_zzz_prune_keeps_the_newest_and_what_releases_use(project: Project) -> N
     left = subprocess.run(["docker", "image", "ls", "--format", "{{.Tag}}", "mfe-test/api-gateway"],
                           capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
     assert sorted(left) == ["p2", "p3", "p4", "p5", "p6", "v1", "v2"]
+
+
+# --- backups on the docker runtime: pg_dump and pg_restore run inside the postgres container ---------------
+def test_backup_round_trip_through_the_api(project: Project) -> None:
+    suite.round_trip(project)
+
+
+def test_backup_corruption_is_refused_before_anything_changes(project: Project) -> None:
+    suite.corruption_is_refused(project)
+
+
+def test_backup_killed_backups_leave_no_partial_file(project: Project) -> None:
+    project.psql("admin_db", "CREATE TABLE IF NOT EXISTS bulk AS SELECT g AS id, md5(g::text) AS v "
+                             "FROM generate_series(1, 300000) g")  # fmt: skip
+    try:
+        suite.interruption(project)
+    finally:
+        project.psql("admin_db", "DROP TABLE bulk")
+
+
+def test_backup_failing_restore_leaves_the_databases_unchanged(project: Project) -> None:
+    suite.failing_restore_changes_nothing(project)
+
+
+def test_backup_retention_keeps_exactly_the_newest_verified(project: Project) -> None:
+    suite.retention(project)
+
+
+def test_backup_output_holds_no_secret(project: Project) -> None:
+    made = suite.ok(project.cli("backup", "--env", ENV, "--verify"))
+    listed = suite.ok(project.cli("backup", "list", "--env", ENV))
+    for value in strong_secrets().values():
+        assert value not in made.stdout + made.stderr + listed.stdout
+    manifest = (suite.folder(project) / made.stdout.split()[1].rstrip(":") / "manifest.json").read_text()
+    assert json.loads(manifest)["release"]["versions"]["api-gateway"]  # the release it belongs to
+    for value in strong_secrets().values():
+        assert value not in manifest
