@@ -343,28 +343,35 @@ class Backups:
                               + "; ".join(bad))  # fmt: skip
         return targets
 
-    def restore_into(self, entry: Entry, targets: Sequence[pg.Target]) -> dict[str, str]:
-        """Restore each target in one transaction (concurrently). Returns the failures by service."""
+    def restore_into(self, entry: Entry, targets: Sequence[pg.Target]) -> dict[str, Failure]:
+        """Restore each target in one transaction (concurrently). Returns the failures by service: rolled
+        back (pg_restore failed, the database is as it was) or committed (the rows differ afterwards)."""
         assert entry.manifest is not None
         manifest = entry.manifest
         for t in targets:
             self._run_sql(t.database, pg.terminate_sql(t.role))
 
-        def one(t: pg.Target, progress: Progress) -> str | None:
+        def one(t: pg.Target, progress: Progress) -> Failure | None:
             task = progress.task(f"restore {t.service}", total=manifest.files[t.file].size)
             code, _, tail = self._pipe(pg.restore(self.postgres, t.database, clean=True), entry, t.file, task)
             if code != 0:
                 task.finish("FAILED, rolled back")
-                return f"pg_restore failed and its transaction rolled back: {tail}"
+                return Failure(f"pg_restore failed and its transaction rolled back: {tail}", committed=False)
             counted = pg.parse_counts(self._run_sql(t.database, pg.counts_sql(t.schema), timeout=600))
             recorded = manifest.databases[t.service].tables
             mismatch = compare_counts(recorded, {k: v for k, v in counted.items() if k in recorded})
             task.finish(f"{sum(recorded.values())} rows" if not mismatch else "ROW COUNTS DIFFER")
-            return "; ".join(mismatch) or None
+            return Failure("restored, but " + "; ".join(mismatch), committed=True) if mismatch else None
 
         with self.console.progress() as progress, ThreadPoolExecutor(len(targets)) as pool:
             results = list(pool.map(lambda t: one(t, progress), targets))
         return {t.service: r for t, r in zip(targets, results, strict=True) if r}
+
+
+@dataclass(frozen=True)
+class Failure:
+    message: str
+    committed: bool
 
 
 @dataclass(frozen=True)
@@ -392,9 +399,10 @@ def restore(backups: Backups, entry: Entry, only: str | None, control: ServiceCo
         stopped = services
         failures = backups.restore_into(entry, targets)
         if failures:
-            done = [t for t in targets if t.service not in failures]
+            # Everything that changed goes back: the successes, and restores whose result was wrong.
+            done = [t for t in targets if t.service not in failures or failures[t.service].committed]
             undo = backups.restore_into(pre_entry, done) if done else {}
-            why = "; ".join(f"{s}: {m}" for s, m in failures.items())
+            why = "; ".join(f"{s}: {f.message}" for s, f in failures.items())
             if undo:
                 raise BackupError(f"restore of {entry.id} failed ({why}); putting back {', '.join(undo)} from the "
                                   f"pre-restore backup {pre.id} failed too: restore it by hand")  # fmt: skip

@@ -223,14 +223,19 @@ class DockerRuntime:
         marker.write_text(key + "\n")
         return heads
 
-    def _confirm_healthy(self, timeout: float) -> None:
+    def _confirm_healthy(self, timeout: float, *, recovering: bool = False) -> None:
         """`compose up --wait` can return while a container is in a restart loop (seen with Engine 20.10):
-        confirm from `compose ps` that every container runs and is healthy, failing fast otherwise."""
+        confirm from `compose ps` that every container runs and is healthy, failing fast otherwise.
+        `recovering`: containers that depend on restarted ones may still report unhealthy until their
+        next probe; wait for them instead of failing."""
         deadline = time.monotonic() + timeout
         settled = 0
         while time.monotonic() < deadline:
             states = self.containers()
-            bad = [c for c in states if c.state in ("restarting", "exited", "dead") or c.health == "unhealthy"]
+            bad = [
+                c for c in states
+                if c.state in ("restarting", "exited", "dead") or (c.health == "unhealthy" and not recovering)
+            ]  # fmt: skip
             if bad:
                 raise StartFailed(
                     f"{bad[0].service} is {bad[0].health if bad[0].health == 'unhealthy' else bad[0].state}"
@@ -322,7 +327,7 @@ class DockerRuntime:
     def start_services(self, names: Sequence[str], timeout: float) -> None:
         with self.console.status(f"starting {', '.join(names)} and waiting until healthy"):
             self._run(self.compose("start", *names), "starting the services")
-            self._confirm_healthy(timeout)
+            self._confirm_healthy(timeout, recovering=True)
 
     # --- observe -------------------------------------------------------------------------------------------
     def containers(self) -> list[ContainerState]:

@@ -1,0 +1,130 @@
+"""`mfe-deploy backup` against sequential raw `pg_dump -Fc` of the four databases, and `mfe-deploy restore`
+against raw `pg_restore` of the same dumps, on the same data in the same run (local runtime, real
+PostgreSQL). Goal: backup <= 0.8x of the sequential dumps, thanks to concurrency.
+
+The data: the services' tables plus a `bench_rows` table of --rows rows in each of the four databases
+(default 100,000 each: 400,000 rows). Rounds alternate so that noise hits both sides.
+
+What each side does:
+- raw dump: `pg_dump -Fc -f FILE` per database, one after the other.
+- mfe-deploy backup: the whole CLI: snapshot sessions and exact row counts, the four dumps plus the
+  globals concurrently, SHA-256 of every byte, fsync, manifest.
+- raw restore: `pg_restore --clean --if-exists --single-transaction -d DB FILE` per database, in turn.
+- mfe-deploy restore: the whole CLI: checksums, archive checks, a pre-restore backup, the services
+  stopped, four concurrent one-transaction restores, row counts checked, the services started healthy.
+
+    .venv/bin/python bench/backup.py [--rounds 3] [--rows 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from mfe_deploy.binaries import find_pg  # noqa: E402
+
+SERVICES = ("auth", "payments", "admin", "profile", "api-gateway")
+DATABASES = ("auth_db", "payments_db", "admin_db", "profile_db")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli(root: Path, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "mfe_deploy", "-C", str(root), *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"mfe-deploy {' '.join(args)} failed:\n{done.stderr}")
+    return done.stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=100_000, help="rows of bench_rows per database")
+    args = parser.parse_args()
+    pg_bin = find_pg(os.environ.get("MFE_PG_BIN"))
+    base = Path(tempfile.mkdtemp(prefix="mfe-bench-backup-"))
+    root = base / "project"
+    shutil.copytree(REPO / "environments", root / "environments")
+    ports = {name: free_port() for name in (*SERVICES, "postgres", "redis")}
+    services = "".join(f"  {n}:\n    port: {ports[n]}\n" for n in SERVICES)
+    (root / "environments" / "bench.yaml").write_text(
+        f"extends: development\nruntime: local\nservices:\n{services}database:\n  layout: per-service\n"
+        f"  name: null\n  port: {ports['postgres']}\nredis:\n  port: {ports['redis']}\n"
+    )
+    env = {**os.environ, "PGPASSWORD": "postgres"}
+    conn = ["-h", "127.0.0.1", "-p", str(ports["postgres"]), "-U", "postgres"]
+
+    def run(*argv: str) -> None:
+        done = subprocess.run(argv, capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            raise RuntimeError(f"{argv[0]} failed: {done.stderr}")
+
+    raw_dir = base / "raw"
+    raw_dir.mkdir()
+    try:
+        cli(root, "up", "--env", "bench")
+        for db in DATABASES:
+            run(str(pg_bin / "psql"), *conn, "-d", db, "-q", "-c",
+                "CREATE TABLE bench_rows AS SELECT g AS id, md5(g::text) AS v, now() AS at, g % 97 AS k "
+                f"FROM generate_series(1, {args.rows}) g; ALTER TABLE bench_rows ADD PRIMARY KEY (id)")  # fmt: skip
+        times: dict[str, list[float]] = {"raw dump": [], "mfe backup": [], "raw restore": [], "mfe restore": []}
+        sizes: dict[str, int] = {}
+        backup_id = ""
+        for n in range(args.rounds):
+            order = ["raw", "mfe"] if n % 2 == 0 else ["mfe", "raw"]
+            for side in order:
+                started = time.perf_counter()
+                if side == "raw":
+                    for db in DATABASES:
+                        run(str(pg_bin / "pg_dump"), *conn, "-Fc", "-f", str(raw_dir / f"{db}.dump"), "-d", db)
+                    times["raw dump"].append(time.perf_counter() - started)
+                    sizes["raw"] = sum((raw_dir / f"{db}.dump").stat().st_size for db in DATABASES)
+                else:
+                    out = json.loads(cli(root, "backup", "--env", "bench", "--json"))
+                    times["mfe backup"].append(time.perf_counter() - started)
+                    backup_id, sizes["mfe"] = out["id"], out["size"]
+            for side in order:
+                started = time.perf_counter()
+                if side == "raw":
+                    for db in DATABASES:
+                        run(str(pg_bin / "pg_restore"), *conn, "--clean", "--if-exists", "--single-transaction",
+                            "-d", db, str(raw_dir / f"{db}.dump"))  # fmt: skip
+                    times["raw restore"].append(time.perf_counter() - started)
+                else:
+                    cli(root, "restore", "--env", "bench", backup_id, "--yes")
+                    times["mfe restore"].append(time.perf_counter() - started)
+        rows = json.loads(cli(root, "backup", "list", "--env", "bench", "--json"))[-1]["rows"]
+        med = {k: statistics.median(v) for k, v in times.items()}
+        print(f"data: {rows:,} rows in 4 databases; dumps {sizes['raw'] / 1e6:.1f} MB raw, {sizes['mfe'] / 1e6:.1f} MB "
+              f"mfe (+ globals); {args.rounds} rounds, medians")  # fmt: skip
+        for name, values in times.items():
+            print(f"  {name:12s} {med[name]:6.2f} s   ({', '.join(f'{v:.2f}' for v in values)})")
+        print(f"backup  / sequential pg_dump:  {med['mfe backup'] / med['raw dump']:.2f}x  (goal <= 0.8x)")
+        print(
+            f"restore / sequential pg_restore: {med['mfe restore'] / med['raw restore']:.2f}x  "
+            "(includes its checks, a pre-restore backup and the services' restart)"
+        )
+    finally:
+        subprocess.run([sys.executable, "-m", "mfe_deploy", "-C", str(root), "down", "--env", "bench", "--volumes",
+                        "--yes"], capture_output=True)  # fmt: skip
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
