@@ -130,12 +130,12 @@ def test_toc_names_the_database_and_schemas() -> None:
 
 
 def test_session_answer_and_counts() -> None:
-    lines = ["snapshot\t00000003-00000006-1\n", "version\t15.18\n", "count\tpublic.users\t12\n", "count\tpublic.x\t0\n"]
-    answer = pg.parse_session(lines)
-    assert answer == pg.SessionAnswer("00000003-00000006-1", "15.18", {"public.users": 12, "public.x": 0})
+    lines = ["snapshot\t00000003-00000006-1\n", "version\t15.18\n"]
+    assert pg.parse_session(lines) == pg.SessionAnswer("00000003-00000006-1", "15.18")
     with pytest.raises(ValueError, match="did not export a snapshot"):
         pg.parse_session(["ERROR: nope"])
-    assert pg.parse_counts("count\ta.b\t3\nnoise\n") == {"a.b": 3}
+    assert pg.parse_counts("count\ta.b\t3\nnoise\ncount\tpublic.x\t0\n") == {"a.b": 3, "public.x": 0}
+    assert pg.counts_script("auth").endswith(f"ORDER BY 2;\n\\echo {pg.END}\n")
 
 
 def test_counts_sql_quotes_the_schema() -> None:

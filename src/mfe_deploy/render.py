@@ -8,13 +8,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
-
-import jinja2
+from typing import TYPE_CHECKING, Any
 
 from mfe_deploy.config import urls
 from mfe_deploy.config.models import DATABASE_SERVICES, Environment
 from mfe_deploy.config.secrets import Secret, Secrets
+
+if TYPE_CHECKING:  # jinja2 loads when something is rendered, not for status, health or backups
+    import jinja2
 
 SERVICE_UID = "10001:10001"
 INFRA_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID")
@@ -74,6 +75,8 @@ def templates_dir() -> Path:
 
 
 def _bytecode_cache() -> jinja2.BytecodeCache | None:
+    import jinja2
+
     """Compiling the templates costs more than rendering them; keep the compiled code per user.
     The folder is private (0700): compiled templates are code."""
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -89,6 +92,8 @@ def _bytecode_cache() -> jinja2.BytecodeCache | None:
 
 @cache
 def _jinja() -> jinja2.Environment:
+    import jinja2
+
     env = jinja2.Environment(  # noqa: S701 - renders YAML, nginx and env files, never HTML
         loader=jinja2.FileSystemLoader(templates_dir()),
         bytecode_cache=_bytecode_cache(),

@@ -9,10 +9,10 @@ construction). The key comes from the passphrase through scrypt (N=2^15, r=8, p=
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+if TYPE_CHECKING:  # `cryptography` is imported when a backup is encrypted or decrypted, not on every command
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 MAGIC = b"MFEBAK1\0"
 CHUNK = 1 << 20
@@ -26,6 +26,9 @@ class DecryptionFailed(Exception):
 
 
 def _key(passphrase: str, salt: bytes) -> AESGCM:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
     kdf = Scrypt(salt=salt, length=32, n=1 << 15, r=8, p=1)
     return AESGCM(kdf.derive(passphrase.encode()))
 
@@ -75,6 +78,8 @@ class Decryptor:
         self._counter = 0
 
     def _open(self, sealed: bytes, last: bool) -> bytes:
+        from cryptography.exceptions import InvalidTag
+
         assert self._aead is not None
         try:
             plain = self._aead.decrypt(_nonce(self._prefix, self._counter, last), sealed, self._header)

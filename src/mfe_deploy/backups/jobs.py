@@ -78,18 +78,20 @@ class Backups:
     def check_reachable(self) -> None:
         done = self.runner.run(pg.sql(self.postgres, "postgres", "SELECT 1"), timeout=60)
         if done.returncode != 0:
-            why = (done.stderr.strip().splitlines() or ["no answer"])[-1]
-            raise BackupError(
-                f"the PostgreSQL of {self.env.name} does not answer ({why}); "
-                f"start it with `mfe-deploy up --env {self.env.name}`"
-            )
+            raise self._unreachable((done.stderr.strip().splitlines() or ["no answer"])[-1])
+
+    def _unreachable(self, why: str) -> BackupError:
+        return BackupError(f"the PostgreSQL of {self.env.name} does not answer ({why}); "
+                           f"start it with `mfe-deploy up --env {self.env.name}`")  # fmt: skip
 
     def _capture(self, proc: subprocess.Popen[bytes], path: Path, task: Task) -> tuple[int, str]:
         """Stream a process's stdout into `path`: written as path.tmp (0600), fsynced, then renamed."""
         assert proc.stdout is not None
         tmp = path.with_name(path.name + ".tmp")
         digest, size = hashlib.sha256(), 0
-        encryptor = crypt.Encryptor(self.passphrase.reveal()) if self.passphrase else None
+        encryptor = None
+        if self.passphrase:
+            encryptor = crypt.Encryptor(self.passphrase.reveal())
         with tmp.open("xb") as out:
             tmp.chmod(0o600)
 
@@ -158,25 +160,37 @@ class Backups:
         session_err = self._errfile()
         session = self.runner.spawn(pg.session(self.postgres, target.database), stdin=True, stderr=session_err)
         assert session.stdin is not None and session.stdout is not None
-        try:
-            session.stdin.write(pg.snapshot_script(target.schema).encode())
+
+        def ask(script: str) -> list[str]:
+            assert session.stdin is not None and session.stdout is not None
+            session.stdin.write(script.encode())
             session.stdin.flush()
             lines = []
             while (line := session.stdout.readline().decode()) and line.strip() != pg.END:
                 lines.append(line)
-            if not line:
-                session.wait(timeout=30)
-                raise BackupError(f"{target.service}: psql on {target.database} failed: {self._tail(session_err)}")
-            answer = pg.parse_session(lines)
+            if line:
+                return lines
+            session.wait(timeout=30)
+            tail = self._tail(session_err)
+            if "connection to server" in tail or "is not running" in tail:
+                raise self._unreachable(tail)
+            raise BackupError(f"{target.service}: psql on {target.database} failed: {tail}")
+
+        try:
+            answer = pg.parse_session(ask(pg.snapshot_script()))
             task = progress.task(f"dump {target.service}")
             dump_err = self._errfile()
             dumper = self.runner.spawn(pg.dump(self.postgres, target, answer.snapshot), stderr=dump_err)
+            # The counts run in the session's snapshot while pg_dump reads the same one.
+            session.stdin.write(pg.counts_script(target.schema).encode())
+            session.stdin.flush()
             try:
                 size, sha = self._capture(dumper, folder / target.file, task)
             except BackupError:
                 raise BackupError(f"{target.service}: pg_dump of {target.database} failed: "
                                   f"{self._tail(dump_err)}") from None  # fmt: skip
-            task.finish(f"{sum(answer.tables.values())} rows in {len(answer.tables)} tables")
+            tables = pg.parse_counts("".join(ask("")))
+            task.finish(f"{sum(tables.values())} rows in {len(tables)} tables")
             session.stdin.write(b"COMMIT;\n")
             session.stdin.close()
             session.wait(timeout=60)
@@ -184,7 +198,7 @@ class Backups:
             if session.poll() is None:
                 session.kill()
                 session.wait()
-        db = DatabaseEntry(target.service, target.database, target.schema, answer.tables)
+        db = DatabaseEntry(target.service, target.database, target.schema, tables)
         return db, FileEntry(target.file, size, sha, "pg_dump-custom", target.service), answer.server_version
 
     def _dump_globals(self, folder: Path, progress: Progress) -> FileEntry:
@@ -199,19 +213,18 @@ class Backups:
         return FileEntry(GLOBALS, size, sha, "pg_dumpall-globals")
 
     def backup(self, targets: Sequence[pg.Target], kind: str = "manual") -> Manifest:
-        self.check_reachable()
-        version = self.runner.run(pg.dump_version(self.postgres), timeout=60).stdout.strip()
         with self.store.locked():
-            return self._backup(targets, kind, version)
+            return self._backup(targets, kind)
 
-    def _backup(self, targets: Sequence[pg.Target], kind: str, version: str) -> Manifest:
+    def _backup(self, targets: Sequence[pg.Target], kind: str) -> Manifest:
         started = datetime.now(UTC)
         backup_id = new_id(started)
         folder = self.store.begin(backup_id)
         self.console.info(f"backup {backup_id}: {', '.join(t.service for t in targets)} + globals"
                           f"{' (encrypted)' if self.passphrase else ''}")  # fmt: skip
         try:
-            with self.console.progress() as progress, ThreadPoolExecutor(len(targets) + 1) as pool:
+            with self.console.progress() as progress, ThreadPoolExecutor(len(targets) + 2) as pool:
+                version = pool.submit(self.runner.run, pg.dump_version(self.postgres), timeout=60)
                 globals_job = pool.submit(self._dump_globals, folder, progress)
                 jobs = [pool.submit(self._dump_one, t, folder, progress) for t in targets]
                 results = [j.result() for j in jobs]
@@ -222,7 +235,7 @@ class Backups:
                 id=backup_id, env=self.env.name, kind=kind,
                 started_at=started.isoformat(timespec="milliseconds"),
                 finished_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
-                postgresql={"server": results[0][2], "pg_dump": version},
+                postgresql={"server": results[0][2], "pg_dump": version.result().stdout.strip()},
                 layout=self.env.database.layout, files=files,
                 databases={r[0].service: r[0] for r in results}, release=self.release,
                 tool={"name": "mfe-deploy", "version": __version__},

@@ -101,39 +101,39 @@ def counts_sql(schema: str | None) -> str:
     )
 
 
-def snapshot_script(schema: str | None) -> str:
-    """Sent to a psql session that stays open while pg_dump imports the snapshot: the counts are those of
-    exactly the rows that are dumped."""
+def snapshot_script() -> str:
+    """Sent to a psql session that stays open while pg_dump imports the snapshot; the same session then
+    counts the rows (counts_script) in that snapshot, while pg_dump runs: exactly the rows dumped."""
     return (
         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n"
         "SELECT 'snapshot', pg_export_snapshot();\n"
         "SELECT 'version', current_setting('server_version');\n"
-        f"{counts_sql(schema)}\\echo {END}\n"
+        f"\\echo {END}\n"
     )
+
+
+def counts_script(schema: str | None) -> str:
+    return f"{counts_sql(schema)}\\echo {END}\n"
 
 
 @dataclass(frozen=True)
 class SessionAnswer:
     snapshot: str
     server_version: str
-    tables: dict[str, int]
 
 
 def parse_session(lines: list[str]) -> SessionAnswer:
     """Lines of `psql -A -t -F TAB` output up to the END marker."""
     snapshot = version = ""
-    tables: dict[str, int] = {}
     for line in lines:
         parts = line.rstrip("\n").split("\t")
         if parts[0] == "snapshot" and len(parts) == 2:
             snapshot = parts[1]
         elif parts[0] == "version" and len(parts) == 2:
             version = parts[1]
-        elif parts[0] == "count" and len(parts) == 3:
-            tables[parts[1]] = int(parts[2])
     if not snapshot:
         raise ValueError("psql did not export a snapshot")
-    return SessionAnswer(snapshot, version, tables)
+    return SessionAnswer(snapshot, version)
 
 
 def parse_counts(text: str) -> dict[str, int]:
