@@ -200,6 +200,6 @@ def test_backup_without_a_running_database_is_a_clear_error(tmp_path: Path) -> N
               env="down")  # fmt: skip
     done = p.cli("backup", "--env", "down")
     assert done.returncode == 1
-    assert done.stderr.startswith("error: the PostgreSQL of down does not answer")
+    assert done.stderr.splitlines()[-1].startswith("error: the PostgreSQL of down does not answer")
     assert "mfe-deploy up --env down" in done.stderr and "Traceback" not in done.stderr
     assert not any((root / "backups" / "down").glob("*")) if (root / "backups" / "down").exists() else True

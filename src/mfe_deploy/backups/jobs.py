@@ -172,7 +172,7 @@ class Backups:
                 return lines
             session.wait(timeout=30)
             tail = self._tail(session_err)
-            if "connection to server" in tail or "is not running" in tail:
+            if any(m in tail for m in ("connection to server", "Is the server running", "is not running")):
                 raise self._unreachable(tail)
             raise BackupError(f"{target.service}: psql on {target.database} failed: {tail}")
 
