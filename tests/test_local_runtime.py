@@ -18,8 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import backup_suite
 from tests.conftest import REPO
-from tests.pg import free_port
+from tests.pg import bindir, free_port
 from tests.stack import ADMIN, SERVICES, poll
 from tests.test_services_e2e import _profile, _user
 
@@ -31,6 +32,7 @@ class Project:
     root: Path
     ports: dict[str, int]
     environ: dict[str, str]
+    env: str = ENV
 
     def cli(
         self, *args: str, extra: dict[str, str] | None = None, timeout: float = 300
@@ -39,6 +41,23 @@ class Project:
             [sys.executable, "-m", "mfe_deploy", "-C", str(self.root), *args],
             capture_output=True, text=True, env={**self.environ, **(extra or {})}, timeout=timeout, check=False,
         )  # fmt: skip
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "mfe_deploy", "-C", str(self.root), *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.environ)  # fmt: skip
+
+    def psql(self, database: str, sql: str) -> str:
+        done = subprocess.run(
+            [str(bindir() / "psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
+             "-p", str(self.ports["postgres"]), "-U", "postgres", "-d", database, "-c", sql],
+            capture_output=True, text=True, env={**os.environ, "PGPASSWORD": "postgres"}, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def places(self) -> dict[str, tuple[str, str]]:
+        """The shared layout of development: one database, a schema per service."""
+        return {s: ("universal_mfe_dev", s) for s in ("auth", "payments", "admin", "profile")}
 
     def status(self) -> dict[str, dict[str, Any]]:
         done = self.cli("status", "--env", ENV, "--json")
@@ -174,6 +193,12 @@ def test_logs_of_one_unit(project: Project) -> None:
     unknown = project.cli("logs", "--env", ENV, "billing")
     assert unknown.returncode == 1
     assert "unknown unit 'billing'" in unknown.stderr
+
+
+def test_backup_round_trip_in_the_shared_layout(project: Project) -> None:
+    backup_suite.round_trip(project)
+    manifest = next((project.root / "backups" / ENV).glob("*/manifest.json")).read_text()
+    assert '"schema": "payments"' in manifest and '"database": "universal_mfe_dev"' in manifest
 
 
 def test_zz_down_leaves_nothing_behind(project: Project) -> None:
