@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import httpx
 import pytest
 
 from tests import backup_suite as suite
-from tests.conftest import REPO
+from tests.conftest import REPO, Project
 from tests.pg import bindir, free_port
 from tests.stack import ADMIN, SERVICES
 
@@ -143,6 +144,25 @@ def test_restore_asks_and_production_needs_force(local: Local) -> None:
     assert asked.returncode == 1 and "confirm with --yes" in asked.stderr
     unknown = local.cli("restore", "--env", ENV, "nope", "--yes")
     assert unknown.returncode == 1 and "no complete backup 'nope'" in unknown.stderr
+
+
+def test_restore_waits_for_the_deploy_lock(local: Local) -> None:
+    backup_id = suite.new_backup(local)
+    lock = local.root / ".mfe" / ENV / "state" / "deploy.lock"
+    holder = {"user": "ops", "host": socket.gethostname(), "pid": os.getpid(), "command": "mfe-deploy up --env bkl",
+              "since": "2026-11-24T00:00:00+00:00"}  # fmt: skip
+    lock.write_text(json.dumps(holder))
+    try:
+        refused = local.cli("restore", "--env", ENV, backup_id, "--yes")
+    finally:
+        lock.unlink()
+    assert refused.returncode == 3 and f"locked by ops@{socket.gethostname()} pid {os.getpid()}" in refused.stderr
+    assert len(suite.backups(local)) == len(list(suite.folder(local).glob("2*")))  # no pre-restore backup taken
+
+
+def test_production_restore_needs_force(project: Project) -> None:
+    refused = project.cli("restore", "--env", "production", "20261124T000000Z-0000", "--yes")
+    assert refused.code == 1 and "refusing to restore production without --force" in refused.err
 
 
 def test_encrypted_backups_hold_no_plaintext_and_restore(tmp_path: Path) -> None:
