@@ -25,6 +25,10 @@ def _execute(env: str, service: str | None, action: list[str]) -> list[Outcome]:
     state = application()
     loaded, secrets = loader.load_with_secrets(state.project_dir, env)
     state.console.add_secrets(secrets.maskable())
+    if loaded.env.target != "local":
+        from mfe_deploy.errors import MfeError
+
+        raise MfeError(f"{env} targets {loaded.env.target}: remote migrations are not built yet")
     names = migrations.services(loaded.env, service)
     commands = {n: migrations.command(loaded.env, secrets, n, action) for n in names}
     return migrations.run(LocalProcess(), commands)

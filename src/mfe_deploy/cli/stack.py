@@ -33,6 +33,11 @@ def _runtime(env: str, runtime: str | None) -> LocalRuntime | DockerRuntime:
     state = application()
     loaded, secrets = loader.load_with_secrets(state.project_dir, env)
     state.console.add_secrets(secrets.maskable())
+    if loaded.env.target != "local":
+        raise MfeError(
+            f"{env} targets {loaded.env.target}: driving a remote host is not built yet (only its connection is); "
+            f"`mfe-deploy hosts check --env {env}` tests that connection"
+        )
     chosen = runtime or loaded.env.runtime
     if chosen == "auto":
         engine = server_version()

@@ -141,6 +141,15 @@ class Backup(Model):
         return value
 
 
+class Ssh(Model):
+    """How to reach a remote target (target: ssh://user@host[:port])."""
+
+    identity_file: str | None = Field(default=None, description="a private key file; default: the agent")
+    known_hosts: str | None = Field(default=None, description="default: ~/.ssh/known_hosts")
+    remote_dir: str | None = Field(default=None, description="default: ~/mfe-deploy/<project>-<env>")
+    connect_timeout: float = Field(default=10, gt=0, le=300)
+
+
 class Secrets(Model):
     jwt_secret: Ref
     postgres_password: Ref
@@ -170,6 +179,7 @@ class Environment(Model):
     jwt: Jwt = Jwt()
     images: Images = Images()
     backup: Backup = Backup()
+    ssh: Ssh = Ssh()
     secrets: Secrets
 
     @property

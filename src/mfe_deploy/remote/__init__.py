@@ -1,0 +1,1 @@
+"""Remote hosts: environments whose target is ssh://user@host[:port]."""

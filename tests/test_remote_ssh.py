@@ -1,0 +1,141 @@
+"""Remote hosts over SSH against a real sshd on loopback: host key verification (unknown, trusted,
+changed), user key authentication, connection errors as one line, and commands run remotely with their
+variables kept out of argv."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mfe_deploy.command import Command
+from mfe_deploy.config.secrets import Secret
+from mfe_deploy.remote import ssh
+from mfe_deploy.remote.target import SshTarget
+from tests.conftest import REPO, Project, strong_secrets
+from tests.pg import free_port
+from tests.sshd import SSHD, Sshd, fingerprint, keygen, sshd
+
+if os.geteuid() != 0 or not SSHD.exists():
+    pytest.skip("needs root and openssh-server (scripts/setup-system)", allow_module_level=True)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Sshd]:
+    with sshd(tmp_path / "sshd") as s:
+        yield s
+
+
+def remote_project(tmp_path: Path, server: Sshd, *, port: int | None = None, key: Path | None = None) -> Project:
+    root = tmp_path / "project"
+    shutil.copytree(REPO / "environments", root / "environments", dirs_exist_ok=True)
+    (root / "environments" / "remote.yaml").write_text(
+        f"extends: staging\ntarget: ssh://root@127.0.0.1:{port or server.port}\n"
+        f"ssh:\n  identity_file: {key or server.user_key}\n  known_hosts: {tmp_path / 'known_hosts'}\n"
+        "  connect_timeout: 2\n"
+    )
+    return Project(root=root, environ={"PATH": os.environ["PATH"], "HOME": str(tmp_path), **strong_secrets()})
+
+
+def test_unknown_host_key_is_refused_then_trusted_by_fingerprint(tmp_path: Path, server: Sshd) -> None:
+    p = remote_project(tmp_path, server)
+    expected = fingerprint(Path(str(server.host_key) + ".pub"))
+    refused = p.cli("hosts", "check", "--env", "remote")
+    assert refused.code == 1 and len(refused.err.splitlines()) == 1
+    assert f"root@127.0.0.1:{server.port}: unknown host key (ssh-ed25519 {expected}), refused" in refused.err
+    assert "mfe-deploy hosts trust --env remote" in refused.err
+    assert not (tmp_path / "known_hosts").exists()  # nothing changed
+    wrong = p.cli("hosts", "trust", "--env", "remote", "--fingerprint", "SHA256:not-it", "--yes")
+    assert wrong.code == 1 and not (tmp_path / "known_hosts").exists()
+    asked = p.cli("hosts", "trust", "--env", "remote")
+    assert asked.code == 1 and "confirm with --yes" in asked.err and expected in asked.out
+    trusted = p.cli("hosts", "trust", "--env", "remote", "--fingerprint", expected, "--yes")
+    assert trusted.code == 0, trusted.err
+    known = (tmp_path / "known_hosts").read_text()
+    assert known.startswith(f"[127.0.0.1]:{server.port} ssh-ed25519 ")
+    assert (tmp_path / "known_hosts").stat().st_mode & 0o077 == 0
+    checked = p.cli("hosts", "check", "--env", "remote")
+    assert (
+        f"root@127.0.0.1:{server.port}: connected" in checked.out or "the Docker engine does not answer" in checked.err
+    )
+
+
+def test_a_changed_host_key_is_always_refused(tmp_path: Path, server: Sshd) -> None:
+    p = remote_project(tmp_path, server)
+    assert p.cli("hosts", "trust", "--env", "remote", "--yes").code == 0
+    before = (tmp_path / "known_hosts").read_text()
+    server.new_host_key()
+    changed = p.cli("hosts", "check", "--env", "remote")
+    assert changed.code == 1 and len(changed.err.splitlines()) == 1
+    assert "the host key CHANGED" in changed.err and "refused" in changed.err
+    again = p.cli("hosts", "trust", "--env", "remote", "--yes")
+    assert again.code == 1 and "CHANGED" in again.err
+    assert (tmp_path / "known_hosts").read_text() == before
+
+
+def test_a_wrong_user_key_is_refused(tmp_path: Path, server: Sshd) -> None:
+    stranger = keygen(tmp_path / "stranger")
+    p = remote_project(tmp_path, server, key=stranger)
+    assert p.cli("hosts", "trust", "--env", "remote", "--yes").code == 0
+    denied = p.cli("hosts", "check", "--env", "remote")
+    assert denied.code == 1
+    assert denied.err == f"error: root@127.0.0.1:{server.port}: authentication failed as root (key {stranger})\n"
+
+
+def test_refused_and_silent_hosts_are_one_line_errors(tmp_path: Path, server: Sshd) -> None:
+    closed = free_port()
+    p = remote_project(tmp_path, server, port=closed)
+    refused = p.cli("hosts", "check", "--env", "remote")
+    assert refused.code == 1 and refused.err == f"error: root@127.0.0.1:{closed}: connection refused\n"
+    with socket.socket() as silent:  # accepts, never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        mute = silent.getsockname()[1]
+        p = remote_project(tmp_path, server, port=mute)
+        timed_out = p.cli("hosts", "check", "--env", "remote")
+    assert timed_out.code == 1 and len(timed_out.err.splitlines()) == 1
+    assert timed_out.err == f"error: root@127.0.0.1:{mute}: no SSH answer within 2s (is it an SSH server?)\n"
+
+
+def _target(server: Sshd, tmp_path: Path) -> SshTarget:
+    known = tmp_path / "known_hosts"
+    target = SshTarget("root", "127.0.0.1", server.port, server.user_key, known, "mfe", 5)
+    ssh.trust(target, ssh.scan(target))
+    return target
+
+
+def test_commands_run_remotely_with_variables_kept_out_of_argv(tmp_path: Path, server: Sshd) -> None:
+    target = _target(server, tmp_path)
+    secret = "canary-remote-secret-5d1e"
+    with ssh.session(target, "remote") as runner:
+        cmd = Command(("sh", "-c", 'printf "%s|" "$TOKEN"; ps -eo args | grep -c "$TOKEN" || true'),
+                      env={"TOKEN": Secret(secret)}, cwd=tmp_path)  # fmt: skip
+        assert secret not in ssh.remote_line(cmd)
+        done = runner.run(cmd, timeout=30)
+        value, _, seen_in_ps = done.stdout.partition("|")
+        assert done.returncode == 0 and value == secret
+        assert seen_in_ps.strip() == "1"  # only grep's own argv holds it
+        assert runner.run(Command(("sh", "-c", "exit 7")), timeout=30).returncode == 7
+        # A stream both ways: 3 MB through `cat` on the remote host, concurrently written and read.
+        data = os.urandom(3 << 20)
+        proc = runner.spawn(Command(("cat",)), stdin=True)
+        assert proc.stdin is not None and proc.stdout is not None
+        writer = threading.Thread(target=lambda: (proc.stdin.write(data), proc.stdin.close()))  # type: ignore[union-attr]
+        writer.start()
+        echoed = proc.stdout.read()
+        writer.join()
+        assert proc.wait() == 0 and hashlib.sha256(echoed).digest() == hashlib.sha256(data).digest()
+        home = ssh.home_path(runner, "mfe")
+        assert home == Path("/root/mfe")
+
+
+def test_deploying_to_a_remote_target_is_refused_until_it_is_built(tmp_path: Path, server: Sshd) -> None:
+    p = remote_project(tmp_path, server)
+    done = p.cli("up", "--env", "remote")
+    assert done.code == 1 and "driving a remote host is not built yet" in done.err
