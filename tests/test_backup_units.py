@@ -199,6 +199,9 @@ def test_store_lists_only_complete_backups(tmp_path: Path) -> None:
     assert (entry.path / "manifest.json").stat().st_mode & 0o777 == 0o600
     store.remove(entry)
     assert store.complete() == []
+    (store.root / ".20261124T000003Z-dddd.removing").mkdir()  # a prune killed mid-way
+    assert [p.name for p in store.leftovers()] == [".20261124T000003Z-dddd.removing"]
+    assert all(e.id != "20261124T000003Z-dddd" for e in store.scan())
 
 
 def test_schedules() -> None:

@@ -201,6 +201,7 @@ class Store:
         fsync_dir(self.root)
 
     def leftovers(self) -> Iterator[Path]:
+        """Folders a killed prune was removing (renamed away first, so never mistaken for backups)."""
         yield from self.root.glob(".*.removing") if self.root.is_dir() else []
 
 

@@ -164,6 +164,7 @@ def prune(
     as_json: JsonOption = False,
 ) -> None:
     """Keep the newest --keep complete, verified backups; remove interrupted ones and older ones."""
+    import shutil
     from datetime import UTC, datetime
 
     from mfe_deploy.backups.store import plan_prune
@@ -180,6 +181,8 @@ def prune(
             with _audit(env, "backup-prune", {"removed": [e.id for e in plan.remove]}):
                 for entry in plan.remove:
                     store.remove(entry)
+                for folder in store.leftovers():  # what a killed prune was removing
+                    shutil.rmtree(folder, ignore_errors=True)
     if as_json:
         console.json({"keep": [e.id for e in plan.keep], "remove": plan.reasons, "applied": confirm})
         return
