@@ -408,8 +408,8 @@ def restore(backups: Backups, entry: Entry, only: str | None, control: ServiceCo
     stopped: list[str] = []
     try:
         backups.console.info(f"stopping {', '.join(services)}")
+        stopped = services  # even a stop that fails half-way is followed by a start
         control.stop_services(services)
-        stopped = services
         failures = backups.restore_into(entry, targets)
         if failures:
             # Everything that changed goes back: the successes, and restores whose result was wrong.
