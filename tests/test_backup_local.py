@@ -8,67 +8,25 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests import backup_suite as suite
 from tests.conftest import REPO, Project
-from tests.pg import bindir, free_port
-from tests.stack import ADMIN, SERVICES
+from tests.local_project import LocalProject, make_local_project
+from tests.pg import free_port
 
 ENV = "bkl"
 PASSPHRASE = "bkl-passphrase-0123456789abcdef"
 
 
-@dataclass
-class Local:
-    root: Path
-    ports: dict[str, int]
-    environ: dict[str, str]
-    env: str = ENV
-
-    def cli(
-        self, *args: str, timeout: float = 600, extra: dict[str, str] | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "mfe_deploy", "-C", str(self.root), *args], capture_output=True,
-                              text=True, env={**self.environ, **(extra or {})}, timeout=timeout, check=False)  # fmt: skip
-
-    def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "mfe_deploy", "-C", str(self.root), *args],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.environ)  # fmt: skip
-
-    def psql(self, database: str, sql: str) -> str:
-        done = subprocess.run(
-            [str(bindir() / "psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
-             "-p", str(self.ports["postgres"]), "-U", "postgres", "-d", database, "-c", sql],
-            capture_output=True, text=True, env={**os.environ, "PGPASSWORD": "postgres"}, timeout=60, check=False,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    def gateway(self) -> httpx.Client:
-        return httpx.Client(base_url=f"http://127.0.0.1:{self.ports['api-gateway']}", timeout=10)
-
-    def places(self) -> dict[str, tuple[str, str]]:
-        return {s: (f"{s}_db", "public") for s in ("auth", "payments", "admin", "profile")}
+Local = LocalProject
 
 
-def make_local(root: Path, env: str, extra_yaml: str = "", extra_environ: dict[str, str] | None = None) -> Local:
-    shutil.copytree(REPO / "environments", root / "environments")
-    ports = {name: free_port() for name in (*SERVICES, "postgres", "redis")}
-    services = "".join(f"  {name}:\n    port: {ports[name]}\n" for name in SERVICES)
-    (root / "environments" / f"{env}.yaml").write_text(
-        f"extends: development\nruntime: local\nadmin_emails: [{ADMIN}]\nservices:\n{services}"
-        f"database:\n  layout: per-service\n  name: null\n  port: {ports['postgres']}\n"
-        f"redis:\n  port: {ports['redis']}\n{extra_yaml}"
-    )
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "POSTGRES_", "BKL_"))}
-    return Local(root, ports, {**environ, **(extra_environ or {})}, env=env)
+def make_local(root: Path, env: str, extra_yaml: str = "") -> Local:
+    return make_local_project(root, env, layout="per-service", extra_yaml=extra_yaml)
 
 
 @pytest.fixture(scope="module")
@@ -216,8 +174,7 @@ def test_backup_without_a_running_database_is_a_clear_error(tmp_path: Path) -> N
     (root / "environments" / "down.yaml").write_text(
         f"extends: development\nruntime: local\ndatabase:\n  port: {port}\n"
     )
-    p = Local(root, {"postgres": port}, {k: v for k, v in os.environ.items() if not k.startswith("POSTGRES_")},
-              env="down")  # fmt: skip
+    p = Local(root, {"postgres": port}, {k: v for k, v in os.environ.items() if not k.startswith("POSTGRES_")}, "down")
     done = p.cli("backup", "--env", "down")
     assert done.returncode == 1
     assert done.stderr.splitlines()[-1].startswith("error: the PostgreSQL of down does not answer")

@@ -205,10 +205,15 @@ def test_store_lists_only_complete_backups(tmp_path: Path) -> None:
 
 
 def test_schedules() -> None:
-    job = schedule.Job("staging", Path("/srv/app"), "/usr/local/bin/mfe-deploy", "30 3 * * 1-5", Path("/etc/mfe/s.env"))
+    job = schedule.Job(
+        "staging", Path("/srv/app"), ("/usr/local/bin/mfe-deploy",), "30 3 * * 1-5", Path("/etc/mfe/s.env")
+    )
     cron = schedule.cron(job)
     assert "30 3 * * 1-5 root /bin/sh -c 'set -a && . /etc/mfe/s.env && set +a && " in cron
     assert "backup --env staging --verify --kind scheduled && " in cron
+    # Without an installed script the job runs the module with this Python: separate words, not one.
+    module = schedule.Job("e", Path("/p"), ("/venv/bin/python", "-m", "mfe_deploy"), "0 2 * * *")
+    assert "/venv/bin/python -m mfe_deploy --project-dir /p backup --env e" in schedule.cron(module)
     units = schedule.systemd(job)
     assert "OnCalendar=Mon..Fri *-*-* 3:30:00" in units["mfe-deploy-backup-staging.timer"]
     assert schedule.on_calendar("*/15 * * * *") == "*-*-* *:0/15:00"

@@ -2,91 +2,32 @@
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from tests import backup_suite
-from tests.conftest import REPO
-from tests.pg import bindir, free_port
+from tests.local_project import LocalProject, make_local_project
+from tests.pg import free_port
 from tests.stack import ADMIN, SERVICES, poll
 from tests.test_services_e2e import _profile, _user
 
 ENV = "localtest"
 
 
-@dataclass
-class Project:
-    root: Path
-    ports: dict[str, int]
-    environ: dict[str, str]
-    env: str = ENV
-
-    def cli(
-        self, *args: str, extra: dict[str, str] | None = None, timeout: float = 300
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "mfe_deploy", "-C", str(self.root), *args],
-            capture_output=True, text=True, env={**self.environ, **(extra or {})}, timeout=timeout, check=False,
-        )  # fmt: skip
-
-    def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "mfe_deploy", "-C", str(self.root), *args],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.environ)  # fmt: skip
-
-    def psql(self, database: str, sql: str) -> str:
-        done = subprocess.run(
-            [str(bindir() / "psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
-             "-p", str(self.ports["postgres"]), "-U", "postgres", "-d", database, "-c", sql],
-            capture_output=True, text=True, env={**os.environ, "PGPASSWORD": "postgres"}, timeout=60, check=False,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    def places(self) -> dict[str, tuple[str, str]]:
-        """The shared layout of development: one database, a schema per service."""
-        return {s: ("universal_mfe_dev", s) for s in ("auth", "payments", "admin", "profile")}
-
-    def status(self) -> dict[str, dict[str, Any]]:
-        done = self.cli("status", "--env", ENV, "--json")
-        assert done.returncode == 0, done.stderr
-        return {row["name"]: row for row in json.loads(done.stdout)}
-
-    def gateway(self) -> httpx.Client:
-        return httpx.Client(base_url=f"http://127.0.0.1:{self.ports['api-gateway']}", timeout=10)
-
-    def listening(self) -> list[int]:
-        return [p for p in self.ports.values() if _open(p)]
-
-
-def _open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.3)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+Project = LocalProject
 
 
 def make_project(root: Path) -> Project:
-    shutil.copytree(REPO / "environments", root / "environments")
-    ports = {name: free_port() for name in (*SERVICES, "postgres", "redis")}
-    services = "".join(f"  {name}:\n    port: {ports[name]}\n" for name in SERVICES)
-    (root / "environments" / f"{ENV}.yaml").write_text(
-        f"extends: development\nruntime: local\nadmin_emails: [{ADMIN}]\nservices:\n{services}"
-        f"database:\n  port: {ports['postgres']}\nredis:\n  port: {ports['redis']}\n"
-    )
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "POSTGRES_"))}
-    return Project(root, ports, environ)
+    return make_local_project(root, ENV)
 
 
 @pytest.fixture(scope="module")

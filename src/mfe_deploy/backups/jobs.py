@@ -59,9 +59,6 @@ class Backups:
     release: dict[str, Any] | None = None
 
     # --- plumbing ------------------------------------------------------------------------------------
-    def _errfile(self) -> IO[bytes]:
-        return tempfile.TemporaryFile()
-
     @staticmethod
     def _tail(err: IO[bytes]) -> str:
         err.seek(0)
@@ -84,8 +81,16 @@ class Backups:
         return BackupError(f"the PostgreSQL of {self.env.name} does not answer ({why}); "
                            f"start it with `mfe-deploy up --env {self.env.name}`")  # fmt: skip
 
-    def _capture(self, proc: subprocess.Popen[bytes], path: Path, task: Task) -> tuple[int, str]:
-        """Stream a process's stdout into `path`: written as path.tmp (0600), fsynced, then renamed."""
+    def _capture(self, command: Command, path: Path, task: Task, what: str) -> tuple[int, str]:
+        """Stream a tool's stdout into `path`: written as path.tmp (0600), fsynced, then renamed."""
+        with tempfile.TemporaryFile() as err:
+            proc = self.runner.spawn(command, stderr=err)
+            try:
+                return self._write(proc, path, task)
+            except BackupError:
+                raise BackupError(f"{what} failed: {self._tail(err)}") from None
+
+    def _write(self, proc: subprocess.Popen[bytes], path: Path, task: Task) -> tuple[int, str]:
         assert proc.stdout is not None
         tmp = path.with_name(path.name + ".tmp")
         digest, size = hashlib.sha256(), 0
@@ -130,7 +135,12 @@ class Backups:
 
     def _pipe(self, command: Command, entry: Entry, name: str, task: Task | None) -> tuple[int, bytes, str]:
         """Feed a backup file to a tool's stdin; return its exit code, stdout and last stderr line."""
-        err = self._errfile()
+        with tempfile.TemporaryFile() as err:
+            return self._feed(command, entry, name, task, err)
+
+    def _feed(
+        self, command: Command, entry: Entry, name: str, task: Task | None, err: IO[bytes]
+    ) -> tuple[int, bytes, str]:
         proc = self.runner.spawn(command, stdin=True, stderr=err)
         assert proc.stdin is not None and proc.stdout is not None
         out: list[bytes] = []
@@ -152,12 +162,16 @@ class Backups:
         code = proc.wait()
         reader.join()
         tail = failure or self._tail(err)
-        err.close()
         return (code if failure is None else 1), b"".join(out), tail
 
     # --- backup --------------------------------------------------------------------------------------
     def _dump_one(self, target: pg.Target, folder: Path, progress: Progress) -> tuple[DatabaseEntry, FileEntry, str]:
-        session_err = self._errfile()
+        with tempfile.TemporaryFile() as session_err:
+            return self._dump_in_session(target, folder, progress, session_err)
+
+    def _dump_in_session(
+        self, target: pg.Target, folder: Path, progress: Progress, session_err: IO[bytes]
+    ) -> tuple[DatabaseEntry, FileEntry, str]:
         session = self.runner.spawn(pg.session(self.postgres, target.database), stdin=True, stderr=session_err)
         assert session.stdin is not None and session.stdout is not None
 
@@ -179,16 +193,13 @@ class Backups:
         try:
             answer = pg.parse_session(ask(pg.snapshot_script()))
             task = progress.task(f"dump {target.service}")
-            dump_err = self._errfile()
-            dumper = self.runner.spawn(pg.dump(self.postgres, target, answer.snapshot), stderr=dump_err)
-            # The counts run in the session's snapshot while pg_dump reads the same one.
+            # The counts are sent first: they run in the session's snapshot while pg_dump reads the same one.
             session.stdin.write(pg.counts_script(target.schema).encode())
             session.stdin.flush()
-            try:
-                size, sha = self._capture(dumper, folder / target.file, task)
-            except BackupError:
-                raise BackupError(f"{target.service}: pg_dump of {target.database} failed: "
-                                  f"{self._tail(dump_err)}") from None  # fmt: skip
+            dump = pg.dump(self.postgres, target, answer.snapshot)
+            size, sha = self._capture(
+                dump, folder / target.file, task, f"{target.service}: pg_dump of {target.database}"
+            )
             tables = pg.parse_counts("".join(ask("")))
             task.finish(f"{sum(tables.values())} rows in {len(tables)} tables")
             session.stdin.write(b"COMMIT;\n")
@@ -203,12 +214,7 @@ class Backups:
 
     def _dump_globals(self, folder: Path, progress: Progress) -> FileEntry:
         task = progress.task("dump globals (roles, no passwords)")
-        err = self._errfile()
-        proc = self.runner.spawn(pg.dump_globals(self.postgres), stderr=err)
-        try:
-            size, sha = self._capture(proc, folder / GLOBALS, task)
-        except BackupError:
-            raise BackupError(f"pg_dumpall --globals-only failed: {self._tail(err)}") from None
+        size, sha = self._capture(pg.dump_globals(self.postgres), folder / GLOBALS, task, "pg_dumpall --globals-only")
         task.finish("roles and tablespaces")
         return FileEntry(GLOBALS, size, sha, "pg_dumpall-globals")
 

@@ -15,7 +15,7 @@ _FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\d+(-\d+)?)(/\d+)?)*$")
 class Job:
     env: str
     project_dir: Path
-    executable: str
+    executable: tuple[str, ...]  # the mfe-deploy script, or (python, -m, mfe_deploy)
     schedule: str  # 5-field cron
     env_file: Path | None = None  # where the job reads its secrets (KEY=value lines, 0600)
 
@@ -24,7 +24,7 @@ class Job:
         return f"mfe-deploy-backup-{self.env}"
 
     def commands(self) -> list[list[str]]:
-        base = [self.executable, "--project-dir", str(self.project_dir)]
+        base = [*self.executable, "--project-dir", str(self.project_dir)]
         return [
             [*base, "backup", "--env", self.env, "--verify", "--kind", "scheduled"],
             [*base, "backup", "prune", "--env", self.env, "--confirm"],

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from mfe_deploy.bundle import write_atomic
 from mfe_deploy.errors import MfeError
 
 PARTIAL = ".partial"
@@ -184,14 +185,16 @@ class Store:
         return path
 
     def commit(self, partial: Path, manifest: Manifest) -> Path:
-        write_file(partial / MANIFEST, manifest.to_json().encode())
+        write_atomic(partial / MANIFEST, manifest.to_json(), 0o600)
+        fsync_dir(partial)
         final = self.root / manifest.id
         partial.rename(final)
         fsync_dir(self.root)
         return final
 
     def mark_verified(self, entry: Entry, record: dict[str, Any]) -> None:
-        write_file(entry.path / VERIFIED, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
+        write_atomic(entry.path / VERIFIED, json.dumps(record, indent=2, sort_keys=True) + "\n", 0o600)
+        fsync_dir(entry.path)
 
     def remove(self, entry: Entry) -> None:
         # Rename first: a half-removed backup must not look complete.
@@ -203,17 +206,6 @@ class Store:
     def leftovers(self) -> Iterator[Path]:
         """Folders a killed prune was removing (renamed away first, so never mistaken for backups)."""
         yield from self.root.glob(".*.removing") if self.root.is_dir() else []
-
-
-def write_file(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.rename(path)
-    fsync_dir(path.parent)
 
 
 def fsync_dir(path: Path) -> None:

@@ -50,5 +50,10 @@ def _env_debug() -> bool:
     return os.environ.get("MFE_DEBUG", "") not in ("", "0")
 
 
+def state_dir(env: str) -> Path:
+    """Where an environment's lock, release ledger and audit log live."""
+    return application().project_dir / ".mfe" / env / "state"
+
+
 EnvOption = Annotated[str, typer.Option("--env", "-e", help="Environment name (a file in environments/).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]

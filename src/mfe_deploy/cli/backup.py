@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mfe_deploy.cli.app import EnvOption, JsonOption, app, application
+from mfe_deploy.cli.app import EnvOption, JsonOption, app, application, state_dir
 from mfe_deploy.cli.stack import ForceUnlock, LockWait, RuntimeOption, _locked_and_audited, _runtime
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ def store_for(env: Environment) -> Store:
 def _release(env: str) -> dict[str, Any] | None:
     from mfe_deploy.state.ledger import Ledger
 
-    good = Ledger(application().project_dir / ".mfe" / env / "state" / "releases.jsonl").last_good()
+    good = Ledger(state_dir(env) / "releases.jsonl").last_good()
     return {"id": good.id, "time": good.time, "versions": dict(good.versions)} if good else None
 
 
@@ -53,7 +53,7 @@ def _backups(env: str, runtime: str | None) -> tuple[Backups, LocalRuntime | Doc
 def _audit(env: str, action: str, details: dict[str, Any]) -> Any:
     from mfe_deploy.state import audit
 
-    return audit.audited(application().project_dir / ".mfe" / env / "state" / "audit.jsonl", action, env, details)
+    return audit.audited(state_dir(env) / "audit.jsonl", action, env, details)
 
 
 def _row(entry: Entry) -> dict[str, Any]:
@@ -211,7 +211,8 @@ def schedule(
     from mfe_deploy.errors import MfeError
 
     environment = loader.load(application().project_dir, env).env
-    exe = shutil.which("mfe-deploy") or f"{sys.executable} -m mfe_deploy"
+    script = shutil.which("mfe-deploy")
+    exe = (script,) if script else (sys.executable, "-m", "mfe_deploy")
     job = sched.Job(env, application().project_dir, exe, environment.backup.schedule,
                     env_file.resolve() if env_file else None)  # fmt: skip
     try:

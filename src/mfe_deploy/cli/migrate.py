@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mfe_deploy.cli.app import JsonOption, app, application
+from mfe_deploy.cli.app import JsonOption, app, application, state_dir
 
 if TYPE_CHECKING:
     from mfe_deploy.ops.migrations import Outcome
@@ -52,7 +52,7 @@ def migrate(
     from mfe_deploy.errors import MigrationError
     from mfe_deploy.state import lock
 
-    lock_path = application().project_dir / ".mfe" / env / "state" / "deploy.lock"
+    lock_path = state_dir(env) / "deploy.lock"
     with lock.held(lock_path, "mfe-deploy migrate", wait=lock_wait, force_unlock=force_unlock):
         outcomes: list[Outcome] = _execute(env, service, ["apply", *(["--dry-run"] if dry_run else [])])
     console = application().console

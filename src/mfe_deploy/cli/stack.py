@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mfe_deploy.cli.app import EnvOption, JsonOption, app, application
+from mfe_deploy.cli.app import EnvOption, JsonOption, app, application, state_dir
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -61,11 +61,11 @@ def _locked_and_audited(
 ) -> Iterator[dict[str, object]]:
     from mfe_deploy.state import audit, lock
 
-    state_dir = application().project_dir / ".mfe" / env / "state"
+    folder = state_dir(env)
     command = " ".join(["mfe-deploy", *sys.argv[1:]])
     with (
-        audit.audited(state_dir / "audit.jsonl", action, env, dict(details)) as record,
-        lock.held(state_dir / "deploy.lock", command, wait=wait, force_unlock=force),
+        audit.audited(folder / "audit.jsonl", action, env, dict(details)) as record,
+        lock.held(folder / "deploy.lock", command, wait=wait, force_unlock=force),
     ):
         yield record
 
@@ -249,7 +249,7 @@ def releases(
 
     from mfe_deploy.state.ledger import Ledger, Release
 
-    ledger = Ledger(application().project_dir / ".mfe" / env / "state" / "releases.jsonl")
+    ledger = Ledger(state_dir(env) / "releases.jsonl")
     rows = ledger.all()
     console = application().console
     if as_json:
@@ -272,7 +272,7 @@ def history(env: EnvOption, as_json: JsonOption = False) -> None:
     """The audit log: who did what, when, how long, with what result."""
     from mfe_deploy.state.ledger import read_lines
 
-    lines = read_lines(application().project_dir / ".mfe" / env / "state" / "audit.jsonl")
+    lines = read_lines(state_dir(env) / "audit.jsonl")
     console = application().console
     if as_json:
         console.json(lines)
@@ -291,7 +291,7 @@ def lock_status(env: EnvOption) -> None:
     """Who holds the deploy lock, and whether that process is still alive."""
     from mfe_deploy.state import lock
 
-    holder = lock.read(application().project_dir / ".mfe" / env / "state" / "deploy.lock")
+    holder = lock.read(state_dir(env) / "deploy.lock")
     if holder is None:
         application().console.print(f"{env}: unlocked")
         return
@@ -306,7 +306,7 @@ def lock_release(env: EnvOption, yes: Annotated[bool, typer.Option("--yes", "-y"
     from mfe_deploy.errors import MfeError
     from mfe_deploy.state import lock
 
-    path = application().project_dir / ".mfe" / env / "state" / "deploy.lock"
+    path = state_dir(env) / "deploy.lock"
     holder = lock.read(path)
     if holder is None:
         application().console.print(f"{env}: unlocked")
