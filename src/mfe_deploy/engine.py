@@ -7,8 +7,13 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from mfe_deploy.command import Command
 from mfe_deploy.render import Capabilities
+
+if TYPE_CHECKING:
+    from mfe_deploy.runtimes import Runner
 
 START_INTERVAL_SINCE = (25, 0)
 
@@ -36,6 +41,11 @@ def server_version() -> tuple[int, int] | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return parse_version(proc.stdout) if proc.returncode == 0 else None
+
+
+def remote_version(runner: Runner) -> tuple[int, int] | None:
+    done = runner.run(Command(("docker", "version", "--format", "{{.Server.Version}}")), timeout=30)
+    return parse_version(done.stdout) if done.returncode == 0 else None
 
 
 def capabilities(engine_version: str | None) -> Capabilities:

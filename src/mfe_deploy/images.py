@@ -9,9 +9,16 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from mfe_deploy.command import Command
 from mfe_deploy.errors import MfeError
+
+if TYPE_CHECKING:
+    from mfe_deploy.console import Task
+    from mfe_deploy.runtimes import Runner
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,17 +64,17 @@ def wheelhouse(services_dir: Path, folder: Path, python_version: str) -> Path:
     return house.parent
 
 
-def exists(tag: str) -> bool:
-    return subprocess.run(["docker", "image", "inspect", tag], capture_output=True, check=False).returncode == 0
+def exists(runner: Runner, tag: str) -> bool:
+    return runner.run(Command(("docker", "image", "inspect", tag)), timeout=60).returncode == 0
 
 
-def image_ids(tags: list[str]) -> dict[str, str]:
+def image_ids(runner: Runner, tags: list[str]) -> dict[str, str]:
     """Image id per tag, in one call; a missing tag maps to "" (inspect still answers for the others)."""
     found: dict[str, str] = dict.fromkeys(tags, "")
     if not tags:
         return found
     fmt = "{{.Id}} {{json .RepoTags}}"
-    done = subprocess.run(["docker", "image", "inspect", "--format", fmt, *tags], capture_output=True, text=True)
+    done = runner.run(Command(("docker", "image", "inspect", "--format", fmt, *tags)), timeout=60)
     for line in done.stdout.splitlines():
         image, _, repo_tags = line.partition(" ")
         for tag in json.loads(repo_tags or "[]"):
@@ -76,22 +83,51 @@ def image_ids(tags: list[str]) -> dict[str, str]:
     return found
 
 
+def plan_ship(here: dict[str, str], there: dict[str, str]) -> list[str]:
+    """The tags to send: those the other engine lacks or holds as another image. Pure."""
+    return sorted(tag for tag, image in here.items() if image and there.get(tag) != image)
+
+
+def ship(tags: list[str], source: Runner, dest: Runner, task: Task | None = None) -> int:
+    """`docker save` on one engine streamed into `docker load` on the other (no registry): bytes sent."""
+    if not tags:
+        return 0
+    with tempfile.TemporaryFile() as err_save, tempfile.TemporaryFile() as err_load:
+        save = source.spawn(Command(("docker", "save", *tags)), stderr=err_save)
+        load = dest.spawn(Command(("docker", "load", "-q")), stdin=True, stderr=err_load)
+        assert save.stdout is not None and load.stdin is not None
+        sent = 0
+        try:
+            while chunk := save.stdout.read(1 << 20):
+                load.stdin.write(chunk)
+                sent += len(chunk)
+                if task is not None:
+                    task.advance(len(chunk))
+            load.stdin.close()
+        except OSError:
+            pass  # the loader went away: its exit status and stderr say why
+        saved, loaded = save.wait(), load.wait()
+        if saved != 0 or loaded != 0:
+            side, err = ("docker save", err_save) if saved != 0 else ("docker load", err_load)
+            err.seek(0)
+            tail = " ".join(err.read().decode(errors="replace").split()[-30:])
+            raise BuildFailed(f"shipping {', '.join(tags)} failed in {side}: {tail or 'no message'}")
+    return sent
+
+
 def build(services_dir: Path, context: Path, *, base: str, service: str, version: str, tag: str) -> None:
     _run(["docker", "build", "-q", "-f", str(services_dir / "Dockerfile"), "--build-arg", f"BASE_IMAGE={base}",
           "--build-arg", f"SERVICE={service}", "--build-arg", f"VERSION={version}", "-t", tag, str(context)],
          f"building {tag}", env={**os.environ, "DOCKER_BUILDKIT": os.environ.get("DOCKER_BUILDKIT", "0")})  # fmt: skip
 
 
-def tags(prefix: str, service: str) -> list[str]:
-    out = subprocess.run(["docker", "image", "ls", "--format", "{{.Tag}}", f"{prefix}/{service}"],
-                         capture_output=True, text=True, check=False).stdout  # fmt: skip
-    return [t for t in out.split() if t and t != "<none>"]
+def tags(runner: Runner, prefix: str, service: str) -> list[str]:
+    out = runner.run(Command(("docker", "image", "ls", "--format", "{{.Tag}}", f"{prefix}/{service}")), timeout=60)
+    return [t for t in out.stdout.split() if t and t != "<none>"]
 
 
-def created(tag: str) -> str:
-    done = subprocess.run(
-        ["docker", "image", "inspect", "--format", "{{.Created}}", tag], capture_output=True, text=True
-    )
+def created(runner: Runner, tag: str) -> str:
+    done = runner.run(Command(("docker", "image", "inspect", "--format", "{{.Created}}", tag)), timeout=60)
     return done.stdout.strip()
 
 
@@ -100,5 +136,5 @@ def plan_prune(tags_by_age: list[str], keep: int, protected: set[str]) -> list[s
     return [t for t in tags_by_age[keep:] if t not in protected]
 
 
-def remove(tag: str) -> bool:
-    return subprocess.run(["docker", "image", "rm", tag], capture_output=True, check=False).returncode == 0
+def remove(runner: Runner, tag: str) -> bool:
+    return runner.run(Command(("docker", "image", "rm", tag)), timeout=120).returncode == 0

@@ -8,7 +8,6 @@ import hashlib
 import os
 import secrets
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -26,7 +25,7 @@ from mfe_deploy.command import Command
 from mfe_deploy.config.models import Environment
 from mfe_deploy.config.secrets import Secret
 from mfe_deploy.console import Console, Progress, Task, human_size
-from mfe_deploy.runtimes import Runner
+from mfe_deploy.runtimes import Process, Runner
 
 BLOCK = 1 << 18
 GLOBALS = "globals.sql"
@@ -90,7 +89,7 @@ class Backups:
             except BackupError:
                 raise BackupError(f"{what} failed: {self._tail(err)}") from None
 
-    def _write(self, proc: subprocess.Popen[bytes], path: Path, task: Task) -> tuple[int, str]:
+    def _write(self, proc: Process, path: Path, task: Task) -> tuple[int, str]:
         assert proc.stdout is not None
         tmp = path.with_name(path.name + ".tmp")
         digest, size = hashlib.sha256(), 0

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mfe_deploy.console import Console
+
+if TYPE_CHECKING:
+    from mfe_deploy.host import Host
 
 app = typer.Typer(
     name="mfe-deploy",
@@ -26,6 +30,8 @@ class Application:
     project_dir: Path
     debug: bool = False
     console: Console = field(default_factory=Console)
+    resources: ExitStack = field(default_factory=ExitStack)  # connections, closed when the command ends
+    hosts: dict[str, Host] = field(default_factory=dict)  # per environment, connected once
 
 
 STATE: dict[str, Application] = {}
@@ -50,9 +56,24 @@ def _env_debug() -> bool:
     return os.environ.get("MFE_DEBUG", "") not in ("", "0")
 
 
-def state_dir(env: str) -> Path:
-    """Where an environment's lock, release ledger and audit log live."""
-    return application().project_dir / ".mfe" / env / "state"
+def host(env: str) -> Host:
+    """Where the environment runs, and so where its lock, release ledger and audit log live: this
+    machine, or its remote host (one connection per command, shared by everything the command does)."""
+    state = application()
+    if env not in state.hosts:
+        from mfe_deploy import host as hosts
+        from mfe_deploy.config import loader
+        from mfe_deploy.remote.target import parse
+
+        loaded = loader.load(state.project_dir, env)
+        target = parse(loaded.env, state.project_dir, Path.home())
+        if target is None:
+            state.hosts[env] = hosts.local(state.project_dir, env)
+        else:
+            from mfe_deploy.remote.ssh import open_host
+
+            state.hosts[env] = open_host(target, env, state.resources)
+    return state.hosts[env]
 
 
 EnvOption = Annotated[str, typer.Option("--env", "-e", help="Environment name (a file in environments/).")]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mfe_deploy.cli.app import EnvOption, JsonOption, app, application, state_dir
+from mfe_deploy.cli.app import EnvOption, JsonOption, app, application, host
 from mfe_deploy.cli.stack import ForceUnlock, LockWait, RuntimeOption, _locked_and_audited, _runtime
 
 if TYPE_CHECKING:
@@ -36,7 +36,8 @@ def store_for(env: Environment) -> Store:
 def _release(env: str) -> dict[str, Any] | None:
     from mfe_deploy.state.ledger import Ledger
 
-    good = Ledger(state_dir(env) / "releases.jsonl").last_good()
+    where = host(env)
+    good = Ledger(where.files, where.state / "releases.jsonl").last_good()
     return {"id": good.id, "time": good.time, "versions": dict(good.versions)} if good else None
 
 
@@ -53,7 +54,8 @@ def _backups(env: str, runtime: str | None) -> tuple[Backups, LocalRuntime | Doc
 def _audit(env: str, action: str, details: dict[str, Any]) -> Any:
     from mfe_deploy.state import audit
 
-    return audit.audited(state_dir(env) / "audit.jsonl", action, env, details)
+    where = host(env)
+    return audit.audited(where.files, where.state / "audit.jsonl", action, env, details)
 
 
 def _row(entry: Entry) -> dict[str, Any]:

@@ -28,3 +28,5 @@ def main() -> None:
             raise
         state.console.error([f"internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback)"])
         sys.exit(INTERNAL_ERROR)
+    finally:
+        application().resources.close()

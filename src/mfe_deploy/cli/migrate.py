@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mfe_deploy.cli.app import JsonOption, app, application, state_dir
+from mfe_deploy.cli.app import JsonOption, app, application, host
 
 if TYPE_CHECKING:
     from mfe_deploy.ops.migrations import Outcome
@@ -18,18 +18,21 @@ ServiceOption = Annotated[str | None, typer.Option("--service", "-s", help="Only
 
 
 def _execute(env: str, service: str | None, action: list[str]) -> list[Outcome]:
+    """On the docker runtime (local or remote) the runner runs in one-off service containers, which
+    reach the database on the stack's internal network; on the local runtime, as a local process."""
+    from mfe_deploy.cli.stack import _runtime
     from mfe_deploy.config import loader
     from mfe_deploy.ops import migrations
+    from mfe_deploy.runtimes.docker import DockerRuntime
     from mfe_deploy.runtimes.process import LocalProcess
 
     state = application()
     loaded, secrets = loader.load_with_secrets(state.project_dir, env)
     state.console.add_secrets(secrets.maskable())
-    if loaded.env.target != "local":
-        from mfe_deploy.errors import MfeError
-
-        raise MfeError(f"{env} targets {loaded.env.target}: remote migrations are not built yet")
     names = migrations.services(loaded.env, service)
+    rt = _runtime(env, None)
+    if isinstance(rt, DockerRuntime):
+        return rt.migrations(names, action)
     commands = {n: migrations.command(loaded.env, secrets, n, action) for n in names}
     return migrations.run(LocalProcess(), commands)
 
@@ -52,8 +55,9 @@ def migrate(
     from mfe_deploy.errors import MigrationError
     from mfe_deploy.state import lock
 
-    lock_path = state_dir(env) / "deploy.lock"
-    with lock.held(lock_path, "mfe-deploy migrate", wait=lock_wait, force_unlock=force_unlock):
+    where = host(env)
+    with lock.held(where.files, where.state / "deploy.lock", "mfe-deploy migrate", wait=lock_wait,
+                   force_unlock=force_unlock):  # fmt: skip
         outcomes: list[Outcome] = _execute(env, service, ["apply", *(["--dry-run"] if dry_run else [])])
     console = application().console
     if as_json:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mfe_deploy.cli.app import EnvOption, JsonOption, app, application, state_dir
+from mfe_deploy.cli.app import EnvOption, JsonOption, app, application, host
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -34,10 +34,12 @@ def _runtime(env: str, runtime: str | None) -> LocalRuntime | DockerRuntime:
     loaded, secrets = loader.load_with_secrets(state.project_dir, env)
     state.console.add_secrets(secrets.maskable())
     if loaded.env.target != "local":
-        raise MfeError(
-            f"{env} targets {loaded.env.target}: driving a remote host is not built yet (only its connection is); "
-            f"`mfe-deploy hosts check --env {env}` tests that connection"
-        )
+        if (runtime or loaded.env.runtime) not in ("docker", "auto"):
+            raise MfeError(f"{env} targets {loaded.env.target}: remote hosts run the docker runtime, not "
+                           f"{runtime or loaded.env.runtime!r}")  # fmt: skip
+        from mfe_deploy.runtimes.docker import DockerRuntime
+
+        return DockerRuntime(state.project_dir, loaded, secrets, state.console, host=host(env))
     chosen = runtime or loaded.env.runtime
     if chosen == "auto":
         engine = server_version()
@@ -61,11 +63,11 @@ def _locked_and_audited(
 ) -> Iterator[dict[str, object]]:
     from mfe_deploy.state import audit, lock
 
-    folder = state_dir(env)
+    where = host(env)
     command = " ".join(["mfe-deploy", *sys.argv[1:]])
     with (
-        audit.audited(folder / "audit.jsonl", action, env, dict(details)) as record,
-        lock.held(folder / "deploy.lock", command, wait=wait, force_unlock=force),
+        audit.audited(where.files, where.state / "audit.jsonl", action, env, dict(details)) as record,
+        lock.held(where.files, where.state / "deploy.lock", command, wait=wait, force_unlock=force),
     ):
         yield record
 
@@ -249,7 +251,8 @@ def releases(
 
     from mfe_deploy.state.ledger import Ledger, Release
 
-    ledger = Ledger(state_dir(env) / "releases.jsonl")
+    where = host(env)
+    ledger = Ledger(where.files, where.state / "releases.jsonl")
     rows = ledger.all()
     console = application().console
     if as_json:
@@ -272,7 +275,8 @@ def history(env: EnvOption, as_json: JsonOption = False) -> None:
     """The audit log: who did what, when, how long, with what result."""
     from mfe_deploy.state.ledger import read_lines
 
-    lines = read_lines(state_dir(env) / "audit.jsonl")
+    where = host(env)
+    lines = read_lines(where.files, where.state / "audit.jsonl")
     console = application().console
     if as_json:
         console.json(lines)
@@ -291,7 +295,8 @@ def lock_status(env: EnvOption) -> None:
     """Who holds the deploy lock, and whether that process is still alive."""
     from mfe_deploy.state import lock
 
-    holder = lock.read(state_dir(env) / "deploy.lock")
+    where = host(env)
+    holder = lock.read(where.files, where.state / "deploy.lock")
     if holder is None:
         application().console.print(f"{env}: unlocked")
         return
@@ -306,14 +311,15 @@ def lock_release(env: EnvOption, yes: Annotated[bool, typer.Option("--yes", "-y"
     from mfe_deploy.errors import MfeError
     from mfe_deploy.state import lock
 
-    path = state_dir(env) / "deploy.lock"
-    holder = lock.read(path)
+    where = host(env)
+    path = where.state / "deploy.lock"
+    holder = lock.read(where.files, path)
     if holder is None:
         application().console.print(f"{env}: unlocked")
         return
     if holder.alive() and not yes:
         raise MfeError(f"the lock is held by a live process: {holder.describe()}; add --yes to remove it anyway")
-    path.unlink(missing_ok=True)
+    where.files.unlink(path)
     application().console.print(f"{env}: lock released (was {holder.describe()})")
 
 

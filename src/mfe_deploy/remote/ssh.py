@@ -10,7 +10,7 @@ import shlex
 import socket
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -21,6 +21,8 @@ from mfe_deploy.runtimes import Completed
 
 if TYPE_CHECKING:
     import paramiko
+
+    from mfe_deploy.host import Host
 
 
 class RemoteError(MfeError):
@@ -251,6 +253,23 @@ def session(target: SshTarget, env_name: str) -> Iterator[SshRunner]:
         yield SshRunner(client, target)
     finally:
         client.close()
+
+
+def open_host(target: SshTarget, env_name: str, resources: ExitStack) -> Host:
+    """A connected remote Host: commands over SSH channels, files over SFTP, under the environment's
+    remote folder. The connection closes with `resources`."""
+    from mfe_deploy.host import Host, remote_root
+    from mfe_deploy.remote.sftp import SftpFiles
+
+    client = connect(target, env_name)
+    resources.callback(client.close)
+    try:
+        sftp = client.open_sftp()
+        home = sftp.normalize(".")
+    except (OSError, EOFError) as exc:
+        raise RemoteError(f"{target.address}: SFTP is not available: {exc or type(exc).__name__}") from None
+    root = remote_root(home, target.remote_dir)
+    return Host(target.address, SshRunner(client, target), SftpFiles(sftp), root, remote=True)
 
 
 def home_path(runner: SshRunner, relative: str) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 from typing import IO, Protocol
 
@@ -16,9 +15,28 @@ class Completed:
     stderr: str
 
 
+class Process(Protocol):
+    """A running command with binary pipes: subprocess.Popen, or a command on a remote host."""
+
+    @property
+    def stdin(self) -> IO[bytes] | None: ...
+
+    @property
+    def stdout(self) -> IO[bytes] | None: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def kill(self) -> None: ...
+
+
 class Runner(Protocol):
     def run(self, command: Command, *, timeout: float | None = None) -> Completed: ...
 
     def spawn(
         self, command: Command, *, stdin: bool = False, stderr: IO[bytes] | None = None
-    ) -> subprocess.Popen[bytes]: ...
+    ) -> Process: ...

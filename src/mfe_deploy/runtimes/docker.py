@@ -7,22 +7,25 @@ import hashlib
 import json
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mfe_deploy import bundle, images
+from mfe_deploy import bundle, images, tls
+from mfe_deploy import host as hosts
 from mfe_deploy.backups.pg import ComposePostgres
 from mfe_deploy.command import Command
 from mfe_deploy.compose import Compose, ContainerState, find, parse_ps
 from mfe_deploy.config.loader import Loaded
 from mfe_deploy.config.models import DATABASE_SERVICES, Environment
 from mfe_deploy.config.secrets import Secrets
-from mfe_deploy.console import Console
-from mfe_deploy.engine import capabilities
+from mfe_deploy.console import Console, human_size
+from mfe_deploy.engine import capabilities, capabilities_for, remote_version
 from mfe_deploy.errors import MfeError
+from mfe_deploy.host import Host
 from mfe_deploy.ops import health, migrations
 from mfe_deploy.render import render
 from mfe_deploy.runtimes import Completed
@@ -42,21 +45,27 @@ HEALTH_PROBE = (
 class DockerRuntime:
     name = "docker"
 
-    def __init__(self, project_dir: Path, loaded: Loaded, secrets: Secrets, console: Console) -> None:
+    def __init__(
+        self, project_dir: Path, loaded: Loaded, secrets: Secrets, console: Console, host: Host | None = None
+    ) -> None:
         self.project_dir = project_dir
         self.env: Environment = loaded.env
         self.secrets = secrets
         self.console = console
-        self.bundle_dir = (project_dir / ".mfe" / loaded.env.name).resolve()
-        self.state_dir = self.bundle_dir / "state"
-        self.ledger = Ledger(self.state_dir / "releases.jsonl")
-        self.runner = LocalProcess()
+        self.host = host or hosts.local(project_dir, loaded.env.name)
+        self.local_dir = (project_dir / ".mfe" / loaded.env.name).resolve()  # build context, on this machine
+        self.bundle_dir = self.host.root
+        self.state_dir = self.host.state
+        self.files = self.host.files
+        self.ledger = Ledger(self.files, self.state_dir / "releases.jsonl")
+        self.runner = self.host.runner
+        self.builder = LocalProcess()  # images are built by this machine's engine, then shipped
         self._compose: Compose | None = None
 
     @property
     def compose(self) -> Compose:
         if self._compose is None:
-            self._compose = Compose(find(), self.bundle_dir)
+            self._compose = Compose(find(self.runner if self.host.remote else None), self.bundle_dir)
         return self._compose
 
     def _run(self, command: Command, what: str, timeout: float = 600) -> Completed:
@@ -78,20 +87,42 @@ class DockerRuntime:
         services_dir = self.project_dir / "services"
         if not (services_dir / "Dockerfile").exists():
             services_dir = images.REPO / "services"
-        needed = [s for s in self.env.services if not images.exists(self.tag(s, version)) or version.endswith("-dirty")]
-        if not needed:
-            return
-        with self.console.status(f"building {len(needed)} service image(s) at {version}"):
-            python = images.base_python(self.env.images.service_base)
-            context = images.wheelhouse(services_dir, self.bundle_dir / "build", python)
-            for service in needed:
-                images.build(services_dir, context, base=self.env.images.service_base, service=service,
-                             version=version, tag=self.tag(service, version))  # fmt: skip
+        needed = [
+            s for s in self.env.services
+            if version.endswith("-dirty") or not images.exists(self.builder, self.tag(s, version))
+        ]  # fmt: skip
+        if needed:
+            with self.console.status(f"building {len(needed)} service image(s) at {version}"):
+                python = images.base_python(self.env.images.service_base)
+                context = images.wheelhouse(services_dir, self.local_dir / "build", python)
+                for service in needed:
+                    images.build(services_dir, context, base=self.env.images.service_base, service=service,
+                                 version=version, tag=self.tag(service, version))  # fmt: skip
+        if self.host.remote:
+            self.ship([self.tag(s, version) for s in self.env.services])
+
+    def ship(self, tags: list[str]) -> list[str]:
+        """Send the remote engine the images it lacks (or holds as other images), without a registry.
+        Infra images this machine has are sent too when the remote lacks them (air-gapped hosts)."""
+        i = self.env.images
+        infra = [i.postgres, i.redis, *([i.rabbitmq] if self.env.uses_rabbitmq else []),
+                 *([i.nginx] if self.env.nginx.enabled else [])]  # fmt: skip
+        wanted = [*tags, *infra]
+        todo = images.plan_ship(images.image_ids(self.builder, wanted), images.image_ids(self.runner, wanted))
+        if not todo:
+            return []
+        started = time.monotonic()
+        with self.console.progress() as progress:
+            task = progress.task(f"shipping {len(todo)} image(s) to {self.host.name}")
+            sent = images.ship(todo, self.builder, self.runner, task)
+            task.finish(f"{human_size(sent)} in {time.monotonic() - started:.1f}s")
+        return todo
 
     # --- rendering -----------------------------------------------------------------------------------------
     def write_bundle(self, versions: dict[str, str]) -> str:
-        result = render(self.env, self.secrets, versions=versions, caps=capabilities(None))
-        bundle.write(result, self.bundle_dir)
+        caps = capabilities_for(remote_version(self.runner)) if self.host.remote else capabilities(None)
+        result = render(self.env, self.secrets, versions=versions, caps=caps)
+        bundle.write(result, self.bundle_dir, self.files)
         if self.env.nginx.enabled and self.env.nginx.tls.mode == "self-signed":
             self._self_signed()
         digest = hashlib.sha256()
@@ -101,15 +132,11 @@ class DockerRuntime:
 
     def _self_signed(self) -> None:
         ssl_dir = self.bundle_dir / "nginx" / "ssl"
-        if (ssl_dir / "cert.pem").exists():
+        if self.files.mode(ssl_dir / "cert.pem") is not None and self.files.mode(ssl_dir / "key.pem") is not None:
             return
-        ssl_dir.mkdir(parents=True, exist_ok=True)
-        domain = self.env.nginx.domain
-        self._run(Command(("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "365",
-                           "-subj", f"/CN={domain}", "-addext", f"subjectAltName=DNS:{domain}",
-                           "-keyout", str(ssl_dir / "key.pem"), "-out", str(ssl_dir / "cert.pem"))),
-                  "creating a self-signed certificate")  # fmt: skip
-        (ssl_dir / "key.pem").chmod(0o600)
+        cert, key = tls.self_signed(self.env.nginx.domain)
+        self.files.write_atomic(ssl_dir / "key.pem", key, 0o600)
+        self.files.write_atomic(ssl_dir / "cert.pem", cert, 0o644)
 
     # --- up ------------------------------------------------------------------------------------------------
     def up(self, *, wait: bool, timeout: float, version: str = "dev") -> list[UnitStatus]:
@@ -168,7 +195,7 @@ class DockerRuntime:
             raise
 
     def _image_ids(self, versions: dict[str, str]) -> dict[str, str]:
-        ids = images.image_ids([self.tag(s, v) for s, v in versions.items()])
+        ids = images.image_ids(self.runner, [self.tag(s, v) for s, v in versions.items()])
         return {s: ids[self.tag(s, v)] for s, v in versions.items()}
 
     def _nothing_to_do(self, previous: Release | None, versions: dict[str, str], digest: str) -> bool:
@@ -201,27 +228,32 @@ class DockerRuntime:
     def _migrate(self, versions: dict[str, str]) -> dict[str, str]:
         marker = self.state_dir / "migrated"
         key = self._migration_key(versions)
-        if marker.exists() and marker.read_text().strip() == key:
+        if (self.files.read_text(marker) or "").strip() == key:
             return {}
 
-        def one(service: str) -> migrations.Outcome:
-            runner = ["-m", "mfe_services.migrate", "--service", service, "--env-name", self.env.name, "apply"]
-            cmd = self.compose("run", "--rm", "--no-deps", "-T", "--entrypoint", "python3", service, *runner)
-            return migrations.parse(service, self.runner.run(cmd, timeout=600))
-
-        # The first one-off container creates the project's networks; concurrent first runs would each
-        # create their own (Docker allows duplicate names), so the rest follow it in parallel.
-        with self.console.status("applying migrations"), ThreadPoolExecutor(3) as pool:
-            first = one(DATABASE_SERVICES[0])
-            outcomes = [first, *pool.map(one, DATABASE_SERVICES[1:])]
+        with self.console.status("applying migrations"):
+            outcomes = self.migrations(list(DATABASE_SERVICES), ["apply"])
         failures, heads = migrations.applied(outcomes)
         if failures:
             raise StartFailed("migrations failed: " + "; ".join(failures))
         for line in migrations.describe(outcomes):
             self.console.info(line)
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(key + "\n")
+        self.files.write_atomic(marker, key + "\n", 0o644)
         return heads
+
+    def migrations(self, services: list[str], action: list[str]) -> list[migrations.Outcome]:
+        """The migration runner in one-off containers of the running images (it ships with them)."""
+
+        def one(service: str) -> migrations.Outcome:
+            runner = ["-m", "mfe_services.migrate", "--service", service, "--env-name", self.env.name, *action]
+            cmd = self.compose("run", "--rm", "--no-deps", "-T", "--entrypoint", "python3", service, *runner)
+            return migrations.parse(service, self.runner.run(cmd, timeout=600))
+
+        # The first one-off container creates the project's networks; concurrent first runs would each
+        # create their own (Docker allows duplicate names), so the rest follow it in parallel.
+        first = one(services[0])
+        with ThreadPoolExecutor(3) as pool:
+            return [first, *pool.map(one, services[1:])]
 
     def _confirm_healthy(self, timeout: float, *, recovering: bool = False) -> None:
         """`compose up --wait` can return while a container is in a restart loop (seen with Engine 20.10):
@@ -284,8 +316,9 @@ class DockerRuntime:
         target = to or self.ledger.previous_version(service, current[service])
         if target is None:
             raise MfeError(f"{service} has no previous version in the release ledger (it runs {current[service]})")
-        if not images.exists(self.tag(service, target)):
-            raise MfeError(f"image {self.tag(service, target)} does not exist on this engine")
+        if not images.exists(self.runner, self.tag(service, target)):
+            where = "this engine" if not self.host.remote else f"the engine of {self.host.name}"
+            raise MfeError(f"image {self.tag(service, target)} does not exist on {where}")
         versions = {**current, service: target}
         digest = self.write_bundle(versions)
         try:
@@ -309,10 +342,10 @@ class DockerRuntime:
         removed = []
         for service in self.env.services:
             protected = {r.versions.get(service, "") for r in good}
-            tags = sorted(images.tags(self.env.images.services_prefix, service),
-                          key=lambda t: images.created(self.tag(service, t)), reverse=True)  # fmt: skip
+            tags = sorted(images.tags(self.runner, self.env.images.services_prefix, service),
+                          key=lambda t: images.created(self.runner, self.tag(service, t)), reverse=True)  # fmt: skip
             for version in images.plan_prune(tags, keep, protected):
-                if images.remove(self.tag(service, version)):
+                if images.remove(self.runner, self.tag(service, version)):
                     removed.append(self.tag(service, version))
         return removed
 
@@ -331,7 +364,7 @@ class DockerRuntime:
 
     # --- observe -------------------------------------------------------------------------------------------
     def containers(self) -> list[ContainerState]:
-        if not (self.bundle_dir / "compose.yml").exists():
+        if self.files.mode(self.bundle_dir / "compose.yml") is None:
             return []
         done = self.runner.run(self.compose("ps", "--all", "--format", "json"), timeout=60)
         return parse_ps(done.stdout) if done.returncode == 0 else []
@@ -375,15 +408,25 @@ class DockerRuntime:
     def logs(self, unit: str | None, tail: int, follow: bool) -> None:
         args = ["logs", "--no-color", "--tail", str(tail), *(["--follow"] if follow else []), *([unit] if unit else [])]
         command = self.compose(*args)
-        subprocess.run(command.argv, cwd=command.cwd, check=False)
+        if not self.host.remote:
+            subprocess.run(command.argv, cwd=command.cwd, check=False)
+            return
+        proc = self.runner.spawn(command, stderr=sys.stderr.buffer)
+        assert proc.stdout is not None
+        try:
+            while chunk := proc.stdout.read1(65536) if hasattr(proc.stdout, "read1") else proc.stdout.read(4096):
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+        finally:
+            proc.kill()
 
     def down(self, volumes: bool = False) -> bool:
-        if not (self.bundle_dir / "compose.yml").exists():
+        if self.files.mode(self.bundle_dir / "compose.yml") is None:
             return False
         running = bool(self.containers())
         with self.console.status("stopping"):
             self._run(self.compose("down", "--remove-orphans", *(["--volumes"] if volumes else [])), "compose down")
-        (self.state_dir / "migrated").unlink(missing_ok=True)
+        self.files.unlink(self.state_dir / "migrated")
         return running
 
 

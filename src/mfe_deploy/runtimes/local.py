@@ -371,16 +371,11 @@ class LocalRuntime:
             return
         if (ssl_dir / "cert.pem").exists():
             return
-        domain = self.env.nginx.domain
-        done = subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "365", "-subj", f"/CN={domain}",
-             "-addext", f"subjectAltName=DNS:{domain}", "-keyout", str(ssl_dir / "key.pem"),
-             "-out", str(ssl_dir / "cert.pem")],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if done.returncode != 0:
-            raise StartFailed(f"creating a self-signed certificate failed: {done.stderr.strip()}")
-        (ssl_dir / "key.pem").chmod(0o600)
+        from mfe_deploy import tls as certificates
+
+        cert, key = certificates.self_signed(self.env.nginx.domain)
+        bundle.write_atomic(ssl_dir / "key.pem", key, 0o600)
+        bundle.write_atomic(ssl_dir / "cert.pem", cert, 0o644)
 
     def down(self, bins: Binaries | None = None) -> bool:
         pid = self.supervisor_pid()

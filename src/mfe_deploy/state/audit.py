@@ -8,14 +8,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import PurePath
 from typing import Any
 
+from mfe_deploy.host import Files
 from mfe_deploy.state.ledger import append_line
 
 
 @contextmanager
-def audited(path: Path, action: str, env: str, details: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def audited(files: Files, path: PurePath, action: str, env: str, details: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """Yields a dict the caller may enrich (versions...); the line is written whatever the outcome."""
     record: dict[str, Any] = {
         "time": datetime.now(UTC).isoformat(timespec="seconds"), "who": f"{getpass.getuser()}@{socket.gethostname()}",
@@ -31,4 +32,4 @@ def audited(path: Path, action: str, env: str, details: dict[str, Any]) -> Itera
         raise
     finally:
         record["seconds"] = round(time.monotonic() - started, 2)
-        append_line(path, record)
+        append_line(files, path, record)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import PurePath
 from typing import Any
+
+from mfe_deploy.host import Files
 
 
 @dataclass(frozen=True)
@@ -24,20 +25,13 @@ class Release:
     note: str = ""
 
 
-def append_line(path: Path, record: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    with os.fdopen(fd, "a") as handle:
-        handle.write(json.dumps(record, sort_keys=True) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+def append_line(files: Files, path: PurePath, record: Mapping[str, Any]) -> None:
+    files.append_line(path, json.dumps(record, sort_keys=True) + "\n")
 
 
-def read_lines(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
+def read_lines(files: Files, path: PurePath) -> list[dict[str, Any]]:
     out = []
-    for line in path.read_text().splitlines():
+    for line in (files.read_text(path) or "").splitlines():
         try:
             out.append(json.loads(line))
         except ValueError:
@@ -46,18 +40,19 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
 
 
 class Ledger:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, files: Files, path: PurePath) -> None:
+        self.files = files
         self.path = path
 
     def all(self) -> list[Release]:
-        return [Release(**r) for r in read_lines(self.path)]
+        return [Release(**r) for r in read_lines(self.files, self.path)]
 
     def next_id(self) -> int:
         releases = self.all()
         return releases[-1].id + 1 if releases else 1
 
     def record(self, release: Release) -> None:
-        append_line(self.path, asdict(release))
+        append_line(self.files, self.path, asdict(release))
 
     def last_good(self) -> Release | None:
         good = [r for r in self.all() if r.outcome == "succeeded"]

@@ -16,9 +16,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import PurePath
 
 from mfe_deploy.errors import MfeError
+from mfe_deploy.host import Files
 
 
 class LockHeld(MfeError):
@@ -59,35 +60,28 @@ class Holder:
         return f"{self.user}@{self.host} pid {self.pid} running `{self.command}` since {self.since}"
 
 
-def read(path: Path) -> Holder | None:
-    try:
-        return Holder(**json.loads(path.read_text()))
-    except FileNotFoundError:
+def read(files: Files, path: PurePath) -> Holder | None:
+    text = files.read_text(path)
+    if text is None:
         return None
+    try:
+        return Holder(**json.loads(text))
     except (ValueError, TypeError):
         return Holder("?", "?", -1, "unreadable lock file", "?")
 
 
-def _try(path: Path, holder: Holder) -> bool:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w") as handle:
-        json.dump(asdict(holder), handle)
-    return True
-
-
 @contextmanager
-def held(path: Path, command: str, *, wait: float = 0, force_unlock: bool = False) -> Iterator[Holder]:
+def held(
+    files: Files, path: PurePath, command: str, *, wait: float = 0, force_unlock: bool = False
+) -> Iterator[Holder]:
+    """`files`: the host the environment runs on, so that operators on two machines see one lock."""
     me = Holder.me(command)
     deadline = time.monotonic() + wait
-    while not _try(path, me):
-        current = read(path)
+    while not files.create_exclusive(path, json.dumps(asdict(me))):
+        current = read(files, path)
         if current is not None and current.alive() is False:
             if force_unlock:
-                path.unlink(missing_ok=True)
+                files.unlink(path)
                 continue
             raise LockHeld(f"stale deploy lock: {current.describe()} (that process is gone); "
                            "check what it left half-done, then run again with --force-unlock")  # fmt: skip
@@ -98,5 +92,5 @@ def held(path: Path, command: str, *, wait: float = 0, force_unlock: bool = Fals
     try:
         yield me
     finally:
-        if read(path) == me:
-            path.unlink(missing_ok=True)
+        if read(files, path) == me:
+            files.unlink(path)

@@ -1,0 +1,131 @@
+"""The remote host's filesystem over SFTP, behind the same Files interface as this machine's.
+
+Atomic writes are a temporary file (its mode set before any byte is written) renamed with OpenSSH's
+posix-rename extension; the lock is an exclusive create (O_EXCL through SFTP's EXCL flag)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import secrets
+import stat
+import threading
+from pathlib import PurePath, PurePosixPath
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import paramiko
+
+
+def _missing(exc: OSError) -> bool:
+    return isinstance(exc, FileNotFoundError) or exc.errno == errno.ENOENT
+
+
+class SftpFiles:
+    def __init__(self, sftp: paramiko.SFTPClient) -> None:
+        self.sftp = sftp
+        self._lock = threading.Lock()  # one SFTP channel: requests from worker threads take turns
+
+    def _p(self, path: PurePath) -> str:
+        return str(PurePosixPath(path))
+
+    def read_text(self, path: PurePath) -> str | None:
+        data = self.read_bytes(path)
+        return None if data is None else data.decode("utf-8")
+
+    def read_bytes(self, path: PurePath) -> bytes | None:
+        with self._lock:
+            try:
+                with self.sftp.open(self._p(path), "rb") as handle:
+                    handle.prefetch()
+                    return bytes(handle.read())
+            except OSError as exc:
+                if _missing(exc):
+                    return None
+                raise
+
+    def mode(self, path: PurePath) -> int | None:
+        with self._lock:
+            try:
+                found = self.sftp.stat(self._p(path)).st_mode
+            except OSError as exc:
+                if _missing(exc):
+                    return None
+                raise
+        return None if found is None else stat.S_IMODE(found)
+
+    def exists(self, path: PurePath) -> bool:
+        return self.mode(path) is not None
+
+    def makedirs(self, path: PurePath, mode: int = 0o700) -> None:
+        with self._lock:
+            self._makedirs(PurePosixPath(path), mode)
+
+    def _makedirs(self, path: PurePosixPath, mode: int) -> None:
+        try:
+            self.sftp.stat(str(path))
+            return
+        except OSError as exc:
+            if not _missing(exc):
+                raise
+        if path.parent != path:
+            self._makedirs(path.parent, mode)
+        self.sftp.mkdir(str(path), mode)
+        self.sftp.chmod(str(path), mode)  # mkdir's mode passes through the server's umask
+
+    def write_atomic(self, path: PurePath, data: str | bytes, mode: int) -> None:
+        target = PurePosixPath(path)
+        self.makedirs(target.parent, 0o700 if mode & 0o077 == 0 else 0o755)
+        tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}.tmp"
+        payload = data.encode() if isinstance(data, str) else data
+        with self._lock:
+            try:
+                with self.sftp.open(str(tmp), "wbx") as handle:
+                    handle.chmod(mode)  # before the first byte: a secret is never readable by others
+                    handle.set_pipelined(True)
+                    handle.write(payload)
+                self.sftp.posix_rename(str(tmp), str(target))
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    self.sftp.remove(str(tmp))
+                raise
+
+    def append_line(self, path: PurePath, line: str) -> None:
+        target = PurePosixPath(path)
+        self.makedirs(target.parent, 0o700)
+        with self._lock, self.sftp.open(str(target), "ab") as handle:
+            handle.write(line.encode())
+
+    def create_exclusive(self, path: PurePath, text: str) -> bool:
+        target = PurePosixPath(path)
+        self.makedirs(target.parent, 0o700)
+        with self._lock:
+            try:
+                handle = self.sftp.open(str(target), "wbx")
+            except OSError:
+                # SFTP v3 reports EEXIST as a generic failure: tell it apart by looking.
+                try:
+                    self.sftp.stat(str(target))
+                except OSError:
+                    raise
+                return False
+            with handle:
+                handle.write(text.encode())
+        return True
+
+    def unlink(self, path: PurePath) -> None:
+        with self._lock:
+            try:
+                self.sftp.remove(self._p(path))
+            except OSError as exc:
+                if not _missing(exc):
+                    raise
+
+    def listdir(self, path: PurePath) -> list[str]:
+        with self._lock:
+            try:
+                return sorted(self.sftp.listdir(self._p(path)))
+            except OSError as exc:
+                if _missing(exc):
+                    return []
+                raise
