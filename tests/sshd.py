@@ -42,6 +42,7 @@ class Sshd:
             f"AuthorizedKeysFile {self.folder / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
             f"PidFile {self.folder / 'sshd.pid'}\nLogLevel ERROR\nMaxStartups 50\nMaxSessions 50\n"
+            "Subsystem sftp internal-sftp\n"
             # The remote side runs docker compose: the standalone v2 binary of this venv is on its PATH.
             f"SetEnv PATH={Path(os.__file__).parents[2] / 'bin'}:/usr/local/bin:/usr/bin:/bin\n"
         )

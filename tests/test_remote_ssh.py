@@ -135,7 +135,60 @@ def test_commands_run_remotely_with_variables_kept_out_of_argv(tmp_path: Path, s
         assert home == Path("/root/mfe")
 
 
-def test_deploying_to_a_remote_target_is_refused_until_it_is_built(tmp_path: Path, server: Sshd) -> None:
+def test_up_to_an_unknown_or_unreachable_host_changes_nothing(tmp_path: Path, server: Sshd) -> None:
     p = remote_project(tmp_path, server)
-    done = p.cli("up", "--env", "remote")
-    assert done.code == 1 and "driving a remote host is not built yet" in done.err
+    unknown = p.cli("up", "--env", "remote")
+    assert unknown.code == 1 and len(unknown.err.splitlines()) == 1
+    assert "unknown host key" in unknown.err and "mfe-deploy hosts trust --env remote" in unknown.err
+    local = p.cli("up", "--env", "remote", "--runtime", "local")
+    assert local.code == 1 and "remote hosts run the docker runtime" in local.err
+    closed = remote_project(tmp_path, server, port=free_port())
+    refused = closed.cli("status", "--env", "remote")
+    assert refused.code == 1 and refused.err.endswith(": connection refused\n")
+    # Nothing was written on either side: no bundle, no state, no remote folder.
+    assert not (p.root / ".mfe").exists()
+    assert not (tmp_path / "mfe-deploy").exists() and not Path("/root/mfe-deploy/universal-mfe-remote").exists()
+
+
+def test_remote_files_over_sftp(tmp_path: Path, server: Sshd) -> None:
+    from mfe_deploy.remote.sftp import SftpFiles
+
+    target = _target(server, tmp_path)
+    client = ssh.connect(target, "remote")
+    try:
+        files = SftpFiles(client.open_sftp())
+        root = tmp_path / "host" / "env"
+        assert files.read_text(root / "missing") is None and files.mode(root / "missing") is None
+        files.write_atomic(root / "env" / "auth.env", "JWT_SECRET=x\n", 0o600)
+        assert (root / "env" / "auth.env").read_text() == "JWT_SECRET=x\n"
+        assert (root / "env" / "auth.env").stat().st_mode & 0o777 == 0o600
+        assert (root / "env").stat().st_mode & 0o777 == 0o700
+        files.write_atomic(root / "env" / "auth.env", "JWT_SECRET=y\n", 0o600)  # replaced in place
+        assert files.read_text(root / "env" / "auth.env") == "JWT_SECRET=y\n"
+        assert [p.name for p in (root / "env").iterdir()] == ["auth.env"]  # no temporary file left
+        assert files.create_exclusive(root / "state" / "deploy.lock", "me") is True
+        assert files.create_exclusive(root / "state" / "deploy.lock", "you") is False
+        assert (root / "state" / "deploy.lock").read_text() == "me"
+        files.append_line(root / "state" / "log", "one\n")
+        files.append_line(root / "state" / "log", "two\n")
+        assert files.read_text(root / "state" / "log") == "one\ntwo\n"
+        files.unlink(root / "state" / "deploy.lock")
+        files.unlink(root / "state" / "deploy.lock")  # gone already: not an error
+        assert files.listdir(root / "state") == ["log"]
+        data = os.urandom(3 << 20)
+        (tmp_path / "blob").write_bytes(data)
+        files.put(tmp_path / "blob", root / "blob", 0o600)
+        digest, size = files.get(root / "blob", tmp_path / "blob-back")
+        assert size == len(data) and digest == hashlib.sha256(data).hexdigest()
+        assert (tmp_path / "blob-back").stat().st_mode & 0o777 == 0o600
+    finally:
+        client.close()
+
+
+def test_images_are_shipped_only_when_the_other_engine_lacks_them() -> None:
+    from mfe_deploy.images import plan_ship
+
+    here = {"a:1": "sha256:aa", "b:1": "sha256:bb", "c:1": "sha256:cc", "gone:1": ""}
+    there = {"a:1": "sha256:aa", "b:1": "sha256:old", "c:1": ""}
+    assert plan_ship(here, there) == ["b:1", "c:1"]  # same image stays, another image or none is sent
+    assert plan_ship(here, dict(here)) == []

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from mfe_deploy.backups.jobs import Backups
     from mfe_deploy.backups.store import Entry, Store
     from mfe_deploy.config.models import Environment
+    from mfe_deploy.remote.backups import RemoteBackups
     from mfe_deploy.runtimes.docker import DockerRuntime
     from mfe_deploy.runtimes.local import LocalRuntime
 
@@ -51,6 +52,41 @@ def _backups(env: str, runtime: str | None) -> tuple[Backups, LocalRuntime | Doc
     return backups, rt
 
 
+def _remote(env: str) -> RemoteBackups | None:
+    """The environment's backups on its remote host; None for a local target."""
+    where = host(env)
+    if not where.remote:
+        return None
+    from mfe_deploy.remote.backups import RemoteBackups
+
+    return RemoteBackups(where)
+
+
+def _fetch(remote: RemoteBackups, store: Store, backup_id: str | None) -> Entry:
+    """A remote backup in the local folder: downloaded (checksums checked as it arrives) unless there."""
+    wanted = remote.get(backup_id)
+    assert wanted.manifest is not None
+    for entry in store.complete():
+        if entry.id == wanted.id:
+            return entry
+    console = application().console
+    started = time.monotonic()
+    with console.progress() as progress:
+        task = progress.task(f"downloading {wanted.id}", wanted.manifest.size)
+        entry = remote.download(wanted.id, store, task)
+        task.finish(f"checksums match ({time.monotonic() - started:.1f}s)")
+    return entry
+
+
+def _upload(remote: RemoteBackups, entry: Entry) -> None:
+    assert entry.manifest is not None
+    started = time.monotonic()
+    with application().console.progress() as progress:
+        task = progress.task(f"uploading {entry.id} to {remote.host.name}", entry.manifest.size)
+        remote.upload(entry, task)
+        task.finish(f"checked with sha256sum there ({time.monotonic() - started:.1f}s)")
+
+
 def _audit(env: str, action: str, details: dict[str, Any]) -> Any:
     from mfe_deploy.state import audit
 
@@ -77,10 +113,14 @@ def backup(
     service: ServiceOption = None,
     verify: Annotated[bool, typer.Option("--verify", help="Then verify it by a scratch restore.")] = False,
     kind: Annotated[str, typer.Option("--kind", help="Recorded in the manifest: manual or scheduled.")] = "manual",
+    download: Annotated[
+        bool, typer.Option("--download", help="Remote targets: also keep a copy in the local backups folder.")
+    ] = False,
     runtime: RuntimeOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Dump every service database (concurrently) and the roles, checksummed, into the backups folder."""
+    """Dump every service database (concurrently) and the roles, checksummed, into the backups folder
+    (on a remote target: the host's, and with --download this machine's too)."""
     if ctx.invoked_subcommand is not None:
         return
     if env is None:
@@ -93,19 +133,30 @@ def backup(
         raise typer.BadParameter("manual or scheduled", param_hint="--kind")
     started = time.monotonic()
     backups, _ = _backups(env, runtime)
+    remote = _remote(env)
     with _audit(env, "backup", {"service": service}) as record:
         manifest = backups.backup(pg.targets(backups.env, service), kind=kind)
         record["backup"] = manifest.id
         result = None
         if verify:
             result = backups.verify(backups.store.get(manifest.id))
+        entry = backups.store.get(manifest.id)
+        if remote is not None:
+            _upload(remote, entry)
     console = application().console
     if as_json:
-        row = _row(backups.store.get(manifest.id))
-        console.json({**row, "seconds": round(time.monotonic() - started, 2)})
+        row = _row(entry)
+        places = {"local": str(entry.path) if remote is None or download else None,
+                  "remote": remote.where(manifest.id) if remote is not None else None}  # fmt: skip
+        console.json({**row, **places, "seconds": round(time.monotonic() - started, 2)})
     else:
         console.print(summary(manifest, time.monotonic() - started))
-        console.print(f"  {backups.store.root / manifest.id}")
+        if remote is not None:
+            console.print(f"  {remote.where(manifest.id)}")
+        if remote is None or download:
+            console.print(f"  {entry.path}")
+    if remote is not None and not download:
+        backups.store.remove(entry)  # the host holds it; this machine only passed it through
     if result is not None and not result.ok:
         raise MfeError(f"backup {manifest.id} failed verification: " + "; ".join(result.problems))
     if result is not None and not as_json:
@@ -119,8 +170,9 @@ def list_(env: EnvOption, as_json: JsonOption = False) -> None:
     from mfe_deploy.config import loader
     from mfe_deploy.console import human_size
 
-    store = store_for(loader.load(application().project_dir, env).env)
-    rows = [_row(e) for e in store.scan() if e.complete]
+    remote = _remote(env)
+    entries = remote.scan() if remote is not None else store_for(loader.load(application().project_dir, env).env).scan()
+    rows = [_row(e) for e in entries if e.complete]
     console = application().console
     if as_json:
         console.json(rows)
@@ -142,9 +194,12 @@ def verify(
     from mfe_deploy.errors import MfeError
 
     backups, _ = _backups(env, runtime)
-    entry = backups.store.get(backup_id)
+    remote = _remote(env)
+    entry = _fetch(remote, backups.store, backup_id) if remote else backups.store.get(backup_id)
     with _audit(env, "backup-verify", {"backup": entry.id}):
         result = backups.verify(entry)
+        if remote is not None:
+            remote.mark_verified(entry.id, backups.store.get(entry.id).verified or {})
     console = application().console
     if as_json:
         console.json({"id": entry.id, **result.__dict__})
@@ -177,12 +232,18 @@ def prune(
     keep = keep or environment.backup.keep
     age = max_age or environment.backup.max_age_days
     console = application().console
+    remote = _remote(env)
     with store.locked():
-        plan = plan_prune(store.scan(), keep, age, datetime.now(UTC))
+        plan = plan_prune(remote.scan() if remote else store.scan(), keep, age, datetime.now(UTC))
         if confirm:
             with _audit(env, "backup-prune", {"removed": [e.id for e in plan.remove]}):
                 for entry in plan.remove:
-                    store.remove(entry)
+                    if remote is not None:
+                        remote.remove(entry)
+                    else:
+                        store.remove(entry)
+                if remote is not None:
+                    remote.leftovers()
                 for folder in store.leftovers():  # what a killed prune was removing
                     shutil.rmtree(folder, ignore_errors=True)
     if as_json:
@@ -234,6 +295,25 @@ def schedule(
         console.print(f"enable it with: systemctl daemon-reload && systemctl enable --now {job.name}.timer")
 
 
+@backup_app.command("download")
+def download(
+    env: EnvOption,
+    backup_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="Default: the newest.")] = None,
+) -> None:
+    """Fetch a backup from the environment's remote host into the local backups folder, checking every
+    file's SHA-256 against the manifest as it arrives."""
+    from mfe_deploy.config import loader
+    from mfe_deploy.errors import MfeError
+
+    remote = _remote(env)
+    if remote is None:
+        raise MfeError(f"{env} runs on this machine: its backups are already here")
+    store = store_for(loader.load(application().project_dir, env).env)
+    with store.locked():
+        entry = _fetch(remote, store, backup_id)
+    application().console.print(f"{entry.id}: downloaded to {entry.path}")
+
+
 @backup_app.command("check")
 def check(
     env: EnvOption,
@@ -247,9 +327,9 @@ def check(
     from mfe_deploy.errors import MfeError
 
     environment = loader.load(application().project_dir, env).env
-    store = store_for(environment)
+    remote = _remote(env)
     limit = max_hours or environment.backup.max_staleness_hours
-    entries = store.scan()
+    entries = remote.scan() if remote is not None else store_for(environment).scan()
     problem = staleness(entries, limit, datetime.now(UTC))
     if problem:
         raise MfeError(f"{env}: {problem}")
@@ -278,7 +358,8 @@ def restore(
     backups, rt = _backups(env, runtime)
     if backups.env.tier == "production" and not force:
         raise MfeError("refusing to restore production without --force")
-    entry = backups.store.get(backup_id)
+    remote = _remote(env)
+    entry = _fetch(remote, backups.store, backup_id) if remote else backups.store.get(backup_id)
     assert entry.manifest is not None
     wanted = [s for s in entry.manifest.databases if service in (None, s)]
     if not yes:
@@ -287,6 +368,13 @@ def restore(
         typer.confirm(f"Replace the {', '.join(wanted)} data of {env} with backup {entry.id}?", abort=True)
     console = application().console
     with _locked_and_audited(env, "restore", {"backup": entry.id, "service": service}, lock_wait, force_unlock):
-        done = jobs.restore(backups, entry, service, rt, timeout)
+        try:
+            done = jobs.restore(backups, entry, service, rt, timeout)
+        finally:
+            if remote is not None:  # the pre-restore backup belongs on the host with the others
+                there = {e.id for e in remote.scan()}
+                for kept in backups.store.complete():
+                    if kept.manifest and kept.manifest.kind == "pre-restore" and kept.id not in there:
+                        _upload(remote, kept)
     console.print(f"{env}: restored {', '.join(done.services)} from {done.backup} in {done.seconds:.1f}s "
                   f"(pre-restore backup: {done.pre_restore})")  # fmt: skip

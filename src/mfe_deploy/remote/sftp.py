@@ -7,14 +7,20 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import os
 import secrets
 import stat
 import threading
-from pathlib import PurePath, PurePosixPath
+from pathlib import Path, PurePath, PurePosixPath
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import paramiko
+
+    from mfe_deploy.console import Task
+
+BLOCK = 1 << 20
 
 
 def _missing(exc: OSError) -> bool:
@@ -120,6 +126,37 @@ class SftpFiles:
             except OSError as exc:
                 if not _missing(exc):
                     raise
+
+    def rename(self, old: PurePath, new: PurePath) -> None:
+        with self._lock:
+            self.sftp.posix_rename(self._p(old), self._p(new))
+
+    def put(self, local: Path, remote: PurePath, mode: int, task: Task | None = None) -> None:
+        """Stream a local file to the host; the remote file gets `mode` before its first byte."""
+        with self._lock, local.open("rb") as source, self.sftp.open(self._p(remote), "wbx") as out:
+            out.chmod(mode)
+            out.set_pipelined(True)
+            while chunk := source.read(BLOCK):
+                out.write(chunk)
+                if task is not None:
+                    task.advance(len(chunk))
+
+    def get(self, remote: PurePath, local: Path, task: Task | None = None) -> tuple[str, int]:
+        """Stream a remote file into a new local file (0600, fsynced): its SHA-256 and size as received."""
+        digest = hashlib.sha256()
+        size = 0
+        fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with self._lock, self.sftp.open(self._p(remote), "rb") as source, os.fdopen(fd, "wb") as out:
+            source.prefetch()
+            while chunk := source.read(BLOCK):
+                digest.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+                if task is not None:
+                    task.advance(len(chunk))
+            out.flush()
+            os.fsync(out.fileno())
+        return digest.hexdigest(), size
 
     def listdir(self, path: PurePath) -> list[str]:
         with self._lock:

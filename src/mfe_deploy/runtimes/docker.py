@@ -122,6 +122,7 @@ class DockerRuntime:
     def write_bundle(self, versions: dict[str, str]) -> str:
         caps = capabilities_for(remote_version(self.runner)) if self.host.remote else capabilities(None)
         result = render(self.env, self.secrets, versions=versions, caps=caps)
+        self.files.makedirs(self.bundle_dir, 0o700)  # env files hold secrets: nobody else walks in
         bundle.write(result, self.bundle_dir, self.files)
         if self.env.nginx.enabled and self.env.nginx.tls.mode == "self-signed":
             self._self_signed()
@@ -414,8 +415,8 @@ class DockerRuntime:
         proc = self.runner.spawn(command, stderr=sys.stderr.buffer)
         assert proc.stdout is not None
         try:
-            while chunk := proc.stdout.read1(65536) if hasattr(proc.stdout, "read1") else proc.stdout.read(4096):
-                sys.stdout.buffer.write(chunk)
+            for line in iter(proc.stdout.readline, b""):
+                sys.stdout.buffer.write(line)
                 sys.stdout.buffer.flush()
         finally:
             proc.kill()

@@ -1,0 +1,149 @@
+"""The backups of a remote environment live on its host, in `<remote dir>/backups/<id>/`, with the same
+layout, manifest and checksums as a local backups folder.
+
+A backup is made by streaming each dump from the remote database over SSH into this machine's backups
+folder (hashed, and encrypted when configured, before it is written anywhere: the host never sees an
+encryption key), then uploaded to the host into `<id>.partial/`, checked there with `sha256sum`, and
+renamed. `--download` keeps the local copy. `download` fetches a remote backup into the local folder,
+checking each file's SHA-256 as it arrives; `restore` and `verify` download first when needed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from contextlib import suppress
+from pathlib import Path, PurePosixPath
+
+from mfe_deploy.backups.store import MANIFEST, PARTIAL, VERIFIED, BackupError, Entry, Manifest, Store
+from mfe_deploy.command import Command
+from mfe_deploy.console import Task
+from mfe_deploy.host import Host
+from mfe_deploy.remote.sftp import SftpFiles
+
+
+class RemoteBackups:
+    def __init__(self, host: Host) -> None:
+        if not isinstance(host.files, SftpFiles):
+            raise TypeError("RemoteBackups needs a remote host")
+        self.host = host
+        self.files: SftpFiles = host.files
+        self.root = PurePosixPath(host.root) / "backups"
+
+    def where(self, backup_id: str) -> str:
+        return f"{self.host.name}:{self.root / backup_id}"
+
+    def scan(self) -> list[Entry]:
+        """As Store.scan, read over SFTP (an Entry's path is the remote folder)."""
+        out = []
+        for name in self.files.listdir(self.root):
+            path = Path(str(self.root / name))
+            if name.startswith("."):
+                continue
+            if name.endswith(PARTIAL):
+                out.append(Entry(name.removesuffix(PARTIAL), path, None, problem="interrupted"))
+                continue
+            text = self.files.read_text(self.root / name / MANIFEST)
+            if text is None:
+                out.append(Entry(name, path, None, problem="no manifest"))
+                continue
+            try:
+                manifest = Manifest.from_json(text)
+            except (ValueError, TypeError, KeyError) as exc:
+                out.append(Entry(name, path, None, problem=f"unreadable manifest: {exc}"))
+                continue
+            verified = None
+            with suppress(ValueError, OSError):
+                verified = json.loads(self.files.read_text(self.root / name / VERIFIED) or "null")
+            out.append(Entry(name, path, manifest, verified))
+        return out
+
+    def get(self, backup_id: str | None) -> Entry:
+        entries = [e for e in self.scan() if e.manifest is not None]
+        if not entries:
+            raise BackupError(f"no complete backup in {self.host.name}:{self.root}")
+        if backup_id is None:
+            return entries[-1]
+        for entry in entries:
+            if entry.id == backup_id:
+                return entry
+        known = ", ".join(e.id for e in entries[-5:])
+        raise BackupError(f"no complete backup {backup_id!r} on {self.host.name} (newest: {known})")
+
+    # --- up ----------------------------------------------------------------------------------------------
+    def upload(self, entry: Entry, task: Task | None = None) -> None:
+        """Copy a complete local backup to the host: into `<id>.partial/`, each file 0600, checked with
+        sha256sum on the host, then renamed. An interrupted upload leaves only the partial folder."""
+        manifest = entry.manifest
+        if manifest is None:
+            raise BackupError(f"backup {entry.id} is not complete: not uploaded")
+        partial = self.root / (entry.id + PARTIAL)
+        self.files.makedirs(self.root, 0o700)
+        self._remove_tree(partial)
+        self.files.makedirs(partial, 0o700)
+        names = [*manifest.files, MANIFEST, *([VERIFIED] if (entry.path / VERIFIED).exists() else [])]
+        for name in names:
+            self.files.put(entry.path / name, partial / name, 0o600, task)
+        self._check_remote(partial, manifest)
+        self.files.rename(partial, self.root / entry.id)
+
+    def _check_remote(self, folder: PurePosixPath, manifest: Manifest) -> None:
+        names = sorted(manifest.files)
+        done = self.host.runner.run(Command(("sha256sum", "--", *names), cwd=folder), timeout=3600)
+        found = {}
+        for line in done.stdout.splitlines():
+            digest, _, name = line.partition("  ")
+            found[name] = digest
+        wrong = [n for n in names if found.get(n) != manifest.files[n].sha256]
+        if done.returncode != 0 or wrong:
+            why = ", ".join(wrong) or done.stderr.strip().splitlines()[-1:] or "sha256sum failed"
+            raise BackupError(f"the copy on {self.host.name} does not match the manifest ({why}); it was not kept")
+
+    def mark_verified(self, backup_id: str, record: dict[str, object]) -> None:
+        text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+        self.files.write_atomic(self.root / backup_id / VERIFIED, text, 0o600)
+
+    # --- down --------------------------------------------------------------------------------------------
+    def download(self, backup_id: str, store: Store, task: Task | None = None) -> Entry:
+        """Fetch a remote backup into the local folder; every file's SHA-256 and size are checked against
+        the manifest as it arrives, and a mismatch keeps nothing."""
+        remote = self.get(backup_id)
+        manifest = remote.manifest
+        assert manifest is not None
+        for local in store.complete():
+            if local.id == remote.id:
+                return local
+        partial = store.begin(remote.id)
+        try:
+            for name, expected in manifest.files.items():
+                digest, size = self.files.get(self.root / remote.id / name, partial / name, task)
+                if digest != expected.sha256 or size != expected.size:
+                    raise BackupError(
+                        f"{self.where(remote.id)}/{name}: SHA-256 {digest[:12]}… ({size} bytes) does not match the "
+                        f"manifest's {expected.sha256[:12]}… ({expected.size} bytes); nothing was kept"
+                    )
+            if remote.verified is not None:
+                (partial / VERIFIED).write_text(json.dumps(remote.verified, indent=2, sort_keys=True) + "\n")
+                (partial / VERIFIED).chmod(0o600)
+            store.commit(partial, manifest)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        return store.get(remote.id)
+
+    def remove(self, entry: Entry) -> None:
+        """Renamed away first: a half-removed backup never looks complete."""
+        name = entry.id + (PARTIAL if not entry.complete and entry.problem == "interrupted" else "")
+        doomed = self.root / f".{name}.removing"
+        self.files.rename(self.root / name, doomed)
+        self._remove_tree(doomed)
+
+    def leftovers(self) -> None:
+        """Remove what a killed prune was removing."""
+        for name in self.files.listdir(self.root):
+            if name.startswith(".") and name.endswith(".removing"):
+                self._remove_tree(self.root / name)
+
+    def _remove_tree(self, folder: PurePosixPath) -> None:
+        if folder.parent != self.root or not folder.name:
+            raise ValueError(f"refusing to remove {folder}")
+        self.host.runner.run(Command(("rm", "-rf", "--", str(folder))), timeout=600)
