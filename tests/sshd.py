@@ -34,6 +34,7 @@ class Sshd:
     host_key: Path
     user_key: Path
     proc: subprocess.Popen[bytes] | None = None
+    setenv: str = ""  # more KEY=value words for the sessions (e.g. DOCKER_HOST of another engine)
 
     def config(self) -> Path:
         cfg = self.folder / "sshd_config"
@@ -44,7 +45,7 @@ class Sshd:
             f"PidFile {self.folder / 'sshd.pid'}\nLogLevel ERROR\nMaxStartups 50\nMaxSessions 50\n"
             "Subsystem sftp internal-sftp\n"
             # The remote side runs docker compose: the standalone v2 binary of this venv is on its PATH.
-            f"SetEnv PATH={Path(os.__file__).parents[2] / 'bin'}:/usr/local/bin:/usr/bin:/bin\n"
+            f"SetEnv PATH={Path(os.__file__).parents[2] / 'bin'}:/usr/local/bin:/usr/bin:/bin {self.setenv}\n"
         )
         return cfg
 
@@ -81,9 +82,9 @@ class Sshd:
 
 
 @contextlib.contextmanager
-def sshd(folder: Path) -> Iterator[Sshd]:
+def sshd(folder: Path, setenv: str = "") -> Iterator[Sshd]:
     folder.mkdir(parents=True, exist_ok=True)
-    server = Sshd(folder, free_port(), keygen(folder / "host_ed25519"), keygen(folder / "user_ed25519"))
+    server = Sshd(folder, free_port(), keygen(folder / "host_ed25519"), keygen(folder / "user_ed25519"), setenv=setenv)
     (folder / "authorized_keys").write_text(Path(str(server.user_key) + ".pub").read_text())
     server.start()
     try:

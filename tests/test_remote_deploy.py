@@ -135,7 +135,9 @@ def test_up_runs_the_stack_from_a_bundle_on_the_remote_host(remote: Remote) -> N
     assert not (remote.roots[0] / ".mfe" / ENV / "compose.yml").exists()
     # The state is the host's: the second operator sees the first one's release and history.
     releases = json.loads(remote.cli("releases", "--env", ENV, "--json", root=1).stdout)
-    assert [(r["kind"], r["outcome"], r["versions"]["api-gateway"]) for r in releases][:1] == [("up", "succeeded", "v1")]
+    assert [(r["kind"], r["outcome"], r["versions"]["api-gateway"]) for r in releases][:1] == [
+        ("up", "succeeded", "v1")
+    ]
     history = json.loads(remote.cli("history", "--env", ENV, "--json", root=1).stdout)
     assert ("up", "ok") in [(h["action"], h["result"]) for h in history]
     logs = remote.cli("logs", "--env", ENV, "auth-service", "--tail", "5")
@@ -244,4 +246,3 @@ def test_zz_no_secret_in_any_output_or_remote_file_but_the_env_files(remote: Rem
     # ps on the host never shows them either (they travel on stdin, not argv).
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
     assert not any(s in ps for s in secrets)
-

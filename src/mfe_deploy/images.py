@@ -3,6 +3,7 @@ tagged <prefix>/<service>:<version>."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -103,9 +104,12 @@ def ship(tags: list[str], source: Runner, dest: Runner, task: Task | None = None
                 sent += len(chunk)
                 if task is not None:
                     task.advance(len(chunk))
-            load.stdin.close()
         except OSError:
             pass  # the loader went away: its exit status and stderr say why
+        finally:
+            with contextlib.suppress(OSError):
+                load.stdin.close()
+            save.stdout.close()
         saved, loaded = save.wait(), load.wait()
         if saved != 0 or loaded != 0:
             side, err = ("docker save", err_save) if saved != 0 else ("docker load", err_load)
