@@ -4,8 +4,8 @@ keys and pid file in a temporary folder; nothing of the machine's ssh setup is t
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,7 +45,7 @@ class Sshd:
             f"PidFile {self.folder / 'sshd.pid'}\nLogLevel ERROR\nMaxStartups 50\nMaxSessions 50\n"
             "Subsystem sftp internal-sftp\n"
             # The remote side runs docker compose: the standalone v2 binary of this venv is on its PATH.
-            f"SetEnv PATH={Path(os.__file__).parents[2] / 'bin'}:/usr/local/bin:/usr/bin:/bin {self.setenv}\n"
+            f"SetEnv PATH={Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin {self.setenv}\n"
         )
         return cfg
 

@@ -124,7 +124,7 @@ def test_up_runs_the_stack_from_a_bundle_on_the_remote_host(remote: Remote) -> N
     assert health.returncode == 0, health.stdout + health.stderr
     status = json.loads(remote.cli("status", "--env", ENV, "--json").stdout)
     assert {r["health"] for r in status} == {"healthy"}
-    assert {r["version"] for r in status if r["name"] == "auth-service"} == {"v1"}
+    assert {r["version"] for r in status if r["name"] == "auth"} == {"v1"}
     with remote.gateway() as gw:
         assert gw.get("/health").status_code == 200
     # The bundle is on the host, env files 0600 in a 0700 folder; nothing of it on the operator's side.
@@ -140,8 +140,8 @@ def test_up_runs_the_stack_from_a_bundle_on_the_remote_host(remote: Remote) -> N
     ]
     history = json.loads(remote.cli("history", "--env", ENV, "--json", root=1).stdout)
     assert ("up", "ok") in [(h["action"], h["result"]) for h in history]
-    logs = remote.cli("logs", "--env", ENV, "auth-service", "--tail", "5")
-    assert logs.returncode == 0 and "auth-service" in logs.stdout
+    logs = remote.cli("logs", "--env", ENV, "auth", "--tail", "5")
+    assert logs.returncode == 0 and logs.stdout.strip(), logs.stderr
     migrations = remote.cli("migrate", "status", "--env", ENV, "--json")
     assert migrations.returncode == 0, migrations.stderr
     assert {m["state"] for o in json.loads(migrations.stdout) for m in o["migrations"]} == {"applied"}

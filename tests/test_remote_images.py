@@ -36,9 +36,13 @@ def other_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder.mkdir()
     sock = f"unix://{folder}/docker.sock"
     log = (folder / "log").open("wb")
+    # Its own bridge: with --bridge=none dockerd deletes the default docker0, which the machine's engine uses.
+    bridge = f"mfe{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "link", "add", "name", bridge, "type", "bridge"], check=True)
+    subprocess.run(["ip", "addr", "add", "172.31.254.1/24", "dev", bridge], check=True)
     proc = subprocess.Popen(["dockerd", "--data-root", str(folder / "data"), "--exec-root", str(folder / "exec"),
-                             "--pidfile", str(folder / "pid"), "--host", sock, "--bridge=none", "--iptables=false",
-                             "--ip-masq=false"], stdout=log, stderr=log)  # fmt: skip
+                             "--pidfile", str(folder / "pid"), "--host", sock, "--bridge", bridge,
+                             "--iptables=false", "--ip-masq=false"], stdout=log, stderr=log)  # fmt: skip
     try:
         deadline = time.monotonic() + 60
         while subprocess.run(["docker", "-H", sock, "info"], capture_output=True).returncode != 0:
@@ -49,6 +53,7 @@ def other_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.terminate()
         proc.wait(timeout=60)
         log.close()
+        subprocess.run(["ip", "link", "delete", bridge], check=False)
         shutil.rmtree(folder, ignore_errors=True)
 
 
