@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import tarfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from mfe_deploy import images
 from mfe_deploy.remote import ssh
 from mfe_deploy.remote.target import SshTarget
 from mfe_deploy.runtimes.process import LocalProcess
+from tests.engines import second_engine
 from tests.sshd import SSHD, sshd
 from tests.test_docker_runtime import _engine
 
@@ -31,30 +31,9 @@ if os.geteuid() != 0 or not SSHD.exists() or not _engine() or shutil.which("dock
 
 
 @pytest.fixture(scope="module")
-def other_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    folder = Path("/tmp") / f"mfe-engine-{uuid.uuid4().hex[:8]}"  # short: a unix socket path is limited
-    folder.mkdir()
-    sock = f"unix://{folder}/docker.sock"
-    log = (folder / "log").open("wb")
-    # Its own bridge: with --bridge=none dockerd deletes the default docker0, which the machine's engine uses.
-    bridge = f"mfe{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "link", "add", "name", bridge, "type", "bridge"], check=True)
-    subprocess.run(["ip", "addr", "add", "172.31.254.1/24", "dev", bridge], check=True)
-    proc = subprocess.Popen(["dockerd", "--data-root", str(folder / "data"), "--exec-root", str(folder / "exec"),
-                             "--pidfile", str(folder / "pid"), "--host", sock, "--bridge", bridge,
-                             "--iptables=false", "--ip-masq=false"], stdout=log, stderr=log)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while subprocess.run(["docker", "-H", sock, "info"], capture_output=True).returncode != 0:
-            assert proc.poll() is None and time.monotonic() < deadline, (folder / "log").read_text()[-2000:]
-            time.sleep(0.3)
+def other_engine() -> Iterator[str]:
+    with second_engine() as sock:
         yield sock
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-        log.close()
-        subprocess.run(["ip", "link", "delete", bridge], check=False)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _tiny_image(tag: str, content: bytes) -> None:

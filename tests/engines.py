@@ -1,0 +1,40 @@
+"""A second Docker engine on this machine, standing in for a remote host's: its own data root, socket
+and bridge, started and stopped by whoever needs it (tests, benchmarks)."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def second_engine() -> Iterator[str]:
+    """Yields its DOCKER_HOST (unix://...). Everything it made is removed afterwards."""
+    folder = Path("/tmp") / f"mfe-engine-{uuid.uuid4().hex[:8]}"  # short: a unix socket path is limited
+    folder.mkdir()
+    sock = f"unix://{folder}/docker.sock"
+    # Its own bridge: with --bridge=none dockerd deletes the default docker0, which the machine's engine uses.
+    bridge = f"mfe{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "link", "add", "name", bridge, "type", "bridge"], check=True)
+    subprocess.run(["ip", "addr", "add", "172.31.254.1/24", "dev", bridge], check=True)
+    with (folder / "log").open("wb") as log:
+        proc = subprocess.Popen(["dockerd", "--data-root", str(folder / "data"), "--exec-root", str(folder / "exec"),
+                                 "--pidfile", str(folder / "pid"), "--host", sock, "--bridge", bridge,
+                                 "--iptables=false", "--ip-masq=false"], stdout=log, stderr=log)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while subprocess.run(["docker", "-H", sock, "info"], capture_output=True).returncode != 0:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the second dockerd did not start: " + (folder / "log").read_text()[-2000:])
+            time.sleep(0.3)
+        yield sock
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        subprocess.run(["ip", "link", "delete", bridge], check=False)
+        shutil.rmtree(folder, ignore_errors=True)
