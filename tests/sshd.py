@@ -38,11 +38,12 @@ class Sshd:
 
     def config(self) -> Path:
         cfg = self.folder / "sshd_config"
+        # MaxSessions 10 is OpenSSH's default: concurrent dumps and probes must fit in what hosts allow.
         cfg.write_text(
             f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.host_key}\n"
             f"AuthorizedKeysFile {self.folder / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
-            f"PidFile {self.folder / 'sshd.pid'}\nLogLevel ERROR\nMaxStartups 50\nMaxSessions 50\n"
+            f"PidFile {self.folder / 'sshd.pid'}\nLogLevel ERROR\nMaxStartups 50\nMaxSessions 10\n"
             "Subsystem sftp internal-sftp\n"
             # The remote side runs docker compose: the standalone v2 binary of this venv is on its PATH.
             f"SetEnv PATH={Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin {self.setenv}\n"

@@ -81,9 +81,13 @@ class RemoteBackups:
         self._remove_tree(partial)
         self.files.makedirs(partial, 0o700)
         names = [*manifest.files, MANIFEST, *([VERIFIED] if (entry.path / VERIFIED).exists() else [])]
-        for name in names:
-            self.files.put(entry.path / name, partial / name, 0o600, task)
-        self._check_remote(partial, manifest)
+        try:
+            for name in names:
+                self.files.put(entry.path / name, partial / name, 0o600, task)
+            self._check_remote(partial, manifest)
+        except BaseException:
+            self._remove_tree(partial)
+            raise
         self.files.rename(partial, self.root / entry.id)
 
     def _check_remote(self, folder: PurePosixPath, manifest: Manifest) -> None:
@@ -95,8 +99,11 @@ class RemoteBackups:
             found[name] = digest
         wrong = [n for n in names if found.get(n) != manifest.files[n].sha256]
         if done.returncode != 0 or wrong:
-            why = ", ".join(wrong) or done.stderr.strip().splitlines()[-1:] or "sha256sum failed"
-            raise BackupError(f"the copy on {self.host.name} does not match the manifest ({why}); it was not kept")
+            why = ", ".join(wrong) or (done.stderr.strip().splitlines() or ["sha256sum failed"])[-1]
+            raise BackupError(
+                f"the copy of {manifest.id} on {self.host.name} does not match the manifest ({why}): removed there; "
+                "the local copy is kept"
+            )
 
     def mark_verified(self, backup_id: str, record: dict[str, object]) -> None:
         text = json.dumps(record, indent=2, sort_keys=True) + "\n"
