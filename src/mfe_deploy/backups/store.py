@@ -151,16 +151,7 @@ class Store:
         return [e for e in self.scan() if e.complete]
 
     def get(self, backup_id: str | None) -> Entry:
-        entries = self.complete()
-        if not entries:
-            raise BackupError(f"no complete backup in {self.root}")
-        if backup_id is None:
-            return entries[-1]
-        for entry in entries:
-            if entry.id == backup_id:
-                return entry
-        known = ", ".join(e.id for e in entries[-5:])
-        raise BackupError(f"no complete backup {backup_id!r} in {self.root} (newest: {known})")
+        return pick(self.complete(), backup_id, str(self.root))
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -206,6 +197,19 @@ class Store:
     def leftovers(self) -> Iterator[Path]:
         """Folders a killed prune was removing (renamed away first, so never mistaken for backups)."""
         yield from self.root.glob(".*.removing") if self.root.is_dir() else []
+
+
+def pick(complete: list[Entry], backup_id: str | None, where: str) -> Entry:
+    """The backup `backup_id` (the newest when None) among complete ones, or an error naming the newest."""
+    if not complete:
+        raise BackupError(f"no complete backup in {where}")
+    if backup_id is None:
+        return complete[-1]
+    for entry in complete:
+        if entry.id == backup_id:
+            return entry
+    known = ", ".join(e.id for e in complete[-5:])
+    raise BackupError(f"no complete backup {backup_id!r} in {where} (newest: {known})")
 
 
 def fsync_dir(path: Path) -> None:

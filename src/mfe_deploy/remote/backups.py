@@ -14,7 +14,7 @@ import shutil
 from contextlib import suppress
 from pathlib import Path, PurePosixPath
 
-from mfe_deploy.backups.store import MANIFEST, PARTIAL, VERIFIED, BackupError, Entry, Manifest, Store
+from mfe_deploy.backups.store import MANIFEST, PARTIAL, VERIFIED, BackupError, Entry, Manifest, Store, pick
 from mfe_deploy.command import Command
 from mfe_deploy.console import Task
 from mfe_deploy.host import Host
@@ -58,16 +58,7 @@ class RemoteBackups:
         return out
 
     def get(self, backup_id: str | None) -> Entry:
-        entries = [e for e in self.scan() if e.manifest is not None]
-        if not entries:
-            raise BackupError(f"no complete backup in {self.host.name}:{self.root}")
-        if backup_id is None:
-            return entries[-1]
-        for entry in entries:
-            if entry.id == backup_id:
-                return entry
-        known = ", ".join(e.id for e in entries[-5:])
-        raise BackupError(f"no complete backup {backup_id!r} on {self.host.name} (newest: {known})")
+        return pick([e for e in self.scan() if e.complete], backup_id, f"{self.host.name}:{self.root}")
 
     # --- up ----------------------------------------------------------------------------------------------
     def upload(self, entry: Entry, task: Task | None = None) -> None:
