@@ -246,3 +246,13 @@ def test_zz_no_secret_in_any_output_or_remote_file_but_the_env_files(remote: Rem
     # ps on the host never shows them either (they travel on stdin, not argv).
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
     assert not any(s in ps for s in secrets)
+
+
+def test_zzz_down_stops_the_stack_on_the_host(remote: Remote) -> None:
+    down = remote.cli("down", "--env", ENV, root=1)
+    assert down.returncode == 0 and down.stdout.strip() == f"{ENV}: stopped", down.stderr
+    status = json.loads(remote.cli("status", "--env", ENV, "--json").stdout)
+    assert status and {r["state"] for r in status} == {"STOPPED"}
+    assert not (remote.remote_dir / "state" / "migrated").exists()
+    again = remote.cli("down", "--env", ENV)
+    assert again.returncode == 0 and again.stdout.strip() == f"{ENV}: nothing was running"
