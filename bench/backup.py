@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,17 +35,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "bench"))  # local_up's project helper
 
+from local_up import project  # noqa: E402
 from mfe_deploy.binaries import find_pg  # noqa: E402
 
-SERVICES = ("auth", "payments", "admin", "profile", "api-gateway")
 DATABASES = ("auth_db", "payments_db", "admin_db", "profile_db")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cli(root: Path, *args: str) -> str:
@@ -63,14 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     pg_bin = find_pg(os.environ.get("MFE_PG_BIN"))
     base = Path(tempfile.mkdtemp(prefix="mfe-bench-backup-"))
-    root = base / "project"
-    shutil.copytree(REPO / "environments", root / "environments")
-    ports = {name: free_port() for name in (*SERVICES, "postgres", "redis")}
-    services = "".join(f"  {n}:\n    port: {ports[n]}\n" for n in SERVICES)
-    (root / "environments" / "bench.yaml").write_text(
-        f"extends: development\nruntime: local\nservices:\n{services}database:\n  layout: per-service\n"
-        f"  name: null\n  port: {ports['postgres']}\nredis:\n  port: {ports['redis']}\n"
-    )
+    root, ports = project(base, database="  layout: per-service\n  name: null\n")
     env = {**os.environ, "PGPASSWORD": "postgres"}
     conn = ["-h", "127.0.0.1", "-p", str(ports["postgres"]), "-U", "postgres"]
 

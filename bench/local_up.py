@@ -41,14 +41,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def project(base: Path) -> tuple[Path, dict[str, int]]:
+def project(base: Path, database: str = "") -> tuple[Path, dict[str, int]]:
+    """A development-based `bench` environment on free ports; `database`: more lines for its database key."""
     root = base / "project"
     shutil.copytree(REPO / "environments", root / "environments")
     ports = {name: free_port() for name in (*SERVICES, "postgres", "redis")}
     services = "".join(f"  {n}:\n    port: {ports[n]}\n" for n in SERVICES)
     (root / "environments" / "bench.yaml").write_text(
-        f"extends: development\nruntime: local\nservices:\n{services}database:\n  port: {ports['postgres']}\n"
-        f"redis:\n  port: {ports['redis']}\n"
+        f"extends: development\nruntime: local\nservices:\n{services}database:\n{database}"
+        f"  port: {ports['postgres']}\nredis:\n  port: {ports['redis']}\n"
     )
     return root, ports
 

@@ -146,6 +146,17 @@ def _final_files_are_whole(path: Path) -> None:
 
 
 def interruption(d: Deployment, rounds: int = 10) -> None:
+    # A bulk table makes each dump take long enough for kills to land inside it.
+    database, schema = d.places()["admin"]
+    d.psql(database, f"CREATE TABLE IF NOT EXISTS {schema}.bulk AS SELECT g AS id, md5(g::text) AS v "
+                     "FROM generate_series(1, 300000) g")  # fmt: skip
+    try:
+        _interrupt(d, rounds)
+    finally:
+        d.psql(database, f"DROP TABLE {schema}.bulk")
+
+
+def _interrupt(d: Deployment, rounds: int) -> None:
     start = time.monotonic()
     new_backup(d)
     duration = time.monotonic() - start

@@ -327,12 +327,7 @@ def test_backup_corruption_is_refused_before_anything_changes(project: Project) 
 
 
 def test_backup_killed_backups_leave_no_partial_file(project: Project) -> None:
-    project.psql("admin_db", "CREATE TABLE IF NOT EXISTS bulk AS SELECT g AS id, md5(g::text) AS v "
-                             "FROM generate_series(1, 300000) g")  # fmt: skip
-    try:
-        suite.interruption(project)
-    finally:
-        project.psql("admin_db", "DROP TABLE bulk")
+    suite.interruption(project)
 
 
 def test_backup_failing_restore_leaves_the_databases_unchanged(project: Project) -> None:

@@ -78,7 +78,8 @@ def test_apply_then_nothing_to_do(project: Project) -> None:
     assert project.sql("SELECT count(*) FROM mfe_schema_migrations WHERE status = 'applied'") == "2"
 
 
-def test_ten_concurrent_runs_apply_each_migration_once(project: Project) -> None:
+def _slow_counter(project: Project) -> None:
+    """auth's only migration: a table made slowly (0.3 s), so that concurrent runners overlap."""
     for path in (project.migrations / "auth").iterdir():
         path.unlink()
     project.write(
@@ -86,6 +87,10 @@ def test_ten_concurrent_runs_apply_each_migration_once(project: Project) -> None
         "0001_counter.sql",
         "CREATE TABLE counter (n int);\nSELECT pg_sleep(0.3);\nINSERT INTO counter VALUES (1);\n",
     )
+
+
+def test_ten_concurrent_runs_apply_each_migration_once(project: Project) -> None:
+    _slow_counter(project)
     project.write("auth", "0002_more.sql", "SELECT pg_sleep(0.3);\nINSERT INTO counter VALUES (2);\n")
     args = ("migrate", "--env", "itest", "--service", "auth", "--lock-wait", "120")
     with ThreadPoolExecutor(10) as pool:
@@ -98,13 +103,7 @@ def test_ten_concurrent_runs_apply_each_migration_once(project: Project) -> None
 
 def test_the_advisory_lock_alone_keeps_concurrent_runners_apart(project: Project) -> None:
     """Two hosts do not share a lock file: the database's advisory lock must suffice on its own."""
-    for path in (project.migrations / "auth").iterdir():
-        path.unlink()
-    project.write(
-        "auth",
-        "0001_counter.sql",
-        "CREATE TABLE counter (n int);\nSELECT pg_sleep(0.3);\nINSERT INTO counter VALUES (1);\n",
-    )
+    _slow_counter(project)
     url = f"postgresql://auth_app:{STACK_SECRETS['ITEST_AUTH_DB_PASSWORD']}@127.0.0.1:{project.cluster.port}/auth_db"
     env = {**project.environ, "DATABASE_URL": url}
     runner = [sys.executable, "-m", "mfe_services.migrate", "--service", "auth", "apply"]

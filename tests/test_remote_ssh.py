@@ -10,7 +10,8 @@ import shutil
 import socket
 import threading
 from collections.abc import Iterator
-from pathlib import Path
+from contextlib import ExitStack
+from pathlib import Path, PurePosixPath
 
 import pytest
 
@@ -131,8 +132,9 @@ def test_commands_run_remotely_with_variables_kept_out_of_argv(tmp_path: Path, s
         echoed = proc.stdout.read()
         writer.join()
         assert proc.wait() == 0 and hashlib.sha256(echoed).digest() == hashlib.sha256(data).digest()
-        home = ssh.home_path(runner, "mfe")
-        assert home == Path("/root/mfe")
+    with ExitStack() as resources:  # a relative remote folder is under the remote user's home
+        where = ssh.open_host(target, "remote", resources)
+        assert where.remote and where.root == PurePosixPath("/root/mfe")
 
 
 def test_up_to_an_unknown_or_unreachable_host_changes_nothing(tmp_path: Path, server: Sshd) -> None:

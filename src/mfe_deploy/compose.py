@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from mfe_deploy.command import Command
 from mfe_deploy.errors import CommandFailed, MfeError
+from mfe_deploy.runtimes.process import LocalProcess
 
 if TYPE_CHECKING:
     from mfe_deploy.runtimes import Runner
@@ -62,18 +62,14 @@ def find(runner: Runner | None = None) -> tuple[str, ...]:
                 candidates.append((binary,))
     seen_v1 = False
     where = "" if runner is None else " on the remote host"
+    asker = runner if runner is not None else LocalProcess()
     for argv in candidates:
         try:
-            if runner is None:
-                out = subprocess.run([*argv, "version"], capture_output=True, text=True, timeout=10, check=False)
-                code, text = out.returncode, out.stdout + out.stderr
-            else:
-                done = runner.run(Command((*argv, "version")), timeout=30)
-                code, text = done.returncode, done.stdout + done.stderr
-        except (OSError, CommandFailed):
+            done = asker.run(Command((*argv, "version")), timeout=30)
+        except CommandFailed:
             continue
-        version = parse_version(text)
-        if code == 0 and version and version[0] >= 2:
+        version = parse_version(done.stdout + done.stderr)
+        if done.returncode == 0 and version and version[0] >= 2:
             return argv
         seen_v1 = seen_v1 or (version is not None and version[0] == 1)
     if seen_v1:

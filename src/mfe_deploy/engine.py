@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mfe_deploy.command import Command
+from mfe_deploy.errors import CommandFailed
 from mfe_deploy.render import Capabilities
 
 if TYPE_CHECKING:
@@ -33,18 +33,17 @@ def server_version() -> tuple[int, int] | None:
         return None
     if "DOCKER_HOST" not in os.environ and not Path("/var/run/docker.sock").exists():
         return None
+    from mfe_deploy.runtimes.process import LocalProcess
+
     try:
-        proc = subprocess.run(
-            ["docker", "version", "--format", "{{.Server.Version}}"],
-            capture_output=True, text=True, timeout=5, check=False,
-        )  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired):
+        return version_via(LocalProcess(), timeout=5)
+    except CommandFailed:
         return None
-    return parse_version(proc.stdout) if proc.returncode == 0 else None
 
 
-def remote_version(runner: Runner) -> tuple[int, int] | None:
-    done = runner.run(Command(("docker", "version", "--format", "{{.Server.Version}}")), timeout=30)
+def version_via(runner: Runner, timeout: float = 30) -> tuple[int, int] | None:
+    """The engine's version, asked where `runner` runs commands (this machine or a remote host)."""
+    done = runner.run(Command(("docker", "version", "--format", "{{.Server.Version}}")), timeout=timeout)
     return parse_version(done.stdout) if done.returncode == 0 else None
 
 

@@ -16,11 +16,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from mfe_deploy.bundle import write_atomic
 from mfe_deploy.errors import MfeError
+from mfe_deploy.host import Files, LocalFiles
 
 PARTIAL = ".partial"
 MANIFEST = "manifest.json"
@@ -126,26 +127,8 @@ class Store:
         """Every backup directory, oldest first; interrupted ones have no manifest."""
         if not self.root.is_dir():
             return []
-        out = []
-        for path in sorted(self.root.iterdir()):
-            if not path.is_dir() or path.name.startswith("."):
-                continue
-            if path.name.endswith(PARTIAL):
-                out.append(Entry(path.name.removesuffix(PARTIAL), path, None, problem="interrupted"))
-                continue
-            try:
-                manifest = Manifest.from_json((path / MANIFEST).read_text())
-            except FileNotFoundError:
-                out.append(Entry(path.name, path, None, problem="no manifest"))
-                continue
-            except (ValueError, TypeError, KeyError) as exc:
-                out.append(Entry(path.name, path, None, problem=f"unreadable manifest: {exc}"))
-                continue
-            verified = None
-            with suppress(OSError, ValueError):
-                verified = json.loads((path / VERIFIED).read_text())
-            out.append(Entry(path.name, path, manifest, verified))
-        return out
+        names = [p.name for p in sorted(self.root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+        return [read_entry(LocalFiles(), self.root, name) for name in names]
 
     def complete(self) -> list[Entry]:
         return [e for e in self.scan() if e.complete]
@@ -197,6 +180,24 @@ class Store:
     def leftovers(self) -> Iterator[Path]:
         """Folders a killed prune was removing (renamed away first, so never mistaken for backups)."""
         yield from self.root.glob(".*.removing") if self.root.is_dir() else []
+
+
+def read_entry(files: Files, root: PurePath, name: str) -> Entry:
+    """One folder of a backups folder, here or on a remote host (read through `files`)."""
+    path = Path(str(root / name))
+    if name.endswith(PARTIAL):
+        return Entry(name.removesuffix(PARTIAL), path, None, problem="interrupted")
+    try:
+        text = files.read_text(root / name / MANIFEST)
+        if text is None:
+            return Entry(name, path, None, problem="no manifest")
+        manifest = Manifest.from_json(text)
+    except (ValueError, TypeError, KeyError) as exc:
+        return Entry(name, path, None, problem=f"unreadable manifest: {exc}")
+    verified = None
+    with suppress(OSError, ValueError):
+        verified = json.loads(files.read_text(root / name / VERIFIED) or "null")
+    return Entry(name, path, manifest, verified)
 
 
 def pick(complete: list[Entry], backup_id: str | None, where: str) -> Entry:

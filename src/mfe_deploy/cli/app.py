@@ -13,6 +13,7 @@ import typer
 from mfe_deploy.console import Console
 
 if TYPE_CHECKING:
+    from mfe_deploy.config.models import Environment
     from mfe_deploy.host import Host
 
 app = typer.Typer(
@@ -56,17 +57,18 @@ def _env_debug() -> bool:
     return os.environ.get("MFE_DEBUG", "") not in ("", "0")
 
 
-def host(env: str) -> Host:
+def host(env: str, environment: Environment | None = None) -> Host:
     """Where the environment runs, and so where its lock, release ledger and audit log live: this
-    machine, or its remote host (one connection per command, shared by everything the command does)."""
+    machine, or its remote host (one connection per command, shared by everything the command does).
+    `environment`: the loaded model, when the caller has it (not loaded again)."""
     state = application()
     if env not in state.hosts:
         from mfe_deploy import host as hosts
         from mfe_deploy.config import loader
         from mfe_deploy.remote.target import parse
 
-        loaded = loader.load(state.project_dir, env)
-        target = parse(loaded.env, state.project_dir, Path.home())
+        model = environment or loader.load(state.project_dir, env).env
+        target = parse(model, state.project_dir, Path.home())
         if target is None:
             state.hosts[env] = hosts.local(state.project_dir, env)
         else:

@@ -73,7 +73,7 @@ def _fetch(remote: RemoteBackups, store: Store, backup_id: str | None) -> Entry:
     started = time.monotonic()
     with console.progress() as progress:
         task = progress.task(f"downloading {wanted.id}", wanted.manifest.size)
-        entry = remote.download(wanted.id, store, task)
+        entry = remote.download(wanted, store, task)
         task.finish(f"checksums match ({time.monotonic() - started:.1f}s)")
     return entry
 

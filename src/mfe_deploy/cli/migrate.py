@@ -21,19 +21,15 @@ def _execute(env: str, service: str | None, action: list[str]) -> list[Outcome]:
     """On the docker runtime (local or remote) the runner runs in one-off service containers, which
     reach the database on the stack's internal network; on the local runtime, as a local process."""
     from mfe_deploy.cli.stack import _runtime
-    from mfe_deploy.config import loader
     from mfe_deploy.ops import migrations
     from mfe_deploy.runtimes.docker import DockerRuntime
     from mfe_deploy.runtimes.process import LocalProcess
 
-    state = application()
-    loaded, secrets = loader.load_with_secrets(state.project_dir, env)
-    state.console.add_secrets(secrets.maskable())
-    names = migrations.services(loaded.env, service)
     rt = _runtime(env, None)
+    names = migrations.services(rt.env, service)
     if isinstance(rt, DockerRuntime):
         return rt.migrations(names, action)
-    commands = {n: migrations.command(loaded.env, secrets, n, action) for n in names}
+    commands = {n: migrations.command(rt.env, rt.secrets, n, action) for n in names}
     return migrations.run(LocalProcess(), commands)
 
 

@@ -33,13 +33,14 @@ def _runtime(env: str, runtime: str | None) -> LocalRuntime | DockerRuntime:
     state = application()
     loaded, secrets = loader.load_with_secrets(state.project_dir, env)
     state.console.add_secrets(secrets.maskable())
-    if loaded.env.target != "local":
-        if (runtime or loaded.env.runtime) not in ("docker", "auto"):
-            raise MfeError(f"{env} targets {loaded.env.target}: remote hosts run the docker runtime, not "
-                           f"{runtime or loaded.env.runtime!r}")  # fmt: skip
+    if loaded.env.target != "local" and (runtime or loaded.env.runtime) not in ("docker", "auto"):
+        raise MfeError(f"{env} targets {loaded.env.target}: remote hosts run the docker runtime, not "
+                       f"{runtime or loaded.env.runtime!r}")  # fmt: skip
+    where = host(env, loaded.env)  # connected once: the lock and the audit log of this command use it too
+    if where.remote:
         from mfe_deploy.runtimes.docker import DockerRuntime
 
-        return DockerRuntime(state.project_dir, loaded, secrets, state.console, host=host(env))
+        return DockerRuntime(state.project_dir, loaded, secrets, state.console, host=where)
     chosen = runtime or loaded.env.runtime
     if chosen == "auto":
         engine = server_version()

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import json
 import shutil
-from contextlib import suppress
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
-from mfe_deploy.backups.store import MANIFEST, PARTIAL, VERIFIED, BackupError, Entry, Manifest, Store, pick
+from mfe_deploy.backups.store import MANIFEST, PARTIAL, VERIFIED, BackupError, Entry, Manifest, Store, pick, read_entry
 from mfe_deploy.command import Command
 from mfe_deploy.console import Task
 from mfe_deploy.host import Host
@@ -34,28 +33,8 @@ class RemoteBackups:
 
     def scan(self) -> list[Entry]:
         """As Store.scan, read over SFTP (an Entry's path is the remote folder)."""
-        out = []
-        for name in self.files.listdir(self.root):
-            path = Path(str(self.root / name))
-            if name.startswith("."):
-                continue
-            if name.endswith(PARTIAL):
-                out.append(Entry(name.removesuffix(PARTIAL), path, None, problem="interrupted"))
-                continue
-            text = self.files.read_text(self.root / name / MANIFEST)
-            if text is None:
-                out.append(Entry(name, path, None, problem="no manifest"))
-                continue
-            try:
-                manifest = Manifest.from_json(text)
-            except (ValueError, TypeError, KeyError) as exc:
-                out.append(Entry(name, path, None, problem=f"unreadable manifest: {exc}"))
-                continue
-            verified = None
-            with suppress(ValueError, OSError):
-                verified = json.loads(self.files.read_text(self.root / name / VERIFIED) or "null")
-            out.append(Entry(name, path, manifest, verified))
-        return out
+        names = [n for n in self.files.listdir(self.root) if not n.startswith(".")]
+        return [read_entry(self.files, self.root, name) for name in names]
 
     def get(self, backup_id: str | None) -> Entry:
         return pick([e for e in self.scan() if e.complete], backup_id, f"{self.host.name}:{self.root}")
@@ -101,15 +80,13 @@ class RemoteBackups:
         self.files.write_atomic(self.root / backup_id / VERIFIED, text, 0o600)
 
     # --- down --------------------------------------------------------------------------------------------
-    def download(self, backup_id: str, store: Store, task: Task | None = None) -> Entry:
-        """Fetch a remote backup into the local folder; every file's SHA-256 and size are checked against
-        the manifest as it arrives, and a mismatch keeps nothing."""
-        remote = self.get(backup_id)
+    def download(self, remote: Entry, store: Store, task: Task | None = None) -> Entry:
+        """Fetch a complete remote backup (from `scan`/`get`) into the local folder; every file's SHA-256
+        and size are checked against the manifest as it arrives, and a mismatch keeps nothing."""
         manifest = remote.manifest
         assert manifest is not None
-        for local in store.complete():
-            if local.id == remote.id:
-                return local
+        if (store.root / remote.id).exists():
+            raise BackupError(f"backup {remote.id} is already in {store.root}")
         partial = store.begin(remote.id)
         try:
             for name, expected in manifest.files.items():

@@ -11,7 +11,6 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from mfe_deploy.command import Command
@@ -270,11 +269,3 @@ def open_host(target: SshTarget, env_name: str, resources: ExitStack) -> Host:
         raise RemoteError(f"{target.address}: SFTP is not available: {exc or type(exc).__name__}") from None
     root = remote_root(home, target.remote_dir)
     return Host(target.address, SshRunner(client, target), SftpFiles(sftp), root, remote=True)
-
-
-def home_path(runner: SshRunner, relative: str) -> Path:
-    """An absolute remote path (relative ones are under the remote user's home)."""
-    if relative.startswith("/"):
-        return Path(relative)
-    done = runner.run(Command(("sh", "-c", 'printf %s "$HOME"')), timeout=30)
-    return Path(done.stdout.strip() or "/") / relative

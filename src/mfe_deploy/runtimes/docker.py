@@ -6,12 +6,12 @@ import getpass
 import hashlib
 import json
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 
 from mfe_deploy import bundle, images, tls
@@ -23,11 +23,11 @@ from mfe_deploy.config.loader import Loaded
 from mfe_deploy.config.models import DATABASE_SERVICES, Environment
 from mfe_deploy.config.secrets import Secrets
 from mfe_deploy.console import Console, human_size
-from mfe_deploy.engine import capabilities, capabilities_for, remote_version
+from mfe_deploy.engine import capabilities, capabilities_for, version_via
 from mfe_deploy.errors import MfeError
 from mfe_deploy.host import Host
 from mfe_deploy.ops import health, migrations
-from mfe_deploy.render import render
+from mfe_deploy.render import Capabilities, render
 from mfe_deploy.runtimes import Completed
 from mfe_deploy.runtimes.local import StartFailed, UnitStatus
 from mfe_deploy.runtimes.process import LocalProcess
@@ -61,6 +61,11 @@ class DockerRuntime:
         self.runner = self.host.runner
         self.builder = LocalProcess()  # images are built by this machine's engine, then shipped
         self._compose: Compose | None = None
+
+    @cached_property
+    def capabilities(self) -> Capabilities:
+        """What the engine that runs the stack supports (asked once per command)."""
+        return capabilities_for(version_via(self.runner)) if self.host.remote else capabilities(None)
 
     @property
     def compose(self) -> Compose:
@@ -120,8 +125,7 @@ class DockerRuntime:
 
     # --- rendering -----------------------------------------------------------------------------------------
     def write_bundle(self, versions: dict[str, str]) -> str:
-        caps = capabilities_for(remote_version(self.runner)) if self.host.remote else capabilities(None)
-        result = render(self.env, self.secrets, versions=versions, caps=caps)
+        result = render(self.env, self.secrets, versions=versions, caps=self.capabilities)
         self.files.makedirs(self.bundle_dir, 0o700)  # env files hold secrets: nobody else walks in
         bundle.write(result, self.bundle_dir, self.files)
         if self.env.nginx.enabled and self.env.nginx.tls.mode == "self-signed":
@@ -408,11 +412,7 @@ class DockerRuntime:
 
     def logs(self, unit: str | None, tail: int, follow: bool) -> None:
         args = ["logs", "--no-color", "--tail", str(tail), *(["--follow"] if follow else []), *([unit] if unit else [])]
-        command = self.compose(*args)
-        if not self.host.remote:
-            subprocess.run(command.argv, cwd=command.cwd, check=False)
-            return
-        proc = self.runner.spawn(command, stderr=sys.stderr.buffer)
+        proc = self.runner.spawn(self.compose(*args), stderr=sys.stderr.buffer)
         assert proc.stdout is not None
         try:
             for line in iter(proc.stdout.readline, b""):
