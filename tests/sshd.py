@@ -35,15 +35,16 @@ class Sshd:
     user_key: Path
     proc: subprocess.Popen[bytes] | None = None
     setenv: str = ""  # more KEY=value words for the sessions (e.g. DOCKER_HOST of another engine)
+    max_sessions: int = 10  # OpenSSH's default
 
     def config(self) -> Path:
         cfg = self.folder / "sshd_config"
-        # MaxSessions 10 is OpenSSH's default: concurrent dumps and probes must fit in what hosts allow.
+        # MaxSessions 10 is OpenSSH's default: concurrent dumps and probes must live with what hosts allow.
         cfg.write_text(
             f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.host_key}\n"
             f"AuthorizedKeysFile {self.folder / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
-            f"PidFile {self.folder / 'sshd.pid'}\nLogLevel ERROR\nMaxStartups 50\nMaxSessions 10\n"
+            f"PidFile {self.folder / 'sshd.pid'}\nLogLevel ERROR\nMaxStartups 50\nMaxSessions {self.max_sessions}\n"
             "Subsystem sftp internal-sftp\n"
             # The remote side runs docker compose: the standalone v2 binary of this venv is on its PATH.
             f"SetEnv PATH={Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin {self.setenv}\n"
@@ -83,9 +84,10 @@ class Sshd:
 
 
 @contextlib.contextmanager
-def sshd(folder: Path, setenv: str = "") -> Iterator[Sshd]:
+def sshd(folder: Path, setenv: str = "", max_sessions: int = 10) -> Iterator[Sshd]:
     folder.mkdir(parents=True, exist_ok=True)
-    server = Sshd(folder, free_port(), keygen(folder / "host_ed25519"), keygen(folder / "user_ed25519"), setenv=setenv)
+    server = Sshd(folder, free_port(), keygen(folder / "host_ed25519"), keygen(folder / "user_ed25519"), setenv=setenv,
+                  max_sessions=max_sessions)  # fmt: skip
     (folder / "authorized_keys").write_text(Path(str(server.user_key) + ".pub").read_text())
     server.start()
     try:

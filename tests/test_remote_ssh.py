@@ -137,6 +137,33 @@ def test_commands_run_remotely_with_variables_kept_out_of_argv(tmp_path: Path, s
         assert where.remote and where.root == PurePosixPath("/root/mfe")
 
 
+@pytest.mark.parametrize("max_sessions", [2, 10])
+def test_concurrent_commands_beyond_the_hosts_session_limit(tmp_path: Path, max_sessions: int) -> None:
+    """A backup runs a psql session and a pg_dump per database at once, plus globals: more channels than
+    OpenSSH allows on one connection (MaxSessions, 10 by default; a host may set fewer). They all run."""
+    with sshd(tmp_path / "sshd", max_sessions=max_sessions) as server:
+        target = _target(server, tmp_path)
+        with ExitStack() as resources:
+            where = ssh.open_host(target, "remote", resources)  # its SFTP channel counts too
+            runner = where.runner
+            assert isinstance(runner, ssh.SshRunner)
+            held = [runner.spawn(Command(("sh", "-c", f"cat; echo {i}")), stdin=True) for i in range(12)]
+            codes = []
+            for i, proc in enumerate(held):
+                assert proc.stdin is not None and proc.stdout is not None
+                proc.stdin.write(b"x\n")
+                proc.stdin.close()
+                assert proc.stdout.read() == f"x\n{i}\n".encode()  # closing stdin sent EOF
+                codes.append(proc.wait())
+            assert codes == [0] * 12
+            assert runner.connections == (12 // 2 + 1 if max_sessions == 2 else 2)
+            # Ended commands free their channels: a second round needs no new connection.
+            count = runner.connections
+            assert all(runner.run(Command(("true",)), timeout=30).returncode == 0 for _ in range(20))
+            assert runner.connections == count
+            assert where.files.read_text(PurePosixPath("/etc/hostname")) is not None  # SFTP still answers
+
+
 def test_up_to_an_unknown_or_unreachable_host_changes_nothing(tmp_path: Path, server: Sshd) -> None:
     p = remote_project(tmp_path, server)
     unknown = p.cli("up", "--env", "remote")

@@ -10,7 +10,8 @@ import shlex
 import socket
 import threading
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from mfe_deploy.command import Command
@@ -171,16 +172,20 @@ class RemoteProcess:
     """A command running on the remote host, shaped like subprocess.Popen where the backups use it."""
 
     def __init__(self, channel: paramiko.Channel, stderr: IO[bytes] | None) -> None:
+        from mfe_deploy.remote import streams
+
         self.channel = channel
-        self.stdin: IO[bytes] | None = channel.makefile_stdin("wb")  # type: ignore[assignment]
-        self.stdout: IO[bytes] | None = channel.makefile("rb")  # type: ignore[assignment]
+        self.stdin: IO[bytes] | None = streams.Stdin(channel, "wb")  # type: ignore[assignment]
+        self.stdout: IO[bytes] | None = streams.Stdout(channel, "rb")  # type: ignore[assignment]
         self.returncode: int | None = None
         self._stderr = stderr
         self._pump = threading.Thread(target=self._drain, daemon=True)
         self._pump.start()
 
     def _drain(self) -> None:
-        with self.channel.makefile_stderr("rb") as err:
+        from mfe_deploy.remote import streams
+
+        with streams.Stderr(self.channel, "rb") as err:
             for chunk in iter(lambda: err.read(65536), b""):
                 if self._stderr is not None:
                     self._stderr.write(chunk)
@@ -197,23 +202,92 @@ class RemoteProcess:
         return self.returncode
 
     def kill(self) -> None:
+        if self.stdin is not None:
+            with suppress(OSError, ValueError, EOFError):
+                self.stdin.close()
         self.channel.close()
         if self.returncode is None:
             self.returncode = -9
 
 
-class SshRunner:
-    """Runs Commands on the remote host over one SSH connection (a channel per command)."""
+# OpenSSH's MaxSessions defaults to 10 channels per connection; SFTP takes one, one is kept spare for a
+# killed command whose remote process has not exited yet. More concurrent commands get another connection.
+CHANNELS_PER_CONNECTION = 8
 
-    def __init__(self, client: paramiko.SSHClient, target: SshTarget) -> None:
+
+@dataclass
+class _Connection:
+    client: paramiko.SSHClient
+    limit: int
+    channels: list[paramiko.Channel] = field(default_factory=list)
+
+    def busy(self) -> int:
+        """Channels still open (the server closes one when its command ended and its output was sent)."""
+        self.channels = [c for c in self.channels if not c.closed]
+        return len(self.channels)
+
+
+class SshRunner:
+    """Runs Commands on the remote host, a channel per command, over as few connections as the host's
+    session limit allows (concurrent dumps and probes may need more than one)."""
+
+    def __init__(
+        self, client: paramiko.SSHClient, target: SshTarget, env_name: str = "", *,
+        channels: int = CHANNELS_PER_CONNECTION,
+    ) -> None:  # fmt: skip
         self.client = client
         self.target = target
+        self.env_name = env_name
+        self.channels = channels
+        self._lock = threading.Lock()
+        self._connections = [_Connection(client, channels)]
+
+    @property
+    def connections(self) -> int:
+        return len(self._connections)
+
+    def close(self) -> None:
+        """Close the extra connections (the first one belongs to whoever passed it in)."""
+        with self._lock:
+            extra, self._connections = self._connections[1:], self._connections[:1]
+        for conn in extra:
+            conn.client.close()
+
+    def _connection(self) -> _Connection:
+        with self._lock:
+            for conn in self._connections:
+                if conn.busy() < conn.limit:
+                    return conn
+        conn = _Connection(connect(self.target, self.env_name), self.channels)
+        with self._lock:
+            self._connections.append(conn)
+        return conn
+
+    def _open(self) -> paramiko.Channel:
+        import paramiko
+
+        for _ in range(3):
+            conn = self._connection()
+            transport = conn.client.get_transport()
+            if transport is None or not transport.is_active():
+                raise RemoteError(f"{self.target.address}: the connection was lost")
+            try:
+                channel = transport.open_session(timeout=self.target.connect_timeout)
+            except paramiko.ChannelException:
+                # The host allows fewer sessions than assumed (or a killed one lingers): this connection is full.
+                with self._lock:
+                    conn.limit = min(conn.limit, conn.busy())
+                continue
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                why = str(exc) or type(exc).__name__
+                raise RemoteError(f"{self.target.address}: cannot open a session: {why}") from None
+            with self._lock:
+                conn.channels.append(channel)
+            return channel
+        raise RemoteError(f"{self.target.address}: the host refuses new sessions (see MaxSessions in sshd_config)")
 
     def _channel(self, command: Command, timeout: float | None) -> paramiko.Channel:
-        transport = self.client.get_transport()
-        if transport is None or not transport.is_active():
-            raise RemoteError(f"{self.target.address}: the connection was lost")
-        channel = transport.open_session(timeout=self.target.connect_timeout)
+        channel = self._open()
         channel.settimeout(timeout)
         channel.exec_command(remote_line(command))
         block = _env_block(command)
@@ -226,10 +300,12 @@ class SshRunner:
         channel.shutdown_write()
         out: list[bytes] = []
         err: list[bytes] = []
-        reader = threading.Thread(target=lambda: err.append(channel.makefile_stderr("rb").read()), daemon=True)
+        from mfe_deploy.remote import streams
+
+        reader = threading.Thread(target=lambda: err.append(streams.Stderr(channel, "rb").read()), daemon=True)
         reader.start()
         try:
-            out.append(channel.makefile("rb").read())
+            out.append(streams.Stdout(channel, "rb").read())
             code = channel.recv_exit_status()
         except TimeoutError:
             channel.close()
@@ -248,9 +324,11 @@ class SshRunner:
 @contextmanager
 def session(target: SshTarget, env_name: str) -> Iterator[SshRunner]:
     client = connect(target, env_name)
+    runner = SshRunner(client, target, env_name)
     try:
-        yield SshRunner(client, target)
+        yield runner
     finally:
+        runner.close()
         client.close()
 
 
@@ -268,4 +346,6 @@ def open_host(target: SshTarget, env_name: str, resources: ExitStack) -> Host:
     except (OSError, EOFError) as exc:
         raise RemoteError(f"{target.address}: SFTP is not available: {exc or type(exc).__name__}") from None
     root = remote_root(home, target.remote_dir)
-    return Host(target.address, SshRunner(client, target), SftpFiles(sftp), root, remote=True)
+    runner = SshRunner(client, target, env_name)
+    resources.callback(runner.close)
+    return Host(target.address, runner, SftpFiles(sftp), root, remote=True)
