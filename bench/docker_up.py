@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -20,15 +19,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from tests.pg import free_port  # noqa: E402  (one port is never handed out twice in a run)
+
 SECRETS = {f"STAGING_{k}": f"bench-{k.lower()}-0123456789abcdef0123456789" for k in (
     "JWT_SECRET", "POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "AUTH_DB_PASSWORD", "PAYMENTS_DB_PASSWORD",
     "ADMIN_DB_PASSWORD", "PROFILE_DB_PASSWORD")}  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def timed(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> float:

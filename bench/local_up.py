@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO))
+
+from tests.pg import free_port  # noqa: E402  (one port is never handed out twice in a run)
 
 from mfe_deploy.binaries import find_pg  # noqa: E402
 from mfe_deploy.config import loader  # noqa: E402
@@ -33,12 +35,6 @@ from mfe_deploy.render import Endpoints, environments, render  # noqa: E402
 SERVICES = ("auth", "payments", "admin", "profile", "api-gateway")
 ROOT = os.geteuid() == 0
 AS_PG = ["runuser", "-u", "mfe-postgres", "--"] if ROOT else []
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def project(base: Path, database: str = "") -> tuple[Path, dict[str, int]]:
