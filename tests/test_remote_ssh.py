@@ -8,6 +8,7 @@ import hashlib
 import os
 import shutil
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -162,6 +163,17 @@ def test_concurrent_commands_beyond_the_hosts_session_limit(tmp_path: Path, max_
             assert all(runner.run(Command(("true",)), timeout=30).returncode == 0 for _ in range(20))
             assert runner.connections == count
             assert where.files.read_text(PurePosixPath("/etc/hostname")) is not None  # SFTP still answers
+
+
+def test_a_lost_connection_is_a_one_line_error(tmp_path: Path, server: Sshd) -> None:
+    target = _target(server, tmp_path)
+    with ssh.session(target, "remote") as runner:
+        assert runner.run(Command(("true",)), timeout=30).returncode == 0
+        assert server.proc is not None
+        subprocess.run(["pkill", "-KILL", "-P", str(server.proc.pid)], check=True)  # the connection's sshd
+        with pytest.raises(ssh.RemoteError, match=r"^root@127\.0\.0\.1:\d+: (the connection was lost|cannot )"):
+            for _ in range(50):  # the transport notices within a few reads
+                runner.run(Command(("true",)), timeout=30)
 
 
 def test_up_to_an_unknown_or_unreachable_host_changes_nothing(tmp_path: Path, server: Sshd) -> None:

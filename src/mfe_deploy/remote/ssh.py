@@ -287,12 +287,19 @@ class SshRunner:
         raise RemoteError(f"{self.target.address}: the host refuses new sessions (see MaxSessions in sshd_config)")
 
     def _channel(self, command: Command, timeout: float | None) -> paramiko.Channel:
+        import paramiko
+
         channel = self._open()
-        channel.settimeout(timeout)
-        channel.exec_command(remote_line(command))
-        block = _env_block(command)
-        if block:
-            channel.sendall(block)
+        try:
+            channel.settimeout(timeout)
+            channel.exec_command(remote_line(command))
+            block = _env_block(command)
+            if block:
+                channel.sendall(block)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            channel.close()
+            why = str(exc) or type(exc).__name__
+            raise RemoteError(f"{self.target.address}: cannot start `{command.argv[0]}`: {why}") from None
         return channel
 
     def run(self, command: Command, *, timeout: float | None = None) -> Completed:
