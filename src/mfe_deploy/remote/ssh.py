@@ -220,11 +220,15 @@ class _Connection:
     client: paramiko.SSHClient
     limit: int
     channels: list[paramiko.Channel] = field(default_factory=list)
+    opening: int = 0  # channels reserved by a thread that is opening them
+    # One open at a time: paramiko keeps an open's failure in one slot per transport, so with two opens
+    # in flight a refusal may reach the wrong thread, and the other sees "Unable to open channel."
+    serial: threading.Lock = field(default_factory=threading.Lock)
 
     def busy(self) -> int:
         """Channels still open (the server closes one when its command ended and its output was sent)."""
         self.channels = [c for c in self.channels if not c.closed]
-        return len(self.channels)
+        return len(self.channels) + self.opening
 
 
 class SshRunner:
@@ -240,6 +244,7 @@ class SshRunner:
         self.env_name = env_name
         self.channels = channels
         self._lock = threading.Lock()
+        self._connecting = threading.Lock()
         self._connections = [_Connection(client, channels)]
 
     @property
@@ -254,35 +259,54 @@ class SshRunner:
             conn.client.close()
 
     def _connection(self) -> _Connection:
+        """A connection with a free channel, reserved for the caller (who opens it or gives it back). One
+        thread at a time connects, so that callers arriving together share the new connection."""
+        if conn := self._reserve():
+            return conn
+        with self._connecting:
+            if conn := self._reserve():
+                return conn
+            conn = _Connection(connect(self.target, self.env_name), self.channels, opening=1)
+            with self._lock:
+                self._connections.append(conn)
+            return conn
+
+    def _reserve(self) -> _Connection | None:
         with self._lock:
             for conn in self._connections:
                 if conn.busy() < conn.limit:
+                    conn.opening += 1
                     return conn
-        conn = _Connection(connect(self.target, self.env_name), self.channels)
-        with self._lock:
-            self._connections.append(conn)
-        return conn
+        return None
 
     def _open(self) -> paramiko.Channel:
         import paramiko
 
-        for _ in range(3):
+        for _ in range(20):
             conn = self._connection()
-            transport = conn.client.get_transport()
-            if transport is None or not transport.is_active():
-                raise RemoteError(f"{self.target.address}: the connection was lost")
+            channel = None
             try:
-                channel = transport.open_session(timeout=self.target.connect_timeout)
+                transport = conn.client.get_transport()
+                if transport is None or not transport.is_active():
+                    raise RemoteError(f"{self.target.address}: the connection was lost")
+                with conn.serial:
+                    channel = transport.open_session(timeout=self.target.connect_timeout)
             except paramiko.ChannelException:
                 # The host allows fewer sessions than assumed (or a killed one lingers): this connection is full.
                 with self._lock:
-                    conn.limit = min(conn.limit, conn.busy())
+                    conn.limit = min(conn.limit, conn.busy() - 1)
+                    hopeless = conn.limit == 0 and conn is not self._connections[0]  # a fresh one refused too
+                if hopeless:
+                    break
                 continue
             except (paramiko.SSHException, OSError, EOFError) as exc:
                 why = str(exc) or type(exc).__name__
                 raise RemoteError(f"{self.target.address}: cannot open a session: {why}") from None
-            with self._lock:
-                conn.channels.append(channel)
+            finally:
+                with self._lock:
+                    conn.opening -= 1
+                    if channel is not None:
+                        conn.channels.append(channel)
             return channel
         raise RemoteError(f"{self.target.address}: the host refuses new sessions (see MaxSessions in sshd_config)")
 
