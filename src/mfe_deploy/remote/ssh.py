@@ -10,7 +10,7 @@ import shlex
 import socket
 import threading
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
@@ -54,6 +54,11 @@ def _quiet() -> None:
     if not logger.handlers:
         logger.addHandler(logging.NullHandler())
         logger.propagate = False
+
+
+def _why(exc: BaseException) -> str:
+    """An exception as the cause in a one-line error (some of paramiko's have no message)."""
+    return str(exc) or type(exc).__name__
 
 
 def connect(target: SshTarget, env_name: str) -> paramiko.SSHClient:
@@ -102,7 +107,7 @@ def connect(target: SshTarget, env_name: str) -> paramiko.SSHClient:
         text = str(exc)
         if "banner" in text or text == "No existing session":
             text = f"no SSH answer within {target.connect_timeout:g}s (is it an SSH server?)"
-        raise RemoteError(f"{target.address}: {text or type(exc).__name__}") from None
+        raise RemoteError(f"{target.address}: {text or _why(exc)}") from None
     return client
 
 
@@ -202,9 +207,6 @@ class RemoteProcess:
         return self.returncode
 
     def kill(self) -> None:
-        if self.stdin is not None:
-            with suppress(OSError, ValueError, EOFError):
-                self.stdin.close()
         self.channel.close()
         if self.returncode is None:
             self.returncode = -9
@@ -239,10 +241,9 @@ class SshRunner:
         self, client: paramiko.SSHClient, target: SshTarget, env_name: str = "", *,
         channels: int = CHANNELS_PER_CONNECTION,
     ) -> None:  # fmt: skip
-        self.client = client
         self.target = target
         self.env_name = env_name
-        self.channels = channels
+        self._per_connection = channels
         self._lock = threading.Lock()
         self._connecting = threading.Lock()
         self._connections = [_Connection(client, channels)]
@@ -266,7 +267,7 @@ class SshRunner:
         with self._connecting:
             if conn := self._reserve():
                 return conn
-            conn = _Connection(connect(self.target, self.env_name), self.channels, opening=1)
+            conn = _Connection(connect(self.target, self.env_name), self._per_connection, opening=1)
             with self._lock:
                 self._connections.append(conn)
             return conn
@@ -300,8 +301,7 @@ class SshRunner:
                     break
                 continue
             except (paramiko.SSHException, OSError, EOFError) as exc:
-                why = str(exc) or type(exc).__name__
-                raise RemoteError(f"{self.target.address}: cannot open a session: {why}") from None
+                raise RemoteError(f"{self.target.address}: cannot open a session: {_why(exc)}") from None
             finally:
                 with self._lock:
                     conn.opening -= 1
@@ -322,8 +322,7 @@ class SshRunner:
                 channel.sendall(block)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             channel.close()
-            why = str(exc) or type(exc).__name__
-            raise RemoteError(f"{self.target.address}: cannot start `{command.argv[0]}`: {why}") from None
+            raise RemoteError(f"{self.target.address}: cannot start `{command.argv[0]}`: {_why(exc)}") from None
         return channel
 
     def run(self, command: Command, *, timeout: float | None = None) -> Completed:
@@ -375,7 +374,7 @@ def open_host(target: SshTarget, env_name: str, resources: ExitStack) -> Host:
         sftp = client.open_sftp()
         home = sftp.normalize(".")
     except (OSError, EOFError) as exc:
-        raise RemoteError(f"{target.address}: SFTP is not available: {exc or type(exc).__name__}") from None
+        raise RemoteError(f"{target.address}: SFTP is not available: {_why(exc)}") from None
     root = remote_root(home, target.remote_dir)
     runner = SshRunner(client, target, env_name)
     resources.callback(runner.close)
