@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import pwd
@@ -61,7 +62,10 @@ class LocalRuntime:
 
     # --- supervisord -------------------------------------------------------------------------------
     def _bins(self) -> Binaries:
-        return discover({}, rabbitmq=self.env.uses_rabbitmq, nginx=self.env.nginx.enabled)
+        bins = discover({}, rabbitmq=self.env.uses_rabbitmq, nginx=self.env.nginx.enabled)
+        if _as_root() and _private_above(bins.pg_bin):
+            return dataclasses.replace(bins, pg_bin=_shared_pg_install(bins.pg_bin))
+        return bins
 
     def _ctl(self, bins: Binaries, *args: str, check: bool = True) -> str:
         done = subprocess.run(
@@ -400,15 +404,40 @@ class LocalRuntime:
         shutil.rmtree(self.layout.data, ignore_errors=True)
 
 
+def _private_above(path: Path) -> bool:
+    return any(folder.exists() and not folder.stat().st_mode & 0o001 for folder in [path, *path.parents])
+
+
 def _pg_outside(bundle_dir: Path) -> Path | None:
     """As root, PostgreSQL runs as an unprivileged user, which must traverse every folder above its data.
     When one of them is private (/root, a 0700 temp folder), the cluster lives under /var/lib/mfe-deploy
     instead, linked from the bundle: we do not loosen the permissions of someone's folders."""
-    for folder in [bundle_dir, *bundle_dir.parents]:
-        if folder.exists() and not folder.stat().st_mode & 0o001:
-            digest = hashlib.sha256(str(bundle_dir).encode()).hexdigest()[:16]
-            return Path("/var/lib/mfe-deploy") / digest / "postgres"
+    if _private_above(bundle_dir):
+        digest = hashlib.sha256(str(bundle_dir).encode()).hexdigest()[:16]
+        return Path("/var/lib/mfe-deploy") / digest / "postgres"
     return None
+
+
+def _shared_pg_install(pg_bin: Path) -> Path:
+    """The same reason for the binaries: the pgserver wheel's PostgreSQL inside a venv under /root cannot be
+    run by the unprivileged user, so its install tree is copied once to a world-readable folder keyed by where
+    it came from and when it was installed. The layout is kept: the binaries find lib/ and share/ relative to
+    themselves, and their RPATH names the wheel's `<package>.libs` folder beside the package (auditwheel)."""
+    install, package = pg_bin.parent, pg_bin.parent.parent
+    stamp = f"{install}:{(pg_bin / 'postgres').stat().st_mtime_ns}"
+    target = Path("/var/lib/mfe-deploy/pg") / hashlib.sha256(stamp.encode()).hexdigest()[:16]
+    copied = target / package.name / install.name / "bin"
+    if not (copied / "postgres").is_file():
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(install, partial / package.name / install.name, symlinks=True)
+        libs = package.with_name(package.name + ".libs")
+        if libs.is_dir():
+            shutil.copytree(libs, partial / libs.name, symlinks=True)
+        for folder in (partial, target.parent, target.parent.parent):
+            folder.chmod(0o755)
+        partial.rename(target)
+    return copied
 
 
 def _services_installed() -> bool:
