@@ -14,7 +14,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from mfe_services.common import health, logs, tokens
 from mfe_services.common.settings import Settings
-from mfe_services.gateway.upstream import HOP_BY_HOP, Connection, Pool, UpstreamError, request_head
+from mfe_services.gateway.upstream import Connection, Pool, UpstreamError, hop_by_hop, request_head
 
 log = logging.getLogger("mfe.gateway")
 PUBLIC = frozenset(
@@ -23,7 +23,10 @@ PUBLIC = frozenset(
 )  # fmt: skip
 RESPONSE_TIMEOUT = 60.0
 DEFAULT_ALLOW = b"authorization, content-type, idempotency-key, x-request-id"
-SKIP_REQUEST = HOP_BY_HOP | {
+# Expect is answered to the client by the server in front of us (uvicorn sends 100 Continue when the body
+# is first read); forwarded, the upstream's 100 would be one more response on the pooled connection.
+SKIP_REQUEST = {
+    b"expect",
     b"host",
     b"x-request-id",
     b"x-forwarded-for",
@@ -108,10 +111,11 @@ class Gateway:
             target += b"?" + scope["query_string"]
         out: list[tuple[bytes, bytes]] = [(b"host", pool.netloc)]
         forwarded = b""
+        skip = hop_by_hop(scope["headers"]).union(SKIP_REQUEST)
         for key, value in scope["headers"]:
             if key == b"x-forwarded-for":
                 forwarded = value + b", "
-            elif key not in SKIP_REQUEST:
+            elif key not in skip:
                 out.append((key, value))
         client = scope.get("client")
         out += [
@@ -120,6 +124,8 @@ class Gateway:
             (b"x-forwarded-proto", scope.get("scheme", "http").encode()),
         ]
         first = await receive()
+        if first["type"] == "http.disconnect":
+            return
         body: bytes = first.get("body", b"")
         streaming = bool(first.get("more_body", False))
         if streaming:
@@ -137,7 +143,9 @@ class Gateway:
             try:
                 if streaming:
                     conn.write(head)
-                    await self._stream_request(conn, body, receive)
+                    if not await self._stream_request(conn, body, receive):
+                        conn.close()  # the client left mid-body: the upstream must not take a part for the whole
+                        return
                 else:
                     conn.write(head + body)
                 status, headers = await asyncio.wait_for(asyncio.shield(conn.head), RESPONSE_TIMEOUT)
@@ -152,8 +160,12 @@ class Gateway:
                 conn.close()
                 await self._send(send, _json(504, {"error": "upstream timed out"}, extra))
                 return
+            except BaseException:
+                conn.close()  # cancelled mid-exchange: its state is unknown
+                raise
         assert conn is not None
-        response = [(k, v) for k, v in headers if k not in HOP_BY_HOP and k != b"x-request-id"]
+        drop = hop_by_hop(headers)
+        response = [(k, v) for k, v in headers if k not in drop and k != b"x-request-id"]
         await send({"type": "http.response.start", "status": status, "headers": response + extra})
         try:
             more = True
@@ -175,7 +187,8 @@ class Gateway:
             return None, False
 
     @staticmethod
-    async def _stream_request(conn: Connection, body: bytes, receive: Receive) -> None:
+    async def _stream_request(conn: Connection, body: bytes, receive: Receive) -> bool:
+        """Sends the request body chunked; False when the client disconnected before its end."""
         more = True
         while True:
             if body:
@@ -183,8 +196,11 @@ class Gateway:
             if not more:
                 break
             message = await receive()
+            if message["type"] == "http.disconnect":
+                return False
             body, more = message.get("body", b""), bool(message.get("more_body", False))
         conn.write(b"0\r\n\r\n")
+        return True
 
     async def _preflight(self, send: Send, extra: list[tuple[bytes, bytes]], headers: dict[bytes, bytes]) -> None:
         allow = [

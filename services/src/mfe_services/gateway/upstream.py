@@ -15,9 +15,18 @@ from typing import cast
 import httptools
 
 HOP_BY_HOP = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade",
-     b"proxy-authenticate", b"proxy-authorization"}
-)  # fmt: skip
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
 HIGH_WATER = 1 << 20
 Headers = list[tuple[bytes, bytes]]
 
@@ -28,7 +37,18 @@ class UpstreamError(Exception):
         self.retryable = retryable
 
 
+def hop_by_hop(headers: Sequence[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """The fixed hop-by-hop names plus any a `Connection` header lists (RFC 9110, 7.6.1)."""
+    named = [token.strip().lower() for key, value in headers if key == b"connection" for token in value.split(b",")]
+    return HOP_BY_HOP.union(named) if named else HOP_BY_HOP
+
+
 class Connection(asyncio.Protocol):
+    """One upstream connection, used for one exchange at a time. It is in step only when every byte the
+    upstream sent belongs to the response of the request we wrote: interim 1xx answers are skipped, and
+    any byte that arrives after the final response (or a second response in one read) means the stream is
+    out of step, so the connection is closed, never pooled."""
+
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
@@ -43,6 +63,7 @@ class Connection(asyncio.Protocol):
         self.buffered = 0
         self.complete = False
         self.keep_alive = False
+        self.interim = False
         self.got_bytes = False
         self.head_only = head_only
         self.waiter: asyncio.Future[None] | None = None
@@ -58,6 +79,10 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.got_bytes = True
         if self.complete:
+            # Bytes nobody asked for (a late or extra response): whoever reads this connection next
+            # would take them for theirs.
+            self.keep_alive = False
+            self.close()
             return
         try:
             self.parser.feed_data(data)
@@ -72,10 +97,22 @@ class Connection(asyncio.Protocol):
             self._fail(UpstreamError("upstream closed the connection", retryable=not self.got_bytes))
 
     # httptools callbacks
+    def on_message_begin(self) -> None:
+        if self.complete:
+            # A second response in the same read: stop the parser before it reaches our caller's body.
+            self.keep_alive = False
+            raise UpstreamError("upstream sent more than one response")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            # 100 Continue, 103 Early Hints: interim, the final response follows on the same connection.
+            self.interim = True
+            self.headers = []
+            return
         if not self.head.done():
             self.head.set_result((self.parser.get_status_code(), self.headers))
         if self.head_only:
@@ -91,8 +128,12 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
         self.complete = True
-        self.keep_alive = self.parser.should_keep_alive()
+        # A 101 would hand the connection to another protocol: never reused.
+        self.keep_alive = self.parser.should_keep_alive() and self.parser.get_status_code() >= 200
         self._wake()
 
     def _wake(self) -> None:

@@ -1,0 +1,126 @@
+"""An HTTP/1.1 upstream for the gateway conformance test: `python -m tests.http_echo PORT`.
+
+It answers every request with what it received (the caller's `x-token`, the body's length and SHA-256)
+and behaves like the servers a proxy meets, as the request's `x-mode` asks: `hints` (a 103 Early Hints
+first), `continue` (an unsolicited 100 Continue first), `chunked` (the answer in pieces), `close`
+(`connection: close`, then the socket closes), `early` (a 413 as soon as the head arrives, the body never
+read), `slow` (50 ms before answering). Like uvicorn, it answers `Expect: 100-continue` with an interim
+100 as soon as the head arrives: the sequence that put the gateway's pool out of step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sys
+
+import httptools
+
+
+class Echo(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.gone = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gone = True
+
+    def data_received(self, data: bytes) -> None:
+        if self.gone:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self._close()
+
+    def on_message_begin(self) -> None:
+        self.headers: dict[bytes, bytes] = {}
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.answered = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.lower()] = value
+
+    def on_headers_complete(self) -> None:
+        self.modes = set(self.headers.get(b"x-mode", b"").decode().split(",")) - {""}
+        self.sent_continue = self.headers.get(b"expect", b"").lower() == b"100-continue"
+        if self.sent_continue:
+            self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if "early" in self.modes:
+            self.answered = True
+            self._write(self._final(413, {"early": True}, close=True))
+            self._close()
+
+    def on_body(self, body: bytes) -> None:
+        self.digest.update(body)
+        self.size += len(body)
+
+    def on_message_complete(self) -> None:
+        if self.answered or self.transport is None:
+            return
+        self.transport.pause_reading()  # one exchange at a time, as HTTP/1.1 without pipelining upstream
+        asyncio.get_running_loop().create_task(self._answer())
+
+    async def _answer(self) -> None:
+        modes = self.modes
+        if "slow" in modes:
+            await asyncio.sleep(0.05)
+        if "hints" in modes:
+            self._write(b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n")
+        if "continue" in modes and not self.sent_continue:
+            self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        answer = {"size": self.size, "sha256": self.digest.hexdigest(), "method": self.parser.get_method().decode()}
+        close = "close" in modes
+        if "chunked" in modes:
+            body = json.dumps(self._with_token(answer)).encode()
+            head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n"
+            self._write(head + (b"connection: close\r\n" if close else b"") + b"\r\n")
+            for start in range(0, len(body), 16):
+                piece = body[start : start + 16]
+                self._write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                await asyncio.sleep(0)
+            self._write(b"0\r\n\r\n")
+        else:
+            self._write(self._final(200, answer, close=close))
+        if close:
+            self._close()
+        elif self.transport is not None and not self.gone:
+            self.transport.resume_reading()
+
+    def _with_token(self, answer: dict[str, object]) -> dict[str, object]:
+        return {"token": self.headers.get(b"x-token", b"").decode(), **answer}
+
+    def _final(self, status: int, answer: dict[str, object], *, close: bool) -> bytes:
+        body = json.dumps(self._with_token(answer)).encode()
+        reason = {200: b"OK", 413: b"Content Too Large"}[status]
+        head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n" % (
+            status,
+            reason,
+            len(body),
+        )
+        return head + (b"connection: close\r\n" if close else b"") + b"\r\n" + body
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.gone:
+            self.transport.write(data)
+
+    def _close(self) -> None:
+        self.gone = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def serve(port: int) -> None:
+    server = await asyncio.get_running_loop().create_server(Echo, "127.0.0.1", port)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    asyncio.run(serve(int(sys.argv[1])))

@@ -1,0 +1,297 @@
+"""The gateway speaks HTTP/1.1 correctly on both sides: every caller gets its own response.
+
+The gateway runs as deployed (uvicorn, httptools) in front of tests/http_echo.py, an upstream that echoes
+each request's token and body digest and answers with interim 1xx, chunked bodies, early answers and
+closes. Clients on raw sockets send seeded random sequences of pipelined, chunked, `Expect`, early-close
+and unauthenticated requests, several at once; a response whose token is not the request's is a mix-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httptools
+import pytest
+
+from mfe_services.common import tokens
+from tests.pg import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "conformance-test-secret-of-32-bytes!"
+MODES = ("hints", "continue", "chunked", "close", "early", "slow")
+
+
+@dataclass(frozen=True)
+class Stack:
+    port: int
+    bearer: bytes
+
+
+def _wait(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited with {process.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=1).close()  # noqa: S310 - loopback
+            return
+        except OSError as exc:
+            if getattr(exc, "code", None) is not None:  # any HTTP answer: it listens
+                return
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    upstream_port, gateway_port = free_port(), free_port()
+    logs = tmp_path_factory.mktemp("conformance")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "HOST": "127.0.0.1",
+        "PORT": str(gateway_port),
+        "JWT_SECRET": SECRET,
+        "ECHO_SERVICE_URL": f"http://127.0.0.1:{upstream_port}",
+    }
+    processes = []
+    try:
+        with (logs / "echo.log").open("wb") as out:
+            echo = subprocess.Popen(
+                [sys.executable, "-m", "tests.http_echo", str(upstream_port)], env=env, stdout=out, stderr=out
+            )
+        processes.append(echo)
+        _wait(f"http://127.0.0.1:{upstream_port}/", echo)
+        with (logs / "gateway.log").open("wb") as out:
+            gateway = subprocess.Popen(
+                [sys.executable, "-m", "mfe_services", "api-gateway"], env=env, stdout=out, stderr=out
+            )
+        processes.append(gateway)
+        _wait(f"http://127.0.0.1:{gateway_port}/health/live", gateway)
+        token = tokens.issue(
+            SECRET, user_id="00000000-0000-4000-8000-000000000001", email="c@t.io", role="user", ttl=600
+        )
+        yield Stack(gateway_port, f"Bearer {token}".encode())
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=20)
+
+
+@dataclass
+class Responses:
+    """httptools callbacks collecting final responses in order; 1xx are counted, not kept."""
+
+    done: list[tuple[int, dict[bytes, bytes], bytes]] = field(default_factory=list)
+    interim: int = 0
+
+    def __post_init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.headers: dict[bytes, bytes] = {}
+        self.body = bytearray()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.lower()] = value
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:
+            self.interim += 1
+        else:
+            self.done.append((status, self.headers, bytes(self.body)))
+        self.headers, self.body = {}, bytearray()
+
+
+@dataclass(frozen=True)
+class Request:
+    token: str
+    method: str
+    body: bytes
+    chunked: bool
+    expect: bool
+    modes: tuple[str, ...]
+    authorised: bool = True
+
+    def head(self, bearer: bytes) -> bytes:
+        lines = [
+            f"{self.method} /api/echo/items?t={self.token} HTTP/1.1".encode(),
+            b"host: gateway",
+            b"x-token: " + self.token.encode(),
+            b"x-mode: " + ",".join(self.modes).encode(),
+        ]
+        if self.authorised:
+            lines.append(b"authorization: " + bearer)
+        if self.expect:
+            lines.append(b"expect: 100-continue")
+        if self.chunked:
+            lines.append(b"transfer-encoding: chunked")
+        elif self.body or self.method == "POST":
+            lines.append(b"content-length: %d" % len(self.body))
+        return b"\r\n".join(lines) + b"\r\n\r\n"
+
+    def encoded_body(self) -> bytes:
+        if not self.chunked:
+            return self.body
+        pieces = [self.body[i : i + 7000] for i in range(0, len(self.body), 7000)]
+        return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+
+@dataclass
+class Tally:
+    exchanges: int = 0
+    mixups: list[str] = field(default_factory=list)
+    wrong: list[str] = field(default_factory=list)
+
+
+def check(request: Request, status: int, body: bytes, tally: Tally) -> None:
+    tally.exchanges += 1
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        tally.wrong.append(f"{request.token}: {status} {body[:80]!r}")
+        return
+    if not request.authorised:
+        if status != 401:
+            tally.wrong.append(f"{request.token}: unauthorised request answered {status}")
+        return
+    if answer.get("token") != request.token:
+        tally.mixups.append(f"{request.token} got {answer.get('token')!r} ({status})")
+        return
+    if "early" in request.modes:
+        if status != 413:
+            tally.wrong.append(f"{request.token}: early answer {status}")
+        return
+    digest = hashlib.sha256(request.body).hexdigest()
+    if status != 200 or answer.get("size") != len(request.body) or answer.get("sha256") != digest:
+        tally.wrong.append(f"{request.token}: {status} {answer}")
+
+
+async def _read_until(reader: asyncio.StreamReader, responses: Responses, count: int, *, interim: int = -1) -> None:
+    """Reads until `count` final responses (or, with `interim`, until that many 1xx) or the end."""
+    while len(responses.done) < count and (interim < 0 or responses.interim < interim):
+        data = await reader.read(65536)
+        if not data:
+            return
+        responses.parser.feed_data(data)
+
+
+async def run_sequence(
+    port: int, bearer: bytes, requests: list[Request], pipelined: bool, leave: bool, tally: Tally
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    responses = Responses()
+    try:
+        if pipelined:
+            writer.write(b"".join(r.head(bearer) + r.encoded_body() for r in requests))
+            await writer.drain()
+            if leave:
+                return  # the client goes away without reading: its answers must not reach anyone else
+            await asyncio.wait_for(_read_until(reader, responses, len(requests)), 20)
+        else:
+            for index, request in enumerate(requests):
+                writer.write(request.head(bearer))
+                if request.expect and request.authorised:
+                    # As curl does: wait for the 100 (the gateway sends it when it reads the body), then send.
+                    await asyncio.wait_for(_read_until(reader, responses, index + 1, interim=responses.interim + 1), 20)
+                writer.write(request.encoded_body())
+                await writer.drain()
+                if leave and index == len(requests) - 1:
+                    return
+                await asyncio.wait_for(_read_until(reader, responses, index + 1), 20)
+                if len(responses.done) <= index:
+                    break  # the connection was closed (an answer with connection: close)
+                if responses.done[index][1].get(b"connection", b"").lower() == b"close":
+                    requests = requests[: index + 1]
+                    break
+        for request, (status, _, body) in zip(requests, responses.done, strict=False):
+            check(request, status, body, tally)
+    except httptools.HttpParserError as exc:
+        tally.wrong.append(f"{requests[0].token}: not HTTP/1.1 from the gateway ({exc}) after {responses.done}")
+    finally:
+        writer.close()
+
+
+def random_sequence(rng: random.Random, number: int) -> tuple[list[Request], bool, bool]:
+    pipelined = rng.random() < 0.35
+    requests = []
+    for index in range(rng.randint(1, 4)):
+        method = rng.choice(["GET", "POST", "POST", "PUT"])
+        size = rng.choice([0, 17, 2048, 65536, 300_000]) if method != "GET" else 0
+        modes = tuple(m for m in MODES if rng.random() < 0.15 and not (pipelined and m in ("early", "close")))
+        requests.append(
+            Request(
+                token=f"s{number}r{index}-{rng.getrandbits(32):08x}",
+                method=method,
+                body=rng.randbytes(size),
+                chunked=method != "GET" and rng.random() < 0.3,
+                expect=method != "GET" and rng.random() < 0.3,
+                modes=modes,
+                authorised=pipelined or index < 3 or rng.random() < 0.5,
+            )
+        )
+        if not requests[-1].authorised or "early" in modes or "close" in modes:
+            break  # nothing is sent after an answer that ends the exchange early
+    return requests, pipelined, rng.random() < 0.08
+
+
+def test_expect_continue_does_not_hand_a_response_to_the_next_caller(stack: Stack) -> None:
+    """The reported sequence: a POST with `Expect: 100-continue`, then other callers on other connections."""
+    tally = Tally()
+
+    async def scenario() -> None:
+        first = Request("expect-1", "POST", b'{"email":"x@y.co","password":"x"}', False, True, ())
+        await run_sequence(stack.port, stack.bearer, [first], False, False, tally)
+        for n in range(5):
+            await run_sequence(
+                stack.port, stack.bearer, [Request(f"next-{n}", "GET", b"", False, False, ())], False, False, tally
+            )
+
+    asyncio.run(scenario())
+    assert tally.mixups == []
+    assert tally.wrong == []
+    assert tally.exchanges == 6
+
+
+def test_random_sequences_from_several_clients_never_mix_up_callers(stack: Stack) -> None:
+    rng = random.Random(20261128)
+    sequences = [random_sequence(rng, n) for n in range(240)]
+    tally = Tally()
+
+    async def scenario() -> None:
+        queue: asyncio.Queue[tuple[list[Request], bool, bool]] = asyncio.Queue()
+        for sequence in sequences:
+            queue.put_nowait(sequence)
+
+        async def client() -> None:
+            while not queue.empty():
+                requests, pipelined, leave = queue.get_nowait()
+                await run_sequence(stack.port, stack.bearer, requests, pipelined, leave, tally)
+
+        await asyncio.gather(*(client() for _ in range(8)))
+
+    asyncio.run(scenario())
+    assert tally.mixups == []
+    assert tally.wrong == []
+    kinds = {
+        "expect": sum(r.expect for s, _, _ in sequences for r in s),
+        "chunked": sum(r.chunked for s, _, _ in sequences for r in s),
+        "pipelined": sum(p for _, p, _ in sequences),
+        "left early": sum(leave for _, _, leave in sequences),
+        **{m: sum(m in r.modes for s, _, _ in sequences for r in s) for m in MODES},
+    }
+    assert min(kinds.values()) > 0, kinds  # every kind of exchange was exercised
+    assert tally.exchanges > 300
