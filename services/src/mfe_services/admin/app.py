@@ -6,11 +6,11 @@ import json
 from typing import Any
 
 from psycopg.types.json import Jsonb
-from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from mfe_services.common.events import Event, Handler
 from mfe_services.common.settings import Settings
@@ -75,7 +75,7 @@ def _on_event(res: Resources) -> Handler:
     return handle
 
 
-def build(settings: Settings) -> Starlette:
+def build(settings: Settings) -> ASGIApp:
     routes = [
         Route("/api/admin/events", events, methods=["GET"]),
         Route("/api/admin/stats", stats, methods=["GET"]),

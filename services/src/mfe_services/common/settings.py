@@ -18,6 +18,12 @@ def seconds(duration: str) -> int:
     return int(match[1]) * _UNIT[match[2]]
 
 
+def _positive(value: str, name: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{name}: a positive number of bytes, not {value!r}")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class Settings:
     service: str
@@ -35,6 +41,7 @@ class Settings:
     upstreams: Mapping[str, str] = field(default_factory=dict)
     admin_emails: frozenset[str] = frozenset()
     version: str = "dev"
+    max_body: int = 1 << 20
 
     @classmethod
     def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> Settings:
@@ -63,4 +70,5 @@ class Settings:
             upstreams=dict(sorted(upstreams.items())),
             admin_emails=frozenset(e.strip().lower() for e in env.get("ADMIN_EMAILS", "").split(",") if e.strip()),
             version=env.get("SERVICE_VERSION", "dev"),
+            max_body=_positive(env.get("MAX_BODY_BYTES", str(1 << 20)), "MAX_BODY_BYTES"),
         )

@@ -40,6 +40,10 @@ def verify(secret: str, token: str) -> Claims:
         raise InvalidToken(str(exc)) from None
     if payload.get("type") != "access":
         raise InvalidToken("not an access token")
+    try:
+        uuid.UUID(str(payload["sub"]))
+    except ValueError:
+        raise InvalidToken("sub is not a user id") from None
     return Claims(user_id=str(payload["sub"]), email=str(payload.get("email", "")), role=str(payload.get("role", "")))
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -12,18 +12,19 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from mfe_services.common import health, logs, tokens
 from mfe_services.common.events import Event, EventBus, Handler, create_bus
+from mfe_services.common.guard import Guard
 from mfe_services.common.outbox import Relay
 from mfe_services.common.settings import Settings
 
 log = logging.getLogger("mfe.web")
+MAX_DEPTH = 32
 
 
 @dataclass
@@ -45,31 +46,6 @@ class Consumer:
     handler: Callable[[Resources], Handler]
 
 
-class RequestId:
-    """Keeps the caller's X-Request-ID (or makes one), logs with it, and echoes it on the response."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        rid = next((v.decode() for k, v in scope["headers"] if k == b"x-request-id"), "") or uuid.uuid4().hex
-        token = logs.request_id.set(rid[:128])
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", rid[:128].encode())]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            logs.request_id.reset(token)
-
-
 def resources(request: Request) -> Resources:
     res: Resources = request.app.state.resources
     return res
@@ -80,19 +56,50 @@ def require_user(request: Request) -> tokens.Claims:
     if token is None:
         raise HTTPException(401, "missing bearer token")
     try:
-        return tokens.verify(resources(request).settings.jwt_secret, token)
+        claims = tokens.verify(resources(request).settings.jwt_secret, token)
     except tokens.InvalidToken as exc:
         raise HTTPException(401, f"invalid token: {exc}") from None
+    request.state.user_id = claims.user_id  # for the access log
+    return claims
 
 
 async def json_body(request: Request) -> dict[str, Any]:
     try:
-        body = await request.json()
+        body = json.loads(await request.body())
+    except RecursionError:
+        raise HTTPException(400, f"request body: JSON nested deeper than {MAX_DEPTH} levels") from None
     except ValueError:
         raise HTTPException(400, "request body must be JSON") from None
     if not isinstance(body, dict):
         raise HTTPException(400, "request body must be a JSON object")
+    problem = _unstorable(body)
+    if problem is not None:
+        raise HTTPException(400, f"request body: {problem}")
     return body
+
+
+def _unstorable(value: Any) -> str | None:
+    """What PostgreSQL would refuse with a 500 later: NUL characters and lone surrogates in text (JSON's
+    \\u0000 and \\ud800 escapes), and nesting no route needs."""
+    stack: list[tuple[str, Any, int]] = [("", value, 1)]
+    while stack:
+        path, item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"JSON nested deeper than {MAX_DEPTH} levels"
+        if isinstance(item, dict):
+            for key, child in item.items():
+                stack.append((f"{path}.{key}" if path else key, child, depth + 1))
+                stack.append((path or "(key)", key, depth + 1))
+        elif isinstance(item, list):
+            stack += [(f"{path}[{n}]", child, depth + 1) for n, child in enumerate(item)]
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return f"{path or 'value'}: text must not contain NUL characters"
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return f"{path or 'value'}: text must be valid Unicode (a lone surrogate escape)"
+    return None
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -101,7 +108,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error")
+    # Logged once, with its request, by the Guard around the app (Starlette re-raises after answering).
     return JSONResponse({"error": "internal error"}, status_code=500)
 
 
@@ -114,7 +121,7 @@ def create_app(
     publishes: bool = False,
     extra_checks: Callable[[Resources], dict[str, health.Check | None]] | None = None,
     on_start: Callable[[Resources], Awaitable[None]] | None = None,
-) -> Starlette:
+) -> ASGIApp:
     logs.configure(settings.service, settings.log_level)
     res = Resources(settings=settings)
 
@@ -188,12 +195,12 @@ def create_app(
             Route(f"{base}/version", version),
             *routes,
         ],
-        middleware=[Middleware(RequestId)],
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
         lifespan=lifespan,
     )
     app.state.resources = res
-    return app
+    app.router.redirect_slashes = False  # a redirect would name the service's own address, not the gateway's
+    return Guard(app, max_body=settings.max_body)
 
 
 async def _connect(bus: EventBus, consumer: Consumer | None, res: Resources) -> None:

@@ -6,17 +6,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.types import Message, Receive, Scope, Send
 
-from mfe_services.common import health, logs, tokens
+from mfe_services.common import guard, health, logs, tokens
 from mfe_services.common.settings import Settings
 from mfe_services.gateway.upstream import Connection, Pool, UpstreamError, hop_by_hop, request_head
 
 log = logging.getLogger("mfe.gateway")
+errors = logging.getLogger("mfe.error")
+CLOSE = (b"connection", b"close")
 PUBLIC = frozenset(
     {("POST", "/api/auth/register"), ("POST", "/api/auth/login"), ("POST", "/api/auth/refresh"),
      ("POST", "/api/auth/logout")}
@@ -61,9 +63,36 @@ class Gateway:
             return
         if scope["type"] != "http":
             return
+        started = time.perf_counter()
+        rid = guard.request_id(scope["headers"])
+        status, sent = 0, 0
+
+        async def counted(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            else:
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self._handle(scope, receive, counted, rid)
+        except Exception:
+            errors.exception("unhandled error", extra={"fields": {"method": scope["method"], "path": scope["path"]}})
+            if status == 0:
+                await self._send(send, _json(500, {"error": "internal error"}, [(b"x-request-id", rid), CLOSE]))
+        finally:
+            guard.access(scope, rid, status, started, sent, scope.get("user_id"))
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, rid: bytes) -> None:
         headers = dict(scope["headers"])
-        rid = headers.get(b"x-request-id", b"")[:128] or uuid.uuid4().hex.encode()
         extra = [(b"x-request-id", rid)]
+        length = guard.declared_length(scope["headers"])
+        if length is not None and length > self.settings.max_body:
+            await self._send(
+                send, _json(413, {"error": f"request body over {self.settings.max_body} bytes"}, [*extra, CLOSE])
+            )
+            return
         origin = headers.get(b"origin")
         if origin is not None and self.cors_origin in (b"*", origin):
             extra += [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
@@ -83,12 +112,12 @@ class Gateway:
             try:
                 if token is None:
                     raise tokens.InvalidToken("missing bearer token")
-                tokens.verify(self.settings.jwt_secret, token)
+                scope["user_id"] = tokens.verify(self.settings.jwt_secret, token).user_id
             except tokens.InvalidToken as exc:
                 challenge = [(b"www-authenticate", b'Bearer error="invalid_token"')]
                 await self._send(send, _json(401, {"error": f"invalid token: {exc}"}, extra + challenge))
                 return
-        await self._proxy(self.pools[name], scope, receive, send, rid, extra)
+        await self._proxy(name, scope, receive, send, rid, extra)
 
     def _route(self, path: str) -> str | None:
         for prefix, name in self.prefixes:
@@ -98,13 +127,14 @@ class Gateway:
 
     async def _proxy(
         self,
-        pool: Pool,
+        name: str,
         scope: Scope,
         receive: Receive,
         send: Send,
         rid: bytes,
         extra: list[tuple[bytes, bytes]],
     ) -> None:
+        pool = self.pools[name]
         method: str = scope["method"]
         target = scope.get("raw_path") or scope["path"].encode()
         if scope.get("query_string"):
@@ -128,6 +158,10 @@ class Gateway:
             return
         body: bytes = first.get("body", b"")
         streaming = bool(first.get("more_body", False))
+        limit = self.settings.max_body
+        if len(body) > limit:
+            await self._send(send, _json(413, {"error": f"request body over {limit} bytes"}, [*extra, CLOSE]))
+            return
         if streaming:
             out.append((b"transfer-encoding", b"chunked"))
         elif body or method in ("POST", "PUT", "PATCH"):
@@ -136,15 +170,20 @@ class Gateway:
 
         conn: Connection | None = None
         for attempt in range(2):
-            conn, reused = await self._acquire(pool, send, extra)
+            conn, reused = await self._acquire(name, pool, send, extra)
             if conn is None:
                 return
             conn.start(head_only=method == "HEAD")
             try:
                 if streaming:
                     conn.write(head)
-                    if not await self._stream_request(conn, body, receive):
-                        conn.close()  # the client left mid-body: the upstream must not take a part for the whole
+                    outcome = await self._stream_request(conn, body, receive, limit)
+                    if outcome != "sent":
+                        # A part must never pass for the whole: the upstream's side is closed unfinished.
+                        conn.close()
+                        if outcome == "too large":
+                            too_large = _json(413, {"error": f"request body over {limit} bytes"}, [*extra, CLOSE])
+                            await self._send(send, too_large)
                         return
                 else:
                     conn.write(head + body)
@@ -154,11 +193,13 @@ class Gateway:
                 conn.close()
                 if exc.retryable and reused and not streaming and attempt == 0:
                     continue
-                await self._send(send, _json(502, {"error": f"upstream failed: {exc}"}, extra))
+                log.warning("upstream failed", extra={"fields": {"upstream": name, "error": str(exc)}})
+                await self._send(send, _json(502, {"error": "upstream unavailable", "service": name}, extra))
                 return
             except TimeoutError:
                 conn.close()
-                await self._send(send, _json(504, {"error": "upstream timed out"}, extra))
+                log.warning("upstream timed out", extra={"fields": {"upstream": name}})
+                await self._send(send, _json(504, {"error": "upstream timed out", "service": name}, extra))
                 return
             except BaseException:
                 conn.close()  # cancelled mid-exchange: its state is unknown
@@ -178,18 +219,20 @@ class Gateway:
         pool.release(conn)
 
     async def _acquire(
-        self, pool: Pool, send: Send, extra: list[tuple[bytes, bytes]]
+        self, name: str, pool: Pool, send: Send, extra: list[tuple[bytes, bytes]]
     ) -> tuple[Connection | None, bool]:
         try:
             return await pool.acquire()
         except UpstreamError as exc:
-            await self._send(send, _json(502, {"error": str(exc)}, extra))
+            # The address and errno are for the log: a client learns which service, not where it runs.
+            log.warning("upstream unreachable", extra={"fields": {"upstream": name, "error": str(exc)}})
+            await self._send(send, _json(502, {"error": "upstream unavailable", "service": name}, extra))
             return None, False
 
     @staticmethod
-    async def _stream_request(conn: Connection, body: bytes, receive: Receive) -> bool:
-        """Sends the request body chunked; False when the client disconnected before its end."""
-        more = True
+    async def _stream_request(conn: Connection, body: bytes, receive: Receive, limit: int) -> str:
+        """Sends the request body chunked: "sent", or "gone" (the client left) or "too large" before its end."""
+        more, total = True, len(body)
         while True:
             if body:
                 conn.write(b"%x\r\n%s\r\n" % (len(body), body))
@@ -197,10 +240,13 @@ class Gateway:
                 break
             message = await receive()
             if message["type"] == "http.disconnect":
-                return False
+                return "gone"
             body, more = message.get("body", b""), bool(message.get("more_body", False))
+            total += len(body)
+            if total > limit:
+                return "too large"
         conn.write(b"0\r\n\r\n")
-        return True
+        return "sent"
 
     async def _preflight(self, send: Send, extra: list[tuple[bytes, bytes]], headers: dict[bytes, bytes]) -> None:
         allow = [

@@ -8,17 +8,17 @@ import re
 import uuid
 from typing import Any
 
-from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from mfe_services.common import outbox
 from mfe_services.common.settings import Settings
 from mfe_services.common.web import create_app, json_body, require_user, resources
 
-CURRENCY = re.compile(r"^[A-Z]{3}$")
+CURRENCY = re.compile(r"[A-Z]{3}")  # fullmatch: `$` let "EUR\n" through to the database
 MAX_AMOUNT = 10**12
 COLUMNS = "id, user_id, amount, currency, description, status, created_at"
 
@@ -38,7 +38,7 @@ async def create(request: Request) -> Response:
     description = body.get("description", "")
     if not isinstance(amount, int) or isinstance(amount, bool) or not 0 < amount <= MAX_AMOUNT:
         raise HTTPException(422, "amount: a positive integer in minor units (e.g. cents)")
-    if not isinstance(currency, str) or not CURRENCY.match(currency):
+    if not isinstance(currency, str) or not CURRENCY.fullmatch(currency):
         raise HTTPException(422, "currency: a three-letter ISO 4217 code such as EUR")
     if not isinstance(description, str) or len(description) > 500:
         raise HTTPException(422, "description: a string of at most 500 characters")
@@ -109,7 +109,7 @@ async def get_one(request: Request) -> Response:
     return JSONResponse({"payment": _json(row)})
 
 
-def build(settings: Settings) -> Starlette:
+def build(settings: Settings) -> ASGIApp:
     routes = [
         Route("/api/payments", create, methods=["POST"]),
         Route("/api/payments", list_mine, methods=["GET"]),

@@ -6,11 +6,11 @@ import json
 import logging
 from typing import Any
 
-from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from mfe_services.common.events import Event, Handler
 from mfe_services.common.settings import Settings
@@ -102,7 +102,7 @@ def _on_event(res: Resources) -> Handler:
     return handle
 
 
-def build(settings: Settings) -> Starlette:
+def build(settings: Settings) -> ASGIApp:
     routes = [
         Route("/api/profile/me", get_me, methods=["GET"]),
         Route("/api/profile/me", update_me, methods=["PUT"]),

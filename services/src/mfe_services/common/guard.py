@@ -1,0 +1,133 @@
+"""The edge of every service: a request id that is safe to echo, a body size limit, one JSON access-log
+line per request, and an error boundary that answers JSON and keeps the HTTP connection correct."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Iterable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mfe_services.common import logs
+
+log = logging.getLogger("mfe.access")
+errors = logging.getLogger("mfe.error")
+MAX_BODY = 1 << 20
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def request_id(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """The caller's X-Request-ID when it is a plain token of at most 128 characters, else a new one: it goes
+    into headers, logs and error reports, so anything else (non-ASCII, control bytes, a megabyte) is replaced."""
+    for key, value in headers:
+        if key == b"x-request-id":
+            return value if _REQUEST_ID.fullmatch(value) else uuid.uuid4().hex.encode()
+    return uuid.uuid4().hex.encode()
+
+
+def declared_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
+    for key, value in headers:
+        if key == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
+def json_response(status: int, body: dict[str, object], extra: Iterable[tuple[bytes, bytes]] = ()) -> list[Message]:
+    data = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *extra]
+    return [
+        {"type": "http.response.start", "status": status, "headers": headers},
+        {"type": "http.response.body", "body": data},
+    ]
+
+
+def too_large(limit: int, rid: bytes) -> list[Message]:
+    # The rest of the body is never read: the connection cannot carry another request.
+    extra = [(b"x-request-id", rid), (b"connection", b"close")]
+    return json_response(413, {"error": f"request body over {limit} bytes"}, extra)
+
+
+def access(scope: Scope, rid: bytes, status: int, started: float, sent: int, user: object) -> None:
+    route = scope.get("route")
+    fields = {
+        "request_id": rid.decode(),
+        "method": scope["method"],
+        "path": getattr(route, "path", None) or scope["path"],
+        "status": status,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        "bytes": sent,
+    }
+    if user:
+        fields["user_id"] = user
+    log.info("request", extra={"fields": fields})
+
+
+class Guard:
+    def __init__(self, app: ASGIApp, *, max_body: int = MAX_BODY) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        rid = request_id(scope["headers"])
+        token = logs.request_id.set(rid.decode())
+        status, sent, received = 0, 0, 0
+        limit = self.max_body
+
+        async def guarded_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise BodyTooLarge
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
+                headers.append((b"x-request-id", rid))
+                if status >= 500:
+                    headers.append((b"connection", b"close"))  # after a server error nothing is assumed
+                message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            length = declared_length(scope["headers"])
+            if length is not None and length > limit:
+                for message in too_large(limit, rid):
+                    await guarded_send(message)
+                return
+            try:
+                await self.app(scope, guarded_receive, guarded_send)
+            except BodyTooLarge:
+                if status == 0:
+                    for message in too_large(limit, rid):
+                        await guarded_send(message)
+            except Exception:
+                # Starlette's error handler has answered (500 JSON, connection: close) and re-raises: the
+                # answer stands, the traceback is logged here once, with the request it belongs to.
+                errors.exception(
+                    "unhandled error", extra={"fields": {"method": scope["method"], "path": scope["path"]}}
+                )
+                if status == 0:
+                    for message in json_response(500, {"error": "internal error"}, [(b"connection", b"close")]):
+                        await guarded_send(message)
+        finally:
+            state = scope.get("state") or {}
+            access(scope, rid, status, started, sent, state.get("user_id"))
+            logs.request_id.reset(token)
