@@ -4,7 +4,9 @@ RabbitMQ hub with a database per service (POC-3) and Redis hub with one shared d
 from __future__ import annotations
 
 import base64
+import http.client
 import json
+import socket
 import time
 import uuid
 import warnings
@@ -243,3 +245,145 @@ def test_health_has_the_guides_shape(stack: Stack) -> None:
 def test_unknown_route_is_404(stack: Stack) -> None:
     with stack.client() as gw:
         assert gw.get("/api/billing/x").status_code == 404
+
+
+def _exchange(
+    port: int, requests: list[tuple[str, str, dict[str, bytes], bytes]]
+) -> list[tuple[int, Any, bytes, bool]]:
+    """Sends the requests one after another on one keep-alive connection: (status, headers, body, reused)
+    for each, where `reused` says the request went out on the connection the previous answer came on."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    answers = []
+    previous = None
+    try:
+        for method, path, headers, body in requests:
+            conn.putrequest(method, path, skip_accept_encoding=True)
+            for name, value in {**headers, "Content-Length": str(len(body)).encode()}.items():
+                conn.putheader(name, value)
+            conn.endheaders(body)
+            reused = previous is not None and conn.sock is previous
+            response = conn.getresponse()
+            answers.append((response.status, response.headers, response.read(), reused))
+            previous = conn.sock
+    finally:
+        conn.close()
+    return answers
+
+
+def _bad_sub_token() -> str:
+    now = int(time.time())
+    claims = {"sub": "not-a-uuid", "type": "access", "role": "user", "iat": now, "exp": now + 600}
+    return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+_JSON = {"Content-Type": b"application/json"}
+BAD_INPUT: dict[str, tuple[str, str, str, bytes, int]] = {
+    # case: method, path, who (anonymous | user | bad-sub), body, expected status (was a 500)
+    "nested-array": ("POST", "/api/auth/login", "anonymous", b"[" * 50_000 + b"]" * 50_000, 400),
+    "nested-object": ("POST", "/api/auth/register", "anonymous", b'{"a":' * 3000 + b"1" + b"}" * 3000, 400),
+    "nul-in-text": (
+        "POST",
+        "/api/auth/register",
+        "anonymous",
+        b'{"email":"nul@x.io","password":"long enough","name":"a\\u0000b"}',
+        400,
+    ),
+    "lone-surrogate": (
+        "POST",
+        "/api/auth/register",
+        "anonymous",
+        b'{"email":"s@x.io","password":"long enough","name":"\\ud800"}',
+        400,
+    ),
+    "nul-in-email": ("POST", "/api/auth/login", "anonymous", b'{"email":"a\\u0000@x.io","password":"x"}', 400),
+    "currency-newline": ("POST", "/api/payments", "user", b'{"amount":100,"currency":"EUR\\n"}', 422),
+    "sub-not-a-uuid": ("GET", "/api/profile/me", "bad-sub", b"", 401),
+}
+
+
+@pytest.mark.parametrize("via", ["gateway", "service"])
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_is_a_4xx_json_answer_on_a_connection_that_stays_usable(stack: Stack, case: str, via: str) -> None:
+    method, path, who, body, expected = BAD_INPUT[case]
+    headers = dict(_JSON)
+    if who == "user":
+        with stack.client() as gw:
+            headers["Authorization"] = _user(gw)[1]["Authorization"].encode()
+    elif who == "bad-sub":
+        headers["Authorization"] = f"Bearer {_bad_sub_token()}".encode()
+    service = path.split("/")[2]
+    port = stack.env.services["api-gateway" if via == "gateway" else service].port  # type: ignore[index]
+    version = ("GET", f"/api/{service}/version", {}, b"")
+    (status, answer_headers, answer, _), after = _exchange(port, [(method, path, headers, body), version])
+    assert status == expected, answer[:300]
+    assert "error" in json.loads(answer)
+    assert len(answer_headers["x-request-id"]) == 32
+    assert after[0] == 200 and after[3], "the keep-alive connection did not survive the bad request"
+    assert stack.processes[service].poll() is None
+
+
+@pytest.mark.parametrize("port_of", ["api-gateway", "auth"])
+def test_an_oversized_body_is_413_json_before_it_is_sent(stack: Stack, port_of: str) -> None:
+    """As curl sends a large body: the head with `Expect: 100-continue`, then the body only after a 100."""
+    port = stack.env.services[port_of].port  # type: ignore[index]
+    head = (
+        b"POST /api/auth/login HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
+        b"expect: 100-continue\r\ncontent-length: %d\r\n\r\n" % ((1 << 20) + 1)
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head)
+        answer = b""
+        while not answer.endswith(b"}"):
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+    status_line, _, rest = answer.partition(b"\r\n")
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    assert status_line.startswith(b"HTTP/1.1 413 "), answer[:200]
+    assert b"connection: close" in headers.lower()
+    assert json.loads(body)["error"] == "request body over 1048576 bytes"
+    with stack.client(port_of) as again:
+        assert again.get("/health/live").status_code == 200
+
+
+@pytest.mark.parametrize("given", [b"\xff\xfe-not-utf8", "é".encode() * 100, b"a" * 129, b"ok id"])
+def test_a_request_id_that_is_not_a_plain_token_is_replaced(stack: Stack, given: bytes) -> None:
+    for name in ("api-gateway", "auth"):
+        port = stack.env.services[name].port  # type: ignore[index]
+        ((status, headers, _, _),) = _exchange(port, [("GET", "/health/live", {"X-Request-ID": given}, b"")])
+        assert status == 200
+        made = headers["x-request-id"]
+        assert made != given.decode("latin-1") and len(made) == 32 and made.isalnum()
+
+
+def test_a_trailing_slash_is_404_not_a_redirect_to_the_service(stack: Stack) -> None:
+    with stack.client() as gw:
+        _, auth = _user(gw)
+        via_gateway = gw.get("/api/payments/", headers=auth)
+    with stack.client("payments") as direct:
+        at_service = direct.get("/api/payments/", headers=auth)
+    for response in (via_gateway, at_service):
+        assert response.status_code == 404
+        assert "location" not in response.headers
+        assert "127.0.0.1" not in response.text
+
+
+def test_every_request_has_one_json_access_line(stack: Stack) -> None:
+    rid = uuid.uuid4().hex
+    with stack.client() as gw:
+        _, auth = _user(gw)
+        assert gw.get("/api/payments", headers={**auth, "X-Request-ID": rid}).status_code == 200
+    for name in ("api-gateway", "payments"):
+
+        def line(name: str = name) -> dict[str, Any] | None:
+            for raw in stack.log(name).splitlines():
+                entry = json.loads(raw) if raw.startswith("{") else {}
+                if entry.get("request_id") == rid and entry.get("message") == "request":
+                    return entry
+            return None
+
+        entry = poll(line)
+        assert isinstance(entry, dict), f"no access line for {rid} in {name}"
+        assert (entry["method"], entry["path"], entry["status"]) == ("GET", "/api/payments", 200)
+        assert entry["user_id"] and entry["duration_ms"] >= 0 and entry["bytes"] > 0
