@@ -55,6 +55,10 @@ def test_a_failing_restore_leaves_the_databases_unchanged(local: Local) -> None:
     suite.failing_restore_changes_nothing(local)
 
 
+def test_a_restore_failing_under_load_loses_no_acknowledged_write(local: Local) -> None:
+    suite.failing_restore_under_load_keeps_every_acknowledged_write(local)
+
+
 def test_retention_keeps_exactly_the_newest_verified(local: Local) -> None:
     suite.retention(local)
 

@@ -401,20 +401,21 @@ class Restored:
 
 
 def restore(backups: Backups, entry: Entry, only: str | None, control: ServiceControl, timeout: float) -> Restored:
-    """Checks first (nothing changed when they fail), then a pre-restore backup, then the restore with the
-    affected services stopped. A failed target rolls back on its own (one transaction); the targets that
-    were already restored are put back from the pre-restore backup, so that nothing is left half-done."""
+    """Checks first (nothing changed when they fail), then the affected services are stopped (the fence:
+    from here on no write can be acknowledged), then the pre-restore backup, then the restore. A failed
+    target rolls back on its own (one transaction); the targets that were already restored are put back
+    from the pre-restore backup, which holds every write acknowledged before the fence."""
     started = time.monotonic()
     targets = backups.preflight(entry, only)
     services = [t.service for t in targets]
-    backups.console.info(f"taking a pre-restore backup of {', '.join(services)}")
-    pre = backups.backup(targets, kind="pre-restore")
-    pre_entry = backups.store.get(pre.id)
     stopped: list[str] = []
     try:
         backups.console.info(f"stopping {', '.join(services)}")
         stopped = services  # even a stop that fails half-way is followed by a start
         control.stop_services(services)
+        backups.console.info(f"taking a pre-restore backup of {', '.join(services)}")
+        pre = backups.backup(targets, kind="pre-restore")
+        pre_entry = backups.store.get(pre.id)
         failures = backups.restore_into(entry, targets)
         if failures:
             # Everything that changed goes back: the successes, and restores whose result was wrong.
