@@ -8,8 +8,8 @@ import json
 import random
 import shutil
 import signal
-import threading
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any, Protocol
