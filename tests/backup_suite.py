@@ -208,14 +208,7 @@ def failing_restore_changes_nothing(d: Deployment) -> None:
     assert fingerprint(d) == before
     # A dump truncated after its checksum was recomputed: pg_restore fails inside its transaction, the
     # services restored meanwhile are put back from the pre-restore backup.
-    cut = folder(d) / (good + "-cut")
-    shutil.copytree(folder(d) / good, cut)
-    manifest = json.loads((cut / "manifest.json").read_text())
-    manifest["id"] = cut.name
-    (cut / "manifest.json").write_text(json.dumps(manifest))
-    data = (cut / "auth.dump").read_bytes()
-    (cut / "auth.dump").write_bytes(data[:-24])  # the table of contents is whole, the last data block is not
-    _recompute(cut, "auth.dump")
+    cut = _cut_copy(d, good, "auth", "-cut")
     failed = d.cli("restore", "--env", d.env, cut.name, "--yes")
     assert failed.returncode == 1, failed.stderr
     assert "failed, the databases are as they were" in failed.stderr, failed.stderr
@@ -226,8 +219,8 @@ def failing_restore_changes_nothing(d: Deployment) -> None:
 
 
 def _cut_copy(d: Deployment, good: str, service: str, suffix: str) -> Path:
-    """A copy of backup `good` whose `service` dump loses its last data block (checksums recomputed):
-    pg_restore of that one fails inside its transaction, the others restore."""
+    """A copy of backup `good` whose `service` dump loses its last data block (checksums recomputed; the
+    table of contents is whole): pg_restore of that one fails inside its transaction, the others restore."""
     cut = folder(d) / (good + suffix)
     shutil.copytree(folder(d) / good, cut)
     manifest = json.loads((cut / "manifest.json").read_text())
