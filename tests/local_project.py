@@ -17,7 +17,7 @@ import httpx
 
 from tests.conftest import REPO
 from tests.pg import bindir, free_port
-from tests.stack import ADMIN, SERVICES
+from tests.stack import SERVICES
 
 DATABASE_SERVICES = ("auth", "payments", "admin", "profile")
 
@@ -84,7 +84,7 @@ def make_local_project(
     services = "".join(f"  {name}:\n    port: {ports[name]}\n" for name in SERVICES)
     database = "  layout: per-service\n  name: null\n" if layout == "per-service" else ""
     (root / "environments" / f"{env}.yaml").write_text(
-        f"extends: development\nruntime: local\nadmin_emails: [{ADMIN}]\nservices:\n{services}"
+        f"extends: development\nruntime: local\nservices:\n{services}"
         f"database:\n{database}  port: {ports['postgres']}\nredis:\n  port: {ports['redis']}\n{extra_yaml}"
     )
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "POSTGRES_", "BKL_"))}

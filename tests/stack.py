@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +24,18 @@ from tests.pg import Cluster, free_port, temp_cluster
 from tests.servers import RabbitMQ, Redis, rabbitmq_server, redis_server, wait_until
 
 ADMIN = "admin@example.com"
+
+
+def admin_headers(gw: httpx.Client, cli: Callable[..., subprocess.CompletedProcess[str]], env: str) -> dict[str, str]:
+    """Registers ADMIN (once), has the operator grant it the admin role, logs in: the only way to an admin."""
+    registered = gw.post("/api/auth/register", json={"email": ADMIN, "password": "admin password"})
+    assert registered.status_code in (201, 409), registered.text
+    granted = cli("admin", "grant", ADMIN, "--env", env)
+    assert granted.returncode == 0, granted.stdout + granted.stderr
+    token = gw.post("/api/auth/login", json={"email": ADMIN, "password": "admin password"}).json()["access_token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
 SERVICES = ("auth", "payments", "admin", "profile", "api-gateway")
 STACK_SECRETS = {
     "ITEST_JWT_SECRET": "itest-jwt-secret-0123456789abcdef0123456789",
@@ -44,7 +56,6 @@ extends: _base
 tier: development
 runtime: local
 event_hub: {hub}
-admin_emails: [{ADMIN}]
 services:
 {services}database:
   layout: {layout}
@@ -78,6 +89,11 @@ def init_database(cluster: Cluster, env: Environment, secrets: Secrets) -> None:
         assert done.returncode == 0, done.stderr
     done = cluster.psql("-q", "-f", "-", dbname=unit["POSTGRES_DB"], env=unit,
                         stdin=bundle.files["initdb/10-databases.sql"].text)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    # As the postgres image sets POSTGRES_PASSWORD: the CLI (migrate, admin grant) connects as the superuser.
+    done = cluster.psql(
+        "-q", "-v", f"pw={unit['POSTGRES_PASSWORD']}", "-f", "-", stdin="ALTER ROLE postgres PASSWORD :'pw';\n"
+    )
     assert done.returncode == 0, done.stderr
 
 

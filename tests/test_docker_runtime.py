@@ -29,7 +29,7 @@ import pytest
 from tests import backup_suite as suite
 from tests.conftest import REPO, strong_secrets
 from tests.pg import free_port
-from tests.stack import ADMIN, poll
+from tests.stack import admin_headers, poll
 from tests.test_services_e2e import _profile, _user
 
 ENV = "dkt"
@@ -95,7 +95,6 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     (root / "environments" / f"{ENV}.yaml").write_text(f"""\
 extends: staging
 runtime: docker
-admin_emails: [{ADMIN}]
 services:
   api-gateway:
     replicas: 2
@@ -128,11 +127,10 @@ def test_user_flow_through_nginx_over_https(project: Project) -> None:
         assert (
             gw.post("/api/payments", json={"amount": 42, "currency": "EUR"}, headers={**auth, **key}).status_code == 201
         )
-        gw.post("/api/auth/register", json={"email": ADMIN, "password": "admin password"})
-        token = gw.post("/api/auth/login", json={"email": ADMIN, "password": "admin password"}).json()["access_token"]
+        admin = admin_headers(gw, project.cli, ENV)
 
         def both() -> bool:
-            r = gw.get("/api/admin/events", params={"limit": 500}, headers={"Authorization": f"Bearer {token}"})
+            r = gw.get("/api/admin/events", params={"limit": 500}, headers=admin)
             types = {e["type"] for e in r.json()["events"] if e["data"].get("user_id") == user_id}
             return {"user.registered", "payment.created"} <= types
 

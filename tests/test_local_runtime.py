@@ -17,7 +17,7 @@ import pytest
 from tests import backup_suite
 from tests.local_project import LocalProject, make_local_project
 from tests.pg import free_port
-from tests.stack import ADMIN, SERVICES, poll
+from tests.stack import ADMIN, SERVICES, admin_headers, poll
 from tests.test_services_e2e import _profile, _user
 
 ENV = "localtest"
@@ -60,9 +60,20 @@ def test_user_flow_through_the_gateway(project: Project) -> None:
             "/api/payments", json={"amount": 700, "currency": "EUR"}, headers={**auth, "Idempotency-Key": "k"}
         )
         assert paid.status_code == 201
+        # Registering with any address gives no admin role; an operator grants it.
         gw.post("/api/auth/register", json={"email": ADMIN, "password": "admin password"})
-        token = gw.post("/api/auth/login", json={"email": ADMIN, "password": "admin password"}).json()["access_token"]
-        admin = {"Authorization": f"Bearer {token}"}
+        first = gw.post("/api/auth/login", json={"email": ADMIN, "password": "admin password"}).json()
+        assert (
+            gw.get("/api/admin/stats", headers={"Authorization": f"Bearer {first['access_token']}"}).status_code == 403
+        )
+        admin = admin_headers(gw, project.cli, ENV)
+        unknown = project.cli("admin", "grant", "nobody@example.com", "--env", ENV)
+        assert (unknown.returncode, unknown.stderr.strip()) == (
+            1,
+            f"error: no user nobody@example.com in {ENV}: the user registers first (POST /api/auth/register)",
+        )
+        assert project.cli("admin", "grant", "not-an-address", "--env", ENV).returncode == 2
+        assert "admin grant" in project.cli("history", "--env", ENV).stdout
 
         def both() -> bool:
             events = gw.get("/api/admin/events", params={"limit": 500}, headers=admin).json()["events"]

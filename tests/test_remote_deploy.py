@@ -22,7 +22,7 @@ import pytest
 from tests.conftest import REPO, strong_secrets
 from tests.pg import free_port
 from tests.sshd import SSHD, Sshd, sshd
-from tests.stack import ADMIN, poll
+from tests.stack import poll
 from tests.test_docker_runtime import STANDINS, _engine
 from tests.test_services_e2e import _user
 
@@ -75,7 +75,6 @@ ssh:
   known_hosts: {known}
   remote_dir: {remote_dir}
   connect_timeout: 5
-admin_emails: [{ADMIN}]
 nginx:
   domain: localhost
   http_port: {http}

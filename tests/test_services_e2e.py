@@ -17,7 +17,7 @@ import httpx
 import jwt
 import pytest
 
-from tests.stack import ADMIN, STACK_SECRETS, Stack, poll, running_stack
+from tests.stack import STACK_SECRETS, Stack, admin_headers, poll, running_stack
 
 SECRET = STACK_SECRETS["ITEST_JWT_SECRET"]
 
@@ -65,7 +65,7 @@ def test_end_to_end_user_flow(stack: Stack) -> None:
         assert [p["id"] for p in mine] == [first.json()["payment"]["id"]]
         assert gw.get(f"/api/payments/{mine[0]['id']}", headers=auth).json()["payment"]["amount"] == 1999
 
-        _, admin = _admin(gw)
+        _, admin = _admin(stack, gw)
 
         def seen() -> set[str] | None:
             events = gw.get("/api/admin/events", params={"limit": 500}, headers=admin).json()["events"]
@@ -81,13 +81,10 @@ def test_end_to_end_user_flow(stack: Stack) -> None:
 _ADMIN_TOKEN: dict[int, dict[str, str]] = {}
 
 
-def _admin(client: httpx.Client) -> tuple[str, dict[str, str]]:
-    key = id(client.base_url)
+def _admin(stack: Stack, client: httpx.Client) -> tuple[str, dict[str, str]]:
+    key = id(stack)
     if key not in _ADMIN_TOKEN:
-        registered = client.post("/api/auth/register", json={"email": ADMIN, "password": "admin password"})
-        assert registered.status_code in (201, 409)
-        token = client.post("/api/auth/login", json={"email": ADMIN, "password": "admin password"}).json()
-        _ADMIN_TOKEN[key] = {"Authorization": f"Bearer {token['access_token']}"}
+        _ADMIN_TOKEN[key] = admin_headers(client, stack.cli, "itest")
     return "", _ADMIN_TOKEN[key]
 
 

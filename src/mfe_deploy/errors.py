@@ -43,6 +43,12 @@ class UnknownEnvironment(MfeError):
     exit_code = 2
 
 
+class UsageError(MfeError):
+    """A bad argument on the command line: exit 2."""
+
+    exit_code = 2
+
+
 class BundleDrift(MfeError):
     """`render --check` found files that differ from what would be rendered."""
 

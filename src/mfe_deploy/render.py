@@ -260,8 +260,6 @@ def environments(env: Environment, secrets: Secrets, at: Endpoints) -> dict[str,
             ]
             if env.uses_rabbitmq:
                 variables.append(("RABBITMQ_URL", urls.rabbitmq_url(env, secrets, *at.rabbitmq)))
-            if name == "auth" and env.admin_emails:
-                variables.append(("ADMIN_EMAILS", ",".join(env.admin_emails)))
         if secrets.sentry_dsn is not None:
             variables.append(("SENTRY_DSN", secrets.sentry_dsn))
         files[name] = variables

@@ -169,7 +169,6 @@ class Environment(Model):
     publish_ports: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     cors_origin: str = Field(pattern=r"^(\*|https?://[A-Za-z0-9.:-]+)$")
-    admin_emails: tuple[Annotated[str, Field(pattern=r"^[^@\s',]+@[^@\s',]+$")], ...] = ()
     event_hub: Literal["redis", "rabbitmq"]
     services: dict[ServiceName, Service]
     database: Database

@@ -39,7 +39,6 @@ class Settings:
     redis_url: str | None = None
     rabbitmq_url: str | None = field(default=None, repr=False)
     upstreams: Mapping[str, str] = field(default_factory=dict)
-    admin_emails: frozenset[str] = frozenset()
     version: str = "dev"
     max_body: int = 1 << 20
 
@@ -68,7 +67,6 @@ class Settings:
             redis_url=env.get("REDIS_URL") or None,
             rabbitmq_url=env.get("RABBITMQ_URL") or None,
             upstreams=dict(sorted(upstreams.items())),
-            admin_emails=frozenset(e.strip().lower() for e in env.get("ADMIN_EMAILS", "").split(",") if e.strip()),
             version=env.get("SERVICE_VERSION", "dev"),
             max_body=_positive(env.get("MAX_BODY_BYTES", str(1 << 20)), "MAX_BODY_BYTES"),
         )
