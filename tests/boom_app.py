@@ -15,4 +15,5 @@ async def boom(request: Request) -> Response:
     raise RuntimeError("secret internals of the failure")
 
 
-app = create_app(Settings(service="boom", port=0, jwt_secret="x" * 32), [Route("/api/boom/fail", boom)], database=False)
+# Configured from the environment as a service is (JWT_SECRET, SENTRY_DSN, APP_ENV, SERVICE_VERSION, ...).
+app = create_app(Settings.from_env("boom"), [Route("/api/boom/fail", boom, methods=["GET", "POST"])], database=False)

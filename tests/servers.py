@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -12,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.conftest import REPO
 from tests.pg import free_port
 
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
@@ -134,3 +136,20 @@ def rabbitmq_server(password: str, port: int | None = None) -> Iterator[RabbitMQ
     finally:
         server.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def serve_process(args: list[str], port: int, log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Starts a server process (the repo on its PYTHONPATH) and waits until it accepts connections."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(args, env={**os.environ, "PYTHONPATH": str(REPO), **env}, stdout=out, stderr=out)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process
+        except OSError:
+            if process.poll() is not None:
+                break
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"{args} did not listen: {log.read_text()}")

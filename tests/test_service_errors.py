@@ -4,9 +4,7 @@ connection cleanly; the traceback is logged once with its request; a 502 names t
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -15,24 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.pg import free_port
+from tests.servers import serve_process
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _serve(args: list[str], port: int, log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        process = subprocess.Popen(args, env={**os.environ, "PYTHONPATH": str(ROOT), **env}, stdout=out, stderr=out)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return process
-        except OSError:
-            if process.poll() is not None:
-                break
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"{args} did not listen: {log.read_text()}")
 
 
 def _raw(port: int, request: bytes) -> tuple[bytes, bytes, bool]:
@@ -58,7 +41,11 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int
     logs = tmp_path_factory.mktemp("errors")
     boom, gateway, nobody = free_port(), free_port(), free_port()
     uvicorn = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--log-level", "warning"]
-    started = [_serve([*uvicorn, "--port", str(boom), "tests.boom_app:app"], boom, logs / "boom.log", {})]
+    started = [
+        serve_process(
+            [*uvicorn, "--port", str(boom), "tests.boom_app:app"], boom, logs / "boom.log", {"JWT_SECRET": "x" * 32}
+        )
+    ]
     try:
         env = {
             "HOST": "127.0.0.1",
@@ -67,7 +54,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int
             "DOWN_SERVICE_URL": f"http://127.0.0.1:{nobody}",
         }
         started.append(
-            _serve([sys.executable, "-m", "mfe_services", "api-gateway"], gateway, logs / "gateway.log", env)
+            serve_process([sys.executable, "-m", "mfe_services", "api-gateway"], gateway, logs / "gateway.log", env)
         )
         yield boom, gateway, logs
     finally:

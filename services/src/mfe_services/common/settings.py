@@ -41,6 +41,7 @@ class Settings:
     upstreams: Mapping[str, str] = field(default_factory=dict)
     version: str = "dev"
     max_body: int = 1 << 20
+    sentry_dsn: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> Settings:
@@ -68,5 +69,6 @@ class Settings:
             rabbitmq_url=env.get("RABBITMQ_URL") or None,
             upstreams=dict(sorted(upstreams.items())),
             version=env.get("SERVICE_VERSION", "dev"),
+            sentry_dsn=env.get("SENTRY_DSN") or None,
             max_body=_positive(env.get("MAX_BODY_BYTES", str(1 << 20)), "MAX_BODY_BYTES"),
         )

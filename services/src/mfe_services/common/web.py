@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
-from mfe_services.common import health, logs, tokens
+from mfe_services.common import health, logs, reporting, tokens
 from mfe_services.common.events import Event, EventBus, Handler, create_bus
 from mfe_services.common.guard import Guard
 from mfe_services.common.outbox import Relay
@@ -123,6 +123,7 @@ def create_app(
     on_start: Callable[[Resources], Awaitable[None]] | None = None,
 ) -> ASGIApp:
     logs.configure(settings.service, settings.log_level)
+    reporting.init(settings)  # before the app is built: Sentry's Starlette integration patches it
     res = Resources(settings=settings)
 
     @asynccontextmanager

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from starlette.types import Message, Receive, Scope, Send
 
-from mfe_services.common import guard, health, logs, tokens
+from mfe_services.common import guard, health, logs, reporting, tokens
 from mfe_services.common.settings import Settings
 from mfe_services.gateway.upstream import Connection, Pool, UpstreamError, hop_by_hop, request_head
 
@@ -56,6 +56,7 @@ class Gateway:
             self.pools[name] = Pool(parts.hostname or "127.0.0.1", parts.port or 80)
             self.prefixes.append((f"/api/{name}", name))
         self.cors_origin = settings.cors_origin.encode()
+        reporting.init(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -65,6 +66,7 @@ class Gateway:
             return
         started = time.perf_counter()
         rid = guard.request_id(scope["headers"])
+        context = logs.request_id.set(rid.decode())
         status, sent = 0, 0
 
         async def counted(message: Message) -> None:
@@ -77,12 +79,14 @@ class Gateway:
 
         try:
             await self._handle(scope, receive, counted, rid)
-        except Exception:
+        except Exception as exc:
             errors.exception("unhandled error", extra={"fields": {"method": scope["method"], "path": scope["path"]}})
+            reporting.report(error=exc)
             if status == 0:
                 await self._send(send, _json(500, {"error": "internal error"}, [(b"x-request-id", rid), CLOSE]))
         finally:
             guard.access(scope, rid, status, started, sent, scope.get("user_id"))
+            logs.request_id.reset(context)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send, rid: bytes) -> None:
         headers = dict(scope["headers"])
@@ -194,11 +198,13 @@ class Gateway:
                 if exc.retryable and reused and not streaming and attempt == 0:
                     continue
                 log.warning("upstream failed", extra={"fields": {"upstream": name, "error": str(exc)}})
+                reporting.report(message=f"502 from the gateway: {name} failed")
                 await self._send(send, _json(502, {"error": "upstream unavailable", "service": name}, extra))
                 return
             except TimeoutError:
                 conn.close()
                 log.warning("upstream timed out", extra={"fields": {"upstream": name}})
+                reporting.report(message=f"504 from the gateway: {name} timed out")
                 await self._send(send, _json(504, {"error": "upstream timed out", "service": name}, extra))
                 return
             except BaseException:
@@ -226,6 +232,7 @@ class Gateway:
         except UpstreamError as exc:
             # The address and errno are for the log: a client learns which service, not where it runs.
             log.warning("upstream unreachable", extra={"fields": {"upstream": name, "error": str(exc)}})
+            reporting.report(message=f"502 from the gateway: {name} unreachable")
             await self._send(send, _json(502, {"error": "upstream unavailable", "service": name}, extra))
             return None, False
 
