@@ -192,3 +192,25 @@ def poll(fetch: object, timeout: float = 10.0, interval: float = 0.1) -> object:
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+def maintenance_round_trip(gw: httpx.Client, cli: Callable[..., subprocess.CompletedProcess[str]], env: str) -> None:
+    """`maintenance on`: API routes 503 JSON with Retry-After and the message, /health still 200; `off`:
+    traffic flows again; both in history."""
+    assert gw.get("/api/auth/version").status_code == 200
+    turned_on = cli("maintenance", "on", "--env", env, "--message", "back at noon", "--retry-after", "300")
+    assert turned_on.returncode == 0, turned_on.stderr
+    try:
+        refused = gw.get("/api/auth/version")
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "300"
+        assert refused.json() == {"error": "maintenance", "message": "back at noon"}
+        assert gw.post("/api/auth/login", json={"email": "a@b.io", "password": "x"}).status_code == 503
+        assert gw.get("/health").status_code == 200
+        assert "back at noon" in cli("maintenance", "status", "--env", env).stdout
+    finally:
+        turned_off = cli("maintenance", "off", "--env", env)
+    assert turned_off.returncode == 0, turned_off.stderr
+    assert gw.get("/api/auth/version").status_code == 200
+    history = cli("history", "--env", env).stdout
+    assert "maintenance on" in history and "maintenance off" in history

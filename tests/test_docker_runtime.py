@@ -29,7 +29,7 @@ import pytest
 from tests import backup_suite as suite
 from tests.conftest import REPO, strong_secrets
 from tests.pg import free_port
-from tests.stack import admin_headers, poll
+from tests.stack import admin_headers, maintenance_round_trip, poll
 from tests.test_services_e2e import _profile, _user
 
 ENV = "dkt"
@@ -136,6 +136,11 @@ def test_user_flow_through_nginx_over_https(project: Project) -> None:
 
         assert poll(both, timeout=20)
         assert gw.get("/health").json()["status"] == "healthy"
+
+
+def test_maintenance_mode_through_nginx(project: Project) -> None:
+    with project.gateway() as gw:
+        maintenance_round_trip(gw, project.cli, ENV)
 
 
 def test_health_is_green(project: Project) -> None:

@@ -17,7 +17,7 @@ import pytest
 from tests import backup_suite
 from tests.local_project import LocalProject, make_local_project
 from tests.pg import free_port
-from tests.stack import ADMIN, SERVICES, admin_headers, poll
+from tests.stack import ADMIN, SERVICES, admin_headers, maintenance_round_trip, poll
 from tests.test_services_e2e import _profile, _user
 
 ENV = "localtest"
@@ -82,6 +82,11 @@ def test_user_flow_through_the_gateway(project: Project) -> None:
             }
 
         assert poll(both)
+
+
+def test_maintenance_mode_at_the_gateway(project: Project) -> None:
+    with project.gateway() as gw:
+        maintenance_round_trip(gw, project.cli, ENV)
 
 
 def test_second_up_restarts_nothing(project: Project) -> None:

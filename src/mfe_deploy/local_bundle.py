@@ -13,7 +13,16 @@ from pathlib import Path
 from mfe_deploy.binaries import Binaries
 from mfe_deploy.config.models import Environment
 from mfe_deploy.config.secrets import Secrets
-from mfe_deploy.render import Bundle, BundleFile, Endpoints, NginxPaths, _jinja, environments, nginx_conf
+from mfe_deploy.render import (
+    MAINTENANCE_DIR,
+    Bundle,
+    BundleFile,
+    Endpoints,
+    NginxPaths,
+    _jinja,
+    environments,
+    nginx_conf,
+)
 
 PG_SYSTEM_USER = "mfe-postgres"
 
@@ -67,6 +76,8 @@ def render_local(
     services = []
     for name in env.services:
         variables = [*units[name], ("HOST", "127.0.0.1"), ("SERVICE_VERSION", version)]
+        if name == "api-gateway":
+            variables.append(("MAINTENANCE_FILE", str(layout.bundle / MAINTENANCE_DIR / "maintenance.json")))
         text = _env_text(env.name, name, variables)
         files[f"env/{name}.env"] = BundleFile(text, secret=True)
         digest = hashlib.sha256(text.encode()).hexdigest()[:16]

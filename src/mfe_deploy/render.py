@@ -37,11 +37,12 @@ class Endpoints:
     redis: tuple[str, int]
     rabbitmq: tuple[str, int]
     services: Mapping[str, tuple[str, int]]
+    maintenance_file: str | None = None  # where the gateway looks for `mfe-deploy maintenance on`
 
     @classmethod
     def compose(cls, env: Environment) -> Endpoints:
         services: dict[str, tuple[str, int]] = {name: (name, svc.port) for name, svc in env.services.items()}
-        return cls(("postgres", 5432), ("redis", 6379), ("rabbitmq", 5672), services)
+        return cls(("postgres", 5432), ("redis", 6379), ("rabbitmq", 5672), services, MAINTENANCE_IN_CONTAINER)
 
     @classmethod
     def local(cls, env: Environment) -> Endpoints:
@@ -52,6 +53,10 @@ class Endpoints:
             ("127.0.0.1", env.rabbitmq.port),
             services,
         )
+
+
+MAINTENANCE_DIR = "maintenance"  # in the bundle; mounted read-only into the gateway's container
+MAINTENANCE_IN_CONTAINER = "/run/mfe/maintenance/maintenance.json"
 
 
 @dataclass(frozen=True)
@@ -247,6 +252,8 @@ def environments(env: Environment, secrets: Secrets, at: Endpoints) -> dict[str,
             ("JWT_REFRESH_EXPIRES_IN", env.jwt.refresh_expires_in),
             ("CORS_ORIGIN", env.cors_origin),
         ]
+        if name == "api-gateway" and at.maintenance_file:
+            variables.append(("MAINTENANCE_FILE", at.maintenance_file))
         if name == "api-gateway":
             variables += [
                 (f"{other.upper().replace('-', '_')}_SERVICE_URL", "http://{}:{}".format(*at.services[other]))

@@ -27,7 +27,7 @@ from mfe_deploy.engine import capabilities, capabilities_for, version_via
 from mfe_deploy.errors import MfeError
 from mfe_deploy.host import Host
 from mfe_deploy.ops import health, migrations
-from mfe_deploy.render import Capabilities, render
+from mfe_deploy.render import MAINTENANCE_DIR, Capabilities, render
 from mfe_deploy.runtimes import Completed
 from mfe_deploy.runtimes.local import StartFailed, UnitStatus
 from mfe_deploy.runtimes.process import LocalProcess
@@ -128,6 +128,7 @@ class DockerRuntime:
         result = render(self.env, self.secrets, versions=versions, caps=self.capabilities)
         self.files.makedirs(self.bundle_dir, 0o700)  # env files hold secrets: nobody else walks in
         bundle.write(result, self.bundle_dir, self.files)
+        self.files.makedirs(self.bundle_dir / MAINTENANCE_DIR, 0o755)  # mounted into the gateway: must exist
         if self.env.nginx.enabled and self.env.nginx.tls.mode == "self-signed":
             self._self_signed()
         digest = hashlib.sha256()

@@ -42,6 +42,7 @@ class Settings:
     version: str = "dev"
     max_body: int = 1 << 20
     sentry_dsn: str | None = field(default=None, repr=False)
+    maintenance_file: str | None = None
 
     @classmethod
     def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> Settings:
@@ -70,5 +71,6 @@ class Settings:
             upstreams=dict(sorted(upstreams.items())),
             version=env.get("SERVICE_VERSION", "dev"),
             sentry_dsn=env.get("SENTRY_DSN") or None,
+            maintenance_file=env.get("MAINTENANCE_FILE") or None,
             max_body=_positive(env.get("MAX_BODY_BYTES", str(1 << 20)), "MAX_BODY_BYTES"),
         )

@@ -14,6 +14,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from mfe_services.common import guard, health, logs, reporting, tokens
 from mfe_services.common.settings import Settings
+from mfe_services.gateway.maintenance import Maintenance
 from mfe_services.gateway.upstream import Connection, Pool, UpstreamError, hop_by_hop, request_head
 
 log = logging.getLogger("mfe.gateway")
@@ -38,7 +39,10 @@ SKIP_REQUEST = {
 
 
 def _json(status: int, body: dict[str, Any], extra: list[tuple[bytes, bytes]]) -> tuple[Message, Message]:
-    data = json.dumps(body).encode()
+    return _raw_json(status, json.dumps(body).encode(), extra)
+
+
+def _raw_json(status: int, data: bytes, extra: list[tuple[bytes, bytes]]) -> tuple[Message, Message]:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *extra]
     return (
         {"type": "http.response.start", "status": status, "headers": headers},
@@ -57,6 +61,7 @@ class Gateway:
             self.prefixes.append((f"/api/{name}", name))
         self.cors_origin = settings.cors_origin.encode()
         reporting.init(settings)
+        self.maintenance = Maintenance(settings.maintenance_file)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -106,6 +111,10 @@ class Gateway:
         path, method = scope["path"], scope["method"]
         if path.startswith("/health"):
             await self._health(path, send, extra)
+            return
+        notice = self.maintenance.current()
+        if notice is not None:
+            await self._send(send, _raw_json(503, notice.body, [*extra, (b"retry-after", notice.retry_after)]))
             return
         name = self._route(path)
         if name is None:

@@ -1,0 +1,85 @@
+"""mfe-deploy maintenance on|off|status: API routes answer 503 with Retry-After while /health answers.
+
+The notice is a file in the environment's folder on its host, mounted read-only into the gateway's
+container (docker) or named to the gateway process (local runtime); the gateway looks at it once a
+second, so it works behind nginx and needs no restart or reload."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import PurePath
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from mfe_deploy.cli.app import EnvOption, app, application, host
+
+if TYPE_CHECKING:
+    from mfe_deploy.host import Host
+
+maintenance_app = typer.Typer(help="Answer API requests with 503 while you work.", rich_markup_mode=None)
+app.add_typer(maintenance_app, name="maintenance")
+
+RECHECK = 1.1  # the gateway looks at the notice once a second: when the command returns, it is in effect
+
+
+def _notice(env: str) -> tuple[Host, PurePath]:
+    from mfe_deploy.render import MAINTENANCE_DIR
+
+    where = host(env)
+    return where, where.root / MAINTENANCE_DIR / "maintenance.json"
+
+
+@maintenance_app.command("on")
+def on(
+    env: EnvOption,
+    message: Annotated[str, typer.Option("--message", "-m", help="What clients are told.")] = "",
+    retry_after: Annotated[int, typer.Option("--retry-after", min=1, max=86400, help="Seconds.")] = 120,
+) -> None:
+    """API routes answer 503 JSON with Retry-After; /health keeps answering."""
+    from mfe_deploy.state import audit
+
+    where, path = _notice(env)
+    notice = {
+        "message": message or "the service is under maintenance",
+        "retry_after": retry_after,
+        "since": datetime.now(UTC).isoformat(timespec="seconds"),
+        "by": getpass.getuser(),
+    }
+    with audit.audited(where.files, where.state / "audit.jsonl", "maintenance on", env, {"message": notice["message"]}):
+        where.files.makedirs(path.parent, 0o755)
+        where.files.write_atomic(path, json.dumps(notice) + "\n", 0o644)  # read by the gateway's own user
+        time.sleep(RECHECK)
+    application().console.print(f"{env}: maintenance on (503, Retry-After: {retry_after})")
+
+
+@maintenance_app.command("off")
+def off(env: EnvOption) -> None:
+    """Traffic flows again."""
+    from mfe_deploy.state import audit
+
+    where, path = _notice(env)
+    with audit.audited(where.files, where.state / "audit.jsonl", "maintenance off", env, {}):
+        where.files.unlink(path)
+        time.sleep(RECHECK)
+    application().console.print(f"{env}: maintenance off")
+
+
+@maintenance_app.command("status")
+def status(env: EnvOption) -> None:
+    """On (since when, by whom, with what message) or off."""
+    where, path = _notice(env)
+    text = where.files.read_text(path)
+    if text is None:
+        application().console.print(f"{env}: maintenance off")
+        return
+    try:
+        notice = json.loads(text)
+        application().console.print(
+            f"{env}: maintenance on since {notice['since']} by {notice['by']}: {notice['message']}"
+        )
+    except (ValueError, KeyError, TypeError):
+        application().console.print(f"{env}: maintenance on (the notice at {path} is not readable JSON)")
