@@ -29,6 +29,7 @@ import pytest
 from tests import backup_suite as suite
 from tests.conftest import REPO, strong_secrets
 from tests.pg import free_port
+from tests.receiver import Receiver, receiver
 from tests.stack import admin_headers, maintenance_round_trip, poll
 from tests.test_services_e2e import _profile, _user
 
@@ -88,7 +89,13 @@ class Project:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+def hooks() -> Iterator[Receiver]:
+    with receiver() as got:
+        yield got
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, hooks: Receiver) -> Iterator[Project]:
     root = tmp_path_factory.mktemp("docker") / "project"
     shutil.copytree(REPO / "environments", root / "environments")
     http, https = free_port(), free_port()
@@ -109,8 +116,12 @@ images:
   nginx: mfe-local/nginx:1.22
   service_base: mfe-local/python:3.11
   services_prefix: mfe-test
+notify:
+  webhooks:
+    - url: ${{DKR_NOTIFY_URL}}
+      events: [deploy.failed, rollback.automatic]
 """)
-    p = Project(root, https, http, {**os.environ, **strong_secrets()})
+    p = Project(root, https, http, {**os.environ, **strong_secrets(), "DKR_NOTIFY_URL": hooks.url("/hook")})
     up = p.cli("up", "--env", ENV, "--version", "v1")
     assert up.returncode == 0, up.stdout + up.stderr
     try:
@@ -246,7 +257,7 @@ def test_second_up_recreates_nothing(project: Project) -> None:
     assert project.containers() == before
 
 
-def test_zz_rollback_and_automatic_rollback(project: Project) -> None:
+def test_zz_rollback_and_automatic_rollback(project: Project, hooks: Receiver) -> None:
     v2 = project.cli("up", "--env", ENV, "--version", "v2")
     assert v2.returncode == 0, v2.stdout + v2.stderr
     back = project.cli("rollback", "api-gateway", "--env", ENV)
@@ -281,6 +292,10 @@ def test_zz_rollback_and_automatic_rollback(project: Project) -> None:
     history = project.cli("history", "--env", ENV, "--json")
     actions = [(h["action"], h["result"]) for h in json.loads(history.stdout)]
     assert ("up", "failed") in actions and ("rollback", "ok") in actions
+    # The webhook heard of the failed deploy and of the automatic rollback (and of nothing else it did not ask for).
+    events = [json.loads(post.body) for post in hooks.wait(2)]
+    assert sorted(e["event"] for e in events) == ["deploy.failed", "rollback.automatic"]
+    assert all(e["details"]["version"] == "v3" and "rolled back to release" in e["summary"] for e in events)
 
 
 def test_concurrent_up_is_refused_naming_the_holder(project: Project) -> None:

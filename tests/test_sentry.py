@@ -7,11 +7,8 @@ from __future__ import annotations
 import gzip
 import json
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -19,6 +16,7 @@ import pytest
 
 from mfe_services.common import tokens
 from tests.pg import free_port
+from tests.receiver import Receiver, receiver
 from tests.servers import serve_process
 
 JWT_CANARY = "jwt-canary-secret-4f1c9e2a7b3d8e6f0a1b2c3d"
@@ -26,16 +24,27 @@ DB_CANARY = "db-canary-password-9a8b7c6d5e4f"
 BODY_CANARY = "body-canary-password-1q2w3e"
 
 
-@dataclass
 class Listener:
-    port: int
-    connections: int = 0
-    raw: list[bytes] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
+    """The receiver, with the events decoded from its envelopes."""
+
+    def __init__(self, received: Receiver) -> None:
+        self.received = received
 
     @property
     def dsn(self) -> str:
-        return f"http://publickey@127.0.0.1:{self.port}/42"
+        return f"http://publickey@127.0.0.1:{self.received.port}/42"
+
+    @property
+    def connections(self) -> int:
+        return self.received.connections
+
+    @property
+    def raw(self) -> list[bytes]:
+        return [decode(p.body, p.headers.get("content-encoding", ""))[0] for p in self.received.posts]
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return [e for p in self.received.posts for e in decode(p.body, p.headers.get("content-encoding", ""))[1]]
 
     def wait(self, count: int, timeout: float = 15) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
@@ -57,34 +66,8 @@ def decode(body: bytes, encoding: str) -> tuple[bytes, list[dict[str, Any]]]:
 
 @pytest.fixture(scope="module")
 def listener() -> Iterator[Listener]:
-    state = Listener(free_port())
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["content-length"]))
-            data, events = decode(body, self.headers.get("content-encoding", ""))
-            state.raw.append(data)
-            state.events += events
-            self.send_response(200)
-            self.send_header("content-length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    class Server(ThreadingHTTPServer):
-        def verify_request(self, request: Any, client_address: Any) -> bool:
-            state.connections += 1
-            return True
-
-    server = Server(("127.0.0.1", state.port), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
+    with receiver() as received:
+        yield Listener(received)
 
 
 def _env(dsn: str | None) -> dict[str, str]:

@@ -36,6 +36,9 @@ class Console:
         self._err.write(self.mask(text) + "\n")
         self._err.flush()
 
+    def warn(self, text: str) -> None:
+        self.info(f"warning: {text}")
+
     def error(self, lines: Sequence[str]) -> None:
         red, reset = ("\x1b[31m", "\x1b[0m") if self._err.isatty() else ("", "")
         for line in lines:

@@ -15,6 +15,7 @@ from mfe_deploy.console import Console
 if TYPE_CHECKING:
     from mfe_deploy.config.models import Environment
     from mfe_deploy.host import Host
+    from mfe_deploy.notify import Event, Notifier
 
 app = typer.Typer(
     name="mfe-deploy",
@@ -33,6 +34,38 @@ class Application:
     console: Console = field(default_factory=Console)
     resources: ExitStack = field(default_factory=ExitStack)  # connections, closed when the command ends
     hosts: dict[str, Host] = field(default_factory=dict)  # per environment, connected once
+    notifiers: dict[str, Notifier] = field(default_factory=dict)
+
+    def notifier(self, env: str) -> Notifier | None:
+        """The environment's webhooks, or None when it has none (or its secrets cannot be read now)."""
+        if env not in self.notifiers:
+            from mfe_deploy.config import loader
+            from mfe_deploy.errors import MfeError
+            from mfe_deploy.notify import Notifier
+
+            try:
+                loaded, secrets = loader.load_with_secrets(self.project_dir, env)
+            except MfeError as exc:
+                self.console.warn(f"notify: the webhooks of {env} cannot be read: {exc.lines()[0]}")
+                return None
+            self.notifiers[env] = Notifier.of(loaded.env, secrets, self.console.warn)
+        found = self.notifiers[env]
+        return found if found.hooks else None
+
+    def notify(self, env: str, *events: Event) -> None:
+        notifier = self.notifier(env) if events else None
+        for event in events if notifier is not None else ():
+            notifier.notify(event)  # type: ignore[union-attr]
+
+    def notify_outcome(self, record: dict[str, object]) -> None:
+        """For audit.audited(done=...): the events an action's outcome calls for."""
+        from mfe_deploy.notify import events_for
+
+        self.notify(str(record["env"]), *events_for(record))
+
+    def drain(self) -> None:
+        for notifier in self.notifiers.values():
+            notifier.drain()
 
 
 STATE: dict[str, Application] = {}

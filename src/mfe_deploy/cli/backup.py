@@ -91,7 +91,7 @@ def _audit(env: str, action: str, details: dict[str, Any]) -> Any:
     from mfe_deploy.state import audit
 
     where = host(env)
-    return audit.audited(where.files, where.state / "audit.jsonl", action, env, details)
+    return audit.audited(where.files, where.state / "audit.jsonl", action, env, details, application().notify_outcome)
 
 
 def _row(entry: Entry) -> dict[str, Any]:
@@ -332,6 +332,9 @@ def check(
     entries = remote.scan() if remote is not None else store_for(environment).scan()
     problem = staleness(entries, limit, datetime.now(UTC))
     if problem:
+        from mfe_deploy.notify import Event
+
+        application().notify(env, Event("backup.stale", env, f"{env}: {problem}"))
         raise MfeError(f"{env}: {problem}")
     newest = [e for e in entries if e.manifest][-1]
     assert newest.manifest is not None

@@ -9,7 +9,7 @@ import sys
 # here, on every command); the CLI uses none.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
-from mfe_deploy.cli import admin, backup, commands, hosts, maintenance, migrate, stack  # noqa: F401 - registers the commands on the app
+from mfe_deploy.cli import admin, backup, commands, hosts, maintenance, migrate, notify, stack  # noqa: F401 - registers the commands on the app
 from mfe_deploy.cli.app import app, application
 from mfe_deploy.errors import MfeError
 
@@ -29,4 +29,5 @@ def main() -> None:
         state.console.error([f"internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback)"])
         sys.exit(INTERNAL_ERROR)
     finally:
+        application().drain()  # notifications under way: a bounded wait
         application().resources.close()

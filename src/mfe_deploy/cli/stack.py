@@ -66,11 +66,23 @@ def _locked_and_audited(
 
     where = host(env)
     command = " ".join(["mfe-deploy", *sys.argv[1:]])
+    state = application()
+    breaking = force and where.files.read_text(where.state / "deploy.lock") is not None
     with (
-        audit.audited(where.files, where.state / "audit.jsonl", action, env, dict(details)) as record,
+        audit.audited(
+            where.files, where.state / "audit.jsonl", action, env, dict(details), state.notify_outcome
+        ) as record,
         lock.held(where.files, where.state / "deploy.lock", command, wait=wait, force_unlock=force),
     ):
+        if breaking:
+            _lock_broken(env, f"--force-unlock by {command}")
         yield record
+
+
+def _lock_broken(env: str, how: str) -> None:
+    from mfe_deploy.notify import Event
+
+    application().notify(env, Event("lock.broken", env, f"the deploy lock of {env} was broken ({how})"))
 
 
 def _version(project_dir: object) -> str:
@@ -321,6 +333,7 @@ def lock_release(env: EnvOption, yes: Annotated[bool, typer.Option("--yes", "-y"
     if holder.alive() and not yes:
         raise MfeError(f"the lock is held by a live process: {holder.describe()}; add --yes to remove it anyway")
     where.files.unlink(path)
+    _lock_broken(env, f"lock release; it was {holder.describe()}")
     application().console.print(f"{env}: lock released (was {holder.describe()})")
 
 

@@ -150,6 +150,24 @@ class Ssh(Model):
     connect_timeout: float = Field(default=10, gt=0, le=300)
 
 
+NotifyEvent = Literal[
+    "deploy.succeeded", "deploy.failed", "rollback.automatic", "rollback.succeeded", "rollback.failed",
+    "restore.succeeded", "restore.failed", "backup.failed", "backup.stale", "lock.broken", "test",
+]  # fmt: skip
+
+
+class Webhook(Model):
+    url: Ref = Field(description="a secret reference: webhook URLs carry their token")
+    format: Literal["slack", "json"] = "json"
+    events: tuple[NotifyEvent, ...] = Field(default=(), description="empty: every event")
+
+
+class Notify(Model):
+    webhooks: tuple[Webhook, ...] = ()
+    timeout: float = Field(default=5, gt=0, le=60, description="seconds per attempt")
+    attempts: int = Field(default=3, ge=1, le=10)
+
+
 class Secrets(Model):
     jwt_secret: Ref
     postgres_password: Ref
@@ -179,6 +197,7 @@ class Environment(Model):
     images: Images = Images()
     backup: Backup = Backup()
     ssh: Ssh = Ssh()
+    notify: Notify = Notify()
     secrets: Secrets
 
     @property

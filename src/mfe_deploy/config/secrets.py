@@ -51,6 +51,7 @@ class Secrets:
     rabbitmq_password: Secret | None
     sentry_dsn: Secret | None
     backup_passphrase: Secret | None = None
+    webhooks: tuple[Secret, ...] = ()  # notify.webhooks[i].url, in order
     # Values that came from a documented development default (`${VAR:-value}`): public, not masked.
     public: frozenset[str] = frozenset()
 
@@ -59,7 +60,7 @@ class Secrets:
         return [v for s in self.values() if (v := s.reveal()) not in self.public and len(v) >= 6]
 
     def values(self) -> list[Secret]:
-        out = [self.jwt_secret, self.postgres_password, *self.databases.values()]
+        out = [self.jwt_secret, self.postgres_password, *self.databases.values(), *self.webhooks]
         return out + [s for s in (self.rabbitmq_password, self.sentry_dsn, self.backup_passphrase) if s is not None]
 
 
@@ -79,6 +80,8 @@ def refs(env: Environment) -> Iterator[tuple[KeyPath, SecretRef]]:
         yield ("secrets", "sentry_dsn"), s.sentry_dsn
     if s.backup_passphrase is not None:
         yield ("secrets", "backup_passphrase"), s.backup_passphrase
+    for index, hook in enumerate(env.notify.webhooks):
+        yield ("notify", "webhooks", index, "url"), hook.url
 
 
 def resolve(
@@ -112,6 +115,7 @@ def resolve(
             rabbitmq_password=values.get(("secrets", "rabbitmq_password")),
             sentry_dsn=values.get(("secrets", "sentry_dsn")),
             backup_passphrase=values.get(("secrets", "backup_passphrase")),
+            webhooks=tuple(values[("notify", "webhooks", i, "url")] for i in range(len(env.notify.webhooks))),
             public=frozenset(public),
         ),
         [],
@@ -140,6 +144,8 @@ def _read(ref: SecretRef, environ: Mapping[str, str], project_dir: Path, strict:
 def _policy(path: KeyPath, value: str, strict: bool, tier: str) -> str | None:
     if "\n" in value or "'" in value:
         return "the value contains a newline or a single quote, which env files cannot carry safely"
+    if path[0] == "notify" and not value.startswith(("https://", "http://")):
+        return "a webhook URL starts with https:// (or http://)"
     if not strict:
         return None
     if value.lower() in KNOWN_DEFAULTS:

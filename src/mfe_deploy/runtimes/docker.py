@@ -42,6 +42,10 @@ HEALTH_PROBE = (
 )
 
 
+class RolledBack(StartFailed):
+    """A deploy that did not become healthy and was rolled back to the previous release by itself."""
+
+
 class DockerRuntime:
     name = "docker"
 
@@ -181,7 +185,7 @@ class DockerRuntime:
             if previous is not None and previous.versions != versions:
                 self.console.info(f"rolling back to release {previous.id} ({_fmt(dict(previous.versions))})")
                 self._restore(dict(previous.versions), timeout, kind="auto-rollback")
-                raise StartFailed(f"the deploy of {version} did not become healthy and was rolled back to release "
+                raise RolledBack(f"the deploy of {version} did not become healthy and was rolled back to release "
                                   f"{previous.id}\n{report}") from None  # fmt: skip
             raise StartFailed(f"the deploy of {version} did not become healthy\n{report}") from None
         self._record("up", "succeeded", versions, digest, heads, note=f"{time.monotonic() - started:.1f}s")
