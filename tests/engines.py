@@ -38,3 +38,13 @@ def second_engine() -> Iterator[str]:
         proc.wait(timeout=60)
         subprocess.run(["ip", "link", "delete", bridge], check=False)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_images(prefix: str) -> None:
+    """Every image of `prefix`/..., so that a build starts from this checkout's code."""
+    listed = subprocess.run(
+        ["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True, check=True
+    )
+    ours = [name for name in listed.stdout.split() if name.startswith(prefix + "/")]
+    if ours:
+        subprocess.run(["docker", "image", "rm", "-f", *ours], capture_output=True, check=False)

@@ -28,6 +28,7 @@ import pytest
 
 from tests import backup_suite as suite
 from tests.conftest import REPO, strong_secrets
+from tests.engines import remove_images
 from tests.pg import free_port
 from tests.receiver import Receiver, receiver
 from tests.stack import admin_headers, maintenance_round_trip, poll
@@ -98,6 +99,7 @@ def hooks() -> Iterator[Receiver]:
 def project(tmp_path_factory: pytest.TempPathFactory, hooks: Receiver) -> Iterator[Project]:
     root = tmp_path_factory.mktemp("docker") / "project"
     shutil.copytree(REPO / "environments", root / "environments")
+    remove_images("mfe-test")  # the tags are fixed (v1, v2...): an image left by an older checkout is not this code
     http, https = free_port(), free_port()
     (root / "environments" / f"{ENV}.yaml").write_text(f"""\
 extends: staging

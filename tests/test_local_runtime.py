@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -82,6 +83,19 @@ def test_user_flow_through_the_gateway(project: Project) -> None:
             }
 
         assert poll(both)
+
+
+def test_logs_of_one_request_across_units(project: Project) -> None:
+    rid = f"req-logs-{time.time_ns()}"
+    with project.gateway() as gw:
+        assert gw.get("/api/auth/version", headers={"X-Request-ID": rid}).status_code == 200
+    time.sleep(0.5)
+    shown = project.cli("logs", "--env", ENV, "--request-id", rid)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert sorted(line.split(" | ")[0] for line in lines) == ["api-gateway", "auth"]
+    assert all(json.loads(line.split(" | ", 1)[1])["request_id"] == rid for line in lines)
+    assert project.cli("logs", "--env", ENV, "--request-id", "bad id!").returncode == 2
 
 
 def test_maintenance_mode_at_the_gateway(project: Project) -> None:

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO, strong_secrets
+from tests.engines import remove_images
 from tests.pg import free_port
 from tests.sshd import SSHD, Sshd, sshd
 from tests.stack import poll
@@ -98,6 +99,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
 @pytest.fixture(scope="module")
 def remote(tmp_path_factory: pytest.TempPathFactory, server: Sshd) -> Iterator[Remote]:
     base = tmp_path_factory.mktemp("remote")
+    remove_images("mfe-test")  # fixed tags: built from this checkout, not left by an older one
     http, https = free_port(), free_port()
     roots = []
     for name in ("laptop-a", "laptop-b"):

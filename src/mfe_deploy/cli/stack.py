@@ -158,11 +158,23 @@ def logs(
     service: Annotated[str | None, typer.Argument(help="One unit (default: all).")] = None,
     runtime: RuntimeOption = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
-    tail: Annotated[int, typer.Option("--tail", "-n", help="Lines to show from the end.")] = 50,
+    tail: Annotated[
+        int | None, typer.Option("--tail", "-n", help="Lines to show from the end [50; all with --request-id].")
+    ] = None,
+    request_id: Annotated[
+        str | None, typer.Option("--request-id", help="Only the lines of one request (as X-Request-ID said).")
+    ] = None,
 ) -> None:
     """Show the logs of one unit or all."""
-    from mfe_deploy.errors import MfeError
+    import re
 
+    from mfe_deploy.errors import MfeError, UsageError
+
+    if request_id is not None and not re.fullmatch(r"[A-Za-z0-9._:\-]{1,128}", request_id):
+        raise UsageError(f"--request-id {request_id!r}: request ids are 1 to 128 of A-Z a-z 0-9 . _ : -")
+    # The services log one JSON object per line: a request's lines carry its id in this exact form.
+    needle = f'"request_id": "{request_id}"' if request_id else None
+    lines_wanted = tail if tail is not None else (None if needle else 50)
     rt = _runtime(env, runtime)
     units = rt.units()
     if service is not None and service not in units:
@@ -170,7 +182,7 @@ def logs(
     from mfe_deploy.runtimes.docker import DockerRuntime
 
     if isinstance(rt, DockerRuntime):
-        rt.logs(service, tail, follow)
+        rt.logs(service, lines_wanted, follow, needle)
         return
     chosen = [service] if service else units
     console = application().console
@@ -178,8 +190,9 @@ def logs(
     offsets = {}
     for unit in chosen:
         path = rt.log_file(unit)
-        lines = path.read_text(errors="replace").splitlines()[-tail:] if path.exists() and tail > 0 else []
-        for line in lines:
+        lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+        lines = [line for line in lines if needle is None or needle in line]
+        for line in lines[-lines_wanted:] if lines_wanted is not None else lines:
             console.print(f"{unit} | {line}" if prefix else line)
         offsets[unit] = path.stat().st_size if path.exists() else 0
     while follow:
@@ -193,7 +206,8 @@ def logs(
                 data = handle.read()
             offsets[unit] += len(data)
             for line in data.decode(errors="replace").splitlines():
-                console.print(f"{unit} | {line}" if prefix else line)
+                if needle is None or needle in line:
+                    console.print(f"{unit} | {line}" if prefix else line)
 
 
 @app.command()

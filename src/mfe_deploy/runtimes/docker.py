@@ -415,12 +415,16 @@ class DockerRuntime:
         stores = ["postgres", "redis", *(["rabbitmq"] if self.env.uses_rabbitmq else [])]
         return [*stores, *self.env.services, *(["nginx"] if self.env.nginx.enabled else [])]
 
-    def logs(self, unit: str | None, tail: int, follow: bool) -> None:
-        args = ["logs", "--no-color", "--tail", str(tail), *(["--follow"] if follow else []), *([unit] if unit else [])]
+    def logs(self, unit: str | None, tail: int | None, follow: bool, needle: str | None = None) -> None:
+        lines = str(tail) if tail is not None else "all"
+        args = ["logs", "--no-color", "--tail", lines, *(["--follow"] if follow else []), *([unit] if unit else [])]
         proc = self.runner.spawn(self.compose(*args), stderr=sys.stderr.buffer)
         assert proc.stdout is not None
+        match = needle.encode() if needle is not None else None
         try:
             for line in iter(proc.stdout.readline, b""):
+                if match is not None and match not in line:
+                    continue
                 sys.stdout.buffer.write(line)
                 sys.stdout.buffer.flush()
         finally:
