@@ -131,6 +131,9 @@ CASES = [
     Case("secret-with-quote", "staging", "", "", [
         "environments/staging.yaml:23: secrets.databases.auth: the value contains a newline or a single quote, which env files cannot carry safely",
     ], environ={"STAGING_AUTH_DB_PASSWORD": "it's-a-long-enough-password-1234"}),
+    Case("sentry-dsn-not-a-dsn", "staging", "", "", [
+        "environments/staging.yaml:21: secrets.sentry_dsn: a Sentry DSN looks like https://<public key>@<host>/<project id>",
+    ], environ={"STAGING_SENTRY_DSN": "not-a-dsn-but-long-enough-1234567"}),
     Case("several-secrets-at-once", "staging", "", "", [
         "environments/staging.yaml:18: secrets.jwt_secret: environment variable STAGING_JWT_SECRET is not set",
         "environments/staging.yaml:25: secrets.databases.admin: the value is a well-known default, refused in staging",

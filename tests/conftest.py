@@ -24,6 +24,8 @@ def strong_secrets(tag: str = "canary") -> dict[str, str]:
     for tier in TIERS:
         for var in SECRET_VARS:
             out[f"{tier}_{var}"] = f"{tag}-{tier.lower()}-{var.lower().replace('_', '-')}-7f3a9c1e5b2d8f40"
+        # A DSN must parse as one; its key is the canary, its address a closed port on the sender's own loopback.
+        out[f"{tier}_SENTRY_DSN"] = f"http://{out[f'{tier}_SENTRY_DSN']}@127.0.0.1:9/42"
     return out
 
 

@@ -5,6 +5,7 @@ A Secret never shows its value in str() or repr(); code that needs the value cal
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ KNOWN_DEFAULTS = frozenset(
     }
 )  # fmt: skip
 MIN_JWT_BYTES = 32
+SENTRY_DSN = re.compile(r"https?://[^@/\s:]+(:[^@/\s]*)?@[^/\s]+/([^\s]*/)?[0-9]+")
 MIN_PASSPHRASE = 16
 
 
@@ -146,6 +148,8 @@ def _policy(path: KeyPath, value: str, strict: bool, tier: str) -> str | None:
         return "the value contains a newline or a single quote, which env files cannot carry safely"
     if path[0] == "notify" and not value.startswith(("https://", "http://")):
         return "a webhook URL starts with https:// (or http://)"
+    if path == ("secrets", "sentry_dsn") and not SENTRY_DSN.fullmatch(value):
+        return "a Sentry DSN looks like https://<public key>@<host>/<project id>"
     if not strict:
         return None
     if value.lower() in KNOWN_DEFAULTS:

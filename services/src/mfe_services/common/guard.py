@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mfe_services.common import logs
+from mfe_services.common.metrics import CONTENT_TYPE, Metrics
 
 log = logging.getLogger("mfe.access")
 errors = logging.getLogger("mfe.error")
@@ -55,29 +56,47 @@ def too_large(limit: int, rid: bytes) -> list[Message]:
     return json_response(413, {"error": f"request body over {limit} bytes"}, extra)
 
 
-def access(scope: Scope, rid: bytes, status: int, started: float, sent: int, user: object) -> None:
-    route = scope.get("route")
+def access(
+    scope: Scope, rid: bytes, status: int, started: float, sent: int, user: object, route: str | None = None
+) -> float:
+    """Logs the request's access line; returns its duration in seconds (for the metrics)."""
+    seconds = time.perf_counter() - started
     fields = {
         "request_id": rid.decode(),
         "method": scope["method"],
-        "path": getattr(route, "path", None) or scope["path"],
+        "path": route or scope["path"],
         "status": status,
-        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        "duration_ms": round(seconds * 1000, 2),
         "bytes": sent,
     }
     if user:
         fields["user_id"] = user
     log.info("request", extra={"fields": fields})
+    return seconds
+
+
+def metrics_response(metrics: Metrics) -> list[Message]:
+    body = metrics.render()
+    headers = [(b"content-type", CONTENT_TYPE), (b"content-length", str(len(body)).encode())]
+    return [
+        {"type": "http.response.start", "status": 200, "headers": headers},
+        {"type": "http.response.body", "body": body},
+    ]
 
 
 class Guard:
-    def __init__(self, app: ASGIApp, *, max_body: int = MAX_BODY) -> None:
+    def __init__(self, app: ASGIApp, *, max_body: int = MAX_BODY, metrics: Metrics | None = None) -> None:
         self.app = app
         self.max_body = max_body
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if self.metrics is not None and scope["path"] == "/metrics":
+            for message in metrics_response(self.metrics):  # scraped every few seconds: no access line
+                await send(message)
             return
         started = time.perf_counter()
         rid = request_id(scope["headers"])
@@ -129,5 +148,8 @@ class Guard:
                         await guarded_send(message)
         finally:
             state = scope.get("state") or {}
-            access(scope, rid, status, started, sent, state.get("user_id"))
+            template = getattr(scope.get("route"), "path", None)  # set by Starlette's router on a match
+            seconds = access(scope, rid, status, started, sent, state.get("user_id"), template)
+            if self.metrics is not None:  # bounded label values: a template, never a raw path
+                self.metrics.observe(scope["method"], template or "unmatched", status, seconds)
             logs.request_id.reset(token)

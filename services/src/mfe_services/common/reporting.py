@@ -31,6 +31,15 @@ def scrub(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
 def init(settings: Settings) -> None:
     if not settings.sentry_dsn:
         return
+    from sentry_sdk.utils import BadDsn
+
+    try:
+        _start(settings)
+    except BadDsn as exc:
+        raise ValueError(f"SENTRY_DSN is not a Sentry DSN ({exc})") from None
+
+
+def _start(settings: Settings) -> None:
     import sentry_sdk
 
     sentry_sdk.init(

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp
 from mfe_services.common import health, logs, reporting, tokens
 from mfe_services.common.events import Event, EventBus, Handler, create_bus
 from mfe_services.common.guard import Guard
+from mfe_services.common.metrics import Metrics
 from mfe_services.common.outbox import Relay
 from mfe_services.common.settings import Settings
 
@@ -201,7 +202,12 @@ def create_app(
     )
     app.state.resources = res
     app.router.redirect_slashes = False  # a redirect would name the service's own address, not the gateway's
-    return Guard(app, max_body=settings.max_body)
+    metrics = Metrics(settings.service)
+    metrics.watch(
+        pool=lambda: res.pool.get_stats() if res.pool is not None else None,
+        hub=lambda: bool(res.extra.get("bus_ready")) if res.bus is not None else None,
+    )
+    return Guard(app, max_body=settings.max_body, metrics=metrics)
 
 
 async def _connect(bus: EventBus, consumer: Consumer | None, res: Resources) -> None:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from starlette.types import Message, Receive, Scope, Send
 
 from mfe_services.common import guard, health, logs, reporting, tokens
+from mfe_services.common.metrics import Metrics
 from mfe_services.common.settings import Settings
 from mfe_services.gateway.maintenance import Maintenance
 from mfe_services.gateway.upstream import Connection, Pool, UpstreamError, hop_by_hop, request_head
@@ -62,12 +63,17 @@ class Gateway:
         self.cors_origin = settings.cors_origin.encode()
         reporting.init(settings)
         self.maintenance = Maintenance(settings.maintenance_file)
+        self.metrics = Metrics(settings.service)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
         if scope["type"] != "http":
+            return
+        if scope["path"] == "/metrics":
+            for message in guard.metrics_response(self.metrics):
+                await send(message)
             return
         started = time.perf_counter()
         rid = guard.request_id(scope["headers"])
@@ -90,7 +96,9 @@ class Gateway:
             if status == 0:
                 await self._send(send, _json(500, {"error": "internal error"}, [(b"x-request-id", rid), CLOSE]))
         finally:
-            guard.access(scope, rid, status, started, sent, scope.get("user_id"))
+            route = self._label(scope["path"])
+            seconds = guard.access(scope, rid, status, started, sent, scope.get("user_id"), route)
+            self.metrics.observe(scope["method"], route, status, seconds)
             logs.request_id.reset(context)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send, rid: bytes) -> None:
@@ -131,6 +139,13 @@ class Gateway:
                 await self._send(send, _json(401, {"error": f"invalid token: {exc}"}, extra + challenge))
                 return
         await self._proxy(name, scope, receive, send, rid, extra)
+
+    def _label(self, path: str) -> str:
+        """The route label of the metrics: a service prefix, /health..., or unmatched (bounded values)."""
+        name = self._route(path)
+        if name is not None:
+            return f"/api/{name}"
+        return path if path in ("/health", "/health/live") else "unmatched"
 
     def _route(self, path: str) -> str | None:
         for prefix, name in self.prefixes:
