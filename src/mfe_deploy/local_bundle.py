@@ -22,6 +22,7 @@ from mfe_deploy.render import (
     _jinja,
     environments,
     nginx_conf,
+    prometheus_config,
 )
 
 PG_SYSTEM_USER = "mfe-postgres"
@@ -127,10 +128,20 @@ def render_local(
         nginx_command = shlex.join(
             [str(bins.nginx), "-e", "stderr", "-c", str(layout.root / "nginx" / "nginx.conf"), "-g", "daemon off;"]
         )
+    prometheus_command = None
+    if env.monitoring.enabled and bins.prometheus is not None:
+        targets: dict[str, tuple[str, int]] = {name: ("127.0.0.1", svc.port) for name, svc in env.services.items()}
+        files["prometheus/prometheus.yml"] = BundleFile(prometheus_config(env, targets))
+        prometheus_command = shlex.join([
+            str(bins.prometheus), f"--config.file={layout.root / 'prometheus' / 'prometheus.yml'}",
+            f"--storage.tsdb.path={data / 'prometheus'}", f"--storage.tsdb.retention.time={env.monitoring.retention}",
+            f"--web.listen-address=127.0.0.1:{env.monitoring.port}",
+        ])  # fmt: skip
     conf = _jinja().get_template("supervisord.conf.j2").render(
         env=env, run=layout.run, logs=layout.logs, pg_command=pg_command, redis_command=redis_command,
         pg_user=PG_SYSTEM_USER if run_as_root else None, rabbitmq_command=rabbitmq_command,
         rabbitmq_environment=rabbitmq_environment, services=services, nginx_command=nginx_command,
+        prometheus_command=prometheus_command,
     )  # fmt: skip
     files["supervisord.conf"] = BundleFile(conf)
     return Bundle(files=dict(sorted(files.items())))

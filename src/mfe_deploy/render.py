@@ -271,3 +271,27 @@ def environments(env: Environment, secrets: Secrets, at: Endpoints) -> dict[str,
             variables.append(("SENTRY_DSN", secrets.sentry_dsn))
         files[name] = variables
     return files
+
+
+def prometheus_config(env: Environment, targets: Mapping[str, tuple[str, int]]) -> str:
+    """Prometheus scraping every service's /metrics: one job per service, its address as the target."""
+    lines = [
+        f"# Rendered by mfe-deploy for {env.name}: Prometheus scraping the services' /metrics.",
+        "global:",
+        f"  scrape_interval: {env.monitoring.scrape_interval}",
+        f"  scrape_timeout: {min(10, _seconds(env.monitoring.scrape_interval))}s",
+        "  external_labels:",
+        f"    environment: {json.dumps(env.name)}",
+        "scrape_configs:",
+    ]
+    for name, (address, port) in targets.items():
+        lines += [
+            f"  - job_name: {json.dumps(name)}",
+            "    metrics_path: /metrics",
+            f"    static_configs: [{{targets: [{json.dumps(f'{address}:{port}')}]}}]",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _seconds(duration: str) -> int:
+    return int(duration[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[duration[-1]]

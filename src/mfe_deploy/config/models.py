@@ -141,6 +141,15 @@ class Backup(Model):
         return value
 
 
+class Monitoring(Model):
+    """A Prometheus server in the stack scraping every service's /metrics (local runtime: Debian's binary)."""
+
+    enabled: bool = False
+    port: Port = 9090
+    scrape_interval: Duration = "15s"
+    retention: Duration = "15d"
+
+
 class Ssh(Model):
     """How to reach a remote target (target: ssh://user@host[:port])."""
 
@@ -198,6 +207,7 @@ class Environment(Model):
     backup: Backup = Backup()
     ssh: Ssh = Ssh()
     notify: Notify = Notify()
+    monitoring: Monitoring = Monitoring()
     secrets: Secrets
 
     @property

@@ -62,7 +62,9 @@ class LocalRuntime:
 
     # --- supervisord -------------------------------------------------------------------------------
     def _bins(self) -> Binaries:
-        bins = discover({}, rabbitmq=self.env.uses_rabbitmq, nginx=self.env.nginx.enabled)
+        bins = discover(
+            {}, rabbitmq=self.env.uses_rabbitmq, nginx=self.env.nginx.enabled, prometheus=self.env.monitoring.enabled
+        )
         if _as_root() and _private_above(bins.pg_bin):
             return dataclasses.replace(bins, pg_bin=_shared_pg_install(bins.pg_bin))
         return bins
@@ -139,6 +141,8 @@ class LocalRuntime:
         wanted += [(name, svc.port) for name, svc in self.env.services.items()]
         if self.env.nginx.enabled:
             wanted += [("nginx", self.env.nginx.http_port), ("nginx", self.env.nginx.https_port)]
+        if self.env.monitoring.enabled:
+            wanted.append(("prometheus", self.env.monitoring.port))
         mine = {name for name, st in states.items() if st.state in ("RUNNING", "STARTING", "BACKOFF")}
         wanted = [(unit, port) for unit, port in wanted if unit not in mine]
         found = health.conflicts(wanted, {port: health.port_open(port, timeout=0.2) for _, port in wanted})
@@ -153,6 +157,7 @@ class LocalRuntime:
             layout.data / "redis",
             layout.data / "rabbitmq",
             layout.data / "nginx",
+            layout.data / "prometheus",
         ):
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self.env.nginx.enabled:
@@ -324,6 +329,8 @@ class LocalRuntime:
         infra = [("postgres", self.env.database.port), ("redis", self.env.redis.port)]
         if self.env.uses_rabbitmq:
             infra.append(("rabbitmq", self.env.rabbitmq.port))
+        if self.env.monitoring.enabled:
+            infra.append(("prometheus", self.env.monitoring.port))
         for unit, port in infra:
             st = states.get(unit)
             up = health.port_open(port)
@@ -360,6 +367,7 @@ class LocalRuntime:
 
     def units(self) -> list[str]:
         names = ["postgres", "redis", *(["rabbitmq"] if self.env.uses_rabbitmq else [])]
+        names += ["prometheus"] if self.env.monitoring.enabled else []
         return names + list(self.env.services) + (["nginx"] if self.env.nginx.enabled else [])
 
     def _tls_files(self) -> None:
