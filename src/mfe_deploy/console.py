@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -56,16 +57,17 @@ class Console:
             self.print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
     @contextmanager
-    def status(self, message: str) -> Iterator[None]:
-        """Progress for a wait: a spinner on a terminal, one plain line otherwise (CI logs)."""
-        if not self._err.isatty():
+    def status(self, message: str) -> Iterator[Waiting]:
+        """Progress for a wait: a spinner with the latest news on a terminal; plain lines otherwise (CI logs,
+        NO_COLOR), one more each time the news changes (never for the clock alone)."""
+        if not self._err.isatty() or os.environ.get("NO_COLOR"):
             self.info(f"... {message}")
-            yield
+            yield _LineWaiting(self)
             return
         from rich.console import Console as RichConsole
 
-        with RichConsole(file=self._err).status(self.mask(message)):
-            yield
+        with RichConsole(file=self._err).status(self.mask(message)) as spinner:
+            yield _LiveWaiting(self, spinner, message)
 
     @contextmanager
     def progress(self) -> Iterator[Progress]:
@@ -88,6 +90,28 @@ class Console:
                    TimeElapsedColumn())  # fmt: skip
         with RichProgress(*columns, console=RichConsole(file=self._err), transient=False) as bars:
             yield _BarProgress(self, bars)
+
+
+class Waiting(Protocol):
+    def update(self, news: str, clock: str = "") -> None: ...
+
+
+class _LineWaiting:
+    def __init__(self, console: Console) -> None:
+        self.console, self.last = console, ""
+
+    def update(self, news: str, clock: str = "") -> None:
+        if news != self.last:
+            self.last = news
+            self.console.info(f"... {news}" + (f" ({clock})" if clock else ""))
+
+
+class _LiveWaiting:
+    def __init__(self, console: Console, spinner: Any, message: str) -> None:
+        self.console, self.spinner, self.message = console, spinner, message
+
+    def update(self, news: str, clock: str = "") -> None:
+        self.spinner.update(self.console.mask(f"{self.message}: {news}" + (f" ({clock})" if clock else "")))
 
 
 class Task(Protocol):

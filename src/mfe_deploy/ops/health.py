@@ -58,3 +58,9 @@ def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
 def conflicts(wanted: Iterable[tuple[str, int]], in_use: Mapping[int, bool]) -> list[str]:
     """Ports the stack needs that something else already holds, named by the unit that wanted them."""
     return [f"port {port} ({unit}) is already in use" for unit, port in wanted if in_use.get(port)]
+
+
+def progress(probes: Mapping[str, Probe]) -> str:
+    """`3/5 healthy; waiting for api-gateway, profile`: what a long wait has to say."""
+    waiting = [name for name, probe in probes.items() if not probe.healthy]
+    return f"{len(probes) - len(waiting)}/{len(probes)} healthy; waiting for {', '.join(waiting)}"

@@ -292,13 +292,15 @@ class LocalRuntime:
             self.console.info(line)
 
     def _wait_services(self, bins: Binaries, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         urls = self._health_urls()
-        with self.console.status("waiting for the services to report healthy"):
+        with self.console.status("waiting for the services to report healthy") as waiting:
             while True:
                 probes = health.probe_all(urls, timeout=2)
                 if all(p.healthy for p in probes.values()):
                     return
+                waiting.update(health.progress(probes), f"{time.monotonic() - started:.0f}s of {timeout:.0f}s")
                 states = self.states(bins)
                 dead = [n for n in urls if states.get(n) and states[n].state in ("FATAL", "EXITED", "BACKOFF")]
                 if dead or time.monotonic() > deadline:

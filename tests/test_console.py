@@ -1,0 +1,31 @@
+"""The printer's progress for long waits: a line each time the news changes, never for the clock alone."""
+
+from __future__ import annotations
+
+import io
+
+from mfe_deploy.console import Console
+from mfe_deploy.ops.health import Probe, progress
+
+
+def _probe(healthy: bool) -> Probe:
+    return Probe(200 if healthy else 503, {"status": "healthy" if healthy else "unhealthy"}, "")
+
+
+def test_progress_names_what_is_still_awaited() -> None:
+    probes = {"api-gateway": _probe(False), "auth": _probe(True), "payments": _probe(True), "profile": _probe(False)}
+    assert progress(probes) == "2/4 healthy; waiting for api-gateway, profile"
+
+
+def test_plain_waits_print_a_line_per_change_of_news() -> None:
+    err = io.StringIO()
+    console = Console(out=io.StringIO(), err=err)
+    with console.status("waiting for the services") as waiting:
+        waiting.update("1/5 healthy; waiting for a, b, c, d", "1s of 120s")
+        waiting.update("1/5 healthy; waiting for a, b, c, d", "2s of 120s")
+        waiting.update("4/5 healthy; waiting for d", "3s of 120s")
+    assert err.getvalue().splitlines() == [
+        "... waiting for the services",
+        "... 1/5 healthy; waiting for a, b, c, d (1s of 120s)",
+        "... 4/5 healthy; waiting for d (3s of 120s)",
+    ]
