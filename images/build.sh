@@ -3,6 +3,7 @@
 #   mfe-local/debian:bookworm   one debootstrap rootfs (python3, PostgreSQL 15, Redis, RabbitMQ, nginx)
 #   mfe-local/python:3.11       the services' base image
 #   mfe-local/postgres:15 redis:7 rabbitmq:3 nginx:1.22   stand-ins honouring the official images' interface
+#   mfe-local/prometheus:2      Prometheus from this machine's Debian package (when installed)
 # Idempotent: an image that exists is kept; the rootfs is cached in $MFE_IMAGE_CACHE (default
 # /var/cache/mfe-images). The Debian mirror is read from this machine's apt sources.
 set -euo pipefail
@@ -42,4 +43,12 @@ for name in python:3.11 postgres:15 redis:7 rabbitmq:3 nginx:1.22; do
     docker build -q -t "mfe-local/$name" --build-arg "BASE=$base" "${name%%:*}" >/dev/null
   fi
 done
+# Prometheus (monitoring.enabled): Debian's binary from this machine's package, when it is installed.
+if ! have mfe-local/prometheus:2 && [ -x /usr/bin/prometheus ]; then
+  echo "images: building mfe-local/prometheus:2" >&2
+  context=$(mktemp -d)
+  cp prometheus/Dockerfile /usr/bin/prometheus "$context/"
+  docker build -q -t mfe-local/prometheus:2 --build-arg "BASE=$base" "$context" >/dev/null
+  rm -rf "$context"
+fi
 echo "images: ready" >&2

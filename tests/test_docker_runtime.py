@@ -60,6 +60,7 @@ class Project:
     http: int
     environ: dict[str, str]
     env: str = ENV
+    prometheus: int = 0
 
     def cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "mfe_deploy", "-C", str(self.root), *args], capture_output=True,
@@ -100,7 +101,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, hooks: Receiver) -> Iterat
     root = tmp_path_factory.mktemp("docker") / "project"
     shutil.copytree(REPO / "environments", root / "environments")
     remove_images("mfe-test")  # the tags are fixed (v1, v2...): an image left by an older checkout is not this code
-    http, https = free_port(), free_port()
+    http, https, prometheus = free_port(), free_port(), free_port()
     (root / "environments" / f"{ENV}.yaml").write_text(f"""\
 extends: staging
 runtime: docker
@@ -118,12 +119,18 @@ images:
   nginx: mfe-local/nginx:1.22
   service_base: mfe-local/python:3.11
   services_prefix: mfe-test
+  prometheus: mfe-local/prometheus:2
+monitoring:
+  enabled: true
+  port: {prometheus}
+  scrape_interval: 1s
 notify:
   webhooks:
     - url: ${{DKR_NOTIFY_URL}}
       events: [deploy.failed, rollback.automatic]
 """)
-    p = Project(root, https, http, {**os.environ, **strong_secrets(), "DKR_NOTIFY_URL": hooks.url("/hook")})
+    environ = {**os.environ, **strong_secrets(), "DKR_NOTIFY_URL": hooks.url("/hook")}
+    p = Project(root, https, http, environ, prometheus=prometheus)
     up = p.cli("up", "--env", ENV, "--version", "v1")
     assert up.returncode == 0, up.stdout + up.stderr
     try:
@@ -149,6 +156,23 @@ def test_user_flow_through_nginx_over_https(project: Project) -> None:
 
         assert poll(both, timeout=20)
         assert gw.get("/health").json()["status"] == "healthy"
+
+
+def test_prometheus_scrapes_every_replica_and_metrics_stay_off_nginx(project: Project) -> None:
+    def query(promql: str) -> float:
+        url = f"http://127.0.0.1:{project.prometheus}/api/v1/query"
+        result = httpx.get(url, params={"query": promql}, timeout=5).json()["data"]["result"]
+        return float(result[0]["value"][1]) if result else 0.0
+
+    assert poll(lambda: query('count(up{job="api-gateway"} == 1)') == 2, timeout=30)  # both replicas
+    assert query("count(up == 1)") == 6
+    served = 'sum(mfe_http_requests_total{job="auth", route="/api/auth/version", status="200"})'
+    before = query(served)
+    with project.gateway() as gw:
+        for _ in range(11):
+            assert gw.get("/api/auth/version").status_code == 200
+        assert gw.get("/metrics").status_code == 404  # nginx forwards /api/ and /health only
+    assert poll(lambda: query(served) - before == 11, timeout=30), query(served) - before
 
 
 def test_maintenance_mode_through_nginx(project: Project) -> None:

@@ -121,6 +121,8 @@ def test_an_edited_applied_migration_is_refused(project: Project) -> None:
     refused = project.cli("migrate", "--env", "itest", "--service", "auth")
     assert refused.returncode == 1
     assert refused.stderr.startswith(f"error: auth: {edited}: applied migration 0001_users was edited after it ran")
+    listed = project.cli("migrate", "status", "--env", "itest", "--service", "auth")
+    assert listed.returncode == 1 and "auth 0001_users is changed" in listed.stderr
 
 
 def test_a_failing_migration_changes_nothing_and_blocks_until_resolved(project: Project) -> None:
@@ -132,7 +134,10 @@ def test_a_failing_migration_changes_nothing_and_blocks_until_resolved(project: 
     assert failed.returncode == 1
     assert 'relation "no_such_table" does not exist (rolled back; nothing of it was applied)' in failed.stderr
     assert project.sql("SELECT to_regclass('half_done') IS NULL") == "t"  # the CREATE TABLE was rolled back too
-    status = json.loads(project.cli("migrate", "status", "--env", "itest", "--service", "auth", "--json").stdout)
+    listed = project.cli("migrate", "status", "--env", "itest", "--service", "auth", "--json")
+    assert listed.returncode == 1  # a failed migration is a non-zero status, for CI gates and monitoring
+    assert "auth 0003_half is failed" in listed.stderr
+    status = json.loads(listed.stdout)
     assert status[0]["migrations"][-1] == {
         "id": "0003_half",
         "state": "failed",

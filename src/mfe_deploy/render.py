@@ -134,6 +134,9 @@ def render(
     }
     if env.nginx.enabled:
         files["nginx/nginx.conf"] = BundleFile(nginx_conf(env, NginxPaths(), caps))
+    if env.monitoring.enabled:
+        targets: dict[str, tuple[str, int]] = {name: (name, svc.port) for name, svc in env.services.items()}
+        files["prometheus/prometheus.yml"] = BundleFile(prometheus_config(env, targets, dns=True))
     env_tpl = jinja.get_template("service.env.j2")
     for unit, variables in environments(env, secrets, Endpoints.compose(env)).items():
         text = env_tpl.render(env_name=env.name, unit=unit, variables=variables)
@@ -215,6 +218,7 @@ def _context(env: Environment, versions: Mapping[str, str], caps: Capabilities) 
                 ["CMD", "rabbitmq-diagnostics", "-q", "ping"], caps, start_period="90s", timeout="15s"
             ),
             "nginx": _healthcheck(["CMD-SHELL", 'kill -0 "$$(cat /run/nginx.pid)"'], caps),
+            "prometheus": _healthcheck(["CMD-SHELL", "exec 3<>/dev/tcp/127.0.0.1/9090"], caps),
         },
     }
 
@@ -273,8 +277,10 @@ def environments(env: Environment, secrets: Secrets, at: Endpoints) -> dict[str,
     return files
 
 
-def prometheus_config(env: Environment, targets: Mapping[str, tuple[str, int]]) -> str:
-    """Prometheus scraping every service's /metrics: one job per service, its address as the target."""
+def prometheus_config(env: Environment, targets: Mapping[str, tuple[str, int]], *, dns: bool = False) -> str:
+    """Prometheus scraping every service's /metrics: one job per service. `dns`: the target's name is
+    looked up for every address it has (compose answers one A record per replica), so that each replica
+    is scraped, not whichever one a connection happens to reach."""
     lines = [
         f"# Rendered by mfe-deploy for {env.name}: Prometheus scraping the services' /metrics.",
         "global:",
@@ -285,11 +291,13 @@ def prometheus_config(env: Environment, targets: Mapping[str, tuple[str, int]]) 
         "scrape_configs:",
     ]
     for name, (address, port) in targets.items():
-        lines += [
-            f"  - job_name: {json.dumps(name)}",
-            "    metrics_path: /metrics",
-            f"    static_configs: [{{targets: [{json.dumps(f'{address}:{port}')}]}}]",
-        ]
+        lines += [f"  - job_name: {json.dumps(name)}", "    metrics_path: /metrics"]
+        if dns:
+            lines.append(
+                f"    dns_sd_configs: [{{names: [{json.dumps(address)}], type: A, port: {port}, refresh_interval: 5s}}]"
+            )
+        else:
+            lines.append(f"    static_configs: [{{targets: [{json.dumps(f'{address}:{port}')}]}}]")
     return "\n".join(lines) + "\n"
 
 

@@ -97,6 +97,15 @@ def status(
     failed = [o for o in outcomes if not o.ok]
     if failed:
         raise MigrationError("; ".join(f"{o.service}: {o.error}" for o in failed))
+    # A gate for CI and monitoring: anything an operator must look at is a non-zero exit.
+    attention = [
+        f"{o.service} {m['id']} is {m['state']}"
+        for o in outcomes
+        for m in o.data.get("migrations", [])
+        if m["state"] in ("changed", "failed", "missing")
+    ]
+    if attention:
+        raise MigrationError("; ".join(attention) + " (see `mfe-deploy migrate resolve --help`)")
 
 
 @migrate_app.command("resolve")

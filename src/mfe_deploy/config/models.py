@@ -122,6 +122,7 @@ class Images(Model):
     redis: Image = "redis:7-alpine"
     rabbitmq: Image = "rabbitmq:3-management-alpine"
     nginx: Image = "nginx:1.27"
+    prometheus: Image = "prom/prometheus:v2.55.1"
     service_base: Image = "python:3.12-slim"
     services_prefix: Image = "universal-mfe"
 
@@ -148,6 +149,7 @@ class Monitoring(Model):
     port: Port = 9090
     scrape_interval: Duration = "15s"
     retention: Duration = "15d"
+    resources: Resources = Resources(memory="512m", cpus=0.5, pids=256)
 
 
 class Ssh(Model):

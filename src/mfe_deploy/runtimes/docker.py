@@ -150,12 +150,6 @@ class DockerRuntime:
 
     # --- up ------------------------------------------------------------------------------------------------
     def up(self, *, wait: bool, timeout: float, version: str = "dev") -> list[UnitStatus]:
-        if self.env.monitoring.enabled:
-            why = (
-                "monitoring.enabled runs Prometheus on the local runtime only so far (no Prometheus image is built "
-                "for the docker runtime yet); every service's /metrics answers on both: scrape it with your own"
-            )
-            raise MfeError(f"{self.env.name}: {why}")
         previous = self.ledger.last_good()
         versions: dict[str, str] = dict.fromkeys(self.env.services, version)
         started = time.monotonic()
