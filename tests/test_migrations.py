@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ import pytest
 from mfe_deploy.config import loader
 from tests.conftest import REPO
 from tests.pg import Cluster, free_port, temp_cluster
-from tests.stack import SERVICES, STACK_SECRETS, environment_yaml, init_database
+from tests.stack import SERVICES, STACK_SECRETS, environment_yaml, init_database, poll
 
 
 @dataclass
@@ -203,3 +205,31 @@ def test_unreachable_database_is_a_clear_error(project: Project) -> None:
         "failed: Connection refused\n"
     )
     assert STACK_SECRETS["ITEST_AUTH_DB_PASSWORD"] not in result.stderr + result.stdout
+
+
+def test_a_killed_migrate_releases_its_locks_within_seconds(project: Project) -> None:
+    """kill -9 of the CLI and its runner during a 60 s statement: the server notices the dead client within
+    its check interval, so the next migrate takes the advisory lock in a few seconds, not a minute."""
+    for path in (project.migrations / "auth").iterdir():
+        path.unlink()
+    slow = project.write("auth", "0001_slow.sql", "CREATE TABLE slow (n int);\nSELECT pg_sleep(60);\n")
+    running = subprocess.Popen(
+        [sys.executable, "-m", "mfe_deploy", "-C", str(project.root), "migrate", "--env", "itest", "--service", "auth"],
+        env=project.environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    active = (
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'mfe-migrate:auth' AND query LIKE '%pg_sleep%'"
+    )
+    try:
+        assert poll(lambda: project.sql(active, db="postgres") == "1", timeout=30), "the migration never started"
+    finally:
+        os.killpg(running.pid, signal.SIGKILL)
+        running.wait(timeout=10)
+    killed = time.monotonic()
+    gone = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'mfe-migrate:auth'"
+    assert poll(lambda: project.sql(gone, db="postgres") == "0", timeout=5), "the dead runner's session lived on"
+    slow.write_text("CREATE TABLE slow (n int);\n")
+    again = project.cli("migrate", "--env", "itest", "--service", "auth", "--force-unlock")
+    assert again.returncode == 0, again.stderr
+    assert "applied 0001_slow" in again.stdout
+    assert time.monotonic() - killed < 15

@@ -66,6 +66,9 @@ def discover(folder: Path) -> list[Migration]:
     return found
 
 
+CLIENT_CHECK_MS = 2000
+
+
 def lock_key(service: str) -> int:
     return int.from_bytes(hashlib.sha256(f"mfe-migrate:{service}".encode()).digest()[:8], "big", signed=True)
 
@@ -218,7 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {"service": args.service}
     try:
         migrations = discover(migrations_dir(args.service))
-        with psycopg.connect(url, connect_timeout=5, application_name=f"mfe-migrate:{args.service}") as conn:
+        # A killed runner's session would otherwise run its statement to the end, holding its locks and the
+        # advisory lock (up to statement_timeout): PostgreSQL checks the client's socket every 2 s instead.
+        options = f"-c client_connection_check_interval={CLIENT_CHECK_MS}"
+        name = f"mfe-migrate:{args.service}"
+        with psycopg.connect(url, connect_timeout=5, application_name=name, options=options) as conn:
             out["database"] = conn.info.dbname
             if args.action == "status":
                 out["migrations"] = status(conn, migrations)
