@@ -283,6 +283,24 @@ def failing_restore_under_load_keeps_every_acknowledged_write(d: Deployment) -> 
     shutil.rmtree(cut)
 
 
+def damaged_manifest_is_listed_and_kept(d: Deployment) -> None:
+    """One damaged byte in a finished backup's manifest: listed as DAMAGED, never pruned by a rule."""
+    made = new_backup(d)
+    manifest = folder(d) / made / "manifest.json"
+    original = manifest.read_bytes()
+    manifest.write_bytes(b"\xff" + original[1:])
+    try:
+        listed = ok(d.cli("backup", "list", "--env", d.env))
+        assert any(line.split()[:1] == [made] and "DAMAGED" in line for line in listed.stdout.splitlines())
+        assert f"warning: {made}: unreadable manifest" in listed.stderr
+        row = next(r for r in backups(d) if r["id"] == made)
+        assert row["complete"] is False and row["problem"].startswith("unreadable manifest")
+        ok(d.cli("backup", "prune", "--env", d.env, "--keep", "100", "--confirm"))
+        assert (folder(d) / made / "auth.dump").exists(), "prune removed a backup whose dumps may be whole"
+    finally:
+        manifest.write_bytes(original)
+
+
 def retention(d: Deployment) -> None:
     for entry in folder(d).iterdir() if folder(d).exists() else []:  # start from an empty folder
         if entry.is_dir():

@@ -59,6 +59,10 @@ def test_a_restore_failing_under_load_loses_no_acknowledged_write(local: Local) 
     suite.failing_restore_under_load_keeps_every_acknowledged_write(local)
 
 
+def test_a_damaged_manifest_is_listed_and_never_pruned(local: Local) -> None:
+    suite.damaged_manifest_is_listed_and_kept(local)
+
+
 def test_retention_keeps_exactly_the_newest_verified(local: Local) -> None:
     suite.retention(local)
 

@@ -66,7 +66,9 @@ def _entry(n: int, *, complete: bool = True, verified: bool | None = True, age_d
         postgresql={}, layout="per-service", files={}, databases={}, release=None, tool={},
     )  # fmt: skip
     record = None if verified is None else {"ok": verified}
-    return Entry(f"b{n:02d}", Path(f"/x/b{n:02d}"), manifest if complete else None, record if complete else None)
+    if not complete:
+        return Entry(f"b{n:02d}", Path(f"/x/b{n:02d}"), None, problem="interrupted")
+    return Entry(f"b{n:02d}", Path(f"/x/b{n:02d}"), manifest, record)
 
 
 def test_prune_keeps_the_newest_verified_and_drops_interrupted_ones() -> None:
@@ -92,11 +94,21 @@ def test_prune_with_too_few_verified_removes_only_by_age() -> None:
     assert nothing_verified.remove == []  # never the last copies, verified or not
 
 
+def test_prune_never_removes_a_damaged_backup() -> None:
+    damaged = Entry("b02", Path("/x/b02"), None, problem="unreadable manifest: Expecting value: line 1 column 1")
+    entries = [_entry(1), damaged, _entry(3), _entry(4)]
+    plan = plan_prune(entries, keep=1, max_age_days=1, now=NOW)
+    assert damaged in plan.keep and damaged.damaged
+    assert set(plan.reasons) == {"b01", "b03"}
+
+
 def test_staleness() -> None:
     assert staleness([], 26, NOW) == "no complete backup exists"
     assert staleness([_entry(1, age_days=0.5)], 26, NOW) is None
     late = staleness([_entry(1, age_days=2), _entry(2, complete=False)], 26, NOW)
     assert late is not None and "b01, is 49.6 h old (policy: 26 h)" in late
+    failed = staleness([_entry(1), _entry(2, verified=False)], 26, NOW)
+    assert failed == "the newest complete backup, b02, failed verification: it may not restore"
 
 
 TOC = """\

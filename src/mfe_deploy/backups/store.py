@@ -112,6 +112,12 @@ class Entry:
     def complete(self) -> bool:
         return self.manifest is not None
 
+    @property
+    def damaged(self) -> bool:
+        """Not an interrupted backup (a `.partial` folder) but a finished one whose manifest cannot be
+        read: its dumps may be whole, so it is shown and kept until someone looks at it."""
+        return self.manifest is None and self.problem != "interrupted"
+
 
 def new_id(now: datetime | None = None) -> str:
     """Sortable by time, unique even for two backups in the same second."""
@@ -243,8 +249,10 @@ def plan_prune(entries: list[Entry], keep: int, max_age_days: int | None, now: d
         reason = None
         if e.id in kept_ids:
             pass
+        elif e.damaged:
+            pass  # never removed by a rule: `backup list` shows it as damaged
         elif e.manifest is None:
-            reason = e.problem or "interrupted"
+            reason = "interrupted"
         elif newest_kept is None or e.manifest.time > newest_kept:
             pass  # no verified backup is newer: nothing supersedes it yet
         elif len(kept) >= keep:
@@ -266,6 +274,8 @@ def staleness(entries: list[Entry], max_hours: float, now: datetime) -> str | No
         return "no complete backup exists"
     newest = complete[-1]
     assert newest.manifest is not None
+    if newest.verified is not None and not newest.verified.get("ok"):
+        return f"the newest complete backup, {newest.id}, failed verification: it may not restore"
     age = now - newest.manifest.time
     if age > timedelta(hours=max_hours):
         hours = age.total_seconds() / 3600

@@ -172,15 +172,31 @@ def list_(env: EnvOption, as_json: JsonOption = False) -> None:
 
     remote = _remote(env)
     entries = remote.scan() if remote is not None else store_for(loader.load(application().project_dir, env).env).scan()
-    rows = [_row(e) for e in entries if e.complete]
+    shown = [e for e in entries if e.complete or e.damaged]  # interrupted ones are prune's business
+    rows = [_row(e) for e in shown]
     console = application().console
     if as_json:
         console.json(rows)
         return
     verdict = {True: "ok", False: "FAILED", None: "-"}
-    console.table(("ID", "KIND", "FINISHED", "SIZE", "ROWS", "VERIFIED", "RELEASE"),
-                  [(r["id"], r["kind"], r["finished_at"], human_size(r["size"]), r["rows"], verdict[r["verified"]],
-                    r["release"] or "-") for r in rows])  # fmt: skip
+    table = [
+        (
+            r["id"],
+            r["kind"],
+            r["finished_at"],
+            human_size(r["size"]),
+            r["rows"],
+            verdict[r["verified"]],
+            r["release"] or "-",
+        )
+        if r["complete"]
+        else (r["id"], "-", "-", "-", "-", "DAMAGED", "-")
+        for r in rows
+    ]
+    console.table(("ID", "KIND", "FINISHED", "SIZE", "ROWS", "VERIFIED", "RELEASE"), table)
+    for entry in shown:
+        if entry.damaged:
+            console.warn(f"{entry.id}: {entry.problem}; its dumps are kept, look at {entry.path}")
 
 
 @backup_app.command("verify")
