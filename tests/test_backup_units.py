@@ -3,17 +3,25 @@ session answer, schedules, the folder scan, and the tool command lines (recorded
 
 from __future__ import annotations
 
+import io
 import json
 import os
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from mfe_deploy.backups import crypt, pg, schedule
+from mfe_deploy.backups.jobs import BackupError, Backups
 from mfe_deploy.backups.store import DatabaseEntry, Entry, FileEntry, Manifest, Store, plan_prune, staleness
+from mfe_deploy.command import Command
 from mfe_deploy.compose import Compose
+from mfe_deploy.config import loader
 from mfe_deploy.config.secrets import Secret
+from mfe_deploy.console import Console
+from mfe_deploy.runtimes.process import LocalProcess
+from tests.conftest import REPO
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -232,3 +240,25 @@ def test_schedules() -> None:
     assert schedule.on_calendar("0 2 1 * 0,6") == "Sun,Sat *-*-1 2:0:00"
     with pytest.raises(ValueError, match="cannot translate"):
         schedule.on_calendar("@daily x y z w")
+
+
+@dataclass(frozen=True)
+class _DeadSession:
+    """A PostgreSQL whose client tools are a process that closes its input and exits, as psql does when
+    the server ends its session: writing to it breaks the pipe."""
+
+    def tool(self, name: str, *args: str, connect: bool = True) -> Command:
+        script = "exec 0<&-; echo 'FATAL:  terminating connection due to administrator command' >&2; sleep 0.3; exit 2"
+        return Command(("sh", "-c", script))
+
+
+def test_a_session_that_exits_early_is_a_one_line_error(tmp_path: Path) -> None:
+    env = loader.load(REPO, "development").env
+    err = io.StringIO()
+    jobs = Backups(env, _DeadSession(), LocalProcess(), Store(tmp_path / "backups"), Console(io.StringIO(), err))
+    with pytest.raises(BackupError) as caught:
+        jobs.backup(pg.targets(env, "auth"))
+    assert (
+        str(caught.value)
+        == "auth: psql on universal_mfe_dev failed: FATAL:  terminating connection due to administrator command"
+    )

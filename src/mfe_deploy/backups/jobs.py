@@ -174,35 +174,46 @@ class Backups:
         session = self.runner.spawn(pg.session(self.postgres, target.database), stdin=True, stderr=session_err)
         assert session.stdin is not None and session.stdout is not None
 
+        def failed() -> BackupError:
+            session.wait(timeout=30)
+            tail = self._tail(session_err)
+            if any(m in tail for m in ("connection to server", "Is the server running", "is not running")):
+                return self._unreachable(tail)
+            return BackupError(f"{target.service}: psql on {target.database} failed: {tail}")
+
+        def send(data: bytes) -> None:
+            """To the session; a psql that has exited (the server ended it, say) is an error naming why."""
+            assert session.stdin is not None
+            try:
+                session.stdin.write(data)
+                session.stdin.flush()
+            except BrokenPipeError:
+                raise failed() from None
+
         def ask(script: str) -> list[str]:
-            assert session.stdin is not None and session.stdout is not None
-            session.stdin.write(script.encode())
-            session.stdin.flush()
+            assert session.stdout is not None
+            send(script.encode())
             lines = []
             while (line := session.stdout.readline().decode()) and line.strip() != pg.END:
                 lines.append(line)
             if line:
                 return lines
-            session.wait(timeout=30)
-            tail = self._tail(session_err)
-            if any(m in tail for m in ("connection to server", "Is the server running", "is not running")):
-                raise self._unreachable(tail)
-            raise BackupError(f"{target.service}: psql on {target.database} failed: {tail}")
+            raise failed()
 
         try:
             answer = pg.parse_session(ask(pg.snapshot_script()))
             task = progress.task(f"dump {target.service}")
             # The counts are sent first: they run in the session's snapshot while pg_dump reads the same one.
-            session.stdin.write(pg.counts_script(target.schema).encode())
-            session.stdin.flush()
+            send(pg.counts_script(target.schema).encode())
             dump = pg.dump(self.postgres, target, answer.snapshot)
             size, sha = self._capture(
                 dump, folder / target.file, task, f"{target.service}: pg_dump of {target.database}"
             )
             tables = pg.parse_counts("".join(ask("")))
             task.finish(f"{sum(tables.values())} rows in {len(tables)} tables")
-            session.stdin.write(b"COMMIT;\n")
-            session.stdin.close()
+            send(b"COMMIT;\n")
+            with contextlib.suppress(BrokenPipeError):
+                session.stdin.close()
             session.wait(timeout=60)
         finally:
             if session.poll() is None:
