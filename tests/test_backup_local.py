@@ -146,7 +146,19 @@ def test_encrypted_backups_hold_no_plaintext_and_restore(tmp_path: Path) -> None
         assert b"CREATE ROLE" not in (path / "globals.sql").read_bytes()
         wrong = enc.cli("backup", "verify", "--env", enc.env, backup_id,
                         extra={"BKL_PASSPHRASE": "another-passphrase-0123456789"})  # fmt: skip
-        assert wrong.returncode == 1 and "wrong passphrase, or the file was altered" in wrong.stderr
+        assert (
+            wrong.returncode == 1
+            and f"the passphrase does not open backup {backup_id}; its files are intact" in wrong.stderr
+        )
+        listed = json.loads(suite.ok(enc.cli("backup", "list", "--env", enc.env, "--json")).stdout)
+        assert [r["verified"] for r in listed if r["id"] == backup_id] == [True]  # a wrong key changes no verdict
+        # A damaged file with the right key is a failed verification.
+        dump = next(path.glob("auth.dump"))
+        intact = dump.read_bytes()
+        dump.write_bytes(intact[:-10] + bytes(b ^ 0xFF for b in intact[-10:]))
+        damaged = enc.cli("backup", "verify", "--env", enc.env, backup_id)
+        assert damaged.returncode == 1 and "auth.dump" in damaged.stderr
+        dump.write_bytes(intact)
         enc.psql("auth_db", f"DELETE FROM refresh_tokens; DELETE FROM users WHERE email = '{email}'")
         suite.ok(enc.cli("restore", "--env", enc.env, backup_id, "--yes"))
         assert enc.psql("auth_db", f"SELECT count(*) FROM users WHERE email = '{email}'").strip() == "1"

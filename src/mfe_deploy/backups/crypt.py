@@ -109,3 +109,20 @@ class Decryptor:
         if self._aead is None:
             raise DecryptionFailed("the file is too short to be an encrypted backup")
         return self._open(bytes(self._buffer), True)
+
+
+def opens(head: bytes, passphrase: str, whole: bool) -> bool:
+    """Whether `passphrase` opens the first chunk of an encrypted file: `head` is its first bytes (a
+    header, a chunk and one byte more, or the `whole` file when it is shorter)."""
+    decryptor = Decryptor(passphrase)
+    try:
+        decryptor.update(head)
+        if whole:
+            decryptor.finalize()
+    except DecryptionFailed:
+        return False
+    return True
+
+
+def head_size() -> int:
+    return HEADER + CHUNK + TAG + 1

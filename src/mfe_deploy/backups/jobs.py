@@ -296,6 +296,11 @@ class Backups:
         started = time.monotonic()
         problems = self.checksums(entry)
         tables = rows = 0
+        if not problems and entry.manifest.encryption and not self._key_opens(entry):
+            # Every SHA-256 matched: the files are as written. A wrong key says nothing of the backup.
+            raise BackupError(f"the passphrase does not open backup {entry.id}; its files are intact (every "
+                              "SHA-256 matches) and no verdict was recorded: verify with the passphrase it was "
+                              "made with")  # fmt: skip
         if not problems:
             self.check_reachable()
             databases = list(entry.manifest.databases.values())
@@ -310,6 +315,15 @@ class Backups:
             "tables": tables, "rows": rows,
         })  # fmt: skip
         return result
+
+    def _key_opens(self, entry: Entry) -> bool:
+        assert entry.manifest is not None
+        if self.passphrase is None:
+            return False
+        name = next(iter(sorted(entry.manifest.files)))
+        with (entry.path / name).open("rb") as handle:
+            head = handle.read(crypt.head_size())
+        return crypt.opens(head, self.passphrase.reveal(), whole=len(head) < crypt.head_size())
 
     def _verify_one(self, entry: Entry, db: DatabaseEntry, progress: Progress) -> list[str]:
         """Restore into a scratch database, count every table, compare with the manifest, drop it."""
