@@ -47,7 +47,7 @@ done
 if ! have mfe-local/prometheus:2 && [ -x /usr/bin/prometheus ]; then
   echo "images: building mfe-local/prometheus:2" >&2
   context=$(mktemp -d)
-  cp prometheus/Dockerfile /usr/bin/prometheus "$context/"
+  cp prometheus/Dockerfile /usr/bin/prometheus /usr/bin/promtool "$context/"
   docker build -q -t mfe-local/prometheus:2 --build-arg "BASE=$base" "$context" >/dev/null
   rm -rf "$context"
 fi

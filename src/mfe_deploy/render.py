@@ -218,7 +218,10 @@ def _context(env: Environment, versions: Mapping[str, str], caps: Capabilities) 
                 ["CMD", "rabbitmq-diagnostics", "-q", "ping"], caps, start_period="90s", timeout="15s"
             ),
             "nginx": _healthcheck(["CMD-SHELL", 'kill -0 "$$(cat /run/nginx.pid)"'], caps),
-            "prometheus": _healthcheck(["CMD-SHELL", "exec 3<>/dev/tcp/127.0.0.1/9090"], caps),
+            # promtool ships in the official image (and in ours): a real query, not just an open port.
+            "prometheus": _healthcheck(
+                ["CMD", "promtool", "query", "instant", "http://127.0.0.1:9090", "vector(1)"], caps
+            ),
         },
     }
 
