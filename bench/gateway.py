@@ -2,8 +2,9 @@
 
 Starts the auth service and the api-gateway (uvicorn, as deployed), then runs wrk (1 thread,
 32 connections) against `GET /api/auth/version` directly and through the gateway, alternating
-rounds so that the machine's noise hits both sides. Prints requests/s, p99 and the ratio.
-Goal: gateway >= 0.45x of direct.
+rounds so that the machine's noise hits both sides. Prints requests/s, p99 and the ratio. Both run as
+deployed, at log level info: every request writes its JSON access line (one on the direct path, two
+through the gateway) and counts in /metrics. Goal: gateway >= 0.6x of direct.
 
     .venv/bin/python bench/gateway.py [--seconds 8] [--rounds 3]
 """
@@ -67,7 +68,7 @@ def main() -> None:
         sys.exit("wrk not found: apt-get install wrk (scripts/setup-system installs it)")
     auth_port, gw_port = free_port(), free_port()
     common = {"PATH": os.environ["PATH"], "HOST": "127.0.0.1", "JWT_SECRET": "bench-secret-0123456789abcdef0123456789",
-              "LOG_LEVEL": "warning", "EVENT_HUB": "redis", "REDIS_URL": "redis://127.0.0.1:1/0"}  # fmt: skip
+              "LOG_LEVEL": "info", "EVENT_HUB": "redis", "REDIS_URL": "redis://127.0.0.1:1/0"}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         procs = [
             start("auth", {**common, "PORT": str(auth_port)}, Path(tmp) / "auth.log"),
@@ -100,7 +101,7 @@ def main() -> None:
         medians[name] = rps
         print(f"{name:10} {rps:12.0f} {p99:8.2f}   rounds: {', '.join(f'{r:.0f}' for r, _ in rows)}")
     ratio = medians["gateway"] / medians["direct"]
-    print(f"gateway / direct = {ratio:.2f}x (goal >= 0.45x) {'ok' if ratio >= 0.45 else 'MISSED'}")
+    print(f"gateway / direct = {ratio:.2f}x (goal >= 0.6x) {'ok' if ratio >= 0.6 else 'MISSED'}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,8 +93,21 @@ def test_one_service_backup_and_restore(local: Local) -> None:
     users_before = local.psql("auth_db", "SELECT count(*) FROM users").strip()
     local.psql("payments_db", "DELETE FROM payments")
     suite.make_data(local, users=1)  # auth changes meanwhile and must keep its change
-    done = suite.ok(local.cli("restore", "--env", ENV, backup_id, "--yes"))
-    assert "restored payments from" in done.stdout
+    # With --maintenance clients get a clean 503 while payments is stopped, never a 502.
+    restoring = local.popen("restore", "--env", ENV, backup_id, "--yes", "--maintenance")
+    seen: set[int] = set()
+    with local.gateway() as gw:
+        while restoring.poll() is None:
+            seen.add(gw.get("/api/payments/version").status_code)
+            time.sleep(0.05)
+    out, err = restoring.communicate()
+    assert restoring.returncode == 0, err
+    assert "restored payments from" in out
+    assert 503 in seen and 502 not in seen, seen
+    history = [(h["action"], h["result"]) for h in json.loads(local.cli("history", "--env", ENV, "--json").stdout)]
+    assert history[-3:] == [("maintenance on", "ok"), ("maintenance off", "ok"), ("restore", "ok")]
+    with local.gateway() as gw:
+        assert gw.get("/api/payments/version").status_code == 200
     assert local.psql("payments_db", "SELECT count(*) FROM payments").strip() == before
     assert int(local.psql("auth_db", "SELECT count(*) FROM users")) == int(users_before) + 1
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
 from mfe_deploy.console import Console
 from mfe_deploy.ops.health import Probe, progress
 
@@ -29,3 +31,18 @@ def test_plain_waits_print_a_line_per_change_of_news() -> None:
         "... 1/5 healthy; waiting for a, b, c, d (1s of 120s)",
         "... 4/5 healthy; waiting for d (3s of 120s)",
     ]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("no_color", "plain", "live"), [("", False, True), ("1", False, False), ("", True, False)])
+def test_live_views_only_on_a_terminal_without_no_color_or_json(
+    monkeypatch: pytest.MonkeyPatch, no_color: str, plain: bool, live: bool
+) -> None:
+    monkeypatch.setenv("NO_COLOR", no_color)
+    console = Console(out=io.StringIO(), err=_Terminal())
+    console.plain = plain
+    assert console.live is live

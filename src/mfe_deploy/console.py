@@ -19,6 +19,12 @@ class Console:
         self._out = out or sys.stdout
         self._err = err or sys.stderr
         self._secrets: list[str] = []
+        self.plain = False  # set for --json: no live views, whatever the terminal
+
+    @property
+    def live(self) -> bool:
+        """Live views (spinners, bars) on a terminal; plain lines in CI logs, with NO_COLOR or --json."""
+        return self._err.isatty() and not os.environ.get("NO_COLOR") and not self.plain
 
     def add_secrets(self, values: Iterable[str]) -> None:
         # Longest first so that a secret containing another is masked whole.
@@ -60,7 +66,7 @@ class Console:
     def status(self, message: str) -> Iterator[Waiting]:
         """Progress for a wait: a spinner with the latest news on a terminal; plain lines otherwise (CI logs,
         NO_COLOR), one more each time the news changes (never for the clock alone)."""
-        if not self._err.isatty() or os.environ.get("NO_COLOR"):
+        if not self.live:
             self.info(f"... {message}")
             yield _LineWaiting(self)
             return
@@ -73,7 +79,7 @@ class Console:
     def progress(self) -> Iterator[Progress]:
         """Byte progress for transfers (dumps, restores, checksums): bars on a terminal, one line per
         finished item otherwise."""
-        if not self._err.isatty():
+        if not self.live:
             yield _LineProgress(self)
             return
         from rich.console import Console as RichConsole

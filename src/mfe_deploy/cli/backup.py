@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mfe_deploy.cli.app import EnvOption, JsonOption, app, application, host
+from mfe_deploy.cli.maintenance import switch_off, switch_on
 from mfe_deploy.cli.stack import ForceUnlock, LockWait, RuntimeOption, _locked_and_audited, _runtime
 
 if TYPE_CHECKING:
@@ -131,6 +132,7 @@ def backup(
 
     if kind not in ("manual", "scheduled"):
         raise typer.BadParameter("manual or scheduled", param_hint="--kind")
+    application().console.plain = as_json
     started = time.monotonic()
     backups, _ = _backups(env, runtime)
     remote = _remote(env)
@@ -369,6 +371,9 @@ def restore(
     runtime: RuntimeOption = None,
     lock_wait: LockWait = 0,
     force_unlock: ForceUnlock = False,
+    maintenance: Annotated[
+        bool, typer.Option("--maintenance", help="Clients get 503 (maintenance mode) for the whole restore.")
+    ] = False,
 ) -> None:
     """Replace databases with a backup: checksums first, a pre-restore backup, one transaction each."""
     from mfe_deploy.backups import jobs
@@ -387,9 +392,13 @@ def restore(
         typer.confirm(f"Replace the {', '.join(wanted)} data of {env} with backup {entry.id}?", abort=True)
     console = application().console
     with _locked_and_audited(env, "restore", {"backup": entry.id, "service": service}, lock_wait, force_unlock):
+        if maintenance:  # the gateway answers 503 before any service stops, and until all are back
+            switch_on(env, f"restoring data from backup {entry.id}", 60)
         try:
             done = jobs.restore(backups, entry, service, rt, timeout)
         finally:
+            if maintenance:
+                switch_off(env)
             if remote is not None:  # the pre-restore backup belongs on the host with the others
                 there = {e.id for e in remote.scan()}
                 for kept in backups.store.complete():

@@ -33,13 +33,7 @@ def _notice(env: str) -> tuple[Host, PurePath]:
     return where, where.root / MAINTENANCE_DIR / "maintenance.json"
 
 
-@maintenance_app.command("on")
-def on(
-    env: EnvOption,
-    message: Annotated[str, typer.Option("--message", "-m", help="What clients are told.")] = "",
-    retry_after: Annotated[int, typer.Option("--retry-after", min=1, max=86400, help="Seconds.")] = 120,
-) -> None:
-    """API routes answer 503 JSON with Retry-After; /health keeps answering."""
+def switch_on(env: str, message: str = "", retry_after: int = 120) -> None:
     from mfe_deploy.state import audit
 
     where, path = _notice(env)
@@ -53,19 +47,33 @@ def on(
         where.files.makedirs(path.parent, 0o755)
         where.files.write_atomic(path, json.dumps(notice) + "\n", 0o644)  # read by the gateway's own user
         time.sleep(RECHECK)
-    application().console.print(f"{env}: maintenance on (503, Retry-After: {retry_after})")
+    application().console.info(f"{env}: maintenance on (503, Retry-After: {retry_after})")
 
 
-@maintenance_app.command("off")
-def off(env: EnvOption) -> None:
-    """Traffic flows again."""
+def switch_off(env: str) -> None:
     from mfe_deploy.state import audit
 
     where, path = _notice(env)
     with audit.audited(where.files, where.state / "audit.jsonl", "maintenance off", env, {}):
         where.files.unlink(path)
         time.sleep(RECHECK)
-    application().console.print(f"{env}: maintenance off")
+    application().console.info(f"{env}: maintenance off")
+
+
+@maintenance_app.command("on")
+def on(
+    env: EnvOption,
+    message: Annotated[str, typer.Option("--message", "-m", help="What clients are told.")] = "",
+    retry_after: Annotated[int, typer.Option("--retry-after", min=1, max=86400, help="Seconds.")] = 120,
+) -> None:
+    """API routes answer 503 JSON with Retry-After; /health keeps answering."""
+    switch_on(env, message, retry_after)
+
+
+@maintenance_app.command("off")
+def off(env: EnvOption) -> None:
+    """Traffic flows again."""
+    switch_off(env)
 
 
 @maintenance_app.command("status")

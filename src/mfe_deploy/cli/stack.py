@@ -116,6 +116,7 @@ def up(
 ) -> None:
     """Render, start the stores, migrate, start the services, wait until healthy."""
     started = time.monotonic()
+    application().console.plain = as_json
     rt = _runtime(env, runtime)
     tag = version or _version(application().project_dir)
     with _locked_and_audited(env, "up", {"version": tag, "runtime": rt.name}, lock_wait, force_unlock):

@@ -101,12 +101,15 @@ class DockerRuntime:
             if version.endswith("-dirty") or not images.exists(self.builder, self.tag(s, version))
         ]  # fmt: skip
         if needed:
-            with self.console.status(f"building {len(needed)} service image(s) at {version}"):
+            started = time.monotonic()
+            with self.console.status(f"building {len(needed)} service image(s) at {version}") as waiting:
                 python = images.base_python(self.env.images.service_base)
                 context = images.wheelhouse(services_dir, self.local_dir / "build", python)
-                for service in needed:
+                for done, service in enumerate(needed, 1):
+                    tag = self.tag(service, version)
                     images.build(services_dir, context, base=self.env.images.service_base, service=service,
-                                 version=version, tag=self.tag(service, version))  # fmt: skip
+                                 version=version, tag=tag)  # fmt: skip
+                    waiting.update(f"{done}/{len(needed)} built ({service})", f"{time.monotonic() - started:.0f}s")
         if self.host.remote:
             self.ship([self.tag(s, version) for s in self.env.services])
 
