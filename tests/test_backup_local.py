@@ -60,6 +60,21 @@ def test_a_restore_failing_under_load_loses_no_acknowledged_write(local: Local) 
     suite.failing_restore_under_load_keeps_every_acknowledged_write(local)
 
 
+def test_verify_drops_what_a_killed_verify_left(local: Local) -> None:
+    left = "mfe_verify_auth_9f8e7d6c"  # as a verify killed before this version named its scratch databases
+    running = f"mfe_verify_{int(time.time())}_auth_aa11bb"  # as a verify running now names its own
+    for name in (left, running):
+        local.psql("postgres", f"CREATE DATABASE {name}")
+    try:
+        backup_id = suite.new_backup(local)
+        checked = suite.ok(local.cli("backup", "verify", "--env", ENV, backup_id))
+        assert f"dropped 1 scratch database(s) an interrupted verify left: {left}" in checked.stderr
+        present = local.psql("postgres", "SELECT datname FROM pg_database WHERE starts_with(datname, 'mfe_verify_')")
+        assert present.split() == [running]  # its own scratch databases are gone too
+    finally:
+        local.psql("postgres", f"DROP DATABASE IF EXISTS {running}")
+
+
 def test_a_damaged_manifest_is_listed_and_never_pruned(local: Local) -> None:
     suite.damaged_manifest_is_listed_and_kept(local)
 

@@ -262,3 +262,15 @@ def test_a_session_that_exits_early_is_a_one_line_error(tmp_path: Path) -> None:
         str(caught.value)
         == "auth: psql on universal_mfe_dev failed: FATAL:  terminating connection due to administrator command"
     )
+
+
+def test_scratch_databases_are_named_and_recognised_when_stale() -> None:
+    now = 2_000_000_000
+    assert pg.scratch_name("auth", now, "ab12cd") == "mfe_verify_2000000000_auth_ab12cd"
+    names = [
+        "mfe_verify_auth_9f8e7d6c",  # named before the time was part of the name: stale
+        pg.scratch_name("auth", now - 3601, "aa"),  # an hour old: a killed verify's
+        pg.scratch_name("payments", now - 60, "bb"),  # a verify running now
+        "auth_db",
+    ]
+    assert pg.stale_scratch(names, now) == [names[0], names[1]]

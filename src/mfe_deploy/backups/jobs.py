@@ -303,6 +303,11 @@ class Backups:
                               "made with")  # fmt: skip
         if not problems:
             self.check_reachable()
+            dropped = self.drop_leftover_scratch()
+            if dropped:
+                self.console.info(
+                    f"dropped {len(dropped)} scratch database(s) an interrupted verify left: " + ", ".join(dropped)
+                )
             databases = list(entry.manifest.databases.values())
             with self.console.progress() as progress, ThreadPoolExecutor(len(databases) or 1) as pool:
                 for found in pool.map(lambda d: self._verify_one(entry, d, progress), databases):
@@ -316,6 +321,19 @@ class Backups:
         })  # fmt: skip
         return result
 
+    def drop_leftover_scratch(self) -> list[str]:
+        """Scratch databases of verifies that were killed: older than an hour, and not in use (a plain DROP
+        DATABASE fails on a database with sessions, so a verify still running keeps its own)."""
+        listed = self._run_sql("postgres", pg.SCRATCH_LIST_SQL)
+        dropped = []
+        for name in pg.stale_scratch(listed.split(), int(time.time())):
+            try:
+                self._run_sql("postgres", f"DROP DATABASE IF EXISTS {pg.ident(name)}")
+            except BackupError:
+                continue
+            dropped.append(name)
+        return dropped
+
     def _key_opens(self, entry: Entry) -> bool:
         assert entry.manifest is not None
         if self.passphrase is None:
@@ -327,7 +345,7 @@ class Backups:
 
     def _verify_one(self, entry: Entry, db: DatabaseEntry, progress: Progress) -> list[str]:
         """Restore into a scratch database, count every table, compare with the manifest, drop it."""
-        scratch = f"mfe_verify_{db.service}_{secrets.token_hex(4)}"
+        scratch = pg.scratch_name(db.service, int(time.time()), secrets.token_hex(3))
         self._run_sql("postgres", f"CREATE DATABASE {pg.ident(scratch)}")
         try:
             task = progress.task(f"restore {db.service} into a scratch database", total=self._file_size(entry, db))

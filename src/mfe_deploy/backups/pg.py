@@ -77,6 +77,30 @@ def targets(env: Environment, only: str | None = None) -> list[Target]:
     ]
 
 
+SCRATCH = "mfe_verify_"
+SCRATCH_STALE_SECONDS = 3600
+_SCRATCH_TIME = re.compile(r"mfe_verify_([0-9]{10})_")
+
+
+def scratch_name(service: str, now: int, token: str) -> str:
+    """A verify's scratch database: the prefix and the time it was made, so that what a killed verify
+    left is recognised, and told from a verify still running."""
+    return f"{SCRATCH}{now}_{service}_{token}"
+
+
+SCRATCH_LIST_SQL = "SELECT datname FROM pg_database WHERE starts_with(datname, 'mfe_verify_') ORDER BY 1"
+
+
+def stale_scratch(names: list[str], now: int) -> list[str]:
+    """Scratch databases older than an hour (or named before the time was part of the name)."""
+    stale = []
+    for name in names:
+        made = _SCRATCH_TIME.match(name)
+        if name.startswith(SCRATCH) and (made is None or now - int(made[1]) > SCRATCH_STALE_SECONDS):
+            stale.append(name)
+    return stale
+
+
 def literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
