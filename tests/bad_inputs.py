@@ -19,6 +19,12 @@ class Case:
     whole: str | None = None  # replaces the whole file
 
 
+# 1.5 KB that expands to 9**9 (387 million) values: refused after the first 20000.
+ALIAS_BOMB = "extends: _base\n" + "".join(
+    f"{name}: &{name} [{', '.join([f'*{prev}' if prev else repr('x')] * 9)}]\n"
+    for name, prev in zip("abcdefghi", ["", *"abcdefgh"], strict=True)
+)
+
 CASES = [
     Case("yaml-unclosed-flow", "staging", "tls: {mode: self-signed}", "tls: {mode: self-signed", [
         "environments/staging.yaml:17: YAML syntax error: while parsing a flow mapping (started on line 15) did not find expected ',' or '}'",
@@ -131,6 +137,15 @@ CASES = [
     Case("secret-with-quote", "staging", "", "", [
         "environments/staging.yaml:23: secrets.databases.auth: the value contains a newline or a single quote, which env files cannot carry safely",
     ], environ={"STAGING_AUTH_DB_PASSWORD": "it's-a-long-enough-password-1234"}),
+    Case("huge-integer", "staging", "event_hub: rabbitmq", "event_hub: rabbitmq\nredis:\n  port: " + "9" * 5000, [
+        "environments/staging.yaml:9: redis.port: a number of more than 30 digits",
+    ]),
+    Case("yaml-alias-bomb", "staging", "", "", [
+        "environments/staging.yaml:2: e[1][5][2][2][8]: more than 20000 values once its aliases are expanded (a YAML alias bomb?)",
+    ], whole=ALIAS_BOMB),
+    Case("extends-outside-environments", "staging", "extends: _base", "extends: ../../etc/elsewhere", [
+        "environments/staging.yaml:2: extends: '../../etc/elsewhere': the name of another file in environments/ (no folders, no ..)",
+    ]),
     Case("sentry-dsn-not-a-dsn", "staging", "", "", [
         "environments/staging.yaml:21: secrets.sentry_dsn: a Sentry DSN looks like https://<public key>@<host>/<project id>",
     ], environ={"STAGING_SENTRY_DSN": "not-a-dsn-but-long-enough-1234567"}),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from mfe_deploy.errors import ConfigError, Problem, UnknownEnvironment
 
 ENV_DIR = "environments"
 MAX_EXTENDS = 8
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,100}")
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,9 @@ def _read_chain(project_dir: Path, name: str, seen: list[str]) -> Document:
         return doc
     if not isinstance(parent, str) or not parent:
         raise ConfigError([_locate(doc, ("extends",), "expected the name of another environment file")])
+    if not _NAME.fullmatch(parent):
+        why = f"{parent!r}: the name of another file in {ENV_DIR}/ (no folders, no ..)"
+        raise ConfigError([_locate(doc, ("extends",), why)])
     if not (project_dir / ENV_DIR / f"{parent}.yaml").is_file():
         raise ConfigError([_locate(doc, ("extends",), f"no file {ENV_DIR}/{parent}.yaml to extend")])
     base = _read_chain(project_dir, parent, [*seen, name])

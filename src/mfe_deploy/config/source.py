@@ -7,6 +7,7 @@ earlier ones so that an error in a merged value still points at the file and lin
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +51,15 @@ def format_path(path: KeyPath) -> str:
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+MAX_BYTES = 1 << 20  # an environment file is a page of settings, not a data set
+MAX_VALUES = 20_000  # values once aliases are expanded: a few kilobytes of aliases can expand to billions
+MAX_DIGITS = 30  # no setting needs a longer number; Python refuses to convert past 4300 digits anyway
+_INT = "tag:yaml.org,2002:int"
+
+
 def parse(text: str, file: str) -> Document:
+    if len(text.encode()) > MAX_BYTES:
+        raise ConfigError([Problem(file, None, "", f"larger than {MAX_BYTES // 1024} KiB: not an environment file")])
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
@@ -58,7 +67,8 @@ def parse(text: str, file: str) -> Document:
             return Document(data=None, lines={(): Location(file, 1)})
         doc = Document(data=None, lines={(): Location(file, node.start_mark.line + 1)})
         problems: list[Problem] = []
-        _walk(node, (), file, doc.lines, problems)
+        with contextlib.suppress(_TooLarge):
+            _walk(node, (), file, doc.lines, problems, [0])
         if problems:
             raise ConfigError(problems)
         doc.data = loader.construct_document(node)
@@ -77,8 +87,29 @@ def parse(text: str, file: str) -> Document:
         loader.dispose()
 
 
-def _walk(node: yaml.Node, path: KeyPath, file: str, lines: dict[KeyPath, Location], problems: list[Problem]) -> None:
-    if isinstance(node, yaml.MappingNode):
+class _TooLarge(Exception):
+    pass
+
+
+def _walk(
+    node: yaml.Node,
+    path: KeyPath,
+    file: str,
+    lines: dict[KeyPath, Location],
+    problems: list[Problem],
+    count: list[int],
+) -> None:
+    count[0] += 1
+    if count[0] > MAX_VALUES:
+        line = node.start_mark.line + 1
+        what = f"more than {MAX_VALUES} values once its aliases are expanded (a YAML alias bomb?)"
+        problems.append(Problem(file, line, format_path(path), what))
+        raise _TooLarge
+    if isinstance(node, yaml.ScalarNode):
+        if node.tag == _INT and len(node.value) > MAX_DIGITS:
+            line = node.start_mark.line + 1
+            problems.append(Problem(file, line, format_path(path), f"a number of more than {MAX_DIGITS} digits"))
+    elif isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
         for key_node, value_node in node.value:
             key = str(key_node.value)
@@ -94,11 +125,11 @@ def _walk(node: yaml.Node, path: KeyPath, file: str, lines: dict[KeyPath, Locati
                 )
             seen[key] = line
             lines[(*path, key)] = Location(file, line)
-            _walk(value_node, (*path, key), file, lines, problems)
+            _walk(value_node, (*path, key), file, lines, problems, count)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             lines[(*path, index)] = Location(file, item.start_mark.line + 1)
-            _walk(item, (*path, index), file, lines, problems)
+            _walk(item, (*path, index), file, lines, problems, count)
 
 
 def merge(base: Document, override: Document) -> Document:
