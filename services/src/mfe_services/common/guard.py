@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mfe_services.common import logs
+from mfe_services.common import logs, reporting
 from mfe_services.common.metrics import CONTENT_TYPE, Metrics
 
 log = logging.getLogger("mfe.access")
@@ -85,10 +85,18 @@ def metrics_response(metrics: Metrics) -> list[Message]:
 
 
 class Guard:
-    def __init__(self, app: ASGIApp, *, max_body: int = MAX_BODY, metrics: Metrics | None = None) -> None:
+    """Around every service and the gateway. The app finds the request id in scope["mfe.request_id"];
+    it names its route for the log and the metrics by Starlette's scope["route"] or scope["mfe.route"], and
+    its user by scope["state"]["user_id"]. `report`: hand unhandled errors to Sentry here (an app with no
+    Sentry integration of its own: the gateway)."""
+
+    def __init__(
+        self, app: ASGIApp, *, max_body: int = MAX_BODY, metrics: Metrics | None = None, report: bool = False
+    ) -> None:
         self.app = app
         self.max_body = max_body
         self.metrics = metrics
+        self.report = report
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -100,6 +108,7 @@ class Guard:
             return
         started = time.perf_counter()
         rid = request_id(scope["headers"])
+        scope["mfe.request_id"] = rid
         token = logs.request_id.set(rid.decode())
         status, sent, received = 0, 0, 0
         limit = self.max_body
@@ -118,8 +127,8 @@ class Guard:
                 status = message["status"]
                 headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
                 headers.append((b"x-request-id", rid))
-                if status >= 500:
-                    headers.append((b"connection", b"close"))  # after a server error nothing is assumed
+                if status == 500:
+                    headers.append((b"connection", b"close"))  # after an unhandled error nothing is assumed
                 message = {**message, "headers": headers}
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
@@ -137,18 +146,21 @@ class Guard:
                 if status == 0:
                     for message in too_large(limit, rid):
                         await guarded_send(message)
-            except Exception:
+            except Exception as exc:
                 # Starlette's error handler has answered (500 JSON, connection: close) and re-raises: the
                 # answer stands, the traceback is logged here once, with the request it belongs to.
                 errors.exception(
                     "unhandled error", extra={"fields": {"method": scope["method"], "path": scope["path"]}}
                 )
+                if self.report:
+                    reporting.report(error=exc)
                 if status == 0:
                     for message in json_response(500, {"error": "internal error"}, [(b"connection", b"close")]):
                         await guarded_send(message)
         finally:
             state = scope.get("state") or {}
-            template = getattr(scope.get("route"), "path", None)  # set by Starlette's router on a match
+            # Starlette's router sets scope["route"] on a match; the gateway names its own.
+            template = getattr(scope.get("route"), "path", None) or scope.get("mfe.route")
             seconds = access(scope, rid, status, started, sent, state.get("user_id"), template)
             if self.metrics is not None:  # bounded label values: a template, never a raw path
                 self.metrics.observe(scope["method"], template or "unmatched", status, seconds)

@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mfe_services.common import guard, health, logs, reporting, tokens
 from mfe_services.common.metrics import Metrics
@@ -19,8 +18,6 @@ from mfe_services.gateway.maintenance import Maintenance
 from mfe_services.gateway.upstream import Connection, Pool, UpstreamError, hop_by_hop, request_head
 
 log = logging.getLogger("mfe.gateway")
-errors = logging.getLogger("mfe.error")
-CLOSE = (b"connection", b"close")
 PUBLIC = frozenset(
     {("POST", "/api/auth/register"), ("POST", "/api/auth/login"), ("POST", "/api/auth/refresh"),
      ("POST", "/api/auth/logout")}
@@ -63,7 +60,6 @@ class Gateway:
         self.cors_origin = settings.cors_origin.encode()
         reporting.init(settings)
         self.maintenance = Maintenance(settings.maintenance_file)
-        self.metrics = Metrics(settings.service)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -71,45 +67,12 @@ class Gateway:
             return
         if scope["type"] != "http":
             return
-        if scope["path"] == "/metrics":
-            for message in guard.metrics_response(self.metrics):
-                await send(message)
-            return
-        started = time.perf_counter()
-        rid = guard.request_id(scope["headers"])
-        context = logs.request_id.set(rid.decode())
-        status, sent = 0, 0
-
-        async def counted(message: Message) -> None:
-            nonlocal status, sent
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            else:
-                sent += len(message.get("body", b""))
-            await send(message)
-
-        try:
-            await self._handle(scope, receive, counted, rid)
-        except Exception as exc:
-            errors.exception("unhandled error", extra={"fields": {"method": scope["method"], "path": scope["path"]}})
-            reporting.report(error=exc)
-            if status == 0:
-                await self._send(send, _json(500, {"error": "internal error"}, [(b"x-request-id", rid), CLOSE]))
-        finally:
-            route = self._label(scope["path"])
-            seconds = guard.access(scope, rid, status, started, sent, scope.get("user_id"), route)
-            self.metrics.observe(scope["method"], route, status, seconds)
-            logs.request_id.reset(context)
+        scope["mfe.route"] = self._label(scope["path"])
+        await self._handle(scope, receive, send, scope["mfe.request_id"])
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send, rid: bytes) -> None:
         headers = dict(scope["headers"])
         extra = [(b"x-request-id", rid)]
-        length = guard.declared_length(scope["headers"])
-        if length is not None and length > self.settings.max_body:
-            await self._send(
-                send, _json(413, {"error": f"request body over {self.settings.max_body} bytes"}, [*extra, CLOSE])
-            )
-            return
         origin = headers.get(b"origin")
         if origin is not None and self.cors_origin in (b"*", origin):
             extra += [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
@@ -133,7 +96,8 @@ class Gateway:
             try:
                 if token is None:
                     raise tokens.InvalidToken("missing bearer token")
-                scope["user_id"] = tokens.verify(self.settings.jwt_secret, token).user_id
+                user = tokens.verify(self.settings.jwt_secret, token).user_id
+                scope.setdefault("state", {})["user_id"] = user  # for the access line
             except tokens.InvalidToken as exc:
                 challenge = [(b"www-authenticate", b'Bearer error="invalid_token"')]
                 await self._send(send, _json(401, {"error": f"invalid token: {exc}"}, extra + challenge))
@@ -186,10 +150,6 @@ class Gateway:
             return
         body: bytes = first.get("body", b"")
         streaming = bool(first.get("more_body", False))
-        limit = self.settings.max_body
-        if len(body) > limit:
-            await self._send(send, _json(413, {"error": f"request body over {limit} bytes"}, [*extra, CLOSE]))
-            return
         if streaming:
             out.append((b"transfer-encoding", b"chunked"))
         elif body or method in ("POST", "PUT", "PATCH"):
@@ -205,13 +165,8 @@ class Gateway:
             try:
                 if streaming:
                     conn.write(head)
-                    outcome = await self._stream_request(conn, body, receive, limit)
-                    if outcome != "sent":
-                        # A part must never pass for the whole: the upstream's side is closed unfinished.
-                        conn.close()
-                        if outcome == "too large":
-                            too_large = _json(413, {"error": f"request body over {limit} bytes"}, [*extra, CLOSE])
-                            await self._send(send, too_large)
+                    if not await self._stream_request(conn, body, receive):
+                        conn.close()  # the client left mid-body: the upstream must not take a part for the whole
                         return
                 else:
                     conn.write(head + body)
@@ -261,9 +216,10 @@ class Gateway:
             return None, False
 
     @staticmethod
-    async def _stream_request(conn: Connection, body: bytes, receive: Receive, limit: int) -> str:
-        """Sends the request body chunked: "sent", or "gone" (the client left) or "too large" before its end."""
-        more, total = True, len(body)
+    async def _stream_request(conn: Connection, body: bytes, receive: Receive) -> bool:
+        """Sends the request body chunked; False when the client left before its end. A body over the limit
+        ends here too: the Guard's receive raises, and the connection is closed unfinished on the way out."""
+        more = True
         while True:
             if body:
                 conn.write(b"%x\r\n%s\r\n" % (len(body), body))
@@ -271,13 +227,10 @@ class Gateway:
                 break
             message = await receive()
             if message["type"] == "http.disconnect":
-                return "gone"
+                return False
             body, more = message.get("body", b""), bool(message.get("more_body", False))
-            total += len(body)
-            if total > limit:
-                return "too large"
         conn.write(b"0\r\n\r\n")
-        return "sent"
+        return True
 
     async def _preflight(self, send: Send, extra: list[tuple[bytes, bytes]], headers: dict[bytes, bytes]) -> None:
         allow = [
@@ -339,5 +292,6 @@ class Gateway:
                 return
 
 
-def build(settings: Settings) -> Gateway:
-    return Gateway(settings)
+def build(settings: Settings) -> ASGIApp:
+    # The Guard's error boundary reports to Sentry here: the gateway has no framework integration.
+    return guard.Guard(Gateway(settings), max_body=settings.max_body, metrics=Metrics(settings.service), report=True)
