@@ -88,6 +88,12 @@ class Backups:
                 return self._write(proc, path, task)
             except BackupError:
                 raise BackupError(f"{what} failed: {self._tail(err)}") from None
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                if proc.stdout is not None:  # closed here, not by a later garbage collection
+                    proc.stdout.close()
 
     def _write(self, proc: Process, path: Path, task: Task) -> tuple[int, str]:
         assert proc.stdout is not None
@@ -160,6 +166,8 @@ class Backups:
                 proc.stdin.close()
         code = proc.wait()
         reader.join()
+        if proc.stdout is not None:
+            proc.stdout.close()
         tail = failure or self._tail(err)
         return (code if failure is None else 1), b"".join(out), tail
 
@@ -219,6 +227,10 @@ class Backups:
             if session.poll() is None:
                 session.kill()
                 session.wait()
+            for pipe in (session.stdin, session.stdout):  # closed here, not by a later garbage collection
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
         db = DatabaseEntry(target.service, target.database, target.schema, tables)
         return db, FileEntry(target.file, size, sha, "pg_dump-custom", target.service), answer.server_version
 

