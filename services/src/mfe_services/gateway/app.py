@@ -72,7 +72,7 @@ class Gateway:
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send, rid: bytes) -> None:
         headers = dict(scope["headers"])
-        extra = [(b"x-request-id", rid)]
+        extra: list[tuple[bytes, bytes]] = []  # X-Request-ID is set on every answer by the Guard
         origin = headers.get(b"origin")
         if origin is not None and self.cors_origin in (b"*", origin):
             extra += [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
@@ -191,7 +191,7 @@ class Gateway:
                 raise
         assert conn is not None
         drop = hop_by_hop(headers)
-        response = [(k, v) for k, v in headers if k not in drop and k != b"x-request-id"]
+        response = [(k, v) for k, v in headers if k not in drop]  # the Guard replaces X-Request-ID
         await send({"type": "http.response.start", "status": status, "headers": response + extra})
         try:
             more = True
