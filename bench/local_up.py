@@ -29,7 +29,7 @@ from tests.pg import free_port  # noqa: E402  (one port is never handed out twic
 
 from mfe_deploy.binaries import find_pg  # noqa: E402
 from mfe_deploy.config import loader  # noqa: E402
-from mfe_deploy.config.secrets import Secret  # noqa: E402
+from mfe_deploy.exec.secret import Secret  # noqa: E402
 from mfe_deploy.render import Endpoints, environments, render  # noqa: E402
 
 SERVICES = ("auth", "payments", "admin", "profile", "api-gateway")

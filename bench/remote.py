@@ -29,12 +29,12 @@ from tests.engines import second_engine  # noqa: E402
 from tests.sshd import sshd  # noqa: E402
 
 from mfe_deploy import images  # noqa: E402
-from mfe_deploy.command import Command  # noqa: E402
-from mfe_deploy.host import LocalFiles  # noqa: E402
+from mfe_deploy.exec.command import Command  # noqa: E402
+from mfe_deploy.exec.host import LocalFiles  # noqa: E402
+from mfe_deploy.exec.process import LocalProcess  # noqa: E402
 from mfe_deploy.remote import ssh  # noqa: E402
 from mfe_deploy.remote.sftp import SftpFiles  # noqa: E402
 from mfe_deploy.remote.target import SshTarget  # noqa: E402
-from mfe_deploy.runtimes.process import LocalProcess  # noqa: E402
 
 
 def per_call(fn: object, n: int) -> float:

@@ -17,7 +17,8 @@ import httpx
 
 from mfe_deploy.config import loader
 from mfe_deploy.config.models import Environment
-from mfe_deploy.config.secrets import Secret, Secrets
+from mfe_deploy.config.secrets import Secrets
+from mfe_deploy.exec.secret import Secret
 from mfe_deploy.render import Endpoints, environments, render
 from tests.conftest import REPO
 from tests.pg import Cluster, free_port, temp_cluster

@@ -15,12 +15,12 @@ import pytest
 from mfe_deploy.backups import crypt, pg, schedule
 from mfe_deploy.backups.jobs import BackupError, Backups
 from mfe_deploy.backups.store import DatabaseEntry, Entry, FileEntry, Manifest, Store, plan_prune, staleness
-from mfe_deploy.command import Command
 from mfe_deploy.compose import Compose
 from mfe_deploy.config import loader
-from mfe_deploy.config.secrets import Secret
 from mfe_deploy.console import Console
-from mfe_deploy.runtimes.process import LocalProcess
+from mfe_deploy.exec.command import Command
+from mfe_deploy.exec.process import LocalProcess
+from mfe_deploy.exec.secret import Secret
 from tests.conftest import REPO
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from mfe_deploy.config.secrets import Secret
+from mfe_deploy.exec.secret import Secret
 from mfe_deploy.notify import Event, Hook, Notifier, events_for, payload
 from tests.local_project import LocalProject, make_local_project
 from tests.pg import free_port

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from mfe_deploy.command import Command
 from mfe_deploy.compose import parse_ps, parse_version
-from mfe_deploy.config.secrets import Secret
+from mfe_deploy.exec.command import Command
+from mfe_deploy.exec.runner import Completed
+from mfe_deploy.exec.secret import Secret
 from mfe_deploy.ops import migrations
-from mfe_deploy.runtimes import Completed
 from mfe_deploy.supervisor import parse_status
 
 SUPERVISORCTL_STATUS = """\

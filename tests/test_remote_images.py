@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from mfe_deploy import images
+from mfe_deploy.exec.process import LocalProcess
 from mfe_deploy.remote import ssh
 from mfe_deploy.remote.target import SshTarget
-from mfe_deploy.runtimes.process import LocalProcess
 from tests.engines import second_engine
 from tests.sshd import SSHD, sshd
 from tests.test_docker_runtime import _engine

@@ -17,8 +17,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from mfe_deploy.command import Command
-from mfe_deploy.config.secrets import Secret
+from mfe_deploy.exec.command import Command
+from mfe_deploy.exec.secret import Secret
 from mfe_deploy.remote import ssh
 from mfe_deploy.remote.target import SshTarget
 from tests.conftest import REPO, Project, strong_secrets

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import difflib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
-from mfe_deploy.host import Files, LocalFiles
+from mfe_deploy.exec.host import Files, LocalFiles
 from mfe_deploy.render import Bundle, BundleFile
 
 INDEX = ".mfe-files"
@@ -25,22 +23,6 @@ def _with_index(bundle: Bundle) -> dict[str, BundleFile]:
     files = dict(bundle.files)
     files[INDEX] = BundleFile("".join(f"{name}\n" for name in sorted(bundle.files)))
     return files
-
-
-def write_atomic(path: Path, data: str | bytes, mode: int) -> None:
-    """Temp file in the same directory, created with its final mode, fsynced, then renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700 if mode & 0o077 == 0 else 0o755)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data.encode() if isinstance(data, str) else data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _previous(out: PurePath, files: Files) -> list[str]:

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
 
-from mfe_deploy.command import Command
 from mfe_deploy.errors import CommandFailed, MfeError
-from mfe_deploy.runtimes.process import LocalProcess
+from mfe_deploy.exec.command import Command
+from mfe_deploy.exec.process import LocalProcess
 
 if TYPE_CHECKING:
-    from mfe_deploy.runtimes import Runner
+    from mfe_deploy.exec.runner import Runner
 
 
 class ComposeMissing(MfeError):

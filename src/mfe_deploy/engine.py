@@ -8,12 +8,12 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mfe_deploy.command import Command
 from mfe_deploy.errors import CommandFailed
+from mfe_deploy.exec.command import Command
 from mfe_deploy.render import Capabilities
 
 if TYPE_CHECKING:
-    from mfe_deploy.runtimes import Runner
+    from mfe_deploy.exec.runner import Runner
 
 START_INTERVAL_SINCE = (25, 0)
 
@@ -33,7 +33,7 @@ def server_version() -> tuple[int, int] | None:
         return None
     if "DOCKER_HOST" not in os.environ and not Path("/var/run/docker.sock").exists():
         return None
-    from mfe_deploy.runtimes.process import LocalProcess
+    from mfe_deploy.exec.process import LocalProcess
 
     try:
         return version_via(LocalProcess(), timeout=5)

@@ -14,12 +14,12 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mfe_deploy.command import Command
 from mfe_deploy.errors import MfeError
+from mfe_deploy.exec.command import Command
 
 if TYPE_CHECKING:
     from mfe_deploy.console import Task
-    from mfe_deploy.runtimes import Runner
+    from mfe_deploy.exec.runner import Runner
 
 REPO = Path(__file__).resolve().parents[2]
 

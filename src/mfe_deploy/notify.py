@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mfe_deploy.config.models import Environment
-from mfe_deploy.config.secrets import Secret, Secrets
+from mfe_deploy.config.secrets import Secrets
+from mfe_deploy.exec.secret import Secret
 
 # What an audited action's outcome means to someone who was not watching.
 OUTCOMES: dict[tuple[str, str], str] = {

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from mfe_deploy.config import urls
 from mfe_deploy.config.models import DATABASE_SERVICES, Environment
-from mfe_deploy.config.secrets import Secret, Secrets
+from mfe_deploy.config.secrets import Secrets
+from mfe_deploy.exec.secret import Secret
 
 if TYPE_CHECKING:  # jinja2 loads when something is rendered, not for status, health or backups
     import jinja2

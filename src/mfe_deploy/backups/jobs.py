@@ -21,11 +21,11 @@ from typing import IO, Any, Protocol
 from mfe_deploy import __version__
 from mfe_deploy.backups import crypt, pg
 from mfe_deploy.backups.store import BackupError, DatabaseEntry, Entry, FileEntry, Manifest, Store, fsync_dir, new_id
-from mfe_deploy.command import Command
 from mfe_deploy.config.models import Environment
-from mfe_deploy.config.secrets import Secret
 from mfe_deploy.console import Console, Progress, Task, human_size
-from mfe_deploy.runtimes import Process, Runner
+from mfe_deploy.exec.command import Command
+from mfe_deploy.exec.runner import Process, Runner
+from mfe_deploy.exec.secret import Secret
 
 BLOCK = 1 << 18
 GLOBALS = "globals.sql"

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from mfe_deploy.command import Command
 from mfe_deploy.compose import Compose
 from mfe_deploy.config.models import DATABASE_SERVICES, Environment
-from mfe_deploy.config.secrets import Secret
 from mfe_deploy.errors import ConfigError, Problem
+from mfe_deploy.exec.command import Command
+from mfe_deploy.exec.secret import Secret
 
 END = "__MFE_END__"
 

@@ -19,9 +19,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePath
 from typing import Any
 
-from mfe_deploy.bundle import write_atomic
 from mfe_deploy.errors import MfeError
-from mfe_deploy.host import Files, LocalFiles
+from mfe_deploy.exec.host import Files, LocalFiles, write_atomic
 
 PARTIAL = ".partial"
 MANIFEST = "manifest.json"

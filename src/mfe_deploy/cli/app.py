@@ -14,7 +14,7 @@ from mfe_deploy.console import Console
 
 if TYPE_CHECKING:
     from mfe_deploy.config.models import Environment
-    from mfe_deploy.host import Host
+    from mfe_deploy.exec.host import Host
     from mfe_deploy.notify import Event, Notifier
 
 app = typer.Typer(
@@ -96,8 +96,8 @@ def host(env: str, environment: Environment | None = None) -> Host:
     `environment`: the loaded model, when the caller has it (not loaded again)."""
     state = application()
     if env not in state.hosts:
-        from mfe_deploy import host as hosts
         from mfe_deploy.config import loader
+        from mfe_deploy.exec import host as hosts
         from mfe_deploy.remote.target import parse
 
         model = environment or loader.load(state.project_dir, env).env

@@ -287,9 +287,9 @@ def schedule(
     import shutil
 
     from mfe_deploy.backups import schedule as sched
-    from mfe_deploy.bundle import write_atomic
     from mfe_deploy.config import loader
     from mfe_deploy.errors import MfeError
+    from mfe_deploy.exec.host import write_atomic
 
     environment = loader.load(application().project_dir, env).env
     script = shutil.which("mfe-deploy")

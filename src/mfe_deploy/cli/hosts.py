@@ -69,8 +69,8 @@ def trust(
 @hosts_app.command("check")
 def check(env: EnvOption) -> None:
     """Connect (host key verified), then ask the remote Docker engine and Compose for their versions."""
-    from mfe_deploy.command import Command
     from mfe_deploy.errors import MfeError
+    from mfe_deploy.exec.command import Command
     from mfe_deploy.remote import ssh
 
     t = ssh_target(env)

@@ -18,7 +18,7 @@ import typer
 from mfe_deploy.cli.app import EnvOption, app, application, host
 
 if TYPE_CHECKING:
-    from mfe_deploy.host import Host
+    from mfe_deploy.exec.host import Host
 
 maintenance_app = typer.Typer(help="Answer API requests with 503 while you work.", rich_markup_mode=None)
 app.add_typer(maintenance_app, name="maintenance")

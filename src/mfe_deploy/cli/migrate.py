@@ -21,9 +21,9 @@ def _execute(env: str, service: str | None, action: list[str]) -> list[Outcome]:
     """On the docker runtime (local or remote) the runner runs in one-off service containers, which
     reach the database on the stack's internal network; on the local runtime, as a local process."""
     from mfe_deploy.cli.stack import _runtime
+    from mfe_deploy.exec.process import LocalProcess
     from mfe_deploy.ops import migrations
     from mfe_deploy.runtimes.docker import DockerRuntime
-    from mfe_deploy.runtimes.process import LocalProcess
 
     rt = _runtime(env, None)
     names = migrations.services(rt.env, service)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mfe_deploy.config.models import Environment, SecretRef
 from mfe_deploy.config.source import KeyPath
+from mfe_deploy.exec.secret import Secret
 
 KNOWN_DEFAULTS = frozenset(
     {
@@ -22,27 +23,6 @@ KNOWN_DEFAULTS = frozenset(
 MIN_JWT_BYTES = 32
 SENTRY_DSN = re.compile(r"https?://[^@/\s:]+(:[^@/\s]*)?@[^/\s]+/([^\s]*/)?[0-9]+")
 MIN_PASSPHRASE = 16
-
-
-class Secret:
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __str__(self) -> str:
-        return "***"
-
-    __repr__ = __str__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from mfe_deploy.config.models import Environment
-from mfe_deploy.config.secrets import Secret, Secrets
+from mfe_deploy.config.secrets import Secrets
+from mfe_deploy.exec.secret import Secret
 
 
 def redis_url(env: Environment, host: str, port: int | None = None) -> str:

@@ -12,12 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from mfe_deploy.command import Command
 from mfe_deploy.config import urls
 from mfe_deploy.config.models import DATABASE_SERVICES, Environment
 from mfe_deploy.config.secrets import Secrets
 from mfe_deploy.errors import ConfigError, Problem
-from mfe_deploy.runtimes import Completed, Runner
+from mfe_deploy.exec.command import Command
+from mfe_deploy.exec.runner import Completed, Runner
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ import shutil
 from pathlib import PurePosixPath
 
 from mfe_deploy.backups.store import MANIFEST, PARTIAL, VERIFIED, BackupError, Entry, Manifest, Store, pick, read_entry
-from mfe_deploy.command import Command
 from mfe_deploy.console import Task
-from mfe_deploy.host import Host
+from mfe_deploy.exec.command import Command
+from mfe_deploy.exec.host import Host
 from mfe_deploy.remote.sftp import SftpFiles
 
 

@@ -14,15 +14,15 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
-from mfe_deploy.command import Command
 from mfe_deploy.errors import MfeError
+from mfe_deploy.exec.command import Command
+from mfe_deploy.exec.runner import Completed
 from mfe_deploy.remote.target import SshTarget, fingerprint
-from mfe_deploy.runtimes import Completed
 
 if TYPE_CHECKING:
     import paramiko
 
-    from mfe_deploy.host import Host
+    from mfe_deploy.exec.host import Host
 
 
 class RemoteError(MfeError):
@@ -365,7 +365,7 @@ def session(target: SshTarget, env_name: str) -> Iterator[SshRunner]:
 def open_host(target: SshTarget, env_name: str, resources: ExitStack) -> Host:
     """A connected remote Host: commands over SSH channels, files over SFTP, under the environment's
     remote folder. The connection closes with `resources`."""
-    from mfe_deploy.host import Host, remote_root
+    from mfe_deploy.exec.host import Host, remote_root
     from mfe_deploy.remote.sftp import SftpFiles
 
     client = connect(target, env_name)

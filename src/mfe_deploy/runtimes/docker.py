@@ -15,9 +15,7 @@ from functools import cached_property
 from pathlib import Path
 
 from mfe_deploy import bundle, images, tls
-from mfe_deploy import host as hosts
 from mfe_deploy.backups.pg import ComposePostgres
-from mfe_deploy.command import Command
 from mfe_deploy.compose import Compose, ContainerState, find, parse_ps
 from mfe_deploy.config.loader import Loaded
 from mfe_deploy.config.models import DATABASE_SERVICES, Environment
@@ -25,12 +23,14 @@ from mfe_deploy.config.secrets import Secrets
 from mfe_deploy.console import Console, human_size
 from mfe_deploy.engine import capabilities, capabilities_for, version_via
 from mfe_deploy.errors import MfeError
-from mfe_deploy.host import Host
+from mfe_deploy.exec import host as hosts
+from mfe_deploy.exec.command import Command
+from mfe_deploy.exec.host import Host
+from mfe_deploy.exec.process import LocalProcess
+from mfe_deploy.exec.runner import Completed
 from mfe_deploy.ops import health, migrations
 from mfe_deploy.render import MAINTENANCE_DIR, Capabilities, render
-from mfe_deploy.runtimes import Completed
 from mfe_deploy.runtimes.local import StartFailed, UnitStatus
-from mfe_deploy.runtimes.process import LocalProcess
 from mfe_deploy.state.ledger import Ledger, Release
 
 HEALTH_PROBE = (

@@ -20,13 +20,15 @@ from mfe_deploy.backups.pg import LocalPostgres
 from mfe_deploy.binaries import Binaries, discover
 from mfe_deploy.config.loader import Loaded
 from mfe_deploy.config.models import Environment
-from mfe_deploy.config.secrets import Secret, Secrets
+from mfe_deploy.config.secrets import Secrets
 from mfe_deploy.console import Console
 from mfe_deploy.errors import MfeError
+from mfe_deploy.exec.host import write_atomic
+from mfe_deploy.exec.process import LocalProcess
+from mfe_deploy.exec.secret import Secret
 from mfe_deploy.local_bundle import PG_SYSTEM_USER, LocalLayout, render_local
 from mfe_deploy.ops import health, migrations
 from mfe_deploy.render import Capabilities, Endpoints, environments, render
-from mfe_deploy.runtimes.process import LocalProcess
 from mfe_deploy.supervisor import ProgramState, parse_status
 
 INIT_MARKER = ".mfe-initialized"
@@ -388,8 +390,8 @@ class LocalRuntime:
         from mfe_deploy import tls as certificates
 
         cert, key = certificates.self_signed(self.env.nginx.domain)
-        bundle.write_atomic(ssl_dir / "key.pem", key, 0o600)
-        bundle.write_atomic(ssl_dir / "cert.pem", cert, 0o644)
+        write_atomic(ssl_dir / "key.pem", key, 0o600)
+        write_atomic(ssl_dir / "cert.pem", cert, 0o644)
 
     def down(self, bins: Binaries | None = None) -> bool:
         pid = self.supervisor_pid()

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import PurePath
 from typing import Any
 
-from mfe_deploy.host import Files
+from mfe_deploy.exec.host import Files
 from mfe_deploy.state.ledger import append_line
 
 

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import PurePath
 from typing import Any
 
-from mfe_deploy.host import Files
+from mfe_deploy.exec.host import Files
 
 
 @dataclass(frozen=True)

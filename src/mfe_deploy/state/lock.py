@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import PurePath
 
 from mfe_deploy.errors import MfeError
-from mfe_deploy.host import Files
+from mfe_deploy.exec.host import Files
 
 
 class LockHeld(MfeError):

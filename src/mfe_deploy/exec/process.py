@@ -6,9 +6,9 @@ import os
 import subprocess
 from typing import IO
 
-from mfe_deploy.command import Command
 from mfe_deploy.errors import CommandFailed
-from mfe_deploy.runtimes import Completed
+from mfe_deploy.exec.command import Command
+from mfe_deploy.exec.runner import Completed
 
 
 class LocalProcess:

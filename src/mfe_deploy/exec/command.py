@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
-from mfe_deploy.config.secrets import Secret
+from mfe_deploy.exec.secret import Secret
 
 
 @dataclass(frozen=True)

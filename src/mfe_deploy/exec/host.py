@@ -6,11 +6,12 @@ the same code drives a local engine and a remote one (pyinfra's connectors: run,
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePath, PurePosixPath
 from typing import Protocol
 
-from mfe_deploy.runtimes import Runner
+from mfe_deploy.exec.runner import Runner
 
 
 class Files(Protocol):
@@ -35,6 +36,22 @@ class Files(Protocol):
     def makedirs(self, path: PurePath, mode: int = 0o700) -> None: ...
 
 
+def write_atomic(path: Path, data: str | bytes, mode: int) -> None:
+    """Temp file in the same directory, created with its final mode, fsynced, then renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700 if mode & 0o077 == 0 else 0o755)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode() if isinstance(data, str) else data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 class LocalFiles:
     def read_text(self, path: PurePath) -> str | None:
         try:
@@ -49,8 +66,6 @@ class LocalFiles:
             return None
 
     def write_atomic(self, path: PurePath, data: str | bytes, mode: int) -> None:
-        from mfe_deploy.bundle import write_atomic
-
         write_atomic(Path(path), data, mode)
 
     def append_line(self, path: PurePath, line: str) -> None:
@@ -92,7 +107,7 @@ class Host:
 
 
 def local(project_dir: Path, env: str) -> Host:
-    from mfe_deploy.runtimes.process import LocalProcess
+    from mfe_deploy.exec.process import LocalProcess
 
     return Host("local", LocalProcess(), LocalFiles(), (project_dir / ".mfe" / env).resolve())
 
