@@ -128,3 +128,34 @@ def test_env_files_are_private(project: Project) -> None:
     assert modes and set(modes.values()) == {0o600}, modes
     leftovers = [p for p in Path(project.root / ".mfe").rglob("*.tmp")]
     assert leftovers == []
+
+
+def test_read_only_commands_need_no_secret(project: Project) -> None:
+    """Monitoring and an on-call person look without holding the keys; changing something needs them."""
+    bare = {k: v for k, v in project.environ.items() if not k.startswith(("STAGING_", "PRODUCTION_"))}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "mfe_deploy", "-C", str(project.root), *args]
+        return subprocess.run(argv, capture_output=True, text=True, env=bare, timeout=60, check=False)
+
+    local = ("--env", "production", "--runtime", "local")
+    looks = [
+        ("status", *local),
+        ("health", *local),
+        ("logs", *local, "auth"),
+        ("releases", "--env", "production"),
+        ("history", "--env", "production"),
+        ("lock", "status", "--env", "production"),
+        ("down", *local),
+    ]
+    for args in looks:
+        proc = run(*args)
+        assert proc.returncode in (0, 1), (args, proc.stderr)
+        assert "PRODUCTION_" not in proc.stderr, (args, proc.stderr)
+    rows = json.loads(run("status", *local, "--json").stdout)
+    assert {row["name"] for row in rows} >= {"api-gateway", "auth", "postgres"}
+    # `down` is a change: it is in the audit log, with or without anything to stop.
+    history = json.loads(run("history", "--env", "production", "--json").stdout)
+    assert [(h["action"], h["result"]) for h in history] == [("down", "ok")]
+    up = run("up", *local)
+    assert up.returncode == 2 and "PRODUCTION_JWT_SECRET" in up.stderr

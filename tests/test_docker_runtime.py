@@ -391,3 +391,14 @@ def test_backup_output_holds_no_secret(project: Project) -> None:
     assert json.loads(manifest)["release"]["versions"]["api-gateway"]  # the release it belongs to
     for value in strong_secrets().values():
         assert value not in manifest
+
+
+def test_zzzz_history_has_every_change(project: Project) -> None:
+    """Every command that changes something goes through the lock and the audit log: history is complete."""
+    assert project.cli("migrate", "--env", ENV).returncode == 0
+    assert project.cli("down", "--env", ENV).returncode == 0
+    assert project.cli("down", "--env", ENV, "--volumes", "--yes").returncode == 0
+    history = json.loads(project.cli("history", "--env", ENV, "--json").stdout)
+    actions = {h["action"] for h in history}
+    assert {"up", "rollback", "migrate", "restore", "down", "images prune"} <= actions, actions
+    assert [h.get("volumes") for h in history if h["action"] == "down"][-2:] == [False, True]

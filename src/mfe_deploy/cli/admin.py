@@ -26,14 +26,14 @@ def role_sql(schema: str | None, email: str, role: str) -> str:
 
 def _set_role(env: str, email: str, role: str, action: str) -> None:
     from mfe_deploy.backups import pg
-    from mfe_deploy.cli.stack import _locked_and_audited, _runtime
+    from mfe_deploy.cli.context import mutating, runtime
     from mfe_deploy.errors import MfeError, UsageError
 
     address = email.strip().lower()
     if not EMAIL.fullmatch(address):
         raise UsageError(f"{email!r} is not an email address")
-    with _locked_and_audited(env, action, {"email": address}, 0, False):
-        rt = _runtime(env, None)
+    with mutating(env, action, {"email": address}):
+        rt = runtime(env)
         (auth,) = pg.targets(rt.env, "auth")
         done = rt.runner.run(pg.sql(rt.postgres(), auth.database, role_sql(auth.schema, address, role)), timeout=60)
         if done.returncode != 0:

@@ -13,7 +13,9 @@ import typer
 from mfe_deploy.console import Console
 
 if TYPE_CHECKING:
+    from mfe_deploy.config.loader import Loaded
     from mfe_deploy.config.models import Environment
+    from mfe_deploy.config.secrets import Secrets
     from mfe_deploy.exec.host import Host
     from mfe_deploy.notify import Event, Notifier
 
@@ -35,16 +37,34 @@ class Application:
     resources: ExitStack = field(default_factory=ExitStack)  # connections, closed when the command ends
     hosts: dict[str, Host] = field(default_factory=dict)  # per environment, connected once
     notifiers: dict[str, Notifier] = field(default_factory=dict)
+    loaded: dict[str, Loaded] = field(default_factory=dict)  # each environment is read once per command
+    resolved: dict[str, Secrets] = field(default_factory=dict)
+
+    def environment(self, env: str) -> Loaded:
+        if env not in self.loaded:
+            from mfe_deploy.config import loader
+
+            self.loaded[env] = loader.load(self.project_dir, env)
+        return self.loaded[env]
+
+    def secrets(self, env: str) -> Secrets:
+        """The environment's secrets, resolved when a step first needs one (read-only commands never
+        do); from then on the console masks every value."""
+        if env not in self.resolved:
+            from mfe_deploy.config import loader
+
+            _, self.resolved[env] = loader.load_with_secrets(self.project_dir, env, loaded=self.environment(env))
+            self.console.add_secrets(self.resolved[env].maskable())
+        return self.resolved[env]
 
     def notifier(self, env: str) -> Notifier | None:
         """The environment's webhooks, or None when it has none (or its secrets cannot be read now)."""
         if env not in self.notifiers:
-            from mfe_deploy.config import loader
             from mfe_deploy.errors import MfeError
             from mfe_deploy.notify import Notifier
 
             try:
-                loaded, secrets = loader.load_with_secrets(self.project_dir, env)
+                loaded, secrets = self.environment(env), self.secrets(env)
             except MfeError as exc:
                 self.console.warn(f"notify: the webhooks of {env} cannot be read: {exc.lines()[0]}")
                 return None
@@ -96,11 +116,10 @@ def host(env: str, environment: Environment | None = None) -> Host:
     `environment`: the loaded model, when the caller has it (not loaded again)."""
     state = application()
     if env not in state.hosts:
-        from mfe_deploy.config import loader
         from mfe_deploy.exec import host as hosts
         from mfe_deploy.remote.target import parse
 
-        model = environment or loader.load(state.project_dir, env).env
+        model = environment or state.environment(env).env
         target = parse(model, state.project_dir, Path.home())
         if target is None:
             state.hosts[env] = hosts.local(state.project_dir, env)

@@ -10,16 +10,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mfe_deploy.cli.app import EnvOption, JsonOption, app, application, host
+from mfe_deploy.cli.context import ForceUnlock, LockWait, RuntimeOption, mutating, runtime
 from mfe_deploy.cli.maintenance import switch_off, switch_on
-from mfe_deploy.cli.stack import ForceUnlock, LockWait, RuntimeOption, _locked_and_audited, _runtime
 
 if TYPE_CHECKING:
     from mfe_deploy.backups.jobs import Backups
     from mfe_deploy.backups.store import Entry, Store
     from mfe_deploy.config.models import Environment
     from mfe_deploy.remote.backups import RemoteBackups
-    from mfe_deploy.runtimes.docker import DockerRuntime
-    from mfe_deploy.runtimes.local import LocalRuntime
+    from mfe_deploy.runtimes.contract import Runtime
 
 backup_app = typer.Typer(help="Checksummed backups of every service database.", rich_markup_mode=None)
 app.add_typer(backup_app, name="backup")
@@ -43,10 +42,10 @@ def _release(env: str) -> dict[str, Any] | None:
     return {"id": good.id, "time": good.time, "versions": dict(good.versions)} if good else None
 
 
-def _backups(env: str, runtime: str | None) -> tuple[Backups, LocalRuntime | DockerRuntime]:
+def _backups(env: str, runtime_name: str | None) -> tuple[Backups, Runtime]:
     from mfe_deploy.backups.jobs import Backups
 
-    rt = _runtime(env, runtime)
+    rt = runtime(env, runtime_name)
     passphrase = rt.secrets.backup_passphrase
     backups = Backups(rt.env, rt.postgres(), rt.runner, store_for(rt.env), application().console,
                       passphrase=passphrase, release=_release(env))  # fmt: skip
@@ -117,7 +116,7 @@ def backup(
     download: Annotated[
         bool, typer.Option("--download", help="Remote targets: also keep a copy in the local backups folder.")
     ] = False,
-    runtime: RuntimeOption = None,
+    runtime_name: RuntimeOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Dump every service database (concurrently) and the roles, checksummed, into the backups folder
@@ -134,7 +133,7 @@ def backup(
         raise typer.BadParameter("manual or scheduled", param_hint="--kind")
     application().console.plain = as_json
     started = time.monotonic()
-    backups, _ = _backups(env, runtime)
+    backups, _ = _backups(env, runtime_name)
     remote = _remote(env)
     with _audit(env, "backup", {"service": service}) as record:
         manifest = backups.backup(pg.targets(backups.env, service), kind=kind)
@@ -169,11 +168,10 @@ def backup(
 @backup_app.command("list")
 def list_(env: EnvOption, as_json: JsonOption = False) -> None:
     """Backups, oldest first: complete ones with size, rows and verification; interrupted ones marked."""
-    from mfe_deploy.config import loader
     from mfe_deploy.console import human_size
 
     remote = _remote(env)
-    entries = remote.scan() if remote is not None else store_for(loader.load(application().project_dir, env).env).scan()
+    entries = remote.scan() if remote is not None else store_for(application().environment(env).env).scan()
     shown = [e for e in entries if e.complete or e.damaged]  # interrupted ones are prune's business
     rows = [_row(e) for e in shown]
     console = application().console
@@ -205,13 +203,13 @@ def list_(env: EnvOption, as_json: JsonOption = False) -> None:
 def verify(
     env: EnvOption,
     backup_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="Default: the newest.")] = None,
-    runtime: RuntimeOption = None,
+    runtime_name: RuntimeOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Check every SHA-256, restore each dump into a scratch database and compare row counts."""
     from mfe_deploy.errors import MfeError
 
-    backups, _ = _backups(env, runtime)
+    backups, _ = _backups(env, runtime_name)
     remote = _remote(env)
     entry = _fetch(remote, backups.store, backup_id) if remote else backups.store.get(backup_id)
     with _audit(env, "backup-verify", {"backup": entry.id}):
@@ -243,9 +241,8 @@ def prune(
     from datetime import UTC, datetime
 
     from mfe_deploy.backups.store import plan_prune
-    from mfe_deploy.config import loader
 
-    environment = loader.load(application().project_dir, env).env
+    environment = application().environment(env).env
     store = store_for(environment)
     keep = keep or environment.backup.keep
     age = max_age or environment.backup.max_age_days
@@ -254,7 +251,7 @@ def prune(
     with store.locked():
         plan = plan_prune(remote.scan() if remote else store.scan(), keep, age, datetime.now(UTC))
         if confirm:
-            with _audit(env, "backup-prune", {"removed": [e.id for e in plan.remove]}):
+            with mutating(env, "backup prune", {"removed": [e.id for e in plan.remove]}):
                 for entry in plan.remove:
                     if remote is not None:
                         remote.remove(entry)
@@ -287,11 +284,10 @@ def schedule(
     import shutil
 
     from mfe_deploy.backups import schedule as sched
-    from mfe_deploy.config import loader
     from mfe_deploy.errors import MfeError
     from mfe_deploy.exec.host import write_atomic
 
-    environment = loader.load(application().project_dir, env).env
+    environment = application().environment(env).env
     script = shutil.which("mfe-deploy")
     exe = (script,) if script else (sys.executable, "-m", "mfe_deploy")
     job = sched.Job(env, application().project_dir, exe, environment.backup.schedule,
@@ -320,13 +316,12 @@ def download(
 ) -> None:
     """Fetch a backup from the environment's remote host into the local backups folder, checking every
     file's SHA-256 against the manifest as it arrives."""
-    from mfe_deploy.config import loader
     from mfe_deploy.errors import MfeError
 
     remote = _remote(env)
     if remote is None:
         raise MfeError(f"{env} runs on this machine: its backups are already here")
-    store = store_for(loader.load(application().project_dir, env).env)
+    store = store_for(application().environment(env).env)
     with store.locked():
         entry = _fetch(remote, store, backup_id)
     application().console.print(f"{entry.id}: downloaded to {entry.path}")
@@ -341,10 +336,9 @@ def check(
     from datetime import UTC, datetime
 
     from mfe_deploy.backups.store import staleness
-    from mfe_deploy.config import loader
     from mfe_deploy.errors import MfeError
 
-    environment = loader.load(application().project_dir, env).env
+    environment = application().environment(env).env
     remote = _remote(env)
     limit = max_hours or environment.backup.max_staleness_hours
     entries = remote.scan() if remote is not None else store_for(environment).scan()
@@ -368,7 +362,7 @@ def restore(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Required to restore production.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the services.")] = 120,
-    runtime: RuntimeOption = None,
+    runtime_name: RuntimeOption = None,
     lock_wait: LockWait = 0,
     force_unlock: ForceUnlock = False,
     maintenance: Annotated[
@@ -379,7 +373,7 @@ def restore(
     from mfe_deploy.backups import jobs
     from mfe_deploy.errors import MfeError
 
-    backups, rt = _backups(env, runtime)
+    backups, rt = _backups(env, runtime_name)
     if backups.env.tier == "production" and not force:
         raise MfeError("refusing to restore production without --force")
     remote = _remote(env)
@@ -391,7 +385,7 @@ def restore(
             raise MfeError("restore replaces data: confirm with --yes when not running interactively")
         typer.confirm(f"Replace the {', '.join(wanted)} data of {env} with backup {entry.id}?", abort=True)
     console = application().console
-    with _locked_and_audited(env, "restore", {"backup": entry.id, "service": service}, lock_wait, force_unlock):
+    with mutating(env, "restore", {"backup": entry.id, "service": service}, wait=lock_wait, force=force_unlock):
         if maintenance:  # the gateway answers 503 before any service stops, and until all are back
             switch_on(env, f"restoring data from backup {entry.id}", 60)
         try:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mfe_deploy.cli.app import JsonOption, app, application, host
+from mfe_deploy.cli.app import JsonOption, app, application
 
 if TYPE_CHECKING:
     from mfe_deploy.ops.migrations import Outcome
@@ -20,17 +20,11 @@ ServiceOption = Annotated[str | None, typer.Option("--service", "-s", help="Only
 def _execute(env: str, service: str | None, action: list[str]) -> list[Outcome]:
     """On the docker runtime (local or remote) the runner runs in one-off service containers, which
     reach the database on the stack's internal network; on the local runtime, as a local process."""
-    from mfe_deploy.cli.stack import _runtime
-    from mfe_deploy.exec.process import LocalProcess
+    from mfe_deploy.cli.context import runtime
     from mfe_deploy.ops import migrations
-    from mfe_deploy.runtimes.docker import DockerRuntime
 
-    rt = _runtime(env, None)
-    names = migrations.services(rt.env, service)
-    if isinstance(rt, DockerRuntime):
-        return rt.migrations(names, action)
-    commands = {n: migrations.command(rt.env, rt.secrets, n, action) for n in names}
-    return migrations.run(LocalProcess(), commands)
+    names = migrations.services(application().environment(env).env, service)
+    return runtime(env).migrate(names, action)
 
 
 @migrate_app.callback(invoke_without_command=True)
@@ -48,13 +42,18 @@ def migrate(
         return
     if env is None:
         raise typer.BadParameter("--env is required", param_hint="--env")
-    from mfe_deploy.errors import MigrationError
-    from mfe_deploy.state import lock
+    from mfe_deploy.cli.context import mutating
 
-    where = host(env)
-    with lock.held(where.files, where.state / "deploy.lock", "mfe-deploy migrate", wait=lock_wait,
-                   force_unlock=force_unlock):  # fmt: skip
+    details: dict[str, object] = {"service": service, "dry_run": dry_run}
+    with mutating(env, "migrate", details, wait=lock_wait, force=force_unlock) as record:
         outcomes: list[Outcome] = _execute(env, service, ["apply", *(["--dry-run"] if dry_run else [])])
+        record["applied"] = [f"{o.service}:{a['id']}" for o in outcomes for a in o.data.get("applied", [])]
+        _report_apply(outcomes, dry_run, as_json)
+
+
+def _report_apply(outcomes: list[Outcome], dry_run: bool, as_json: bool) -> None:
+    from mfe_deploy.errors import MigrationError
+
     console = application().console
     if as_json:
         console.json([{"service": o.service, "ok": o.ok, **o.data} for o in outcomes])
@@ -120,9 +119,12 @@ def resolve(
 
     if (rolled_back is None) == (applied is None):
         raise typer.BadParameter("give exactly one of --rolled-back ID or --applied ID")
+    from mfe_deploy.cli.context import mutating
+
     flag = ["--rolled-back", rolled_back] if rolled_back else ["--applied", applied or ""]
-    outcomes: list[Outcome] = _execute(env, service, ["resolve", *flag])
-    o = outcomes[0]
-    if not o.ok:
-        raise MigrationError(f"{o.service}: {o.error}")
+    with mutating(env, "migrate resolve", {"service": service, "flag": flag}):
+        outcomes: list[Outcome] = _execute(env, service, ["resolve", *flag])
+        o = outcomes[0]
+        if not o.ok:
+            raise MigrationError(f"{o.service}: {o.error}")
     application().console.print(f"{o.service}: {o.data['resolved']} marked {o.data['status'].replace('_', ' ')}")

@@ -60,9 +60,10 @@ def load(project_dir: Path, name: str) -> Loaded:
 
 
 def load_with_secrets(
-    project_dir: Path, name: str, environ: Mapping[str, str] | None = None
+    project_dir: Path, name: str, environ: Mapping[str, str] | None = None, *, loaded: Loaded | None = None
 ) -> tuple[Loaded, secrets.Secrets]:
-    loaded = load(project_dir, name)
+    """`loaded`: the environment when the caller has read it already."""
+    loaded = loaded or load(project_dir, name)
     resolved, problems = secrets.resolve(loaded.env, os.environ if environ is None else environ, project_dir)
     if resolved is None:
         raise ConfigError(sorted((loaded.problem(path, msg) for path, msg in problems), key=_order))

@@ -8,29 +8,25 @@ import json
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import cached_property
-from pathlib import Path
 
 from mfe_deploy import bundle, images, tls
 from mfe_deploy.backups.pg import ComposePostgres
 from mfe_deploy.compose import Compose, ContainerState, find, parse_ps
-from mfe_deploy.config.loader import Loaded
 from mfe_deploy.config.models import DATABASE_SERVICES, Environment
 from mfe_deploy.config.secrets import Secrets
-from mfe_deploy.console import Console, human_size
+from mfe_deploy.console import human_size
 from mfe_deploy.engine import capabilities, capabilities_for, version_via
 from mfe_deploy.errors import MfeError
-from mfe_deploy.exec import host as hosts
 from mfe_deploy.exec.command import Command
-from mfe_deploy.exec.host import Host
 from mfe_deploy.exec.process import LocalProcess
 from mfe_deploy.exec.runner import Completed
 from mfe_deploy.ops import health, migrations
 from mfe_deploy.render import MAINTENANCE_DIR, Capabilities, render
-from mfe_deploy.runtimes.local import StartFailed, UnitStatus
+from mfe_deploy.runtimes.contract import Deployment, Features, RolledBack, StartFailed, UnitStatus
 from mfe_deploy.state.ledger import Ledger, Release
 
 HEALTH_PROBE = (
@@ -42,22 +38,16 @@ HEALTH_PROBE = (
 )
 
 
-class RolledBack(StartFailed):
-    """A deploy that did not become healthy and was rolled back to the previous release by itself."""
-
-
 class DockerRuntime:
     name = "docker"
 
-    def __init__(
-        self, project_dir: Path, loaded: Loaded, secrets: Secrets, console: Console, host: Host | None = None
-    ) -> None:
-        self.project_dir = project_dir
-        self.env: Environment = loaded.env
-        self.secrets = secrets
-        self.console = console
-        self.host = host or hosts.local(project_dir, loaded.env.name)
-        self.local_dir = (project_dir / ".mfe" / loaded.env.name).resolve()  # build context, on this machine
+    def __init__(self, deployment: Deployment) -> None:
+        self.project_dir = deployment.project_dir
+        self.env: Environment = deployment.loaded.env
+        self._secrets = deployment.secrets
+        self.console = deployment.console
+        self.host = deployment.host
+        self.local_dir = (self.project_dir / ".mfe" / self.env.name).resolve()  # build context, on this machine
         self.bundle_dir = self.host.root
         self.state_dir = self.host.state
         self.files = self.host.files
@@ -65,6 +55,14 @@ class DockerRuntime:
         self.runner = self.host.runner
         self.builder = LocalProcess()  # images are built by this machine's engine, then shipped
         self._compose: Compose | None = None
+
+    @cached_property
+    def secrets(self) -> Secrets:
+        return self._secrets()
+
+    @property
+    def features(self) -> Features:
+        return Features(versioned_images=True, remote=self.host.remote)
 
     @cached_property
     def capabilities(self) -> Capabilities:
@@ -192,7 +190,7 @@ class DockerRuntime:
                                   f"{previous.id}\n{report}") from None  # fmt: skip
             raise StartFailed(f"the deploy of {version} did not become healthy\n{report}") from None
         self._record("up", "succeeded", versions, digest, heads, note=f"{time.monotonic() - started:.1f}s")
-        for tag in self.prune():
+        for tag in self.prune_images():
             self.console.info(f"pruned {tag}")
         return self.status()
 
@@ -245,7 +243,7 @@ class DockerRuntime:
             return {}
 
         with self.console.status("applying migrations"):
-            outcomes = self.migrations(list(DATABASE_SERVICES), ["apply"])
+            outcomes = self.migrate(list(DATABASE_SERVICES), ["apply"])
         failures, heads = migrations.applied(outcomes)
         if failures:
             raise StartFailed("migrations failed: " + "; ".join(failures))
@@ -254,7 +252,7 @@ class DockerRuntime:
         self.files.write_atomic(marker, key + "\n", 0o644)
         return heads
 
-    def migrations(self, services: list[str], action: list[str]) -> list[migrations.Outcome]:
+    def migrate(self, services: list[str], action: list[str]) -> list[migrations.Outcome]:
         """The migration runner in one-off containers of the running images (it ships with them)."""
 
         def one(service: str) -> migrations.Outcome:
@@ -348,7 +346,7 @@ class DockerRuntime:
         self._record("rollback", "succeeded", versions, digest, {}, note=f"{service}: {current[service]} -> {target}")
         return self.ledger.all()[-1]
 
-    def prune(self, keep: int = 5) -> list[str]:
+    def prune_images(self, keep: int = 5) -> list[str]:
         """Keep the newest `keep` versions of each service image; never remove a version that the current
         release or any of the last `keep` successful releases uses (the rollback targets)."""
         good = [r for r in self.ledger.all() if r.outcome == "succeeded"][-keep:]
@@ -418,7 +416,9 @@ class DockerRuntime:
         stores = ["postgres", "redis", *(["rabbitmq"] if self.env.uses_rabbitmq else [])]
         return [*stores, *self.env.services, *(["nginx"] if self.env.nginx.enabled else [])]
 
-    def logs(self, unit: str | None, tail: int | None, follow: bool, needle: str | None = None) -> None:
+    def logs(
+        self, unit: str | None, tail: int | None, follow: bool, needle: str | None, write: Callable[[str], None]
+    ) -> None:
         lines = str(tail) if tail is not None else "all"
         args = ["logs", "--no-color", "--tail", lines, *(["--follow"] if follow else []), *([unit] if unit else [])]
         proc = self.runner.spawn(self.compose(*args), stderr=sys.stderr.buffer)
@@ -428,12 +428,11 @@ class DockerRuntime:
             for line in iter(proc.stdout.readline, b""):
                 if match is not None and match not in line:
                     continue
-                sys.stdout.buffer.write(line)
-                sys.stdout.buffer.flush()
+                write(line.decode(errors="replace").rstrip("\n"))
         finally:
             proc.kill()
 
-    def down(self, volumes: bool = False) -> bool:
+    def down(self, *, volumes: bool = False) -> bool:
         if self.files.mode(self.bundle_dir / "compose.yml") is None:
             return False
         running = bool(self.containers())
@@ -446,3 +445,6 @@ class DockerRuntime:
 def _fmt(versions: dict[str, str]) -> str:
     distinct = set(versions.values())
     return next(iter(distinct)) if len(distinct) == 1 else ", ".join(f"{k}={v}" for k, v in versions.items())
+
+
+RUNTIME = DockerRuntime

@@ -12,16 +12,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from mfe_deploy import bundle
 from mfe_deploy.backups.pg import LocalPostgres
 from mfe_deploy.binaries import Binaries, discover
-from mfe_deploy.config.loader import Loaded
 from mfe_deploy.config.models import Environment
 from mfe_deploy.config.secrets import Secrets
-from mfe_deploy.console import Console
 from mfe_deploy.errors import MfeError
 from mfe_deploy.exec.host import write_atomic
 from mfe_deploy.exec.process import LocalProcess
@@ -29,22 +27,11 @@ from mfe_deploy.exec.secret import Secret
 from mfe_deploy.local_bundle import PG_SYSTEM_USER, LocalLayout, render_local
 from mfe_deploy.ops import health, migrations
 from mfe_deploy.render import Capabilities, Endpoints, environments, render
+from mfe_deploy.runtimes.contract import Deployment, Features, StartFailed, UnitStatus, Unsupported
+from mfe_deploy.state.ledger import Release
 from mfe_deploy.supervisor import ProgramState, parse_status
 
 INIT_MARKER = ".mfe-initialized"
-
-
-class StartFailed(MfeError):
-    exit_code = 1
-
-
-@dataclass(frozen=True)
-class UnitStatus:
-    name: str
-    state: str
-    pid: int | str | None  # a process id (local) or a container name (docker)
-    version: str
-    health: str
 
 
 def _as_root() -> bool:
@@ -54,13 +41,19 @@ def _as_root() -> bool:
 class LocalRuntime:
     name = "local"
 
-    def __init__(self, project_dir: Path, loaded: Loaded, secrets: Secrets, console: Console) -> None:
-        self.env: Environment = loaded.env
-        self.secrets = secrets
-        self.console = console
-        bundle_dir = (project_dir / ".mfe" / loaded.env.name).resolve()
+    features = Features(versioned_images=False)
+
+    def __init__(self, deployment: Deployment) -> None:
+        self.env: Environment = deployment.loaded.env
+        self._secrets = deployment.secrets
+        self.console = deployment.console
+        bundle_dir = (deployment.project_dir / ".mfe" / self.env.name).resolve()
         self.layout = LocalLayout(bundle_dir, _pg_outside(bundle_dir) if _as_root() else None)
         self.runner = LocalProcess()
+
+    @cached_property
+    def secrets(self) -> Secrets:
+        return self._secrets()
 
     # --- supervisord -------------------------------------------------------------------------------
     def _bins(self) -> Binaries:
@@ -132,7 +125,7 @@ class LocalRuntime:
         except MfeError:
             if started_here:
                 self.console.info("stopping what this up started")
-                self.down(bins)
+                self._stop(bins)
             raise
         return self.status()
 
@@ -369,6 +362,43 @@ class LocalRuntime:
         text = path.read_text(errors="replace").splitlines()[-lines:]
         return "\n".join(f"  {line}" for line in text)
 
+    def logs(
+        self, unit: str | None, tail: int | None, follow: bool, needle: str | None, write: Callable[[str], None]
+    ) -> None:
+        chosen = [unit] if unit else self.units()
+        prefix = len(chosen) > 1
+        offsets = {}
+        for name in chosen:
+            path = self.log_file(name)
+            lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+            lines = [line for line in lines if needle is None or needle in line]
+            for line in lines[-tail:] if tail is not None else lines:
+                write(f"{name} | {line}" if prefix else line)
+            offsets[name] = path.stat().st_size if path.exists() else 0
+        while follow:
+            time.sleep(0.5)
+            for name in chosen:
+                path = self.log_file(name)
+                if not path.exists() or path.stat().st_size <= offsets[name]:
+                    continue
+                with path.open("rb") as handle:
+                    handle.seek(offsets[name])
+                    data = handle.read()
+                offsets[name] += len(data)
+                for line in data.decode(errors="replace").splitlines():
+                    if needle is None or needle in line:
+                        write(f"{name} | {line}" if prefix else line)
+
+    def migrate(self, services: list[str], action: list[str]) -> list[migrations.Outcome]:
+        commands = {n: migrations.command(self.env, self.secrets, n, action) for n in services}
+        return migrations.run(self.runner, commands)
+
+    def rollback(self, service: str, to: str | None, timeout: float) -> Release:
+        raise Unsupported("rollback needs versioned images: it works on the docker runtime")
+
+    def prune_images(self, keep: int) -> list[str]:
+        raise Unsupported("images live on the docker runtime")
+
     def units(self) -> list[str]:
         names = ["postgres", "redis", *(["rabbitmq"] if self.env.uses_rabbitmq else [])]
         names += ["prometheus"] if self.env.monitoring.enabled else []
@@ -393,7 +423,13 @@ class LocalRuntime:
         write_atomic(ssl_dir / "key.pem", key, 0o600)
         write_atomic(ssl_dir / "cert.pem", cert, 0o644)
 
-    def down(self, bins: Binaries | None = None) -> bool:
+    def down(self, *, volumes: bool = False) -> bool:
+        stopped = self._stop(None)
+        if volumes:
+            self._delete_data()
+        return stopped
+
+    def _stop(self, bins: Binaries | None) -> bool:
         pid = self.supervisor_pid()
         if pid is None:
             return False
@@ -410,7 +446,7 @@ class LocalRuntime:
         shutil.rmtree(self.layout.run, ignore_errors=True)
         return True
 
-    def delete_data(self) -> None:
+    def _delete_data(self) -> None:
         if self.layout.pg_outside is not None:
             shutil.rmtree(self.layout.pg_outside.parent, ignore_errors=True)
         shutil.rmtree(self.layout.data, ignore_errors=True)
@@ -464,3 +500,6 @@ def _ensure_system_user(name: str) -> None:
     except KeyError:
         subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
                        check=True, capture_output=True)  # fmt: skip
+
+
+RUNTIME = LocalRuntime

@@ -1,0 +1,76 @@
+"""What every command builds on: the environment's runtime (picked by the registry, never by a type
+check), and the one wrapper every mutating command goes through (the deploy lock and the audit log)."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import ExitStack, contextmanager
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from mfe_deploy.cli.app import application, host
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from mfe_deploy.runtimes.contract import Runtime
+
+RuntimeOption = Annotated[
+    str | None, typer.Option("--runtime", "-r", help="local or docker [default: from the environment].")
+]
+LockWait = Annotated[float, typer.Option("--lock-wait", help="Seconds to wait for the deploy lock.")]
+ForceUnlock = Annotated[bool, typer.Option("--force-unlock", help="Break a stale deploy lock.")]
+
+
+def runtime(env: str, wanted: str | None = None) -> Runtime:
+    """The environment's runtime. Its secrets are resolved only when a step needs one."""
+    from mfe_deploy.engine import server_version
+    from mfe_deploy.errors import MfeError
+    from mfe_deploy.runtimes import registry
+    from mfe_deploy.runtimes.contract import Deployment
+
+    state = application()
+    loaded = state.environment(env)
+    where = host(env, loaded.env)  # connected once: the lock and the audit log of this command use it too
+    try:
+        name, why = registry.choose(wanted or loaded.env.runtime, remote=where.remote, engine=server_version)
+    except MfeError as exc:
+        raise MfeError(f"{env} targets {loaded.env.target}: {exc}") from None
+    if why:
+        state.console.info(f"runtime: {name} ({why})")
+    return registry.create(
+        name, Deployment(state.project_dir, loaded, state.console, where, lambda: state.secrets(env))
+    )
+
+
+@contextmanager
+def mutating(
+    env: str, action: str, details: dict[str, object], *, wait: float = 0, force: bool = False, lock: bool = True
+) -> Iterator[dict[str, object]]:
+    """Hold the deploy lock (unless `lock` is False: releasing the lock itself) and write one audit
+    record for the action, whatever its outcome; the record is yielded so the action can add to it."""
+    from mfe_deploy.state import audit
+    from mfe_deploy.state import lock as locks
+
+    where = host(env)
+    command = " ".join(["mfe-deploy", *sys.argv[1:]])
+    state = application()
+    breaking = lock and force and where.files.read_text(where.state / "deploy.lock") is not None
+    with ExitStack() as stack:
+        record = stack.enter_context(
+            audit.audited(where.files, where.state / "audit.jsonl", action, env, dict(details), state.notify_outcome)
+        )
+        if lock:
+            stack.enter_context(
+                locks.held(where.files, where.state / "deploy.lock", command, wait=wait, force_unlock=force)
+            )
+        if breaking:
+            lock_broken(env, f"--force-unlock by {command}")
+        yield record
+
+
+def lock_broken(env: str, how: str) -> None:
+    from mfe_deploy.notify import Event
+
+    application().notify(env, Event("lock.broken", env, f"the deploy lock of {env} was broken ({how})"))

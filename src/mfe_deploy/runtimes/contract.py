@@ -1,0 +1,109 @@
+"""The one contract every runtime keeps: the CLI and the operations only ever talk to a Runtime.
+
+A runtime is built from a Deployment (the loaded environment, where it runs, how to print, and how to
+resolve the secrets when a step needs them: read-only commands never do)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from mfe_deploy.errors import MfeError
+
+if TYPE_CHECKING:
+    from mfe_deploy.backups.pg import Postgres
+    from mfe_deploy.config.loader import Loaded
+    from mfe_deploy.config.models import Environment
+    from mfe_deploy.config.secrets import Secrets
+    from mfe_deploy.console import Console
+    from mfe_deploy.exec.host import Host
+    from mfe_deploy.exec.runner import Runner
+    from mfe_deploy.ops.health import Probe
+    from mfe_deploy.ops.migrations import Outcome
+    from mfe_deploy.state.ledger import Release
+
+
+class StartFailed(MfeError):
+    exit_code = 1
+
+
+class RolledBack(StartFailed):
+    """A deploy that did not become healthy and was rolled back to the previous release by itself."""
+
+
+class Unsupported(MfeError):
+    """What this runtime cannot do (rollback without versioned images, for instance)."""
+
+
+@dataclass(frozen=True)
+class UnitStatus:
+    name: str
+    state: str
+    pid: int | str | None  # a process id (local) or a container name (docker)
+    version: str
+    health: str
+
+
+@dataclass(frozen=True)
+class Features:
+    versioned_images: bool  # every release is a set of image tags: rollback and images prune work
+    remote: bool = False  # the stack runs on another machine
+
+
+@dataclass(frozen=True)
+class Deployment:
+    project_dir: Path
+    loaded: Loaded
+    console: Console
+    host: Host
+    secrets: Callable[[], Secrets]  # resolved on first use, and only by steps that need a secret
+
+
+class Runtime(Protocol):
+    name: str
+
+    @property
+    def env(self) -> Environment: ...
+
+    @property
+    def features(self) -> Features: ...
+
+    @property
+    def runner(self) -> Runner:
+        """Where the runtime's commands run (backups and admin SQL use it)."""
+        ...
+
+    @property
+    def secrets(self) -> Secrets: ...
+
+    def up(self, *, wait: bool, timeout: float, version: str) -> list[UnitStatus]: ...
+
+    def down(self, *, volumes: bool) -> bool:
+        """True when something was running. volumes: the data goes too."""
+        ...
+
+    def status(self) -> list[UnitStatus]: ...
+
+    def health(self) -> dict[str, Probe]: ...
+
+    def units(self) -> list[str]: ...
+
+    def logs(
+        self, unit: str | None, tail: int | None, follow: bool, needle: str | None, write: Callable[[str], None]
+    ) -> None:
+        """Each log line (prefixed by its unit when there are several) goes to write(), which masks."""
+        ...
+
+    def postgres(self) -> Postgres: ...
+
+    def stop_services(self, names: Sequence[str]) -> None: ...
+
+    def start_services(self, names: Sequence[str], timeout: float) -> None: ...
+
+    def migrate(self, services: list[str], action: list[str]) -> list[Outcome]: ...
+
+    def rollback(self, service: str, to: str | None, timeout: float) -> Release: ...
+
+    def prune_images(self, keep: int) -> list[str]: ...

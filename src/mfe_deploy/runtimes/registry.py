@@ -1,0 +1,44 @@
+"""Runtimes by name. A runtime is a module in this package that exposes RUNTIME, a class built from a
+Deployment: a new runtime is a new module, nothing else."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
+
+import mfe_deploy.runtimes as package
+from mfe_deploy.errors import MfeError
+
+if TYPE_CHECKING:
+    from mfe_deploy.runtimes.contract import Deployment, Runtime
+
+NOT_RUNTIMES = frozenset({"contract", "registry"})
+
+
+def available() -> list[str]:
+    return sorted(m.name for m in pkgutil.iter_modules(package.__path__) if m.name not in NOT_RUNTIMES)
+
+
+def create(name: str, deployment: Deployment) -> Runtime:
+    if name not in available():
+        raise MfeError(f"unknown runtime {name!r}: one of {', '.join(available())}")
+    module = importlib.import_module(f"{package.__name__}.{name}")
+    factory = cast("Callable[[Deployment], Runtime]", module.RUNTIME)
+    return factory(deployment)
+
+
+def choose(wanted: str, *, remote: bool, engine: Callable[[], tuple[int, int] | None]) -> tuple[str, str | None]:
+    """The runtime to use and, when it was picked for you (auto), why. `engine()`: the Docker Engine's
+    version when one answers here (asked only for auto); a remote host runs the docker runtime."""
+    if remote:
+        if wanted not in ("docker", "auto"):
+            raise MfeError(f"remote hosts run the docker runtime, not {wanted!r}")
+        return "docker", None
+    if wanted != "auto":
+        return wanted, None
+    found = engine()
+    if found:
+        return "docker", f"Docker Engine {found[0]}.{found[1]} answers"
+    return "local", "no Docker engine answers"
