@@ -75,7 +75,23 @@ CASES = [
         "environments/production.yaml:14: services.auth.resources.memroy: unknown key (not part of the environment model) (got '384m')",
     ]),
     Case("unknown-service", "staging", "tier: staging", "tier: staging\nservices:\n  billing:\n    port: 3009", [
-        "environments/staging.yaml:5: services.billing: unknown name 'billing': Input should be 'api-gateway', 'auth', 'payments', 'admin' or 'profile'",
+        "environments/staging.yaml:5: services.billing: missing: image (a prebuilt image) or build (a Dockerfile of yours)",
+    ]),
+    Case("service-name-not-dns", "staging", "tier: staging", "tier: staging\nservices:\n  Billing_2:\n    port: 3009\n    image: x:1", [
+        "environments/staging.yaml:5: services.Billing_2: unknown name 'Billing_2': String should match pattern '^[a-z][a-z0-9-]{0,30}[a-z0-9]$'",
+    ]),
+    Case("two-gateways", "staging", "tier: staging", "tier: staging\nservices:\n  edge:\n    port: 3009\n    image: x:1\n    role: gateway", [
+        "environments/staging.yaml:8: services.edge.role: only one gateway: api-gateway is one already",
+    ]),
+    Case("service-own-problems", "staging", "tier: staging", "tier: staging\nservices:\n  billing:\n    port: 3009\n    build: {context: billing}\n"
+         "    migrations: {path: billing/migrations}\n    depends_on: [ledger]\n    env: {PORT: '1'}\n    routes: {prefix: /api/auth}", [
+        "environments/staging.yaml:8: services.billing.migrations: migrations need a database: set database: true",
+        "environments/staging.yaml:9: services.billing.depends_on: 'ledger' is not another service of this environment",
+        "environments/staging.yaml:10: services.billing.env.PORT: set by mfe-deploy itself; choose another name",
+        "environments/staging.yaml:11: services.billing.routes.prefix: /api/auth is already routed to auth",
+    ]),
+    Case("database-without-secret", "staging", "tier: staging", "tier: staging\nservices:\n  billing:\n    port: 3009\n    image: x:1\n    database: true", [
+        "environments/staging.yaml:27: secrets.databases.billing: missing: every service database needs a password reference",
     ]),
     Case("bad-literal", "staging", "event_hub: rabbitmq", "event_hub: kafka", [
         "environments/staging.yaml:7: event_hub: Input should be 'redis' or 'rabbitmq' (got 'kafka')",

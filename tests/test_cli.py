@@ -48,9 +48,11 @@ def test_config_shows_merged_values_and_masks_secrets(project: Project) -> None:
     result = project.cli("config", "--env", "production", "--json")
     assert result.code == 0
     data = json.loads(result.out)
-    assert data["services"]["api-gateway"] == {
-        "port": 3000, "replicas": 2, "resources": {"memory": "256m", "cpus": 1.0, "pids": 256},
-    }  # fmt: skip
+    gateway = data["services"]["api-gateway"]
+    assert gateway["port"] == 3000 and gateway["replicas"] == 2  # base, then production
+    assert gateway["resources"] == {"memory": "256m", "cpus": 1.0, "pids": 256}
+    assert (gateway["role"], gateway["bundled"], gateway["database"]) == ("gateway", True, False)  # bundled defaults
+    assert data["services"]["auth"]["routes"]["public"][1] == "POST /api/auth/login"
     assert data["services"]["auth"]["resources"]["memory"] == "384m"  # override
     assert data["services"]["payments"]["resources"]["memory"] == "256m"  # model default
     assert data["nginx"]["rate_limit"] == {"rate": "100r/m", "burst": 20, "zone_size": "10m"}

@@ -125,6 +125,23 @@ def build(services_dir: Path, context: Path, *, base: str, service: str, version
          f"building {tag}", env={**os.environ, "DOCKER_BUILDKIT": os.environ.get("DOCKER_BUILDKIT", "0")})  # fmt: skip
 
 
+def build_own(context: Path, dockerfile: Path, *, version: str, tag: str) -> None:
+    """A service of yours, from its own Dockerfile (VERSION is passed as a build argument)."""
+    argv = [
+        "docker",
+        "build",
+        "-q",
+        "-f",
+        str(dockerfile),
+        "--build-arg",
+        f"VERSION={version}",
+        "-t",
+        tag,
+        str(context),
+    ]
+    _run(argv, f"building {tag}", env={**os.environ, "DOCKER_BUILDKIT": os.environ.get("DOCKER_BUILDKIT", "0")})
+
+
 def tags(runner: Runner, prefix: str, service: str) -> list[str]:
     out = runner.run(Command(("docker", "image", "ls", "--format", "{{.Tag}}", f"{prefix}/{service}")), timeout=60)
     return [t for t in out.stdout.split() if t and t != "<none>"]

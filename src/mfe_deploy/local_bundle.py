@@ -13,6 +13,7 @@ from pathlib import Path
 from mfe_deploy.binaries import Binaries
 from mfe_deploy.config.models import Environment
 from mfe_deploy.config.secrets import Secrets
+from mfe_deploy.errors import ConfigError, Problem
 from mfe_deploy.render import (
     MAINTENANCE_DIR,
     Bundle,
@@ -70,19 +71,29 @@ def _env_text(env_name: str, unit: str, variables: list[tuple[str, object]]) -> 
 
 def render_local(
     env: Environment, secrets: Secrets, layout: LocalLayout, bins: Binaries, *, python: str, run_as_root: bool,
-    version: str = "dev",
+    version: str = "dev", project_dir: Path | None = None,
 ) -> Bundle:  # fmt: skip
     files: dict[str, BundleFile] = {}
     units = environments(env, secrets, Endpoints.local(env))
     services = []
     for name in env.services:
         variables = [*units[name], ("HOST", "127.0.0.1"), ("SERVICE_VERSION", version)]
-        if name == "api-gateway":
+        if env.services[name].role == "gateway":
             variables.append(("MAINTENANCE_FILE", str(layout.bundle / MAINTENANCE_DIR / "maintenance.json")))
         text = _env_text(env.name, name, variables)
         files[f"env/{name}.env"] = BundleFile(text, secret=True)
         digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-        command = shlex.join([python, "-m", "mfe_services", name, "--env-file", str(layout.env_file(name))])
+        svc = env.services[name]
+        env_file = str(layout.env_file(name))
+        if svc.bundled:
+            argv = [python, "-m", "mfe_services", name, "--env-file", env_file]
+        elif svc.command is not None:
+            folder = str(project_dir or layout.bundle.parent.parent)
+            argv = [python, "-m", "mfe_deploy.exec.withenv", env_file, folder, "--", *svc.command]
+        else:
+            why = "missing: the local runtime runs each service as a process"
+            raise ConfigError([Problem(f"environments/{env.name}.yaml", None, f"services.{name}.command", why)])
+        command = shlex.join(argv)
         services.append({"name": name, "command": command, "environment": f'MFE_CONFIG="{digest}"'})
     data = layout.data
     pg_command = shlex.join([

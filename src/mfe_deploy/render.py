@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mfe_deploy.config import urls
-from mfe_deploy.config.models import DATABASE_SERVICES, Environment
+from mfe_deploy.config.models import Environment
 from mfe_deploy.config.secrets import Secrets
 from mfe_deploy.exec.secret import Secret
 
@@ -149,7 +150,7 @@ def render(
 class NginxPaths:
     """Where nginx finds things: in its container (the defaults), or on this machine (local runtime)."""
 
-    upstream: str = "api-gateway"
+    upstream: str | None = None  # where the gateway answers; default: its service name (compose DNS)
     ssl: str = "/etc/nginx/ssl"
     pid: str = "/run/nginx.pid"
     mime_types: str = "/etc/nginx/mime.types"
@@ -159,6 +160,8 @@ class NginxPaths:
 
 
 def nginx_conf(env: Environment, paths: NginxPaths, caps: Capabilities = Capabilities()) -> str:
+    if paths.upstream is None:
+        paths = dataclasses.replace(paths, upstream=env.gateway)
     return _jinja().get_template("nginx.conf.j2").render({**_context(env, {}, caps), "nginx_paths": paths})
 
 
@@ -173,26 +176,32 @@ def _healthcheck(
     return check
 
 
-def _service_probe(port: int) -> list[str]:
-    code = f"import urllib.request as u; u.urlopen('http://127.0.0.1:{port}/health', timeout=2)"
+def _service_probe(port: int, path: str) -> list[str]:
+    code = f"import urllib.request as u; u.urlopen('http://127.0.0.1:{port}{path}', timeout=2)"
     return ["CMD", "python3", "-c", code]
 
 
+def image_ref(env: Environment, service: str, version: str) -> str:
+    """The image a service runs: its prebuilt `image`, or the one mfe-deploy builds and tags per version."""
+    return env.services[service].image or f"{env.images.services_prefix}/{service}:{version}"
+
+
 def _context(env: Environment, versions: Mapping[str, str], caps: Capabilities) -> dict[str, Any]:
-    prefix = env.images.services_prefix
     infra_deps = ["postgres", "redis", *(["rabbitmq"] if env.uses_rabbitmq else [])]
     services = []
     for name, svc in env.services.items():
+        gateway = svc.role == "gateway"
         services.append(
             {
                 "name": name,
                 "port": svc.port,
                 "replicas": svc.replicas,
                 "resources": svc.resources,
-                "image": f"{prefix}/{name}:{versions.get(name, 'latest')}",
-                "depends_on": [n for n in env.services if n != name] if name == "api-gateway" else infra_deps,
-                "networks": ["edge", "backend"] if name == "api-gateway" else ["backend", "data"],
-                "healthcheck": _healthcheck(_service_probe(svc.port), caps),
+                "image": image_ref(env, name, versions.get(name, "latest")),
+                "depends_on": [n for n in env.services if n != name] if gateway else [*infra_deps, *svc.depends_on],
+                "networks": ["edge", "backend"] if gateway else ["backend", "data"],
+                "healthcheck": _healthcheck(_service_probe(svc.port, svc.health), caps),
+                "maintenance": gateway,
             }
         )
     return {
@@ -203,12 +212,13 @@ def _context(env: Environment, versions: Mapping[str, str], caps: Capabilities) 
         "infra_caps": INFRA_CAPS,
         "data_internal": not env.publish_ports,
         "db_superuser": env.database.superuser,
-        "bootstrap_db": env.database_name("auth") if env.database.layout == "shared" else "postgres",
+        "bootstrap_db": _bootstrap_db(env),
         "databases": [
             {"service": s, "name": env.database_name(s), "role": env.database_role(s), "var": _db_var(s)}
-            for s in DATABASE_SERVICES
+            for s in env.database_services
         ],
-        "gateway": env.services["api-gateway"],
+        "gateway": env.services[env.gateway] if env.gateway else None,
+        "gateway_name": env.gateway,
         "health": {
             "postgres": _healthcheck(
                 ["CMD", "pg_isready", "-h", "127.0.0.1", "-U", env.database.superuser, "-d", "postgres"], caps
@@ -228,7 +238,22 @@ def _context(env: Environment, versions: Mapping[str, str], caps: Capabilities) 
 
 
 def _db_var(service: str) -> str:
-    return f"MFE_{service.upper()}_DB_PASSWORD"
+    return f"MFE_{service.upper().replace('-', '_')}_DB_PASSWORD"
+
+
+def _bootstrap_db(env: Environment) -> str:
+    """The database the postgres container creates first: the shared one, or postgres."""
+    return env.database.name or f"universal_mfe_{env.name}" if env.database.layout == "shared" else "postgres"
+
+
+def routes(env: Environment) -> str:
+    """What the gateway forwards where, and which METHOD /path pairs need no token (JSON, for ROUTES)."""
+    table = {
+        name: {"prefix": env.route_prefix(name), "public": list(svc.routes.public)}
+        for name, svc in env.services.items()
+        if svc.role != "gateway"
+    }
+    return json.dumps(table, separators=(",", ":"))
 
 
 def environments(env: Environment, secrets: Secrets, at: Endpoints) -> dict[str, list[tuple[str, object]]]:
@@ -238,8 +263,8 @@ def environments(env: Environment, secrets: Secrets, at: Endpoints) -> dict[str,
         "postgres": [
             ("POSTGRES_USER", pg.superuser),
             ("POSTGRES_PASSWORD", secrets.postgres_password),
-            ("POSTGRES_DB", env.database_name("auth") if pg.layout == "shared" else "postgres"),
-            *((_db_var(s), secrets.databases[s]) for s in DATABASE_SERVICES),
+            ("POSTGRES_DB", _bootstrap_db(env)),
+            *((_db_var(s), secrets.databases[s]) for s in env.database_services),
         ]
     }
     if env.uses_rabbitmq:
@@ -260,23 +285,24 @@ def environments(env: Environment, secrets: Secrets, at: Endpoints) -> dict[str,
             ("JWT_REFRESH_EXPIRES_IN", env.jwt.refresh_expires_in),
             ("CORS_ORIGIN", env.cors_origin),
         ]
-        if name == "api-gateway" and at.maintenance_file:
+        if svc.role == "gateway" and at.maintenance_file:
             variables.append(("MAINTENANCE_FILE", at.maintenance_file))
-        if name == "api-gateway":
+        if svc.role == "gateway":
             variables += [
                 (f"{other.upper().replace('-', '_')}_SERVICE_URL", "http://{}:{}".format(*at.services[other]))
                 for other in env.services
                 if other != name
             ]
+            variables.append(("ROUTES", routes(env)))
         else:
-            variables += [
-                ("DATABASE_URL", urls.database_url(env, secrets, name, *at.postgres)),
-                ("REDIS_URL", urls.redis_url(env, *at.redis)),
-            ]
+            if svc.database:
+                variables.append(("DATABASE_URL", urls.database_url(env, secrets, name, *at.postgres)))
+            variables.append(("REDIS_URL", urls.redis_url(env, *at.redis)))
             if env.uses_rabbitmq:
                 variables.append(("RABBITMQ_URL", urls.rabbitmq_url(env, secrets, *at.rabbitmq)))
         if secrets.sentry_dsn is not None:
             variables.append(("SENTRY_DSN", secrets.sentry_dsn))
+        variables += sorted(svc.env.items())
         files[name] = variables
     return files
 

@@ -44,6 +44,9 @@ class Migration:
 
 
 def migrations_dir(service: str) -> Path:
+    exact = os.environ.get("MFE_MIGRATIONS_FOLDER")  # a service of yours: its own folder
+    if exact:
+        return Path(exact)
     override = os.environ.get("MFE_MIGRATIONS_DIR")
     if override:
         return Path(override) / service

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mfe_deploy.compose import Compose
-from mfe_deploy.config.models import DATABASE_SERVICES, Environment
+from mfe_deploy.config.models import Environment
 from mfe_deploy.errors import ConfigError, Problem
 from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.secret import Secret
@@ -66,13 +66,13 @@ class Target:
 
 
 def targets(env: Environment, only: str | None = None) -> list[Target]:
-    if only is not None and only not in DATABASE_SERVICES:
-        known = ", ".join(DATABASE_SERVICES)
+    if only is not None and only not in env.database_services:
+        known = ", ".join(env.database_services)
         raise ConfigError([Problem("--service", None, "", f"{only!r} has no database; one of: {known}")])
     shared = env.database.layout == "shared"
     return [
         Target(s, env.database_name(s), s if shared else None, env.database_role(s))
-        for s in DATABASE_SERVICES
+        for s in env.database_services
         if only in (None, s)
     ]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from mfe_deploy.config.models import DATABASE_SERVICES, SERVICE_NAMES, Environment
+from mfe_deploy.config.bundled import BUNDLED
+from mfe_deploy.config.models import Environment
 from mfe_deploy.config.source import KeyPath
 
 Finding = tuple[KeyPath, str]
@@ -14,10 +15,46 @@ def check(env: Environment) -> list[Finding]:
     return [*_services(env), *_ports(env), *_tier(env), *_secrets(env), *_nginx(env), *_database(env)]
 
 
+# What mfe-deploy itself sets in a service's environment: a service's `env:` cannot replace them.
+RESERVED_ENV = frozenset(
+    {"APP_ENV", "SERVICE_NAME", "PORT", "HOST", "LOG_LEVEL", "EVENT_HUB", "JWT_SECRET", "JWT_EXPIRES_IN",
+     "JWT_REFRESH_EXPIRES_IN", "CORS_ORIGIN", "DATABASE_URL", "REDIS_URL", "RABBITMQ_URL", "SENTRY_DSN",
+     "SERVICE_VERSION", "MAINTENANCE_FILE", "ROUTES"}
+)  # fmt: skip
+
+
 def _services(env: Environment) -> Iterator[Finding]:
-    for name in SERVICE_NAMES:
-        if name not in env.services:
-            yield ("services", name), "missing: every bundled service must be configured"
+    gateways = [name for name, svc in env.services.items() if svc.role == "gateway"]
+    if not gateways:
+        yield ("services",), "no service has role: gateway (the one entry point every route goes through)"
+    for extra in gateways[1:]:
+        yield ("services", extra, "role"), f"only one gateway: {gateways[0]} is one already"
+    prefixes: dict[str, str] = {}
+    for name, svc in env.services.items():
+        if svc.bundled and name not in BUNDLED:
+            yield ("services", name, "bundled"), f"mfe-deploy ships {', '.join(BUNDLED)}, not {name!r}"
+        if not svc.bundled and svc.image is None and svc.build is None:
+            yield ("services", name), "missing: image (a prebuilt image) or build (a Dockerfile of yours)"
+        if svc.image is not None and svc.build is not None:
+            yield ("services", name, "image"), "give image or build, not both"
+        if svc.migrations is not None and not svc.database:
+            yield ("services", name, "migrations"), "migrations need a database: set database: true"
+        for dep in svc.depends_on:
+            if dep not in env.services or dep == name:
+                yield ("services", name, "depends_on"), f"{dep!r} is not another service of this environment"
+        for key in svc.env:
+            if key in RESERVED_ENV or key.endswith("_SERVICE_URL"):
+                yield ("services", name, "env", key), "set by mfe-deploy itself; choose another name"
+        if svc.role == "gateway":
+            continue
+        prefix = env.route_prefix(name)
+        if prefix in prefixes:
+            yield ("services", name, "routes", "prefix"), f"{prefix} is already routed to {prefixes[prefix]}"
+        prefixes[prefix] = name
+        for route in svc.routes.public:
+            path = route.split(" ", 1)[1]
+            if path != prefix and not path.startswith(prefix + "/"):
+                yield ("services", name, "routes", "public"), f"{route!r} is not under {prefix}"
 
 
 def _ports(env: Environment) -> Iterator[Finding]:
@@ -51,9 +88,12 @@ def _tier(env: Environment) -> Iterator[Finding]:
 
 
 def _secrets(env: Environment) -> Iterator[Finding]:
-    for name in DATABASE_SERVICES:
+    for name in env.database_services:
         if name not in env.secrets.databases:
             yield ("secrets", "databases", name), "missing: every service database needs a password reference"
+    for name in env.secrets.databases:
+        if name not in env.database_services:
+            yield ("secrets", "databases", name), "no service of this environment owns this database"
     if env.uses_rabbitmq and env.secrets.rabbitmq_password is None:
         yield ("secrets", "rabbitmq_password"), "missing: event_hub is rabbitmq"
 

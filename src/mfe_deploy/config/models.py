@@ -5,13 +5,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-SERVICE_NAMES = ("api-gateway", "auth", "payments", "admin", "profile")
-DATABASE_SERVICES = ("auth", "payments", "admin", "profile")
+from mfe_deploy.config.bundled import with_bundled_defaults
 
-ServiceName = Literal["api-gateway", "auth", "payments", "admin", "profile"]
-DatabaseService = Literal["auth", "payments", "admin", "profile"]
+ServiceName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$", description="a DNS label")]
 Tier = Literal["development", "staging", "production"]
 Port = Annotated[int, Field(ge=1, le=65535)]
 ServicePort = Annotated[int, Field(ge=1024, le=65535, description="services run non-root")]
@@ -58,10 +56,43 @@ class Resources(Model):
     pids: int = Field(default=256, ge=16, le=65536)
 
 
+class Build(Model):
+    """An image built from your own Dockerfile (paths relative to the project)."""
+
+    context: str = Field(min_length=1)
+    dockerfile: str = "Dockerfile"
+
+
+class Routes(Model):
+    prefix: str | None = Field(default=None, pattern=r"^/[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$",
+                               description="default: /api/<service>")  # fmt: skip
+    public: tuple[Annotated[str, Field(pattern=r"^(GET|HEAD|POST|PUT|PATCH|DELETE) /[A-Za-z0-9._~/-]*$")], ...] = Field(
+        default=(), description="METHOD /path the gateway forwards without a token"
+    )
+
+
+class Migrations(Model):
+    path: str = Field(min_length=1, description="a folder of NNN_name.sql files, relative to the project")
+
+
+EnvName = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{0,63}$")]
+
+
 class Service(Model):
     port: ServicePort
     replicas: int = Field(default=1, gt=0, le=32)
     resources: Resources = Resources()
+    role: Literal["gateway", "service"] = Field(default="service", description="gateway: the one entry point")
+    bundled: bool = Field(default=False, description="one of the five services mfe-deploy ships (mfe_services)")
+    image: Image | None = Field(default=None, description="a prebuilt image, used as it is")
+    build: Build | None = None
+    command: tuple[str, ...] | None = Field(default=None, min_length=1, description="local runtime: the process")
+    health: str = Field(default="/health", pattern=r"^/[A-Za-z0-9._~/-]*$")
+    database: bool = Field(default=False, description="owns a database (or schema): role, migrations, backups")
+    migrations: Migrations | None = None
+    routes: Routes = Routes()
+    env: dict[EnvName, str] = Field(default_factory=dict, description="plain values; secrets go in secrets:")
+    depends_on: tuple[ServiceName, ...] = ()
 
 
 class Database(Model):
@@ -182,7 +213,7 @@ class Notify(Model):
 class Secrets(Model):
     jwt_secret: Ref
     postgres_password: Ref
-    databases: dict[DatabaseService, Ref]
+    databases: dict[ServiceName, Ref]
     rabbitmq_password: Ref | None = None
     sentry_dsn: Ref | None = None
     backup_passphrase: Ref | None = Field(default=None, description="set: every backup file is encrypted")
@@ -212,9 +243,26 @@ class Environment(Model):
     monitoring: Monitoring = Monitoring()
     secrets: Secrets
 
+    @model_validator(mode="before")
+    @classmethod
+    def _bundled(cls, data: Any) -> Any:
+        return with_bundled_defaults(data)
+
     @property
     def uses_rabbitmq(self) -> bool:
         return self.event_hub == "rabbitmq"
+
+    @property
+    def gateway(self) -> str | None:
+        """The service whose role is gateway (config checks: exactly one)."""
+        return next((name for name, svc in self.services.items() if svc.role == "gateway"), None)
+
+    @property
+    def database_services(self) -> list[str]:
+        return [name for name, svc in self.services.items() if svc.database]
+
+    def route_prefix(self, service: str) -> str:
+        return self.services[service].routes.prefix or f"/api/{service}"
 
     def database_name(self, service: str) -> str:
         if self.database.layout == "per-service":

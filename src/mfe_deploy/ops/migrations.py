@@ -6,18 +6,21 @@ The runner (`python -m mfe_services.migrate`) ships with the services, so it run
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mfe_deploy.config import urls
-from mfe_deploy.config.models import DATABASE_SERVICES, Environment
+from mfe_deploy.config.models import Environment, Service
 from mfe_deploy.config.secrets import Secrets
 from mfe_deploy.errors import ConfigError, Problem
 from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.runner import Completed, Runner
+from mfe_deploy.exec.secret import Secret
 
 
 @dataclass(frozen=True)
@@ -34,19 +37,34 @@ class Outcome:
 
 def services(env: Environment, only: str | None) -> list[str]:
     if only is None:
-        return list(DATABASE_SERVICES)
-    if only not in DATABASE_SERVICES:
-        known = ", ".join(DATABASE_SERVICES)
+        return env.database_services
+    if only not in env.database_services:
+        known = ", ".join(env.database_services)
         raise ConfigError([Problem("--service", None, "", f"{only!r} has no database; one of: {known}")])
     return [only]
 
 
 def command(
     env: Environment, secrets: Secrets, service: str, action: list[str], *, host: str = "127.0.0.1",
-    python: str = sys.executable,
+    python: str = sys.executable, project_dir: Path | None = None,
 ) -> Command:  # fmt: skip
+    """The bundled runner; for a service of yours, pointed at its migrations folder (MFE_MIGRATIONS_FOLDER)."""
     argv = (python, "-m", "mfe_services.migrate", "--service", service, "--env-name", env.name, *action)
-    return Command(argv=argv, env={"DATABASE_URL": urls.database_url(env, secrets, service, host)})
+    variables: dict[str, str | Secret] = {"DATABASE_URL": urls.database_url(env, secrets, service, host)}
+    svc = env.services[service]
+    if not svc.bundled and svc.migrations is not None:
+        variables["MFE_MIGRATIONS_FOLDER"] = str((project_dir or Path.cwd()) / svc.migrations.path)
+    return Command(argv=argv, env=variables)
+
+
+def folder_digest(project_dir: Path, svc: Service) -> str:
+    """What a service's own migrations folder holds (bundled services' migrations ship in their image)."""
+    if svc.bundled or svc.migrations is None:
+        return ""
+    digest = hashlib.sha256()
+    for path in sorted((project_dir / svc.migrations.path).glob("*.sql")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def parse(service: str, done: Completed) -> Outcome:

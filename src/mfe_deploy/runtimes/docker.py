@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import hashlib
 import json
@@ -12,11 +13,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import cached_property
+from pathlib import Path
 
 from mfe_deploy import bundle, images, tls
 from mfe_deploy.backups.pg import ComposePostgres
 from mfe_deploy.compose import Compose, ContainerState, find, parse_ps
-from mfe_deploy.config.models import DATABASE_SERVICES, Environment
+from mfe_deploy.config import urls
+from mfe_deploy.config.models import Environment
 from mfe_deploy.config.secrets import Secrets
 from mfe_deploy.console import human_size
 from mfe_deploy.engine import capabilities, capabilities_for, version_via
@@ -25,7 +28,7 @@ from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.process import LocalProcess
 from mfe_deploy.exec.runner import Completed
 from mfe_deploy.ops import health, migrations
-from mfe_deploy.render import MAINTENANCE_DIR, Capabilities, render
+from mfe_deploy.render import MAINTENANCE_DIR, Capabilities, image_ref, render
 from mfe_deploy.runtimes.contract import Deployment, Features, RolledBack, StartFailed, UnitStatus
 from mfe_deploy.state.ledger import Ledger, Release
 
@@ -88,25 +91,34 @@ class DockerRuntime:
         return dict(good.versions) if good else {}
 
     def tag(self, service: str, version: str) -> str:
-        return f"{self.env.images.services_prefix}/{service}:{version}"
+        return image_ref(self.env, service, version)
 
     def build(self, version: str) -> None:
         services_dir = self.project_dir / "services"
         if not (services_dir / "Dockerfile").exists():
             services_dir = images.REPO / "services"
-        needed = [
-            s for s in self.env.services
-            if version.endswith("-dirty") or not images.exists(self.builder, self.tag(s, version))
-        ]  # fmt: skip
+        for name, svc in self.env.services.items():
+            if svc.image is not None and not images.exists(self.builder, svc.image):
+                raise StartFailed(f"{name}: image {svc.image} does not exist on this engine (docker pull or load it)")
+        built = [s for s, svc in self.env.services.items() if svc.image is None]
+        fresh = version.endswith("-dirty")
+        needed = [s for s in built if fresh or not images.exists(self.builder, self.tag(s, version))]
         if needed:
             started = time.monotonic()
             with self.console.status(f"building {len(needed)} service image(s) at {version}") as waiting:
-                python = images.base_python(self.env.images.service_base)
-                context = images.wheelhouse(services_dir, self.local_dir / "build", python)
+                context: Path | None = None
                 for done, service in enumerate(needed, 1):
                     tag = self.tag(service, version)
-                    images.build(services_dir, context, base=self.env.images.service_base, service=service,
-                                 version=version, tag=tag)  # fmt: skip
+                    own = self.env.services[service].build
+                    if own is not None:
+                        folder = self.project_dir / own.context
+                        images.build_own(folder, folder / own.dockerfile, version=version, tag=tag)
+                    else:
+                        if context is None:
+                            python = images.base_python(self.env.images.service_base)
+                            context = images.wheelhouse(services_dir, self.local_dir / "build", python)
+                        images.build(services_dir, context, base=self.env.images.service_base, service=service,
+                                     version=version, tag=tag)  # fmt: skip
                     waiting.update(f"{done}/{len(needed)} built ({service})", f"{time.monotonic() - started:.0f}s")
         if self.host.remote:
             self.ship([self.tag(s, version) for s in self.env.services])
@@ -233,8 +245,9 @@ class DockerRuntime:
         """Migrations ship in the images: with the same images and the same database container they were
         applied already, and one-off containers (seconds each) can be skipped."""
         pg = [c.name for c in self.containers() if c.service == "postgres"]
-        ids = [self._image_ids(versions)[s] for s in DATABASE_SERVICES]
-        return hashlib.sha256(json.dumps([pg, ids]).encode()).hexdigest()
+        ids = [self._image_ids(versions)[s] for s in self.env.database_services]
+        folders = [migrations.folder_digest(self.project_dir, svc) for svc in self.env.services.values()]
+        return hashlib.sha256(json.dumps([pg, ids, folders]).encode()).hexdigest()
 
     def _migrate(self, versions: dict[str, str]) -> dict[str, str]:
         marker = self.state_dir / "migrated"
@@ -243,7 +256,7 @@ class DockerRuntime:
             return {}
 
         with self.console.status("applying migrations"):
-            outcomes = self.migrate(list(DATABASE_SERVICES), ["apply"])
+            outcomes = self.migrate(self.env.database_services, ["apply"])
         failures, heads = migrations.applied(outcomes)
         if failures:
             raise StartFailed("migrations failed: " + "; ".join(failures))
@@ -257,7 +270,20 @@ class DockerRuntime:
 
         def one(service: str) -> migrations.Outcome:
             runner = ["-m", "mfe_services.migrate", "--service", service, "--env-name", self.env.name, *action]
-            cmd = self.compose("run", "--rm", "--no-deps", "-T", "--entrypoint", "python3", service, *runner)
+            svc = self.env.services[service]
+            if svc.bundled:
+                cmd = self.compose("run", "--rm", "--no-deps", "-T", "--entrypoint", "python3", service, *runner)
+                return migrations.parse(service, self.runner.run(cmd, timeout=600))
+            if svc.migrations is None:
+                return migrations.Outcome(service, True, {"applied": [], "migrations": [], "pending": []})
+            # Your image need not hold the runner: it runs in a one-off container of a bundled image
+            # (on the same networks), with your folder mounted and your database's URL.
+            host_folder = self.files_for_migrations(service)
+            url = urls.database_url(self.env, self.secrets, service, "postgres", 5432)
+            mount = ["-v", f"{host_folder}:/run/mfe/migrations:ro", "-e", "MFE_MIGRATIONS_FOLDER=/run/mfe/migrations"]
+            one_off = ["run", "--rm", "--no-deps", "-T", "--entrypoint", "python3", *mount, "-e", "DATABASE_URL"]
+            cmd = self.compose(*one_off, self._runner_service(), *runner)
+            cmd = dataclasses.replace(cmd, env={**cmd.env, "DATABASE_URL": url})
             return migrations.parse(service, self.runner.run(cmd, timeout=600))
 
         # The first one-off container creates the project's networks; concurrent first runs would each
@@ -265,6 +291,26 @@ class DockerRuntime:
         first = one(services[0])
         with ThreadPoolExecutor(3) as pool:
             return [first, *pool.map(one, services[1:])]
+
+    def _runner_service(self) -> str:
+        """A bundled service on the data network: its image holds the migration runner."""
+        found = [n for n, s in self.env.services.items() if s.bundled and s.database]
+        if not found:
+            raise StartFailed("migrations of your services run in a bundled service's image: this environment has none")
+        return found[0]
+
+    def files_for_migrations(self, service: str) -> str:
+        """Where the service's migrations folder is on the engine's machine (sent there for a remote host)."""
+        svc = self.env.services[service]
+        assert svc.migrations is not None
+        local = (self.project_dir / svc.migrations.path).resolve()
+        if not self.host.remote:
+            return str(local)
+        there = self.bundle_dir / "migrations" / service
+        self.files.makedirs(there, 0o755)
+        for path in sorted(local.glob("*.sql")):
+            self.files.write_atomic(there / path.name, path.read_bytes(), 0o644)
+        return str(there)
 
     def _confirm_healthy(self, timeout: float, *, recovering: bool = False) -> None:
         """`compose up --wait` can return while a container is in a restart loop (seen with Engine 20.10):
@@ -322,6 +368,9 @@ class DockerRuntime:
         current = self.current_versions()
         if service not in self.env.services:
             raise MfeError(f"unknown service {service!r}; one of: {', '.join(self.env.services)}")
+        prebuilt = self.env.services[service].image
+        if prebuilt is not None:
+            raise MfeError(f"{service} runs the prebuilt image {prebuilt}: to go back, change it in the environment")
         if not current:
             raise MfeError(f"no successful release of {self.env.name} yet: nothing to roll back")
         target = to or self.ledger.previous_version(service, current[service])
@@ -351,7 +400,7 @@ class DockerRuntime:
         release or any of the last `keep` successful releases uses (the rollback targets)."""
         good = [r for r in self.ledger.all() if r.outcome == "succeeded"][-keep:]
         removed = []
-        for service in self.env.services:
+        for service in (s for s, svc in self.env.services.items() if svc.image is None):
             protected = {r.versions.get(service, "") for r in good}
             tags = sorted(images.tags(self.runner, self.env.images.services_prefix, service),
                           key=lambda t: images.created(self.runner, self.tag(service, t)), reverse=True)  # fmt: skip

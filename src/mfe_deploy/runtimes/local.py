@@ -47,6 +47,7 @@ class LocalRuntime:
         self.env: Environment = deployment.loaded.env
         self._secrets = deployment.secrets
         self.console = deployment.console
+        self.project_dir = deployment.project_dir
         bundle_dir = (deployment.project_dir / ".mfe" / self.env.name).resolve()
         self.layout = LocalLayout(bundle_dir, _pg_outside(bundle_dir) if _as_root() else None)
         self.runner = LocalProcess()
@@ -97,7 +98,7 @@ class LocalRuntime:
         self._check_ports(states)
         main = render(self.env, self.secrets, caps=Capabilities())
         local = render_local(self.env, self.secrets, self.layout, bins, python=sys.executable,
-                             run_as_root=_as_root(), version=version)  # fmt: skip
+                             run_as_root=_as_root(), version=version, project_dir=self.project_dir)  # fmt: skip
         bundle.write(main, self.layout.bundle)
         changed = bundle.write(local, self.layout.root)
         self._prepare_dirs()
@@ -275,7 +276,7 @@ class LocalRuntime:
 
     def _migrate(self) -> None:
         commands = {
-            name: migrations.command(self.env, self.secrets, name, ["apply"])
+            name: migrations.command(self.env, self.secrets, name, ["apply"], project_dir=self.project_dir)
             for name in migrations.services(self.env, None)
         }
         with self.console.status("applying migrations"):
@@ -350,7 +351,7 @@ class LocalRuntime:
         return health.probe_all(self._health_urls(), timeout=3)
 
     def _health_urls(self, suffix: str = "") -> dict[str, str]:
-        return {str(name): f"http://127.0.0.1:{svc.port}/health{suffix}" for name, svc in self.env.services.items()}
+        return {name: f"http://127.0.0.1:{svc.port}{svc.health}{suffix}" for name, svc in self.env.services.items()}
 
     def log_file(self, unit: str) -> Path:
         return self.layout.logs / f"{unit}.log"
@@ -390,7 +391,9 @@ class LocalRuntime:
                         write(f"{name} | {line}" if prefix else line)
 
     def migrate(self, services: list[str], action: list[str]) -> list[migrations.Outcome]:
-        commands = {n: migrations.command(self.env, self.secrets, n, action) for n in services}
+        commands = {
+            n: migrations.command(self.env, self.secrets, n, action, project_dir=self.project_dir) for n in services
+        }
         return migrations.run(self.runner, commands)
 
     def rollback(self, service: str, to: str | None, timeout: float) -> Release:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -25,6 +26,33 @@ def _positive(value: str, name: str) -> int:
 
 
 @dataclass(frozen=True)
+class Route:
+    """Where the gateway sends a path prefix, and which METHOD /path pairs there need no token."""
+
+    prefix: str
+    public: frozenset[tuple[str, str]] = frozenset()
+
+
+def routes(raw: str | None, upstreams: Mapping[str, str]) -> dict[str, Route]:
+    """ROUTES as mfe-deploy renders it: {"auth": {"prefix": "/api/auth", "public": ["POST /api/auth/login"]}}.
+    An upstream it does not name is routed at /api/<name>, every path behind a token."""
+    table: dict[str, Route] = {name: Route(f"/api/{name}") for name in upstreams}
+    if not raw:
+        return table
+    try:
+        data = json.loads(raw)
+        for name, entry in data.items():
+            public = frozenset(tuple(item.split(" ", 1)) for item in entry.get("public", []))
+            table[name] = Route(str(entry["prefix"]), public)
+    except (ValueError, AttributeError, KeyError, TypeError) as exc:
+        raise ValueError(f"ROUTES: not the routes table mfe-deploy renders ({exc})") from None
+    unknown = sorted(set(table) - set(upstreams))
+    if unknown:
+        raise ValueError(f"ROUTES names {', '.join(unknown)}, which have no _SERVICE_URL")
+    return table
+
+
+@dataclass(frozen=True)
 class Settings:
     service: str
     port: int
@@ -39,6 +67,7 @@ class Settings:
     redis_url: str | None = None
     rabbitmq_url: str | None = field(default=None, repr=False)
     upstreams: Mapping[str, str] = field(default_factory=dict)
+    routes: Mapping[str, Route] = field(default_factory=dict)
     version: str = "dev"
     max_body: int = 1 << 20
     sentry_dsn: str | None = field(default=None, repr=False)
@@ -69,6 +98,7 @@ class Settings:
             redis_url=env.get("REDIS_URL") or None,
             rabbitmq_url=env.get("RABBITMQ_URL") or None,
             upstreams=dict(sorted(upstreams.items())),
+            routes=routes(env.get("ROUTES"), upstreams),
             version=env.get("SERVICE_VERSION", "dev"),
             sentry_dsn=env.get("SENTRY_DSN") or None,
             maintenance_file=env.get("MAINTENANCE_FILE") or None,

@@ -18,10 +18,6 @@ from mfe_services.gateway.maintenance import Maintenance
 from mfe_services.gateway.upstream import Connection, Pool, UpstreamError, hop_by_hop, request_head
 
 log = logging.getLogger("mfe.gateway")
-PUBLIC = frozenset(
-    {("POST", "/api/auth/register"), ("POST", "/api/auth/login"), ("POST", "/api/auth/refresh"),
-     ("POST", "/api/auth/logout")}
-)  # fmt: skip
 RESPONSE_TIMEOUT = 60.0
 DEFAULT_ALLOW = b"authorization, content-type, idempotency-key, x-request-id"
 # Expect is answered to the client by the server in front of us (uvicorn sends 100 Continue when the body
@@ -56,7 +52,10 @@ class Gateway:
         for name, url in settings.upstreams.items():
             parts = urlsplit(url)
             self.pools[name] = Pool(parts.hostname or "127.0.0.1", parts.port or 80)
-            self.prefixes.append((f"/api/{name}", name))
+            self.prefixes.append((settings.routes[name].prefix, name))
+        # Longest prefix first: /api/auth/admin (a service of its own) wins over /api/auth.
+        self.prefixes.sort(key=lambda item: len(item[0]), reverse=True)
+        self.public = frozenset(pair for route in settings.routes.values() for pair in route.public)
         self.cors_origin = settings.cors_origin.encode()
         reporting.init(settings)
         self.maintenance = Maintenance(settings.maintenance_file)
@@ -91,7 +90,7 @@ class Gateway:
         if name is None:
             await self._send(send, _json(404, {"error": f"no route for {path}"}, extra))
             return
-        if (method, path) not in PUBLIC and not (method == "GET" and path.endswith("/version")):
+        if (method, path) not in self.public and not (method == "GET" and path.endswith("/version")):
             token = tokens.bearer((headers.get(b"authorization") or b"").decode("latin-1"))
             try:
                 if token is None:
@@ -108,7 +107,7 @@ class Gateway:
         """The route label of the metrics: a service prefix, /health..., or unmatched (bounded values)."""
         name = self._route(path)
         if name is not None:
-            return f"/api/{name}"
+            return self.settings.routes[name].prefix
         return path if path in ("/health", "/health/live") else "unmatched"
 
     def _route(self, path: str) -> str | None:
