@@ -20,9 +20,14 @@ BUNDLED: dict[str, dict[str, Any]] = {
 
 def with_bundled_defaults(data: Any) -> Any:
     """The environment's raw data with each bundled service's defaults under what it sets. A service
-    set to null (`notifications: ~` in a layer that extends another) is removed."""
+    set to null (`notifications: ~` in a layer that extends another) is removed, and so is a database
+    password reference set to null."""
     if not isinstance(data, dict) or not isinstance(data.get("services"), dict):
         return data
+    secrets = data.get("secrets")
+    if isinstance(secrets, dict) and isinstance(secrets.get("databases"), dict):
+        kept = {name: ref for name, ref in secrets["databases"].items() if ref is not None}
+        data = {**data, "secrets": {**secrets, "databases": kept}}
     services = {}
     for name, value in data["services"].items():
         if value is None:
