@@ -1,0 +1,152 @@
+"""Services of your own on a real Docker engine, with no Python change: `notifications` built from its own
+Dockerfile (tests/fixtures/notifications, not part of mfe_services), owning a database with one migration,
+routed by the gateway with JWT checks, in backups and restores, rolled back; `echo` from a prebuilt image
+only; and a service removed from the environment is removed by `up`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import REPO
+from tests.engines import remove_images
+from tests.pg import free_port
+from tests.test_docker_runtime import STANDINS, _engine
+from tests.test_services_e2e import _user
+from tests.test_user_services import notifications_yaml
+
+ENV = "usd"
+PREFIX = "mfe-test-usd"
+PREBUILT = f"{PREFIX}/echo:prebuilt"
+FIXTURE = REPO / "tests" / "fixtures" / "notifications"
+BUNDLED = ("api-gateway", "auth", "payments", "admin", "profile")
+
+if not _engine() or any(
+    subprocess.run(["docker", "image", "inspect", i], capture_output=True).returncode for i in STANDINS
+):
+    if os.environ.get("MFE_REQUIRE_DOCKER") == "1":
+        raise RuntimeError("MFE_REQUIRE_DOCKER=1 but no Docker engine or stand-in images (images/build.sh)")
+    pytest.skip("no Docker engine with the stand-in images here", allow_module_level=True)
+
+
+@dataclass
+class Project:
+    root: Path
+    ports: dict[str, int]
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "mfe_deploy", "-C", str(self.root), *args]
+        return subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ), timeout=900, check=False)
+
+    def gateway(self) -> httpx.Client:
+        return httpx.Client(base_url=f"http://127.0.0.1:{self.ports['api-gateway']}", timeout=15)
+
+    def psql(self, sql: str) -> str:
+        name = self.containers("postgres")[0]
+        argv = ["docker", "exec", name, "psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "postgres"]
+        done = subprocess.run([*argv, "-d", "universal_mfe_dev", "-c", sql], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def containers(self, service: str) -> list[str]:
+        labels = ["--filter", f"label=com.docker.compose.project=universal-mfe-{ENV}"]
+        labels += ["--filter", f"label=com.docker.compose.service={service}"]
+        done = subprocess.run(["docker", "ps", "-a", *labels, "--format", "{{.Names}}"], capture_output=True, text=True)
+        return done.stdout.split()
+
+
+def write_environment(root: Path, ports: dict[str, int], *, with_echo: bool) -> None:
+    services = "".join(f"  {name}:\n    port: {ports[name]}\n" for name in BUNDLED)
+    services += notifications_yaml(ports["notifications"], command=False)
+    if with_echo:
+        services += f"  echo:\n    port: {ports['echo']}\n    image: {PREBUILT}\n    routes: {{prefix: /api/echo}}\n"
+    (root / "environments" / f"{ENV}.yaml").write_text(
+        f"extends: development\nruntime: docker\nservices:\n{services}"
+        f"database:\n  port: {ports['postgres']}\nredis:\n  port: {ports['redis']}\n"
+        "images:\n  postgres: mfe-local/postgres:15\n  redis: mfe-local/redis:7\n"
+        f"  service_base: mfe-local/python:3.11\n  services_prefix: {PREFIX}\n"
+        "secrets:\n  databases:\n    notifications: ${USD_NOTIFICATIONS_DB:-notifications-dev-password}\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    root = tmp_path_factory.mktemp("user-services-docker") / "project"
+    shutil.copytree(REPO / "environments", root / "environments")
+    (root / "fixtures").mkdir()
+    (root / "fixtures" / "notifications").symlink_to(FIXTURE)
+    remove_images(PREFIX)
+    argv = ["docker", "build", "-q", "-t", PREBUILT, "--build-arg", "VERSION=prebuilt", str(FIXTURE)]
+    built = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "DOCKER_BUILDKIT": "0"})
+    assert built.returncode == 0, built.stderr
+    ports = {name: free_port() for name in (*BUNDLED, "notifications", "echo", "postgres", "redis")}
+    write_environment(root, ports, with_echo=True)
+    p = Project(root, ports)
+    up = p.cli("up", "--env", ENV, "--version", "v1")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield p
+    finally:
+        p.cli("down", "--env", ENV, "--volumes", "--yes")
+        remove_images(PREFIX)
+
+
+def _seen(project: Project, path: str) -> dict[str, object]:
+    with project.gateway() as gw:
+        assert gw.get(path).status_code == 401  # the gateway checks the JWT before it routes
+        _, headers = _user(gw)
+        answer = gw.get(path, headers=headers)
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+
+def test_up_builds_migrates_and_routes_a_service_of_yours(project: Project) -> None:
+    body = _seen(project, "/api/notifications/inbox")
+    assert (body["service"], body["version"], body["has_database"]) == ("notifications", "v1", True)
+    assert body["greeting"] == "hello from the environment"
+    assert project.psql("SELECT count(*) FROM notifications.notifications").strip() == "0"  # its migration ran
+    echo = _seen(project, "/api/echo/x")
+    assert (echo["service"], echo["version"], echo["has_database"]) == ("echo", "prebuilt", False)
+
+
+def test_backup_and_restore_include_its_database(project: Project) -> None:
+    project.psql("INSERT INTO notifications.notifications (recipient, body) VALUES ('a', 'kept')")
+    made = project.cli("backup", "--env", ENV, "--json")
+    assert made.returncode == 0, made.stderr
+    backup = json.loads(made.stdout)
+    assert "notifications" in backup["databases"]
+    project.psql("DELETE FROM notifications.notifications")
+    restored = project.cli("restore", "--env", ENV, backup["id"], "--service", "notifications", "--yes")
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert project.psql("SELECT body FROM notifications.notifications").split() == ["kept"]
+
+
+def test_a_new_version_and_its_rollback(project: Project) -> None:
+    v2 = project.cli("up", "--env", ENV, "--version", "v2")
+    assert v2.returncode == 0, v2.stdout + v2.stderr
+    assert _seen(project, "/api/notifications/x")["version"] == "v2"
+    back = project.cli("rollback", "notifications", "--env", ENV)
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert _seen(project, "/api/notifications/x")["version"] == "v1"
+    prebuilt = project.cli("rollback", "echo", "--env", ENV)
+    assert prebuilt.returncode == 1 and f"runs the prebuilt image {PREBUILT}" in prebuilt.stderr
+
+
+def test_a_service_removed_from_the_environment_is_removed_by_up(project: Project) -> None:
+    assert project.containers("echo")
+    write_environment(project.root, project.ports, with_echo=False)
+    again = project.cli("up", "--env", ENV, "--version", "v2")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert project.containers("echo") == []
+    with project.gateway() as gw:
+        _, headers = _user(gw)
+        assert gw.get("/api/echo/x", headers=headers).status_code == 404
