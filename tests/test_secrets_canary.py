@@ -31,7 +31,7 @@ def test_canary_never_printed_or_inlined(canary_project: Project, env: str) -> N
     rotated = {f"{env.upper()}_JWT_SECRET": "CANARYxq-rotated-jwt-secret-0123456789abcdef"}
     drift = p.cli("render", "--env", env, "--check", extra_env=rotated)
     assert drift.code == 1
-    assert f"changed: .mfe/{env}/env/auth.env (holds secrets: not shown)" in drift.out
+    assert f"changed: .mfe/{env}/env/auth.env (holds secrets: values not shown)\n  changed: JWT_SECRET\n" in drift.out
     runs.append(drift)
     # A weak secret is refused without echoing it.
     weak = p.cli("validate", "--env", env, extra_env={f"{env.upper()}_JWT_SECRET": "CANARYxq-short"})

@@ -91,3 +91,19 @@ def test_backups_include_its_database(project: LocalProject) -> None:
     restored = project.cli("restore", "--env", ENV, backup["id"], "--service", "notifications", "--yes")
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert project.psql("universal_mfe_dev", "SELECT body FROM notifications.notifications").split() == ["kept"]
+
+
+def test_plan_on_the_local_runtime(project: LocalProject) -> None:
+    def steps() -> tuple[int, list[tuple[str, str, str]]]:
+        done = project.cli("plan", "--env", ENV, "--json")
+        return done.returncode, [(s["action"], s["target"], s["reason"]) for s in json.loads(done.stdout)["steps"]]
+
+    assert steps() == (0, [])
+    path = project.root / "environments" / f"{ENV}.yaml"
+    original = path.read_text()
+    try:
+        path.write_text(original.replace("GREETING: hello from the environment", "GREETING: changed"))
+        assert steps() == (1, [("replace", "notifications", "env file changed")])
+    finally:
+        path.write_text(original)
+    assert steps() == (0, [])

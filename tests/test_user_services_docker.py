@@ -83,7 +83,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     root = tmp_path_factory.mktemp("user-services-docker") / "project"
     shutil.copytree(REPO / "environments", root / "environments")
     (root / "fixtures").mkdir()
-    (root / "fixtures" / "notifications").symlink_to(FIXTURE)
+    shutil.copytree(FIXTURE, root / "fixtures" / "notifications")  # a copy: the plan test adds a migration
     remove_images(PREFIX)
     argv = ["docker", "build", "-q", "-t", PREBUILT, "--build-arg", "VERSION=prebuilt", str(FIXTURE)]
     built = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "DOCKER_BUILDKIT": "0"})
@@ -118,6 +118,54 @@ def test_up_builds_migrates_and_routes_a_service_of_yours(project: Project) -> N
     assert (echo["service"], echo["version"], echo["has_database"]) == ("echo", "prebuilt", False)
 
 
+def _ids() -> list[str]:
+    argv = ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project=universal-mfe-{ENV}"]
+    done = subprocess.run(argv, capture_output=True, text=True, check=True)
+    return sorted(done.stdout.split())
+
+
+def _plan(project: Project, version: str) -> tuple[int, list[tuple[str, str, str]]]:
+    done = project.cli("plan", "--env", ENV, "--version", version, "--json")
+    steps = json.loads(done.stdout)["steps"]
+    return done.returncode, [(s["action"], s["target"], s["reason"]) for s in steps]
+
+
+def test_plan_and_diff_name_exactly_what_changed_and_change_nothing(project: Project) -> None:
+    assert _plan(project, "v1") == (0, [])
+    in_sync = project.cli("diff", "--env", ENV, "--version", "v1")
+    assert in_sync.returncode == 0 and "usd: in sync with v1" in in_sync.stdout, in_sync.stdout + in_sync.stderr
+    before = _ids()
+    path = project.root / "environments" / f"{ENV}.yaml"
+    original = path.read_text()
+    migration = project.root / "fixtures" / "notifications" / "migrations" / "0002_read_at.sql"
+    try:
+        path.write_text(original.replace("GREETING: hello from the environment", "GREETING: changed"))
+        migration.write_text("ALTER TABLE notifications ADD COLUMN read_at timestamptz;\n")
+        code, steps = _plan(project, "v1")
+        wanted = [
+            ("migrate", "notifications", "pending: 0002_read_at"),
+            ("replace", "notifications", "env file changed"),
+        ]
+        assert (code, steps) == (1, wanted)
+        shown = project.cli("diff", "--env", ENV, "--version", "v1")
+        assert shown.returncode == 1
+        assert (
+            "changed: .mfe/usd/env/notifications.env (holds secrets: values not shown)\n  changed: GREETING\n"
+            in shown.stdout
+        )
+        assert "notifications: pending migrations 0002_read_at" in shown.stdout
+        assert "hello from the environment" not in shown.stdout and "changed'" not in shown.stdout
+        code, steps = _plan(project, "v2")
+        built = ("api-gateway", "auth", "payments", "admin", "profile", "notifications")
+        assert [s[1] for s in steps if s[0] == "replace"] == list(built)
+        assert ("replace", "auth", f"image {PREFIX}/auth:v1 -> {PREFIX}/auth:v2") in steps
+    finally:
+        path.write_text(original)
+        migration.unlink()
+    assert _ids() == before  # nothing was started, stopped or recreated
+    assert _plan(project, "v1") == (0, [])
+
+
 def test_backup_and_restore_include_its_database(project: Project) -> None:
     project.psql("INSERT INTO notifications.notifications (recipient, body) VALUES ('a', 'kept')")
     made = project.cli("backup", "--env", ENV, "--json")
@@ -144,6 +192,8 @@ def test_a_new_version_and_its_rollback(project: Project) -> None:
 def test_a_service_removed_from_the_environment_is_removed_by_up(project: Project) -> None:
     assert project.containers("echo")
     write_environment(project.root, project.ports, with_echo=False)
+    code, steps = _plan(project, "v2")
+    assert code == 1 and ("remove", "echo", "no longer in the environment (its data stays)") in steps
     again = project.cli("up", "--env", ENV, "--version", "v2")
     assert again.returncode == 0, again.stdout + again.stderr
     assert project.containers("echo") == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import PurePath
 
 from mfe_deploy.exec.host import Files, LocalFiles
 from mfe_deploy.render import Bundle, BundleFile
@@ -17,6 +17,7 @@ class Drift:
     path: str
     kind: str  # "missing", "changed", "mode", "stale"
     diff: list[str]
+    secret: bool = False  # the diff names the variables that changed, never their values
 
 
 def _with_index(bundle: Bundle) -> dict[str, BundleFile]:
@@ -60,26 +61,32 @@ def _same(target: PurePath, file: BundleFile, fs: Files) -> bool:
         return False
 
 
-def drift(bundle: Bundle, out: Path) -> list[Drift]:
-    files = _with_index(bundle)
+def drift(bundle: Bundle, out: PurePath, files: Files | None = None) -> list[Drift]:
+    """What differs between a rendered bundle and the files in `out` (here, or on a remote host).
+    Files holding secrets are compared but never shown: their diff names the variables that changed."""
+    from mfe_deploy.plan import changed_keys
+
+    fs = files if files is not None else LocalFiles()
+    wanted = _with_index(bundle)
     found: list[Drift] = []
-    for name in _previous(out, LocalFiles()):
-        if name not in files and (out / name).is_file():
+    for name in _previous(out, fs):
+        if name not in wanted and fs.mode(out / name) is not None:
             found.append(Drift(name, "stale", []))
-    for name, file in files.items():
+    for name, file in wanted.items():
         target = out / name
-        if not target.is_file():
-            found.append(Drift(name, "missing", []))
-            continue
         try:
-            current = target.read_text(encoding="utf-8")
+            current = fs.read_text(target)
         except (OSError, UnicodeDecodeError):
             current = ""
-        if current != file.text:
-            # Files holding secrets are compared but never shown.
-            lines = [] if file.secret else _udiff(current, file.text, name)
-            found.append(Drift(name, "changed", lines))
-        elif (target.stat().st_mode & 0o777) != file.mode:
+        if current is None:
+            found.append(Drift(name, "missing", []))
+        elif current != file.text:
+            if file.secret:
+                lines = [f"  changed: {key}\n" for key in changed_keys(current, file.text)]
+            else:
+                lines = _udiff(current, file.text, name)
+            found.append(Drift(name, "changed", lines, file.secret))
+        elif fs.mode(target) != file.mode:
             found.append(Drift(name, "mode", []))
     return found
 

@@ -49,6 +49,12 @@ class UsageError(MfeError):
     exit_code = 2
 
 
+class NotInSync(MfeError):
+    """`plan` or `diff` found something `up` would change: exit 1, a gate for CI."""
+
+    exit_code = 1
+
+
 class BundleDrift(MfeError):
     """`render --check` found files that differ from what would be rendered."""
 

@@ -4,11 +4,14 @@ so that `mfe-deploy --help` loads neither pydantic nor jinja."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mfe_deploy.cli.app import EnvOption, JsonOption, app, application
+
+if TYPE_CHECKING:
+    from mfe_deploy.bundle import Drift
 
 
 @app.command()
@@ -90,19 +93,21 @@ def render(
     shown = _display(target, state.project_dir)
     if check:
         drifts = bundle.drift(result, target)
-        for d in drifts:
-            state.console.print(
-                f"{d.kind}: {shown}/{d.path}"
-                + (" (holds secrets: not shown)" if d.kind == "changed" and not d.diff else "")
-            )
-            for line in d.diff:
-                state.console.print(line.rstrip("\n"))
+        print_drift(drifts, shown)
         if drifts:
             raise BundleDrift(f"{len(drifts)} file(s) in {shown} differ from the rendered bundle")
         state.console.print(f"{shown}: up to date ({len(result.files)} files)")
         return
     changed = bundle.write(result, target)
     state.console.print(f"rendered {len(result.files)} files to {shown} ({len(changed)} changed)")
+
+
+def print_drift(drifts: list[Drift], shown: str) -> None:
+    console = application().console
+    for d in drifts:
+        console.print(f"{d.kind}: {shown}/{d.path}" + (" (holds secrets: values not shown)" if d.secret else ""))
+        for line in d.diff:
+            console.print(line.rstrip("\n"))
 
 
 def _display(path: Path, base: Path) -> str:

@@ -100,3 +100,12 @@ def applied(outcomes: list[Outcome]) -> tuple[list[str], dict[str, str]]:
 
 def describe(outcomes: list[Outcome]) -> list[str]:
     return [f"{o.service}: applied {item['id']}" for o in outcomes for item in o.data.get("applied", [])]
+
+
+def pending(outcomes: list[Outcome]) -> dict[str, tuple[str, ...]]:
+    """From `status` outcomes: each service's migrations not applied yet."""
+    return {
+        o.service: tuple(str(m["id"]) for m in o.data.get("migrations", []) if m.get("state") == "pending")
+        for o in outcomes
+        if o.ok
+    }

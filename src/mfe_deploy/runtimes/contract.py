@@ -14,6 +14,7 @@ from mfe_deploy.errors import MfeError
 
 if TYPE_CHECKING:
     from mfe_deploy.backups.pg import Postgres
+    from mfe_deploy.bundle import Drift
     from mfe_deploy.config.loader import Loaded
     from mfe_deploy.config.models import Environment
     from mfe_deploy.config.secrets import Secrets
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from mfe_deploy.exec.runner import Runner
     from mfe_deploy.ops.health import Probe
     from mfe_deploy.ops.migrations import Outcome
+    from mfe_deploy.plan import Desired, Observed
     from mfe_deploy.state.ledger import Release
 
 
@@ -107,3 +109,15 @@ class Runtime(Protocol):
     def rollback(self, service: str, to: str | None, timeout: float) -> Release: ...
 
     def prune_images(self, keep: int) -> list[str]: ...
+
+    def desired(self, version: str) -> Desired:
+        """What `up --version VERSION` would run: images, replicas, env files, pending migrations."""
+        ...
+
+    def observe(self) -> Observed:
+        """What runs now."""
+        ...
+
+    def drift(self, version: str) -> list[Drift]:
+        """The rendered files against the ones in place (files with secrets: variable names only)."""
+        ...

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mfe_deploy import bundle, images, tls
 from mfe_deploy.backups.pg import ComposePostgres
+from mfe_deploy.bundle import Drift
 from mfe_deploy.compose import Compose, ContainerState, find, parse_ps
 from mfe_deploy.config import urls
 from mfe_deploy.config.models import Environment
@@ -28,6 +29,8 @@ from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.process import LocalProcess
 from mfe_deploy.exec.runner import Completed
 from mfe_deploy.ops import health, migrations
+from mfe_deploy.ops.migrations import pending
+from mfe_deploy.plan import Desired, Have, Observed, Want, digest
 from mfe_deploy.render import MAINTENANCE_DIR, Capabilities, image_ref, render
 from mfe_deploy.runtimes.contract import Deployment, Features, RolledBack, StartFailed, UnitStatus
 from mfe_deploy.state.ledger import Ledger, Release
@@ -421,6 +424,36 @@ class DockerRuntime:
         with self.console.status(f"starting {', '.join(names)} and waiting until healthy"):
             self._run(self.compose("start", *names), "starting the services")
             self._confirm_healthy(timeout, recovering=True)
+
+    # --- plan and diff ------------------------------------------------------------------------------------
+    def desired(self, version: str) -> Desired:
+        result = render(
+            self.env, self.secrets, versions=dict.fromkeys(self.env.services, version), caps=self.capabilities
+        )
+        wants = {
+            name: Want(self.tag(name, version), svc.replicas, digest(result.files[f"env/{name}.env"].text) or "")
+            for name, svc in self.env.services.items()
+        }
+        running = any(c.service == "postgres" and c.state == "running" for c in self.containers())
+        return Desired(wants, pending(self.migrate(self.env.database_services, ["status"])) if running else {})
+
+    def observe(self) -> Observed:
+        by_service: dict[str, list[ContainerState]] = {}
+        for c in self.containers():
+            by_service.setdefault(c.service, []).append(c)
+        haves = {}
+        for name, found in by_service.items():
+            running = [c for c in found if c.state == "running"]
+            config = digest(self.files.read_text(self.bundle_dir / "env" / f"{name}.env"))
+            unhealthy = sum(1 for c in running if c.health == "unhealthy")
+            haves[name] = Have((running or found)[0].image, len(running), config, unhealthy)
+        return Observed(haves)
+
+    def drift(self, version: str) -> list[Drift]:
+        result = render(
+            self.env, self.secrets, versions=dict.fromkeys(self.env.services, version), caps=self.capabilities
+        )
+        return bundle.drift(result, self.bundle_dir, self.files)
 
     # --- observe -------------------------------------------------------------------------------------------
     def containers(self) -> list[ContainerState]:

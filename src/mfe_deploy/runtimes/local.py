@@ -18,6 +18,7 @@ from pathlib import Path
 from mfe_deploy import bundle
 from mfe_deploy.backups.pg import LocalPostgres
 from mfe_deploy.binaries import Binaries, discover
+from mfe_deploy.bundle import Drift
 from mfe_deploy.config.models import Environment
 from mfe_deploy.config.secrets import Secrets
 from mfe_deploy.errors import MfeError
@@ -26,7 +27,9 @@ from mfe_deploy.exec.process import LocalProcess
 from mfe_deploy.exec.secret import Secret
 from mfe_deploy.local_bundle import PG_SYSTEM_USER, LocalLayout, render_local
 from mfe_deploy.ops import health, migrations
-from mfe_deploy.render import Capabilities, Endpoints, environments, render
+from mfe_deploy.ops.migrations import pending
+from mfe_deploy.plan import Desired, Have, Observed, Want, digest
+from mfe_deploy.render import Bundle, Capabilities, Endpoints, environments, render
 from mfe_deploy.runtimes.contract import Deployment, Features, StartFailed, UnitStatus, Unsupported
 from mfe_deploy.state.ledger import Release
 from mfe_deploy.supervisor import ProgramState, parse_status
@@ -88,6 +91,44 @@ class LocalRuntime:
             return {}
         return parse_status(self._ctl(bins or self._bins(), "status", check=False))
 
+    def _render(self, bins: Binaries, version: str) -> tuple[Bundle, Bundle]:
+        main = render(self.env, self.secrets, caps=Capabilities())
+        local = render_local(self.env, self.secrets, self.layout, bins, python=sys.executable,
+                             run_as_root=_as_root(), version=version, project_dir=self.project_dir)  # fmt: skip
+        return main, local
+
+    # --- plan and diff -----------------------------------------------------------------------------
+    def desired(self, version: str) -> Desired:
+        _, local = self._render(self._bins(), version)
+        wants = {
+            name: Want(version, svc.replicas, digest(local.files[f"env/{name}.env"].text) or "")
+            for name, svc in self.env.services.items()
+        }
+        running = health.port_open(self.env.database.port)
+        return Desired(wants, pending(self.migrate(self.env.database_services, ["status"])) if running else {})
+
+    def observe(self) -> Observed:
+        states = self.states()
+        names = [*self.env.services, *(n for n in states if n not in self.env.services)]
+        live = health.probe_all({n: u for n, u in self._health_urls("/live").items() if n in states}, timeout=2)
+        probes = health.probe_all({n: u for n, u in self._health_urls().items() if n in states}, timeout=3)
+        haves = {}
+        for name in names:
+            st = states.get(name)
+            if st is None:
+                continue
+            up = 1 if st.running else 0
+            version = live[name].body.get("version") if name in live else None
+            healthy = name in probes and probes[name].healthy
+            config = digest(_read(self.layout.env_file(name)))
+            haves[name] = Have(str(version) if version else None, up, config, 0 if healthy or not up else 1)
+        return Observed(haves)
+
+    def drift(self, version: str) -> list[Drift]:
+        main, local = self._render(self._bins(), version)
+        found = bundle.drift(main, self.layout.bundle)
+        return found + [dataclasses.replace(d, path=f"local/{d.path}") for d in bundle.drift(local, self.layout.root)]
+
     # --- up ----------------------------------------------------------------------------------------
     def up(self, *, wait: bool, timeout: float, version: str = "dev") -> list[UnitStatus]:
         bins = self._bins()
@@ -96,9 +137,7 @@ class LocalRuntime:
         running = self.supervisor_pid() is not None
         states = self.states(bins) if running else {}
         self._check_ports(states)
-        main = render(self.env, self.secrets, caps=Capabilities())
-        local = render_local(self.env, self.secrets, self.layout, bins, python=sys.executable,
-                             run_as_root=_as_root(), version=version, project_dir=self.project_dir)  # fmt: skip
+        main, local = self._render(bins, version)
         bundle.write(main, self.layout.bundle)
         changed = bundle.write(local, self.layout.root)
         self._prepare_dirs()
@@ -453,6 +492,13 @@ class LocalRuntime:
         if self.layout.pg_outside is not None:
             shutil.rmtree(self.layout.pg_outside.parent, ignore_errors=True)
         shutil.rmtree(self.layout.data, ignore_errors=True)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
 
 
 def _private_above(path: Path) -> bool:

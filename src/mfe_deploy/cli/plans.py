@@ -1,0 +1,75 @@
+"""mfe-deploy plan and diff: what `up` would change, without changing anything (exit 1 when not in sync)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mfe_deploy.cli.app import EnvOption, JsonOption, app, application
+from mfe_deploy.cli.context import RuntimeOption, runtime
+
+VersionOption = Annotated[str | None, typer.Option("--version", help="The version `up` would deploy [git describe].")]
+
+
+def _version(version: str | None) -> str:
+    from mfe_deploy.cli.stack import _version as describe
+
+    return version or describe(application().project_dir)
+
+
+@app.command()
+def plan(
+    env: EnvOption, version: VersionOption = None, runtime_name: RuntimeOption = None, as_json: JsonOption = False
+) -> None:
+    """The steps `up` would take, each with its reason; exit 0 in sync, 1 otherwise."""
+    from mfe_deploy import plan as plans
+    from mfe_deploy.errors import NotInSync
+
+    console = application().console
+    console.plain = as_json
+    rt = runtime(env, runtime_name)
+    tag = _version(version)
+    with console.status("comparing what runs with the environment"):
+        result = plans.plan(rt.desired(tag), rt.observe())
+    if as_json:
+        console.json({"version": tag, "steps": [s.__dict__ for s in result.steps], "in_sync": result.empty})
+    elif result.empty:
+        console.print(f"{env}: in sync with {tag} (nothing to do)")
+    else:
+        console.table(("STEP", "TARGET", "WHY"), [(s.action, s.target, s.reason) for s in result.steps])
+    if not result.empty:
+        raise NotInSync(f"{env}: {len(result.steps)} step(s) to reach {tag}")
+
+
+@app.command()
+def diff(env: EnvOption, version: VersionOption = None, runtime_name: RuntimeOption = None) -> None:
+    """What differs between the environment and what runs: files, images, replicas, migrations."""
+    from mfe_deploy import plan as plans
+    from mfe_deploy.cli.commands import print_drift
+    from mfe_deploy.errors import NotInSync
+
+    console = application().console
+    rt = runtime(env, runtime_name)
+    tag = _version(version)
+    with console.status("comparing what runs with the environment"):
+        desired, observed = rt.desired(tag), rt.observe()
+        drifts = rt.drift(tag)
+    print_drift(drifts, f".mfe/{env}")
+    rows = []
+    for name in [*desired.services, *(n for n in observed.services if n not in desired.services)]:
+        if name in plans.INFRA:
+            continue
+        want, have = desired.services.get(name), observed.services.get(name)
+        running = f"{have.image or '?'} x{have.replicas}" if have and have.replicas else "-"
+        wanted = f"{want.image} x{want.replicas}" if want else "- (removed)"
+        same = want is not None and have is not None and (have.image, have.replicas) == (want.image, want.replicas)
+        rows.append((name, running, wanted, "" if same else "differs"))
+    console.table(("SERVICE", "RUNNING", "WANTED", ""), rows)
+    for name, ids in desired.pending.items():
+        if ids:
+            console.print(f"{name}: pending migrations {', '.join(ids)}")
+    steps = plans.plan(desired, observed).steps
+    if drifts or steps:
+        raise NotInSync(f"{env}: not in sync with {tag} ({len(drifts)} file(s), {len(steps)} step(s))")
+    console.print(f"{env}: in sync with {tag}")

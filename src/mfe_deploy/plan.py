@@ -1,0 +1,97 @@
+"""What `up` has to do, as a value: the desired state (from the environment) against the observed one
+(from the runtime), compared by a pure function. `mfe-deploy plan` prints it; `diff` shows the detail."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+# Units the runtimes run beside the services: never "removed services".
+INFRA = frozenset({"postgres", "redis", "rabbitmq", "nginx", "prometheus"})
+
+
+@dataclass(frozen=True)
+class Want:
+    image: str  # the image (docker) or the version (local runtime) the service should run
+    replicas: int
+    config: str  # digest of the service's rendered env file
+
+
+@dataclass(frozen=True)
+class Have:
+    image: str | None
+    replicas: int  # running
+    config: str | None  # digest of the env file it was started with (on disk), None: none there
+    unhealthy: int = 0
+
+
+@dataclass(frozen=True)
+class Desired:
+    services: Mapping[str, Want]
+    pending: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # migrations not applied yet
+
+
+@dataclass(frozen=True)
+class Observed:
+    services: Mapping[str, Have]
+
+
+@dataclass(frozen=True)
+class Step:
+    action: str  # migrate, start, replace, scale, restart, remove
+    target: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: tuple[Step, ...]
+
+    @property
+    def empty(self) -> bool:
+        return not self.steps
+
+
+def digest(text: str | None) -> str | None:
+    return None if text is None else hashlib.sha256(text.encode()).hexdigest()
+
+
+def plan(desired: Desired, observed: Observed) -> Plan:
+    """Ordered steps, each with the reason it is needed: migrations first (the new code expects the new
+    schema), then the services in the environment's order, then what the environment no longer has."""
+    steps = [Step("migrate", name, f"pending: {', '.join(ids)}") for name, ids in desired.pending.items() if ids]
+    for name, want in desired.services.items():
+        have = observed.services.get(name)
+        if have is None:
+            steps.append(Step("start", name, "new service"))
+            continue
+        if have.replicas == 0:
+            steps.append(Step("start", name, "not running"))
+            continue
+        reasons = []
+        if have.image != want.image:
+            reasons.append(f"image {have.image or '?'} -> {want.image}")
+        if have.config != want.config:
+            reasons.append("env file changed")
+        if reasons:
+            steps.append(Step("replace", name, "; ".join(reasons)))
+        elif have.replicas != want.replicas:
+            steps.append(Step("scale", name, f"replicas {have.replicas} -> {want.replicas}"))
+        elif have.unhealthy:
+            steps.append(Step("restart", name, f"{have.unhealthy} of {have.replicas} unhealthy"))
+    for name, have in observed.services.items():
+        if name not in desired.services and name not in INFRA and have.replicas:
+            steps.append(Step("remove", name, "no longer in the environment (its data stays)"))
+    return Plan(tuple(steps))
+
+
+def changed_keys(old: str, new: str) -> list[str]:
+    """The variables of two env files whose values differ: what `diff` may show of a file with secrets."""
+
+    def pairs(text: str) -> dict[str, str]:
+        lines = (line.partition("=") for line in text.splitlines() if line and not line.startswith("#"))
+        return {key: value for key, _, value in lines}
+
+    before, after = pairs(old), pairs(new)
+    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))

@@ -1,0 +1,86 @@
+"""The plan as a table: desired against observed, one row per situation, the steps and reasons exact."""
+
+from __future__ import annotations
+
+import pytest
+
+from mfe_deploy.plan import Desired, Have, Observed, Step, Want, changed_keys, plan
+
+WANT = {"gateway": Want("p/gateway:v1", 2, "c1"), "auth": Want("p/auth:v1", 1, "c2")}
+SAME = {"gateway": Have("p/gateway:v1", 2, "c1"), "auth": Have("p/auth:v1", 1, "c2")}
+
+CASES = [
+    ("no change", WANT, SAME, {}, []),
+    (
+        "image change",
+        WANT,
+        {**SAME, "auth": Have("p/auth:v0", 1, "c2")},
+        {},
+        [Step("replace", "auth", "image p/auth:v0 -> p/auth:v1")],
+    ),
+    (
+        "env change",
+        WANT,
+        {**SAME, "auth": Have("p/auth:v1", 1, "old")},
+        {},
+        [Step("replace", "auth", "env file changed")],
+    ),
+    (
+        "image and env",
+        WANT,
+        {**SAME, "auth": Have("p/auth:v0", 1, None)},
+        {},
+        [Step("replace", "auth", "image p/auth:v0 -> p/auth:v1; env file changed")],
+    ),
+    (
+        "replica change",
+        WANT,
+        {**SAME, "gateway": Have("p/gateway:v1", 1, "c1")},
+        {},
+        [Step("scale", "gateway", "replicas 1 -> 2")],
+    ),
+    ("new service", {**WANT, "notes": Want("p/notes:v1", 1, "c3")}, SAME, {}, [Step("start", "notes", "new service")]),
+    ("stopped service", WANT, {**SAME, "auth": Have("p/auth:v1", 0, "c2")}, {}, [Step("start", "auth", "not running")]),
+    (
+        "removed service",
+        WANT,
+        {**SAME, "notes": Have("p/notes:v1", 1, "c3"), "postgres": Have("pg", 1, None)},
+        {},
+        [Step("remove", "notes", "no longer in the environment (its data stays)")],
+    ),
+    (
+        "pending migration",
+        WANT,
+        SAME,
+        {"auth": ("0003_x", "0004_y"), "admin": ()},
+        [Step("migrate", "auth", "pending: 0003_x, 0004_y")],
+    ),
+    (
+        "unhealthy container",
+        WANT,
+        {**SAME, "gateway": Have("p/gateway:v1", 2, "c1", unhealthy=1)},
+        {},
+        [Step("restart", "gateway", "1 of 2 unhealthy")],
+    ),
+]
+
+
+@pytest.mark.parametrize(("wanted", "observed", "pending", "steps"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_plan(
+    wanted: dict[str, Want], observed: dict[str, Have], pending: dict[str, tuple[str, ...]], steps: list[Step]
+) -> None:
+    result = plan(Desired(wanted, pending), Observed(observed))
+    assert list(result.steps) == steps
+    assert result.empty is (not steps)
+
+
+def test_migrations_come_first_and_removals_last() -> None:
+    observed = {"old": Have("p/old:v1", 1, "c"), **{k: v for k, v in SAME.items() if k != "auth"}}
+    actions = [s.action for s in plan(Desired(WANT, {"auth": ("0002_a",)}), Observed(observed)).steps]
+    assert actions == ["migrate", "start", "remove"]
+
+
+def test_changed_keys_name_variables_never_values() -> None:
+    old = "# header\nA='1'\nB='secret-one'\nC='x'\n"
+    new = "# header\nA='1'\nB='secret-two'\nD='y'\n"
+    assert changed_keys(old, new) == ["B", "C", "D"]
