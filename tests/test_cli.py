@@ -142,6 +142,7 @@ def test_read_only_commands_need_no_secret(project: Project) -> None:
 
     local = ("--env", "production", "--runtime", "local")
     looks = [
+        ("status", "--env", "production"),  # production's own runtime: docker
         ("status", *local),
         ("health", *local),
         ("logs", *local, "auth"),

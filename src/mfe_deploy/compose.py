@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
@@ -30,6 +31,43 @@ class Compose:
 
     def __call__(self, *args: str) -> Command:
         return Command(argv=(*self.argv, "-f", str(self.bundle / "compose.yml"), *args), cwd=self.bundle)
+
+    # Every command line the docker runtime runs, as a value (tested as strings in tests/test_builders.py).
+    def check(self) -> Command:
+        return self("config", "-q")
+
+    def up(self, *services: str, timeout: float | None, no_deps: bool = False, remove_orphans: bool = False) -> Command:
+        """Create or recreate what changed and start it; `timeout`: wait until healthy (--wait)."""
+        flags = [*(["--no-deps"] if no_deps else []), *(["--remove-orphans"] if remove_orphans else [])]
+        wait = ["--wait", "--wait-timeout", str(int(timeout))] if timeout is not None else []
+        return self("up", "-d", *flags, *wait, *services)
+
+    def run_once(
+        self, service: str, entrypoint: str, *args: str, mounts: Sequence[str] = (), env: Sequence[str] = ()
+    ) -> Command:
+        """A one-off container of `service` (its image and networks), removed when done. `env`: NAME=value,
+        or NAME alone to pass the value from this command's own environment (never in argv)."""
+        extra = [*(x for m in mounts for x in ("-v", m)), *(x for e in env for x in ("-e", e))]
+        return self("run", "--rm", "--no-deps", "-T", "--entrypoint", entrypoint, *extra, service, *args)
+
+    def exec(self, service: str, *argv: str) -> Command:
+        return self("exec", "-T", service, *argv)
+
+    def logs(self, unit: str | None, tail: int | None, follow: bool = False) -> Command:
+        lines = str(tail) if tail is not None else "all"
+        return self("logs", "--no-color", "--tail", lines, *(["--follow"] if follow else []), *([unit] if unit else []))
+
+    def ps(self) -> Command:
+        return self("ps", "--all", "--format", "json")
+
+    def stop(self, *services: str) -> Command:
+        return self("stop", *services)
+
+    def start(self, *services: str) -> Command:
+        return self("start", *services)
+
+    def down(self, *, volumes: bool) -> Command:
+        return self("down", "--remove-orphans", *(["--volumes"] if volumes else []))
 
 
 @dataclass(frozen=True)

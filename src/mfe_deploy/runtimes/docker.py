@@ -176,22 +176,15 @@ class DockerRuntime:
                 "nothing to do: the running release already matches (same files, same images, all healthy)"
             )
             return self.status()
-        self._run(self.compose("config", "-q"), "compose config")
+        self._run(self.compose.check(), "compose config")
         stores = ["postgres", "redis", *(["rabbitmq"] if self.env.uses_rabbitmq else [])]
         with self.console.status("starting the stores"):
-            self._run(
-                self.compose("up", "-d", "--wait", "--wait-timeout", str(int(timeout)), *stores), "starting the stores"
-            )
+            self._run(self.compose.up(*stores, timeout=timeout), "starting the stores")
         heads = self._migrate(versions)
         try:
             with self.console.status("starting the services and waiting until healthy"):
-                args = [
-                    "up",
-                    "-d",
-                    "--remove-orphans",
-                    *(["--wait", "--wait-timeout", str(int(timeout))] if wait else []),
-                ]
-                self._run(self.compose(*args), "starting the services")
+                up = self.compose.up(timeout=timeout if wait else None, remove_orphans=True)
+                self._run(up, "starting the services")
                 if wait:
                     self._confirm_healthy(timeout)
             self._reload_nginx()
@@ -212,7 +205,7 @@ class DockerRuntime:
     def _restore(self, versions: dict[str, str], timeout: float, kind: str) -> None:
         digest = self.write_bundle(versions)
         try:
-            self._run(self.compose("up", "-d", "--wait", "--wait-timeout", str(int(timeout))), kind)
+            self._run(self.compose.up(timeout=timeout), kind)
             self._confirm_healthy(timeout)
             self._reload_nginx()
             self._record(kind, "succeeded", versions, digest, {})
@@ -275,7 +268,7 @@ class DockerRuntime:
             runner = ["-m", "mfe_services.migrate", "--service", service, "--env-name", self.env.name, *action]
             svc = self.env.services[service]
             if svc.bundled:
-                cmd = self.compose("run", "--rm", "--no-deps", "-T", "--entrypoint", "python3", service, *runner)
+                cmd = self.compose.run_once(service, "python3", *runner)
                 return migrations.parse(service, self.runner.run(cmd, timeout=600))
             if svc.migrations is None:
                 return migrations.Outcome(service, True, {"applied": [], "migrations": [], "pending": []})
@@ -283,9 +276,13 @@ class DockerRuntime:
             # (on the same networks), with your folder mounted and your database's URL.
             host_folder = self.files_for_migrations(service)
             url = urls.database_url(self.env, self.secrets, service, "postgres", 5432)
-            mount = ["-v", f"{host_folder}:/run/mfe/migrations:ro", "-e", "MFE_MIGRATIONS_FOLDER=/run/mfe/migrations"]
-            one_off = ["run", "--rm", "--no-deps", "-T", "--entrypoint", "python3", *mount, "-e", "DATABASE_URL"]
-            cmd = self.compose(*one_off, self._runner_service(), *runner)
+            cmd = self.compose.run_once(
+                self._runner_service(),
+                "python3",
+                *runner,
+                mounts=[f"{host_folder}:/run/mfe/migrations:ro"],
+                env=["MFE_MIGRATIONS_FOLDER=/run/mfe/migrations", "DATABASE_URL"],
+            )
             cmd = dataclasses.replace(cmd, env={**cmd.env, "DATABASE_URL": url})
             return migrations.parse(service, self.runner.run(cmd, timeout=600))
 
@@ -344,14 +341,14 @@ class DockerRuntime:
     def _reload_nginx(self) -> None:
         # nginx resolves the gateway's replicas when it loads its configuration: reload after a change.
         if self.env.nginx.enabled:
-            self.runner.run(self.compose("exec", "-T", "nginx", "nginx", "-s", "reload"), timeout=60)
+            self.runner.run(self.compose.exec("nginx", "nginx", "-s", "reload"), timeout=60)
 
     def _failure_report(self) -> str:
         states = self.containers()
         bad = [c for c in states if c.health == "unhealthy" or c.state in ("exited", "dead", "restarting")]
         lines = []
         for c in bad[:3]:
-            logs = self.runner.run(self.compose("logs", "--no-color", "--tail", "15", c.service), timeout=60)
+            logs = self.runner.run(self.compose.logs(c.service, 15), timeout=60)
             lines.append(f"{c.service} is {c.health or c.state}; its last log lines:")
             lines += [f"  {line}" for line in logs.stdout.strip().splitlines()[-15:]]
         return "\n".join(lines) or "no container reported a failure; see `mfe-deploy logs`"
@@ -386,14 +383,13 @@ class DockerRuntime:
         digest = self.write_bundle(versions)
         try:
             with self.console.status(f"rolling {service} back to {target}"):
-                self._run(self.compose("up", "-d", "--no-deps", "--wait", "--wait-timeout", str(int(timeout)), service),
-                          f"starting {service} {target}")  # fmt: skip
+                self._run(self.compose.up(service, timeout=timeout, no_deps=True), f"starting {service} {target}")
                 self._confirm_healthy(timeout)
             self._reload_nginx()
         except StartFailed:
             self._record("rollback", "failed", versions, digest, {})
             self.write_bundle(current)
-            self.runner.run(self.compose("up", "-d", "--no-deps", service), timeout=timeout)
+            self.runner.run(self.compose.up(service, timeout=None, no_deps=True), timeout=timeout)
             raise
         self._record("rollback", "succeeded", versions, digest, {}, note=f"{service}: {current[service]} -> {target}")
         return self.ledger.all()[-1]
@@ -418,11 +414,11 @@ class DockerRuntime:
 
     def stop_services(self, names: Sequence[str]) -> None:
         with self.console.status(f"stopping {', '.join(names)}"):
-            self._run(self.compose("stop", *names), "stopping the services")
+            self._run(self.compose.stop(*names), "stopping the services")
 
     def start_services(self, names: Sequence[str], timeout: float) -> None:
         with self.console.status(f"starting {', '.join(names)} and waiting until healthy"):
-            self._run(self.compose("start", *names), "starting the services")
+            self._run(self.compose.start(*names), "starting the services")
             self._confirm_healthy(timeout, recovering=True)
 
     # --- plan and diff ------------------------------------------------------------------------------------
@@ -459,7 +455,7 @@ class DockerRuntime:
     def containers(self) -> list[ContainerState]:
         if self.files.mode(self.bundle_dir / "compose.yml") is None:
             return []
-        done = self.runner.run(self.compose("ps", "--all", "--format", "json"), timeout=60)
+        done = self.runner.run(self.compose.ps(), timeout=60)
         return parse_ps(done.stdout) if done.returncode == 0 else []
 
     def status(self) -> list[UnitStatus]:
@@ -480,7 +476,7 @@ class DockerRuntime:
 
     def health(self) -> dict[str, health.Probe]:
         def one(service: str) -> health.Probe:
-            done = self.runner.run(self.compose("exec", "-T", service, "python3", "-c", HEALTH_PROBE), timeout=30)
+            done = self.runner.run(self.compose.exec(service, "python3", "-c", HEALTH_PROBE), timeout=30)
             code, _, body = done.stdout.strip().partition(" ")
             if done.returncode != 0 or not code.isdigit():
                 return health.Probe(None, {}, (done.stderr.strip().splitlines() or ["not running"])[-1])
@@ -501,9 +497,7 @@ class DockerRuntime:
     def logs(
         self, unit: str | None, tail: int | None, follow: bool, needle: str | None, write: Callable[[str], None]
     ) -> None:
-        lines = str(tail) if tail is not None else "all"
-        args = ["logs", "--no-color", "--tail", lines, *(["--follow"] if follow else []), *([unit] if unit else [])]
-        proc = self.runner.spawn(self.compose(*args), stderr=sys.stderr.buffer)
+        proc = self.runner.spawn(self.compose.logs(unit, tail, follow), stderr=sys.stderr.buffer)
         assert proc.stdout is not None
         match = needle.encode() if needle is not None else None
         try:
@@ -519,7 +513,7 @@ class DockerRuntime:
             return False
         running = bool(self.containers())
         with self.console.status("stopping"):
-            self._run(self.compose("down", "--remove-orphans", *(["--volumes"] if volumes else [])), "compose down")
+            self._run(self.compose.down(volumes=volumes), "compose down")
         self.files.unlink(self.state_dir / "migrated")
         return running
 

@@ -1,0 +1,161 @@
+"""Command lines as values: the builders tested as strings, and the docker runtime driven by a recording
+Runner (a fake that answers like an engine would: no monkeypatching, no engine needed)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+import pytest
+
+from mfe_deploy.backups.pg import ComposePostgres
+from mfe_deploy.compose import Compose
+from mfe_deploy.config import loader
+from mfe_deploy.console import Console
+from mfe_deploy.errors import MfeError
+from mfe_deploy.exec.command import Command
+from mfe_deploy.exec.host import Host, LocalFiles
+from mfe_deploy.exec.runner import Completed, Process
+from mfe_deploy.exec.secret import Secret
+from mfe_deploy.ops import migrations
+from mfe_deploy.runtimes import registry
+from mfe_deploy.runtimes.contract import Deployment, Runtime
+from tests.conftest import REPO
+
+C = Compose(("docker", "compose"), PurePosixPath("/srv/app"))
+F = "docker compose -f /srv/app/compose.yml"
+
+
+@pytest.mark.parametrize(
+    ("command", "line"),
+    [
+        (C.check(), f"{F} config -q"),
+        (C.up("postgres", "redis", timeout=90), f"{F} up -d --wait --wait-timeout 90 postgres redis"),
+        (C.up(timeout=None, remove_orphans=True), f"{F} up -d --remove-orphans"),
+        (C.up("auth", timeout=30.7, no_deps=True), f"{F} up -d --no-deps --wait --wait-timeout 30 auth"),
+        (C.run_once("auth", "python3", "-m", "x"), f"{F} run --rm --no-deps -T --entrypoint python3 auth -m x"),
+        (
+            C.run_once("auth", "python3", "-m", "x", mounts=["/m:/in:ro"], env=["A=1", "URL"]),
+            f"{F} run --rm --no-deps -T --entrypoint python3 -v /m:/in:ro -e A=1 -e URL auth -m x",
+        ),
+        (C.exec("nginx", "nginx", "-s", "reload"), f"{F} exec -T nginx nginx -s reload"),
+        (C.logs("auth", 15), f"{F} logs --no-color --tail 15 auth"),
+        (C.logs(None, None, follow=True), f"{F} logs --no-color --tail all --follow"),
+        (C.ps(), f"{F} ps --all --format json"),
+        (C.stop("auth", "admin"), f"{F} stop auth admin"),
+        (C.start("auth"), f"{F} start auth"),
+        (C.down(volumes=False), f"{F} down --remove-orphans"),
+        (C.down(volumes=True), f"{F} down --remove-orphans --volumes"),
+    ],
+)
+def test_compose_command_lines(command: Command, line: str) -> None:
+    assert str(command) == line
+    assert command.cwd == PurePosixPath("/srv/app")
+
+
+def test_postgres_tools_take_the_password_from_the_environment_never_argv() -> None:
+    tool = ComposePostgres(C, "postgres", Secret("pg-password-1")).tool("pg_dump", "-Fc", "auth_db")
+    assert (
+        str(tool) == f"PGPASSWORD='***' {F} exec -T -e PGPASSWORD postgres pg_dump -h 127.0.0.1 -U postgres -Fc auth_db"
+    )
+    assert "pg-password-1" not in " ".join(tool.argv) and tool.environ() == {"PGPASSWORD": "pg-password-1"}
+
+
+class RecordingRunner:
+    """Records every command; answers `compose version`, `docker version` and `ps` as an engine would,
+    a migration runner with an empty JSON result, anything else with success."""
+
+    def __init__(self) -> None:
+        self.commands: list[Command] = []
+
+    def run(self, command: Command, *, timeout: float | None = None) -> Completed:
+        self.commands.append(command)
+        argv = command.argv
+        if argv[-1] == "version" and argv[:2] == ("docker", "compose"):
+            return Completed(0, "Docker Compose version v2.29.1\n", "")
+        if argv[:2] == ("docker", "version"):
+            return Completed(0, "26.1.5\n", "")
+        if "mfe_services.migrate" in argv:
+            return Completed(0, json.dumps({"applied": [], "migrations": [], "pending": []}) + "\n", "")
+        return Completed(0, "", "")
+
+    def spawn(self, command: Command, *, stdin: bool = False, stderr: IO[bytes] | None = None) -> Process:
+        raise AssertionError(f"not expected here: {command}")
+
+    def lines(self) -> list[str]:
+        return [str(c) for c in self.commands if c.argv[-1] != "version"]
+
+
+@pytest.fixture
+def docker(tmp_path: Path) -> tuple[Runtime, RecordingRunner, Path]:
+    project = tmp_path / "project"
+    shutil.copytree(REPO / "environments", project / "environments")
+    shutil.copytree(REPO / "tests" / "fixtures" / "notifications", project / "notifications")
+    (project / "environments" / "fake.yaml").write_text(
+        "extends: development\nruntime: docker\nservices:\n  notifications:\n    port: 3005\n"
+        "    build: {context: notifications}\n    database: true\n    migrations: {path: notifications/migrations}\n"
+        "secrets:\n  databases:\n    notifications: ${FAKE_N_DB:-notifications-db-password}\n"
+    )
+    loaded = loader.load(project, "fake")
+    runner = RecordingRunner()
+    root = tmp_path / "remote" / "fake"
+    host = Host("deploy@example", runner, LocalFiles(), root, remote=True)
+    deployment = Deployment(project, loaded, Console(), host, lambda: loader.load_with_secrets(project, "fake", {})[1])
+    return registry.create("docker", deployment), runner, root
+
+
+def test_down_with_volumes_is_one_compose_down(docker: tuple[Runtime, RecordingRunner, Path]) -> None:
+    runtime, runner, root = docker
+    root.mkdir(parents=True)
+    (root / "compose.yml").write_text("name: x\n")
+    assert runtime.down(volumes=True) is False  # nothing was running (ps said so)
+    compose = f"docker compose -f {root}/compose.yml"
+    assert runner.lines() == [f"{compose} ps --all --format json", f"{compose} down --remove-orphans --volumes"]
+
+
+def test_nothing_is_stopped_when_nothing_was_rendered(docker: tuple[Runtime, RecordingRunner, Path]) -> None:
+    runtime, runner, _ = docker
+    assert runtime.down(volumes=False) is False
+    assert runner.lines() == []
+
+
+def test_migrations_of_your_own_service_run_in_a_bundled_image_with_the_url_in_the_environment(
+    docker: tuple[Runtime, RecordingRunner, Path],
+) -> None:
+    runtime, runner, root = docker
+    (outcome,) = runtime.migrate(["notifications"], ["apply"])
+    assert outcome.ok
+    (command,) = [c for c in runner.commands if "mfe_services.migrate" in c.argv]
+    compose = f"docker compose -f {root}/compose.yml"
+    assert str(command).endswith(
+        f"{compose} run --rm --no-deps -T --entrypoint python3 -v {root}/migrations/notifications:/run/mfe/migrations:ro"
+        " -e MFE_MIGRATIONS_FOLDER=/run/mfe/migrations -e DATABASE_URL auth -m mfe_services.migrate"
+        " --service notifications --env-name fake apply"
+    )
+    assert "notifications-db-password" not in " ".join(command.argv)
+    assert "notifications-db-password" in command.environ()["DATABASE_URL"]
+    assert (root / "migrations" / "notifications" / "0001_notifications.sql").is_file()  # sent to the host
+
+
+def test_rollback_without_a_release_runs_nothing(docker: tuple[Runtime, RecordingRunner, Path]) -> None:
+    runtime, runner, _ = docker
+    with pytest.raises(MfeError, match="no successful release of fake yet"):
+        runtime.rollback("auth", None, 30)
+    assert runner.lines() == []
+
+
+def test_the_local_migration_runner_reads_your_folder(tmp_path: Path) -> None:
+    project = tmp_path / "p"
+    shutil.copytree(REPO / "environments", project / "environments")
+    (project / "environments" / "own.yaml").write_text(
+        "extends: development\nservices:\n  notes:\n    port: 3009\n    image: x/notes:1\n    database: true\n"
+        "    migrations: {path: db/notes}\nsecrets:\n  databases:\n    notes: ${N:-notes-db-password}\n"
+    )
+    loaded, secrets = loader.load_with_secrets(project, "own", {})
+    own = migrations.command(loaded.env, secrets, "notes", ["status"], python="py", project_dir=project)
+    assert own.argv == ("py", "-m", "mfe_services.migrate", "--service", "notes", "--env-name", "own", "status")
+    assert own.environ()["MFE_MIGRATIONS_FOLDER"] == str(project / "db" / "notes")
+    bundled = migrations.command(loaded.env, secrets, "auth", ["apply"], python="py", project_dir=project)
+    assert "MFE_MIGRATIONS_FOLDER" not in bundled.environ()
