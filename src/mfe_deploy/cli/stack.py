@@ -197,7 +197,9 @@ def history(env: EnvOption, as_json: JsonOption = False) -> None:
     from mfe_deploy.state.ledger import read_lines
 
     where = host(env)
-    lines = read_lines(where.files, where.state / "audit.jsonl")
+    from mfe_deploy.state.audit import history as entries
+
+    lines = entries(read_lines(where.files, where.state / "audit.jsonl"))
     console = application().console
     if as_json:
         console.json(lines)
