@@ -36,9 +36,20 @@ class Compose:
     def check(self) -> Command:
         return self("config", "-q")
 
-    def up(self, *services: str, timeout: float | None, no_deps: bool = False, remove_orphans: bool = False) -> Command:
-        """Create or recreate what changed and start it; `timeout`: wait until healthy (--wait)."""
+    def up(
+        self,
+        *services: str,
+        timeout: float | None,
+        no_deps: bool = False,
+        remove_orphans: bool = False,
+        scale: int | None = None,
+    ) -> Command:
+        """Create or recreate what changed and start it; `timeout`: wait until healthy (--wait). `scale`
+        (one service): that many containers, keeping the ones there (--no-recreate): new ones start beside
+        the old ones, from the new configuration."""
         flags = [*(["--no-deps"] if no_deps else []), *(["--remove-orphans"] if remove_orphans else [])]
+        if scale is not None:
+            flags += ["--no-recreate", "--scale", f"{services[0]}={scale}"]
         wait = ["--wait", "--wait-timeout", str(int(timeout))] if timeout is not None else []
         return self("up", "-d", *flags, *wait, *services)
 
@@ -56,6 +67,9 @@ class Compose:
     def logs(self, unit: str | None, tail: int | None, follow: bool = False) -> Command:
         lines = str(tail) if tail is not None else "all"
         return self("logs", "--no-color", "--tail", lines, *(["--follow"] if follow else []), *([unit] if unit else []))
+
+    def config_hashes(self) -> Command:
+        return self("config", "--hash", "*")
 
     def ps(self) -> Command:
         return self("ps", "--all", "--format", "json")
@@ -78,6 +92,9 @@ class ContainerState:
     health: str  # healthy, unhealthy, starting, "" (no healthcheck)
     image: str
     exit_code: int
+    config_hash: str = ""  # compose's hash of the service configuration the container was created from
+    oneoff: bool = False  # a `compose run` container (migrations), not a replica
+    id: str = ""  # recreated under the same name, a container has a new id (and a new address)
 
 
 def parse_version(text: str) -> tuple[int, int] | None:
@@ -131,6 +148,31 @@ def parse_ps(text: str) -> list[ContainerState]:
             health=r.get("Health", ""),
             image=r.get("Image", ""),
             exit_code=int(r.get("ExitCode", 0) or 0),
+            config_hash=_labels(r).get("com.docker.compose.config-hash", ""),
+            oneoff=_labels(r).get("com.docker.compose.oneoff", "") == "True",
+            id=str(r.get("ID", "")),
         )
         for r in rows
     ]
+
+
+def _labels(row: dict[str, object]) -> dict[str, str]:
+    raw = row.get("Labels", "")
+    if isinstance(raw, dict):
+        return {str(k): str(v) for k, v in raw.items()}
+    pairs = (item.partition("=") for item in str(raw).split(",") if item)
+    return {key: value for key, _, value in pairs}
+
+
+def parse_hashes(text: str) -> dict[str, str]:
+    """`compose config --hash '*'`: `service hash` per line."""
+    return dict(line.split(None, 1) for line in text.splitlines() if len(line.split()) == 2)
+
+
+def stop_containers(*names: str) -> Command:
+    """Each container gets its own stop_grace_period to finish what it is doing (SIGTERM, then SIGKILL)."""
+    return Command(("docker", "stop", *names))
+
+
+def remove_containers(*names: str) -> Command:
+    return Command(("docker", "rm", "-f", *names))

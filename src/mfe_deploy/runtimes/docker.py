@@ -18,7 +18,15 @@ from pathlib import Path
 from mfe_deploy import bundle, images, tls
 from mfe_deploy.backups.pg import ComposePostgres
 from mfe_deploy.bundle import Drift
-from mfe_deploy.compose import Compose, ContainerState, find, parse_ps
+from mfe_deploy.compose import (
+    Compose,
+    ContainerState,
+    find,
+    parse_hashes,
+    parse_ps,
+    remove_containers,
+    stop_containers,
+)
 from mfe_deploy.config import urls
 from mfe_deploy.config.models import Environment
 from mfe_deploy.config.secrets import Secrets
@@ -61,6 +69,7 @@ class DockerRuntime:
         self.runner = self.host.runner
         self.builder = LocalProcess()  # images are built by this machine's engine, then shipped
         self._compose: Compose | None = None
+        self._nginx_changed = False  # nginx.conf was rewritten by this command: nginx must reload
 
     @cached_property
     def secrets(self) -> Secrets:
@@ -147,7 +156,8 @@ class DockerRuntime:
     def write_bundle(self, versions: dict[str, str]) -> str:
         result = render(self.env, self.secrets, versions=versions, caps=self.capabilities)
         self.files.makedirs(self.bundle_dir, 0o700)  # env files hold secrets: nobody else walks in
-        bundle.write(result, self.bundle_dir, self.files)
+        changed = bundle.write(result, self.bundle_dir, self.files)
+        self._nginx_changed = self._nginx_changed or "nginx/nginx.conf" in changed
         self.files.makedirs(self.bundle_dir / MAINTENANCE_DIR, 0o755)  # mounted into the gateway: must exist
         if self.env.nginx.enabled and self.env.nginx.tls.mode == "self-signed":
             self._self_signed()
@@ -182,14 +192,17 @@ class DockerRuntime:
             self._run(self.compose.up(*stores, timeout=timeout), "starting the stores")
         heads = self._migrate(versions)
         try:
+            self._roll(self._stale(), timeout)
+            gateways = self._gateway_containers()
             with self.console.status("starting the services and waiting until healthy"):
                 up = self.compose.up(timeout=timeout if wait else None, remove_orphans=True)
                 self._run(up, "starting the services")
                 if wait:
                     self._confirm_healthy(timeout)
-            self._reload_nginx()
+            if self._gateway_containers() != gateways or self._nginx_changed:
+                self._reload_nginx()
         except StartFailed as exc:
-            report = self._failure_report()
+            report = f"{exc}\n{self._failure_report()}"
             self._record("up", "failed", versions, digest, heads, note=str(exc).splitlines()[0])
             if previous is not None and previous.versions != versions:
                 self.console.info(f"rolling back to release {previous.id} ({_fmt(dict(previous.versions))})")
@@ -205,9 +218,12 @@ class DockerRuntime:
     def _restore(self, versions: dict[str, str], timeout: float, kind: str) -> None:
         digest = self.write_bundle(versions)
         try:
+            self._roll(self._stale(), timeout)
+            gateways = self._gateway_containers()
             self._run(self.compose.up(timeout=timeout), kind)
             self._confirm_healthy(timeout)
-            self._reload_nginx()
+            if self._gateway_containers() != gateways or self._nginx_changed:
+                self._reload_nginx()
             self._record(kind, "succeeded", versions, digest, {})
         except StartFailed as exc:
             self._record(kind, "failed", versions, digest, {}, note=str(exc).splitlines()[0])
@@ -236,6 +252,76 @@ class DockerRuntime:
             and all(counts[n] == r for n, r in replicas.items())
             and all(c.state == "running" and c.health in ("healthy", "") for c in states)
         )
+
+    # --- start-first replacement ---------------------------------------------------------------------------
+    def _stale(self) -> list[str]:
+        """Services whose running containers were made from another configuration than the bundle's (the
+        image tag, the env file, the limits: compose's own config hash), or are unhealthy (`up` repairs
+        them); the gateway last. None when ports are published on the host (development): a new
+        container cannot bind its port beside the old one, so compose recreates it (stop, then start)."""
+        if self.env.publish_ports:
+            return []
+        wanted = parse_hashes(self._run(self.compose.config_hashes(), "compose config --hash").stdout)
+        running = [c for c in self.containers() if not c.oneoff and c.state == "running"]
+        stale = [
+            n
+            for n in self.env.services
+            if any(c.service == n and (c.config_hash != wanted.get(n) or c.health == "unhealthy") for c in running)
+        ]
+        order = list(self.env.services)
+        return sorted(stale, key=lambda n: (self.env.services[n].role == "gateway", order.index(n)))
+
+    def _roll(self, services: list[str], timeout: float) -> None:
+        """Start-first, one service at a time (each with all its replicas): the new containers start beside
+        the old ones and must become healthy; then the old ones stop (SIGTERM: they finish what they
+        serve, within stop_grace_period) and go; nginx reloads while both run (gateway only). A new
+        container that does not become healthy is removed and the old ones go on serving."""
+        for name in services:
+            old = {c.name for c in self.containers() if c.service == name and not c.oneoff}
+            replicas = self.env.services[name].replicas
+            with self.console.status(f"{name}: starting {replicas} new container(s) beside {len(old)}") as waiting:
+                beside = self.compose.up(name, timeout=None, no_deps=True, scale=len(old) + replicas)
+                try:
+                    self._run(beside, f"starting {name}")
+                    new = self._wait_new(name, old, timeout, waiting.update)
+                except StartFailed:
+                    # The new containers go, whatever state they are in; the old ones never stopped.
+                    extra = [c.name for c in self.containers() if c.service == name and c.name not in old]
+                    if extra:
+                        self.runner.run(remove_containers(*extra), timeout=120)
+                    raise
+                if self.env.services[name].role == "gateway":
+                    # nginx learns the new replicas' addresses (it resolves names when it loads); it keeps
+                    # the old ones, which refuse once stopped and are passed over (proxy_next_upstream),
+                    # until the next reload: one reload per gateway replacement, as each drops idle clients.
+                    self._reload_nginx()
+                waiting.update(f"{name}: the old container(s) finish their requests and stop")
+                self._run(stop_containers(*sorted(old)), f"stopping the old {name}")
+                self._run(remove_containers(*sorted(old)), f"removing the old {name}")
+            self.console.info(f"{name}: replaced start-first ({len(new)} new, {len(old)} old stopped)")
+
+    def _gateway_containers(self) -> set[str]:
+        """Ids, not names: compose recreates a container under the same name, with a new address."""
+        return {c.id for c in self.containers() if c.service == self.env.gateway and c.state == "running"}
+
+    def _wait_new(self, name: str, old: set[str], timeout: float, update: Callable[[str], None]) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            new = [c for c in self.containers() if c.service == name and not c.oneoff and c.name not in old]
+            bad = [c for c in new if c.state in ("exited", "dead", "restarting") or c.health == "unhealthy"]
+            if new and not bad and all(c.state == "running" and c.health in ("healthy", "") for c in new):
+                return [c.name for c in new]
+            if bad or time.monotonic() > deadline:
+                why = f"{bad[0].health or bad[0].state}" if bad else f"not healthy after {timeout:.0f}s"
+                report = self._logs_of(bad[0].name) if bad else ""
+                raise StartFailed(f"{name} is {why}; the old container(s) go on serving{report}")
+            update(f"{name}: {sum(c.health == 'healthy' for c in new)}/{len(new)} new container(s) healthy")
+            time.sleep(0.5)
+
+    def _logs_of(self, container: str) -> str:
+        done = self.runner.run(Command(("docker", "logs", "--tail", "15", container)), timeout=60)
+        lines = (done.stdout + done.stderr).strip().splitlines()[-15:]
+        return "; its last log lines:\n" + "\n".join(f"  {line}" for line in lines) if lines else ""
 
     def _migration_key(self, versions: dict[str, str]) -> str:
         """Migrations ship in the images: with the same images and the same database container they were
@@ -382,14 +468,10 @@ class DockerRuntime:
         versions = {**current, service: target}
         digest = self.write_bundle(versions)
         try:
-            with self.console.status(f"rolling {service} back to {target}"):
-                self._run(self.compose.up(service, timeout=timeout, no_deps=True), f"starting {service} {target}")
-                self._confirm_healthy(timeout)
-            self._reload_nginx()
+            self._roll([service], timeout)
         except StartFailed:
             self._record("rollback", "failed", versions, digest, {})
-            self.write_bundle(current)
-            self.runner.run(self.compose.up(service, timeout=None, no_deps=True), timeout=timeout)
+            self.write_bundle(current)  # the old containers still serve: only the files go back
             raise
         self._record("rollback", "succeeded", versions, digest, {}, note=f"{service}: {current[service]} -> {target}")
         return self.ledger.all()[-1]

@@ -174,6 +174,9 @@ class Gateway:
             except UpstreamError as exc:
                 conn.close()
                 if exc.retryable and reused and not streaming and attempt == 0:
+                    # The idle connections went to the same server, which closed this one (a replica
+                    # stopping, or its keep-alive timeout): retry on a new connection, resolved anew.
+                    pool.close()
                     continue
                 log.warning("upstream failed", extra={"fields": {"upstream": name, "error": str(exc)}})
                 reporting.report(message=f"502 from the gateway: {name} failed")

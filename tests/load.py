@@ -1,0 +1,105 @@
+"""A fixed-rate load through nginx for zero-downtime checks (bench/zero_downtime.py and the docker tests).
+
+Keep-alive clients and clients that open a new connection for every request send a mix of reads and
+writes (GET /api/auth/me, GET /api/payments, POST /api/payments) at a fixed total rate; every answer
+that is not 2xx, and every connection error, is a failed request. Bounded: it stops when told to or
+after `limit` seconds, whichever comes first."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+
+@dataclass
+class Tally:
+    sent: int = 0
+    failed: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, ok: bool, reason: str = "") -> None:
+        with self.lock:
+            self.sent += 1
+            if not ok:
+                self.failed += 1
+                self.reasons[reason[:120]] += 1
+
+
+class Load:
+    def __init__(
+        self, base_url: str, token: str, *, rate: float = 200, keepalive_share: float = 0.75, limit: float = 600
+    ) -> None:
+        self.base_url, self.headers = base_url, {"Authorization": f"Bearer {token}"}
+        self.rate, self.limit = rate, limit
+        self.keepalive_workers, self.fresh_workers = 12, 4
+        self.keepalive_rate = rate * keepalive_share
+        self.tally = Tally()
+        self.stop_event = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def __enter__(self) -> Load:
+        self.started = time.monotonic()
+        for _ in range(self.keepalive_workers):
+            self.threads.append(threading.Thread(target=self._keepalive, daemon=True))
+        for _ in range(self.fresh_workers):
+            self.threads.append(threading.Thread(target=self._fresh, daemon=True))
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_event.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+        self.seconds = time.monotonic() - self.started
+
+    def _request(self, client: httpx.Client, n: int) -> None:
+        kind = n % 4
+        try:
+            if kind == 0:
+                answer = client.post(
+                    "/api/payments",
+                    json={"amount": 100, "currency": "EUR", "description": "load"},
+                    headers={**self.headers, "Idempotency-Key": uuid.uuid4().hex},
+                )
+            else:
+                answer = client.get("/api/auth/me" if kind % 2 else "/api/payments", headers=self.headers)
+            ok = 200 <= answer.status_code < 300
+            self.tally.add(ok, f"{answer.status_code} {answer.request.url.path} {answer.text[:60]}")
+        except httpx.HTTPError as exc:
+            self.tally.add(False, f"{type(exc).__name__}: {exc}")
+
+    def _paced(self, interval: float, send: Callable[[int], None]) -> None:
+        n = 0
+        next_at = time.monotonic()
+        deadline = self.started + self.limit
+        while not self.stop_event.is_set() and time.monotonic() < deadline:
+            send(n)
+            n += 1
+            next_at += interval
+            pause = next_at - time.monotonic()
+            if pause > 0:
+                self.stop_event.wait(pause)
+            else:
+                next_at = time.monotonic()  # behind: do not pile up
+
+    def _keepalive(self) -> None:
+        interval = self.keepalive_workers / self.keepalive_rate
+        with httpx.Client(base_url=self.base_url, verify=False, timeout=10) as client:
+            self._paced(interval, lambda n: self._request(client, n))
+
+    def _fresh(self) -> None:
+        interval = self.fresh_workers / (self.rate - self.keepalive_rate)
+
+        def one(n: int) -> None:
+            with httpx.Client(base_url=self.base_url, verify=False, timeout=10) as client:
+                self._request(client, n)
+
+        self._paced(interval, one)
