@@ -159,3 +159,49 @@ def test_the_local_migration_runner_reads_your_folder(tmp_path: Path) -> None:
     assert own.environ()["MFE_MIGRATIONS_FOLDER"] == str(project / "db" / "notes")
     bundled = migrations.command(loaded.env, secrets, "auth", ["apply"], python="py", project_dir=project)
     assert "MFE_MIGRATIONS_FOLDER" not in bundled.environ()
+
+
+def test_image_build_command_lines() -> None:
+    from mfe_deploy.images import build_command, build_own_command
+
+    bundled = build_command(
+        Path("/r/services"), Path("/c"), base="py:3.11", service="auth", version="v2", tag="p/auth:v2"
+    )
+    assert " ".join(bundled.argv) == (
+        "docker build -q -f /r/services/Dockerfile --build-arg BASE_IMAGE=py:3.11 --build-arg SERVICE=auth"
+        " --build-arg VERSION=v2 -t p/auth:v2 /c"
+    )
+    own = build_own_command(Path("/p/notes"), Path("/p/notes/Dockerfile"), version="v2", tag="p/notes:v2")
+    assert " ".join(own.argv) == "docker build -q -f /p/notes/Dockerfile --build-arg VERSION=v2 -t p/notes:v2 /p/notes"
+
+
+def test_supervisor_programs_of_the_local_runtime(tmp_path: Path) -> None:
+    """The local runtime's command lines, as supervisord.conf says them: the stores bound to loopback,
+    a bundled service by name, a service of yours through the env-file launcher (no secret in argv)."""
+    from mfe_deploy.binaries import Binaries
+    from mfe_deploy.local_bundle import LocalLayout, render_local
+
+    project = tmp_path / "p"
+    shutil.copytree(REPO / "environments", project / "environments")
+    (project / "environments" / "loc.yaml").write_text(
+        "extends: development\nservices:\n  notes:\n    port: 3009\n    image: x/notes:1\n"
+        "    command: [python3, notes/server.py, --quiet]\n"
+    )
+    loaded, secrets = loader.load_with_secrets(project, "loc", {})
+    tools = Path("/bin")
+    bins = Binaries(Path("/pg/bin"), tools / "redis-server", None, None, tools / "supervisord", None, tools / "svctl")
+    layout = LocalLayout(project / ".mfe" / "loc")
+    bundle = render_local(
+        loaded.env, secrets, layout, bins, python="/venv/python", run_as_root=False, project_dir=project
+    )
+    conf = bundle.files["supervisord.conf"].text
+    data = layout.data
+    assert f"command=/pg/bin/postgres -D {data}/postgres -p 5432 -c listen_addresses=127.0.0.1" in conf
+    assert f"command=/bin/redis-server --port 6379 --bind 127.0.0.1 --dir {data}/redis --appendonly no" in conf
+    env_files = layout.root / "env"
+    assert f"command=/venv/python -m mfe_services auth --env-file {env_files}/auth.env" in conf
+    assert (
+        f"command=/venv/python -m mfe_deploy.exec.withenv {env_files}/notes.env {project} -- python3 notes/server.py"
+        " --quiet" in conf
+    )
+    assert "dev-auth-password" not in conf and "dev-secret-key" not in conf

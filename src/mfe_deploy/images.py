@@ -119,27 +119,31 @@ def ship(tags: list[str], source: Runner, dest: Runner, task: Task | None = None
     return sent
 
 
+def build_command(services_dir: Path, context: Path, *, base: str, service: str, version: str, tag: str) -> Command:
+    """A bundled service's image, from services/Dockerfile and the wheelhouse in `context`."""
+    args = {"BASE_IMAGE": base, "SERVICE": service, "VERSION": version}
+    return _docker_build(services_dir / "Dockerfile", context, args, tag)
+
+
+def build_own_command(context: Path, dockerfile: Path, *, version: str, tag: str) -> Command:
+    """A service of yours, from its own Dockerfile (VERSION is passed as a build argument)."""
+    return _docker_build(dockerfile, context, {"VERSION": version}, tag)
+
+
+def _docker_build(dockerfile: Path, context: Path, args: dict[str, str], tag: str) -> Command:
+    build_args = [x for key, value in args.items() for x in ("--build-arg", f"{key}={value}")]
+    argv = ("docker", "build", "-q", "-f", str(dockerfile), *build_args, "-t", tag, str(context))
+    return Command(argv, env={"DOCKER_BUILDKIT": os.environ.get("DOCKER_BUILDKIT", "0")})
+
+
 def build(services_dir: Path, context: Path, *, base: str, service: str, version: str, tag: str) -> None:
-    _run(["docker", "build", "-q", "-f", str(services_dir / "Dockerfile"), "--build-arg", f"BASE_IMAGE={base}",
-          "--build-arg", f"SERVICE={service}", "--build-arg", f"VERSION={version}", "-t", tag, str(context)],
-         f"building {tag}", env={**os.environ, "DOCKER_BUILDKIT": os.environ.get("DOCKER_BUILDKIT", "0")})  # fmt: skip
+    command = build_command(services_dir, context, base=base, service=service, version=version, tag=tag)
+    _run(list(command.argv), f"building {tag}", env={**os.environ, **command.environ()})
 
 
 def build_own(context: Path, dockerfile: Path, *, version: str, tag: str) -> None:
-    """A service of yours, from its own Dockerfile (VERSION is passed as a build argument)."""
-    argv = [
-        "docker",
-        "build",
-        "-q",
-        "-f",
-        str(dockerfile),
-        "--build-arg",
-        f"VERSION={version}",
-        "-t",
-        tag,
-        str(context),
-    ]
-    _run(argv, f"building {tag}", env={**os.environ, "DOCKER_BUILDKIT": os.environ.get("DOCKER_BUILDKIT", "0")})
+    command = build_own_command(context, dockerfile, version=version, tag=tag)
+    _run(list(command.argv), f"building {tag}", env={**os.environ, **command.environ()})
 
 
 def tags(runner: Runner, prefix: str, service: str) -> list[str]:
