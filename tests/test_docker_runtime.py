@@ -28,29 +28,14 @@ import pytest
 
 from tests import backup_suite as suite
 from tests.conftest import REPO, strong_secrets
-from tests.engines import remove_images
+from tests.engines import remove_images, require_engine_with_standins
 from tests.pg import free_port
 from tests.receiver import Receiver, receiver
 from tests.stack import admin_headers, maintenance_round_trip, poll
 from tests.test_services_e2e import _profile, _user
 
 ENV = "dkt"
-STANDINS = ("mfe-local/postgres:15", "mfe-local/redis:7", "mfe-local/rabbitmq:3", "mfe-local/nginx:1.22",
-            "mfe-local/python:3.11")  # fmt: skip
-
-
-def _engine() -> bool:
-    return (
-        shutil.which("docker") is not None and subprocess.run(["docker", "info"], capture_output=True).returncode == 0
-    )
-
-
-if not _engine() or any(
-    subprocess.run(["docker", "image", "inspect", i], capture_output=True).returncode for i in STANDINS
-):
-    if os.environ.get("MFE_REQUIRE_DOCKER") == "1":
-        raise RuntimeError("MFE_REQUIRE_DOCKER=1 but no Docker engine or stand-in images (images/build.sh)")
-    pytest.skip("no Docker engine with the stand-in images here", allow_module_level=True)
+require_engine_with_standins()
 
 
 @dataclass

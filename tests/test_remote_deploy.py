@@ -20,16 +20,15 @@ import httpx
 import pytest
 
 from tests.conftest import REPO, strong_secrets
-from tests.engines import remove_images
+from tests.engines import STANDINS, engine_answers, remove_images
 from tests.pg import free_port
 from tests.sshd import SSHD, Sshd, sshd
 from tests.stack import poll
-from tests.test_docker_runtime import STANDINS, _engine
 from tests.test_services_e2e import _user
 
 ENV = "rmt"
 
-if os.geteuid() != 0 or not SSHD.exists() or not _engine():
+if os.geteuid() != 0 or not SSHD.exists() or not engine_answers():
     if os.environ.get("MFE_REQUIRE_DOCKER") == "1":
         raise RuntimeError("MFE_REQUIRE_DOCKER=1 but no sshd, root or Docker engine for the remote tests")
     pytest.skip("needs root, openssh-server and a Docker engine", allow_module_level=True)

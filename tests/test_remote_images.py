@@ -20,11 +20,10 @@ from mfe_deploy import images
 from mfe_deploy.exec.process import LocalProcess
 from mfe_deploy.remote import ssh
 from mfe_deploy.remote.target import SshTarget
-from tests.engines import second_engine
+from tests.engines import engine_answers, second_engine
 from tests.sshd import SSHD, sshd
-from tests.test_docker_runtime import _engine
 
-if os.geteuid() != 0 or not SSHD.exists() or not _engine() or shutil.which("dockerd") is None:
+if os.geteuid() != 0 or not SSHD.exists() or not engine_answers() or shutil.which("dockerd") is None:
     if os.environ.get("MFE_REQUIRE_DOCKER") == "1":
         raise RuntimeError("MFE_REQUIRE_DOCKER=1 but no sshd, root or Docker engine for the image shipping test")
     pytest.skip("needs root, openssh-server and dockerd", allow_module_level=True)

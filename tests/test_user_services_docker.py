@@ -18,9 +18,8 @@ import httpx
 import pytest
 
 from tests.conftest import REPO
-from tests.engines import remove_images
+from tests.engines import remove_images, require_engine_with_standins
 from tests.pg import free_port
-from tests.test_docker_runtime import STANDINS, _engine
 from tests.test_services_e2e import _user
 from tests.test_user_services import notifications_yaml
 
@@ -30,12 +29,7 @@ PREBUILT = f"{PREFIX}/echo:prebuilt"
 FIXTURE = REPO / "tests" / "fixtures" / "notifications"
 BUNDLED = ("api-gateway", "auth", "payments", "admin", "profile")
 
-if not _engine() or any(
-    subprocess.run(["docker", "image", "inspect", i], capture_output=True).returncode for i in STANDINS
-):
-    if os.environ.get("MFE_REQUIRE_DOCKER") == "1":
-        raise RuntimeError("MFE_REQUIRE_DOCKER=1 but no Docker engine or stand-in images (images/build.sh)")
-    pytest.skip("no Docker engine with the stand-in images here", allow_module_level=True)
+require_engine_with_standins()
 
 
 @dataclass

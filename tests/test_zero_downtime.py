@@ -19,22 +19,16 @@ import httpx
 import pytest
 
 from tests.conftest import REPO, strong_secrets
-from tests.engines import remove_images
+from tests.engines import remove_images, require_engine_with_standins
 from tests.load import Load
 from tests.pg import free_port
-from tests.test_docker_runtime import STANDINS, _engine
 
 ENV = "zdt"
 PREFIX = "mfe-test-zd"
 SERVICES = ("api-gateway", "auth", "payments", "admin", "profile")
 RATE = 60  # requests/s: the suite shares two cores with the stack; the bench runs 200
 
-if not _engine() or any(
-    subprocess.run(["docker", "image", "inspect", i], capture_output=True).returncode for i in STANDINS
-):
-    if os.environ.get("MFE_REQUIRE_DOCKER") == "1":
-        raise RuntimeError("MFE_REQUIRE_DOCKER=1 but no Docker engine or stand-in images (images/build.sh)")
-    pytest.skip("no Docker engine with the stand-in images here", allow_module_level=True)
+require_engine_with_standins()
 
 
 @dataclass
