@@ -7,10 +7,11 @@ from collections.abc import Iterator
 import pytest
 
 from mfe_deploy.config import loader
-from mfe_deploy.config.models import DATABASE_SERVICES
 from mfe_deploy.render import render
 from tests.conftest import REPO, strong_secrets
 from tests.pg import Cluster, temp_cluster
+
+DATABASE_SERVICES = ("auth", "payments", "admin", "profile")  # the bundled services that own a database
 
 
 @pytest.fixture
