@@ -32,11 +32,12 @@ def runtime(env: str, wanted: str | None = None) -> Runtime:
 
     state = application()
     loaded = state.environment(env)
-    where = host(env, loaded.env)  # connected once: the lock and the audit log of this command use it too
-    try:
-        name, why = registry.choose(wanted or loaded.env.runtime, remote=where.remote, engine=server_version)
+    remote = loaded.env.target != "local"
+    try:  # before connecting: a wrong --runtime for a remote target is refused without touching the host
+        name, why = registry.choose(wanted or loaded.env.runtime, remote=remote, engine=server_version)
     except MfeError as exc:
         raise MfeError(f"{env} targets {loaded.env.target}: {exc}") from None
+    where = host(env, loaded.env)  # connected once: the lock and the audit log of this command use it too
     if why:
         state.console.info(f"runtime: {name} ({why})")
     return registry.create(

@@ -468,10 +468,17 @@ class DockerRuntime:
         versions = {**current, service: target}
         digest = self.write_bundle(versions)
         try:
-            self._roll([service], timeout)
+            if self.env.publish_ports:  # a host port cannot be bound twice: stop, then start (see _stale)
+                with self.console.status(f"rolling {service} back to {target}"):
+                    self._run(self.compose.up(service, timeout=timeout, no_deps=True), f"starting {service} {target}")
+                    self._confirm_healthy(timeout)
+            else:
+                self._roll([service], timeout)
         except StartFailed:
             self._record("rollback", "failed", versions, digest, {})
-            self.write_bundle(current)  # the old containers still serve: only the files go back
+            self.write_bundle(current)  # start-first: the old containers still serve, only the files go back
+            if self.env.publish_ports:
+                self.runner.run(self.compose.up(service, timeout=None, no_deps=True), timeout=timeout)
             raise
         self._record("rollback", "succeeded", versions, digest, {}, note=f"{service}: {current[service]} -> {target}")
         return self.ledger.all()[-1]
