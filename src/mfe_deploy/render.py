@@ -157,12 +157,19 @@ class NginxPaths:
     listen_http: str = "80"
     listen_https: str = "443"
     temp: str | None = None
+    resolver: str | None = None  # set: the gateway's name is resolved per request (Swarm), not once at load
+    resolver_valid: str = "2s"
 
 
 def nginx_conf(env: Environment, paths: NginxPaths, caps: Capabilities = Capabilities()) -> str:
     if paths.upstream is None:
         paths = dataclasses.replace(paths, upstream=env.gateway)
-    return _jinja().get_template("nginx.conf.j2").render({**_context(env, {}, caps), "nginx_paths": paths})
+    target = "http://$mfe_gateway" if paths.resolver else "http://api_gateway"
+    return (
+        _jinja()
+        .get_template("nginx.conf.j2")
+        .render({**_context(env, {}, caps), "nginx_paths": paths, "proxy_target": target})
+    )
 
 
 def _healthcheck(

@@ -54,6 +54,21 @@ class ComposePostgres:
 
 
 @dataclass(frozen=True)
+class ContainerPostgres:
+    """The swarm runtime: the client tools inside the postgres task's container (`docker exec`), on the
+    engine the runtime's runner talks to. The password travels in the environment (`-e PGPASSWORD`)."""
+
+    container: str
+    superuser: str
+    password: Secret
+
+    def tool(self, name: str, *args: str, connect: bool = True) -> Command:
+        where = ("-h", "127.0.0.1", "-U", self.superuser) if connect else ()
+        argv = ("docker", "exec", "-i", "-e", "PGPASSWORD", self.container, name, *where, *args)
+        return Command(argv, env={"PGPASSWORD": self.password})
+
+
+@dataclass(frozen=True)
 class Target:
     service: str
     database: str

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from mfe_deploy.runtimes.contract import Runtime
 
 RuntimeOption = Annotated[
-    str | None, typer.Option("--runtime", "-r", help="local or docker [default: from the environment].")
+    str | None, typer.Option("--runtime", "-r", help="local, docker or swarm [default: from the environment].")
 ]
 LockWait = Annotated[float, typer.Option("--lock-wait", help="Seconds to wait for the deploy lock.")]
 ForceUnlock = Annotated[bool, typer.Option("--force-unlock", help="Break a stale deploy lock.")]

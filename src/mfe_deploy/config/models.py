@@ -192,6 +192,30 @@ class Ssh(Model):
     connect_timeout: float = Field(default=10, gt=0, le=300)
 
 
+class Swarm(Model):
+    """runtime: swarm. The stack runs on a Docker Swarm whose manager's engine answers at `manager`."""
+
+    manager: str = Field(
+        default="unix:///var/run/docker.sock",
+        pattern=r"^(unix|ssh|tcp)://\S+$",
+        description="the manager's engine, as DOCKER_HOST takes it (unix://, ssh://user@host, tcp://)",
+    )
+    nodes: tuple[str, ...] = Field(
+        default=(), description="the other nodes' engines: images are sent to each one that lacks them"
+    )
+    stores_label: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9.-]{0,62}$",
+        description="postgres, redis and rabbitmq run on the node with this label set to true (and their volumes "
+        "stay there); default: on the manager",
+    )
+    endpoint_mode: Literal["dnsrr", "vip"] = Field(
+        default="dnsrr", description="vip needs IPVS in the nodes' kernels; dnsrr works everywhere"
+    )
+    update_delay: Duration = Field(default="10s", description="between two replicas of one service (the guide's)")
+    monitor: Duration = Field(default="10s", description="how long a new task must stay up before the next one")
+
+
 NotifyEvent = Literal[
     "deploy.succeeded", "deploy.failed", "rollback.automatic", "rollback.succeeded", "rollback.failed",
     "restore.succeeded", "restore.failed", "backup.failed", "backup.stale", "lock.broken", "test",
@@ -224,7 +248,7 @@ class Environment(Model):
     tier: Tier
     project: str = Field(pattern=r"^[a-z][a-z0-9-]{0,40}$")
     target: str = Field(default="local", pattern=r"^(local|ssh://[A-Za-z0-9._-]+@[A-Za-z0-9.-]+(:[0-9]{1,5})?)$")
-    runtime: Literal["auto", "docker", "local"] = "auto"
+    runtime: Literal["auto", "docker", "local", "swarm"] = "auto"
     restart: Literal["no", "always", "on-failure", "unless-stopped"] = "no"
     publish_ports: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -241,6 +265,7 @@ class Environment(Model):
     ssh: Ssh = Ssh()
     notify: Notify = Notify()
     monitoring: Monitoring = Monitoring()
+    swarm: Swarm = Swarm()
     secrets: Secrets
 
     @model_validator(mode="before")

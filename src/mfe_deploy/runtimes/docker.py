@@ -16,7 +16,7 @@ from functools import cached_property
 from pathlib import Path
 
 from mfe_deploy import bundle, images, tls
-from mfe_deploy.backups.pg import ComposePostgres
+from mfe_deploy.backups.pg import ComposePostgres, Postgres
 from mfe_deploy.bundle import Drift
 from mfe_deploy.compose import (
     Compose,
@@ -35,7 +35,7 @@ from mfe_deploy.engine import capabilities, capabilities_for, version_via
 from mfe_deploy.errors import MfeError
 from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.process import LocalProcess
-from mfe_deploy.exec.runner import Completed
+from mfe_deploy.exec.runner import Completed, Runner
 from mfe_deploy.ops import health, migrations
 from mfe_deploy.ops.migrations import pending
 from mfe_deploy.plan import Desired, Have, Observed, Want, digest
@@ -138,17 +138,26 @@ class DockerRuntime:
     def ship(self, tags: list[str]) -> list[str]:
         """Send the remote engine the images it lacks (or holds as other images), without a registry.
         Infra images this machine has are sent too when the remote lacks them (air-gapped hosts)."""
+        return self._ship_to(self.runner, self.host.name, [*tags, *self._infra_images()])
+
+    def _infra_images(self) -> list[str]:
         i = self.env.images
-        infra = [i.postgres, i.redis, *([i.rabbitmq] if self.env.uses_rabbitmq else []),
-                 *([i.nginx] if self.env.nginx.enabled else [])]  # fmt: skip
-        wanted = [*tags, *infra]
-        todo = images.plan_ship(images.image_ids(self.builder, wanted), images.image_ids(self.runner, wanted))
+        return [
+            i.postgres,
+            i.redis,
+            *([i.rabbitmq] if self.env.uses_rabbitmq else []),
+            *([i.nginx] if self.env.nginx.enabled else []),
+            *([i.prometheus] if self.env.monitoring.enabled else []),
+        ]
+
+    def _ship_to(self, engine: Runner, where: str, wanted: list[str]) -> list[str]:
+        todo = images.plan_ship(images.image_ids(self.builder, wanted), images.image_ids(engine, wanted))
         if not todo:
             return []
         started = time.monotonic()
         with self.console.progress() as progress:
-            task = progress.task(f"shipping {len(todo)} image(s) to {self.host.name}")
-            sent = images.ship(todo, self.builder, self.runner, task)
+            task = progress.task(f"shipping {len(todo)} image(s) to {where}")
+            sent = images.ship(todo, self.builder, engine, task)
             task.finish(f"{human_size(sent)} in {time.monotonic() - started:.1f}s")
         return todo
 
@@ -450,7 +459,8 @@ class DockerRuntime:
         self.ledger.record(release)
 
     # --- rollback ------------------------------------------------------------------------------------------
-    def rollback(self, service: str, to: str | None, timeout: float) -> Release:
+    def _rollback_target(self, service: str, to: str | None) -> tuple[dict[str, str], str]:
+        """The versions running now and the one `service` goes back to (refused with a reason)."""
         current = self.current_versions()
         if service not in self.env.services:
             raise MfeError(f"unknown service {service!r}; one of: {', '.join(self.env.services)}")
@@ -465,6 +475,10 @@ class DockerRuntime:
         if not images.exists(self.runner, self.tag(service, target)):
             where = "this engine" if not self.host.remote else f"the engine of {self.host.name}"
             raise MfeError(f"image {self.tag(service, target)} does not exist on {where}")
+        return current, target
+
+    def rollback(self, service: str, to: str | None, timeout: float) -> Release:
+        current, target = self._rollback_target(service, to)
         versions = {**current, service: target}
         digest = self.write_bundle(versions)
         try:
@@ -498,7 +512,7 @@ class DockerRuntime:
         return removed
 
     # --- what backups need ----------------------------------------------------------------------------------
-    def postgres(self) -> ComposePostgres:
+    def postgres(self) -> Postgres:
         return ComposePostgres(self.compose, self.env.database.superuser, self.secrets.postgres_password)
 
     def stop_services(self, names: Sequence[str]) -> None:

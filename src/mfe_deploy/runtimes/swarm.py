@@ -1,0 +1,465 @@
+"""The swarm runtime: the same environment as a Swarm stack (`docker stack deploy`) on one or more hosts.
+
+Swarm does the rolling update (start-first, health-gated, rolled back by itself on failure); this
+runtime builds the images here, sends each node's engine what it lacks, deploys the stores first, runs
+the migrations once per release, deploys the rest and then watches every service until it converged or
+Swarm rolled it back: `docker stack deploy` exits 0 either way, so the exit status comes from here."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mfe_deploy import bundle, swarm_stack
+from mfe_deploy.backups.pg import ContainerPostgres, Postgres
+from mfe_deploy.bundle import Drift
+from mfe_deploy.compose import ContainerState
+from mfe_deploy.config import urls
+from mfe_deploy.engine import capabilities_for, version_via
+from mfe_deploy.errors import MfeError
+from mfe_deploy.exec.command import Command
+from mfe_deploy.exec.docker_host import AtEngine
+from mfe_deploy.exec.runner import Runner
+from mfe_deploy.ops import health, migrations
+from mfe_deploy.render import Bundle, BundleFile, Capabilities, NginxPaths, nginx_conf, render
+from mfe_deploy.runtimes.contract import Deployment, Features, RolledBack, StartFailed, UnitStatus, Unsupported
+from mfe_deploy.runtimes.docker import HEALTH_PROBE, DockerRuntime
+from mfe_deploy.state.ledger import Release
+
+BUSY = ("updating", "rollback_started")
+ROLLED_BACK = ("rollback_completed", "rollback_paused", "paused")
+
+
+class SwarmRuntime(DockerRuntime):
+    name = "swarm"
+
+    def __init__(self, deployment: Deployment) -> None:
+        super().__init__(deployment)
+        if self.host.remote:
+            raise MfeError("runtime swarm reaches its manager through swarm.manager: leave target: local")
+        self.stack = f"{self.env.project}-{self.env.name}"
+        self.runner = AtEngine(self.host.runner, self.env.swarm.manager)
+        self.engines: list[tuple[str, Runner]] = [
+            (self.env.swarm.manager, self.runner),
+            *((url, AtEngine(self.host.runner, url)) for url in self.env.swarm.nodes),
+        ]
+
+    @property
+    def features(self) -> Features:
+        return Features(versioned_images=True, remote=False)
+
+    @cached_property
+    def capabilities(self) -> Capabilities:
+        return capabilities_for(version_via(self.runner))
+
+    # --- images: built here, sent to every node that lacks them ------------------------------------------------
+    def build(self, version: str) -> None:
+        super().build(version)
+        wanted = [*(self.tag(s, version) for s in self.env.services), *self._infra_images()]
+        for url, engine in self.engines:
+            self._ship_to(engine, url, wanted)
+
+    # --- rendering -----------------------------------------------------------------------------------------
+    def _swarm_bundle(self, versions: dict[str, str]) -> Bundle:
+        base = render(self.env, self.secrets, versions=versions, caps=self.capabilities)
+        files = dict(base.files)
+        compose = yaml.safe_load(files.pop("compose.yml").text)
+        if self.env.nginx.enabled:
+            paths = NginxPaths(resolver="127.0.0.11")
+            files["nginx/nginx.conf"] = BundleFile(nginx_conf(self.env, paths, self.capabilities))
+            tls = self.env.nginx.tls
+            if tls.mode == "files":
+                assert tls.certificate is not None and tls.key is not None
+                files["nginx/ssl/cert.pem"] = BundleFile(Path(tls.certificate).read_text())
+                files["nginx/ssl/key.pem"] = BundleFile(Path(tls.key).read_text(), secret=True)
+        contents = {path: file.text.encode() for path, file in files.items()}
+        for name in ("cert.pem", "key.pem"):
+            path = f"nginx/ssl/{name}"
+            if path not in contents:
+                contents[path] = (self.files.read_text(self.bundle_dir / path) or "").encode()
+        doc = swarm_stack.stack(self.env, compose, contents)
+        files["stack.yml"] = BundleFile(swarm_stack.dump(doc, self.env.name))
+        stores = swarm_stack.only(doc, [u for u in swarm_stack.STORES if u in doc["services"]])
+        files["stores.yml"] = BundleFile(swarm_stack.dump(stores, self.env.name))
+        return Bundle(dict(sorted(files.items())))
+
+    def write_bundle(self, versions: dict[str, str]) -> str:
+        self.files.makedirs(self.bundle_dir, 0o700)
+        if self.env.nginx.enabled and self.env.nginx.tls.mode == "self-signed":
+            self._self_signed()  # before the stack: the secrets' names are their contents' digests
+        result = self._swarm_bundle(versions)
+        bundle.write(result, self.bundle_dir, self.files)
+        return _digest(result)
+
+    def _rendered(self, version: str) -> Bundle:
+        return self._swarm_bundle(dict.fromkeys(self.env.services, version))
+
+    def drift(self, version: str) -> list[Drift]:
+        return bundle.drift(self._rendered(version), self.bundle_dir, self.files)
+
+    # --- up ------------------------------------------------------------------------------------------------
+    def up(self, *, wait: bool, timeout: float, version: str = "dev") -> list[UnitStatus]:
+        previous = self.ledger.last_good()
+        versions: dict[str, str] = dict.fromkeys(self.env.services, version)
+        started = time.monotonic()
+        self.build(version)
+        digest = self.write_bundle(versions)
+        if self._nothing_to_do(previous, versions, digest):
+            self.console.info("nothing to do: the running release already matches (same files, same images)")
+            return self.status()
+        heads: dict[str, str] = {}
+        try:
+            stores = [u for u in swarm_stack.STORES if u in self.units()]
+            self._deploy("stores.yml", stores, timeout, prune=False)
+            heads = self._migrate(versions)
+            self._deploy("stack.yml", self.units(), timeout if wait else 0, prune=True)
+        except StartFailed as exc:
+            kind = "failed"
+            self._record("up", kind, versions, digest, heads, note=str(exc).splitlines()[0])
+            raise
+        self._record("up", "succeeded", versions, digest, heads, note=f"{time.monotonic() - started:.1f}s")
+        self._remove_unused_objects()
+        return self.status()
+
+    def _nothing_to_do(self, previous: Release | None, versions: dict[str, str], digest: str) -> bool:
+        if previous is None or previous.bundle_sha256 != digest or dict(previous.versions) != versions:
+            return False
+        if any(v.endswith("-dirty") for v in versions.values()):
+            return False
+        if self._image_ids(versions) != dict(previous.images):
+            return False
+        services = self._inspect(self.units())
+        return all(self._converged(unit, spec, 0.0) == "done" for unit, spec in services.items()) and len(
+            services
+        ) == len(self.units())
+
+    def _deploy(self, file: str, units: Sequence[str], timeout: float, *, prune: bool) -> None:
+        before = {u: spec.get("Version", {}).get("Index") for u, spec in self._inspect(units).items()}
+        since = time.time()
+        argv = ["docker", "stack", "deploy", "--resolve-image", "never", "--detach=true"]
+        deploy = Command((*argv, *(["--prune"] if prune else []), "-c", file, self.stack), cwd=self.bundle_dir)
+        with self.console.status(f"deploying {', '.join(units)}"):
+            self._run(deploy, "docker stack deploy")
+        if timeout:
+            self._watch(units, before, since, timeout)
+
+    def _watch(self, units: Sequence[str], before: dict[str, Any], since: float, timeout: float) -> None:
+        """Until every service converged (its tasks run and are healthy, its update completed), or Swarm
+        rolled one back (exit 1, with the failing task's error), or the time is up."""
+        deadline = time.monotonic() + timeout
+        with self.console.status("waiting for the services to converge") as waiting:
+            while True:
+                specs = self._inspect(units)
+                states = {
+                    u: self._converged(u, specs[u], since, changed=before.get(u) != specs[u]["Version"]["Index"])
+                    if u in specs
+                    else "new"
+                    for u in units
+                }
+                failed = [u for u, state in states.items() if state == "rolled back"]
+                if failed:
+                    unit = failed[0]
+                    message = (specs[unit].get("UpdateStatus") or {}).get("Message", "")
+                    raise RolledBack(
+                        f"Swarm rolled {unit} back ({message}); the previous release goes on serving"
+                        f"{self._task_error(unit)}"
+                    )
+                pending = [u for u, state in states.items() if state != "done"]
+                if not pending:
+                    return
+                if time.monotonic() > deadline:
+                    raise StartFailed(
+                        f"not converged after {timeout:.0f}s: {', '.join(pending)}{self._task_error(pending[0])}"
+                    )
+                waiting.update(f"{len(units) - len(pending)}/{len(units)} converged; waiting for {pending[0]}")
+                time.sleep(1)
+
+    def _converged(self, unit: str, spec: dict[str, Any], since: float, *, changed: bool = False) -> str:
+        status = spec.get("UpdateStatus") or {}
+        state = status.get("State", "")
+        began = _when(status.get("StartedAt"))
+        if state in ROLLED_BACK and began >= since - 1:
+            return "rolled back"
+        if state in BUSY:
+            return "updating"
+        if changed and began < since - 1 and time.time() - since < 5:
+            return "updating"  # the update was asked for: Swarm has not started it yet
+        wanted = (spec["Spec"].get("Mode", {}).get("Replicated") or {}).get("Replicas", 1)
+        running = sum(1 for t in self._tasks(unit) if t["state"] == "running")
+        return "done" if running == wanted else "starting"
+
+    def _inspect(self, units: Sequence[str]) -> dict[str, dict[str, Any]]:
+        names = [f"{self.stack}_{u}" for u in units]
+        done = self.runner.run(Command(("docker", "service", "inspect", *names)), timeout=60)
+        found = json.loads(done.stdout or "[]") if done.stdout.strip().startswith("[") else []
+        return {s["Spec"]["Name"].removeprefix(f"{self.stack}_"): s for s in found}
+
+    def _tasks(self, unit: str | None = None) -> list[dict[str, str]]:
+        """The tasks that should run (desired state running): their state, node, image and error."""
+        what = ["service", "ps", f"{self.stack}_{unit}"] if unit else ["stack", "ps", self.stack]
+        fmt = "{{json .}}"
+        argv = ("docker", *what, "--no-trunc", "--filter", "desired-state=running", "--format", fmt)
+        done = self.runner.run(Command(argv), timeout=60)
+        tasks = []
+        for line in done.stdout.splitlines():
+            if not line.startswith("{"):
+                continue
+            row = json.loads(line)
+            name = row.get("Name", "")
+            tasks.append(
+                {
+                    "name": name,
+                    "unit": name.removeprefix(f"{self.stack}_").split(".")[0],
+                    "state": row.get("CurrentState", "").split(" ")[0].lower(),
+                    "node": row.get("Node", ""),
+                    "image": row.get("Image", ""),
+                    "error": row.get("Error", ""),
+                }
+            )
+        return tasks
+
+    def _task_error(self, unit: str) -> str:
+        argv = ("docker", "service", "ps", f"{self.stack}_{unit}", "--no-trunc", "--format", "{{json .}}")
+        done = self.runner.run(Command(argv), timeout=60)
+        for line in done.stdout.splitlines():
+            row = json.loads(line) if line.startswith("{") else {}
+            if row.get("Error"):
+                return f"\n{unit}: task {row.get('Name', '')} on {row.get('Node', '')}: {row['Error']}"
+        return ""
+
+    def _remove_unused_objects(self) -> None:
+        """Secrets and configs an earlier release used (the names are content digests): gone once converged.
+        One still held by a task is refused by Swarm and stays until the next deploy."""
+        for kind in ("secret", "config"):
+            argv = ("docker", kind, "ls", "--filter", f"label=com.docker.stack.namespace={self.stack}")
+            done = self.runner.run(Command((*argv, "--format", "{{.Name}}")), timeout=60)
+            stack_file = self.files.read_text(self.bundle_dir / "stack.yml") or ""
+            for name in done.stdout.split():
+                if name not in stack_file:
+                    self.runner.run(Command(("docker", kind, "rm", name)), timeout=60)
+
+    # --- migrations: a one-off container on the manager, on the data network --------------------------------
+    def migrate(self, services: list[str], action: list[str]) -> list[migrations.Outcome]:
+        versions = self.current_versions() or dict.fromkeys(self.env.services, "dev")
+        marker = self.files.read_text(self.bundle_dir / "stack.yml") or ""
+        outcomes = []
+        for service in services:
+            svc = self.env.services[service]
+            runner = ["-m", "mfe_services.migrate", "--service", service, "--env-name", self.env.name, *action]
+            mounts: list[str] = []
+            extra_env: list[str] = []
+            if svc.bundled:
+                image = _image_in(marker, service) or self.tag(service, versions.get(service, "dev"))
+            elif svc.migrations is None:
+                outcomes.append(migrations.Outcome(service, True, {"applied": [], "migrations": [], "pending": []}))
+                continue
+            else:
+                bundled = self._runner_service()
+                image = _image_in(marker, bundled) or self.tag(bundled, versions.get(bundled, "dev"))
+                mounts = ["-v", f"{self.files_for_migrations(service)}:/run/mfe/migrations:ro"]
+                extra_env = ["-e", "MFE_MIGRATIONS_FOLDER=/run/mfe/migrations"]
+            url = urls.database_url(self.env, self.secrets, service, "postgres", 5432)
+            argv = (
+                "docker",
+                "run",
+                "--rm",
+                "--network",
+                f"{self.stack}_data",
+                "-e",
+                "DATABASE_URL",
+                *extra_env,
+                *mounts,
+                "--entrypoint",
+                "python3",
+                image,
+                *runner,
+            )
+            done = self.runner.run(Command(argv, env={"DATABASE_URL": url}), timeout=600)
+            outcomes.append(migrations.parse(service, done))
+        return outcomes
+
+    # --- rollback: any release of the ledger (Swarm itself keeps one level) -----------------------------------
+    def rollback(self, service: str, to: str | None, timeout: float) -> Release:
+        current, target = self._rollback_target(service, to)
+        versions = {**current, service: target}
+        digest = self.write_bundle(versions)
+        try:
+            self._deploy("stack.yml", self.units(), timeout, prune=False)
+        except StartFailed:
+            self._record("rollback", "failed", versions, digest, {})
+            self.write_bundle(current)
+            raise
+        self._record("rollback", "succeeded", versions, digest, {}, note=f"{service}: {current[service]} -> {target}")
+        self._remove_unused_objects()
+        return self.ledger.all()[-1]
+
+    def prune_images(self, keep: int = 5) -> list[str]:
+        raise Unsupported("images prune on a swarm: run it on each node's engine (not yet offered)")
+
+    # --- observe -------------------------------------------------------------------------------------------
+    def containers(self) -> list[ContainerState]:
+        """One row per task that should run: enough for plan, diff and status."""
+        rows = []
+        for t in self._tasks():
+            running = t["state"] == "running"
+            rows.append(
+                ContainerState(
+                    service=t["unit"],
+                    name=f"{t['name']}@{t['node']}",
+                    state="running" if running else t["state"],
+                    health="healthy" if running else "starting",
+                    image=t["image"],
+                    exit_code=0,
+                )
+            )
+        return rows
+
+    def status(self) -> list[UnitStatus]:
+        by_unit: dict[str, list[ContainerState]] = {}
+        for c in self.containers():
+            by_unit.setdefault(c.service, []).append(c)
+        rows = []
+        for unit in self.units():
+            found = by_unit.get(unit, [])
+            if not found:
+                rows.append(UnitStatus(unit, "STOPPED", None, "-", "down"))
+            for c in found:
+                version = c.image.rsplit(":", 1)[-1] if unit in self.env.services else "-"
+                rows.append(UnitStatus(unit, c.state.upper(), c.name, version, c.health))
+        return rows
+
+    def _container(self, unit: str) -> tuple[Runner, str] | None:
+        """A running container of the unit on an engine this machine reaches (the manager or a node)."""
+        label = f"label=com.docker.swarm.service.name={self.stack}_{unit}"
+        for _, engine in self.engines:
+            done = engine.run(Command(("docker", "ps", "-q", "--filter", label)), timeout=30)
+            if done.returncode == 0 and done.stdout.split():
+                return engine, done.stdout.split()[0]
+        return None
+
+    def health(self) -> dict[str, health.Probe]:
+        probes = {}
+        for service in self.env.services:
+            found = self._container(service)
+            if found is None:
+                probes[service] = health.Probe(None, {}, "no running task on an engine this machine reaches")
+                continue
+            engine, container = found
+            done = engine.run(Command(("docker", "exec", container, "python3", "-c", HEALTH_PROBE)), timeout=30)
+            code, _, body = done.stdout.strip().partition(" ")
+            if done.returncode != 0 or not code.isdigit():
+                probes[service] = health.Probe(None, {}, (done.stderr.strip().splitlines() or ["no answer"])[-1])
+                continue
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                parsed = {}
+            probes[service] = health.Probe(int(code), parsed if isinstance(parsed, dict) else {})
+        return probes
+
+    def postgres(self) -> Postgres:
+        found = self._container("postgres")
+        if found is None or found[0] is not self.runner:
+            raise MfeError("the postgres task does not run on the manager's engine: backups reach it only there")
+        return ContainerPostgres(found[1], self.env.database.superuser, self.secrets.postgres_password)
+
+    def logs(
+        self, unit: str | None, tail: int | None, follow: bool, needle: str | None, write: Callable[[str], None]
+    ) -> None:
+        if unit is None and follow:
+            raise Unsupported("on a swarm, --follow needs a unit: mfe-deploy logs UNIT --follow")
+        for name in [unit] if unit else self.units():
+            lines = str(tail) if tail is not None else "all"
+            argv = (
+                "docker",
+                "service",
+                "logs",
+                "--no-trunc",
+                "--tail",
+                lines,
+                *(["--follow"] if follow else []),
+                f"{self.stack}_{name}",
+            )
+            proc = self.runner.spawn(Command(argv), stderr=None)
+            assert proc.stdout is not None
+            try:
+                for raw in iter(proc.stdout.readline, b""):
+                    line = raw.decode(errors="replace").rstrip("\n")
+                    if needle is None or needle in line:
+                        write(line if unit else f"{name} | {line}")
+            finally:
+                proc.kill()
+
+    def stop_services(self, names: Sequence[str]) -> None:
+        with self.console.status(f"stopping {', '.join(names)}"):
+            scale = [f"{self.stack}_{n}=0" for n in names]
+            self._run(Command(("docker", "service", "scale", "--detach=false", *scale)), "stopping the services")
+
+    def start_services(self, names: Sequence[str], timeout: float) -> None:
+        with self.console.status(f"starting {', '.join(names)} and waiting until healthy"):
+            scale = [
+                f"{self.stack}_{n}={self.env.services[n].replicas if n in self.env.services else 1}" for n in names
+            ]
+            self._run(Command(("docker", "service", "scale", "--detach=true", *scale)), "starting the services")
+        self._watch(names, {}, time.time(), timeout)
+
+    def down(self, *, volumes: bool = False) -> bool:
+        running = bool(self._inspect(self.units()))
+        label = f"label=com.docker.stack.namespace={self.stack}"
+        with self.console.status(f"removing the stack {self.stack}") as waiting:
+            self.runner.run(Command(("docker", "stack", "rm", self.stack)), timeout=120)
+            deadline = time.monotonic() + 120
+            # `stack rm` returns before the tasks and networks are gone: a redeploy would find them
+            while time.monotonic() < deadline:
+                left = [
+                    engine.run(Command(("docker", kind, "ls", "-q", "--filter", label)), timeout=30).stdout.split()
+                    for _, engine in self.engines
+                    for kind in ("ps", "network")
+                ]
+                if not any(left):
+                    break
+                waiting.update("waiting for the tasks and networks to go")
+                time.sleep(1)
+            if volumes:
+                for _, engine in self.engines:
+                    found = engine.run(Command(("docker", "volume", "ls", "-q", "--filter", label)), timeout=30)
+                    if found.stdout.split():
+                        engine.run(Command(("docker", "volume", "rm", *found.stdout.split())), timeout=120)
+        self.files.unlink(self.state_dir / "migrated")
+        return running
+
+
+def _when(stamp: str | None) -> float:
+    if not stamp:
+        return 0.0
+    head, _, frac = stamp.rstrip("Z").partition(".")
+    try:
+        return datetime.fromisoformat(head).replace(tzinfo=UTC).timestamp() + float(f"0.{frac or 0}")
+    except ValueError:
+        return 0.0
+
+
+def _image_in(stack_text: str, service: str) -> str | None:
+    """The image the deployed stack file gives a service (what migrations run with)."""
+    doc = yaml.safe_load(stack_text) if stack_text else None
+    image = ((doc or {}).get("services", {}).get(service) or {}).get("image")
+    return str(image) if image else None
+
+
+def _digest(result: Bundle) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path, file in result.files.items():
+        digest.update(path.encode() + b"\0" + file.text.encode() + b"\0")
+    return digest.hexdigest()
+
+
+RUNTIME = SwarmRuntime

@@ -1,0 +1,186 @@
+"""The Swarm stack: the environment's compose bundle turned into a `docker stack deploy` file. Pure.
+
+What changes from compose, and why:
+- secrets are Swarm secrets (files under /run/secrets, mode 0400), never the service's environment: a
+  bundled service reads its env file with `--env-file`, postgres and rabbitmq source theirs before their
+  entrypoint; nginx's certificate and key are secrets, its configuration and the initdb script configs;
+- every secret and config is named after its content: a changed value is a new name, which is how Swarm
+  rotates them (they are immutable), and an unchanged one is left alone;
+- replicas, `update_config` (start-first, failure_action: rollback, a monitor window) and
+  `rollback_config` from the environment; stores and nginx are stop-first (one volume, one host port);
+- endpoint_mode dnsrr and host-mode ports by default: the routing mesh and VIPs need IPVS;
+- stores on one node (a label, or the manager) with their volumes; overlay networks, the data one internal;
+- nginx resolves the gateway per request (its tasks change addresses on every update).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from mfe_deploy.config.models import Environment
+
+STORES = ("postgres", "redis", "rabbitmq")
+ENV_IN_TASK = "/run/secrets/env"
+# `$$`: stack deploy interpolates `$` like compose does.
+LOAD_ENV = 'set -a; . /run/secrets/env; set +a; exec "$$0" "$$@"'
+ENTRYPOINTS = {  # what the stand-in (and official) images start with: kept after the env file is sourced
+    "postgres": ["docker-entrypoint.sh", "postgres"],
+    "rabbitmq": ["docker-entrypoint.sh", "rabbitmq-server"],
+}
+SERVICE_UID = "10001"
+
+
+def object_name(stack: str, key: str, content: bytes) -> str:
+    """A Swarm secret or config name: the stack, what it is, and its content's digest (<= 64 chars)."""
+    return f"{stack}_{key}_{hashlib.sha256(content).hexdigest()[:12]}"[-64:]
+
+
+def stack(env: Environment, compose: Mapping[str, Any], contents: Mapping[str, bytes]) -> dict[str, Any]:
+    """compose: the parsed compose.yml of the same bundle. contents: the bytes of every file the stack
+    turns into a secret or config, by its path in the bundle (env/auth.env, nginx/ssl/key.pem, ...)."""
+    name = f"{env.project}-{env.name}"
+    secrets: dict[str, dict[str, str]] = {}
+    configs: dict[str, dict[str, str]] = {}
+
+    def secret(key: str, path: str) -> str:
+        secrets[key] = {"name": object_name(name, key, contents[path]), "file": f"./{path}"}
+        return key
+
+    def config(key: str, path: str) -> str:
+        configs[key] = {"name": object_name(name, key, contents[path]), "file": f"./{path}"}
+        return key
+
+    services = {}
+    for unit, spec in compose["services"].items():
+        services[unit] = _service(env, unit, copy.deepcopy(dict(spec)), secret, config)
+    networks = {
+        key: {"driver": "overlay", "attachable": True, **({"internal": True} if value.get("internal") else {})}
+        for key, value in compose["networks"].items()
+    }
+    return {
+        "services": services,
+        "networks": networks,
+        "volumes": dict(compose.get("volumes") or {}),
+        "secrets": secrets,
+        "configs": configs,
+    }
+
+
+def _service(env: Environment, unit: str, svc: dict[str, Any], secret: Any, config: Any) -> dict[str, Any]:
+    for key in ("restart", "depends_on", "container_name", "security_opt", "shm_size"):
+        svc.pop(key, None)  # not Swarm settings: deploy.restart_policy, healthy tasks, no-new-privileges
+    volumes: list[Any] = []
+    for tmp in svc.pop("tmpfs", []):
+        volumes.append({"type": "tmpfs", "target": tmp})
+    service = env.services.get(unit)
+    task_secrets: list[dict[str, Any]] = []
+    task_configs: list[dict[str, Any]] = []
+    for volume in svc.pop("volumes", []):
+        source, _, rest = str(volume).partition(":")
+        target = rest.split(":")[0]
+        if not source.startswith((".", "/")):
+            volumes.append(volume)  # a named volume
+        elif source == "./initdb":
+            task_configs.append(
+                {"source": config("initdb", "initdb/10-databases.sql"), "target": f"{target}/10-databases.sql"}
+            )
+        elif source == "./nginx/nginx.conf":
+            task_configs.append({"source": config("nginx_conf", "nginx/nginx.conf"), "target": target})
+        elif source == "./prometheus/prometheus.yml":
+            task_configs.append({"source": config("prometheus", "prometheus/prometheus.yml"), "target": target})
+        elif target.startswith("/etc/nginx/ssl"):
+            # self-signed: the bundle's ssl folder; files: the certificate and key you named
+            for file in ("cert.pem", "key.pem"):
+                path = f"nginx/ssl/{file}"
+                key = "tls_" + file.removesuffix(".pem")
+                task_secrets.append({"source": secret(key, path), "target": f"/etc/nginx/ssl/{file}", "mode": 0o400})
+        # ./maintenance is a folder on one machine: maintenance mode is not offered on a swarm
+    if "env_file" in svc:
+        files = svc.pop("env_file")
+        path = files[0]
+        if service is not None and not service.bundled:
+            svc["env_file"] = files  # your image's entrypoint is unknown: its variables stay in its environment
+        else:
+            uid = SERVICE_UID if service is not None else "0"
+            task_secrets.append(
+                {"source": secret(f"{unit}_env", path), "target": "env", "uid": uid, "gid": uid, "mode": 0o400}
+            )
+            if service is not None:
+                svc["entrypoint"] = ["mfe-service", unit, "--env-file", ENV_IN_TASK]
+                svc["environment"] = {"PORT": str(service.port)}  # for `mfe-deploy health`, which reads it
+            else:
+                svc["entrypoint"] = ["sh", "-c", LOAD_ENV, *ENTRYPOINTS[unit][:1]]
+                svc["command"] = svc.get("command") or ENTRYPOINTS[unit][1:]
+    if volumes:
+        svc["volumes"] = volumes
+    if task_secrets:
+        svc["secrets"] = task_secrets
+    if task_configs:
+        svc["configs"] = task_configs
+    ports = []
+    for port in svc.pop("ports", []):
+        parts = str(port).split(":")
+        if len(parts) == 2:  # HOST:CONTAINER; 127.0.0.1:H:C has no meaning on a swarm (host mode binds all)
+            ports.append({"target": int(parts[1]), "published": int(parts[0]), "protocol": "tcp", "mode": "host"})
+    if ports:
+        svc["ports"] = ports
+    svc["deploy"] = _deploy(env, unit, svc.get("deploy") or {}, stop_first=unit in STORES or bool(ports))
+    return svc
+
+
+def _deploy(env: Environment, unit: str, deploy: Mapping[str, Any], *, stop_first: bool) -> dict[str, Any]:
+    swarm = env.swarm
+    service = env.services.get(unit)
+    order = "stop-first" if stop_first else "start-first"
+    result: dict[str, Any] = {
+        "endpoint_mode": swarm.endpoint_mode,
+        "replicas": service.replicas if service is not None else 1,
+        "restart_policy": {"condition": "any", "delay": "2s"},
+        "update_config": {
+            "parallelism": 1,
+            "delay": swarm.update_delay,
+            "order": order,
+            "failure_action": "rollback",
+            "monitor": swarm.monitor,
+        },
+        "rollback_config": {"parallelism": 1, "order": order, "monitor": swarm.monitor, "failure_action": "pause"},
+    }
+    if "resources" in deploy:
+        result["resources"] = deploy["resources"]
+    if unit in STORES or unit == "nginx":
+        label = swarm.stores_label if unit in STORES else None
+        result["placement"] = {"constraints": [f"node.labels.{label} == true" if label else "node.role == manager"]}
+    return result
+
+
+def only(doc: Mapping[str, Any], units: list[str]) -> dict[str, Any]:
+    """The same stack with these services only, and the networks, volumes, secrets and configs they use."""
+    services = {u: doc["services"][u] for u in units if u in doc["services"]}
+
+    def used(kind: str, names: set[str]) -> dict[str, Any]:
+        return {k: v for k, v in doc[kind].items() if k in names}
+
+    nets = {n for s in services.values() for n in s.get("networks", [])}
+    vols = {str(v).split(":")[0] for s in services.values() for v in s.get("volumes", []) if isinstance(v, str)}
+    secs = {x["source"] for s in services.values() for x in s.get("secrets", [])}
+    cfgs = {x["source"] for s in services.values() for x in s.get("configs", [])}
+    return {
+        "services": services,
+        "networks": used("networks", nets),
+        "volumes": used("volumes", vols),
+        "secrets": used("secrets", secs),
+        "configs": used("configs", cfgs),
+    }
+
+
+def dump(doc: Mapping[str, Any], env_name: str) -> str:
+    head = (
+        f"# Rendered by mfe-deploy for the {env_name!r} environment (runtime: swarm). Do not edit: change\n"
+        f"# environments/{env_name}.yaml. Secrets are Swarm secrets named after their content, never here.\n"
+    )
+    return head + yaml.safe_dump(dict(doc), sort_keys=False, default_flow_style=False, width=120)
