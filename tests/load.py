@@ -103,3 +103,23 @@ class Load:
                 self._request(client, n)
 
         self._paced(interval, one)
+
+
+def main(argv: list[str]) -> None:
+    """`python -m tests.load BASE_URL TOKEN RATE LIMIT`: send until stdin closes (or LIMIT seconds), then
+    print the tally as JSON. For a client in another network namespace (the swarm tests)."""
+    import json
+    import sys
+
+    base, token, rate, limit = argv[0], argv[1], float(argv[2]), float(argv[3])
+    with Load(base, token, rate=rate, limit=limit) as load:
+        print("started", flush=True)
+        sys.stdin.read()
+    reasons = dict(load.tally.reasons.most_common(5))
+    print(json.dumps({"sent": load.tally.sent, "failed": load.tally.failed, "reasons": reasons}), flush=True)
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])

@@ -121,9 +121,21 @@ class SwarmRuntime(DockerRuntime):
             heads = self._migrate(versions)
             self._deploy("stack.yml", self.units(), timeout if wait else 0, prune=True)
         except StartFailed as exc:
-            kind = "failed"
-            self._record("up", kind, versions, digest, heads, note=str(exc).splitlines()[0])
-            raise
+            self._record("up", "failed", versions, digest, heads, note=str(exc).splitlines()[0])
+            if previous is None or dict(previous.versions) == versions:
+                raise
+            # Swarm rolls back only the service whose update failed: the others go back too, so that
+            # what runs is the last good release, as the ledger says.
+            self.console.info(f"rolling every service back to release {previous.id}")
+            back = dict(previous.versions)
+            back_digest = self.write_bundle(back)
+            try:
+                self._deploy("stack.yml", self.units(), timeout, prune=False)
+            except StartFailed as again:
+                self._record("auto-rollback", "failed", back, back_digest, {}, note=str(again).splitlines()[0])
+                raise StartFailed(f"{exc}\nthe rollback to release {previous.id} failed too: {again}") from None
+            self._record("auto-rollback", "succeeded", back, back_digest, {})
+            raise RolledBack(f"{exc}\nevery service is back at release {previous.id}") from None
         self._record("up", "succeeded", versions, digest, heads, note=f"{time.monotonic() - started:.1f}s")
         self._remove_unused_objects()
         return self.status()
@@ -419,9 +431,9 @@ class SwarmRuntime(DockerRuntime):
             # `stack rm` returns before the tasks and networks are gone: a redeploy would find them
             while time.monotonic() < deadline:
                 left = [
-                    engine.run(Command(("docker", kind, "ls", "-q", "--filter", label)), timeout=30).stdout.split()
+                    engine.run(Command(("docker", *what, "-q", "--filter", label)), timeout=30).stdout.split()
                     for _, engine in self.engines
-                    for kind in ("ps", "network")
+                    for what in (("ps", "--all"), ("network", "ls"))
                 ]
                 if not any(left):
                     break

@@ -1,0 +1,92 @@
+"""The stack file the swarm runtime deploys, from the staging and production environments (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from mfe_deploy import swarm_stack
+from mfe_deploy.config import loader
+from mfe_deploy.render import NginxPaths, nginx_conf, render
+from tests.conftest import REPO, strong_secrets
+
+
+def _stack(name: str, **overrides: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
+    loaded, secrets = loader.load_with_secrets(REPO, name, environ=strong_secrets())
+    env = loaded.env.model_copy(update=overrides)
+    bundle = render(env, secrets, versions=dict.fromkeys(env.services, "v1"))
+    contents = {path: f.text.encode() for path, f in bundle.files.items()}
+    contents |= {"nginx/ssl/cert.pem": b"cert", "nginx/ssl/key.pem": b"key"}
+    return swarm_stack.stack(env, yaml.safe_load(bundle.files["compose.yml"].text), contents), contents
+
+
+@pytest.mark.parametrize("name", ["staging", "production"])
+def test_no_service_holds_a_secret_in_its_environment(name: str) -> None:
+    doc, _ = _stack(name)
+    text = swarm_stack.dump(doc, name)
+    for value in strong_secrets().values():
+        assert value not in text
+    for unit, svc in doc["services"].items():
+        assert "env_file" not in svc, unit
+        if unit in ("postgres", "rabbitmq", "api-gateway", "auth", "payments", "admin", "profile"):
+            (secret,) = [s for s in svc["secrets"] if s["target"] == "env"]
+            assert secret["mode"] == 0o400 and doc["secrets"][secret["source"]]["file"] == f"./env/{unit}.env"
+    assert doc["services"]["auth"]["entrypoint"] == ["mfe-service", "auth", "--env-file", "/run/secrets/env"]
+    assert doc["services"]["postgres"]["entrypoint"][:2] == ["sh", "-c"]
+
+
+def test_updates_are_start_first_except_where_two_tasks_cannot_share_a_volume_or_a_port() -> None:
+    doc, _ = _stack("staging")
+    orders = {unit: svc["deploy"]["update_config"]["order"] for unit, svc in doc["services"].items()}
+    assert (
+        orders.pop("postgres") == orders.pop("redis") == orders.pop("rabbitmq") == orders.pop("nginx") == "stop-first"
+    )
+    assert set(orders.values()) == {"start-first"}
+    gateway = doc["services"]["api-gateway"]["deploy"]
+    assert gateway["update_config"]["failure_action"] == "rollback"
+    assert gateway["endpoint_mode"] == "dnsrr"  # no IPVS on this kind of kernel
+    ports = doc["services"]["nginx"]["ports"]
+    assert {(p["target"], p["mode"]) for p in ports} == {(80, "host"), (443, "host")}
+    assert doc["services"]["postgres"]["deploy"]["placement"] == {"constraints": ["node.role == manager"]}
+    assert doc["networks"]["data"] == {"driver": "overlay", "attachable": True, "internal": True}
+
+
+def test_stores_follow_their_node_label() -> None:
+    loaded = loader.load(REPO, "staging")
+    swarm = loaded.env.swarm.model_copy(update={"stores_label": "mfe.stores"})
+    doc, _ = _stack("staging", swarm=swarm)
+    assert doc["services"]["redis"]["deploy"]["placement"] == {"constraints": ["node.labels.mfe.stores == true"]}
+
+
+def test_a_secret_or_config_is_renamed_when_its_content_changes_and_only_then() -> None:
+    doc, contents = _stack("staging")
+    same = swarm_stack.stack(*_inputs("staging", contents))
+    assert same["secrets"] == doc["secrets"] and same["configs"] == doc["configs"]
+    changed = swarm_stack.stack(*_inputs("staging", {**contents, "env/auth.env": b"JWT_SECRET='new'\n"}))
+    renamed = {k for k in doc["secrets"] if doc["secrets"][k]["name"] != changed["secrets"][k]["name"]}
+    assert renamed == {"auth_env"}
+
+
+def _inputs(name: str, contents: dict[str, bytes]) -> tuple[Any, dict[str, Any], dict[str, bytes]]:
+    loaded, secrets = loader.load_with_secrets(REPO, name, environ=strong_secrets())
+    bundle = render(loaded.env, secrets, versions=dict.fromkeys(loaded.env.services, "v1"))
+    return loaded.env, yaml.safe_load(bundle.files["compose.yml"].text), contents
+
+
+def test_stores_only_stack_keeps_what_the_stores_use() -> None:
+    doc, _ = _stack("staging")
+    stores = swarm_stack.only(doc, ["postgres", "redis", "rabbitmq"])
+    assert set(stores["services"]) == {"postgres", "redis", "rabbitmq"}
+    assert set(stores["networks"]) == {"data"}
+    assert set(stores["secrets"]) == {"postgres_env", "rabbitmq_env"}
+    assert set(stores["configs"]) == {"initdb"}
+
+
+def test_nginx_resolves_the_gateway_per_request_on_a_swarm() -> None:
+    loaded = loader.load(REPO, "staging")
+    conf = nginx_conf(loaded.env, NginxPaths(resolver="127.0.0.11"))
+    assert "resolver 127.0.0.11 valid=2s ipv6=off;" in conf
+    assert "upstream api_gateway" not in conf and "proxy_pass http://$mfe_gateway;" in conf
+    assert 'set $mfe_gateway "api-gateway:3000";' in conf
