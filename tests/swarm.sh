@@ -76,4 +76,15 @@ down() {
   if findmnt -rn -o TARGET | grep -q "^$B"; then echo "swarm.sh: mounts left under $B, not deleting" >&2; return 1; fi
   rm -rf "$B"
 }
-case "${1:-}" in up) up ;; down) down ;; *) echo "usage: $0 up|down" >&2; exit 2 ;; esac
+kill_engine() {  # kill -9 node k's engine (and so its containers' supervisor): a host that died
+  local pid; pid=$(cat "$B/n$1/dockerd.pid"); kill -KILL "$pid"
+  for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+  rm -f "$B/n$1.sock" "$B/n$1/dockerd.pid"
+}
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  kill) kill_engine "$2" ;;
+  start) start_engine "$2" ;;
+  *) echo "usage: $0 up|down|kill N|start N" >&2; exit 2 ;;
+esac

@@ -49,6 +49,19 @@ class UnitStatus:
 
 
 @dataclass(frozen=True)
+class Node:
+    """A swarm node: what `docker node inspect` says, and the tasks of this stack it holds."""
+
+    name: str
+    role: str
+    availability: str  # active, pause, drain
+    state: str  # ready, down
+    address: str
+    labels: tuple[tuple[str, str], ...]
+    tasks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Features:
     versioned_images: bool  # every release is a set of image tags: rollback and images prune work
     remote: bool = False  # the stack runs on another machine
@@ -109,6 +122,14 @@ class Runtime(Protocol):
     def rollback(self, service: str, to: str | None, timeout: float) -> Release: ...
 
     def prune_images(self, keep: int) -> list[str]: ...
+
+    def nodes(self) -> list[Node]:
+        """The hosts the stack runs on (a swarm's nodes); one-host runtimes raise Unsupported."""
+        ...
+
+    def set_availability(self, node: str, availability: str, timeout: float) -> None:
+        """Drain or activate a node, then wait until every service has all its tasks running again."""
+        ...
 
     def desired(self, version: str) -> Desired:
         """What `up --version VERSION` would run: images, replicas, env files, pending migrations."""

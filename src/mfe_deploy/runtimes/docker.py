@@ -40,7 +40,7 @@ from mfe_deploy.ops import health, migrations
 from mfe_deploy.ops.migrations import pending
 from mfe_deploy.plan import Desired, Have, Observed, Want, digest
 from mfe_deploy.render import MAINTENANCE_DIR, Bundle, Capabilities, image_ref, render
-from mfe_deploy.runtimes.contract import Deployment, Features, RolledBack, StartFailed, UnitStatus
+from mfe_deploy.runtimes.contract import Deployment, Features, Node, RolledBack, StartFailed, UnitStatus, Unsupported
 from mfe_deploy.state.ledger import Ledger, Release
 
 HEALTH_PROBE = (
@@ -496,6 +496,12 @@ class DockerRuntime:
             raise
         self._record("rollback", "succeeded", versions, digest, {}, note=f"{service}: {current[service]} -> {target}")
         return self.ledger.all()[-1]
+
+    def nodes(self) -> list[Node]:
+        raise Unsupported(f"the {self.name} runtime runs on one host: nodes are a swarm's (runtime: swarm)")
+
+    def set_availability(self, node: str, availability: str, timeout: float) -> None:
+        raise Unsupported(f"the {self.name} runtime runs on one host: nodes are a swarm's (runtime: swarm)")
 
     def prune_images(self, keep: int = 5) -> list[str]:
         """Keep the newest `keep` versions of each service image; never remove a version that the current

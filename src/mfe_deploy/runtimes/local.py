@@ -30,7 +30,7 @@ from mfe_deploy.ops import health, migrations
 from mfe_deploy.ops.migrations import pending
 from mfe_deploy.plan import Desired, Have, Observed, Want, digest
 from mfe_deploy.render import Bundle, Capabilities, Endpoints, environments, render
-from mfe_deploy.runtimes.contract import Deployment, Features, StartFailed, UnitStatus, Unsupported
+from mfe_deploy.runtimes.contract import Deployment, Features, Node, StartFailed, UnitStatus, Unsupported
 from mfe_deploy.state.ledger import Release
 from mfe_deploy.supervisor import ProgramState, parse_status
 
@@ -437,6 +437,12 @@ class LocalRuntime:
 
     def rollback(self, service: str, to: str | None, timeout: float) -> Release:
         raise Unsupported("rollback needs versioned images: it works on the docker runtime")
+
+    def nodes(self) -> list[Node]:
+        raise Unsupported(f"the {self.name} runtime runs on one host: nodes are a swarm's (runtime: swarm)")
+
+    def set_availability(self, node: str, availability: str, timeout: float) -> None:
+        raise Unsupported(f"the {self.name} runtime runs on one host: nodes are a swarm's (runtime: swarm)")
 
     def prune_images(self, keep: int) -> list[str]:
         raise Unsupported("images live on the docker runtime")

@@ -29,7 +29,7 @@ from mfe_deploy.exec.docker_host import AtEngine
 from mfe_deploy.exec.runner import Runner
 from mfe_deploy.ops import health, migrations
 from mfe_deploy.render import Bundle, BundleFile, Capabilities, NginxPaths, nginx_conf, render
-from mfe_deploy.runtimes.contract import Deployment, Features, RolledBack, StartFailed, UnitStatus, Unsupported
+from mfe_deploy.runtimes.contract import Deployment, Features, Node, RolledBack, StartFailed, UnitStatus, Unsupported
 from mfe_deploy.runtimes.docker import HEALTH_PROBE, DockerRuntime
 from mfe_deploy.state.ledger import Release
 
@@ -238,13 +238,18 @@ class SwarmRuntime(DockerRuntime):
         return tasks
 
     def _task_error(self, unit: str) -> str:
+        """The error of a task that failed, preferring one of the image being deployed (the history also
+        holds older tasks' errors)."""
         argv = ("docker", "service", "ps", f"{self.stack}_{unit}", "--no-trunc", "--format", "{{json .}}")
         done = self.runner.run(Command(argv), timeout=60)
-        for line in done.stdout.splitlines():
-            row = json.loads(line) if line.startswith("{") else {}
-            if row.get("Error"):
-                return f"\n{unit}: task {row.get('Name', '')} on {row.get('Node', '')}: {row['Error']}"
-        return ""
+        rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+        failed = [r for r in rows if r.get("Error")]
+        deploying = _image_in(self.files.read_text(self.bundle_dir / "stack.yml") or "", unit)
+        failed.sort(key=lambda r: r.get("Image") != deploying)
+        if not failed:
+            return ""
+        row = failed[0]
+        return f"\n{unit}: task {row.get('Name', '')} ({row.get('Image', '')}) on {row.get('Node', '')}: {row['Error']}"
 
     def _remove_unused_objects(self) -> None:
         """Secrets and configs an earlier release used (the names are content digests): gone once converged.
@@ -314,6 +319,84 @@ class SwarmRuntime(DockerRuntime):
 
     def prune_images(self, keep: int = 5) -> list[str]:
         raise Unsupported("images prune on a swarm: run it on each node's engine (not yet offered)")
+
+    # --- nodes ---------------------------------------------------------------------------------------------
+    def nodes(self) -> list[Node]:
+        listed = self.runner.run(Command(("docker", "node", "ls", "-q")), timeout=60)
+        if listed.returncode != 0:
+            raise MfeError(f"the engine at {self.env.swarm.manager} is not a swarm manager: {listed.stderr.strip()}")
+        done = self.runner.run(Command(("docker", "node", "inspect", *listed.stdout.split())), timeout=60)
+        tasks: dict[str, list[str]] = {}
+        for t in self._tasks():
+            tasks.setdefault(t["node"], []).append(t["name"].removeprefix(f"{self.stack}_"))
+        rows = []
+        for n in json.loads(done.stdout or "[]"):
+            name = n["Description"]["Hostname"]
+            labels = tuple(sorted((n["Spec"].get("Labels") or {}).items()))
+            rows.append(
+                Node(
+                    name=name,
+                    role=n["Spec"]["Role"],
+                    availability=n["Spec"]["Availability"],
+                    state=n["Status"]["State"],
+                    address=n["Status"].get("Addr", ""),
+                    labels=labels,
+                    tasks=tuple(sorted(tasks.get(name, []))),
+                )
+            )
+        return sorted(rows, key=lambda r: (r.role != "manager", r.name))
+
+    def set_availability(self, node: str, availability: str, timeout: float) -> None:
+        names = [n.name for n in self.nodes()]
+        if node not in names:
+            raise MfeError(f"unknown node {node!r}; the swarm has: {', '.join(names)}")
+        if availability == "drain":
+            self._move_off(node, timeout)
+        argv = ("docker", "node", "update", "--availability", availability, node)
+        self._run(Command(argv), f"docker node update --availability {availability}")
+        units = [u for u in self.units() if u in self._inspect(self.units())]
+        deadline = time.monotonic() + timeout
+        with self.console.status(f"{node}: {availability}; waiting until every service is whole") as waiting:
+            while True:
+                tasks = self._tasks()
+                short = []
+                for unit, spec in self._inspect(units).items():
+                    wanted = (spec["Spec"].get("Mode", {}).get("Replicated") or {}).get("Replicas", 1)
+                    ok = [t for t in tasks if t["unit"] == unit and t["state"] == "running"]
+                    if availability == "drain":
+                        ok = [t for t in ok if t["node"] != node]
+                    if len(ok) < wanted:
+                        short.append(unit)
+                if not short:
+                    return
+                if time.monotonic() > deadline:
+                    raise StartFailed(
+                        f"not whole after {timeout:.0f}s: {', '.join(short)} (a store pinned to {node} cannot "
+                        f"move: its volume is there){self._task_error(short[0])}"
+                    )
+                waiting.update(f"waiting for {', '.join(short)}")
+                time.sleep(1)
+
+    def _move_off(self, node: str, timeout: float) -> None:
+        """Swarm's drain stops a node's tasks and only then starts their replacements: a service with one
+        task there is gone meanwhile. So first the node takes no new task (pause), and each service with
+        a task there is replaced start-first (its own update_config), which places the new tasks on the
+        other nodes; the drain that follows finds nothing left to stop."""
+        on_node = sorted({t["unit"] for t in self._tasks() if t["node"] == node})
+        pinned = [u for u in on_node if u in swarm_stack.STORES or u == "nginx"]
+        if pinned:
+            raise MfeError(
+                f"{node} runs {', '.join(pinned)}, placed there with its volume or host port: draining it would "
+                "stop them (pin the stores to another node with swarm.stores_label first)"
+            )
+        argv = ("docker", "node", "update", "--availability", "pause", node)
+        self._run(Command(argv), "docker node update --availability pause")
+        before = {u: spec["Version"]["Index"] for u, spec in self._inspect(on_node).items()}
+        since = time.time()
+        for unit in on_node:
+            update = ("docker", "service", "update", "--force", "--detach=true", f"{self.stack}_{unit}")
+            self._run(Command(update), f"moving {unit} off {node}")
+        self._watch(on_node, before, since, timeout)
 
     # --- observe -------------------------------------------------------------------------------------------
     def containers(self) -> list[ContainerState]:
