@@ -57,6 +57,10 @@ def test_up_runs_the_stack_with_secrets_only_as_swarm_secrets(project: Project) 
 def test_up_of_the_same_release_does_nothing(project: Project) -> None:
     again = project.cli("up", "--version", "v1")
     assert again.returncode == 0 and "nothing to do" in again.stdout + again.stderr, again.stdout + again.stderr
+    plan = project.cli("plan", "--version", "v1")  # what runs is what the environment asks for
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    plan = project.cli("plan", "--version", "v2")
+    assert plan.returncode == 1 and plan.stdout.count("replace") == len(SERVICES), plan.stdout + plan.stderr
 
 
 def test_rolling_update_and_rollback_under_load(project: Project) -> None:

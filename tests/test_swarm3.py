@@ -93,6 +93,8 @@ def test_a_node_whose_engine_dies_is_healed_around_and_comes_back(project: Proje
     else:
         pytest.fail(f"the stack did not heal around {victim}:\n{project.cli('nodes').stdout}")
     assert request("GET", "/api/auth/me", token=project.token)[0] == 200
+    status = project.cli("status")
+    assert f"node {victim} is down" in status.stdout + status.stderr, status.stdout + status.stderr
     SWARM.harness("start", "3")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

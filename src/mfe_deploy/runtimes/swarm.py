@@ -417,6 +417,12 @@ class SwarmRuntime(DockerRuntime):
         return rows
 
     def status(self) -> list[UnitStatus]:
+        for node in self.nodes():
+            if node.state != "ready" or node.availability != "active":
+                self.console.warn(
+                    f"node {node.name} is {node.state}, {node.availability}: Swarm places no task there "
+                    "(the tasks it held were started on the other nodes)"
+                )
         by_unit: dict[str, list[ContainerState]] = {}
         for c in self.containers():
             by_unit.setdefault(c.service, []).append(c)
