@@ -107,6 +107,19 @@ def test_a_rotated_secret_is_a_new_swarm_secret_and_the_old_one_goes(project: Pr
     assert request("GET", "/api/auth/me", token=json.loads(text)["access_token"])[0] == 200
 
 
+def test_backup_and_restore_through_the_postgres_task(project: Project) -> None:
+    made = project.cli("backup", "--verify")
+    assert made.returncode == 0, made.stdout + made.stderr
+    backup_id = made.stdout.split()[1].rstrip(":")
+    after = {"email": "after@example.com", "password": "correct horse"}
+    assert request("POST", "/api/auth/register", after)[0] in (200, 201)
+    restored = project.cli("restore", backup_id, "--yes")
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert request("POST", "/api/auth/login", after)[0] == 401  # registered after the backup: gone
+    code, text = request("POST", "/api/auth/login", {"email": "sw@example.com", "password": "correct horse"})
+    assert code == 200, text
+
+
 def test_down_with_volumes_leaves_nothing_on_the_swarm(project: Project) -> None:
     done = project.cli("down", "--volumes", "--yes")
     assert done.returncode == 0, done.stdout + done.stderr

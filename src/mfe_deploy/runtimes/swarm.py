@@ -155,7 +155,8 @@ class SwarmRuntime(DockerRuntime):
     def _deploy(self, file: str, units: Sequence[str], timeout: float, *, prune: bool) -> None:
         before = {u: spec.get("Version", {}).get("Index") for u, spec in self._inspect(units).items()}
         since = time.time()
-        argv = ["docker", "stack", "deploy", "--resolve-image", "never", "--detach=true"]
+        # No --detach: clients before 26 do not know it, and detached is what every client does without it.
+        argv = ["docker", "stack", "deploy", "--resolve-image", "never"]
         deploy = Command((*argv, *(["--prune"] if prune else []), "-c", file, self.stack), cwd=self.bundle_dir)
         with self.console.status(f"deploying {', '.join(units)}"):
             self._run(deploy, "docker stack deploy")
@@ -510,6 +511,28 @@ class SwarmRuntime(DockerRuntime):
             ]
             self._run(Command(("docker", "service", "scale", "--detach=true", *scale)), "starting the services")
         self._watch(names, {}, time.time(), timeout)
+        self._gateways_see_all(timeout)
+
+    def _gateways_see_all(self, timeout: float) -> None:
+        """The restarted services are new tasks with new addresses: wait until every gateway task
+        reaches them (its /health asks each one) before saying they are back (a request in between got 502)."""
+        gateway = self.env.gateway
+        if gateway is None:
+            return
+        label = f"label=com.docker.swarm.service.name={self.stack}_{gateway}"
+        deadline = time.monotonic() + timeout
+        while True:
+            answers = []
+            for _, engine in self.engines:
+                found = engine.run(Command(("docker", "ps", "-q", "--filter", label)), timeout=30).stdout.split()
+                for container in found:
+                    probe = ("docker", "exec", container, "python3", "-c", HEALTH_PROBE)
+                    answers.append(engine.run(Command(probe), timeout=30).stdout.strip().split(" ")[0])
+            if answers and all(a == "200" for a in answers):
+                return
+            if time.monotonic() > deadline:
+                raise StartFailed(f"the {gateway} tasks do not reach every service after {timeout:.0f}s")
+            time.sleep(1)
 
     def down(self, *, volumes: bool = False) -> bool:
         running = bool(self._inspect(self.units()))
