@@ -3,13 +3,14 @@ whose environment runs on it, requests and a fixed-rate load sent from the swarm
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO, strong_secrets
+from tests.engines import remove_images
 
 SERVICES = ("api-gateway", "auth", "payments", "admin", "profile")
 NGINX = "https://10.251.0.11:8443"  # the manager's namespace address; nginx's port in host mode
@@ -131,3 +133,19 @@ def under_load(token: str, rate: int, operation: Callable[[], Any]) -> tuple[dic
     print(f"{tally['sent']} requests, {tally['failed']} failed ({tally['reasons'] or 'none'})")
     assert tally["sent"] > rate * 3, tally
     return tally, result
+
+
+@contextlib.contextmanager
+def deployed_on(swarm: Swarm, root: Path, env: str, prefix: str) -> Iterator[Project]:
+    """A fresh swarm and a project for it; afterwards the stack, the swarm and the images are gone.
+    Images of `prefix` are removed first, so that a build starts from this checkout's code."""
+    project = Project.make(root, env, swarm, prefix)
+    remove_images(prefix)
+    swarm.harness("down")  # whatever an interrupted run left
+    swarm.harness("up")
+    try:
+        yield project
+    finally:
+        project.cli("down", "--volumes", "--yes")
+        swarm.harness("down")
+        remove_images(prefix)

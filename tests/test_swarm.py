@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.engines import remove_images, require_engine_with_standins
-from tests.swarms import SERVICES, Project, Swarm, build, request, skip_without_namespaces, under_load
+from tests.engines import require_engine_with_standins
+from tests.swarms import SERVICES, Project, Swarm, build, deployed_on, request, skip_without_namespaces, under_load
 
 PREFIX = "mfe-test-sw"
 STACK = "universal-mfe-swt"
@@ -24,16 +24,8 @@ skip_without_namespaces()
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
-    p = Project.make(tmp_path_factory.mktemp("swarm") / "project", "swt", SWARM, PREFIX)
-    remove_images(PREFIX)
-    SWARM.harness("down")  # whatever an interrupted run left
-    SWARM.harness("up")
-    try:
+    with deployed_on(SWARM, tmp_path_factory.mktemp("swarm") / "project", "swt", PREFIX) as p:
         yield p
-    finally:
-        p.cli("down", "--volumes", "--yes")
-        SWARM.harness("down")
-        remove_images(PREFIX)
 
 
 def test_up_runs_the_stack_with_secrets_only_as_swarm_secrets(project: Project) -> None:
@@ -115,7 +107,8 @@ def test_backup_and_restore_through_the_postgres_task(project: Project) -> None:
     assert request("POST", "/api/auth/register", after)[0] in (200, 201)
     restored = project.cli("restore", backup_id, "--yes")
     assert restored.returncode == 0, restored.stdout + restored.stderr
-    assert request("POST", "/api/auth/login", after)[0] == 401  # registered after the backup: gone
+    code, text = request("POST", "/api/auth/login", after)
+    assert code == 401, text  # registered after the backup: gone
     code, text = request("POST", "/api/auth/login", {"email": "sw@example.com", "password": "correct horse"})
     assert code == 200, text
 

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.engines import remove_images, require_engine_with_standins
-from tests.swarms import SERVICES, Project, Swarm, build, request, skip_without_namespaces, under_load
+from tests.engines import require_engine_with_standins
+from tests.swarms import SERVICES, Project, Swarm, build, deployed_on, request, skip_without_namespaces, under_load
 
 PREFIX = "mfe-test-sw3"
 SWARM = Swarm("/tmp/mfe-swarm-3", 3)
@@ -28,19 +28,11 @@ skip_without_namespaces()
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
-    p = Project.make(tmp_path_factory.mktemp("swarm3") / "project", "sw3", SWARM, PREFIX)
-    remove_images(PREFIX)
-    SWARM.harness("down")
-    SWARM.harness("up")
-    try:
+    with deployed_on(SWARM, tmp_path_factory.mktemp("swarm3") / "project", "sw3", PREFIX) as p:
         up = p.cli("up", "--version", "v1")
         assert up.returncode == 0, up.stdout + up.stderr
         p.log_in()
         yield p
-    finally:
-        p.cli("down", "--volumes", "--yes")
-        SWARM.harness("down")
-        remove_images(PREFIX)
 
 
 def gateway_nodes(project: Project) -> list[str]:

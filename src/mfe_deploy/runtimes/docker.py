@@ -184,17 +184,26 @@ class DockerRuntime:
         self.files.write_atomic(ssl_dir / "cert.pem", cert, 0o644)
 
     # --- up ------------------------------------------------------------------------------------------------
-    def up(self, *, wait: bool, timeout: float, version: str = "dev") -> list[UnitStatus]:
+    def _prepared(self, version: str) -> tuple[Release | None, dict[str, str], str] | None:
+        """Build the images and write the bundle of `version`: the last good release, the versions and the
+        bundle's digest, or None when the running release already is this one (and that is said)."""
         previous = self.ledger.last_good()
         versions: dict[str, str] = dict.fromkeys(self.env.services, version)
-        started = time.monotonic()
         self.build(version)
         digest = self.write_bundle(versions)
         if self._nothing_to_do(previous, versions, digest):
             self.console.info(
                 "nothing to do: the running release already matches (same files, same images, all healthy)"
             )
+            return None
+        return previous, versions, digest
+
+    def up(self, *, wait: bool, timeout: float, version: str = "dev") -> list[UnitStatus]:
+        started = time.monotonic()
+        prepared = self._prepared(version)
+        if prepared is None:
             return self.status()
+        previous, versions, digest = prepared
         self._run(self.compose.check(), "compose config")
         stores = ["postgres", "redis", *(["rabbitmq"] if self.env.uses_rabbitmq else [])]
         with self.console.status("starting the stores"):
@@ -585,15 +594,7 @@ class DockerRuntime:
 
     def health(self) -> dict[str, health.Probe]:
         def one(service: str) -> health.Probe:
-            done = self.runner.run(self.compose.exec(service, "python3", "-c", HEALTH_PROBE), timeout=30)
-            code, _, body = done.stdout.strip().partition(" ")
-            if done.returncode != 0 or not code.isdigit():
-                return health.Probe(None, {}, (done.stderr.strip().splitlines() or ["not running"])[-1])
-            try:
-                parsed = json.loads(body)
-            except ValueError:
-                parsed = {}
-            return health.Probe(int(code), parsed if isinstance(parsed, dict) else {})
+            return parse_probe(self.runner.run(self.compose.exec(service, "python3", "-c", HEALTH_PROBE), timeout=30))
 
         names = list(self.env.services)
         with ThreadPoolExecutor(len(names)) as pool:
@@ -625,6 +626,18 @@ class DockerRuntime:
             self._run(self.compose.down(volumes=volumes), "compose down")
         self.files.unlink(self.state_dir / "migrated")
         return running
+
+
+def parse_probe(done: Completed) -> health.Probe:
+    """What HEALTH_PROBE printed in a container: `STATUS BODY`, or why nothing answered."""
+    code, _, body = done.stdout.strip().partition(" ")
+    if done.returncode != 0 or not code.isdigit():
+        return health.Probe(None, {}, (done.stderr.strip().splitlines() or ["not running"])[-1])
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = {}
+    return health.Probe(int(code), parsed if isinstance(parsed, dict) else {})
 
 
 def _fmt(versions: dict[str, str]) -> str:

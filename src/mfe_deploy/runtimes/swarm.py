@@ -19,7 +19,6 @@ import yaml
 
 from mfe_deploy import bundle, swarm_stack
 from mfe_deploy.backups.pg import ContainerPostgres, Postgres
-from mfe_deploy.bundle import Drift
 from mfe_deploy.compose import ContainerState
 from mfe_deploy.config import urls
 from mfe_deploy.engine import capabilities_for, version_via
@@ -30,7 +29,7 @@ from mfe_deploy.exec.runner import Runner
 from mfe_deploy.ops import health, migrations
 from mfe_deploy.render import Bundle, BundleFile, Capabilities, NginxPaths, nginx_conf, render
 from mfe_deploy.runtimes.contract import Deployment, Features, Node, RolledBack, StartFailed, UnitStatus, Unsupported
-from mfe_deploy.runtimes.docker import HEALTH_PROBE, DockerRuntime
+from mfe_deploy.runtimes.docker import HEALTH_PROBE, DockerRuntime, parse_probe
 from mfe_deploy.state.ledger import Release
 
 BUSY = ("updating", "rollback_started")
@@ -101,19 +100,13 @@ class SwarmRuntime(DockerRuntime):
     def _rendered(self, version: str) -> Bundle:
         return self._swarm_bundle(dict.fromkeys(self.env.services, version))
 
-    def drift(self, version: str) -> list[Drift]:
-        return bundle.drift(self._rendered(version), self.bundle_dir, self.files)
-
     # --- up ------------------------------------------------------------------------------------------------
     def up(self, *, wait: bool, timeout: float, version: str = "dev") -> list[UnitStatus]:
-        previous = self.ledger.last_good()
-        versions: dict[str, str] = dict.fromkeys(self.env.services, version)
         started = time.monotonic()
-        self.build(version)
-        digest = self.write_bundle(versions)
-        if self._nothing_to_do(previous, versions, digest):
-            self.console.info("nothing to do: the running release already matches (same files, same images)")
+        prepared = self._prepared(version)
+        if prepared is None:
             return self.status()
+        previous, versions, digest = prepared
         heads: dict[str, str] = {}
         try:
             stores = [u for u in swarm_stack.STORES if u in self.units()]
@@ -424,18 +417,7 @@ class SwarmRuntime(DockerRuntime):
                     f"node {node.name} is {node.state}, {node.availability}: Swarm places no task there "
                     "(the tasks it held were started on the other nodes)"
                 )
-        by_unit: dict[str, list[ContainerState]] = {}
-        for c in self.containers():
-            by_unit.setdefault(c.service, []).append(c)
-        rows = []
-        for unit in self.units():
-            found = by_unit.get(unit, [])
-            if not found:
-                rows.append(UnitStatus(unit, "STOPPED", None, "-", "down"))
-            for c in found:
-                version = c.image.rsplit(":", 1)[-1] if unit in self.env.services else "-"
-                rows.append(UnitStatus(unit, c.state.upper(), c.name, version, c.health))
-        return rows
+        return super().status()  # from containers(): one row per task
 
     def _container(self, unit: str) -> tuple[Runner, str] | None:
         """A running container of the unit on an engine this machine reaches (the manager or a node)."""
@@ -454,16 +436,8 @@ class SwarmRuntime(DockerRuntime):
                 probes[service] = health.Probe(None, {}, "no running task on an engine this machine reaches")
                 continue
             engine, container = found
-            done = engine.run(Command(("docker", "exec", container, "python3", "-c", HEALTH_PROBE)), timeout=30)
-            code, _, body = done.stdout.strip().partition(" ")
-            if done.returncode != 0 or not code.isdigit():
-                probes[service] = health.Probe(None, {}, (done.stderr.strip().splitlines() or ["no answer"])[-1])
-                continue
-            try:
-                parsed = json.loads(body)
-            except ValueError:
-                parsed = {}
-            probes[service] = health.Probe(int(code), parsed if isinstance(parsed, dict) else {})
+            probe = Command(("docker", "exec", container, "python3", "-c", HEALTH_PROBE))
+            probes[service] = parse_probe(engine.run(probe, timeout=30))
         return probes
 
     def postgres(self) -> Postgres:
