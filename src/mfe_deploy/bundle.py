@@ -95,3 +95,13 @@ def _udiff(old: str, new: str, name: str) -> list[str]:
     return list(
         difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True), f"a/{name}", f"b/{name}")
     )
+
+
+def digest(result: Bundle) -> str:
+    """One hash of every path and text of a bundle: a release records it, a no-op `up` compares it."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path, file in result.files.items():
+        h.update(path.encode() + b"\0" + file.text.encode() + b"\0")
+    return h.hexdigest()

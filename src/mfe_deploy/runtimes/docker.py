@@ -170,10 +170,7 @@ class DockerRuntime:
         self.files.makedirs(self.bundle_dir / MAINTENANCE_DIR, 0o755)  # mounted into the gateway: must exist
         if self.env.nginx.enabled and self.env.nginx.tls.mode == "self-signed":
             self._self_signed()
-        digest = hashlib.sha256()
-        for path, file in result.files.items():
-            digest.update(path.encode() + b"\0" + file.text.encode() + b"\0")
-        return digest.hexdigest()
+        return bundle.digest(result)
 
     def _self_signed(self) -> None:
         ssl_dir = self.bundle_dir / "nginx" / "ssl"

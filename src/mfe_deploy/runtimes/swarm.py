@@ -95,7 +95,7 @@ class SwarmRuntime(DockerRuntime):
             self._self_signed()  # before the stack: the secrets' names are their contents' digests
         result = self._swarm_bundle(versions)
         bundle.write(result, self.bundle_dir, self.files)
-        return _digest(result)
+        return bundle.digest(result)
 
     def _rendered(self, version: str) -> Bundle:
         return self._swarm_bundle(dict.fromkeys(self.env.services, version))
@@ -140,10 +140,10 @@ class SwarmRuntime(DockerRuntime):
             return False
         if self._image_ids(versions) != dict(previous.images):
             return False
-        services = self._inspect(self.units())
-        return all(self._converged(unit, spec, 0.0) == "done" for unit, spec in services.items()) and len(
-            services
-        ) == len(self.units())
+        services, tasks, now = self._inspect(self.units()), self._tasks(), time.time()
+        if len(services) != len(self.units()):
+            return False
+        return all(self._converged(unit, spec, now, tasks) == "done" for unit, spec in services.items())
 
     def _deploy(self, file: str, units: Sequence[str], timeout: float, *, prune: bool) -> None:
         before = {u: spec.get("Version", {}).get("Index") for u, spec in self._inspect(units).items()}
@@ -162,9 +162,9 @@ class SwarmRuntime(DockerRuntime):
         deadline = time.monotonic() + timeout
         with self.console.status("waiting for the services to converge") as waiting:
             while True:
-                specs = self._inspect(units)
+                specs, tasks = self._inspect(units), self._tasks()
                 states = {
-                    u: self._converged(u, specs[u], since, changed=before.get(u) != specs[u]["Version"]["Index"])
+                    u: self._converged(u, specs[u], since, tasks, changed=before.get(u) != specs[u]["Version"]["Index"])
                     if u in specs
                     else "new"
                     for u in units
@@ -187,7 +187,9 @@ class SwarmRuntime(DockerRuntime):
                 waiting.update(f"{len(units) - len(pending)}/{len(units)} converged; waiting for {pending[0]}")
                 time.sleep(1)
 
-    def _converged(self, unit: str, spec: dict[str, Any], since: float, *, changed: bool = False) -> str:
+    def _converged(
+        self, unit: str, spec: dict[str, Any], since: float, tasks: list[dict[str, str]], *, changed: bool = False
+    ) -> str:
         status = spec.get("UpdateStatus") or {}
         state = status.get("State", "")
         began = _when(status.get("StartedAt"))
@@ -198,7 +200,7 @@ class SwarmRuntime(DockerRuntime):
         if changed and began < since - 1 and time.time() - since < 5:
             return "updating"  # the update was asked for: Swarm has not started it yet
         wanted = (spec["Spec"].get("Mode", {}).get("Replicated") or {}).get("Replicas", 1)
-        running = sum(1 for t in self._tasks(unit) if t["state"] == "running")
+        running = sum(1 for t in tasks if t["unit"] == unit and t["state"] == "running")
         return "done" if running == wanted else "starting"
 
     def _inspect(self, units: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -248,10 +250,10 @@ class SwarmRuntime(DockerRuntime):
     def _remove_unused_objects(self) -> None:
         """Secrets and configs an earlier release used (the names are content digests): gone once converged.
         One still held by a task is refused by Swarm and stays until the next deploy."""
+        stack_file = self.files.read_text(self.bundle_dir / "stack.yml") or ""
         for kind in ("secret", "config"):
             argv = ("docker", kind, "ls", "--filter", f"label=com.docker.stack.namespace={self.stack}")
             done = self.runner.run(Command((*argv, "--format", "{{.Name}}")), timeout=60)
-            stack_file = self.files.read_text(self.bundle_dir / "stack.yml") or ""
             for name in done.stdout.split():
                 if name not in stack_file:
                     self.runner.run(Command(("docker", kind, "rm", name)), timeout=60)
@@ -419,14 +421,18 @@ class SwarmRuntime(DockerRuntime):
                 )
         return super().status()  # from containers(): one row per task
 
-    def _container(self, unit: str) -> tuple[Runner, str] | None:
-        """A running container of the unit on an engine this machine reaches (the manager or a node)."""
+    def _containers(self, unit: str) -> list[tuple[Runner, str]]:
+        """The unit's running containers on the engines this machine reaches (the manager and the nodes)."""
         label = f"label=com.docker.swarm.service.name={self.stack}_{unit}"
+        found = []
         for _, engine in self.engines:
             done = engine.run(Command(("docker", "ps", "-q", "--filter", label)), timeout=30)
-            if done.returncode == 0 and done.stdout.split():
-                return engine, done.stdout.split()[0]
-        return None
+            found += [(engine, container) for container in done.stdout.split()] if done.returncode == 0 else []
+        return found
+
+    def _container(self, unit: str) -> tuple[Runner, str] | None:
+        found = self._containers(unit)
+        return found[0] if found else None
 
     def health(self) -> dict[str, health.Probe]:
         probes = {}
@@ -493,16 +499,13 @@ class SwarmRuntime(DockerRuntime):
         gateway = self.env.gateway
         if gateway is None:
             return
-        label = f"label=com.docker.swarm.service.name={self.stack}_{gateway}"
         deadline = time.monotonic() + timeout
         while True:
-            answers = []
-            for _, engine in self.engines:
-                found = engine.run(Command(("docker", "ps", "-q", "--filter", label)), timeout=30).stdout.split()
-                for container in found:
-                    probe = ("docker", "exec", container, "python3", "-c", HEALTH_PROBE)
-                    answers.append(engine.run(Command(probe), timeout=30).stdout.strip().split(" ")[0])
-            if answers and all(a == "200" for a in answers):
+            answers = [
+                parse_probe(engine.run(Command(("docker", "exec", c, "python3", "-c", HEALTH_PROBE)), timeout=30))
+                for engine, c in self._containers(gateway)
+            ]
+            if answers and all(a.status == 200 for a in answers):
                 return
             if time.monotonic() > deadline:
                 raise StartFailed(f"the {gateway} tasks do not reach every service after {timeout:.0f}s")
@@ -549,15 +552,6 @@ def _image_in(stack_text: str, service: str) -> str | None:
     doc = yaml.safe_load(stack_text) if stack_text else None
     image = ((doc or {}).get("services", {}).get(service) or {}).get("image")
     return str(image) if image else None
-
-
-def _digest(result: Bundle) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    for path, file in result.files.items():
-        digest.update(path.encode() + b"\0" + file.text.encode() + b"\0")
-    return digest.hexdigest()
 
 
 RUNTIME = SwarmRuntime
