@@ -4,7 +4,10 @@ It answers every request with what it received (the caller's `x-token`, the body
 and behaves like the servers a proxy meets, as the request's `x-mode` asks: `hints` (a 103 Early Hints
 first), `continue` (an unsolicited 100 Continue first), `chunked` (the answer in pieces), `close`
 (`connection: close`, then the socket closes), `early` (a 413 as soon as the head arrives, the body never
-read), `slow` (50 ms before answering). Like uvicorn, it answers `Expect: 100-continue` with an interim
+read), `slow` (50 ms before answering), `reset` (the first request with a given `x-token` gets its
+connection reset before any answer, as a replica closing its socket does; the next one is answered),
+`drop-idle` (every other connection that waits for a request is closed, this one after its answer: the
+caller's pool holds none open afterwards). Like uvicorn, it answers `Expect: 100-continue` with an interim
 100 as soon as the head arrives: the sequence that put the gateway's pool out of step.
 """
 
@@ -13,9 +16,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import socket
+import struct
 import sys
 
 import httptools
+
+RESET: set[bytes] = set()  # the tokens whose first connection was reset
+OPEN: set[Echo] = set()
 
 
 class Echo(asyncio.Protocol):
@@ -26,9 +34,12 @@ class Echo(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.busy = False
+        OPEN.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.gone = True
+        OPEN.discard(self)
 
     def data_received(self, data: bytes) -> None:
         if self.gone:
@@ -39,6 +50,7 @@ class Echo(asyncio.Protocol):
             self._close()
 
     def on_message_begin(self) -> None:
+        self.busy = True
         self.headers: dict[bytes, bytes] = {}
         self.digest = hashlib.sha256()
         self.size = 0
@@ -49,6 +61,14 @@ class Echo(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.modes = set(self.headers.get(b"x-mode", b"").decode().split(",")) - {""}
+        token = self.headers.get(b"x-token", b"")
+        if "reset" in self.modes and token not in RESET and self.transport is not None:
+            RESET.add(token)
+            self.answered = True
+            sock = self.transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
+            self._close()
+            return
         self.sent_continue = self.headers.get(b"expect", b"").lower() == b"100-continue"
         if self.sent_continue:
             self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -76,7 +96,10 @@ class Echo(asyncio.Protocol):
         if "continue" in modes and not self.sent_continue:
             self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
         answer = {"size": self.size, "sha256": self.digest.hexdigest(), "method": self.parser.get_method().decode()}
-        close = "close" in modes
+        close = "close" in modes or "drop-idle" in modes
+        if "drop-idle" in modes:
+            for other in [conn for conn in OPEN if conn is not self and not conn.busy]:
+                other._close()
         if "chunked" in modes:
             body = json.dumps(self._with_token(answer)).encode()
             head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n"
@@ -91,6 +114,7 @@ class Echo(asyncio.Protocol):
         if close:
             self._close()
         elif self.transport is not None and not self.gone:
+            self.busy = False
             self.transport.resume_reading()
 
     def _with_token(self, answer: dict[str, object]) -> dict[str, object]:

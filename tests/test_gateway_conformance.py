@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httptools
+import httpx
 import pytest
 
 from mfe_services.common import tokens
@@ -318,3 +319,29 @@ def test_random_sequences_from_several_clients_never_mix_up_callers(stack: Stack
     }
     assert min(kinds.values()) > 0, kinds  # every kind of exchange was exercised
     assert tally.exchanges > 300
+
+
+@pytest.mark.parametrize(
+    ("method", "key", "status"),
+    [("GET", None, 200), ("DELETE", None, 200), ("POST", "k-1", 200), ("POST", None, 502)],
+)
+def test_a_request_reset_before_an_answer_is_sent_again_only_when_it_may_be_seen_twice(
+    stack: Stack, method: str, key: str | None, status: int
+) -> None:
+    """A replica closing its socket resets the new connections it had not read yet (the 502s of a rolling
+    update on a swarm). The gateway sends such a request again on a new connection when the method is
+    idempotent or the request carries an Idempotency-Key; any other request is 502, never sent twice."""
+    url, token = f"http://127.0.0.1:{stack.port}/api/echo/items", f"reset-{method}-{key}"
+    headers = {"authorization": stack.bearer.decode(), "x-token": f"{token}-drop", "x-mode": "drop-idle"}
+    assert httpx.get(url, headers=headers, timeout=10).status_code == 200
+    time.sleep(0.2)  # the gateway sees its idle connections closed: the next request opens a new one
+    headers.update({"x-token": token, "x-mode": "reset"})
+    if key is not None:
+        headers["idempotency-key"] = key
+    answer = httpx.request(method, url, headers=headers, timeout=10)
+    assert answer.status_code == status, answer.text
+    if status == 200:
+        assert answer.json()["token"] == token
+        assert answer.json()["method"] == method
+    else:
+        assert answer.json() == {"error": "upstream unavailable", "service": "echo"}

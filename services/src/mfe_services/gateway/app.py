@@ -22,6 +22,9 @@ RESPONSE_TIMEOUT = 60.0
 DEFAULT_ALLOW = b"authorization, content-type, idempotency-key, x-request-id"
 # Expect is answered to the client by the server in front of us (uvicorn sends 100 Continue when the body
 # is first read); forwarded, the upstream's 100 would be one more response on the pooled connection.
+# Methods a server may see twice with the same effect (RFC 9110, 9.2.2); a request with an Idempotency-Key is
+# deduplicated by the service, so it may be sent again too.
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 SKIP_REQUEST = {
     b"expect",
     b"host",
@@ -155,6 +158,7 @@ class Gateway:
             out.append((b"content-length", str(len(body)).encode()))
         head = request_head(method, target, out)
 
+        replayable = method in IDEMPOTENT or any(key == b"idempotency-key" for key, _ in scope["headers"])
         conn: Connection | None = None
         for attempt in range(2):
             conn, reused = await self._acquire(name, pool, send, extra)
@@ -173,9 +177,11 @@ class Gateway:
                 break
             except UpstreamError as exc:
                 conn.close()
-                if exc.retryable and reused and not streaming and attempt == 0:
-                    # The idle connections went to the same server, which closed this one (a replica
-                    # stopping, or its keep-alive timeout): retry on a new connection, resolved anew.
+                if exc.retryable and not streaming and attempt == 0 and (reused or replayable):
+                    # Closed before a byte of the answer: an idle connection the server dropped (a replica
+                    # stopping, or its keep-alive timeout), or a new one reset before the server read it (a
+                    # replica closing its socket). Retry on a new connection, the name resolved anew; a new
+                    # connection only for a request the upstream may see twice.
                     pool.close()
                     continue
                 log.warning("upstream failed", extra={"fields": {"upstream": name, "error": str(exc)}})

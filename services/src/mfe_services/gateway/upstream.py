@@ -8,6 +8,7 @@ connection. Bodies are streamed with backpressure, never buffered whole.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import deque
 from collections.abc import Sequence
 from typing import cast
@@ -28,6 +29,8 @@ HOP_BY_HOP = frozenset(
     }
 )
 HIGH_WATER = 1 << 20
+PER_ADDRESS = 0.5
+RETRY_PAUSE = 0.1
 Headers = list[tuple[bytes, bytes]]
 
 
@@ -183,14 +186,43 @@ class Pool:
             conn = self.idle.pop()
             if not conn.closed:
                 return conn, True
+        return await self.connect(), False
+
+    async def connect(self) -> Connection:
+        """A new connection, the name resolved anew. A name with several addresses (a replicated service
+        resolved by DNS) is tried address after address, each for at most PER_ADDRESS seconds while
+        another remains (an address whose container is gone answers nothing). When every address failed,
+        the name is resolved and tried once more within the same connect timeout: a replica that closed
+        its socket while DNS still named it is gone from the answer by then."""
         loop = asyncio.get_running_loop()
-        try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(Connection, self.host, self.port), self.connect_timeout
-            )
-        except (OSError, TimeoutError) as exc:
-            raise UpstreamError(f"cannot connect to {self.host}:{self.port}: {exc or 'timeout'}") from None
-        return conn, False
+        deadline = loop.time() + self.connect_timeout
+        error: BaseException | None = None
+        for attempt in range(2):
+            if attempt:
+                await asyncio.sleep(RETRY_PAUSE)
+            try:
+                infos = await asyncio.wait_for(
+                    loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM), max(deadline - loop.time(), 0)
+                )
+            except (OSError, TimeoutError) as exc:
+                error = exc
+                continue
+            for index, (family, _, _, _, address) in enumerate(infos):
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                budget = left if index == len(infos) - 1 else min(left, PER_ADDRESS)
+                try:
+                    _, conn = await asyncio.wait_for(
+                        loop.create_connection(Connection, str(address[0]), int(address[1]), family=family), budget
+                    )
+                    return conn
+                except (OSError, TimeoutError) as exc:
+                    error = exc
+            if deadline - loop.time() <= RETRY_PAUSE:
+                break
+        reason = str(error) if error is not None and str(error) else "timeout"
+        raise UpstreamError(f"cannot connect to {self.host}:{self.port}: {reason}")
 
     def release(self, conn: Connection) -> None:
         if conn.complete and conn.keep_alive and not conn.closed and len(self.idle) < self.max_idle:
