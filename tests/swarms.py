@@ -91,6 +91,16 @@ class Project:
                 found.setdefault(cells[0], set()).add(cells[3])
         return found
 
+    def within(self, tally: dict[str, Any], share: float) -> None:
+        """Fails when more than `share` of the requests failed, with the gateway's warnings about its
+        upstreams (which replica, which error), the evidence a rare failure otherwise leaves nowhere."""
+        if not tally["failed"]:
+            return
+        lines = self.cli("logs", "api-gateway", "--tail", "2000").stdout.splitlines()
+        warnings = "\n".join(line for line in lines if "upstream" in line)
+        print(f"the gateway's warnings:\n{warnings or '(none)'}")
+        assert tally["failed"] <= share * tally["sent"], f"{tally}\nthe gateway's warnings:\n{warnings}"
+
     def log_in(self, email: str = "sw@example.com") -> None:
         request("POST", "/api/auth/register", {"email": email, "password": "correct horse"})
         code, text = request("POST", "/api/auth/login", {"email": email, "password": "correct horse"})

@@ -60,11 +60,11 @@ def test_rolling_update_and_rollback_under_load(project: Project) -> None:
         build(f"{PREFIX}/{name}:v2", f"FROM {PREFIX}/{name}:v1\nLABEL test.version=v2\n")
     tally, done = under_load(project.token, RATE, lambda: project.cli("up", "--version", "v2"))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert tally["failed"] <= 0.01 * tally["sent"], tally
+    project.within(tally, 0.01)
     assert project.versions() == {name: {"v2"} for name in SERVICES}
     tally, done = under_load(project.token, RATE, lambda: project.cli("rollback", "api-gateway"))
     assert "api-gateway: now v1" in done.stdout + done.stderr, done.stdout + done.stderr
-    assert tally["failed"] <= 0.01 * tally["sent"], tally
+    project.within(tally, 0.01)
     assert project.versions()["api-gateway"] == {"v1"}
 
 
