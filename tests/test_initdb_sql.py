@@ -50,6 +50,7 @@ def test_per_service_roles_reach_only_their_database(cluster: Cluster) -> None:
                                   password=passwords[service])  # fmt: skip
             assert denied.returncode != 0
             assert f'permission denied for database "{dbs[other]}"' in denied.stderr
+        _denied_the_system_databases(cluster, f"{service}_app", passwords[service])
     wrong = cluster.psql("-c", "SELECT 1", user="auth_app", dbname="auth_db", password="not-the-password")
     assert "password authentication failed" in wrong.stderr
 
@@ -63,8 +64,16 @@ def test_shared_layout_confines_each_role_to_its_schema(cluster: Cluster) -> Non
                            user=f"{service}_app", dbname=db, password=passwords[service])  # fmt: skip
         assert own.returncode == 0, own.stderr
         assert service in own.stdout.split()
+        _denied_the_system_databases(cluster, f"{service}_app", passwords[service])
     denied = cluster.psql("-c", "SELECT * FROM payments.t", user="auth_app", dbname=db, password=passwords["auth"])
     assert "permission denied for schema payments" in denied.stderr
     public = cluster.psql("-c", "CREATE TABLE public.x (id int)", user="auth_app", dbname=db,
                           password=passwords["auth"])  # fmt: skip
     assert "permission denied for schema public" in public.stderr
+
+
+def _denied_the_system_databases(cluster: Cluster, role: str, password: str) -> None:
+    """postgres and template1 are the superuser's: a service role cannot list roles or sessions there."""
+    for system in ("postgres", "template1"):
+        denied = cluster.psql("-c", "SELECT usename FROM pg_stat_activity", user=role, dbname=system, password=password)
+        assert f'permission denied for database "{system}"' in denied.stderr, (role, system, denied.stdout)

@@ -11,6 +11,10 @@ CREATE ROLE payments_app LOGIN PASSWORD :'payments_password';
 CREATE ROLE admin_app LOGIN PASSWORD :'admin_password';
 \getenv profile_password MFE_PROFILE_DB_PASSWORD
 CREATE ROLE profile_app LOGIN PASSWORD :'profile_password';
+-- A new role may connect to every database whose CONNECT PUBLIC holds: postgres and template1 too, where
+-- it could list roles and databases and read pg_stat_activity. Only the superuser keeps them.
+REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC;
+REVOKE CONNECT, TEMPORARY ON DATABASE template1 FROM PUBLIC;
 
 REVOKE ALL ON DATABASE universal_mfe_dev FROM PUBLIC;
 \connect universal_mfe_dev
