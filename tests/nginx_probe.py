@@ -75,6 +75,19 @@ def handshake(port: int, max_version: ssl.TLSVersion) -> str:
         return f"refused: {type(exc).__name__}"
 
 
+GROUPS = ("X25519", "prime256v1", "secp384r1", "X448", "secp521r1")
+
+
+def key_exchange(port: int, group: str) -> str:
+    """Whether a client offering only `group` completes a handshake (openssl: Python cannot pick groups)."""
+    argv = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-groups", group, "-brief"]
+    try:
+        done = subprocess.run(argv, input="", capture_output=True, text=True, timeout=10, check=False)
+    except subprocess.TimeoutExpired:
+        return "timeout"
+    return "accepted" if done.returncode == 0 and "Protocol version" in done.stderr else "refused"
+
+
 def control_server() -> int:
     """A server that does accept TLS 1.1, to show the client can speak it (so a refusal means nginx)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -132,6 +145,7 @@ def main() -> None:
             "nginx_1.3": handshake(443, ssl.TLSVersion.TLSv1_3),
             "control_1.1": handshake(control, ssl.TLSVersion.TLSv1_1),
         }
+        out["groups"] = {group: key_exchange(443, group) for group in GROUPS}
         upstream.shutdown()
         print(json.dumps(out))
     finally:

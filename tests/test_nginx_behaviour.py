@@ -77,3 +77,15 @@ def test_only_tls_12_and_13(seen: dict[str, Any]) -> None:
     assert tls["nginx_1.1"].startswith("refused")
     assert tls["nginx_1.2"] == "TLSv1.2"
     assert tls["nginx_1.3"] == "TLSv1.3"
+
+
+def test_key_exchange_groups_are_mozilla_intermediates(seen: dict[str, Any]) -> None:
+    """X25519, prime256v1 and secp384r1 only: OpenSSL's defaults add X448 and secp521r1, which
+    `sslyze --mozilla_config=intermediate` refuses."""
+    assert seen["groups"] == {
+        "X25519": "accepted",
+        "prime256v1": "accepted",
+        "secp384r1": "accepted",
+        "X448": "refused",
+        "secp521r1": "refused",
+    }
