@@ -27,8 +27,13 @@ ENV = "localtest"
 Project = LocalProject
 
 
+# Set in the CLI's environment only: no supervised process may inherit it.
+CANARY = "mfe-canary-7f3c9a1e5b"
+DEV_JWT_SECRET = "dev-secret-key"  # development's default: the services read it from their env files
+
+
 def make_project(root: Path) -> Project:
-    return make_local_project(root, ENV)
+    return make_local_project(root, ENV, extra_environ={"MFE_TEST_CANARY": CANARY})
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +175,36 @@ def test_backup_round_trip_in_the_shared_layout(project: Project) -> None:
     backup_suite.round_trip(project)
     manifest = next((project.root / "backups" / ENV).glob("*/manifest.json")).read_text()
     assert '"schema": "payments"' in manifest and '"database": "universal_mfe_dev"' in manifest
+
+
+def test_no_supervised_process_holds_a_secret_or_the_clis_environment(project: Project) -> None:
+    """Each program gets its own variables (a service from its env file, read after start), never the
+    CLI's whole environment: /proc/PID/environ of supervisord and of every process under it."""
+    units = [row["pid"] for row in project.status().values() if row.get("pid")]
+    supervisord = int(Path(f"/proc/{units[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    tree, queue = [], [supervisord]
+    while queue:
+        pid = queue.pop()
+        tree.append(pid)
+        queue += children.get(pid, [])
+    assert set(units) <= set(tree) and len(tree) > len(units)
+    leaks = []
+    for pid in tree:
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue  # gone meanwhile
+        for value in (CANARY, DEV_JWT_SECRET):
+            if value.encode() in environ:
+                leaks.append(f"{pid} {Path(f'/proc/{pid}/comm').read_text().strip()}: {value[:8]}...")
+    assert leaks == []
 
 
 def test_zz_down_leaves_nothing_behind(project: Project) -> None:

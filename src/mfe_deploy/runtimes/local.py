@@ -34,6 +34,9 @@ from mfe_deploy.runtimes.contract import Deployment, Features, Node, StartFailed
 from mfe_deploy.state.ledger import Release
 from mfe_deploy.supervisor import ProgramState, parse_status
 
+# The variables of the CLI's environment the supervised programs inherit.
+INHERITED = frozenset({"PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH"})
+
 INIT_MARKER = ".mfe-initialized"
 
 
@@ -238,7 +241,13 @@ class LocalRuntime:
             raise StartFailed(f"initdb failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ''}")
 
     def _start_supervisord(self, bins: Binaries) -> None:
-        done = subprocess.run([str(bins.supervisord), "-c", str(self.layout.conf)], capture_output=True, text=True)
+        # Every program inherits supervisord's environment: it gets only what a process needs to run, never
+        # the CLI's (which holds the secrets and whatever else the operator exported). A service reads its
+        # own variables from its env file; a program's own settings are `environment=` in its section.
+        inherited = {key: value for key, value in os.environ.items() if key in INHERITED}
+        done = subprocess.run(
+            [str(bins.supervisord), "-c", str(self.layout.conf)], capture_output=True, text=True, env=inherited
+        )
         if done.returncode != 0:
             raise StartFailed(f"supervisord did not start: {(done.stdout + done.stderr).strip()}")
         self._wait(lambda: (self.layout.run / "supervisor.sock").exists(), 10, "supervisord")
