@@ -4,7 +4,7 @@
 #   mfe-local/python:3.11       the services' base image
 #   mfe-local/postgres:15 redis:7 rabbitmq:3 nginx:1.22   stand-ins honouring the official images' interface
 #   mfe-local/prometheus:2      Prometheus from this machine's Debian package (when installed)
-# Idempotent: an image that exists is kept; the rootfs is cached in $MFE_IMAGE_CACHE (default
+# Idempotent: an image that exists is kept (a stand-in: while its folder is unchanged); the rootfs is cached in $MFE_IMAGE_CACHE (default
 # /var/cache/mfe-images). The Debian mirror is read from this machine's apt sources.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -37,10 +37,17 @@ if ! have "$base"; then
   tar -C "$cache/rootfs" --exclude=./.complete -c . | docker import - "$base" >/dev/null
 fi
 
+# A stand-in is rebuilt when its folder changed (an entrypoint fixed in a later release): its label holds
+# the folder's digest.
+context_digest() { (cd "$1" && find . -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16); }
+built_from() { docker image inspect -f '{{index .Config.Labels "mfe.context"}}' "$1" 2>/dev/null || true; }
 for name in python:3.11 postgres:15 redis:7 rabbitmq:3 nginx:1.22; do
-  if ! have "mfe-local/$name"; then
+  digest=$(context_digest "${name%%:*}")
+  if [ "$(built_from "mfe-local/$name")" != "$digest" ]; then
     echo "images: building mfe-local/$name" >&2
-    docker build -q -t "mfe-local/$name" --build-arg "BASE=$base" "${name%%:*}" >/dev/null
+    # Its output only on failure: the legacy builder's deprecation notice is not news.
+    out=$(docker build -q -t "mfe-local/$name" --label "mfe.context=$digest" --build-arg "BASE=$base" "${name%%:*}" 2>&1) \
+      || { echo "$out" >&2; exit 1; }
   fi
 done
 # Prometheus (monitoring.enabled): Debian's binary from this machine's package, when it is installed.

@@ -237,7 +237,36 @@ def _inspect(name: str) -> dict[str, Any]:
     return data
 
 
+def _processes(name: str, values: list[str]) -> list[dict[str, Any]]:
+    """Every process of a container, read from this host's /proc (the container's root may not read a
+    process of another user): its pid inside the container, ids, capabilities, no_new_privs, and how many
+    of `values` its initial environment (what /proc/PID/environ shows) holds."""
+    top = subprocess.run(["docker", "top", name, "-eo", "pid"], capture_output=True, text=True, check=True)
+    found = []
+    for pid in top.stdout.split()[1:]:
+        proc = Path("/proc") / pid
+        try:
+            status = dict(line.split(":", 1) for line in (proc / "status").read_text().splitlines() if ":" in line)
+            environ = (proc / "environ").read_bytes()
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue  # gone meanwhile
+        found.append(
+            {
+                "pid": int(status["NSpid"].split()[-1]),
+                "cmd": cmd,
+                "uid": status["Uid"].split(),
+                "caps": [status["CapEff"].strip(), status["CapPrm"].strip()],
+                "nnp": status["NoNewPrivs"].strip(),
+                "leaks": sum(v.encode() in environ for v in values),
+            }
+        )
+    return found
+
+
 def test_services_run_unprivileged_and_stores_are_not_published(project: Project) -> None:
+    """A bundled service's container starts as root with CAP_SETUID and CAP_SETGID only (to read its env
+    file); the service process itself runs as 10001 with no capability and no way to gain one."""
     containers = project.containers()
     services = [
         n for n in containers if any(f"-{s}-" in n for s in ("api-gateway", "auth", "payments", "admin", "profile"))
@@ -245,20 +274,37 @@ def test_services_run_unprivileged_and_stores_are_not_published(project: Project
     assert len(services) == 6  # two gateway replicas
     for name in services:
         info = _inspect(name)
-        assert info["Config"]["User"] == "10001:10001", name
         assert "no-new-privileges:true" in info["HostConfig"]["SecurityOpt"], name
         assert info["HostConfig"]["CapDrop"] == ["ALL"], name
-        assert not info["HostConfig"]["CapAdd"], name
-        uid = subprocess.run(["docker", "exec", name, "python3", "-c", "import os; print(os.getuid(), os.geteuid())"],
-                             capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
-        assert uid == ["10001", "10001"], name
-        status = subprocess.run(["docker", "exec", name, "grep", "-E", "^(NoNewPrivs|CapEff)", "/proc/1/status"],
-                                capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
-        assert dict(zip(status[::2], status[1::2], strict=True)) == {"NoNewPrivs:": "1", "CapEff:": "0000000000000000"}
+        assert sorted(info["HostConfig"]["CapAdd"]) == ["CAP_SETGID", "CAP_SETUID"], name
+        processes = _processes(name, [])
+        # PID 1 is docker-init (init: true), the container's user; the service is its child.
+        assert [p["cmd"].split()[0] for p in processes if p["pid"] == 1] == ["/sbin/docker-init"], processes
+        (service,) = [p for p in processes if "mfe-service" in p["cmd"] and p["pid"] != 1]
+        assert service["uid"] == ["10001"] * 4, (name, service)
+        assert service["caps"] == ["0000000000000000"] * 2, (name, service)
+        assert service["nnp"] == "1", (name, service)
     for name in containers:
         if any(f"-{s}-" in name for s in ("postgres", "redis", "rabbitmq")):
             ports = _inspect(name)["NetworkSettings"]["Ports"] or {}
             assert all(not bindings for bindings in ports.values()), f"{name} publishes {ports}"
+
+
+def test_no_secret_in_any_containers_inspect_or_environment(project: Project) -> None:
+    """Every secret value (the JWT key, the database, RabbitMQ and superuser passwords): 0 times in
+    `docker inspect` of every container, and in the initial environment of every process in it."""
+    values = [v for k, v in strong_secrets().items() if "SENTRY" not in k]
+    containers = project.containers()
+    assert len(containers) >= 10, containers
+    found = []
+    for name in containers:
+        inspect = json.dumps(_inspect(name))
+        found += [f"{name}: docker inspect" for v in values if v in inspect]
+        found += [f"{name}: {p['cmd'][:40]}" for p in _processes(name, values) if p["leaks"]]
+    assert found == []
+    # The values are there, in the files only root reads: the services did get them.
+    env_files = list((project.root / ".mfe" / ENV / "env").glob("*.env"))
+    assert env_files and all(f.stat().st_mode & 0o777 == 0o600 for f in env_files)
 
 
 def test_second_up_recreates_nothing(project: Project) -> None:
@@ -285,8 +331,9 @@ def test_zz_rollback_and_automatic_rollback(project: Project, hooks: Receiver) -
     assert missing.returncode == 1 and "mfe-test/api-gateway:v9 does not exist" in missing.stderr
 
     # v3 of the gateway exits at start: the deploy fails, rolls back by itself, and says so.
+    script = 'RUN printf "#!/bin/sh\\necho broken v3\\nexit 3\\n" > /opt/mfe/bin/mfe-service'
     broken = subprocess.run(["docker", "build", "-q", "-t", "mfe-test/api-gateway:v3", "-"], text=True, check=True,
-                            input="FROM mfe-test/api-gateway:v1\nENTRYPOINT [\"sh\", \"-c\", \"echo broken v3; exit 3\"]\n",
+                            input=f"FROM mfe-test/api-gateway:v1\nUSER 0\n{script}\nUSER 10001:10001\n",
                             capture_output=True)  # fmt: skip
     assert broken.returncode == 0
     v3 = project.cli("up", "--env", ENV, "--version", "v3", "--timeout", "90")

@@ -33,7 +33,12 @@ def test_no_service_holds_a_secret_in_its_environment(name: str) -> None:
         if unit in ("postgres", "rabbitmq", "api-gateway", "auth", "payments", "admin", "profile"):
             (secret,) = [s for s in svc["secrets"] if s["target"] == "env"]
             assert secret["mode"] == 0o400 and doc["secrets"][secret["source"]]["file"] == f"./env/{unit}.env"
-    assert doc["services"]["auth"]["entrypoint"] == ["mfe-service", "auth", "--env-file", "/run/secrets/env"]
+    auth = doc["services"]["auth"]
+    assert auth["entrypoint"][:4] == ["mfe-service", "auth", "--env-file", "/run/secrets/env"]
+    # The secret is the task user's own: no root start and no capability to switch users is needed.
+    assert auth["user"] == "10001:10001" and "cap_add" not in auth
+    assert [s["uid"] for s in auth["secrets"] if s["target"] == "env"] == ["10001"]
+    assert not any(str(v).startswith("./") for v in auth.get("volumes", [])), auth.get("volumes")
     assert doc["services"]["postgres"]["entrypoint"][:2] == ["sh", "-c"]
 
 

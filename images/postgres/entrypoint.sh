@@ -24,6 +24,8 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
 fi
 if [ "$1" = postgres ]; then
   shift
-  exec setpriv --reuid=postgres --regid=postgres --init-groups postgres -D "$PGDATA" -c listen_addresses='*' "$@"
+  # The passwords were for the first start's init: the server keeps none in its environment.
+  exec env -i PATH="$PATH" PGDATA="$PGDATA" LANG="${LANG:-C.UTF-8}" \
+    setpriv --reuid=postgres --regid=postgres --init-groups postgres -D "$PGDATA" -c listen_addresses='*' "$@"
 fi
 exec "$@"

@@ -11,6 +11,8 @@ if [ "$1" = rabbitmq-server ]; then
   } > /etc/rabbitmq/rabbitmq.conf
   chown rabbitmq:rabbitmq /etc/rabbitmq/rabbitmq.conf
   chown -R rabbitmq:rabbitmq /var/lib/rabbitmq
-  exec setpriv --reuid=rabbitmq --regid=rabbitmq --init-groups env HOME=/var/lib/rabbitmq rabbitmq-server
+  # The password is in rabbitmq.conf (the broker's own, mode 0600): the broker keeps none in its environment.
+  exec setpriv --reuid=rabbitmq --regid=rabbitmq --init-groups env -u RABBITMQ_DEFAULT_PASS HOME=/var/lib/rabbitmq \
+    rabbitmq-server
 fi
 exec "$@"

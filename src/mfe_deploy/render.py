@@ -21,6 +21,10 @@ if TYPE_CHECKING:  # jinja2 loads when something is rendered, not for status, he
 
 SERVICE_UID = "10001:10001"
 INFRA_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID")
+# Where a container finds its unit's env file: mounted, never its environment.
+ENV_IN_CONTAINER = "/run/secrets/env"
+# postgres and rabbitmq source it, then run their image's entrypoint (`$$`: compose interpolates `$`).
+LOAD_ENV = f'set -a; . {ENV_IN_CONTAINER}; set +a; exec "$$0" "$$@"'
 
 
 @dataclass(frozen=True)
@@ -209,6 +213,7 @@ def _context(env: Environment, versions: Mapping[str, str], caps: Capabilities) 
                 "networks": ["edge", "backend"] if gateway else ["backend", "data"],
                 "healthcheck": _healthcheck(_service_probe(svc.port, svc.health), caps),
                 "maintenance": gateway,
+                "bundled": svc.bundled,
             }
         )
     return {
@@ -216,6 +221,8 @@ def _context(env: Environment, versions: Mapping[str, str], caps: Capabilities) 
         "project_name": f"{env.project}-{env.name}",
         "services": services,
         "service_user": SERVICE_UID,
+        "env_in_container": ENV_IN_CONTAINER,
+        "load_env": LOAD_ENV,
         "infra_caps": INFRA_CAPS,
         "data_internal": not env.publish_ports,
         "db_superuser": env.database.superuser,

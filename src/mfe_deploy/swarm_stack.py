@@ -1,9 +1,10 @@
 """The Swarm stack: the environment's compose bundle turned into a `docker stack deploy` file. Pure.
 
 What changes from compose, and why:
-- secrets are Swarm secrets (files under /run/secrets, mode 0400), never the service's environment: a
-  bundled service reads its env file with `--env-file`, postgres and rabbitmq source theirs before their
-  entrypoint; nginx's certificate and key are secrets, its configuration and the initdb script configs;
+- secrets are Swarm secrets (files under /run/secrets, mode 0400), never the service's environment: the
+  env files compose mounts become secrets owned by the task's user (a bundled service runs as 10001 from
+  the start, postgres and rabbitmq source theirs before their entrypoint); nginx's certificate and key
+  are secrets, its configuration and the initdb script configs;
 - every secret and config is named after its content: a changed value is a new name, which is how Swarm
   rotates them (they are immutable), and an unchanged one is left alone;
 - replicas, `update_config` (start-first, failure_action: rollback, a monitor window) and
@@ -25,13 +26,6 @@ import yaml
 from mfe_deploy.config.models import Environment
 
 STORES = ("postgres", "redis", "rabbitmq")
-ENV_IN_TASK = "/run/secrets/env"
-# `$$`: stack deploy interpolates `$` like compose does.
-LOAD_ENV = 'set -a; . /run/secrets/env; set +a; exec "$$0" "$$@"'
-ENTRYPOINTS = {  # what the stand-in (and official) images start with: kept after the env file is sourced
-    "postgres": ["docker-entrypoint.sh", "postgres"],
-    "rabbitmq": ["docker-entrypoint.sh", "rabbitmq-server"],
-}
 SERVICE_UID = "10001"
 
 
@@ -99,23 +93,18 @@ def _service(env: Environment, unit: str, svc: dict[str, Any], secret: Any, conf
                 path = f"nginx/ssl/{file}"
                 key = "tls_" + file.removesuffix(".pem")
                 task_secrets.append({"source": secret(key, path), "target": f"/etc/nginx/ssl/{file}", "mode": 0o400})
-        # ./maintenance is a folder on one machine: maintenance mode is not offered on a swarm
-    if "env_file" in svc:
-        files = svc.pop("env_file")
-        path = files[0]
-        if service is not None and not service.bundled:
-            svc["env_file"] = files  # your image's entrypoint is unknown: its variables stay in its environment
-        else:
+        elif source.startswith("./env/"):
+            # The unit's env file (a bundled service, postgres, rabbitmq), which compose mounts: a secret
+            # here, owned by the user the task runs as. A service needs no root start to read it.
             uid = SERVICE_UID if service is not None else "0"
             task_secrets.append(
-                {"source": secret(f"{unit}_env", path), "target": "env", "uid": uid, "gid": uid, "mode": 0o400}
+                {"source": secret(f"{unit}_env", source[2:]), "target": "env", "uid": uid, "gid": uid, "mode": 0o400}
             )
             if service is not None:
-                svc["entrypoint"] = ["mfe-service", unit, "--env-file", ENV_IN_TASK]
-                svc["environment"] = {"PORT": str(service.port)}  # for `mfe-deploy health`, which reads it
-            else:
-                svc["entrypoint"] = ["sh", "-c", LOAD_ENV, *ENTRYPOINTS[unit][:1]]
-                svc["command"] = svc.get("command") or ENTRYPOINTS[unit][1:]
+                svc["user"] = f"{uid}:{uid}"
+                svc.pop("cap_add", None)
+        # ./maintenance is a folder on one machine: maintenance mode is not offered on a swarm.
+        # A service image of yours keeps its env_file: its entrypoint is unknown.
     if volumes:
         svc["volumes"] = volumes
     if task_secrets:

@@ -8,6 +8,8 @@ import os
 import sys
 from typing import Any
 
+from mfe_services import envfile
+
 SERVICES = {
     "api-gateway": "mfe_services.gateway.app",
     "auth": "mfe_services.auth.app",
@@ -24,29 +26,16 @@ def build(name: str) -> Any:
     return module.build(Settings.from_env(name))
 
 
-def read_env_file(path: str) -> dict[str, str]:
-    """KEY='value' lines as mfe-deploy writes them (single quotes: taken literally); # comments."""
-    values = {}
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            line = line.strip()
-            if not line or line.startswith("#") or "=" not in line:
-                continue
-            key, _, value = line.partition("=")
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-                value = value[1:-1]
-            values[key.strip()] = value
-    return values
-
-
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) == 3 and args[1] == "--env-file":
-        os.environ.update(read_env_file(args[2]))
-        args = args[:1]
+    args = list(sys.argv[1:] if argv is None else argv)
+    options: dict[str, str] = {}
+    while len(args) >= 3 and args[-2] in ("--env-file", "--user") and args[-2] not in options:
+        options[args[-2]] = args[-1]
+        del args[-2:]
     if len(args) != 1 or args[0] not in SERVICES:
-        sys.stderr.write(f"usage: mfe-service {{{','.join(SERVICES)}}} [--env-file PATH]\n")
+        sys.stderr.write(f"usage: mfe-service {{{','.join(SERVICES)}}} [--env-file PATH] [--user UID[:GID]]\n")
         sys.exit(2)
+    envfile.load(options.get("--env-file"), options.get("--user"))
     import uvicorn
 
     name = args[0]

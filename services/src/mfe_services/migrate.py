@@ -24,6 +24,8 @@ from typing import Any
 
 import psycopg
 
+from mfe_services import envfile
+
 HISTORY = "mfe_schema_migrations"
 NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 LOCK_WAIT_SECONDS = 120.0
@@ -216,7 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     group = rp.add_mutually_exclusive_group(required=True)
     group.add_argument("--rolled-back", dest="rolled_back")
     group.add_argument("--applied")
+    parser.add_argument("--env-file", help="the service's env file (its DATABASE_URL), read before the user switch")
+    parser.add_argument("--user", help="UID[:GID] to run as once the env file is read (when started as root)")
     args = parser.parse_args(argv)
+    envfile.load(args.env_file, args.user)
     url = os.environ.get("DATABASE_URL")
     if not url:
         print(json.dumps({"error": {"kind": "usage", "message": "DATABASE_URL is not set"}}))

@@ -39,7 +39,7 @@ from mfe_deploy.exec.runner import Completed, Runner
 from mfe_deploy.ops import health, migrations
 from mfe_deploy.ops.migrations import pending
 from mfe_deploy.plan import Desired, Have, Observed, Want, digest
-from mfe_deploy.render import MAINTENANCE_DIR, Bundle, Capabilities, image_ref, render
+from mfe_deploy.render import ENV_IN_CONTAINER, MAINTENANCE_DIR, SERVICE_UID, Bundle, Capabilities, image_ref, render
 from mfe_deploy.runtimes.contract import Deployment, Features, Node, RolledBack, StartFailed, UnitStatus, Unsupported
 from mfe_deploy.state.ledger import Ledger, Release
 
@@ -366,10 +366,13 @@ class DockerRuntime:
         """The migration runner in one-off containers of the running images (it ships with them)."""
 
         def one(service: str) -> migrations.Outcome:
-            runner = ["-m", "mfe_services.migrate", "--service", service, "--env-name", self.env.name, *action]
+            base = ["-m", "mfe_services.migrate", "--service", service, "--env-name", self.env.name]
+            runner = [*base, *action]
             svc = self.env.services[service]
             if svc.bundled:
-                cmd = self.compose.run_once(service, "python3", *runner)
+                # The service's own container, as root only until the runner has read its mounted env file.
+                secret = ["--env-file", ENV_IN_CONTAINER, "--user", SERVICE_UID]
+                cmd = self.compose.run_once(service, "python3", *base, *secret, *action)
                 return migrations.parse(service, self.runner.run(cmd, timeout=600))
             if svc.migrations is None:
                 return migrations.Outcome(service, True, {"applied": [], "migrations": [], "pending": []})
@@ -591,7 +594,9 @@ class DockerRuntime:
 
     def health(self) -> dict[str, health.Probe]:
         def one(service: str) -> health.Probe:
-            return parse_probe(self.runner.run(self.compose.exec(service, "python3", "-c", HEALTH_PROBE), timeout=30))
+            # As the service's user: a bundled service's container starts as root (to read its env file).
+            probe = self.compose.exec(service, "python3", "-c", HEALTH_PROBE, user=SERVICE_UID)
+            return parse_probe(self.runner.run(probe, timeout=30))
 
         names = list(self.env.services)
         with ThreadPoolExecutor(len(names)) as pool:
