@@ -82,6 +82,10 @@ def test_a_release_whose_gateway_exits_is_rolled_back_by_swarm_and_the_cli_exits
     assert request("GET", "/api/auth/me", token=project.token)[0] == 200
     releases = project.cli("releases").stdout
     assert "auto-rollback" in releases, releases
+    # What the failed tasks printed is in `logs`, with their task names, and the command returns.
+    logs = project.cli("logs", "api-gateway", "--tail", "300")
+    assert logs.returncode == 0, logs.stderr
+    assert "| broken release" in logs.stdout and "api-gateway.1 | " in logs.stdout, logs.stdout[-3000:]
 
 
 def test_a_rotated_secret_is_a_new_swarm_secret_and_the_old_one_goes(project: Project) -> None:

@@ -457,27 +457,43 @@ class SwarmRuntime(DockerRuntime):
     ) -> None:
         if unit is None and follow:
             raise Unsupported("on a swarm, --follow needs a unit: mfe-deploy logs UNIT --follow")
-        for name in [unit] if unit else self.units():
-            lines = str(tail) if tail is not None else "all"
-            argv = (
-                "docker",
-                "service",
-                "logs",
-                "--no-trunc",
-                "--tail",
-                lines,
-                *(["--follow"] if follow else []),
-                f"{self.stack}_{name}",
-            )
-            proc = self.runner.spawn(Command(argv), stderr=None)
-            assert proc.stdout is not None
-            try:
-                for raw in iter(proc.stdout.readline, b""):
-                    line = raw.decode(errors="replace").rstrip("\n")
-                    if needle is None or needle in line:
-                        write(line if unit else f"{name} | {line}")
-            finally:
-                proc.kill()
+        if not follow:
+            # `docker service logs` without --follow was seen to hang for minutes here once a task's
+            # container was gone: the containers' own logs are read instead, each engine's, bounded.
+            lines = [line for name in ([unit] if unit else self.units()) for line in self._task_lines(name, tail)]
+            lines.sort()
+            for _, line in lines[-tail:] if tail is not None else lines:
+                if needle is None or needle in line:
+                    write(line)
+            return
+        argv = ("docker", "service", "logs", "--no-trunc", "--tail", str(tail or 0), "--follow", f"{self.stack}_{unit}")
+        proc = self.runner.spawn(Command(argv), stderr=None)
+        assert proc.stdout is not None
+        try:
+            for raw in iter(proc.stdout.readline, b""):
+                line = raw.decode(errors="replace").rstrip("\n")
+                if needle is None or needle in line:
+                    write(line)
+        finally:
+            proc.kill()
+
+    def _task_lines(self, unit: str, tail: int | None) -> list[tuple[str, str]]:
+        """The last lines of every task of the unit (running or exited: a crashed task's output is what one
+        looks for), as (time, "TASK | line"): stdout and stderr, every replica and node, in time order."""
+        label = f"label=com.docker.swarm.service.name={self.stack}_{unit}"
+        found: list[tuple[str, str]] = []
+        for _, engine in self.engines:
+            ps = ("docker", "ps", "-a", "--filter", label, "--format", "{{.ID}} {{.Names}}")
+            listed = engine.run(Command(ps), timeout=30)
+            for row in listed.stdout.splitlines() if listed.returncode == 0 else []:
+                container, _, name = row.partition(" ")
+                task = ".".join(name.removeprefix(f"{self.stack}_").split(".")[:2])  # api-gateway.1
+                argv = ("docker", "logs", "--timestamps", "--tail", str(tail) if tail is not None else "all", container)
+                done = engine.run(Command(argv), timeout=60)
+                for text in (done.stdout + done.stderr).splitlines():
+                    stamp, _, line = text.partition(" ")
+                    found.append((_sortable(stamp), f"{task} | {line}"))
+        return found
 
     def stop_services(self, names: Sequence[str]) -> None:
         with self.console.status(f"stopping {', '.join(names)}"):
@@ -566,3 +582,10 @@ def _image_in(stack_text: str, service: str) -> str | None:
 
 
 RUNTIME = SwarmRuntime
+
+
+def _sortable(stamp: str) -> str:
+    """docker's RFC 3339 time with its fraction padded to 9 digits: it trims trailing zeros, which breaks
+    the order of the strings."""
+    head, dot, rest = stamp.partition(".")
+    return f"{head}.{rest.rstrip('Z').ljust(9, '0')}Z" if dot else stamp
