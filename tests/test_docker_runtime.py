@@ -276,7 +276,7 @@ def test_services_run_unprivileged_and_stores_are_not_published(project: Project
         info = _inspect(name)
         assert "no-new-privileges:true" in info["HostConfig"]["SecurityOpt"], name
         assert info["HostConfig"]["CapDrop"] == ["ALL"], name
-        assert sorted(info["HostConfig"]["CapAdd"]) == ["CAP_SETGID", "CAP_SETUID"], name
+        assert sorted(info["HostConfig"]["CapAdd"]) == ["CAP_DAC_READ_SEARCH", "CAP_SETGID", "CAP_SETUID"], name
         processes = _processes(name, [])
         # PID 1 is docker-init (init: true), the container's user; the service is its child.
         assert [p["cmd"].split()[0] for p in processes if p["pid"] == 1] == ["/sbin/docker-init"], processes
@@ -288,6 +288,19 @@ def test_services_run_unprivileged_and_stores_are_not_published(project: Project
         if any(f"-{s}-" in name for s in ("postgres", "redis", "rabbitmq")):
             ports = _inspect(name)["NetworkSettings"]["Ports"] or {}
             assert all(not bindings for bindings in ports.values()), f"{name} publishes {ports}"
+
+
+def test_a_service_reads_an_env_file_that_is_not_roots(project: Project) -> None:
+    """The CLI's user need not be root (a developer in the docker group): the env file is theirs, mode
+    0600, and the service still reads it at start."""
+    env_file = project.root / ".mfe" / ENV / "env" / "profile.env"
+    (container,) = [n for n in project.containers() if "-profile-" in n]
+    os.chown(env_file, 4242, 4242)
+    try:
+        subprocess.run(["docker", "restart", container], capture_output=True, check=True, timeout=120)
+        assert poll(lambda: _inspect(container)["State"].get("Health", {}).get("Status") == "healthy", 60, 1.0)
+    finally:
+        os.chown(env_file, os.getuid(), os.getgid())
 
 
 def test_no_secret_in_any_containers_inspect_or_environment(project: Project) -> None:
