@@ -92,8 +92,9 @@ images: {{postgres: mfe-local/postgres:15, redis: mfe-local/redis:7, rabbitmq: m
             measured("up v1 -> v2 (every service)", lambda: run("up", "--version", "v2"))
             for s in SERVICES:
                 measured(f"rollback {s} (v2 -> v1)", lambda s=s: run("rollback", s))
+            broken = 'RUN printf "#!/bin/sh\\nexit 3\\n" > /opt/mfe/bin/mfe-service'  # the entrypoint compose runs
             docker_build(
-                f"{PREFIX}/api-gateway:v3", f'FROM {PREFIX}/api-gateway:v1\nENTRYPOINT ["sh", "-c", "exit 3"]\n'
+                f"{PREFIX}/api-gateway:v3", f"FROM {PREFIX}/api-gateway:v1\nUSER 0\n{broken}\nUSER 10001:10001\n"
             )
             for s in SERVICES[1:]:
                 docker_build(f"{PREFIX}/{s}:v3", f"FROM {PREFIX}/{s}:v1\nLABEL bench.version=v3\n")

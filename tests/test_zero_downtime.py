@@ -110,7 +110,8 @@ def test_rollbacks_under_load(stack: Stack) -> None:
 def test_a_release_whose_gateway_exits_at_start_is_rolled_back_under_load(stack: Stack) -> None:
     """The old gateways never stop: the new ones are removed when they do not become healthy, and the
     automatic rollback puts the other services back start-first (measured before: 54% failed)."""
-    build(f"{PREFIX}/api-gateway:v3", f'FROM {PREFIX}/api-gateway:v1\nENTRYPOINT ["sh", "-c", "exit 3"]\n')
+    broken = 'RUN printf "#!/bin/sh\\nexit 3\\n" > /opt/mfe/bin/mfe-service'  # the entrypoint compose runs
+    build(f"{PREFIX}/api-gateway:v3", f"FROM {PREFIX}/api-gateway:v1\nUSER 0\n{broken}\nUSER 10001:10001\n")
     for name in SERVICES[1:]:
         build(f"{PREFIX}/{name}:v3", f"FROM {PREFIX}/{name}:v1\nLABEL test.version=v3\n")
     code, out = under_load(stack, lambda: stack.cli("up", "--version", "v3", "--timeout", "60"), allowed=0.02)

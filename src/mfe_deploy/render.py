@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -132,9 +133,18 @@ def render(
     versions: Mapping[str, str] | None = None,
     caps: Capabilities = Capabilities(),
 ) -> Bundle:
-    ctx = _context(env, versions or {}, caps)
     jinja = _jinja()
+    env_tpl = jinja.get_template("service.env.j2")
+    env_files = {
+        f"env/{unit}.env": BundleFile(env_tpl.render(env_name=env.name, unit=unit, variables=variables), secret=True)
+        for unit, variables in environments(env, secrets, Endpoints.compose(env)).items()
+    }
+    # A mounted file's change is invisible to compose: each container carries its file's digest in a label,
+    # so that a changed file (a rotated secret, a route) is a changed container, recreated by `up`.
+    digests = {path[4:-4]: hashlib.sha256(f.text.encode()).hexdigest()[:16] for path, f in env_files.items()}
+    ctx = {**_context(env, versions or {}, caps), "env_digests": digests}
     files: dict[str, BundleFile] = {
+        **env_files,
         "compose.yml": BundleFile(jinja.get_template("compose.yml.j2").render(ctx)),
         "initdb/10-databases.sql": BundleFile(jinja.get_template("initdb.sql.j2").render(ctx)),
     }
@@ -143,10 +153,6 @@ def render(
     if env.monitoring.enabled:
         targets: dict[str, tuple[str, int]] = {name: (name, svc.port) for name, svc in env.services.items()}
         files["prometheus/prometheus.yml"] = BundleFile(prometheus_config(env, targets, dns=True))
-    env_tpl = jinja.get_template("service.env.j2")
-    for unit, variables in environments(env, secrets, Endpoints.compose(env)).items():
-        text = env_tpl.render(env_name=env.name, unit=unit, variables=variables)
-        files[f"env/{unit}.env"] = BundleFile(text, secret=True)
     return Bundle(files=dict(sorted(files.items())))
 
 
