@@ -1,10 +1,10 @@
 """A service's variables from its env file, read before anything else runs, then the process's own user.
 
 A container's environment is readable by anyone who can inspect it (`docker inspect`, /proc/1/environ),
-so mfe-deploy mounts each service's env file at /run/secrets/env instead: readable by root only (mode
-0600, owned by the host's user). The service starts as root with only CAP_SETUID and CAP_SETGID, reads
-the file, and becomes its own user (10001) before it imports its application: from then on it holds no
-capability and cannot read the file again. Where the file is already the user's own (a Swarm secret, the
+so mfe-deploy mounts each service's env file at /run/secrets/env instead: mode 0600, owned by the CLI's
+user on the host. The service starts as root with only CAP_SETUID, CAP_SETGID and CAP_DAC_READ_SEARCH,
+reads the file, and becomes its own user (10001) before it imports its application: from then on it
+holds no capability and cannot read the file again. Where the file is already the user's own (a Swarm secret, the
 local runtime), no switch is needed and none is made.
 """
 

@@ -20,11 +20,11 @@ from mfe_services.gateway.upstream import Connection, Pool, UpstreamError, hop_b
 log = logging.getLogger("mfe.gateway")
 RESPONSE_TIMEOUT = 60.0
 DEFAULT_ALLOW = b"authorization, content-type, idempotency-key, x-request-id"
-# Expect is answered to the client by the server in front of us (uvicorn sends 100 Continue when the body
-# is first read); forwarded, the upstream's 100 would be one more response on the pooled connection.
 # Methods a server may see twice with the same effect (RFC 9110, 9.2.2); a request with an Idempotency-Key is
 # deduplicated by the service, so it may be sent again too.
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+# Expect is answered to the client by the server in front of us (uvicorn sends 100 Continue when the body
+# is first read); forwarded, the upstream's 100 would be one more response on the pooled connection.
 SKIP_REQUEST = {
     b"expect",
     b"host",
