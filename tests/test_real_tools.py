@@ -63,8 +63,11 @@ def test_compose_model_follows_the_rules(name: str, tmp_path: Path) -> None:
             assert dep["condition"] == "service_healthy", svc_name
     for svc_name in APP:
         svc = services[svc_name]
-        assert svc["user"] == "10001:10001"
-        assert "cap_add" not in svc
+        # Root only to read its mounted env file, with three capabilities; the service switches to 10001.
+        assert svc["user"] == "0:0"
+        assert sorted(svc["cap_add"]) == ["DAC_READ_SEARCH", "SETGID", "SETUID"]
+        assert svc["entrypoint"][-2:] == ["--user", "10001:10001"]
+        assert "env_file" not in svc and "environment" in svc and set(svc["environment"]) == {"PORT"}
         assert svc["read_only"] is True
     for store in STORES:
         if store in services:

@@ -324,7 +324,9 @@ class DockerRuntime:
         while True:
             new = [c for c in self.containers() if c.service == name and not c.oneoff and c.name not in old]
             bad = [c for c in new if c.state in ("exited", "dead", "restarting") or c.health == "unhealthy"]
-            if new and not bad and all(c.state == "running" and c.health in ("healthy", "") for c in new):
+            # "healthy" only: every service has a healthcheck, and a container that has just started (or that
+            # exits at once and is restarted) can show no health yet, which is not health.
+            if new and not bad and all(c.state == "running" and c.health == "healthy" for c in new):
                 return [c.name for c in new]
             if bad or time.monotonic() > deadline:
                 why = f"{bad[0].health or bad[0].state}" if bad else f"not healthy after {timeout:.0f}s"
