@@ -135,16 +135,16 @@ def render(
 ) -> Bundle:
     jinja = _jinja()
     env_tpl = jinja.get_template("service.env.j2")
-    env_files = {
-        f"env/{unit}.env": BundleFile(env_tpl.render(env_name=env.name, unit=unit, variables=variables), secret=True)
+    texts = {
+        unit: env_tpl.render(env_name=env.name, unit=unit, variables=variables)
         for unit, variables in environments(env, secrets, Endpoints.compose(env)).items()
     }
     # A mounted file's change is invisible to compose: each container carries its file's digest in a label,
     # so that a changed file (a rotated secret, a route) is a changed container, recreated by `up`.
-    digests = {path[4:-4]: hashlib.sha256(f.text.encode()).hexdigest()[:16] for path, f in env_files.items()}
+    digests = {unit: hashlib.sha256(text.encode()).hexdigest()[:16] for unit, text in texts.items()}
     ctx = {**_context(env, versions or {}, caps), "env_digests": digests}
     files: dict[str, BundleFile] = {
-        **env_files,
+        **{f"env/{unit}.env": BundleFile(text, secret=True) for unit, text in texts.items()},
         "compose.yml": BundleFile(jinja.get_template("compose.yml.j2").render(ctx)),
         "initdb/10-databases.sql": BundleFile(jinja.get_template("initdb.sql.j2").render(ctx)),
     }

@@ -423,11 +423,17 @@ class SwarmRuntime(DockerRuntime):
 
     def _containers(self, unit: str) -> list[tuple[Runner, str]]:
         """The unit's running containers on the engines this machine reaches (the manager and the nodes)."""
+        return [(engine, container) for engine, container, _ in self._task_containers(unit)]
+
+    def _task_containers(self, unit: str, *, exited: bool = False) -> list[tuple[Runner, str, str]]:
+        """(engine, id, name) of the unit's task containers on every engine: running, or all with `exited`."""
         label = f"label=com.docker.swarm.service.name={self.stack}_{unit}"
         found = []
         for _, engine in self.engines:
-            done = engine.run(Command(("docker", "ps", "-q", "--filter", label)), timeout=30)
-            found += [(engine, container) for container in done.stdout.split()] if done.returncode == 0 else []
+            argv = ("docker", "ps", *(["-a"] if exited else []), "--filter", label, "--format", "{{.ID}} {{.Names}}")
+            done = engine.run(Command(argv), timeout=30)
+            rows = [row.partition(" ") for row in done.stdout.splitlines()] if done.returncode == 0 else []
+            found += [(engine, container, name) for container, _, name in rows]
         return found
 
     def _container(self, unit: str) -> tuple[Runner, str] | None:
@@ -466,7 +472,8 @@ class SwarmRuntime(DockerRuntime):
                 if needle is None or needle in line:
                     write(line)
             return
-        argv = ("docker", "service", "logs", "--no-trunc", "--tail", str(tail or 0), "--follow", f"{self.stack}_{unit}")
+        last = str(tail) if tail is not None else "all"
+        argv = ("docker", "service", "logs", "--no-trunc", "--tail", last, "--follow", f"{self.stack}_{unit}")
         proc = self.runner.spawn(Command(argv), stderr=None)
         assert proc.stdout is not None
         try:
@@ -480,19 +487,14 @@ class SwarmRuntime(DockerRuntime):
     def _task_lines(self, unit: str, tail: int | None) -> list[tuple[str, str]]:
         """The last lines of every task of the unit (running or exited: a crashed task's output is what one
         looks for), as (time, "TASK | line"): stdout and stderr, every replica and node, in time order."""
-        label = f"label=com.docker.swarm.service.name={self.stack}_{unit}"
         found: list[tuple[str, str]] = []
-        for _, engine in self.engines:
-            ps = ("docker", "ps", "-a", "--filter", label, "--format", "{{.ID}} {{.Names}}")
-            listed = engine.run(Command(ps), timeout=30)
-            for row in listed.stdout.splitlines() if listed.returncode == 0 else []:
-                container, _, name = row.partition(" ")
-                task = ".".join(name.removeprefix(f"{self.stack}_").split(".")[:2])  # api-gateway.1
-                argv = ("docker", "logs", "--timestamps", "--tail", str(tail) if tail is not None else "all", container)
-                done = engine.run(Command(argv), timeout=60)
-                for text in (done.stdout + done.stderr).splitlines():
-                    stamp, _, line = text.partition(" ")
-                    found.append((_sortable(stamp), f"{task} | {line}"))
+        for engine, container, name in self._task_containers(unit, exited=True):
+            task = ".".join(name.removeprefix(f"{self.stack}_").split(".")[:2])  # api-gateway.1
+            argv = ("docker", "logs", "--timestamps", "--tail", str(tail) if tail is not None else "all", container)
+            done = engine.run(Command(argv), timeout=60)
+            for text in (done.stdout + done.stderr).splitlines():
+                stamp, _, line = text.partition(" ")
+                found.append((_sortable(stamp), f"{task} | {line}"))
         return found
 
     def stop_services(self, names: Sequence[str]) -> None:
