@@ -27,11 +27,12 @@ SECURITY_HEADERS = {
 def seen(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     workdir = tmp_path_factory.mktemp("nginx")
     loaded, secrets = loader.load_with_secrets(REPO, "production", environ=strong_secrets())
-    conf = render(loaded.env, secrets).files["nginx/nginx.conf"].text
+    files = {name: file.text for name, file in render(loaded.env, secrets).files.items()}
+    conf = files["nginx/nginx.conf"]
     probe = Path(__file__).with_name("nginx_probe.py")
     proc = nginx_in_namespace(
         conf, workdir, {"api-gateway": "127.0.0.1"},
-        [sys.executable, str(probe), nginx_binary(), str(workdir / "nginx.log")], network=True,
+        [sys.executable, str(probe), nginx_binary(), str(workdir / "nginx.log")], network=True, bundle=files,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr + (workdir / "nginx.log").read_text()
     result: dict[str, Any] = json.loads(proc.stdout)

@@ -9,6 +9,8 @@ from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.runner import Completed
 from mfe_deploy.exec.secret import Secret
 from mfe_deploy.ops import migrations
+from mfe_deploy.render import gateway_servers
+from mfe_deploy.runtimes.docker import parse_workers
 from mfe_deploy.supervisor import parse_status
 
 SUPERVISORCTL_STATUS = """\
@@ -98,3 +100,29 @@ def test_prune_plan(tags: list[str], keep: int, protected: set[str], expected: l
     from mfe_deploy.images import plan_prune
 
     assert plan_prune(tags, keep, protected) == expected
+
+
+def test_nginx_workers_from_docker_top() -> None:
+    top = (
+        "PID                 COMMAND\n"
+        "24168               nginx: master process nginx -c /etc/nginx/mfe/nginx.conf -g daemon off;\n"
+        "24195               nginx: worker process is shutting down\n"
+        "24236               nginx: worker process\n"
+        "24240               sh -c nginx: worker process\n"
+    )
+    assert parse_workers(top) == {"24195", "24236"}
+    assert parse_workers("PID COMMAND\n") == set()
+
+
+def test_gateway_servers_name_the_containers_or_the_service() -> None:
+    from mfe_deploy.config import loader
+    from tests.conftest import REPO, strong_secrets
+
+    env = loader.load_with_secrets(REPO, "staging", environ=strong_secrets())[0].env
+    servers = [line for line in gateway_servers(env).splitlines() if not line.startswith("#")]
+    assert servers == ["server api-gateway:3000 max_fails=3 fail_timeout=10s;"]
+    named = gateway_servers(env, ["p-api-gateway-3", "p-api-gateway-4"])
+    assert [line.split()[1] for line in named.splitlines() if line.startswith("server")] == [
+        "p-api-gateway-3:3000",
+        "p-api-gateway-4:3000",
+    ]

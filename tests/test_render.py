@@ -44,7 +44,7 @@ def test_rendering_is_deterministic(name: str) -> None:
                          "env/postgres.env", "env/profile.env", "initdb/10-databases.sql"]),
         ("staging", ["compose.yml", "env/admin.env", "env/api-gateway.env", "env/auth.env", "env/payments.env",
                      "env/postgres.env", "env/profile.env", "env/rabbitmq.env", "initdb/10-databases.sql",
-                     "nginx/nginx.conf"]),
+                     "nginx/nginx.conf", "nginx/upstream/gateways.conf"]),
     ],
 )  # fmt: skip
 def test_bundle_layout(name: str, expected: list[str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -36,15 +37,27 @@ def self_signed(folder: Path, name: str = "localhost") -> tuple[Path, Path]:
 
 
 def nginx_in_namespace(
-    conf: str, workdir: Path, hosts: dict[str, str], command: list[str], *, network: bool = False
+    conf: str,
+    workdir: Path,
+    hosts: dict[str, str],
+    command: list[str],
+    *,
+    network: bool = False,
+    bundle: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run a command beside nginx as it runs in its container: /etc/nginx holds our nginx.conf and TLS
-    files, the compose service names resolve, and /run is private (a mount namespace bind-mounts them).
-    With network=True it also gets its own network namespace with only loopback: nothing leaves it."""
+    files, the bundle's other nginx/ files are in /etc/nginx/mfe, the compose service names resolve, and
+    /run is private (a mount namespace bind-mounts them). With network=True it also gets its own network
+    namespace with only loopback: nothing leaves it."""
     etc = workdir / "etc-nginx"
     etc.mkdir(parents=True, exist_ok=True)
     shutil.copy("/etc/nginx/mime.types", etc / "mime.types")
     (etc / "nginx.conf").write_text(conf)
+    for name, text in (bundle or {}).items():
+        if name.startswith("nginx/") and name != "nginx/nginx.conf":
+            target = etc / "mfe" / name.removeprefix("nginx/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
     self_signed(etc / "ssl")
     (workdir / "run").mkdir(exist_ok=True)
     hosts_file = workdir / "hosts"

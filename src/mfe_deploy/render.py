@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -149,7 +149,8 @@ def render(
         "initdb/10-databases.sql": BundleFile(jinja.get_template("initdb.sql.j2").render(ctx)),
     }
     if env.nginx.enabled:
-        files["nginx/nginx.conf"] = BundleFile(nginx_conf(env, NginxPaths(), caps))
+        files["nginx/nginx.conf"] = BundleFile(nginx_conf(env, NginxPaths(gateways=GATEWAYS_IN_CONTAINER), caps))
+        files[GATEWAYS_FILE] = BundleFile(gateway_servers(env))
     if env.monitoring.enabled:
         targets: dict[str, tuple[str, int]] = {name: (name, svc.port) for name, svc in env.services.items()}
         files["prometheus/prometheus.yml"] = BundleFile(prometheus_config(env, targets, dns=True))
@@ -169,6 +170,7 @@ class NginxPaths:
     temp: str | None = None
     resolver: str | None = None  # set: the gateway's name is resolved per request (Swarm), not once at load
     resolver_valid: str = "2s"
+    gateways: str | None = None  # set: the gateway's servers are this included file (gateway_servers)
 
 
 def nginx_conf(env: Environment, paths: NginxPaths, caps: Capabilities = Capabilities()) -> str:
@@ -180,6 +182,25 @@ def nginx_conf(env: Environment, paths: NginxPaths, caps: Capabilities = Capabil
         .get_template("nginx.conf.j2")
         .render({**_context(env, {}, caps), "nginx_paths": paths, "proxy_target": target})
     )
+
+
+# The docker runtime's nginx: its folder of the bundle is mounted here (a folder, not single files: a file
+# mount keeps the inode it started with and never sees a rewritten file), and the gateway's servers are a
+# file in it that the runtime rewrites at each gateway replacement.
+NGINX_IN_CONTAINER = "/etc/nginx/mfe"
+GATEWAYS_FILE = "nginx/upstream/gateways.conf"
+GATEWAYS_IN_CONTAINER = f"{NGINX_IN_CONTAINER}/upstream/gateways.conf"
+NGINX_CONF = f"{NGINX_IN_CONTAINER}/nginx.conf"
+
+
+def gateway_servers(env: Environment, hosts: Sequence[str] | None = None) -> str:
+    """The body of nginx's gateway upstream: the service name by default (compose's DNS answers one
+    address per running replica), or the named containers only (a replacement takes the old ones out of
+    nginx before they stop)."""
+    name = env.gateway or ""
+    port = env.services[name].port if name in env.services else 0
+    lines = [f"server {host}:{port} max_fails=3 fail_timeout=10s;" for host in (hosts or [name])]
+    return "# Written by mfe-deploy: the gateway containers nginx sends requests to.\n" + "\n".join(lines) + "\n"
 
 
 def _healthcheck(
@@ -335,7 +356,7 @@ def prometheus_config(env: Environment, targets: Mapping[str, tuple[str, int]], 
         f"# Rendered by mfe-deploy for {env.name}: Prometheus scraping the services' /metrics.",
         "global:",
         f"  scrape_interval: {env.monitoring.scrape_interval}",
-        f"  scrape_timeout: {min(10, _seconds(env.monitoring.scrape_interval))}s",
+        f"  scrape_timeout: {min(10, seconds(env.monitoring.scrape_interval))}s",
         "  external_labels:",
         f"    environment: {json.dumps(env.name)}",
         "scrape_configs:",
@@ -351,5 +372,5 @@ def prometheus_config(env: Environment, targets: Mapping[str, tuple[str, int]], 
     return "\n".join(lines) + "\n"
 
 
-def _seconds(duration: str) -> int:
+def seconds(duration: str) -> int:
     return int(duration[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[duration[-1]]

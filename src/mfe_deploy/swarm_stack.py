@@ -83,8 +83,8 @@ def _service(env: Environment, unit: str, svc: dict[str, Any], secret: Any, conf
             task_configs.append(
                 {"source": config("initdb", "initdb/10-databases.sql"), "target": f"{target}/10-databases.sql"}
             )
-        elif source == "./nginx/nginx.conf":
-            task_configs.append({"source": config("nginx_conf", "nginx/nginx.conf"), "target": target})
+        elif source == "./nginx":
+            task_configs.append({"source": config("nginx_conf", "nginx/nginx.conf"), "target": f"{target}/nginx.conf"})
         elif source == "./prometheus/prometheus.yml":
             task_configs.append({"source": config("prometheus", "prometheus/prometheus.yml"), "target": target})
         elif target.startswith("/etc/nginx/ssl"):

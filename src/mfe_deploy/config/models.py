@@ -140,6 +140,9 @@ class Nginx(Model):
     keepalive: int = Field(default=32, ge=0, le=10000)
     hsts_max_age: int = Field(default=63072000, ge=0)
     client_max_body_size: Memory = "1m"
+    # A gateway replacement: how long nginx's old workers may go on with the requests they hold (and
+    # the old gateways wait for them) before the old gateways stop.
+    drain_timeout: Duration = "30s"
     resources: Resources = Resources(memory="128m", cpus=0.5, pids=128)
 
 

@@ -39,7 +39,19 @@ from mfe_deploy.exec.runner import Completed, Runner
 from mfe_deploy.ops import health, migrations
 from mfe_deploy.ops.migrations import pending
 from mfe_deploy.plan import Desired, Have, Observed, Want, digest
-from mfe_deploy.render import ENV_IN_CONTAINER, MAINTENANCE_DIR, SERVICE_UID, Bundle, Capabilities, image_ref, render
+from mfe_deploy.render import (
+    ENV_IN_CONTAINER,
+    GATEWAYS_FILE,
+    MAINTENANCE_DIR,
+    NGINX_CONF,
+    SERVICE_UID,
+    Bundle,
+    Capabilities,
+    gateway_servers,
+    image_ref,
+    render,
+    seconds,
+)
 from mfe_deploy.runtimes.contract import Deployment, Features, Node, RolledBack, StartFailed, UnitStatus, Unsupported
 from mfe_deploy.state.ledger import Ledger, Release
 
@@ -306,13 +318,15 @@ class DockerRuntime:
                         self.runner.run(remove_containers(*extra), timeout=120)
                     raise
                 if self.env.services[name].role == "gateway":
-                    # nginx learns the new replicas' addresses (it resolves names when it loads); it keeps
-                    # the old ones, which refuse once stopped and are passed over (proxy_next_upstream),
-                    # until the next reload: one reload per gateway replacement, as each drops idle clients.
-                    self._reload_nginx()
+                    # One reload per gateway replacement (each drops idle client connections): nginx takes
+                    # the new containers only, and the old ones stop once nginx no longer uses them.
+                    self._switch_gateways(new, waiting.update)
                 waiting.update(f"{name}: the old container(s) finish their requests and stop")
                 self._run(stop_containers(*sorted(old)), f"stopping the old {name}")
                 self._run(remove_containers(*sorted(old)), f"removing the old {name}")
+                if self.env.services[name].role == "gateway" and self.env.nginx.enabled:
+                    # The same servers by the service name, as the bundle has it (no reload needed).
+                    self.files.write_atomic(self.bundle_dir / GATEWAYS_FILE, gateway_servers(self.env), 0o644)
             self.console.info(f"{name}: replaced start-first ({len(new)} new, {len(old)} old stopped)")
 
     def _gateway_containers(self) -> set[str]:
@@ -444,10 +458,44 @@ class DockerRuntime:
             time.sleep(0.5)
         raise StartFailed(f"not every container was healthy after {timeout:.0f}s")
 
-    def _reload_nginx(self) -> None:
-        # nginx resolves the gateway's replicas when it loads its configuration: reload after a change.
-        if self.env.nginx.enabled:
-            self.runner.run(self.compose.exec("nginx", "nginx", "-s", "reload"), timeout=60)
+    def _reload_nginx(self, gateways: Sequence[str] | None = None) -> None:
+        """nginx resolves the gateway's replicas when it loads its configuration: reload after a change.
+        `gateways`: these containers only (a replacement); by default the service name, every replica."""
+        if not self.env.nginx.enabled:
+            return
+        self.files.write_atomic(self.bundle_dir / GATEWAYS_FILE, gateway_servers(self.env, gateways), 0o644)
+        check = self.runner.run(self.compose.exec("nginx", "nginx", "-c", NGINX_CONF, "-t", "-q"), timeout=60)
+        if check.returncode != 0 and gateways:
+            # A container name nginx cannot resolve: fall back to the service name (the old replicas stay
+            # in nginx until they stop, and nginx passes over them then).
+            self.console.warn(f"nginx refused the new gateway list, using every replica: {check.stderr.strip()}")
+            self.files.write_atomic(self.bundle_dir / GATEWAYS_FILE, gateway_servers(self.env), 0o644)
+        self.runner.run(self.compose.exec("nginx", "nginx", "-c", NGINX_CONF, "-s", "reload"), timeout=60)
+
+    def _nginx_workers(self) -> set[str]:
+        """The process ids of nginx's workers (host pids, read from the engine: no tool in the image)."""
+        names = [c.name for c in self.containers() if c.service == "nginx" and c.state == "running"]
+        if not names:
+            return set()
+        done = self.runner.run(Command(("docker", "top", names[0], "-o", "pid,args")), timeout=60)
+        return parse_workers(done.stdout) if done.returncode == 0 else set()
+
+    def _switch_gateways(self, new: list[str], update: Callable[[str], None]) -> None:
+        """nginx sends new requests to the new gateways only, and its old workers finish the requests
+        they hold on the old ones (for drain_timeout at most): then nothing reaches the old gateways and
+        they can stop without closing a connection a request is on its way through."""
+        if not self.env.nginx.enabled:
+            return
+        old_workers = self._nginx_workers()
+        self._reload_nginx(gateways=new)
+        limit = seconds(self.env.nginx.drain_timeout) + 5
+        deadline = time.monotonic() + limit
+        while old_workers & self._nginx_workers():
+            if time.monotonic() > deadline:
+                self.console.warn(f"nginx's old workers were still running after {limit}s")
+                break
+            update(f"{self.env.gateway}: nginx finishes the requests it sent to the old container(s)")
+            time.sleep(0.2)
 
     def _failure_report(self) -> str:
         states = self.containers()
@@ -630,6 +678,16 @@ class DockerRuntime:
             self._run(self.compose.down(volumes=volumes), "compose down")
         self.files.unlink(self.state_dir / "migrated")
         return running
+
+
+def parse_workers(top: str) -> set[str]:
+    """The pids of `docker top NGINX -o pid,args` lines that are nginx workers (running or shutting down)."""
+    pids = set()
+    for line in top.splitlines()[1:]:
+        pid, _, args = line.strip().partition(" ")
+        if args.strip().startswith("nginx: worker process"):
+            pids.add(pid)
+    return pids
 
 
 def parse_probe(done: Completed) -> health.Probe:
