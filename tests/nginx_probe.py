@@ -124,6 +124,7 @@ def main() -> None:
                 time.sleep(0.1)
         out: dict[str, object] = {
             "redirect": get("/api/auth/login?x=1", tls=False),
+            "redirect_other_host": get("/x", tls=False, headers={"Host": "evil.example"}),
             "health": get("/health"),
             "request_id_given": get("/api/ping", headers={"X-Request-ID": "abc-123"}),
             "request_id_made": get("/api/ping"),
@@ -137,6 +138,7 @@ def main() -> None:
         out["burst_seconds"] = time.monotonic() - started
         out["burst_statuses"] = statuses
         out["limited"] = get("/api/ping")
+        out["health_while_limited"] = get("/health")
         control = control_server()
         out["tls"] = {
             "nginx_1.0": handshake(443, ssl.TLSVersion.TLSv1),

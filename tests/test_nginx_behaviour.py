@@ -15,7 +15,7 @@ from tests.conftest import REPO, strong_secrets
 from tests.tools import nginx_binary, nginx_in_namespace
 
 SECURITY_HEADERS = {
-    "strict-transport-security": "max-age=63072000",
+    "strict-transport-security": "max-age=63072000; includeSubDomains",
     "x-frame-options": "SAMEORIGIN",
     "x-content-type-options": "nosniff",
     "referrer-policy": "strict-origin-when-cross-origin",
@@ -53,6 +53,30 @@ def test_security_headers_on_every_response(seen: dict[str, Any], probe: str, st
     for name, value in SECURITY_HEADERS.items():
         assert response["headers"].get(name) == value, f"{name} missing on the {status} response"
     assert response["headers"]["server"] == "nginx"  # server_tokens off: no version
+
+
+def test_the_redirect_goes_to_the_configured_name_never_to_the_callers_host(seen: dict[str, Any]) -> None:
+    assert seen["redirect_other_host"]["headers"]["location"] == "https://api.example.com/x"
+
+
+def test_nginx_refusals_are_json_and_say_when_to_retry(seen: dict[str, Any]) -> None:
+    limited, down = seen["limited"], seen["upstream_down"]
+    assert (limited["status"], json.loads(limited["body"]), limited["headers"]["retry-after"]) == (
+        429,
+        {"error": "too many requests"},
+        "1",
+    )
+    assert (down["status"], json.loads(down["body"]), down["headers"]["retry-after"]) == (
+        502,
+        {"error": "service unavailable"},
+        "5",
+    )
+
+
+def test_health_has_its_own_rate_limit_bucket(seen: dict[str, Any]) -> None:
+    """The API's bucket is empty (the burst above), and /health still answers."""
+    assert seen["limited"]["status"] == 429
+    assert seen["health_while_limited"]["status"] == 200
 
 
 def test_rate_limit_answers_429_past_the_burst(seen: dict[str, Any]) -> None:
