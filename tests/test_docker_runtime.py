@@ -443,6 +443,8 @@ def test_zzzz_history_has_every_change(project: Project) -> None:
     assert project.cli("migrate", "--env", ENV).returncode == 0
     assert project.cli("down", "--env", ENV).returncode == 0
     assert project.cli("down", "--env", ENV, "--volumes", "--yes").returncode == 0
+    left = [p for p in (project.root / ".mfe" / ENV).rglob("*") if p.suffix in (".env", ".pem")]
+    assert left == []  # with the data go its keys: env files, the self-signed key
     history = json.loads(project.cli("history", "--env", ENV, "--json").stdout)
     actions = {h["action"] for h in history}
     assert {"up", "rollback", "migrate", "restore", "down", "images prune"} <= actions, actions

@@ -218,6 +218,10 @@ def test_zz_down_leaves_nothing_behind(project: Project) -> None:
     again = project.cli("down", "--env", ENV, "--volumes", "--yes")
     assert again.stdout == f"{ENV}: nothing was running\n{ENV}: data deleted\n"
     assert not (project.root / ".mfe" / ENV / "local" / "data").exists()
+    # With the data go its keys: no env file, no private key of the environment is left on disk.
+    left = [p for p in (project.root / ".mfe" / ENV).rglob("*") if p.suffix in (".env", ".pem")]
+    assert left == []
+    assert (project.root / ".mfe" / ENV / "state" / "audit.jsonl").exists()  # history stays
 
 
 def _alive(pid: int) -> bool:

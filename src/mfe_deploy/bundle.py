@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
 
@@ -52,6 +53,18 @@ def write(bundle: Bundle, out: PurePath, files: Files | None = None) -> list[str
         if name != INDEX:
             changed.append(name)
     return changed
+
+
+def remove(out: PurePath, files: Files | None = None, extra: Sequence[str] = ()) -> list[str]:
+    """Remove every file the last render wrote (its env files hold secrets), `extra` files beside them,
+    and the index: `down --volumes` leaves no secret of the environment on disk."""
+    fs = files if files is not None else LocalFiles()
+    removed = []
+    for name in [*_previous(out, fs), *extra, INDEX]:
+        if fs.mode(out / name) is not None:
+            fs.unlink(out / name)
+            removed.append(name)
+    return removed
 
 
 def _same(target: PurePath, file: BundleFile, fs: Files) -> bool:

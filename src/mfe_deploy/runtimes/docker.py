@@ -677,6 +677,8 @@ class DockerRuntime:
         with self.console.status("stopping"):
             self._run(self.compose.down(volumes=volumes), "compose down")
         self.files.unlink(self.state_dir / "migrated")
+        if volumes:  # with the data go its keys: the env files, the self-signed key (history stays)
+            bundle.remove(self.bundle_dir, self.files, extra=["nginx/ssl/key.pem", "nginx/ssl/cert.pem"])
         return running
 
 

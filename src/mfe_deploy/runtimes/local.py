@@ -484,6 +484,9 @@ class LocalRuntime:
         stopped = self._stop(None)
         if volumes:
             self._delete_data()
+            # with the data go its keys: the env files, the self-signed key (history stays)
+            bundle.remove(self.layout.bundle)
+            bundle.remove(self.layout.root, extra=["nginx/ssl/key.pem", "nginx/ssl/cert.pem"])
         return stopped
 
     def _stop(self, bins: Binaries | None) -> bool:
