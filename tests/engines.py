@@ -7,6 +7,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -72,3 +73,52 @@ def remove_images(prefix: str) -> None:
     ours = [name for name in listed.stdout.split() if name.startswith(prefix + "/")]
     if ours:
         subprocess.run(["docker", "image", "rm", "-f", *ours], capture_output=True, check=False)
+
+
+class ContainerLogs:
+    """Keeps the logs of every container of a compose project, those that are replaced (and removed)
+    during a test included: a failed request's evidence outlives its container. Bounded: it follows
+    until the block ends, then stops every `docker logs -f` it started."""
+
+    def __init__(self, project: str, folder: Path) -> None:
+        self.project, self.folder = project, folder
+        self.followers: dict[str, subprocess.Popen[bytes]] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> ContainerLogs:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+        time.sleep(0.5)  # the last lines of containers still running
+        for follower in self.followers.values():
+            follower.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                follower.wait(timeout=5)
+
+    def _watch(self) -> None:
+        label = f"label=com.docker.compose.project={self.project}"
+        while not self.stop.is_set():
+            found = subprocess.run(
+                ["docker", "ps", "-q", "--no-trunc", "--filter", label, "--format", "{{.Names}}"],
+                capture_output=True, text=True, check=False, timeout=30,
+            )  # fmt: skip
+            for name in found.stdout.split():
+                if name not in self.followers:
+                    out = (self.folder / f"{name}.log").open("ab")
+                    argv = ["docker", "logs", "-f", "--timestamps", name]
+                    self.followers[name] = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+            self.stop.wait(0.3)
+
+    def matching(self, *needles: str, limit: int = 40) -> str:
+        """The lines, across every container's log, that hold any of `needles` (a request id, an error)."""
+        lines = []
+        for path in sorted(self.folder.glob("*.log")):
+            for line in path.read_text(errors="replace").splitlines():
+                if any(needle in line for needle in needles):
+                    lines.append(f"{path.stem}: {line[:400]}")
+        return "\n".join(lines[:limit])

@@ -22,14 +22,17 @@ class Tally:
     sent: int = 0
     failed: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
+    request_ids: list[str] = field(default_factory=list)  # of the failed answers: to find in the logs
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, ok: bool, reason: str = "") -> None:
+    def add(self, ok: bool, reason: str = "", request_id: str | None = None) -> None:
         with self.lock:
             self.sent += 1
             if not ok:
                 self.failed += 1
                 self.reasons[reason[:120]] += 1
+                if request_id:
+                    self.request_ids.append(request_id)
 
 
 class Load:
@@ -72,7 +75,8 @@ class Load:
             else:
                 answer = client.get("/api/auth/me" if kind % 2 else "/api/payments", headers=self.headers)
             ok = 200 <= answer.status_code < 300
-            self.tally.add(ok, f"{answer.status_code} {answer.request.url.path} {answer.text[:60]}")
+            reason = f"{answer.status_code} {answer.request.url.path} {answer.text[:60]}"
+            self.tally.add(ok, reason, answer.headers.get("x-request-id"))
         except httpx.HTTPError as exc:
             self.tally.add(False, f"{type(exc).__name__}: {exc}")
 

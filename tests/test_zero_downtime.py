@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO, strong_secrets
-from tests.engines import remove_images, require_engine_with_standins
+from tests.engines import ContainerLogs, remove_images, require_engine_with_standins
 from tests.load import Load
 from tests.pg import free_port
 
@@ -83,13 +83,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def under_load(
     stack: Stack, operation: Callable[[], subprocess.CompletedProcess[str]], allowed: float = 0.0
 ) -> tuple[int, str]:
-    with Load(stack.base, stack.token, rate=RATE) as load:
+    with (
+        ContainerLogs(f"universal-mfe-{ENV}", stack.root / "logs") as logs,
+        Load(stack.base, stack.token, rate=RATE) as load,
+    ):
         time.sleep(1.5)
         done = operation()
         time.sleep(1.5)
     reasons = "; ".join(f"{n} x {r}" for r, n in load.tally.reasons.most_common(3))
     assert load.tally.sent > RATE * 3, load.tally.sent
     print(f"{load.tally.sent} requests, {load.tally.failed} failed ({reasons or 'none'})")
+    if load.tally.failed:  # the evidence, from every container's log (those replaced meanwhile included)
+        print(logs.matching(*load.tally.request_ids, '"level": "error"', '"level": "warning"', "[error]"))
     ok = load.tally.failed <= allowed * load.tally.sent
     assert ok, f"{load.tally.failed} of {load.tally.sent} failed: {reasons}\n{done.stderr}"
     return done.returncode, done.stdout + done.stderr

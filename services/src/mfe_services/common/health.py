@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 CHECK_TIMEOUT = 1.0
+VERDICT_TTL = 1.0  # a verdict serves every /health call for this long
 Check = Callable[[], Awaitable[Any]]
 
 
@@ -32,3 +34,26 @@ async def report(checks: Mapping[str, Check | None], timeout: float = CHECK_TIME
         "services": services,
     }
     return (200 if healthy else 503), body
+
+
+class Verdict:
+    """The readiness verdict, shared: within `ttl` seconds every /health call gets the last report, and
+    one round of checks runs at a time however many calls wait for it. A burst of probes (monitors, load
+    balancers, the gateway's fan-out) costs one round of database, Redis and broker checks, not one each."""
+
+    def __init__(self, ttl: float = VERDICT_TTL) -> None:
+        self.ttl = ttl
+        self._last: tuple[int, dict[str, Any]] | None = None
+        self._at = 0.0
+        self._lock: asyncio.Lock | None = None
+
+    async def get(self, run: Callable[[], Awaitable[tuple[int, dict[str, Any]]]]) -> tuple[int, dict[str, Any]]:
+        if self._last is not None and time.monotonic() - self._at < self.ttl:
+            return self._last
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._last is None or time.monotonic() - self._at >= self.ttl:
+                self._last = await run()
+                self._at = time.monotonic()
+            return self._last

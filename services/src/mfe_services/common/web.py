@@ -171,6 +171,8 @@ def create_app(
             if res.pool is not None:
                 await res.pool.close()
 
+    verdict = health.Verdict()
+
     async def health_route(request: Request) -> Response:
         checks: dict[str, health.Check | None] = {}
         if database:
@@ -180,7 +182,7 @@ def create_app(
         checks["rabbitmq"] = res.bus.ping if uses_rabbit and res.bus is not None else None
         if extra_checks is not None:
             checks.update(extra_checks(res))
-        status, body = await health.report(checks)
+        status, body = await verdict.get(lambda: health.report(checks))
         return JSONResponse(body, status_code=status)
 
     async def live(request: Request) -> Response:
