@@ -32,7 +32,7 @@ def hello(name: str = "world") -> None:
 if __name__ == "__main__":
     app()
 """
-SECRETS = ("JWT_SECRET", "POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "AUTH_DB_PASSWORD",
+SECRETS = ("JWT_SECRET", "POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "REDIS_PASSWORD", "AUTH_DB_PASSWORD",
            "PAYMENTS_DB_PASSWORD", "ADMIN_DB_PASSWORD", "PROFILE_DB_PASSWORD")  # fmt: skip
 
 

@@ -40,7 +40,7 @@ def test_validate_summarises(project: Project) -> None:
     assert (result.code, result.err) == (0, "")
     assert result.out == (
         "environments/production.yaml: valid (production, per-service databases, rabbitmq event hub, "
-        "nginx on, 8 secrets resolved)\n"
+        "nginx on, 9 secrets resolved)\n"
     )
 
 
@@ -69,14 +69,14 @@ def test_config_never_shows_development_defaults(project: Project) -> None:
 
 def test_render_writes_once_then_changes_nothing(project: Project) -> None:
     first = project.cli("render", "--env", "staging")
-    assert (first.code, first.out) == (0, "rendered 10 files to .mfe/staging (10 changed)\n")
+    assert (first.code, first.out) == (0, "rendered 12 files to .mfe/staging (12 changed)\n")
     bundle = project.root / ".mfe" / "staging"
     before = {p: p.read_bytes() for p in bundle.rglob("*") if p.is_file()}
     second = project.cli("render", "--env", "staging")
-    assert (second.code, second.out) == (0, "rendered 10 files to .mfe/staging (0 changed)\n")
+    assert (second.code, second.out) == (0, "rendered 12 files to .mfe/staging (0 changed)\n")
     assert {p: p.read_bytes() for p in bundle.rglob("*") if p.is_file()} == before
     check = project.cli("render", "--env", "staging", "--check")
-    assert (check.code, check.out) == (0, ".mfe/staging: up to date (10 files)\n")
+    assert (check.code, check.out) == (0, ".mfe/staging: up to date (12 files)\n")
 
 
 def test_render_check_shows_a_diff_and_writes_nothing(project: Project) -> None:

@@ -325,6 +325,21 @@ def test_no_secret_in_any_containers_inspect_or_environment(project: Project) ->
     assert env_files and all(f.stat().st_mode & 0o777 == 0o600 for f in env_files)
 
 
+def test_redis_answers_only_with_its_password(project: Project) -> None:
+    """Staging's Redis asks for a password (it had none): read from its configuration on its standard input,
+    and the services, which hold it in their REDIS_URL, are healthy."""
+    name = next(n for n in project.containers() if "-redis-" in n)
+
+    def ping(*env: str) -> str:
+        argv = ["docker", "exec", *env, name, "redis-cli", "--no-auth-warning", "ping"]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False).stdout.strip()
+
+    assert ping().startswith("NOAUTH")
+    assert ping("-e", "REDISCLI_AUTH=not-the-password").startswith(("WRONGPASS", "AUTH failed"))
+    assert ping("-e", f"REDISCLI_AUTH={strong_secrets()['STAGING_REDIS_PASSWORD']}") == "PONG"
+    assert project.cli("health", "--env", ENV).returncode == 0
+
+
 def test_second_up_recreates_nothing(project: Project) -> None:
     before = project.containers()
     again = project.cli("up", "--env", ENV, "--version", "v1")

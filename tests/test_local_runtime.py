@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests import backup_suite
+from tests.conftest import SECRET_VARS
 from tests.local_project import LocalProject, make_local_project
 from tests.pg import free_port
 from tests.stack import ADMIN, SERVICES, admin_headers, maintenance_round_trip, poll
@@ -283,9 +284,8 @@ def test_down_volumes_needs_confirmation_and_force_in_production(fresh: Project)
     refused = fresh.cli("down", "--env", ENV, "--volumes")
     assert refused.returncode == 1
     assert "confirm with --yes" in refused.stderr
-    prod = fresh.cli("down", "--env", "production", "--volumes", "--yes",
-                     extra={f"PRODUCTION_{k}": "x" * 40 + k for k in ("JWT_SECRET", "POSTGRES_PASSWORD", "RABBITMQ_PASSWORD",
-                            "AUTH_DB_PASSWORD", "PAYMENTS_DB_PASSWORD", "ADMIN_DB_PASSWORD", "PROFILE_DB_PASSWORD")})  # fmt: skip
+    production = {f"PRODUCTION_{k}": "x" * 40 + k for k in SECRET_VARS if k != "SENTRY_DSN"}
+    prod = fresh.cli("down", "--env", "production", "--volumes", "--yes", extra=production)
     assert prod.returncode == 1
     assert "refusing to delete production data without --force" in prod.stderr
 

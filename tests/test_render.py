@@ -43,7 +43,8 @@ def test_rendering_is_deterministic(name: str) -> None:
         ("development", ["compose.yml", "env/admin.env", "env/api-gateway.env", "env/auth.env", "env/payments.env",
                          "env/postgres.env", "env/profile.env", "initdb/10-databases.sql"]),
         ("staging", ["compose.yml", "env/admin.env", "env/api-gateway.env", "env/auth.env", "env/payments.env",
-                     "env/postgres.env", "env/profile.env", "env/rabbitmq.env", "initdb/10-databases.sql",
+                     "env/postgres.env", "env/profile.env", "env/rabbitmq.env", "env/redis.conf",
+                     "initdb/10-databases.sql",
                      "nginx/nginx.conf", "nginx/upstream/gateways.conf"]),
     ],
 )  # fmt: skip

@@ -85,7 +85,7 @@ def test_stores_only_stack_keeps_what_the_stores_use() -> None:
     stores = swarm_stack.only(doc, ["postgres", "redis", "rabbitmq"])
     assert set(stores["services"]) == {"postgres", "redis", "rabbitmq"}
     assert set(stores["networks"]) == {"data"}
-    assert set(stores["secrets"]) == {"postgres_env", "rabbitmq_env"}
+    assert set(stores["secrets"]) == {"postgres_env", "rabbitmq_env", "redis_env"}
     assert set(stores["configs"]) == {"initdb"}
 
 

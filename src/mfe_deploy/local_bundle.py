@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mfe_deploy.binaries import Binaries
+from mfe_deploy.config import urls
 from mfe_deploy.config.models import Environment
 from mfe_deploy.config.secrets import Secrets
 from mfe_deploy.errors import ConfigError, Problem
@@ -100,8 +101,14 @@ def render_local(
         str(bins.pg_bin / "postgres"), "-D", str(layout.pg_data), "-p", str(env.database.port),
         "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
     ])  # fmt: skip
+    # With a password, Redis reads it from its own configuration file (mode 0600), never from an argument.
+    redis_conf: list[str] = []
+    if secrets.redis_password is not None:
+        files["redis/redis.conf"] = BundleFile(urls.redis_conf(secrets), secret=True)
+        redis_conf = [str(layout.root / "redis" / "redis.conf")]
     redis_command = shlex.join([
-        str(bins.redis_server), "--port", str(env.redis.port), "--bind", "127.0.0.1", "--dir", str(data / "redis"),
+        str(bins.redis_server), *redis_conf, "--port", str(env.redis.port), "--bind", "127.0.0.1",
+        "--dir", str(data / "redis"),
         "--appendonly", "yes" if env.redis.persistence else "no", "--save", "",
         *(["--maxmemory", env.redis.maxmemory] if env.redis.maxmemory else []),
     ])  # fmt: skip

@@ -26,6 +26,10 @@ INFRA_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID")
 ENV_IN_CONTAINER = "/run/secrets/env"
 # postgres and rabbitmq source it, then run their image's entrypoint (`$$`: compose interpolates `$`).
 LOAD_ENV = f'set -a; . {ENV_IN_CONTAINER}; set +a; exec "$$0" "$$@"'
+# Redis reads its password from its configuration on standard input (`redis-server ... -`), opened by root
+# before the image's entrypoint drops to the redis user: never an argument, never the environment.
+REDIS_CONF = "env/redis.conf"
+REDIS_STDIN = f'exec "$$0" "$$@" < {ENV_IN_CONTAINER}'
 
 
 @dataclass(frozen=True)
@@ -141,10 +145,13 @@ def render(
     }
     # A mounted file's change is invisible to compose: each container carries its file's digest in a label,
     # so that a changed file (a rotated secret, a route) is a changed container, recreated by `up`.
+    secret_files = {f"env/{unit}.env": text for unit, text in texts.items()}
+    if secrets.redis_password is not None:
+        texts["redis"] = secret_files[REDIS_CONF] = urls.redis_conf(secrets)
     digests = {unit: hashlib.sha256(text.encode()).hexdigest()[:16] for unit, text in texts.items()}
-    ctx = {**_context(env, versions or {}, caps), "env_digests": digests}
+    ctx = {**_context(env, versions or {}, caps), "env_digests": digests, "redis_conf": REDIS_CONF}
     files: dict[str, BundleFile] = {
-        **{f"env/{unit}.env": BundleFile(text, secret=True) for unit, text in texts.items()},
+        **{name: BundleFile(text, secret=True) for name, text in secret_files.items()},
         "compose.yml": BundleFile(jinja.get_template("compose.yml.j2").render(ctx)),
         "initdb/10-databases.sql": BundleFile(jinja.get_template("initdb.sql.j2").render(ctx)),
     }
@@ -250,6 +257,7 @@ def _context(env: Environment, versions: Mapping[str, str], caps: Capabilities) 
         "service_user": SERVICE_UID,
         "env_in_container": ENV_IN_CONTAINER,
         "load_env": LOAD_ENV,
+        "redis_stdin": REDIS_STDIN,
         "infra_caps": INFRA_CAPS,
         "data_internal": not env.publish_ports,
         "db_superuser": env.database.superuser,
@@ -264,7 +272,8 @@ def _context(env: Environment, versions: Mapping[str, str], caps: Capabilities) 
             "postgres": _healthcheck(
                 ["CMD", "pg_isready", "-h", "127.0.0.1", "-U", env.database.superuser, "-d", "postgres"], caps
             ),
-            "redis": _healthcheck(["CMD", "redis-cli", "ping"], caps),
+            # An answer is health: PONG, or NOAUTH when it asks for the password the probe does not hold.
+            "redis": _healthcheck(["CMD-SHELL", "redis-cli ping | grep -qE '^(PONG|NOAUTH)'"], caps),
             # rabbitmq-diagnostics boots an Erlang VM per check: seconds on a loaded host, so a longer timeout.
             "rabbitmq": _healthcheck(
                 ["CMD", "rabbitmq-diagnostics", "-q", "ping"], caps, start_period="90s", timeout="15s"
@@ -338,7 +347,7 @@ def environments(env: Environment, secrets: Secrets, at: Endpoints) -> dict[str,
         else:
             if svc.database:
                 variables.append(("DATABASE_URL", urls.database_url(env, secrets, name, *at.postgres)))
-            variables.append(("REDIS_URL", urls.redis_url(env, *at.redis)))
+            variables.append(("REDIS_URL", urls.redis_url(env, secrets, *at.redis)))
             if env.uses_rabbitmq:
                 variables.append(("RABBITMQ_URL", urls.rabbitmq_url(env, secrets, *at.rabbitmq)))
         if secrets.sentry_dsn is not None:

@@ -96,6 +96,8 @@ def _secrets(env: Environment) -> Iterator[Finding]:
             yield ("secrets", "databases", name), "no service of this environment owns this database"
     if env.uses_rabbitmq and env.secrets.rabbitmq_password is None:
         yield ("secrets", "rabbitmq_password"), "missing: event_hub is rabbitmq"
+    if env.tier != "development" and env.secrets.redis_password is None:
+        yield ("secrets", "redis_password"), f"missing: Redis asks for a password in {env.tier}"
 
 
 def _nginx(env: Environment) -> Iterator[Finding]:

@@ -242,6 +242,7 @@ class Secrets(Model):
     postgres_password: Ref
     databases: dict[ServiceName, Ref]
     rabbitmq_password: Ref | None = None
+    redis_password: Ref | None = Field(default=None, description="set: Redis asks every client for it")
     sentry_dsn: Ref | None = None
     backup_passphrase: Ref | None = Field(default=None, description="set: every backup file is encrypted")
 

@@ -32,6 +32,7 @@ class Secrets:
     databases: Mapping[str, Secret]
     rabbitmq_password: Secret | None
     sentry_dsn: Secret | None
+    redis_password: Secret | None = None
     backup_passphrase: Secret | None = None
     webhooks: tuple[Secret, ...] = ()  # notify.webhooks[i].url, in order
     # Values that came from a documented development default (`${VAR:-value}`): public, not masked.
@@ -43,7 +44,8 @@ class Secrets:
 
     def values(self) -> list[Secret]:
         out = [self.jwt_secret, self.postgres_password, *self.databases.values(), *self.webhooks]
-        return out + [s for s in (self.rabbitmq_password, self.sentry_dsn, self.backup_passphrase) if s is not None]
+        optional = (self.rabbitmq_password, self.redis_password, self.sentry_dsn, self.backup_passphrase)
+        return out + [s for s in optional if s is not None]
 
 
 # Secrets whose absence only switches a feature off (no DSN: no Sentry).
@@ -58,6 +60,8 @@ def refs(env: Environment) -> Iterator[tuple[KeyPath, SecretRef]]:
         yield ("secrets", "databases", name), ref
     if s.rabbitmq_password is not None and env.uses_rabbitmq:
         yield ("secrets", "rabbitmq_password"), s.rabbitmq_password
+    if s.redis_password is not None:
+        yield ("secrets", "redis_password"), s.redis_password
     if s.sentry_dsn is not None:
         yield ("secrets", "sentry_dsn"), s.sentry_dsn
     if s.backup_passphrase is not None:
@@ -95,6 +99,7 @@ def resolve(
             postgres_password=values[("secrets", "postgres_password")],
             databases={name: values[("secrets", "databases", name)] for name in sorted(s.databases)},
             rabbitmq_password=values.get(("secrets", "rabbitmq_password")),
+            redis_password=values.get(("secrets", "redis_password")),
             sentry_dsn=values.get(("secrets", "sentry_dsn")),
             backup_passphrase=values.get(("secrets", "backup_passphrase")),
             webhooks=tuple(values[("notify", "webhooks", i, "url")] for i in range(len(env.notify.webhooks))),
@@ -126,6 +131,8 @@ def _read(ref: SecretRef, environ: Mapping[str, str], project_dir: Path, strict:
 def _policy(path: KeyPath, value: str, strict: bool, tier: str) -> str | None:
     if "\n" in value or "'" in value:
         return "the value contains a newline or a single quote, which env files cannot carry safely"
+    if path == ("secrets", "redis_password") and any(c in value for c in '"\\ '):
+        return "a Redis password cannot contain a space, a double quote or a backslash"
     if path[0] == "notify" and not value.startswith(("https://", "http://")):
         return "a webhook URL starts with https:// (or http://)"
     if path == ("secrets", "sentry_dsn") and not SENTRY_DSN.fullmatch(value):

@@ -9,8 +9,15 @@ from mfe_deploy.config.secrets import Secrets
 from mfe_deploy.exec.secret import Secret
 
 
-def redis_url(env: Environment, host: str, port: int | None = None) -> str:
-    return f"redis://{host}:{port or env.redis.port}/0"
+def redis_url(env: Environment, secrets: Secrets, host: str, port: int | None = None) -> Secret:
+    auth = "" if secrets.redis_password is None else ":" + quote(secrets.redis_password.reveal(), safe="") + "@"
+    return Secret(f"redis://{auth}{host}:{port or env.redis.port}/0")
+
+
+def redis_conf(secrets: Secrets) -> str:
+    """Redis's own secret: the configuration it reads on its standard input (never an argument)."""
+    assert secrets.redis_password is not None
+    return f'requirepass "{secrets.redis_password.reveal()}"\n'
 
 
 def database_url(env: Environment, secrets: Secrets, service: str, host: str, port: int | None = None) -> Secret:
