@@ -86,6 +86,8 @@ def test_development_publishes_ports(tmp_path: Path) -> None:
         "postgres": [5432], "redis": [6379], "api-gateway": [3000], "auth": [3001],
         "payments": [3002], "admin": [3003], "profile": [3004],
     }  # fmt: skip
+    # On this machine only: its stores have documented development passwords.
+    assert {p["host_ip"] for s in services.values() for p in s.get("ports", [])} == {"127.0.0.1"}
 
 
 @pytest.mark.parametrize("name", ["staging", "production"])
