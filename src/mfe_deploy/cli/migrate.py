@@ -128,3 +128,33 @@ def resolve(
         if not o.ok:
             raise MigrationError(f"{o.service}: {o.error}")
     application().console.print(f"{o.service}: {o.data['resolved']} marked {o.data['status'].replace('_', ' ')}")
+
+
+@migrate_app.command("lint")
+def lint(
+    paths: Annotated[
+        list[str] | None, typer.Argument(help="Migration files or folders (default: services/*/migrations).")
+    ] = None,
+) -> None:
+    """Flag statements that break the code still running (drops, renames, type changes, NOT NULL) or lock
+    a table for long (an index without CONCURRENTLY); a `-- mfe: compatible` file must have none. Exit 1
+    when anything is found."""
+    from pathlib import Path
+
+    from mfe_deploy.errors import MigrationError
+    from mfe_deploy.ops import migration_lint
+
+    base = application().project_dir
+    given = [Path(p) if Path(p).is_absolute() else base / p for p in paths or []]
+    folders = given or sorted(base.glob("services/*/migrations"))
+    files = sorted(f for p in folders for f in ([p] if p.is_file() else p.glob("*.sql")))
+    missing = [str(p) for p in given if not p.exists()]
+    if missing:
+        raise typer.BadParameter(f"no such file or folder: {', '.join(missing)}", param_hint="PATHS")
+    found = migration_lint.lint_files(files, base)
+    console = application().console
+    for finding in found:
+        console.print(str(finding))
+    if found:
+        raise MigrationError(f"{len(found)} finding(s) in {len({f.file for f in found})} of {len(files)} migration(s)")
+    console.print(f"{len(files)} migration(s): nothing found")
