@@ -144,6 +144,7 @@ def test_a_failing_migration_changes_nothing_and_blocks_until_resolved(project: 
         "id": "0003_half",
         "state": "failed",
         "applied_at": status[0]["migrations"][-1]["applied_at"],
+        "compatible": False,  # no `-- mfe: compatible` line
     }
 
     bad.write_text("CREATE TABLE half_done (id int);\n")  # fixed, but still blocked until resolved

@@ -121,3 +121,35 @@ def test_a_release_whose_gateway_exits_at_start_is_rolled_back_under_load(stack:
         build(f"{PREFIX}/{name}:v3", f"FROM {PREFIX}/{name}:v1\nLABEL test.version=v3\n")
     code, out = under_load(stack, lambda: stack.cli("up", "--version", "v3", "--timeout", "60"), allowed=0.02)
     assert code == 1 and "rolled back" in out, out
+
+
+def test_a_rollback_across_a_migration_not_marked_compatible_is_refused(stack: Stack) -> None:
+    """v4 adds a migration to auth with no `-- mfe: compatible` line, v5 one with it. Back from v5 to v4
+    crosses only the compatible one: done at once. Back to v2 crosses v4's: refused, naming it and the ways
+    forward, until --ignore-schema (no load here: the refusal is the point)."""
+    where = ["docker", "run", "--rm", "--entrypoint", "python3", f"{PREFIX}/auth:v1", "-c",
+             "import mfe_services.migrate as m; print(m.migrations_dir('auth'))"]  # fmt: skip
+    folder = subprocess.run(where, capture_output=True, text=True, check=True).stdout.strip()
+    v4 = f"printf '%s\\n' 'CREATE TABLE scratch_v4 (id int);' > {folder}/0003_scratch.sql"
+    v5 = f"printf '%s\\n' '-- mfe: compatible' 'ALTER TABLE users ADD COLUMN nickname text;' > {folder}/0004_nick.sql"
+    for version, steps in (("v4", [v4]), ("v5", [v4, v5])):
+        for name in SERVICES:
+            extra = "".join(f"RUN {step}\n" for step in steps) if name == "auth" else ""
+            build(f"{PREFIX}/{name}:{version}", f"FROM {PREFIX}/{name}:v1\nUSER 0\n{extra}USER 10001:10001\n")
+        up = stack.cli("up", "--version", version)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert f"auth: applied {'0003_scratch' if version == 'v4' else '0004_nick'}" in up.stdout + up.stderr
+
+    compatible = stack.cli("rollback", "auth")
+    assert compatible.returncode == 0 and "auth: now v4" in compatible.stdout, compatible.stdout + compatible.stderr
+
+    refused = stack.cli("rollback", "auth", "--to", "v2")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    message = " ".join(refused.stderr.split())
+    assert "auth v2 ran against an older schema: 0003_scratch applied since 0002_event_outbox is not marked" in message
+    assert (
+        "0004_nick" not in message and "--ignore-schema" in message and "mfe-deploy restore --service auth" in message
+    )
+
+    anyway = stack.cli("rollback", "auth", "--to", "v2", "--ignore-schema")
+    assert anyway.returncode == 0 and "auth: now v2" in anyway.stdout, anyway.stdout + anyway.stderr

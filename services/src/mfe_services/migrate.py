@@ -127,6 +127,11 @@ def _check(history: dict[str, dict[str, Any]], migrations: list[Migration], serv
             )
 
 
+# A migration that older code survives (expand-only) says so on a line of its own; `migrate lint` refuses the
+# line on a file with a breaking statement, and a rollback across it needs no schema change.
+COMPATIBLE = re.compile(r"^\s*--\s*mfe:\s*compatible\s*$", re.MULTILINE | re.IGNORECASE)
+
+
 def status(conn: psycopg.Connection[Any], migrations: list[Migration]) -> list[dict[str, Any]]:
     history = _history(conn)
     conn.commit()
@@ -136,7 +141,10 @@ def status(conn: psycopg.Connection[Any], migrations: list[Migration]) -> list[d
         state = "pending" if record is None or record["status"] == "rolled_back" else record["status"]
         if record and state == "applied" and record["checksum"] != m.checksum:
             state = "changed"
-        rows.append({"id": m.id, "state": state, "applied_at": record["applied_at"] if record else None})
+        applied_at = record["applied_at"] if record else None
+        rows.append(
+            {"id": m.id, "state": state, "applied_at": applied_at, "compatible": bool(COMPATIBLE.search(m.sql))}
+        )
     known = {m.id for m in migrations}
     rows += [{"id": i, "state": "missing", "applied_at": r["applied_at"]} for i, r in history.items() if i not in known]
     return rows

@@ -150,13 +150,22 @@ def rollback(
     to: Annotated[str | None, typer.Option("--to", help="A version whose image exists locally.")] = None,
     runtime_name: RuntimeOption = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait until healthy.")] = 120,
+    ignore_schema: Annotated[
+        bool,
+        typer.Option(
+            "--ignore-schema",
+            help="Roll back even across migrations not marked compatible with older code (`-- mfe: compatible`).",
+        ),
+    ] = False,
     lock_wait: LockWait = 0,
     force_unlock: ForceUnlock = False,
 ) -> None:
-    """Return one service to its previous successful version (or --to), health-gated."""
+    """Return one service to its previous successful version (or --to), health-gated. Refused when
+    migrations applied since that version ran are not marked compatible with older code."""
     rt = runtime(env, runtime_name)
-    with mutating(env, "rollback", {"service": service, "to": to}, wait=lock_wait, force=force_unlock) as record:
-        release = rt.rollback(service, to, timeout)
+    details: dict[str, object] = {"service": service, "to": to, "ignore_schema": ignore_schema}
+    with mutating(env, "rollback", details, wait=lock_wait, force=force_unlock) as record:
+        release = rt.rollback(service, to, timeout, ignore_schema=ignore_schema)
         record["versions"] = dict(release.versions)
     application().console.print(f"{service}: now {release.versions[service]} (release {release.id})")
 

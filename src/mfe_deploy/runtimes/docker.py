@@ -36,7 +36,7 @@ from mfe_deploy.errors import MfeError
 from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.process import LocalProcess
 from mfe_deploy.exec.runner import Completed, Runner
-from mfe_deploy.ops import health, migrations
+from mfe_deploy.ops import health, migrations, schema
 from mfe_deploy.ops.migrations import pending
 from mfe_deploy.plan import Desired, Have, Observed, Want, digest
 from mfe_deploy.render import (
@@ -518,7 +518,7 @@ class DockerRuntime:
         self.ledger.record(release)
 
     # --- rollback ------------------------------------------------------------------------------------------
-    def _rollback_target(self, service: str, to: str | None) -> tuple[dict[str, str], str]:
+    def _rollback_target(self, service: str, to: str | None, *, ignore_schema: bool) -> tuple[dict[str, str], str]:
         """The versions running now and the one `service` goes back to (refused with a reason)."""
         current = self.current_versions()
         if service not in self.env.services:
@@ -534,10 +534,27 @@ class DockerRuntime:
         if not images.exists(self.runner, self.tag(service, target)):
             where = "this engine" if not self.host.remote else f"the engine of {self.host.name}"
             raise MfeError(f"image {self.tag(service, target)} does not exist on {where}")
+        if service in self.env.database_services and not ignore_schema:
+            self._check_schema(service, target)
         return current, target
 
-    def rollback(self, service: str, to: str | None, timeout: float) -> Release:
-        current, target = self._rollback_target(service, to)
+    def _check_schema(self, service: str, target: str) -> None:
+        """Refuse to send `target` back against migrations applied since it ran, unless each declares
+        itself compatible with older code (the runner of the running image reads their headers)."""
+        known, head = schema.head_of(self.ledger.all(), service, target)
+        if not known:
+            self.console.warn(f"{service}: the ledger has no schema head for {target}: the schema is not checked")
+            return
+        with self.console.status(f"{service}: checking the migrations applied since {target} ran"):
+            (outcome,) = self.migrate([service], ["status"])
+        if not outcome.ok:
+            raise MfeError(f"{service}: cannot read its migrations to check the rollback: {outcome.error}")
+        blocking = schema.blockers(outcome.data.get("migrations", []), head)
+        if blocking:
+            raise MfeError(schema.refusal(service, target, head, blocking))
+
+    def rollback(self, service: str, to: str | None, timeout: float, *, ignore_schema: bool = False) -> Release:
+        current, target = self._rollback_target(service, to, ignore_schema=ignore_schema)
         versions = {**current, service: target}
         digest = self.write_bundle(versions)
         try:

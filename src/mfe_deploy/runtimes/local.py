@@ -444,7 +444,7 @@ class LocalRuntime:
         }
         return migrations.run(self.runner, commands)
 
-    def rollback(self, service: str, to: str | None, timeout: float) -> Release:
+    def rollback(self, service: str, to: str | None, timeout: float, *, ignore_schema: bool = False) -> Release:
         raise Unsupported("rollback needs versioned images: it works on the docker runtime")
 
     def nodes(self) -> list[Node]:

@@ -300,8 +300,8 @@ class SwarmRuntime(DockerRuntime):
         return outcomes
 
     # --- rollback: any release of the ledger (Swarm itself keeps one level) -----------------------------------
-    def rollback(self, service: str, to: str | None, timeout: float) -> Release:
-        current, target = self._rollback_target(service, to)
+    def rollback(self, service: str, to: str | None, timeout: float, *, ignore_schema: bool = False) -> Release:
+        current, target = self._rollback_target(service, to, ignore_schema=ignore_schema)
         versions = {**current, service: target}
         digest = self.write_bundle(versions)
         try:
