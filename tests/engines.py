@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -83,6 +84,7 @@ class ContainerLogs:
     def __init__(self, project: str, folder: Path) -> None:
         self.project, self.folder = project, folder
         self.followers: dict[str, subprocess.Popen[bytes]] = {}
+        self.outputs: list[BinaryIO] = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._watch, daemon=True)
 
@@ -99,17 +101,20 @@ class ContainerLogs:
             follower.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 follower.wait(timeout=5)
+        for out in self.outputs:
+            out.close()
 
     def _watch(self) -> None:
         label = f"label=com.docker.compose.project={self.project}"
         while not self.stop.is_set():
             found = subprocess.run(
-                ["docker", "ps", "-q", "--no-trunc", "--filter", label, "--format", "{{.Names}}"],
+                ["docker", "ps", "--filter", label, "--format", "{{.Names}}"],
                 capture_output=True, text=True, check=False, timeout=30,
             )  # fmt: skip
             for name in found.stdout.split():
                 if name not in self.followers:
                     out = (self.folder / f"{name}.log").open("ab")
+                    self.outputs.append(out)
                     argv = ["docker", "logs", "-f", "--timestamps", name]
                     self.followers[name] = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
             self.stop.wait(0.3)
