@@ -1,9 +1,10 @@
 """Deploys and rollbacks through nginx over HTTPS under a fixed-rate load (a shorter run of
-bench/zero_downtime.py): start-first replacement, nginx retrying the next replica, the gateway retrying
-a closed keep-alive connection. Not yet 0 failed (the goal, see the bench): the one nginx reload of a
-gateway replacement closes idle client keep-alive connections, and a POST that nginx sends on a kept-alive
-connection an old gateway is closing is not retried. At most 2% here, where the recreate-based deploy
-lost 33-42%: a regression to stop-then-start fails this test."""
+bench/zero_downtime.py): start-first replacement; a gateway replacement takes the old gateways out of
+nginx (an explicit server list, one reload) and stops them only once nginx's old workers are done; the
+gateway retries a request whose upstream closed before answering. Measured here: 0 failed in every row
+of the last runs. Bound: 1 in 200, not 0: the one nginx reload of a gateway replacement closes idle
+client keep-alive connections, and a client that sends on one at that instant sees it closed (HTTP lets
+it retry; the load client does not). The recreate-based deploy lost 33-42%."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from tests.pg import free_port
 ENV = "zdt"
 PREFIX = "mfe-test-zd"
 SERVICES = ("api-gateway", "auth", "payments", "admin", "profile")
+ALLOWED = 0.005  # failed / sent (see above)
 RATE = 60  # requests/s: the suite shares two cores with the stack; the bench runs 200
 
 require_engine_with_standins()
@@ -101,14 +103,14 @@ def under_load(
 
 
 def test_up_of_a_new_version_of_every_service_under_load(stack: Stack) -> None:
-    code, out = under_load(stack, lambda: stack.cli("up", "--version", "v2"), allowed=0.02)
+    code, out = under_load(stack, lambda: stack.cli("up", "--version", "v2"), allowed=ALLOWED)
     assert code == 0, out
     assert out.count("replaced start-first") == len(SERVICES), out
 
 
 def test_rollbacks_under_load(stack: Stack) -> None:
     for name in ("api-gateway", "auth"):
-        code, out = under_load(stack, lambda name=name: stack.cli("rollback", name), allowed=0.02)
+        code, out = under_load(stack, lambda name=name: stack.cli("rollback", name), allowed=ALLOWED)
         assert code == 0 and f"{name}: now v1" in out, out
 
 
@@ -119,7 +121,7 @@ def test_a_release_whose_gateway_exits_at_start_is_rolled_back_under_load(stack:
     build(f"{PREFIX}/api-gateway:v3", f"FROM {PREFIX}/api-gateway:v1\nUSER 0\n{broken}\nUSER 10001:10001\n")
     for name in SERVICES[1:]:
         build(f"{PREFIX}/{name}:v3", f"FROM {PREFIX}/{name}:v1\nLABEL test.version=v3\n")
-    code, out = under_load(stack, lambda: stack.cli("up", "--version", "v3", "--timeout", "60"), allowed=0.02)
+    code, out = under_load(stack, lambda: stack.cli("up", "--version", "v3", "--timeout", "60"), allowed=ALLOWED)
     assert code == 1 and "rolled back" in out, out
 
 
