@@ -241,7 +241,8 @@ def test_zz_no_secret_in_any_output_or_remote_file_but_the_env_files(remote: Rem
                 holders.append(path)
     assert holders, "the env files must hold the secrets"
     for path in holders:
-        assert path.is_relative_to(remote.remote_dir) and path.name.endswith(".env"), path
+        # the units' secret files: env/*.env, and Redis's configuration env/redis.conf
+        assert path.is_relative_to(remote.remote_dir) and path.parent.name == "env", path
         assert path.stat().st_mode & 0o777 == 0o600, path
     # ps on the host never shows them either (they travel on stdin, not argv).
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
