@@ -22,9 +22,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from tests.pg import free_port  # noqa: E402  (one port is never handed out twice in a run)
 
-SECRETS = {f"STAGING_{k}": f"bench-{k.lower()}-0123456789abcdef0123456789" for k in (
-    "JWT_SECRET", "POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "REDIS_PASSWORD", "AUTH_DB_PASSWORD", "PAYMENTS_DB_PASSWORD",
-    "ADMIN_DB_PASSWORD", "PROFILE_DB_PASSWORD")}  # fmt: skip
+SECRET_VARS = (
+    "JWT_SECRET",
+    "POSTGRES_PASSWORD",
+    "RABBITMQ_PASSWORD",
+    "REDIS_PASSWORD",
+    "AUTH_DB_PASSWORD",
+    "PAYMENTS_DB_PASSWORD",
+    "ADMIN_DB_PASSWORD",
+    "PROFILE_DB_PASSWORD",
+)
+SECRETS = {f"STAGING_{k}": f"bench-{k.lower()}-0123456789abcdef0123456789" for k in SECRET_VARS}
 
 
 def timed(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> float:

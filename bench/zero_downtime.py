@@ -28,9 +28,17 @@ from tests.pg import free_port  # noqa: E402
 
 PREFIX = "mfe-bench-zd"
 SERVICES = ("api-gateway", "auth", "payments", "admin", "profile")
-SECRETS = {f"STAGING_{k}": f"bench-{k.lower()}-0123456789abcdef0123456789" for k in (
-    "JWT_SECRET", "POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "REDIS_PASSWORD", "AUTH_DB_PASSWORD", "PAYMENTS_DB_PASSWORD",
-    "ADMIN_DB_PASSWORD", "PROFILE_DB_PASSWORD")}  # fmt: skip
+SECRET_VARS = (
+    "JWT_SECRET",
+    "POSTGRES_PASSWORD",
+    "RABBITMQ_PASSWORD",
+    "REDIS_PASSWORD",
+    "AUTH_DB_PASSWORD",
+    "PAYMENTS_DB_PASSWORD",
+    "ADMIN_DB_PASSWORD",
+    "PROFILE_DB_PASSWORD",
+)
+SECRETS = {f"STAGING_{k}": f"bench-{k.lower()}-0123456789abcdef0123456789" for k in SECRET_VARS}
 
 
 def docker_build(tag: str, dockerfile: str) -> None:
