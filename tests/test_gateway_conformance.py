@@ -9,10 +9,12 @@ and unauthenticated requests, several at once; a response whose token is not the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
 import time
@@ -345,3 +347,25 @@ def test_a_request_reset_before_an_answer_is_sent_again_only_when_it_may_be_seen
         assert answer.json()["method"] == method
     else:
         assert answer.json() == {"error": "upstream unavailable", "service": "echo"}
+
+
+def test_an_oversized_body_the_upstream_refused_early_is_a_413_not_a_500(stack: Stack) -> None:
+    """The upstream answers as soon as the head arrives and closes; the client's chunked body goes on past
+    the limit. The gateway must not write to the closed upstream (uvloop raises there: CI saw a 500)."""
+    request = Request("early-oversized", "POST", b"x" * (LIMIT + 20_000), True, False, ("early",))
+    body = request.encoded_body()
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=20) as conn:
+        conn.sendall(request.head(stack.bearer) + body[:7010])  # the head and the first chunk
+        time.sleep(0.5)  # the upstream has answered and closed by now
+        with contextlib.suppress(ConnectionError):  # the gateway may close after its 413, unread bytes left
+            conn.sendall(body[7010:])
+        answer = b""
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                data = conn.recv(65536)
+                if not data:
+                    break
+                answer += data
+    status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
+    assert status == 413, answer[:300]
+    assert b'"token"' not in answer  # the Guard's answer, not the upstream's echo

@@ -164,7 +164,12 @@ class Connection(asyncio.Protocol):
         return body, not self.complete
 
     def write(self, data: bytes) -> None:
+        """Nothing is written once the upstream closed (it answered early, or reset): what it answered, or
+        why it failed, is in `head`. uvloop raises RuntimeError on a write to a closed transport, which
+        turned an oversized body that an upstream refused early into a 500 instead of the Guard's 413."""
         assert self.transport is not None
+        if self.closed or self.transport.is_closing():
+            return
         self.transport.write(data)
 
     def close(self) -> None:
