@@ -326,7 +326,7 @@ class DockerRuntime:
                 self._run(remove_containers(*sorted(old)), f"removing the old {name}")
                 if self.env.services[name].role == "gateway" and self.env.nginx.enabled:
                     # The same servers by the service name, as the bundle has it (no reload needed).
-                    self.files.write_atomic(self.bundle_dir / GATEWAYS_FILE, gateway_servers(self.env), 0o644)
+                    self._write_gateways()
             self.console.info(f"{name}: replaced start-first ({len(new)} new, {len(old)} old stopped)")
 
     def _gateway_containers(self) -> set[str]:
@@ -463,14 +463,18 @@ class DockerRuntime:
         `gateways`: these containers only (a replacement); by default the service name, every replica."""
         if not self.env.nginx.enabled:
             return
-        self.files.write_atomic(self.bundle_dir / GATEWAYS_FILE, gateway_servers(self.env, gateways), 0o644)
+        self._write_gateways(gateways)
         check = self.runner.run(self.compose.exec("nginx", "nginx", "-c", NGINX_CONF, "-t", "-q"), timeout=60)
         if check.returncode != 0 and gateways:
             # A container name nginx cannot resolve: fall back to the service name (the old replicas stay
             # in nginx until they stop, and nginx passes over them then).
             self.console.warn(f"nginx refused the new gateway list, using every replica: {check.stderr.strip()}")
-            self.files.write_atomic(self.bundle_dir / GATEWAYS_FILE, gateway_servers(self.env), 0o644)
+            self._write_gateways()
         self.runner.run(self.compose.exec("nginx", "nginx", "-c", NGINX_CONF, "-s", "reload"), timeout=60)
+
+    def _write_gateways(self, hosts: Sequence[str] | None = None) -> None:
+        """nginx's gateway servers: these containers, or by default the service name (the bundle's form)."""
+        self.files.write_atomic(self.bundle_dir / GATEWAYS_FILE, gateway_servers(self.env, hosts), 0o644)
 
     def _nginx_workers(self) -> set[str]:
         """The process ids of nginx's workers (host pids, read from the engine: no tool in the image)."""
