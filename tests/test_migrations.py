@@ -145,6 +145,7 @@ def test_a_failing_migration_changes_nothing_and_blocks_until_resolved(project: 
         "state": "failed",
         "applied_at": status[0]["migrations"][-1]["applied_at"],
         "compatible": False,  # no `-- mfe: compatible` line
+        "down": False,  # no 0003_half.down.sql
     }
 
     bad.write_text("CREATE TABLE half_done (id int);\n")  # fixed, but still blocked until resolved
@@ -158,6 +159,48 @@ def test_a_failing_migration_changes_nothing_and_blocks_until_resolved(project: 
     applied = project.cli("migrate", "--env", "itest", "--service", "auth")
     assert applied.returncode == 0 and "applied 0003_half" in applied.stdout
     assert project.sql("SELECT to_regclass('half_done') IS NOT NULL") == "t"
+
+
+def test_down_undoes_newest_first_and_apply_runs_them_again(project: Project) -> None:
+    """A rename that older code cannot read, undone by its down file; a compatible one without a down file
+    stays; one that is neither refuses the whole run before anything changes."""
+    assert project.cli("migrate", "--env", "itest", "--service", "auth").returncode == 0
+    project.write("auth", "0003_rename.sql", "ALTER TABLE users RENAME COLUMN email TO email_address;\n")
+    project.write("auth", "0003_rename.down.sql", "ALTER TABLE users RENAME COLUMN email_address TO email;\n")
+    project.write("auth", "0004_nick.sql", "-- mfe: compatible\nALTER TABLE users ADD COLUMN nick text;\n")
+    project.write("auth", "0005_bump.sql", "CREATE TABLE bump (id int);\n")
+    project.write("auth", "0005_bump.down.sql", "DROP TABLE bump;\n")
+    assert project.cli("migrate", "--env", "itest", "--service", "auth").returncode == 0
+    columns = "SELECT string_agg(column_name, ',' ORDER BY column_name) FROM information_schema.columns "
+    columns += "WHERE table_name = 'users' AND column_name IN ('email', 'email_address', 'nick')"
+    assert project.sql(columns) == "email_address,nick"
+
+    undone = project.cli("migrate", "down", "--env", "itest", "--service", "auth", "--to", "0002_event_outbox")
+    assert undone.returncode == 0, undone.stderr
+    lines = undone.stdout.splitlines()
+    assert lines[0].startswith("auth: undid 0005_bump (") and ", 0003_rename (" in lines[0], lines
+    assert lines[1] == "auth: kept 0004_nick (compatible with older code)"
+    assert project.sql(columns) == "email,nick" and project.sql("SELECT to_regclass('bump') IS NULL") == "t"
+    states = "SELECT string_agg(id || '=' || status, ' ' ORDER BY id) FROM mfe_schema_migrations WHERE id > '0003'"
+    assert project.sql(states) == "0003_rename=rolled_back 0004_nick=applied 0005_bump=rolled_back"
+
+    again = project.cli("migrate", "--env", "itest", "--service", "auth")
+    assert again.returncode == 0 and "applied 0003_rename" in again.stdout and "0005_bump" in again.stdout
+    assert project.sql(columns) == "email_address,nick"
+
+    project.write("auth", "0006_drop.sql", "ALTER TABLE users DROP COLUMN nick;\n")
+    assert project.cli("migrate", "--env", "itest", "--service", "auth").returncode == 0
+    refused = project.cli("migrate", "down", "--env", "itest", "--service", "auth", "--to", "0002_event_outbox")
+    assert refused.returncode == 1
+    assert "0006_drop of auth cannot be undone: no 0006_drop.down.sql" in refused.stderr, refused.stderr
+    assert project.sql(columns) == "email_address"  # nothing ran: 0005 is still applied too
+    assert project.sql("SELECT to_regclass('bump') IS NOT NULL") == "t"
+
+
+def test_a_down_file_without_its_migration_is_refused(project: Project) -> None:
+    stray = project.write("auth", "0009_ghost.down.sql", "SELECT 1;\n")
+    refused = project.cli("migrate", "--env", "itest", "--service", "auth")
+    assert refused.returncode == 1 and f"{stray}: no 0009_ghost.sql for it to undo" in refused.stderr
 
 
 def test_resolve_applied_marks_a_hand_applied_migration(project: Project) -> None:

@@ -1,17 +1,21 @@
 """Plain-SQL migrations for one service database, driven by `mfe-deploy migrate`.
 
-    DATABASE_URL=... python -m mfe_services.migrate --service auth apply|status|resolve [...]
+    DATABASE_URL=... python -m mfe_services.migrate --service auth apply|status|resolve|down [...]
 
 Each pending file runs in its own transaction (with lock_timeout and statement_timeout) under a
 PostgreSQL advisory lock, so concurrent runs apply each migration exactly once. History records id,
 SHA-256, time and duration. An applied file that changed is refused; a failed migration is rolled back,
-recorded, and blocks further runs until it is resolved (as Prisma's `migrate resolve`).
+recorded, and blocks further runs until it is resolved (as Prisma's `migrate resolve`). `down --to ID`
+undoes the applied migrations after ID, newest first, each with its `NNNN_name.down.sql` in one transaction
+(recorded as rolled_back, so a later `apply` runs it again); one compatible with older code and without a
+down file stays applied.
 Output is one JSON document on stdout; exit 0 on success, 3 when refused or failed, 2 on usage errors.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,6 +32,7 @@ from mfe_services import envfile
 
 HISTORY = "mfe_schema_migrations"
 NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+DOWN = re.compile(r"^(\d{4})_[a-z0-9_]+\.down\.sql$")
 LOCK_WAIT_SECONDS = 120.0
 
 
@@ -43,6 +48,7 @@ class Migration:
     path: Path
     sql: str
     checksum: str
+    down: str | None = None  # the SQL of NNNN_name.down.sql, which undoes it
 
 
 def migrations_dir(service: str) -> Path:
@@ -60,11 +66,19 @@ def migrations_dir(service: str) -> Path:
 
 def discover(folder: Path) -> list[Migration]:
     found = []
+    downs: dict[str, str] = {}
     for path in sorted(folder.glob("*.sql")):
+        if DOWN.match(path.name):
+            downs[path.name.removesuffix(".down.sql")] = path.read_text(encoding="utf-8")
+            continue
         if not NAME.match(path.name):
-            raise Refused("bad_name", f"{path}: migration files are named NNNN_description.sql")
+            raise Refused("bad_name", f"{path}: migration files are named NNNN_description.sql (and .down.sql)")
         raw = path.read_bytes()
         found.append(Migration(path.stem, path, raw.decode("utf-8"), hashlib.sha256(raw).hexdigest()))
+    orphans = sorted(set(downs) - {m.id for m in found})
+    if orphans:
+        raise Refused("bad_name", f"{folder / (orphans[0] + '.down.sql')}: no {orphans[0]}.sql for it to undo")
+    found = [dataclasses.replace(m, down=downs.get(m.id)) for m in found]
     numbers = [m.id[:4] for m in found]
     if len(set(numbers)) != len(numbers):
         raise Refused("bad_name", f"{folder}: two migrations share a number")
@@ -142,8 +156,9 @@ def status(conn: psycopg.Connection[Any], migrations: list[Migration]) -> list[d
         if record and state == "applied" and record["checksum"] != m.checksum:
             state = "changed"
         applied_at = record["applied_at"] if record else None
+        compatible = bool(COMPATIBLE.search(m.sql))
         rows.append(
-            {"id": m.id, "state": state, "applied_at": applied_at, "compatible": bool(COMPATIBLE.search(m.sql))}
+            {"id": m.id, "state": state, "applied_at": applied_at, "compatible": compatible, "down": m.down is not None}
         )
     known = {m.id for m in migrations}
     rows += [{"id": i, "state": "missing", "applied_at": r["applied_at"]} for i, r in history.items() if i not in known]
@@ -193,6 +208,69 @@ def apply(
         conn.commit()
 
 
+def down(
+    conn: psycopg.Connection[Any],
+    migrations: list[Migration],
+    service: str,
+    to: str | None,
+    *,
+    env_name: str,
+    statement_timeout: str,
+) -> dict[str, Any]:
+    """Undo the applied migrations after `to` (all when None), newest first. Refused before anything runs
+    when one of them has no down file and is not compatible with older code; a down that fails rolls back
+    (its migration stays applied) and stops there."""
+    _lock(conn, service)
+    try:
+        history = _history(conn)
+        conn.commit()
+        _check(history, migrations, service, env_name)
+        known = {m.id: m for m in migrations}
+        applied = [i for i, r in history.items() if r["status"] == "applied" and (to is None or i > to)]
+        after = sorted(applied, reverse=True)
+        missing = [i for i in after if i not in known]
+        if missing:
+            raise Refused("missing", f"{', '.join(missing)} of {service} applied but not in this image's migrations")
+        kept = [i for i in after if known[i].down is None and COMPATIBLE.search(known[i].sql)]
+        lacking = [i for i in after if known[i].down is None and i not in kept]
+        if lacking:
+            raise Refused(
+                "no_down",
+                f"{', '.join(lacking)} of {service} cannot be undone: no {lacking[0]}.down.sql "
+                "(and not marked compatible with older code)",
+                migrations=lacking,
+            )
+        undone: list[dict[str, Any]] = []
+        for i in after:
+            m = known[i]
+            if m.down is None:
+                continue
+            started = time.monotonic()
+            try:
+                with conn.transaction():
+                    conn.execute("SET LOCAL lock_timeout = '5s'")
+                    conn.execute(f"SET LOCAL statement_timeout = '{statement_timeout}'")
+                    conn.execute(m.down.encode())
+                    conn.execute(
+                        f"UPDATE {HISTORY} SET status = 'rolled_back', applied_at = now(), duration_ms = %s, "
+                        "error = NULL WHERE id = %s",
+                        (int((time.monotonic() - started) * 1000), m.id),
+                    )
+            except psycopg.Error as exc:
+                message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise Refused(
+                    "failed",
+                    f"{m.path.with_name(m.id + '.down.sql')}: {message} (rolled back; {m.id} stays applied)",
+                    migration=m.id,
+                    undone=undone,
+                ) from None
+            undone.append({"id": m.id, "duration_ms": int((time.monotonic() - started) * 1000)})
+        return {"undone": undone, "kept": kept}
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key(service),))
+        conn.commit()
+
+
 def resolve(
     conn: psycopg.Connection[Any], migrations: list[Migration], service: str, migration_id: str, outcome: str
 ) -> dict[str, Any]:
@@ -222,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = sub.add_parser("apply")
     ap.add_argument("--dry-run", action="store_true")
     sub.add_parser("status")
+    dp = sub.add_parser("down")
+    dp.add_argument("--to", required=True, help="the migration id to go back to; `none`: undo all")
     rp = sub.add_parser("resolve")
     group = rp.add_mutually_exclusive_group(required=True)
     group.add_argument("--rolled-back", dest="rolled_back")
@@ -249,6 +329,10 @@ def main(argv: list[str] | None = None) -> int:
                 timeout = os.environ.get("MIGRATION_STATEMENT_TIMEOUT", "5min")
                 out.update(apply(conn, migrations, args.service, env_name=args.env_name, dry_run=args.dry_run,
                                  statement_timeout=timeout))  # fmt: skip
+            elif args.action == "down":
+                timeout = os.environ.get("MIGRATION_STATEMENT_TIMEOUT", "5min")
+                to = None if args.to == "none" else args.to
+                out.update(down(conn, migrations, args.service, to, env_name=args.env_name, statement_timeout=timeout))
             else:
                 outcome = "rolled_back" if args.rolled_back else "applied"
                 out.update(resolve(conn, migrations, args.service, args.rolled_back or args.applied, outcome))

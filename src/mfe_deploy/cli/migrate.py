@@ -1,4 +1,4 @@
-"""mfe-deploy migrate [status|resolve]."""
+"""mfe-deploy migrate [status|resolve|down|lint]."""
 
 from __future__ import annotations
 
@@ -128,6 +128,38 @@ def resolve(
         if not o.ok:
             raise MigrationError(f"{o.service}: {o.error}")
     application().console.print(f"{o.service}: {o.data['resolved']} marked {o.data['status'].replace('_', ' ')}")
+
+
+@migrate_app.command("down")
+def down(
+    env: Annotated[str, typer.Option("--env", "-e", help="Environment name.")],
+    service: Annotated[str, typer.Option("--service", "-s", help="The service whose migrations to undo.")],
+    to: Annotated[str, typer.Option("--to", help="The migration to go back to (`none`: undo all).")],
+    lock_wait: Annotated[float, typer.Option("--lock-wait", help="Seconds to wait for the deploy lock.")] = 0,
+    force_unlock: Annotated[bool, typer.Option("--force-unlock", help="Break a stale deploy lock.")] = False,
+) -> None:
+    """Undo the migrations applied after --to, newest first, each by its NNNN_name.down.sql in one
+    transaction. Refused before anything runs when one has no down file (unless it is marked compatible
+    with older code: it stays). The code still running must work with the older schema: `rollback
+    SERVICE --migrate-down` moves both."""
+    from mfe_deploy.cli.context import mutating
+    from mfe_deploy.errors import MigrationError
+
+    with mutating(env, "migrate down", {"service": service, "to": to}, wait=lock_wait, force=force_unlock) as record:
+        (o,) = _execute(env, service, ["down", "--to", to])
+        record["undone"] = [u["id"] for u in o.data.get("undone", [])]
+        if not o.ok:
+            raise MigrationError(f"{o.service}: {o.error}")
+    console = application().console
+    for line in describe_down(o):
+        console.print(line)
+
+
+def describe_down(o: Outcome) -> list[str]:
+    undone = ", ".join(f"{u['id']} ({u['duration_ms']} ms)" for u in o.data.get("undone", []))
+    lines = [f"{o.service}: undid {undone}" if undone else f"{o.service}: nothing to undo"]
+    kept = o.data.get("kept", [])
+    return lines + ([f"{o.service}: kept {', '.join(kept)} (compatible with older code)"] if kept else [])
 
 
 @migrate_app.command("lint")
