@@ -224,3 +224,33 @@ def test_backup_without_a_running_database_is_a_clear_error(tmp_path: Path) -> N
     assert "mfe-deploy up --env down" in done.stderr and "Traceback" not in done.stderr
     left = root / "backups" / "down"
     assert not [d for d in left.iterdir() if d.is_dir()] if left.exists() else True  # the failed backup is gone
+
+
+def test_up_backs_up_a_database_just_before_migrating_it(local: Local) -> None:
+    """`backup.before_migrate` (on by default outside development): only the databases with a migration
+    pending and applied ones before it; nothing when nothing is pending."""
+    env_file = local.root / "environments" / f"{ENV}.yaml"
+    original = env_file.read_text()
+    folder = local.root / "migrations-next"
+    for service in ("auth", "payments", "admin", "profile"):
+        shutil.copytree(REPO / "services" / service / "migrations", folder / service)
+    (folder / "auth" / "0009_probe.sql").write_text("CREATE TABLE pre_migration_probe (id int);\n")
+    extra = {"MFE_MIGRATIONS_DIR": str(folder)}
+
+    def listed() -> dict[str, dict[str, object]]:
+        done = suite.ok(local.cli("backup", "list", "--env", ENV, "--json"))
+        return {row["id"]: row for row in json.loads(done.stdout)}
+
+    before = listed()
+    env_file.write_text(original + "backup:\n  before_migrate: true\n")
+    try:
+        up = suite.ok(local.cli("up", "--env", ENV, extra=extra))
+        assert "auth: applied 0009_probe" in up.stdout + up.stderr
+        new = [row for key, row in listed().items() if key not in before]
+        assert [(row["kind"], row["databases"]) for row in new] == [("pre-migration", ["auth"])], new
+        again = suite.ok(local.cli("up", "--env", ENV, extra=extra))
+        assert len(listed()) == len(before) + 1, again.stdout + again.stderr  # nothing pending: no backup
+    finally:
+        env_file.write_text(original)
+        local.psql("auth_db", "DROP TABLE IF EXISTS pre_migration_probe")
+        local.psql("auth_db", "DELETE FROM mfe_schema_migrations WHERE id = '0009_probe'")

@@ -17,10 +17,13 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mfe_deploy.errors import MfeError
 from mfe_deploy.exec.host import Files, LocalFiles, write_atomic
+
+if TYPE_CHECKING:
+    from mfe_deploy.config.models import Environment
 
 PARTIAL = ".partial"
 MANIFEST = "manifest.json"
@@ -53,7 +56,7 @@ class DatabaseEntry:
 class Manifest:
     id: str
     env: str
-    kind: str  # manual, scheduled, pre-restore
+    kind: str  # manual, scheduled, pre-restore, pre-migration
     started_at: str
     finished_at: str
     postgresql: dict[str, str]
@@ -127,6 +130,12 @@ def new_id(now: datetime | None = None) -> str:
 @dataclass
 class Store:
     root: Path  # <backups dir>/<env>
+
+    @classmethod
+    def of(cls, project_dir: Path, env: Environment) -> Store:
+        """The environment's backups folder on this machine (`backup.directory`, relative to the project)."""
+        folder = Path(env.backup.directory)
+        return cls((folder if folder.is_absolute() else project_dir / folder) / env.name)
 
     def scan(self) -> list[Entry]:
         """Every backup directory, oldest first; interrupted ones have no manifest."""

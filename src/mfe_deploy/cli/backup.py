@@ -29,9 +29,7 @@ ServiceOption = Annotated[str | None, typer.Option("--service", "-s", help="Only
 def store_for(env: Environment) -> Store:
     from mfe_deploy.backups.store import Store
 
-    folder = Path(env.backup.directory)
-    folder = folder if folder.is_absolute() else application().project_dir / folder
-    return Store(folder / env.name)
+    return Store.of(application().project_dir, env)
 
 
 def _release(env: str) -> dict[str, Any] | None:

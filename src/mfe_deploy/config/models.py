@@ -167,6 +167,10 @@ class Backup(Model):
     max_age_days: int = Field(default=30, ge=1)
     schedule: str = "0 2 * * *"
     max_staleness_hours: float = Field(default=26, gt=0, description="backup check fails past this age")
+    before_migrate: bool | None = Field(
+        default=None,
+        description="`up` backs up each database it is about to migrate (default: on outside development)",
+    )
 
     @field_validator("schedule")
     @classmethod
@@ -285,6 +289,11 @@ class Environment(Model):
     def gateway(self) -> str | None:
         """The service whose role is gateway (config checks: exactly one)."""
         return next((name for name, svc in self.services.items() if svc.role == "gateway"), None)
+
+    @property
+    def backs_up_before_migrate(self) -> bool:
+        chosen = self.backup.before_migrate
+        return self.tier != "development" if chosen is None else chosen
 
     @property
     def database_services(self) -> list[str]:

@@ -16,7 +16,9 @@ from functools import cached_property
 from pathlib import Path
 
 from mfe_deploy import bundle, images, tls
+from mfe_deploy.backups.jobs import Backups
 from mfe_deploy.backups.pg import ComposePostgres, Postgres
+from mfe_deploy.backups.store import Store
 from mfe_deploy.bundle import Drift
 from mfe_deploy.compose import (
     Compose,
@@ -52,6 +54,7 @@ from mfe_deploy.render import (
     render,
     seconds,
 )
+from mfe_deploy.runtimes import premigration
 from mfe_deploy.runtimes.contract import Deployment, Features, Node, RolledBack, StartFailed, UnitStatus, Unsupported
 from mfe_deploy.state.ledger import Ledger, Release
 
@@ -217,7 +220,7 @@ class DockerRuntime:
         stores = ["postgres", "redis", *(["rabbitmq"] if self.env.uses_rabbitmq else [])]
         with self.console.status("starting the stores"):
             self._run(self.compose.up(*stores, timeout=timeout), "starting the stores")
-        heads = self._migrate(versions)
+        heads, backup = self._migrate(versions)
         try:
             self._roll(self._stale(), timeout)
             gateways = self._gateway_containers()
@@ -230,14 +233,15 @@ class DockerRuntime:
                 self._reload_nginx()
         except StartFailed as exc:
             report = f"{exc}\n{self._failure_report()}"
-            self._record("up", "failed", versions, digest, heads, note=str(exc).splitlines()[0])
+            self._record("up", "failed", versions, digest, heads, note=str(exc).splitlines()[0], backup=backup)
             if previous is not None and previous.versions != versions:
                 self.console.info(f"rolling back to release {previous.id} ({_fmt(dict(previous.versions))})")
                 self._restore(dict(previous.versions), timeout, kind="auto-rollback")
                 raise RolledBack(f"the deploy of {version} did not become healthy and was rolled back to release "
                                   f"{previous.id}\n{report}") from None  # fmt: skip
             raise StartFailed(f"the deploy of {version} did not become healthy\n{report}") from None
-        self._record("up", "succeeded", versions, digest, heads, note=f"{time.monotonic() - started:.1f}s")
+        note = f"{time.monotonic() - started:.1f}s"
+        self._record("up", "succeeded", versions, digest, heads, note=note, backup=backup)
         for tag in self.prune_images():
             self.console.info(f"pruned {tag}")
         return self.status()
@@ -362,21 +366,35 @@ class DockerRuntime:
         folders = [migrations.folder_digest(self.project_dir, svc) for svc in self.env.services.values()]
         return hashlib.sha256(json.dumps([pg, ids, folders]).encode()).hexdigest()
 
-    def _migrate(self, versions: dict[str, str]) -> dict[str, str]:
+    def _migrate(self, versions: dict[str, str]) -> tuple[dict[str, str], str]:
+        """The heads each service's migrations reached, and the id of the backup taken just before (or "")."""
         marker = self.state_dir / "migrated"
         key = self._migration_key(versions)
         if (self.files.read_text(marker) or "").strip() == key:
-            return {}
-
+            return {}, ""
+        backup = ""
+        if self.env.backs_up_before_migrate:
+            with self.console.status("looking for pending migrations"):
+                status = self.migrate(self.env.database_services, ["status"])
+            wanted = premigration.databases(status)
+            if wanted:
+                backup = premigration.take(self.backups(), wanted)
         with self.console.status("applying migrations"):
             outcomes = self.migrate(self.env.database_services, ["apply"])
         failures, heads = migrations.applied(outcomes)
         if failures:
-            raise StartFailed("migrations failed: " + "; ".join(failures))
+            raise StartFailed("migrations failed: " + "; ".join(failures)) from None
         for line in migrations.describe(outcomes):
             self.console.info(line)
         self.files.write_atomic(marker, key + "\n", 0o644)
-        return heads
+        return heads, backup
+
+    def backups(self) -> Backups:
+        """This environment's backups, kept in the project's backups folder on this machine."""
+        good = self.ledger.last_good()
+        release = {"id": good.id, "time": good.time, "versions": dict(good.versions)} if good else None
+        return Backups(self.env, self.postgres(), self.runner, Store.of(self.project_dir, self.env), self.console,
+                       passphrase=self.secrets.backup_passphrase, release=release)  # fmt: skip
 
     def migrate(self, services: list[str], action: list[str]) -> list[migrations.Outcome]:
         """The migration runner in one-off containers of the running images (it ships with them)."""
@@ -512,12 +530,12 @@ class DockerRuntime:
         return "\n".join(lines) or "no container reported a failure; see `mfe-deploy logs`"
 
     def _record(self, kind: str, outcome: str, versions: dict[str, str], digest: str, heads: dict[str, str],
-                note: str = "") -> None:  # fmt: skip
+                note: str = "", backup: str = "") -> None:  # fmt: skip
         release = Release(
             id=self.ledger.next_id(), time=datetime.now(UTC).isoformat(timespec="seconds"),
             who=f"{getpass.getuser()}@{socket.gethostname()}", kind=kind, outcome=outcome, versions=versions,
             images=self._image_ids(versions), bundle_sha256=digest,
-            migrations=heads, note=note,
+            migrations=heads, note=note, backup=backup,
         )  # fmt: skip
         self.ledger.record(release)
 

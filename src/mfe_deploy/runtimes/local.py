@@ -16,7 +16,9 @@ from functools import cached_property
 from pathlib import Path
 
 from mfe_deploy import bundle
+from mfe_deploy.backups.jobs import Backups
 from mfe_deploy.backups.pg import LocalPostgres
+from mfe_deploy.backups.store import Store
 from mfe_deploy.binaries import Binaries, discover
 from mfe_deploy.bundle import Drift
 from mfe_deploy.config.models import Environment
@@ -30,6 +32,7 @@ from mfe_deploy.ops import health, migrations
 from mfe_deploy.ops.migrations import pending
 from mfe_deploy.plan import Desired, Have, Observed, Want, digest
 from mfe_deploy.render import Bundle, Capabilities, Endpoints, environments, render
+from mfe_deploy.runtimes import premigration
 from mfe_deploy.runtimes.contract import Deployment, Features, Node, StartFailed, UnitStatus, Unsupported
 from mfe_deploy.state.ledger import Release
 from mfe_deploy.supervisor import ProgramState, parse_status
@@ -323,6 +326,14 @@ class LocalRuntime:
         return environments(self.env, self.secrets, Endpoints.local(self.env))
 
     def _migrate(self) -> None:
+        if self.env.backs_up_before_migrate:
+            with self.console.status("looking for pending migrations"):
+                status = self.migrate(migrations.services(self.env, None), ["status"])
+            wanted = premigration.databases(status)
+            if wanted:
+                backups = Backups(self.env, self.postgres(), self.runner, Store.of(self.project_dir, self.env),
+                                  self.console, passphrase=self.secrets.backup_passphrase)  # fmt: skip
+                premigration.take(backups, wanted)
         commands = {
             name: migrations.command(self.env, self.secrets, name, ["apply"], project_dir=self.project_dir)
             for name in migrations.services(self.env, None)

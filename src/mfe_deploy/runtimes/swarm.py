@@ -109,13 +109,14 @@ class SwarmRuntime(DockerRuntime):
             return self.status()
         previous, versions, digest = prepared
         heads: dict[str, str] = {}
+        backup = ""
         try:
             stores = [u for u in swarm_stack.STORES if u in self.units()]
             self._deploy("stores.yml", stores, timeout, prune=False)
-            heads = self._migrate(versions)
+            heads, backup = self._migrate(versions)
             self._deploy("stack.yml", self.units(), timeout if wait else 0, prune=True)
         except StartFailed as exc:
-            self._record("up", "failed", versions, digest, heads, note=str(exc).splitlines()[0])
+            self._record("up", "failed", versions, digest, heads, note=str(exc).splitlines()[0], backup=backup)
             if previous is None or dict(previous.versions) == versions:
                 raise
             # Swarm rolls back only the service whose update failed: the others go back too, so that
@@ -130,7 +131,8 @@ class SwarmRuntime(DockerRuntime):
                 raise StartFailed(f"{exc}\nthe rollback to release {previous.id} failed too: {again}") from None
             self._record("auto-rollback", "succeeded", back, back_digest, {})
             raise RolledBack(f"{exc}\nevery service is back at release {previous.id}") from None
-        self._record("up", "succeeded", versions, digest, heads, note=f"{time.monotonic() - started:.1f}s")
+        note = f"{time.monotonic() - started:.1f}s"
+        self._record("up", "succeeded", versions, digest, heads, note=note, backup=backup)
         self._remove_unused_objects()
         return self.status()
 

@@ -23,6 +23,7 @@ class Release:
     bundle_sha256: str = ""
     migrations: Mapping[str, str] = field(default_factory=dict)  # service -> head migration id
     note: str = ""
+    backup: str = ""  # the backup taken just before this release's migrations (empty: none was needed)
 
 
 def append_line(files: Files, path: PurePath, record: Mapping[str, Any]) -> None:
