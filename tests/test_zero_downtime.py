@@ -125,13 +125,18 @@ def test_a_release_whose_gateway_exits_at_start_is_rolled_back_under_load(stack:
     assert code == 1 and "rolled back" in out, out
 
 
+def migrations_folder() -> str:
+    """Where auth's image keeps its migrations (the runner finds them there)."""
+    code = "import mfe_services.migrate as m; print(m.migrations_dir('auth'))"
+    where = ["docker", "run", "--rm", "--entrypoint", "python3", f"{PREFIX}/auth:v1", "-c", code]
+    return subprocess.run(where, capture_output=True, text=True, check=True).stdout.strip()
+
+
 def test_a_rollback_across_a_migration_not_marked_compatible_is_refused(stack: Stack) -> None:
     """v4 adds a migration to auth with no `-- mfe: compatible` line, v5 one with it. Back from v5 to v4
     crosses only the compatible one: done at once. Back to v2 crosses v4's: refused, naming it and the ways
     forward, until --ignore-schema (no load here: the refusal is the point)."""
-    where = ["docker", "run", "--rm", "--entrypoint", "python3", f"{PREFIX}/auth:v1", "-c",
-             "import mfe_services.migrate as m; print(m.migrations_dir('auth'))"]  # fmt: skip
-    folder = subprocess.run(where, capture_output=True, text=True, check=True).stdout.strip()
+    folder = migrations_folder()
     v4 = f"printf '%s\\n' 'CREATE TABLE scratch_v4 (id int);' > {folder}/0003_scratch.sql"
     v5 = f"printf '%s\\n' '-- mfe: compatible' 'ALTER TABLE users ADD COLUMN nickname text;' > {folder}/0004_nick.sql"
     for version, steps in (("v4", [v4]), ("v5", [v4, v5])):
@@ -149,9 +154,68 @@ def test_a_rollback_across_a_migration_not_marked_compatible_is_refused(stack: S
     assert refused.returncode == 1, refused.stdout + refused.stderr
     message = " ".join(refused.stderr.split())
     assert "auth v2 ran against an older schema: 0003_scratch applied since 0002_event_outbox is not marked" in message
-    assert (
-        "0004_nick" not in message and "--ignore-schema" in message and "mfe-deploy restore --service auth" in message
-    )
+    assert "0004_nick" not in message
+    assert all(way in message for way in ("--ignore-schema", "--migrate-down", "--restore-backup")), message
 
     anyway = stack.cli("rollback", "auth", "--to", "v2", "--ignore-schema")
     assert anyway.returncode == 0 and "auth: now v2" in anyway.stdout, anyway.stdout + anyway.stderr
+
+
+def psql(database: str, sql: str) -> str:
+    """As the superuser inside the stack's postgres container (its socket trusts local users)."""
+    labels = [f"label=com.docker.compose.project=universal-mfe-{ENV}", "label=com.docker.compose.service=postgres"]
+    listing = ["docker", "ps", "-q", "--filter", labels[0], "--filter", labels[1]]
+    found = subprocess.run(listing, capture_output=True, text=True, check=True)
+    argv = ["docker", "exec", found.stdout.split()[0], "psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"]
+    done = subprocess.run([*argv, "-U", "postgres", "-d", database, "-c", sql], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_a_rollback_across_a_rename_the_older_code_reads(stack: Stack) -> None:
+    """v6 renames the column v5's auth logs in with (users.email). `rollback auth --to v5` is refused and
+    `plan --rollback` shows the ways past it; --migrate-down undoes the rename and v5 logs in again;
+    deployed again, --restore-backup returns auth's database to the backup `up` took just before the
+    rename and counts the rows written since (here 3, written after the migration)."""
+    folder = migrations_folder()
+    up_sql = "ALTER TABLE users RENAME COLUMN email TO email_address;"
+    down_sql = "ALTER TABLE users RENAME COLUMN email_address TO email;"
+    steps = f"RUN printf '%s\\n' '{up_sql}' > {folder}/0005_rename.sql && "
+    steps += f"printf '%s\\n' '{down_sql}' > {folder}/0005_rename.down.sql\n"
+    for name in SERVICES:
+        extra = steps if name == "auth" else ""
+        build(f"{PREFIX}/{name}:v6", f"FROM {PREFIX}/{name}:v5\nUSER 0\n{extra}USER 10001:10001\n")
+    assert stack.cli("up", "--version", "v5").returncode == 0  # every service on v5, auth included
+    credentials = {"email": "rename@example.com", "password": "correct horse"}
+    with httpx.Client(base_url=stack.base, verify=False, timeout=15) as gw:
+        assert gw.post("/api/auth/register", json=credentials).status_code == 201
+
+        def deploy_v6_then_write(rows: int) -> None:
+            up = stack.cli("up", "--version", "v6")
+            assert up.returncode == 0, up.stdout + up.stderr
+            assert "auth: applied 0005_rename" in up.stdout + up.stderr
+            assert gw.post("/api/auth/login", json=credentials).status_code >= 500  # v5's code reads `email`
+            psql("auth_db", f"INSERT INTO scratch_v4 SELECT generate_series(1, {rows})")
+
+        deploy_v6_then_write(2)
+        refused = stack.cli("rollback", "auth", "--to", "v5")
+        assert refused.returncode == 1 and "0005_rename applied since 0004_nick" in " ".join(refused.stderr.split())
+        planned = stack.cli("plan", "--rollback", "auth", "--to", "v5")
+        assert planned.returncode == 1, planned.stdout + planned.stderr
+        assert "rollback auth: v6 -> v5" in planned.stdout and "--migrate-down: undoes 0005_rename" in planned.stdout
+        assert "--restore-backup: restores backup " in planned.stdout, planned.stdout
+
+        down = stack.cli("rollback", "auth", "--to", "v5", "--migrate-down")
+        assert down.returncode == 0, down.stdout + down.stderr
+        said = down.stdout + down.stderr
+        assert "auth: undid 0005_rename" in said and "auth: now v5" in said, said
+        assert gw.post("/api/auth/login", json=credentials).status_code == 200
+        assert psql("auth_db", "SELECT count(*) FROM scratch_v4") == "2"  # undone: the rename, not the data
+
+        deploy_v6_then_write(3)
+        restored = stack.cli("rollback", "auth", "--to", "v5", "--restore-backup")
+        out = " ".join((restored.stdout + restored.stderr).split())
+        assert restored.returncode == 0, out
+        assert "lost since then: public.scratch_v4: 3 rows" in out and "auth: now v5" in out, out
+        assert gw.post("/api/auth/login", json=credentials).status_code == 200
+        assert psql("auth_db", "SELECT count(*) FROM scratch_v4") == "2"

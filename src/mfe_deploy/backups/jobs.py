@@ -11,7 +11,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -455,12 +455,21 @@ class Restored:
     seconds: float
 
 
-def restore(backups: Backups, entry: Entry, only: str | None, control: ServiceControl, timeout: float) -> Restored:
+def restore(
+    backups: Backups,
+    entry: Entry,
+    only: str | None,
+    control: ServiceControl,
+    timeout: float,
+    then: Callable[[list[str]], None] | None = None,
+) -> Restored:
     """Checks first (nothing changed when they fail), then the affected services are stopped (the fence:
     from here on no write can be acknowledged), then the pre-restore backup, then the restore. A failed
     target rolls back on its own (one transaction); the targets that were already restored are put back
-    from the pre-restore backup, which holds every write acknowledged before the fence."""
+    from the pre-restore backup, which holds every write acknowledged before the fence. The services
+    start again as they were, or, after a restore that succeeded, by `then` (a rollback starts older code)."""
     started = time.monotonic()
+    restored = False
     targets = backups.preflight(entry, only)
     services = [t.service for t in targets]
     stopped: list[str] = []
@@ -482,8 +491,11 @@ def restore(backups: Backups, entry: Entry, only: str | None, control: ServiceCo
                                   f"pre-restore backup {pre.id} failed too: restore it by hand")  # fmt: skip
             back = f"; {', '.join(t.service for t in done)} put back from pre-restore backup {pre.id}" if done else ""
             raise BackupError(f"restore of {entry.id} failed, the databases are as they were ({why}){back}")
+        restored = True
     finally:
-        if stopped:
+        if stopped and restored and then is not None:
+            then(stopped)
+        elif stopped:
             backups.console.info(f"starting {', '.join(stopped)}")
             control.start_services(stopped, timeout)
     return Restored(entry.id, pre.id, services, time.monotonic() - started)
@@ -496,6 +508,17 @@ def compare_counts(recorded: dict[str, int], counted: dict[str, int]) -> list[st
         if want != got:
             out.append(f"{table}: {got if got is not None else 'missing'} rows, "
                        f"{want if want is not None else 'none'} recorded")  # fmt: skip
+    return out
+
+
+def lost(restored: DatabaseEntry, before: DatabaseEntry) -> list[str]:
+    """What a restore threw away, table by table: the rows the database held at the fence (the pre-restore
+    backup's count) beyond the restored backup's. A changed or deleted row is not counted."""
+    out = []
+    for table in sorted(set(restored.tables) | set(before.tables)):
+        gone = before.tables.get(table, 0) - restored.tables.get(table, 0)
+        if gone > 0:
+            out.append(f"{table}: {gone} row{'s' if gone != 1 else ''}")
     return out
 
 

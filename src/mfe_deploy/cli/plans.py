@@ -20,15 +20,37 @@ def _version(version: str | None) -> str:
 
 @app.command()
 def plan(
-    env: EnvOption, version: VersionOption = None, runtime_name: RuntimeOption = None, as_json: JsonOption = False
+    env: EnvOption,
+    version: VersionOption = None,
+    runtime_name: RuntimeOption = None,
+    as_json: JsonOption = False,
+    rollback: Annotated[
+        str | None, typer.Option("--rollback", metavar="SERVICE", help="Instead: what `rollback SERVICE` would do.")
+    ] = None,
+    to: Annotated[str | None, typer.Option("--to", help="With --rollback: the version to go back to.")] = None,
 ) -> None:
-    """The steps `up` would take, each with its reason; exit 0 in sync, 1 otherwise."""
+    """The steps `up` would take, each with its reason; exit 0 in sync, 1 otherwise. With --rollback: the
+    versions and the migrations in the way, and what each way past them would do; exit 1 when a plain
+    rollback would be refused."""
     from mfe_deploy import plan as plans
     from mfe_deploy.errors import NotInSync
 
     console = application().console
     console.plain = as_json
     rt = runtime(env, runtime_name)
+    if rollback is not None:
+        found = rt.rollback_plan(rollback, to)
+        refused = found.verdict is not None and found.verdict.refusal("check") is not None
+        if as_json:
+            verdict = found.verdict.__dict__ if found.verdict else None
+            row = {"service": rollback, "running": found.running, "target": found.target, "schema": verdict}
+            console.json({**row, "refused": refused})
+        else:
+            for line in found.lines():
+                console.print(line)
+        if refused:
+            raise NotInSync(f"{env}: rolling {rollback} back to {found.target} as it is would be refused")
+        return
     tag = _version(version)
     with console.status("comparing what runs with the environment"):
         result = plans.plan(rt.desired(tag), rt.observe())

@@ -157,15 +157,36 @@ def rollback(
             help="Roll back even across migrations not marked compatible with older code (`-- mfe: compatible`).",
         ),
     ] = False,
+    migrate_down: Annotated[
+        bool,
+        typer.Option("--migrate-down", help="First undo those migrations with their NNNN_name.down.sql files."),
+    ] = False,
+    restore_backup: Annotated[
+        bool,
+        typer.Option(
+            "--restore-backup",
+            help="Restore the service's database from the backup `up` took just before those migrations "
+            "(later writes are lost, and counted; the data as it was is kept in a pre-restore backup).",
+        ),
+    ] = False,
     lock_wait: LockWait = 0,
     force_unlock: ForceUnlock = False,
 ) -> None:
     """Return one service to its previous successful version (or --to), health-gated. Refused when
-    migrations applied since that version ran are not marked compatible with older code."""
+    migrations applied since that version ran are not marked compatible with older code, unless one of
+    --migrate-down, --restore-backup or --ignore-schema says what to do about them (`plan --rollback`
+    shows which can)."""
+    from mfe_deploy.ops.schema import Policy
+
+    flags = {"--ignore-schema": ignore_schema, "--migrate-down": migrate_down, "--restore-backup": restore_backup}
+    chosen = [flag for flag, on in flags.items() if on]
+    if len(chosen) > 1:
+        raise typer.BadParameter(f"{' and '.join(chosen)} exclude each other: pick one")
+    policy: Policy = "ignore" if ignore_schema else "down" if migrate_down else "restore" if restore_backup else "check"
     rt = runtime(env, runtime_name)
-    details: dict[str, object] = {"service": service, "to": to, "ignore_schema": ignore_schema}
+    details: dict[str, object] = {"service": service, "to": to, "schema": policy}
     with mutating(env, "rollback", details, wait=lock_wait, force=force_unlock) as record:
-        release = rt.rollback(service, to, timeout, ignore_schema=ignore_schema)
+        release = rt.rollback(service, to, timeout, schema_policy=policy)
         record["versions"] = dict(release.versions)
     application().console.print(f"{service}: now {release.versions[service]} (release {release.id})")
 

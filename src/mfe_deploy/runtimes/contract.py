@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from mfe_deploy.exec.runner import Runner
     from mfe_deploy.ops.health import Probe
     from mfe_deploy.ops.migrations import Outcome
+    from mfe_deploy.ops.schema import Policy as SchemaPolicy
+    from mfe_deploy.ops.schema import RollbackPlan
     from mfe_deploy.plan import Desired, Observed
     from mfe_deploy.state.ledger import Release
 
@@ -119,7 +121,17 @@ class Runtime(Protocol):
 
     def migrate(self, services: list[str], action: list[str]) -> list[Outcome]: ...
 
-    def rollback(self, service: str, to: str | None, timeout: float, *, ignore_schema: bool = False) -> Release: ...
+    def rollback(
+        self, service: str, to: str | None, timeout: float, *, schema_policy: SchemaPolicy = "check"
+    ) -> Release:
+        """Return `service` to `to` (or its previous version), health-gated. schema_policy: what to do about
+        migrations applied since that version ran that older code may not survive: refuse (check), undo them
+        first (down), restore the backup taken just before them (restore), or nothing (ignore)."""
+        ...
+
+    def rollback_plan(self, service: str, to: str | None) -> RollbackPlan:
+        """What `rollback` would do, changing nothing: the versions, and what the schema holds in the way."""
+        ...
 
     def prune_images(self, keep: int) -> list[str]: ...
 

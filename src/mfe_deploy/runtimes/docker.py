@@ -16,6 +16,7 @@ from functools import cached_property
 from pathlib import Path
 
 from mfe_deploy import bundle, images, tls
+from mfe_deploy.backups import jobs
 from mfe_deploy.backups.jobs import Backups
 from mfe_deploy.backups.pg import ComposePostgres, Postgres
 from mfe_deploy.backups.store import Store
@@ -540,7 +541,7 @@ class DockerRuntime:
         self.ledger.record(release)
 
     # --- rollback ------------------------------------------------------------------------------------------
-    def _rollback_target(self, service: str, to: str | None, *, ignore_schema: bool) -> tuple[dict[str, str], str]:
+    def _rollback_target(self, service: str, to: str | None) -> tuple[dict[str, str], str]:
         """The versions running now and the one `service` goes back to (refused with a reason)."""
         current = self.current_versions()
         if service not in self.env.services:
@@ -556,28 +557,65 @@ class DockerRuntime:
         if not images.exists(self.runner, self.tag(service, target)):
             where = "this engine" if not self.host.remote else f"the engine of {self.host.name}"
             raise MfeError(f"image {self.tag(service, target)} does not exist on {where}")
-        if service in self.env.database_services and not ignore_schema:
-            self._check_schema(service, target)
         return current, target
 
-    def _check_schema(self, service: str, target: str) -> None:
-        """Refuse to send `target` back against migrations applied since it ran, unless each declares
-        itself compatible with older code (the runner of the running image reads their headers)."""
-        known, head = schema.head_of(self.ledger.all(), service, target)
+    def rollback_plan(self, service: str, to: str | None) -> schema.RollbackPlan:
+        current, target = self._rollback_target(service, to)
+        return schema.RollbackPlan(service, current[service], target, self._verdict(service, target))
+
+    def _verdict(self, service: str, target: str) -> schema.Verdict | None:
+        """What rolling `service` back to `target` meets in the schema: the migrations applied since it ran
+        that are not compatible with older code (read by the running image's runner). None: not checked
+        (no database, or a ledger that never recorded a head)."""
+        if service not in self.env.database_services:
+            return None
+        releases = self.ledger.all()
+        known, head = schema.head_of(releases, service, target)
         if not known:
             self.console.warn(f"{service}: the ledger has no schema head for {target}: the schema is not checked")
-            return
+            return None
         with self.console.status(f"{service}: checking the migrations applied since {target} ran"):
             (outcome,) = self.migrate([service], ["status"])
         if not outcome.ok:
             raise MfeError(f"{service}: cannot read its migrations to check the rollback: {outcome.error}")
-        blocking = schema.blockers(outcome.data.get("migrations", []), head)
-        if blocking:
-            raise MfeError(schema.refusal(service, target, head, blocking))
+        rows = outcome.data.get("migrations", [])
+        blocking = schema.blockers(rows, head)
+        backup, _ = schema.backup_for(releases, service, target)
+        return schema.Verdict(
+            service, target, head, tuple(blocking), tuple(schema.without_down(rows, blocking)), backup
+        )
 
-    def rollback(self, service: str, to: str | None, timeout: float, *, ignore_schema: bool = False) -> Release:
-        current, target = self._rollback_target(service, to, ignore_schema=ignore_schema)
+    def _schema_first(self, verdict: schema.Verdict | None, policy: schema.Policy) -> dict[str, str]:
+        """Refuse, or undo the migrations in the way (policy down) before any code moves; the heads the
+        rollback leaves (for the ledger)."""
+        if verdict is None or policy == "ignore":
+            return {}
+        why = verdict.refusal(policy)
+        if why is not None:
+            raise MfeError(why)
+        if not verdict.blocking or policy != "down":
+            return {}
+        self.files.unlink(self.state_dir / "migrated")  # the next `up` of these images migrates again
+        with self.console.status(f"{verdict.service}: undoing the migrations applied since {verdict.head}"):
+            (outcome,) = self.migrate([verdict.service], ["down", "--to", verdict.head or "none"])
+        if not outcome.ok:
+            undone = [u["id"] for u in (outcome.data.get("error") or {}).get("undone", [])]
+            done = f" ({', '.join(undone)} undone before it)" if undone else ""
+            why = f"{verdict.service}: a down migration failed{done}; the code was not rolled back"
+            raise MfeError(f"{why}: {outcome.error}")
+        for item in outcome.data.get("undone", []):
+            self.console.info(f"{verdict.service}: undid {item['id']} ({item['duration_ms']} ms)")
+        return {verdict.service: verdict.head or ""}
+
+    def rollback(
+        self, service: str, to: str | None, timeout: float, *, schema_policy: schema.Policy = "check"
+    ) -> Release:
+        current, target = self._rollback_target(service, to)
+        verdict = self._verdict(service, target)
         versions = {**current, service: target}
+        if verdict is not None and verdict.blocking and schema_policy == "restore":
+            return self._rollback_restoring(verdict, current, versions, timeout)
+        heads = self._schema_first(verdict, schema_policy)
         digest = self.write_bundle(versions)
         try:
             if self.env.publish_ports:  # a host port cannot be bound twice: stop, then start (see _stale)
@@ -587,12 +625,50 @@ class DockerRuntime:
             else:
                 self._roll([service], timeout)
         except StartFailed:
-            self._record("rollback", "failed", versions, digest, {})
+            self._record("rollback", "failed", versions, digest, heads)
             self.write_bundle(current)  # start-first: the old containers still serve, only the files go back
             if self.env.publish_ports:
                 self.runner.run(self.compose.up(service, timeout=None, no_deps=True), timeout=timeout)
             raise
-        self._record("rollback", "succeeded", versions, digest, {}, note=f"{service}: {current[service]} -> {target}")
+        note = f"{service}: {current[service]} -> {target}"
+        self._record("rollback", "succeeded", versions, digest, heads, note=note)
+        return self.ledger.all()[-1]
+
+    def _rollback_restoring(
+        self, verdict: schema.Verdict, current: dict[str, str], versions: dict[str, str], timeout: float
+    ) -> Release:
+        """Stop the service (no write is acknowledged from here on), take a pre-restore backup, restore the
+        backup `up` took just before the migrations in the way, then start the older code on it."""
+        assert verdict.backup is not None
+        service, target = verdict.service, verdict.target
+        backups = self.backups()
+        entry = backups.store.get(verdict.backup)
+        assert entry.manifest is not None
+        digest = ""
+
+        def start_older(names: list[str]) -> None:
+            nonlocal digest
+            digest = self.write_bundle(versions)
+            with self.console.status(f"starting {service} {target} on the restored database"):
+                self._run(self.compose.up(*names, timeout=timeout, no_deps=True), f"starting {service} {target}")
+                self._confirm_healthy(timeout)
+
+        try:
+            done = jobs.restore(backups, entry, service, self, timeout, then=start_older)
+        except StartFailed as exc:
+            self._record("rollback", "failed", versions, digest, {service: verdict.head or ""})
+            why = f"{service}: its database is restored from {entry.id}, but {target} did not start"
+            raise StartFailed(f"{why}: {exc}") from None
+        pre = backups.store.get(done.pre_restore).manifest
+        assert pre is not None
+        gone = jobs.lost(entry.manifest.databases[service], pre.databases[service])
+        self.console.info(
+            f"{service}: restored backup {entry.id} (taken {entry.manifest.finished_at}, before "
+            f"{', '.join(verdict.blocking)}); lost since then: {'; '.join(gone) if gone else 'no rows'}; "
+            f"the data as it was before this rollback is in backup {done.pre_restore}"
+        )
+        note = f"{service}: {current[service]} -> {target}, restored {entry.id}, lost: {'; '.join(gone) or 'none'}"
+        self._record("rollback", "succeeded", versions, digest, {service: verdict.head or ""}, note=note)
         return self.ledger.all()[-1]
 
     def nodes(self) -> list[Node]:
@@ -620,6 +696,8 @@ class DockerRuntime:
         return ComposePostgres(self.compose, self.env.database.superuser, self.secrets.postgres_password)
 
     def stop_services(self, names: Sequence[str]) -> None:
+        """The fence of a restore: the schema may change under the images, so the next `up` migrates again."""
+        self.files.unlink(self.state_dir / "migrated")
         with self.console.status(f"stopping {', '.join(names)}"):
             self._run(self.compose.stop(*names), "stopping the services")
 

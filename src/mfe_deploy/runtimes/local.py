@@ -28,7 +28,7 @@ from mfe_deploy.exec.host import write_atomic
 from mfe_deploy.exec.process import LocalProcess
 from mfe_deploy.exec.secret import Secret
 from mfe_deploy.local_bundle import PG_SYSTEM_USER, LocalLayout, render_local
-from mfe_deploy.ops import health, migrations
+from mfe_deploy.ops import health, migrations, schema
 from mfe_deploy.ops.migrations import pending
 from mfe_deploy.plan import Desired, Have, Observed, Want, digest
 from mfe_deploy.render import Bundle, Capabilities, Endpoints, environments, render
@@ -455,7 +455,12 @@ class LocalRuntime:
         }
         return migrations.run(self.runner, commands)
 
-    def rollback(self, service: str, to: str | None, timeout: float, *, ignore_schema: bool = False) -> Release:
+    def rollback(
+        self, service: str, to: str | None, timeout: float, *, schema_policy: schema.Policy = "check"
+    ) -> Release:
+        raise Unsupported("rollback needs versioned images: it works on the docker runtime")
+
+    def rollback_plan(self, service: str, to: str | None) -> schema.RollbackPlan:
         raise Unsupported("rollback needs versioned images: it works on the docker runtime")
 
     def nodes(self) -> list[Node]:

@@ -26,7 +26,7 @@ from mfe_deploy.errors import MfeError
 from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.docker_host import AtEngine
 from mfe_deploy.exec.runner import Runner
-from mfe_deploy.ops import health, migrations
+from mfe_deploy.ops import health, migrations, schema
 from mfe_deploy.render import GATEWAYS_FILE, Bundle, BundleFile, Capabilities, NginxPaths, nginx_conf, render
 from mfe_deploy.runtimes.contract import Deployment, Features, Node, RolledBack, StartFailed, UnitStatus, Unsupported
 from mfe_deploy.runtimes.docker import HEALTH_PROBE, DockerRuntime, parse_probe
@@ -302,17 +302,27 @@ class SwarmRuntime(DockerRuntime):
         return outcomes
 
     # --- rollback: any release of the ledger (Swarm itself keeps one level) -----------------------------------
-    def rollback(self, service: str, to: str | None, timeout: float, *, ignore_schema: bool = False) -> Release:
-        current, target = self._rollback_target(service, to, ignore_schema=ignore_schema)
+    def rollback(
+        self, service: str, to: str | None, timeout: float, *, schema_policy: schema.Policy = "check"
+    ) -> Release:
+        current, target = self._rollback_target(service, to)
+        verdict = self._verdict(service, target)
+        if verdict is not None and verdict.blocking and schema_policy == "restore":
+            raise Unsupported(
+                f"--restore-backup works on the docker runtime; on a swarm, restore {service}'s database "
+                f"(`mfe-deploy restore ID --service {service}`), then roll back with --ignore-schema"
+            )
+        heads = self._schema_first(verdict, schema_policy)
         versions = {**current, service: target}
         digest = self.write_bundle(versions)
         try:
             self._deploy("stack.yml", self.units(), timeout, prune=False)
         except StartFailed:
-            self._record("rollback", "failed", versions, digest, {})
+            self._record("rollback", "failed", versions, digest, heads)
             self.write_bundle(current)
             raise
-        self._record("rollback", "succeeded", versions, digest, {}, note=f"{service}: {current[service]} -> {target}")
+        note = f"{service}: {current[service]} -> {target}"
+        self._record("rollback", "succeeded", versions, digest, heads, note=note)
         self._remove_unused_objects()
         return self.ledger.all()[-1]
 
@@ -501,6 +511,8 @@ class SwarmRuntime(DockerRuntime):
         return found
 
     def stop_services(self, names: Sequence[str]) -> None:
+        """The fence of a restore: the schema may change under the images, so the next `up` migrates again."""
+        self.files.unlink(self.state_dir / "migrated")
         with self.console.status(f"stopping {', '.join(names)}"):
             scale = [f"{self.stack}_{n}=0" for n in names]
             self._run(Command(("docker", "service", "scale", "--detach=false", *scale)), "stopping the services")
