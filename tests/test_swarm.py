@@ -6,6 +6,7 @@ and shipped by mfe-deploy to the swarm's (no registry)."""
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -113,6 +114,39 @@ def test_backup_and_restore_through_the_postgres_task(project: Project) -> None:
     assert restored.returncode == 0, restored.stdout + restored.stderr
     code, text = request("POST", "/api/auth/login", after)
     assert code == 401, text  # registered after the backup: gone
+    code, text = request("POST", "/api/auth/login", {"email": "sw@example.com", "password": "correct horse"})
+    assert code == 200, text
+
+
+def test_a_rollback_across_a_rename_restores_the_backup_taken_just_before_it(project: Project) -> None:
+    """v4 renames the column v2's auth logs in with; `up` backs auth's database up just before. Rolling
+    auth back to v2 with --restore-backup restores that backup, starts v2 on it (logins work again) and
+    counts what is lost: the 2 rows written after the migration."""
+    code = "import mfe_services.migrate as m; print(m.migrations_dir('auth'))"
+    where = ["docker", "run", "--rm", "--entrypoint", "python3", f"{PREFIX}/auth:v2", "-c", code]
+    folder = subprocess.run(where, capture_output=True, text=True, check=True).stdout.strip()
+    up_sql = "CREATE TABLE rename_probe (id int); ALTER TABLE users RENAME COLUMN email TO email_address;"
+    down_sql = "DROP TABLE rename_probe; ALTER TABLE users RENAME COLUMN email_address TO email;"
+    steps = f"RUN printf '%s\\n' '{up_sql}' > {folder}/0003_rename.sql && "
+    steps += f"printf '%s\\n' '{down_sql}' > {folder}/0003_rename.down.sql\n"
+    for name in SERVICES:
+        build(
+            f"{PREFIX}/{name}:v4",
+            f"FROM {PREFIX}/{name}:v2\nUSER 0\n{steps if name == 'auth' else ''}USER 10001:10001\n",
+        )
+    up = project.cli("up", "--version", "v4")
+    assert up.returncode == 0 and "auth: applied 0003_rename" in up.stdout + up.stderr, up.stdout + up.stderr
+    task = SWARM.docker("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={STACK}_postgres").split()[0]
+    SWARM.docker(
+        "exec", task, "psql", "-U", "postgres", "-d", "auth_db", "-c", "INSERT INTO rename_probe VALUES (1), (2)"
+    )
+    planned = project.cli("plan", "--rollback", "auth", "--to", "v2")
+    assert planned.returncode == 1 and "--restore-backup: restores backup " in planned.stdout, planned.stdout
+
+    restored = project.cli("rollback", "auth", "--to", "v2", "--restore-backup")
+    out = " ".join((restored.stdout + restored.stderr).split())
+    assert restored.returncode == 0, out
+    assert "lost since then: public.rename_probe: 2 rows" in out and "auth: now v2" in out, out
     code, text = request("POST", "/api/auth/login", {"email": "sw@example.com", "password": "correct horse"})
     assert code == 200, text
 

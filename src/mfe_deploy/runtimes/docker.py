@@ -634,6 +634,11 @@ class DockerRuntime:
         self._record("rollback", "succeeded", versions, digest, heads, note=note)
         return self.ledger.all()[-1]
 
+    def _start_older(self, names: list[str], timeout: float) -> None:
+        """After a restore for a rollback: the stopped services start again from the bundle just written."""
+        self._run(self.compose.up(*names, timeout=timeout, no_deps=True), f"starting {', '.join(names)}")
+        self._confirm_healthy(timeout)
+
     def _rollback_restoring(
         self, verdict: schema.Verdict, current: dict[str, str], versions: dict[str, str], timeout: float
     ) -> Release:
@@ -650,8 +655,7 @@ class DockerRuntime:
             nonlocal digest
             digest = self.write_bundle(versions)
             with self.console.status(f"starting {service} {target} on the restored database"):
-                self._run(self.compose.up(*names, timeout=timeout, no_deps=True), f"starting {service} {target}")
-                self._confirm_healthy(timeout)
+                self._start_older(names, timeout)
 
         try:
             done = jobs.restore(backups, entry, service, self, timeout, then=start_older)

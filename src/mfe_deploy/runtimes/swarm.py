@@ -307,13 +307,10 @@ class SwarmRuntime(DockerRuntime):
     ) -> Release:
         current, target = self._rollback_target(service, to)
         verdict = self._verdict(service, target)
-        if verdict is not None and verdict.blocking and schema_policy == "restore":
-            raise Unsupported(
-                f"--restore-backup works on the docker runtime; on a swarm, restore {service}'s database "
-                f"(`mfe-deploy restore ID --service {service}`), then roll back with --ignore-schema"
-            )
-        heads = self._schema_first(verdict, schema_policy)
         versions = {**current, service: target}
+        if verdict is not None and verdict.blocking and schema_policy == "restore":
+            return self._rollback_restoring(verdict, current, versions, timeout)
+        heads = self._schema_first(verdict, schema_policy)
         digest = self.write_bundle(versions)
         try:
             self._deploy("stack.yml", self.units(), timeout, prune=False)
@@ -325,6 +322,11 @@ class SwarmRuntime(DockerRuntime):
         self._record("rollback", "succeeded", versions, digest, heads, note=note)
         self._remove_unused_objects()
         return self.ledger.all()[-1]
+
+    def _start_older(self, names: list[str], timeout: float) -> None:
+        """After a restore for a rollback: the stack file just written brings the services back (their
+        replicas, the older image) and is watched until they converge."""
+        self._deploy("stack.yml", self.units(), timeout, prune=False)
 
     def prune_images(self, keep: int = 5) -> list[str]:
         raise Unsupported("images prune on a swarm: run it on each node's engine (not yet offered)")
