@@ -13,7 +13,7 @@ start_engine() {
   mkdir -p "$d/data" "$d/exec" "$d/cg"; echo '{}' > "$d/daemon.json"
   # `ip netns exec` remounts /sys without the cgroup mounts: keep the host's cgroup tree (rbind, move).
   setsid unshare --mount --uts --propagation slave -- \
-    nsenter --net=/run/netns/$P-n$n -- sh -c "
+    nsenter --net="/run/netns/$P-n$n" -- sh -c "
       set -e
       mount --rbind /sys/fs/cgroup $d/cg
       umount -l /sys
@@ -37,11 +37,11 @@ up() {
   ip -n $P-sw link set ${P}cl master br0 up
   ip -n $P-cl addr add $NET.100/24 dev eth0; ip -n $P-cl link set eth0 up; ip -n $P-cl link set lo up
   for n in $(seq 1 "$N"); do
-    ip netns add $P-n$n
-    ip link add ${P}p$n netns $P-sw type veth peer name eth0 netns $P-n$n
-    ip -n $P-sw link set ${P}p$n master br0 up
-    ip -n $P-n$n addr add $NET.$((10+n))/24 dev eth0
-    ip -n $P-n$n link set eth0 up; ip -n $P-n$n link set lo up
+    ip netns add "$P-n$n"
+    ip link add "${P}p$n" netns "$P-sw" type veth peer name eth0 netns "$P-n$n"
+    ip -n "$P-sw" link set "${P}p$n" master br0 up
+    ip -n "$P-n$n" addr add "$NET.$((10+n))/24" dev eth0
+    ip -n "$P-n$n" link set eth0 up; ip -n "$P-n$n" link set lo up
   done
   for n in $(seq 1 "$N"); do start_engine "$n"; done
   dk 1 swarm init --advertise-addr $NET.11 --listen-addr $NET.11:2377 >/dev/null
@@ -64,12 +64,12 @@ down() {
     for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
   done
   for n in $(seq 1 "$N"); do  # leftovers: only processes in our namespaces or our cgroups
-    for pid in $(ip netns pids $P-n$n 2>/dev/null) $(cat /sys/fs/cgroup/pids/$P-n$n/*/cgroup.procs /sys/fs/cgroup/$P-n$n/*/cgroup.procs 2>/dev/null); do
+    for pid in $(ip netns pids "$P-n$n" 2>/dev/null) $(cat "/sys/fs/cgroup/pids/$P-n$n"/*/cgroup.procs "/sys/fs/cgroup/$P-n$n"/*/cgroup.procs 2>/dev/null); do
       kill -KILL "$pid" 2>/dev/null || true
     done
   done
   sleep 1
-  for n in $(seq 1 "$N"); do ip netns del $P-n$n 2>/dev/null || true; done
+  for n in $(seq 1 "$N"); do ip netns del "$P-n$n" 2>/dev/null || true; done
   ip netns del $P-cl 2>/dev/null || true; ip netns del $P-sw 2>/dev/null || true
   for n in $(seq 1 "$N"); do find /sys/fs/cgroup -depth -type d -path "*/$P-n$n*" -exec rmdir {} \; 2>/dev/null || true; done
   for m in $(findmnt -rn -o TARGET | grep "^$B" | sort -r); do umount -l "$m" 2>/dev/null || true; done
