@@ -274,3 +274,15 @@ def test_scratch_databases_are_named_and_recognised_when_stale() -> None:
         "auth_db",
     ]
     assert pg.stale_scratch(names, now) == [names[0], names[1]]
+
+
+def test_lost_rows_are_counted_per_table_leaving_out_the_migration_history() -> None:
+    from mfe_deploy.backups.jobs import lost
+    from mfe_deploy.backups.store import DatabaseEntry
+
+    restored = DatabaseEntry("auth", "auth_db", None, {"public.users": 5, "public.mfe_schema_migrations": 2})
+    before = DatabaseEntry(
+        "auth", "auth_db", None, {"public.users": 8, "public.probe": 1, "public.mfe_schema_migrations": 3}
+    )
+    assert lost(restored, before) == ["public.probe: 1 row", "public.users: 3 rows"]
+    assert lost(before, before) == []

@@ -44,6 +44,7 @@ def nginx_in_namespace(
     *,
     network: bool = False,
     bundle: Mapping[str, str] | None = None,
+    certificate: tuple[Path, Path] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run a command beside nginx as it runs in its container: /etc/nginx holds our nginx.conf and TLS
     files, the bundle's other nginx/ files are in /etc/nginx/mfe, the compose service names resolve, and
@@ -58,7 +59,12 @@ def nginx_in_namespace(
             target = etc / "mfe" / name.removeprefix("nginx/")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text)
-    self_signed(etc / "ssl")
+    if certificate is None:
+        self_signed(etc / "ssl")
+    else:  # tls.mode files: the operator's chain and key
+        (etc / "ssl").mkdir(parents=True, exist_ok=True)
+        shutil.copy(certificate[0], etc / "ssl" / "cert.pem")
+        shutil.copy(certificate[1], etc / "ssl" / "key.pem")
     (workdir / "run").mkdir(exist_ok=True)
     hosts_file = workdir / "hosts"
     hosts_file.write_text("127.0.0.1 localhost\n" + "".join(f"{ip} {name}\n" for name, ip in hosts.items()))

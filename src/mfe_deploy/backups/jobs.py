@@ -28,6 +28,7 @@ from mfe_deploy.exec.runner import Process, Runner
 from mfe_deploy.exec.secret import Secret
 
 BLOCK = 1 << 18
+MIGRATION_HISTORY = "mfe_schema_migrations"  # the services' migration runner's table
 GLOBALS = "globals.sql"
 
 
@@ -513,9 +514,12 @@ def compare_counts(recorded: dict[str, int], counted: dict[str, int]) -> list[st
 
 def lost(restored: DatabaseEntry, before: DatabaseEntry) -> list[str]:
     """What a restore threw away, table by table: the rows the database held at the fence (the pre-restore
-    backup's count) beyond the restored backup's. A changed or deleted row is not counted."""
+    backup's count) beyond the restored backup's. A changed or deleted row is not counted, nor the
+    migration history's rows (the restore takes the schema back too: that is the point)."""
     out = []
     for table in sorted(set(restored.tables) | set(before.tables)):
+        if table.rsplit(".", 1)[-1] == MIGRATION_HISTORY:
+            continue
         gone = before.tables.get(table, 0) - restored.tables.get(table, 0)
         if gone > 0:
             out.append(f"{table}: {gone} row{'s' if gone != 1 else ''}")

@@ -1,0 +1,113 @@
+"""sslyze's Mozilla "intermediate" check against the rendered production nginx, serving a certificate chain
+from a test CA (tls.mode: files: a leaf for api.example.com and its intermediate, signed by a root that
+exists only here, given to sslyze as the trust anchor). nginx and sslyze run together in a network
+namespace with only loopback. The self-signed mode renders the same TLS settings; only the certificate
+path differs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mfe_deploy.config import loader
+from mfe_deploy.render import render
+from tests.conftest import REPO, strong_secrets
+from tests.tools import nginx_binary, nginx_in_namespace
+
+SSLYZE = REPO / ".venv-checks" / "bin" / "sslyze"
+DOMAIN = "api.example.com"  # production.yaml's
+
+if not SSLYZE.exists():
+    if os.environ.get("MFE_REQUIRE_CHECKERS"):
+        raise RuntimeError(f"{SSLYZE} is missing: run scripts/checks-venv")
+    pytest.skip("no .venv-checks (scripts/checks-venv makes it)", allow_module_level=True)
+
+
+def openssl(*argv: str | Path) -> None:
+    done = subprocess.run(["openssl", *map(str, argv)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def ca_chain(folder: Path, name: str) -> tuple[Path, Path]:
+    """root -> intermediate -> leaf (ECDSA P-256, SHA-256, 90 days, SAN): the chain file holds the leaf and
+    the intermediate, as a CA delivers it."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    ca_ext = folder / "ca.ext"
+    ca_ext.write_text("basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n")
+    leaf_ext = folder / "leaf.ext"
+    leaf_ext.write_text(
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+        f"extendedKeyUsage=serverAuth\nsubjectAltName=DNS:{name}\n"
+    )
+    root, mid, leaf = folder / "root", folder / "mid", folder / "leaf"
+    root_ext = ["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]
+    openssl(
+        "req",
+        "-x509",
+        *ec,
+        "-days",
+        30,
+        "-subj",
+        "/CN=mfe test root",
+        "-keyout",
+        f"{root}.key",
+        "-out",
+        f"{root}.pem",
+        *root_ext,
+    )
+    for cert, issuer, subject, days, ext in (
+        (mid, root, "/CN=mfe test intermediate", 30, ca_ext),
+        (leaf, mid, f"/CN={name}", 90, leaf_ext),
+    ):
+        openssl("req", *ec, "-subj", subject, "-keyout", f"{cert}.key", "-out", f"{cert}.csr")
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{cert}.csr",
+            "-CA",
+            f"{issuer}.pem",
+            "-CAkey",
+            f"{issuer}.key",
+            "-CAcreateserial",
+            "-days",
+            days,
+            "-sha256",
+            "-extfile",
+            ext,
+            "-out",
+            f"{cert}.pem",
+        )
+    chain = folder / "chain.pem"
+    chain.write_text(Path(f"{leaf}.pem").read_text() + Path(f"{mid}.pem").read_text())
+    return chain, Path(f"{leaf}.key")
+
+
+def test_production_nginx_passes_sslyze_mozilla_intermediate(tmp_path: Path) -> None:
+    loaded, secrets = loader.load_with_secrets(REPO, "production", environ=strong_secrets())
+    assert loaded.env.nginx.tls.mode == "files"
+    files = {name: file.text for name, file in render(loaded.env, secrets).files.items()}
+    chain, key = ca_chain(tmp_path, DOMAIN)
+    port = loaded.env.nginx.https_port
+    script = (
+        f'"{nginx_binary()}" -c /etc/nginx/nginx.conf -e stderr && sleep 0.5 && '
+        f'"{SSLYZE}" --mozilla_config=intermediate --certinfo_ca_file "{tmp_path / "root.pem"}" '
+        f"{DOMAIN}:{port}{{127.0.0.1}}; code=$?; "
+        f'"{nginx_binary()}" -c /etc/nginx/nginx.conf -e stderr -s quit; exit $code'
+    )
+    done = nginx_in_namespace(
+        files["nginx/nginx.conf"],
+        tmp_path / "ns",
+        {"api-gateway": "127.0.0.1", DOMAIN: "127.0.0.1"},
+        ["sh", "-c", script],
+        network=True,
+        bundle=files,
+        certificate=(chain, key),
+    )
+    out = done.stdout + done.stderr
+    assert 'Checking results against Mozilla\'s "intermediate" configuration' in out, out
+    assert done.returncode == 0 and f"{DOMAIN}:{port}: OK - Compliant." in out, out
+    assert "Received Chain:                    api.example.com --> mfe test intermediate" in out, out
