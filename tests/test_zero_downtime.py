@@ -8,6 +8,7 @@ it retry; the load client does not). The recreate-based deploy lost 33-42%."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -194,6 +195,8 @@ def test_a_rollback_across_a_rename_the_older_code_reads(stack: Stack) -> None:
             up = stack.cli("up", "--version", "v6")
             assert up.returncode == 0, up.stdout + up.stderr
             assert "auth: applied 0005_rename" in up.stdout + up.stderr
+            release = json.loads(stack.cli("releases", "--json").stdout)[-1]  # the backup is linked to it
+            assert release["migrations"] == {"auth": "0005_rename"} and release["backup"], release
             assert gw.post("/api/auth/login", json=credentials).status_code >= 500  # v5's code reads `email`
             psql("auth_db", f"INSERT INTO scratch_v4 SELECT generate_series(1, {rows})")
 

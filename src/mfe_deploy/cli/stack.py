@@ -217,8 +217,8 @@ def releases(
         distinct = set(v.values())
         return next(iter(distinct)) if len(distinct) == 1 else ", ".join(f"{k}={x}" for k, x in v.items())
 
-    console.table(("ID", "TIME", "WHO", "KIND", "OUTCOME", "VERSIONS"),
-                  [(r.id, r.time, r.who, r.kind, r.outcome, versions(r)) for r in rows])  # fmt: skip
+    header = ("ID", "TIME", "WHO", "KIND", "OUTCOME", "VERSIONS", "BACKUP BEFORE MIGRATING")
+    console.table(header, [(r.id, r.time, r.who, r.kind, r.outcome, versions(r), r.backup or "-") for r in rows])
 
 
 @app.command()
