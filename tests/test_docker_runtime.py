@@ -471,3 +471,17 @@ def test_zzzz_history_has_every_change(project: Project) -> None:
     actions = {h["action"] for h in history}
     assert {"up", "rollback", "migrate", "restore", "down", "images prune"} <= actions, actions
     assert [h.get("volumes") for h in history if h["action"] == "down"][-2:] == [False, True]
+
+
+def test_infra_containers_have_read_only_roots(project: Project) -> None:
+    """postgres, redis and nginx write only to their volumes and in-memory folders (rabbitmq writes its
+    configuration at start: listed in checks/allowlist.toml); the services were read-only already."""
+    for name in project.containers():
+        kind = next((s for s in ("postgres", "redis", "nginx", "rabbitmq") if f"-{s}-" in name), None)
+        if kind is None:
+            continue
+        info = _inspect(name)["HostConfig"]
+        assert info["ReadonlyRootfs"] is (kind != "rabbitmq"), (name, info["ReadonlyRootfs"])
+        if kind != "rabbitmq":
+            probe = subprocess.run(["docker", "exec", name, "touch", "/usr/probe"], capture_output=True, text=True)
+            assert probe.returncode != 0 and "Read-only file system" in probe.stderr, (name, probe.stderr)

@@ -95,3 +95,14 @@ def test_nginx_resolves_the_gateway_per_request_on_a_swarm() -> None:
     assert "resolver 127.0.0.11 valid=2s ipv6=off;" in conf
     assert "upstream api_gateway" not in conf and "proxy_pass http://$mfe_gateway;" in conf
     assert 'set $mfe_gateway "api-gateway:3000";' in conf
+
+
+def test_read_only_roots_keep_their_in_memory_folders_on_a_swarm() -> None:
+    doc, _ = _stack("staging")
+    postgres = doc["services"]["postgres"]
+    assert postgres["read_only"] is True
+    mounts = {v["target"]: v for v in postgres["volumes"] if isinstance(v, dict) and v["type"] == "tmpfs"}
+    assert mounts == {
+        "/var/run/postgresql": {"type": "tmpfs", "target": "/var/run/postgresql"},
+        "/tmp": {"type": "tmpfs", "target": "/tmp"},
+    }

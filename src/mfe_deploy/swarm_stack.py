@@ -70,7 +70,9 @@ def _service(env: Environment, unit: str, svc: dict[str, Any], secret: Any, conf
         svc.pop(key, None)  # not Swarm settings: deploy.restart_policy, healthy tasks, no-new-privileges
     volumes: list[Any] = []
     for tmp in svc.pop("tmpfs", []):
-        volumes.append({"type": "tmpfs", "target": tmp})
+        # compose's "PATH[:mode=OCTAL]": a stack file's tmpfs takes no mode (the docker CLI drops it), and
+        # Swarm's tmpfs mounts are 1777 already.
+        volumes.append({"type": "tmpfs", "target": str(tmp).partition(":")[0]})
     service = env.services.get(unit)
     task_secrets: list[dict[str, Any]] = []
     task_configs: list[dict[str, Any]] = []
