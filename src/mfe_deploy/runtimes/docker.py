@@ -394,8 +394,9 @@ class DockerRuntime:
         """This environment's backups, kept in the project's backups folder on this machine."""
         good = self.ledger.last_good()
         release = {"id": good.id, "time": good.time, "versions": dict(good.versions)} if good else None
-        return Backups(self.env, self.postgres(), self.runner, Store.of(self.project_dir, self.env), self.console,
-                       passphrase=self.secrets.backup_passphrase, release=release)  # fmt: skip
+        store = Store.of(self.project_dir, self.env)
+        passphrase = self.secrets.backup_passphrase
+        return Backups(self.env, self.postgres(), self.runner, store, self.console, passphrase, release)
 
     def migrate(self, services: list[str], action: list[str]) -> list[migrations.Outcome]:
         """The migration runner in one-off containers of the running images (it ships with them)."""

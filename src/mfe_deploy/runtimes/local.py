@@ -331,8 +331,9 @@ class LocalRuntime:
                 status = self.migrate(migrations.services(self.env, None), ["status"])
             wanted = premigration.databases(status)
             if wanted:
-                backups = Backups(self.env, self.postgres(), self.runner, Store.of(self.project_dir, self.env),
-                                  self.console, passphrase=self.secrets.backup_passphrase)  # fmt: skip
+                store = Store.of(self.project_dir, self.env)
+                passphrase = self.secrets.backup_passphrase
+                backups = Backups(self.env, self.postgres(), self.runner, store, self.console, passphrase)
                 premigration.take(backups, wanted)
         commands = {
             name: migrations.command(self.env, self.secrets, name, ["apply"], project_dir=self.project_dir)
