@@ -127,3 +127,10 @@ class ContainerLogs:
                 if any(needle in line for needle in needles):
                     lines.append(f"{path.stem}: {line[:400]}")
         return "\n".join(lines[:limit])
+
+
+def migrations_folder(image: str, service: str = "auth") -> str:
+    """Where a service image keeps its migrations (its runner finds them there): a test adds files there."""
+    code = f"import mfe_services.migrate as m; print(m.migrations_dir({service!r}))"
+    where = ["docker", "run", "--rm", "--entrypoint", "python3", image, "-c", code]
+    return subprocess.run(where, capture_output=True, text=True, check=True).stdout.strip()

@@ -6,12 +6,11 @@ and shipped by mfe-deploy to the swarm's (no registry)."""
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 
 import pytest
 
-from tests.engines import require_engine_with_standins
+from tests.engines import migrations_folder, require_engine_with_standins
 from tests.swarms import SERVICES, Project, Swarm, build, deployed_on, request, skip_without_namespaces, under_load
 
 PREFIX = "mfe-test-sw"
@@ -122,9 +121,7 @@ def test_a_rollback_across_a_rename_restores_the_backup_taken_just_before_it(pro
     """v4 renames the column v2's auth logs in with; `up` backs auth's database up just before. Rolling
     auth back to v2 with --restore-backup restores that backup, starts v2 on it (logins work again) and
     counts what is lost: the 2 rows written after the migration."""
-    code = "import mfe_services.migrate as m; print(m.migrations_dir('auth'))"
-    where = ["docker", "run", "--rm", "--entrypoint", "python3", f"{PREFIX}/auth:v2", "-c", code]
-    folder = subprocess.run(where, capture_output=True, text=True, check=True).stdout.strip()
+    folder = migrations_folder(f"{PREFIX}/auth:v2")
     up_sql = "CREATE TABLE rename_probe (id int); ALTER TABLE users RENAME COLUMN email TO email_address;"
     down_sql = "DROP TABLE rename_probe; ALTER TABLE users RENAME COLUMN email_address TO email;"
     steps = f"RUN printf '%s\\n' '{up_sql}' > {folder}/0003_rename.sql && "

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO, strong_secrets
-from tests.engines import ContainerLogs, remove_images, require_engine_with_standins
+from tests.engines import ContainerLogs, migrations_folder, remove_images, require_engine_with_standins
 from tests.load import Load
 from tests.pg import free_port
 
@@ -126,18 +126,11 @@ def test_a_release_whose_gateway_exits_at_start_is_rolled_back_under_load(stack:
     assert code == 1 and "rolled back" in out, out
 
 
-def migrations_folder() -> str:
-    """Where auth's image keeps its migrations (the runner finds them there)."""
-    code = "import mfe_services.migrate as m; print(m.migrations_dir('auth'))"
-    where = ["docker", "run", "--rm", "--entrypoint", "python3", f"{PREFIX}/auth:v1", "-c", code]
-    return subprocess.run(where, capture_output=True, text=True, check=True).stdout.strip()
-
-
 def test_a_rollback_across_a_migration_not_marked_compatible_is_refused(stack: Stack) -> None:
     """v4 adds a migration to auth with no `-- mfe: compatible` line, v5 one with it. Back from v5 to v4
     crosses only the compatible one: done at once. Back to v2 crosses v4's: refused, naming it and the ways
     forward, until --ignore-schema (no load here: the refusal is the point)."""
-    folder = migrations_folder()
+    folder = migrations_folder(f"{PREFIX}/auth:v1")
     v4 = f"printf '%s\\n' 'CREATE TABLE scratch_v4 (id int);' > {folder}/0003_scratch.sql"
     v5 = f"printf '%s\\n' '-- mfe: compatible' 'ALTER TABLE users ADD COLUMN nickname text;' > {folder}/0004_nick.sql"
     for version, steps in (("v4", [v4]), ("v5", [v4, v5])):
@@ -178,7 +171,7 @@ def test_a_rollback_across_a_rename_the_older_code_reads(stack: Stack) -> None:
     `plan --rollback` shows the ways past it; --migrate-down undoes the rename and v5 logs in again;
     deployed again, --restore-backup returns auth's database to the backup `up` took just before the
     rename and counts the rows written since (here 3, written after the migration)."""
-    folder = migrations_folder()
+    folder = migrations_folder(f"{PREFIX}/auth:v1")
     up_sql = "ALTER TABLE users RENAME COLUMN email TO email_address;"
     down_sql = "ALTER TABLE users RENAME COLUMN email_address TO email;"
     steps = f"RUN printf '%s\\n' '{up_sql}' > {folder}/0005_rename.sql && "

@@ -373,13 +373,8 @@ class DockerRuntime:
         key = self._migration_key(versions)
         if (self.files.read_text(marker) or "").strip() == key:
             return {}, ""
-        backup = ""
-        if self.env.backs_up_before_migrate:
-            with self.console.status("looking for pending migrations"):
-                status = self.migrate(self.env.database_services, ["status"])
-            wanted = premigration.databases(status)
-            if wanted:
-                backup = premigration.take(self.backups(), wanted)
+        services = self.env.database_services
+        backup = premigration.before_migrating(self.env, self.console, self.migrate, services, self.backups)
         with self.console.status("applying migrations"):
             outcomes = self.migrate(self.env.database_services, ["apply"])
         failures, heads = migrations.applied(outcomes)
@@ -612,7 +607,7 @@ class DockerRuntime:
         self, service: str, to: str | None, timeout: float, *, schema_policy: schema.Policy = "check"
     ) -> Release:
         current, target = self._rollback_target(service, to)
-        verdict = self._verdict(service, target)
+        verdict = None if schema_policy == "ignore" else self._verdict(service, target)
         versions = {**current, service: target}
         if verdict is not None and verdict.blocking and schema_policy == "restore":
             return self._rollback_restoring(verdict, current, versions, timeout)

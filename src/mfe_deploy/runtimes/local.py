@@ -326,15 +326,8 @@ class LocalRuntime:
         return environments(self.env, self.secrets, Endpoints.local(self.env))
 
     def _migrate(self) -> None:
-        if self.env.backs_up_before_migrate:
-            with self.console.status("looking for pending migrations"):
-                status = self.migrate(migrations.services(self.env, None), ["status"])
-            wanted = premigration.databases(status)
-            if wanted:
-                store = Store.of(self.project_dir, self.env)
-                passphrase = self.secrets.backup_passphrase
-                backups = Backups(self.env, self.postgres(), self.runner, store, self.console, passphrase)
-                premigration.take(backups, wanted)
+        services = migrations.services(self.env, None)
+        premigration.before_migrating(self.env, self.console, self.migrate, services, self.backups)
         commands = {
             name: migrations.command(self.env, self.secrets, name, ["apply"], project_dir=self.project_dir)
             for name in migrations.services(self.env, None)
@@ -366,6 +359,11 @@ class LocalRuntime:
                 time.sleep(0.2)
 
     # --- what backups need --------------------------------------------------------------------------
+    def backups(self) -> Backups:
+        """This environment's backups, kept in the project's backups folder."""
+        store = Store.of(self.project_dir, self.env)
+        return Backups(self.env, self.postgres(), self.runner, store, self.console, self.secrets.backup_passphrase)
+
     def postgres(self) -> LocalPostgres:
         db = self.env.database
         return LocalPostgres(self._bins().pg_bin, db.port, db.superuser, self.secrets.postgres_password)

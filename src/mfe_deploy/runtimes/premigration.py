@@ -5,10 +5,12 @@ older code ran against."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from mfe_deploy.backups import pg
 from mfe_deploy.backups.jobs import Backups
+from mfe_deploy.config.models import Environment
+from mfe_deploy.console import Console
 from mfe_deploy.errors import MfeError
 from mfe_deploy.ops.migrations import Outcome
 from mfe_deploy.runtimes.contract import StartFailed
@@ -36,3 +38,19 @@ def take(backups: Backups, services: Sequence[str]) -> str:
             f"the backup before migrating {', '.join(services)} failed, nothing was migrated: {exc} "
             "(`backup.before_migrate: false` in the environment deploys without one)"
         ) from None
+
+
+def before_migrating(
+    env: Environment,
+    console: Console,
+    migrate: Callable[[list[str], list[str]], list[Outcome]],
+    services: list[str],
+    backups: Callable[[], Backups],
+) -> str:
+    """Ask the runner what is pending and back up those databases: the backup's id, or "" (off, or
+    nothing to lose)."""
+    if not env.backs_up_before_migrate:
+        return ""
+    with console.status("looking for pending migrations"):
+        wanted = databases(migrate(services, ["status"]))
+    return take(backups(), wanted) if wanted else ""

@@ -306,7 +306,7 @@ class SwarmRuntime(DockerRuntime):
         self, service: str, to: str | None, timeout: float, *, schema_policy: schema.Policy = "check"
     ) -> Release:
         current, target = self._rollback_target(service, to)
-        verdict = self._verdict(service, target)
+        verdict = None if schema_policy == "ignore" else self._verdict(service, target)
         versions = {**current, service: target}
         if verdict is not None and verdict.blocking and schema_policy == "restore":
             return self._rollback_restoring(verdict, current, versions, timeout)
