@@ -32,7 +32,7 @@ def hello(name: str = "world") -> None:
 if __name__ == "__main__":
     app()
 """
-SECRETS = ("JWT_SECRET", "POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "REDIS_PASSWORD", "AUTH_DB_PASSWORD",
+SECRETS = ("POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "REDIS_PASSWORD", "AUTH_DB_PASSWORD",
            "PAYMENTS_DB_PASSWORD", "ADMIN_DB_PASSWORD", "PROFILE_DB_PASSWORD")  # fmt: skip
 
 
@@ -48,6 +48,7 @@ def main() -> None:
     runs = parser.parse_args().runs
     env = dict(os.environ)
     env.update({f"PRODUCTION_{name}": f"bench-{name.lower()}-0123456789abcdef0123456789" for name in SECRETS})
+    env["PRODUCTION_JWT_KEY"] = "bench:bench-jwt-key-0123456789abcdef0123456789abc"
     with tempfile.TemporaryDirectory() as tmp:
         hello = Path(tmp) / "hello.py"
         hello.write_text(HELLO)

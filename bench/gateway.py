@@ -24,6 +24,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.conftest import jwt_env
 from tests.pg import free_port
 
 PATH = "/api/auth/version"
@@ -67,11 +68,11 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install wrk (scripts/setup-system installs it)")
     auth_port, gw_port = free_port(), free_port()
-    common = {"PATH": os.environ["PATH"], "HOST": "127.0.0.1", "JWT_SECRET": "bench-secret-0123456789abcdef0123456789",
+    common = {"PATH": os.environ["PATH"], "HOST": "127.0.0.1", "JWT_PUBLIC_KEYS": jwt_env()["JWT_PUBLIC_KEYS"],
               "LOG_LEVEL": "info", "EVENT_HUB": "redis", "REDIS_URL": "redis://127.0.0.1:1/0"}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         procs = [
-            start("auth", {**common, "PORT": str(auth_port)}, Path(tmp) / "auth.log"),
+            start("auth", {**common, **jwt_env(), "PORT": str(auth_port)}, Path(tmp) / "auth.log"),
             start("api-gateway", {**common, "PORT": str(gw_port),
                                   "AUTH_SERVICE_URL": f"http://127.0.0.1:{auth_port}"}, Path(tmp) / "gw.log"),
         ]  # fmt: skip

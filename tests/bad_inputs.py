@@ -126,26 +126,32 @@ CASES = [
     Case("production-redis-not-persistent", "production", "  persistence: true", "  persistence: false", [
         "environments/production.yaml:21: redis.persistence: production keeps Redis data: set persistence: true",
     ]),
-    Case("secret-literal", "staging", "${STAGING_JWT_SECRET}", "my-literal-jwt-secret-that-is-long-enough", [
-        "environments/staging.yaml:18: secrets.jwt_secret: a secret must be a reference, ${VAR} or file:PATH, never a literal value",
+    Case("secret-literal", "staging", "${STAGING_JWT_KEY}", "my-literal-jwt-key-that-is-long-enough", [
+        "environments/staging.yaml:18: secrets.jwt_keys[0]: a secret must be a reference, ${VAR} or file:PATH, never a literal value",
     ]),
     Case("secret-missing", "staging", "", "", [
         "environments/staging.yaml:19: secrets.postgres_password: environment variable STAGING_POSTGRES_PASSWORD is not set",
     ], environ={"STAGING_POSTGRES_PASSWORD": None}),
     Case("secret-empty", "production", "", "", [
-        "environments/production.yaml:34: secrets.jwt_secret: environment variable PRODUCTION_JWT_SECRET is not set",
-    ], environ={"PRODUCTION_JWT_SECRET": ""}),
-    Case("secret-weak-jwt", "staging", "", "", [
-        "environments/staging.yaml:18: secrets.jwt_secret: a JWT secret must be at least 32 bytes in staging",
-    ], environ={"STAGING_JWT_SECRET": "short-but-not-default"}),
+        "environments/production.yaml:34: secrets.jwt_keys[0]: environment variable PRODUCTION_JWT_KEY is not set",
+    ], environ={"PRODUCTION_JWT_KEY": ""}),
+    Case("secret-jwt-key-not-a-key", "staging", "", "", [
+        "environments/staging.yaml:18: secrets.jwt_keys[0]: not a signing key: expected <kid>:<base64url of a 32-byte Ed25519 key>, as `mfe-deploy keys new` writes it",
+    ], environ={"STAGING_JWT_KEY": "short-but-not-default"}),
+    Case("secret-jwt-key-short", "staging", "", "", [
+        "environments/staging.yaml:18: secrets.jwt_keys[0]: the key of k2 is 27 bytes, not 32: expected <kid>:<base64url of a 32-byte Ed25519 key>, as `mfe-deploy keys new` writes it",
+    ], environ={"STAGING_JWT_KEY": "k2:c2hvcnQtYnV0LW5vdC1kZWZhdWx0LWtleS0x"}),
+    Case("jwt-signing-key-unknown", "staging", "\nsecrets:\n", "\njwt:\n  signing_key: k9\nsecrets:\n", [
+        "environments/staging.yaml:18: jwt.signing_key: no key of secrets.jwt_keys is named k9",
+    ]),
     Case("secret-known-default", "production", "", "", [
         "environments/production.yaml:35: secrets.postgres_password: the value is a well-known default, refused in production",
     ], environ={"PRODUCTION_POSTGRES_PASSWORD": "postgres"}),
     Case("secret-dev-jwt-default", "staging", "", "", [
-        "environments/staging.yaml:18: secrets.jwt_secret: the value is a well-known default, refused in staging",
-    ], environ={"STAGING_JWT_SECRET": "dev-secret-key"}),
-    Case("secret-default-in-staging", "staging", "${STAGING_JWT_SECRET}", "${STAGING_JWT_SECRET:-fallback}", [
-        "environments/staging.yaml:18: secrets.jwt_secret: ${STAGING_JWT_SECRET:-...}: defaults are not allowed outside development",
+        "environments/staging.yaml:18: secrets.jwt_keys[0]: the documented development key, refused in staging",
+    ], environ={"STAGING_JWT_KEY": "development:s--PI040JSlDeR47WkVqM794oXAQH6eLFDSrSGrMOVQ"}),
+    Case("secret-default-in-staging", "staging", "${STAGING_JWT_KEY}", "${STAGING_JWT_KEY:-fallback}", [
+        "environments/staging.yaml:18: secrets.jwt_keys[0]: ${STAGING_JWT_KEY:-...}: defaults are not allowed outside development",
     ]),
     Case("secret-file-missing", "staging", "${STAGING_ADMIN_DB_PASSWORD}", "file:/nonexistent/admin", [
         "environments/staging.yaml:25: secrets.databases.admin: cannot read secret file /nonexistent/admin: No such file or directory",
@@ -166,7 +172,7 @@ CASES = [
         "environments/staging.yaml:21: secrets.sentry_dsn: a Sentry DSN looks like https://<public key>@<host>/<project id>",
     ], environ={"STAGING_SENTRY_DSN": "not-a-dsn-but-long-enough-1234567"}),
     Case("several-secrets-at-once", "staging", "", "", [
-        "environments/staging.yaml:18: secrets.jwt_secret: environment variable STAGING_JWT_SECRET is not set",
+        "environments/staging.yaml:18: secrets.jwt_keys[0]: environment variable STAGING_JWT_KEY is not set",
         "environments/staging.yaml:25: secrets.databases.admin: the value is a well-known default, refused in staging",
-    ], environ={"STAGING_JWT_SECRET": None, "STAGING_ADMIN_DB_PASSWORD": "admin"}),
+    ], environ={"STAGING_JWT_KEY": None, "STAGING_ADMIN_DB_PASSWORD": "admin"}),
 ]  # fmt: skip

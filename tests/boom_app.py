@@ -15,5 +15,5 @@ async def boom(request: Request) -> Response:
     raise RuntimeError("secret internals of the failure")
 
 
-# Configured from the environment as a service is (JWT_SECRET, SENTRY_DSN, APP_ENV, SERVICE_VERSION, ...).
+# Configured from the environment as a service is (JWT_PUBLIC_KEYS, SENTRY_DSN, APP_ENV, SERVICE_VERSION, ...).
 app = create_app(Settings.from_env("boom"), [Route("/api/boom/fail", boom, methods=["GET", "POST"])], database=False)

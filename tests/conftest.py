@@ -13,9 +13,22 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TIERS = ("STAGING", "PRODUCTION")
 SECRET_VARS = (
-    "JWT_SECRET", "POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "REDIS_PASSWORD", "SENTRY_DSN",
+    "JWT_KEY", "POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "REDIS_PASSWORD", "SENTRY_DSN",
     "AUTH_DB_PASSWORD", "PAYMENTS_DB_PASSWORD", "ADMIN_DB_PASSWORD", "PROFILE_DB_PASSWORD",
 )  # fmt: skip
+
+
+# A fixed Ed25519 key (<kid>:<base64url>) for services started by hand, outside an environment.
+TEST_JWT_KEY = "test:test-jwt-key-for-services-run-by-hand-01234"
+
+
+def jwt_env(key: str = TEST_JWT_KEY) -> dict[str, str]:
+    """What mfe-deploy renders for the issuer: the private key, and the public key every service verifies with."""
+    from mfe_deploy.config import jwtkeys
+
+    parsed = jwtkeys.parse(key)
+    assert not isinstance(parsed, str), parsed
+    return {"JWT_SIGNING_KEY": key, "JWT_PUBLIC_KEYS": parsed.public}
 
 
 def strong_secrets(tag: str = "canary") -> dict[str, str]:
@@ -26,6 +39,8 @@ def strong_secrets(tag: str = "canary") -> dict[str, str]:
             out[f"{tier}_{var}"] = f"{tag}-{tier.lower()}-{var.lower().replace('_', '-')}-7f3a9c1e5b2d8f40"
         # A DSN must parse as one; its key is the canary, its address a closed port on the sender's own loopback.
         out[f"{tier}_SENTRY_DSN"] = f"http://{out[f'{tier}_SENTRY_DSN']}@127.0.0.1:9/42"
+        # An Ed25519 key, <kid>:<43 base64url characters>: the characters are the canary, as they decode.
+        out[f"{tier}_JWT_KEY"] = f"k1:{out[f'{tier}_JWT_KEY'][:43].ljust(43, 'A')}"
     return out
 
 

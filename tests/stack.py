@@ -4,7 +4,9 @@ services as uvicorn processes on loopback, configured from an environment file l
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,7 +41,7 @@ def admin_headers(gw: httpx.Client, cli: Callable[..., subprocess.CompletedProce
 
 SERVICES = ("auth", "payments", "admin", "profile", "api-gateway")
 STACK_SECRETS = {
-    "ITEST_JWT_SECRET": "itest-jwt-secret-0123456789abcdef0123456789",
+    "ITEST_JWT_KEY": "itest:itest-jwt-key-0123456789abcdef0123456789abc",
     "ITEST_POSTGRES_PASSWORD": "itest-postgres-password-0123456789",
     "ITEST_RABBITMQ_PASSWORD": "itest-rabbitmq-password-0123456789",
     "ITEST_AUTH_DB_PASSWORD": "itest-auth-db-password-0123456789",
@@ -67,7 +69,7 @@ rabbitmq:
   port: {ports["rabbitmq"]}
   management_port: {ports["rabbitmq_mgmt"]}
 secrets:
-  jwt_secret: ${{ITEST_JWT_SECRET}}
+  jwt_keys: ["${{ITEST_JWT_KEY}}"]
   postgres_password: ${{ITEST_POSTGRES_PASSWORD}}
   rabbitmq_password: ${{ITEST_RABBITMQ_PASSWORD}}
   databases:
@@ -129,6 +131,24 @@ class Stack:
                 [sys.executable, "-m", "mfe_services", name],
                 env={"PATH": os.environ["PATH"], "HOST": "127.0.0.1", **variables}, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
+
+    def restart_with(self, *, keys: list[str], signing: str | None, environ: dict[str, str]) -> None:
+        """Edit the environment's signing keys, load it again through the real loader, and restart every
+        service on what it renders, one at a time, as a rolling deploy replaces them."""
+        path = self.root / "environments" / "itest.yaml"
+        text = re.sub(r"(?m)^  jwt_keys: .*$", f"  jwt_keys: {json.dumps(keys)}", path.read_text())
+        text = re.sub(r"(?ms)^jwt:\n.*?(?=^secrets:)", "", text)
+        path.write_text(
+            text.replace("secrets:\n", f"jwt:\n  signing_key: {signing}\nsecrets:\n" if signing else "secrets:\n")
+        )
+        self.cli_env.update(environ)
+        _, self.secrets = loader.load_with_secrets(self.root, "itest", environ=self.cli_env)
+        for name in SERVICES:
+            proc = self.processes[name]
+            proc.terminate()
+            proc.wait(timeout=20)
+            self.start_service(name)
+            self.wait_ready((name,))
 
     def wait_ready(self, names: tuple[str, ...] = SERVICES, timeout: float = 30) -> None:
         def ready() -> bool:

@@ -40,7 +40,7 @@ def test_validate_reports_the_same(project: Project, case: Case) -> None:
 
 def test_secret_literal_is_never_echoed(project: Project) -> None:
     literal = "my-literal-jwt-secret-that-is-long-enough"
-    project.edit("staging", "${STAGING_JWT_SECRET}", literal)
+    project.edit("staging", "${STAGING_JWT_KEY}", literal)
     result = project.cli("render", "--env", "staging")
     assert result.code == 2
     assert literal not in result.out + result.err

@@ -56,15 +56,33 @@ def test_config_shows_merged_values_and_masks_secrets(project: Project) -> None:
     assert data["services"]["auth"]["resources"]["memory"] == "384m"  # override
     assert data["services"]["payments"]["resources"]["memory"] == "256m"  # model default
     assert data["nginx"]["rate_limit"] == {"rate": "100r/m", "burst": 20, "zone_size": "10m"}
-    assert data["jwt"] == {"expires_in": "15m", "refresh_expires_in": "7d"}
-    assert data["secrets"]["jwt_secret"] == "*** (env:PRODUCTION_JWT_SECRET)"
+    assert data["jwt"] == {"expires_in": "15m", "refresh_expires_in": "7d", "issuer": "auth", "signing_key": None}
+    assert data["secrets"]["jwt_keys"] == ["*** (env:PRODUCTION_JWT_KEY)"]
 
 
 def test_config_never_shows_development_defaults(project: Project) -> None:
     result = project.cli("config", "--env", "development")
     assert result.code == 0
-    assert "dev-secret-key" not in result.out
-    assert "jwt_secret: '*** (env:JWT_SECRET)'" in result.out
+    assert "s--PI040JSlDeR47WkVqM794oXAQH6eLFDSrSGrMOVQ" not in result.out  # the development key's private half
+    assert "jwt_keys:\n  - '*** (env:JWT_SIGNING_KEY)'" in result.out
+
+
+def test_keys_new_writes_a_private_file_and_prints_only_the_public_half(project: Project) -> None:
+    from mfe_deploy.config import jwtkeys
+
+    path = project.root / "keys" / "next.key"
+    made = project.cli("keys", "new", "--out", str(path), "--kid", "2026-11")
+    assert made.code == 0, made.err
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    key = jwtkeys.parse(path.read_text())
+    assert not isinstance(key, str) and key.kid == "2026-11"
+    assert made.out.splitlines()[-1] == f"public key: {key.public}"
+    assert key.private.reveal().split(":")[1] not in made.out + made.err
+    again = project.cli("keys", "new", "--out", str(path))
+    assert again.code != 0 and "never overwritten" in again.err
+    assert jwtkeys.parse(path.read_text()) == key  # untouched
+    bad = project.cli("keys", "new", "--out", str(path.with_name("x.key")), "--kid", "a b")
+    assert bad.code != 0 and "--kid" in bad.err and not path.with_name("x.key").exists()
 
 
 def test_render_writes_once_then_changes_nothing(project: Project) -> None:
@@ -161,4 +179,4 @@ def test_read_only_commands_need_no_secret(project: Project) -> None:
     history = json.loads(run("history", "--env", "production", "--json").stdout)
     assert [(h["action"], h["result"]) for h in history] == [("down", "ok")]
     up = run("up", *local)
-    assert up.returncode == 2 and "PRODUCTION_JWT_SECRET" in up.stderr
+    assert up.returncode == 2 and "PRODUCTION_JWT_KEY" in up.stderr

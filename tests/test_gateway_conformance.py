@@ -28,10 +28,10 @@ import httpx
 import pytest
 
 from mfe_services.common import tokens
+from tests.conftest import TEST_JWT_KEY, jwt_env
 from tests.pg import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-SECRET = "conformance-test-secret-of-32-bytes!"
 MODES = ("hints", "continue", "chunked", "close", "early", "slow")
 LIMIT = 400_000  # the gateway's MAX_BODY_BYTES here: an oversized body is 413, never forwarded
 
@@ -66,7 +66,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "PYTHONPATH": str(ROOT),
         "HOST": "127.0.0.1",
         "PORT": str(gateway_port),
-        "JWT_SECRET": SECRET,
+        **jwt_env(),
         "MAX_BODY_BYTES": str(LIMIT),
         "ECHO_SERVICE_URL": f"http://127.0.0.1:{upstream_port}",
     }
@@ -85,7 +85,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         processes.append(gateway)
         _wait(f"http://127.0.0.1:{gateway_port}/health/live", gateway)
         token = tokens.issue(
-            SECRET, user_id="00000000-0000-4000-8000-000000000001", email="c@t.io", role="user", ttl=600
+            tokens.Signer.parse(TEST_JWT_KEY),
+            user_id="00000000-0000-4000-8000-000000000001",
+            email="c@t.io",
+            role="user",
+            ttl=600,
         )
         yield Stack(gateway_port, f"Bearer {token}".encode())
     finally:

@@ -30,7 +30,8 @@ Project = LocalProject
 
 # Set in the CLI's environment only: no supervised process may inherit it.
 CANARY = "mfe-canary-7f3c9a1e5b"
-DEV_JWT_SECRET = "dev-secret-key"  # development's default: the services read it from their env files
+# development's default signing key (its private half): auth reads it from its env file, nobody else has it
+DEV_JWT_SECRET = "s--PI040JSlDeR47WkVqM794oXAQH6eLFDSrSGrMOVQ"
 
 
 def make_project(root: Path) -> Project:

@@ -28,13 +28,14 @@ def test_canary_never_printed_or_inlined(canary_project: Project, env: str) -> N
         p.cli("--debug", "render", "--env", env),
     ]  # fmt: skip
     # Drift in a secret-bearing file: reported, never shown.
-    rotated = {f"{env.upper()}_JWT_SECRET": "CANARYxq-rotated-jwt-secret-0123456789abcdef"}
+    rotated = {f"{env.upper()}_JWT_KEY": "k2:CANARYxq-rotated-jwt-key-0123456789abcdefAA"}
     drift = p.cli("render", "--env", env, "--check", extra_env=rotated)
     assert drift.code == 1
-    assert f"changed: .mfe/{env}/env/auth.env (holds secrets: values not shown)\n  changed: JWT_SECRET\n" in drift.out
+    auth_drift = "(holds secrets: values not shown)\n  changed: JWT_PUBLIC_KEYS\n  changed: JWT_SIGNING_KEY\n"
+    assert f"changed: .mfe/{env}/env/auth.env {auth_drift}" in drift.out
     runs.append(drift)
     # A weak secret is refused without echoing it.
-    weak = p.cli("validate", "--env", env, extra_env={f"{env.upper()}_JWT_SECRET": "CANARYxq-short"})
+    weak = p.cli("validate", "--env", env, extra_env={f"{env.upper()}_JWT_KEY": "k1:CANARYxq-short"})
     assert weak.code == 2
     runs.append(weak)
     for result in runs:
@@ -50,7 +51,7 @@ def test_canary_never_printed_or_inlined(canary_project: Project, env: str) -> N
         else:
             assert "CANARYxq" not in text, f"secret inlined in {path}"
     # The secrets were written somewhere: the private env files hold them.
-    assert CANARY[f"{env.upper()}_JWT_SECRET"] in (bundle / "env" / "auth.env").read_text()
+    assert CANARY[f"{env.upper()}_JWT_KEY"] in (bundle / "env" / "auth.env").read_text()
     assert CANARY[f"{env.upper()}_RABBITMQ_PASSWORD"] in (bundle / "env" / "rabbitmq.env").read_text()
 
 

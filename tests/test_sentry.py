@@ -15,11 +15,12 @@ import httpx
 import pytest
 
 from mfe_services.common import tokens
+from tests.conftest import jwt_env
 from tests.pg import free_port
 from tests.receiver import Receiver, receiver
 from tests.servers import serve_process
 
-JWT_CANARY = "jwt-canary-secret-4f1c9e2a7b3d8e6f0a1b2c3d"
+JWT_CANARY = "sentry:jwt-canary-secret-4f1c9e2a7b3d8e6f0a1b2c3d4"  # the part after the kid is the secret
 DB_CANARY = "db-canary-password-9a8b7c6d5e4f"
 BODY_CANARY = "body-canary-password-1q2w3e"
 
@@ -75,7 +76,7 @@ def _env(dsn: str | None) -> dict[str, str]:
         "HOST": "127.0.0.1",
         "APP_ENV": "sentrytest",
         "SERVICE_VERSION": "v9",
-        "JWT_SECRET": JWT_CANARY,
+        **jwt_env(JWT_CANARY),
         "DATABASE_URL": f"postgresql://auth_app:{DB_CANARY}@127.0.0.1:1/auth_db",
     }
     return {**env, "SENTRY_DSN": dsn} if dsn else env
@@ -111,7 +112,7 @@ def services(listener: Listener, tmp_path_factory: pytest.TempPathFactory) -> It
 
 def _no_secret_in(listener: Listener, *also: str) -> None:
     sent = b"\n".join(listener.raw).decode(errors="replace")
-    for canary in (JWT_CANARY, DB_CANARY, BODY_CANARY, *also):
+    for canary in (JWT_CANARY.split(":")[1], DB_CANARY, BODY_CANARY, *also):
         assert canary not in sent, f"{canary[:12]}... reached Sentry"
 
 
@@ -128,7 +129,11 @@ def test_an_unhandled_error_is_one_event_with_environment_release_and_request_id
     services: dict[str, int], listener: Listener
 ) -> None:
     token = tokens.issue(
-        JWT_CANARY, user_id="00000000-0000-4000-8000-000000000003", email="e@x.io", role="user", ttl=60
+        tokens.Signer.parse(JWT_CANARY),
+        user_id="00000000-0000-4000-8000-000000000003",
+        email="e@x.io",
+        role="user",
+        ttl=60,
     )
     for n in range(3):
         answer = httpx.post(
@@ -153,7 +158,11 @@ def test_the_gateway_reports_a_502_without_the_callers_credentials(
     services: dict[str, int], listener: Listener
 ) -> None:
     token = tokens.issue(
-        JWT_CANARY, user_id="00000000-0000-4000-8000-000000000004", email="g@x.io", role="user", ttl=60
+        tokens.Signer.parse(JWT_CANARY),
+        user_id="00000000-0000-4000-8000-000000000004",
+        email="g@x.io",
+        role="user",
+        ttl=60,
     )
     answer = httpx.get(
         f"http://127.0.0.1:{services['gateway']}/api/down/x",

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import TEST_JWT_KEY, jwt_env
 from tests.pg import free_port
 from tests.servers import serve_process
 
@@ -44,16 +45,12 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int
     logs = tmp_path_factory.mktemp("errors")
     boom, gateway, nobody = free_port(), free_port(), free_port()
     uvicorn = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--log-level", "warning"]
-    started = [
-        serve_process(
-            [*uvicorn, "--port", str(boom), "tests.boom_app:app"], boom, logs / "boom.log", {"JWT_SECRET": "x" * 32}
-        )
-    ]
+    started = [serve_process([*uvicorn, "--port", str(boom), "tests.boom_app:app"], boom, logs / "boom.log", jwt_env())]
     try:
         env = {
             "HOST": "127.0.0.1",
             "PORT": str(gateway),
-            "JWT_SECRET": "x" * 32,
+            **jwt_env(),
             "DOWN_SERVICE_URL": f"http://127.0.0.1:{nobody}",
         }
         started.append(
@@ -93,7 +90,13 @@ def test_a_502_names_the_service_not_its_address(servers: tuple[int, int, Path])
     from mfe_services.common import tokens
 
     _, gateway, _ = servers
-    token = tokens.issue("x" * 32, user_id="00000000-0000-4000-8000-000000000002", email="a@b.io", role="user", ttl=60)
+    token = tokens.issue(
+        tokens.Signer.parse(TEST_JWT_KEY),
+        user_id="00000000-0000-4000-8000-000000000002",
+        email="a@b.io",
+        role="user",
+        ttl=60,
+    )
     head, body, closed = _raw(
         gateway, f"GET /api/down/things HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {token}\r\n\r\n".encode()
     )

@@ -16,10 +16,17 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from mfe_deploy.render import Endpoints, environments
+from mfe_services.common.tokens import Signer
 from tests.stack import STACK_SECRETS, Stack, admin_headers, poll, running_stack
 
-SECRET = STACK_SECRETS["ITEST_JWT_SECRET"]
+AUTH_KEY = Signer.parse(STACK_SECRETS["ITEST_JWT_KEY"])  # what auth signs with: the test plays auth here
+
+
+def _signed(claims: dict[str, Any], key: Ed25519PrivateKey = AUTH_KEY.key, kid: str = AUTH_KEY.kid) -> str:
+    return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": kid})
 
 
 @pytest.fixture(scope="module", params=[("rabbitmq", "per-service"), ("redis", "shared")], ids=["rabbitmq", "redis"])
@@ -142,10 +149,10 @@ def _b64(data: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
 
-def _hs512(claims: dict[str, Any]) -> str:
+def _hmac(claims: dict[str, Any], secret: str, algorithm: str) -> str:
     with warnings.catch_warnings():  # PyJWT warns that the key is short for SHA-512; that is not the point here
         warnings.simplefilter("ignore")
-        return jwt.encode(claims, SECRET, algorithm="HS512")
+        return jwt.encode(claims, secret, algorithm=algorithm, headers={"kid": AUTH_KEY.kid})
 
 
 def _bad_tokens() -> dict[str, str]:
@@ -157,17 +164,22 @@ def _bad_tokens() -> dict[str, str]:
         "type": "access",
         "iat": now,
     }
-    valid = jwt.encode({**claims, "exp": now + 600}, SECRET, algorithm="HS256")
+    live = {**claims, "exp": now + 600}
+    valid = _signed(live)
     head, _, sig = valid.split(".")
+    other = Ed25519PrivateKey.generate()
+    public_text = STACK_SECRETS["ITEST_JWT_KEY"]  # what an HMAC confusion attack would try as the secret
     return {
-        "expired": jwt.encode({**claims, "iat": now - 7200, "exp": now - 3600}, SECRET, algorithm="HS256"),
-        "alg-none": f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64({**claims, 'exp': now + 600})}.",
-        "wrong-secret": jwt.encode(
-            {**claims, "exp": now + 600}, "another-secret-0123456789abcdef0123", algorithm="HS256"
-        ),
-        "missing-exp": jwt.encode(claims, SECRET, algorithm="HS256"),
+        "expired": _signed({**claims, "iat": now - 7200, "exp": now - 3600}),
+        "alg-none": f"{_b64({'alg': 'none', 'typ': 'JWT', 'kid': AUTH_KEY.kid})}.{_b64(live)}.",
+        # A token signed by any key but auth's: under auth's kid, under a kid nobody published, without one.
+        "another-key-same-kid": _signed(live, other),
+        "another-key-unknown-kid": _signed(live, other, "not-published"),
+        "no-kid": jwt.encode(live, AUTH_KEY.key, algorithm="EdDSA"),
+        "missing-exp": _signed(claims),
         "tampered": f"{head}.{_b64({**claims, 'role': 'admin', 'exp': now + 600})}.{sig}",
-        "other-algorithm": _hs512({**claims, "exp": now + 600}),
+        "hs256-the-old-algorithm": _hmac(live, public_text, "HS256"),
+        "hs512": _hmac(live, public_text, "HS512"),
         "garbage": "not-a-jwt",
     }
 
@@ -270,7 +282,7 @@ def _exchange(
 def _bad_sub_token() -> str:
     now = int(time.time())
     claims = {"sub": "not-a-uuid", "type": "access", "role": "user", "iat": now, "exp": now + 600}
-    return jwt.encode(claims, SECRET, algorithm="HS256")
+    return _signed(claims)
 
 
 _JSON = {"Content-Type": b"application/json"}
@@ -384,3 +396,67 @@ def test_every_request_has_one_json_access_line(stack: Stack) -> None:
         assert isinstance(entry, dict), f"no access line for {rid} in {name}"
         assert (entry["method"], entry["path"], entry["status"]) == ("GET", "/api/payments", 200)
         assert entry["user_id"] and entry["duration_ms"] >= 0 and entry["bytes"] > 0
+
+
+def _token(gw: httpx.Client, email: str) -> str:
+    answer = gw.post("/api/auth/login", json={"email": email, "password": "password 1"})
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["access_token"])
+
+
+def _accepted(stack: Stack, token: str) -> tuple[int, int, int]:
+    """What the gateway, auth itself and a service behind the gateway answer to this token."""
+    headers = {"Authorization": f"Bearer {token}"}
+    with stack.client() as gw, stack.client("auth") as auth, stack.client("payments") as payments:
+        return (
+            gw.get("/api/payments", headers=headers).status_code,
+            auth.get("/api/auth/me", headers=headers).status_code,
+            payments.get("/api/payments", headers=headers).status_code,
+        )
+
+
+def test_signing_keys_rotate_and_old_tokens_work_until_they_expire(stack: Stack) -> None:
+    """The rotation the README gives: publish the new key, then sign with it, then drop the old one.
+    Last in the module: it restarts every service (and puts the original key back at the end)."""
+    from mfe_deploy.config import jwtkeys
+
+    new = jwtkeys.new("itest-2")
+    email = f"k-{uuid.uuid4().hex[:8]}@example.com"
+    with stack.client() as gw:
+        assert gw.post("/api/auth/register", json={"email": email, "password": "password 1"}).status_code == 201
+        old_token = _token(gw, email)
+    assert jwt.get_unverified_header(old_token)["kid"] == "itest"
+    user = str(jwt.decode(old_token, options={"verify_signature": False})["sub"])
+    early = jwt.encode(
+        {"sub": user, "type": "access", "role": "user", "iat": int(time.time()), "exp": int(time.time()) + 600},
+        Signer.parse(new.private.reveal()).key, algorithm="EdDSA", headers={"kid": "itest-2"},
+    )  # fmt: skip
+    assert _accepted(stack, old_token) == (200, 200, 200)
+    assert _accepted(stack, early) == (401, 401, 401)  # a key nobody has published yet
+    try:
+        # 1. Published, not signing: every service accepts it; auth still signs with the old key.
+        stack.restart_with(
+            keys=["${ITEST_JWT_KEY}", "${ITEST_JWT_KEY_2}"],
+            signing=None,
+            environ={"ITEST_JWT_KEY_2": new.private.reveal()},
+        )
+        assert _accepted(stack, early) == (200, 200, 200)
+        with stack.client() as gw:
+            assert jwt.get_unverified_header(_token(gw, email))["kid"] == "itest"
+        # 2. Signing with the new key: the old key's tokens still work until they expire.
+        stack.restart_with(keys=["${ITEST_JWT_KEY}", "${ITEST_JWT_KEY_2}"], signing="itest-2", environ={})
+        with stack.client() as gw:
+            new_token = _token(gw, email)
+        assert jwt.get_unverified_header(new_token)["kid"] == "itest-2"
+        assert _accepted(stack, new_token) == (200, 200, 200)
+        assert _accepted(stack, old_token) == (200, 200, 200)
+        # 3. The old key removed (its tokens have expired by then, in real life): refused everywhere.
+        stack.restart_with(keys=["${ITEST_JWT_KEY_2}"], signing=None, environ={})
+        assert _accepted(stack, old_token) == (401, 401, 401)
+        assert _accepted(stack, new_token) == (200, 200, 200)
+        for name in ("api-gateway", "payments", "admin", "profile"):  # only auth holds a private key
+            assert "JWT_SIGNING_KEY" not in dict(
+                environments(stack.env, stack.secrets, Endpoints.local(stack.env))[name]
+            )
+    finally:
+        stack.restart_with(keys=["${ITEST_JWT_KEY}"], signing=None, environ={})

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mfe_deploy.config import loader
+from mfe_deploy.config import jwtkeys, loader
 from mfe_deploy.render import render
 from mfe_services.common.settings import Settings
 from mfe_services.gateway.app import Gateway
@@ -63,7 +63,7 @@ def test_a_service_of_yours_is_rendered_and_routed(tmp_path: Path) -> None:
     assert own["GREETING"] == "hi" and own["DATABASE_URL"].startswith("postgresql://notifications_app:")
     # The gateway's settings, read from the very file that was rendered, route the nested prefix to the
     # service of yours (longest prefix first) and let its one public path through without a token.
-    gateway_env = {**_env_file(bundle.files["env/api-gateway.env"].text), "JWT_SECRET": "x" * 40}
+    gateway_env = _env_file(bundle.files["env/api-gateway.env"].text)
     gateway = Gateway(Settings.from_env("api-gateway", gateway_env))
     assert gateway._route("/api/auth/notices/status") == "notifications"
     assert gateway._route("/api/auth/login") == "auth"
@@ -73,4 +73,6 @@ def test_a_service_of_yours_is_rendered_and_routed(tmp_path: Path) -> None:
 
 def test_routes_that_name_an_unknown_upstream_are_refused() -> None:
     with pytest.raises(ValueError, match="ROUTES names billing"):
-        Settings.from_env("api-gateway", {"JWT_SECRET": "x" * 40, "ROUTES": '{"billing": {"prefix": "/b"}}'})
+        Settings.from_env(
+            "api-gateway", {"JWT_PUBLIC_KEYS": jwtkeys.new("t").public, "ROUTES": '{"billing": {"prefix": "/b"}}'}
+        )

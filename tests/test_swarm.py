@@ -90,7 +90,7 @@ def test_a_release_whose_gateway_exits_is_rolled_back_by_swarm_and_the_cli_exits
 
 def test_a_rotated_secret_is_a_new_swarm_secret_and_the_old_one_goes(project: Project) -> None:
     before = set(SWARM.docker("secret", "ls", "--format", "{{.Name}}").split())
-    project.secrets["STAGING_JWT_SECRET"] = "rotated-jwt-secret-5d1e9a7c3b-0a8f6e2d4c1b9a7e"
+    project.secrets["STAGING_JWT_KEY"] = "k2:rotated-jwt-key-5d1e9a7c3b-0a8f6e2d4c1b9a7e"
     done = project.cli("up", "--version", "v2")
     assert done.returncode == 0, done.stdout + done.stderr
     after = set(SWARM.docker("secret", "ls", "--format", "{{.Name}}").split())

@@ -330,11 +330,13 @@ def environments(env: Environment, secrets: Secrets, at: Endpoints) -> dict[str,
             ("PORT", svc.port),
             ("LOG_LEVEL", env.log_level),
             ("EVENT_HUB", env.event_hub),
-            ("JWT_SECRET", secrets.jwt_secret),
+            ("JWT_PUBLIC_KEYS", secrets.public_keys),
             ("JWT_EXPIRES_IN", env.jwt.expires_in),
             ("JWT_REFRESH_EXPIRES_IN", env.jwt.refresh_expires_in),
             ("CORS_ORIGIN", env.cors_origin),
         ]
+        if name == env.jwt.issuer:
+            variables.append(("JWT_SIGNING_KEY", secrets.signing_key.private))
         if svc.role == "gateway" and at.maintenance_file:
             variables.append(("MAINTENANCE_FILE", at.maintenance_file))
         if svc.role == "gateway":

@@ -17,9 +17,9 @@ def check(env: Environment) -> list[Finding]:
 
 # What mfe-deploy itself sets in a service's environment: a service's `env:` cannot replace them.
 RESERVED_ENV = frozenset(
-    {"APP_ENV", "SERVICE_NAME", "PORT", "HOST", "LOG_LEVEL", "EVENT_HUB", "JWT_SECRET", "JWT_EXPIRES_IN",
+    {"APP_ENV", "SERVICE_NAME", "PORT", "HOST", "LOG_LEVEL", "EVENT_HUB", "JWT_PUBLIC_KEYS", "JWT_EXPIRES_IN",
      "JWT_REFRESH_EXPIRES_IN", "CORS_ORIGIN", "DATABASE_URL", "REDIS_URL", "RABBITMQ_URL", "SENTRY_DSN",
-     "SERVICE_VERSION", "MAINTENANCE_FILE", "ROUTES"}
+     "SERVICE_VERSION", "MAINTENANCE_FILE", "ROUTES", "JWT_SIGNING_KEY"}
 )  # fmt: skip
 
 
@@ -29,6 +29,9 @@ def _services(env: Environment) -> Iterator[Finding]:
         yield ("services",), "no service has role: gateway (the one entry point every route goes through)"
     for extra in gateways[1:]:
         yield ("services", extra, "role"), f"only one gateway: {gateways[0]} is one already"
+    issuer = env.services.get(env.jwt.issuer)
+    if issuer is None or issuer.role == "gateway":
+        yield ("jwt", "issuer"), f"{env.jwt.issuer!r} is not a service of this environment (the one that signs tokens)"
     prefixes: dict[str, str] = {}
     for name, svc in env.services.items():
         if svc.bundled and name not in BUNDLED:

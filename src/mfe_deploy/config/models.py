@@ -149,6 +149,10 @@ class Nginx(Model):
 class Jwt(Model):
     expires_in: Duration = "15m"
     refresh_expires_in: Duration = "7d"
+    issuer: ServiceName = Field(default="auth", description="the one service that signs access tokens")
+    signing_key: str | None = Field(
+        default=None, description="the kid of secrets.jwt_keys the issuer signs with (default: the first key)"
+    )
 
 
 class Images(Model):
@@ -242,7 +246,7 @@ class Notify(Model):
 
 
 class Secrets(Model):
-    jwt_secret: Ref
+    jwt_keys: tuple[Ref, ...] = Field(description="Ed25519 keys (mfe-deploy keys new): every one verifies, one signs")
     postgres_password: Ref
     databases: dict[ServiceName, Ref]
     rabbitmq_password: Ref | None = None

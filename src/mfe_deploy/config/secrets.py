@@ -10,6 +10,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from mfe_deploy.config import jwtkeys
+from mfe_deploy.config.jwtkeys import JwtKey
 from mfe_deploy.config.models import Environment, SecretRef
 from mfe_deploy.config.source import KeyPath
 from mfe_deploy.exec.secret import Secret
@@ -20,14 +22,13 @@ KNOWN_DEFAULTS = frozenset(
         "root", "123456", "12345678", "qwerty", "letmein", "default", "test", "example", "mfe",
     }
 )  # fmt: skip
-MIN_JWT_BYTES = 32
 SENTRY_DSN = re.compile(r"https?://[^@/\s:]+(:[^@/\s]*)?@[^/\s]+/([^\s]*/)?[0-9]+")
 MIN_PASSPHRASE = 16
 
 
 @dataclass(frozen=True)
 class Secrets:
-    jwt_secret: Secret
+    jwt_keys: tuple[JwtKey, ...]  # every key the services accept; the first, or jwt.signing_key, signs
     postgres_password: Secret
     databases: Mapping[str, Secret]
     rabbitmq_password: Secret | None
@@ -37,13 +38,23 @@ class Secrets:
     webhooks: tuple[Secret, ...] = ()  # notify.webhooks[i].url, in order
     # Values that came from a documented development default (`${VAR:-value}`): public, not masked.
     public: frozenset[str] = frozenset()
+    signing_kid: str = ""
+
+    @property
+    def signing_key(self) -> JwtKey:
+        return next((k for k in self.jwt_keys if k.kid == self.signing_kid), self.jwt_keys[0])
+
+    @property
+    def public_keys(self) -> str:
+        """JWT_PUBLIC_KEYS: what every service verifies with."""
+        return ",".join(key.public for key in self.jwt_keys)
 
     def maskable(self) -> list[str]:
         """What the printer must hide: every real secret value (very short ones would mask ordinary words)."""
         return [v for s in self.values() if (v := s.reveal()) not in self.public and len(v) >= 6]
 
     def values(self) -> list[Secret]:
-        out = [self.jwt_secret, self.postgres_password, *self.databases.values(), *self.webhooks]
+        out = [*(k.private for k in self.jwt_keys), self.postgres_password, *self.databases.values(), *self.webhooks]
         optional = (self.rabbitmq_password, self.redis_password, self.sentry_dsn, self.backup_passphrase)
         return out + [s for s in optional if s is not None]
 
@@ -54,7 +65,8 @@ OPTIONAL: frozenset[KeyPath] = frozenset({("secrets", "sentry_dsn")})
 
 def refs(env: Environment) -> Iterator[tuple[KeyPath, SecretRef]]:
     s = env.secrets
-    yield ("secrets", "jwt_secret"), s.jwt_secret
+    for index, ref in enumerate(s.jwt_keys):
+        yield ("secrets", "jwt_keys", index), ref
     yield ("secrets", "postgres_password"), s.postgres_password
     for name, ref in sorted(s.databases.items()):
         yield ("secrets", "databases", name), ref
@@ -90,12 +102,14 @@ def resolve(
             values[path] = Secret(value)
             if ref.default is not None and value == ref.default:
                 public.add(value)
+    keys = _jwt_keys(env, values, problems)
     if problems:
         return None, problems
     s = env.secrets
     return (
         Secrets(
-            jwt_secret=values[("secrets", "jwt_secret")],
+            jwt_keys=keys,
+            signing_kid=env.jwt.signing_key or keys[0].kid,
             postgres_password=values[("secrets", "postgres_password")],
             databases={name: values[("secrets", "databases", name)] for name in sorted(s.databases)},
             rabbitmq_password=values.get(("secrets", "rabbitmq_password")),
@@ -107,6 +121,32 @@ def resolve(
         ),
         [],
     )
+
+
+def _jwt_keys(
+    env: Environment, values: dict[KeyPath, Secret], problems: list[tuple[KeyPath, str]]
+) -> tuple[JwtKey, ...]:
+    """The signing keys, each parsed; kids unique; jwt.signing_key one of them."""
+    keys: list[JwtKey] = []
+    for index in range(len(env.secrets.jwt_keys)):
+        path: KeyPath = ("secrets", "jwt_keys", index)
+        if path not in values:
+            continue
+        key = jwtkeys.parse(values[path].reveal())
+        if isinstance(key, str):
+            problems.append((path, key))
+        elif any(other.kid == key.kid for other in keys):
+            problems.append((path, f"a second key named {key.kid}: each key needs its own kid"))
+        elif env.tier != "development" and jwtkeys.DEVELOPMENT_KEY.split(":")[1] in values[path].reveal():
+            problems.append((path, f"the documented development key, refused in {env.tier}"))
+        else:
+            keys.append(key)
+    if not env.secrets.jwt_keys:
+        problems.append((("secrets", "jwt_keys"), "no key: list at least one (mfe-deploy keys new --out FILE)"))
+    wanted = env.jwt.signing_key
+    if not problems and wanted is not None and all(key.kid != wanted for key in keys):
+        problems.append((("jwt", "signing_key"), f"no key of secrets.jwt_keys is named {wanted}"))
+    return tuple(keys)
 
 
 def _read(ref: SecretRef, environ: Mapping[str, str], project_dir: Path, strict: bool) -> tuple[str | None, str | None]:
@@ -141,8 +181,6 @@ def _policy(path: KeyPath, value: str, strict: bool, tier: str) -> str | None:
         return None
     if value.lower() in KNOWN_DEFAULTS:
         return f"the value is a well-known default, refused in {tier}"
-    if path == ("secrets", "jwt_secret") and len(value.encode()) < MIN_JWT_BYTES:
-        return f"a JWT secret must be at least {MIN_JWT_BYTES} bytes in {tier}"
     if path == ("secrets", "backup_passphrase") and len(value) < MIN_PASSPHRASE:
         return f"a backup passphrase must be at least {MIN_PASSPHRASE} characters in {tier}"
     return None

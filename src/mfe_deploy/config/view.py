@@ -10,12 +10,16 @@ from mfe_deploy.console import MASK
 
 def effective(env: Environment) -> dict[str, Any]:
     data = env.model_dump(mode="json", exclude={"secrets"})
-    data["secrets"] = {
-        name: _mask(value) if not isinstance(value, dict) else {k: _mask(v) for k, v in sorted(value.items())}
-        for name, value in env.secrets
-        if value is not None
-    }
+    data["secrets"] = {name: _masked(value) for name, value in env.secrets if value is not None}
     return data
+
+
+def _masked(value: SecretRef | dict[str, SecretRef] | tuple[SecretRef, ...]) -> Any:
+    if isinstance(value, dict):
+        return {k: _mask(v) for k, v in sorted(value.items())}
+    if isinstance(value, tuple):
+        return [_mask(v) for v in value]
+    return _mask(value)
 
 
 def _mask(ref: SecretRef) -> str:

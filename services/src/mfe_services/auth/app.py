@@ -79,8 +79,10 @@ async def _issue_pair(conn: Any, settings: Settings, user: Any, family: uuid.UUI
         "INSERT INTO refresh_tokens (token_hash, user_id, family, expires_at) VALUES (%s, %s, %s, %s)",
         (_hash_token(refresh), user[0], family, expires),
     )
+    if settings.signer is None:  # build() refuses to start without it
+        raise RuntimeError("JWT_SIGNING_KEY is not set")
     access = tokens.issue(
-        settings.jwt_secret, user_id=str(user[0]), email=user[1], role=user[2], ttl=settings.jwt_expires_in
+        settings.signer, user_id=str(user[0]), email=user[1], role=user[2], ttl=settings.jwt_expires_in
     )
     return {
         "access_token": access,
@@ -168,6 +170,10 @@ async def me(request: Request) -> Response:
 
 
 def build(settings: Settings) -> ASGIApp:
+    if settings.signer is None:
+        raise RuntimeError("JWT_SIGNING_KEY is not set: auth signs the access tokens")
+    if settings.signer.kid not in settings.keys.keys:
+        raise RuntimeError(f"JWT_PUBLIC_KEYS lacks {settings.signer.kid}, the signing key's")
     routes = [
         Route("/api/auth/register", register, methods=["POST"]),
         Route("/api/auth/login", login, methods=["POST"]),

@@ -8,6 +8,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from mfe_services.common import tokens
+
 _DURATION = re.compile(r"^([1-9][0-9]*)([smhd])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -59,7 +61,8 @@ class Settings:
     app_env: str = "development"
     log_level: str = "info"
     event_hub: str = "redis"
-    jwt_secret: str = field(default="", repr=False)
+    keys: tokens.KeySet = field(default_factory=lambda: tokens.KeySet({}), repr=False)
+    signer: tokens.Signer | None = field(default=None, repr=False)  # the issuer's only
     jwt_expires_in: int = 900
     jwt_refresh_expires_in: int = 604800
     cors_origin: str = ""
@@ -81,16 +84,18 @@ class Settings:
             for key, value in env.items()
             if key.endswith("_SERVICE_URL")
         }
-        secret = env.get("JWT_SECRET", "")
-        if not secret:
-            raise RuntimeError("JWT_SECRET is not set")
+        public = env.get("JWT_PUBLIC_KEYS", "")
+        if not public:
+            raise RuntimeError("JWT_PUBLIC_KEYS is not set")
+        signing = env.get("JWT_SIGNING_KEY", "")
         return cls(
             service=service,
             port=int(env.get("PORT", "0")),
             app_env=env.get("APP_ENV", "development"),
             log_level=env.get("LOG_LEVEL", "info"),
             event_hub=env.get("EVENT_HUB", "redis"),
-            jwt_secret=secret,
+            keys=tokens.KeySet.parse(public),
+            signer=tokens.Signer.parse(signing) if signing else None,
             jwt_expires_in=seconds(env.get("JWT_EXPIRES_IN", "15m")),
             jwt_refresh_expires_in=seconds(env.get("JWT_REFRESH_EXPIRES_IN", "7d")),
             cors_origin=env.get("CORS_ORIGIN", ""),

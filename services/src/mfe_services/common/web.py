@@ -57,7 +57,7 @@ def require_user(request: Request) -> tokens.Claims:
     if token is None:
         raise HTTPException(401, "missing bearer token")
     try:
-        claims = tokens.verify(resources(request).settings.jwt_secret, token)
+        claims = tokens.verify(resources(request).settings.keys, token)
     except tokens.InvalidToken as exc:
         raise HTTPException(401, f"invalid token: {exc}") from None
     request.state.user_id = claims.user_id  # for the access log

@@ -99,7 +99,7 @@ class Gateway:
             try:
                 if token is None:
                     raise tokens.InvalidToken("missing bearer token")
-                user = tokens.verify(self.settings.jwt_secret, token).user_id
+                user = tokens.verify(self.settings.keys, token).user_id
                 scope.setdefault("state", {})["user_id"] = user  # for the access line
             except tokens.InvalidToken as exc:
                 challenge = [(b"www-authenticate", b'Bearer error="invalid_token"')]
