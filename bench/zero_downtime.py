@@ -23,14 +23,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from tests.conftest import SECRET_VARS  # noqa: E402
+from tests.conftest import strong_secrets  # noqa: E402
 from tests.load import Load  # noqa: E402
 from tests.pg import free_port  # noqa: E402
 
 PREFIX = "mfe-bench-zd"
 SERVICES = ("api-gateway", "auth", "payments", "admin", "profile")
 # Every staging secret the suite sets (tests/conftest.py), but Sentry's: no DSN, no Sentry.
-SECRETS = {f"STAGING_{k}": f"bench-{k.lower()}-0123456789abcdef0123456789" for k in SECRET_VARS if k != "SENTRY_DSN"}
+SECRETS = {k: v for k, v in strong_secrets("bench").items() if k.startswith("STAGING_") and "SENTRY" not in k}
 
 
 def docker_build(tag: str, dockerfile: str) -> None:
