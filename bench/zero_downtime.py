@@ -4,7 +4,10 @@ A fixed-rate load (tests/load.py: keep-alive clients and a new connection per re
 runs from 2 s before each operation to 2 s after it, on a staging-like stack (2 gateway replicas,
 nginx TLS, RabbitMQ) on the Docker engine here. Rows: steady state; `up` v1 -> v2 of every service;
 `rollback` of each of the five services; `up` of a v3 whose gateway exits at start (rolled back by
-itself). Needs a Docker engine and the stand-in images (scripts/setup-docker).
+itself); `up` of a v4 whose profile runs with a wrong database password (never healthy); `kill -9` of
+the CLI during the build, the migrations and the container start, 10 s of observation, then the same
+`up --force-unlock` (the row counts all three; `history` must show the killed one as interrupted).
+Needs a Docker engine and the stand-in images (scripts/setup-docker).
 
     .venv/bin/python bench/zero_downtime.py [--rate 200]
 """
@@ -33,9 +36,21 @@ SERVICES = ("api-gateway", "auth", "payments", "admin", "profile")
 SECRETS = {k: v for k, v in strong_secrets("bench").items() if k.startswith("STAGING_") and "SENTRY" not in k}
 
 
-def docker_build(tag: str, dockerfile: str) -> None:
-    subprocess.run(["docker", "build", "-q", "-t", tag, "-"], input=dockerfile, text=True, check=True,
-                   capture_output=True, env={**os.environ, "DOCKER_BUILDKIT": "0"})  # fmt: skip
+def docker_build(tag: str, dockerfile: str, files: dict[str, str] | None = None) -> None:
+    with tempfile.TemporaryDirectory() as context:
+        for name, text in (files or {}).items():
+            (Path(context) / name).write_text(text)
+        (Path(context) / "Dockerfile").write_text(dockerfile)
+        subprocess.run(["docker", "build", "-q", "-t", tag, context], text=True, check=True,
+                       capture_output=True, env={**os.environ, "DOCKER_BUILDKIT": "0"})  # fmt: skip
+
+
+# A profile that starts with a wrong database password: it runs, and never becomes healthy.
+BROKEN_DATABASE_ENTRYPOINT = """\
+#!/bin/sh
+sed -E 's#^(DATABASE_URL=.postgresql://[^:]+:)[^@]+@#\\1wrong-password@#' /run/secrets/env > /tmp/env
+exec /opt/mfe/bin/mfe-service.real "$1" --env-file /tmp/env --user 10001:10001
+"""
 
 
 def main() -> None:
@@ -64,6 +79,25 @@ images: {{postgres: mfe-local/postgres:15, redis: mfe-local/redis:7, rabbitmq: m
         def run(*args: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run([*cli, *args, "--env", "zd"], env=env, capture_output=True, text=True, timeout=900)
 
+        def killed_at(marker: str, version: str) -> None:
+            """`up`, killed with SIGKILL when its progress prints `marker`; 10 s; then `up --force-unlock`."""
+            proc = subprocess.Popen([*cli, "up", "--version", version, "--env", "zd"], env=env, text=True,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+            assert proc.stderr is not None
+            seen = ""
+            for line in proc.stderr:
+                seen += line
+                if marker in line:
+                    break
+            proc.kill()
+            proc.wait()
+            assert marker in seen, f"never reached {marker!r}:\n{seen}"
+            time.sleep(10)
+            history = run("history", "--json").stdout
+            assert '"interrupted"' in history, history[-2000:]
+            again = run("up", "--version", version, "--force-unlock")
+            assert again.returncode == 0, again.stderr[-3000:]
+
         try:
             first = run("up", "--version", "v1")
             assert first.returncode == 0, first.stderr
@@ -79,11 +113,17 @@ images: {{postgres: mfe-local/postgres:15, redis: mfe-local/redis:7, rabbitmq: m
                 with Load(base, token, rate=rate) as load:
                     time.sleep(2)
                     started = time.monotonic()
-                    operation()
+                    error = ""
+                    try:
+                        operation()
+                    except (AssertionError, subprocess.SubprocessError) as exc:  # the row is printed, marked
+                        error = f"    OPERATION FAILED: {str(exc).strip()[-1500:]}"
                     took = time.monotonic() - started
                     time.sleep(2)
                 rows.append((name, load.tally.sent, load.tally.failed, took))
                 print(f"{name:40} {load.tally.sent:7} {load.tally.failed:7} {took:8.1f}", flush=True)
+                if error:
+                    print(error, flush=True)
                 for reason, count in load.tally.reasons.most_common(3):
                     print(f"    {count} x {reason}", flush=True)
 
@@ -99,6 +139,30 @@ images: {{postgres: mfe-local/postgres:15, redis: mfe-local/redis:7, rabbitmq: m
             for s in SERVICES[1:]:
                 docker_build(f"{PREFIX}/{s}:v3", f"FROM {PREFIX}/{s}:v1\nLABEL bench.version=v3\n")
             measured("up v3, gateway exits at start (rolls back)", lambda: run("up", "--version", "v3"))
+            for s in SERVICES:
+                if s == "profile":
+                    wrapper = (
+                        "RUN mv /opt/mfe/bin/mfe-service /opt/mfe/bin/mfe-service.real\nCOPY mfe-service /opt/mfe/bin/"
+                    )
+                    docker_build(
+                        f"{PREFIX}/{s}:v4",
+                        f"FROM {PREFIX}/{s}:v2\nUSER 0\n{wrapper}\nRUN chmod 755 /opt/mfe/bin/mfe-service\n",
+                        {"mfe-service": BROKEN_DATABASE_ENTRYPOINT},
+                    )
+                else:
+                    docker_build(f"{PREFIX}/{s}:v4", f"FROM {PREFIX}/{s}:v2\nLABEL bench.version=v4\n")
+            measured(
+                "up v4, profile's database password wrong", lambda: run("up", "--version", "v4", "--timeout", "60")
+            )
+            # v5 is built by `up` itself (no image yet); v6 and v7 exist, so the kill lands later.
+            measured("kill -9 of up during the build, then up", lambda: killed_at("... building", "v5"))
+            for version in ("v6", "v7"):
+                for s in SERVICES:
+                    docker_build(f"{PREFIX}/{s}:{version}", f"FROM {PREFIX}/{s}:v2\nLABEL bench.version={version}\n")
+            measured("kill -9 of up during migrations, then up", lambda: killed_at("... applying migrations", "v6"))
+            measured(
+                "kill -9 of up during container start, then up", lambda: killed_at("new container(s) beside", "v7")
+            )
         finally:
             subprocess.run([*cli, "down", "--env", "zd", "--volumes", "--yes"], env=env, capture_output=True)
             tags = subprocess.run(["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", f"{PREFIX}/*"],
