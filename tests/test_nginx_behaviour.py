@@ -15,7 +15,7 @@ from tests.conftest import REPO, strong_secrets
 from tests.tools import nginx_binary, nginx_in_namespace
 
 SECURITY_HEADERS = {
-    "strict-transport-security": "max-age=63072000; includeSubDomains",
+    "strict-transport-security": "max-age=63072000",
     "x-frame-options": "SAMEORIGIN",
     "x-content-type-options": "nosniff",
     "referrer-policy": "strict-origin-when-cross-origin",

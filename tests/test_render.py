@@ -67,3 +67,16 @@ def test_database_urls_quote_passwords() -> None:
     loaded, secrets = loader.load_with_secrets(REPO, "staging", environ=environ)
     text = render(loaded.env, secrets).files["env/auth.env"].text
     assert "DATABASE_URL='postgresql://auth_app:p%40ss%2Fword%3Awith%23chars-0123456789@postgres:5432/auth_db'" in text
+
+
+def test_hsts_covers_subdomains_only_when_asked_and_files_mode_staples() -> None:
+    loaded, secrets = loader.load_with_secrets(REPO, "production", environ=strong_secrets("golden"))
+    plain = render(loaded.env, secrets).files["nginx/nginx.conf"].text
+    assert 'add_header Strict-Transport-Security "max-age=63072000" always;' in plain
+    assert "includeSubDomains" not in plain
+    nginx = loaded.env.nginx.model_copy(update={"hsts_include_subdomains": True})
+    opted = render(loaded.env.model_copy(update={"nginx": nginx}), secrets).files["nginx/nginx.conf"].text
+    assert plain.count("max-age=63072000") == opted.count("max-age=63072000; includeSubDomains") > 0
+    # OCSP stapling in files mode (a CA's certificate names a responder), through the engine's DNS.
+    assert "ssl_stapling on;" in plain and "resolver 127.0.0.11 valid=300s ipv6=off;" in plain
+    assert "ssl_stapling" not in _render("staging").files["nginx/nginx.conf"].text  # self-signed: no responder

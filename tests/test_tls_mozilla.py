@@ -31,9 +31,9 @@ def openssl(*argv: str | Path) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def ca_chain(folder: Path, name: str) -> tuple[Path, Path]:
+def ca_chain(folder: Path, name: str, ocsp: str | None = None) -> tuple[Path, Path]:
     """root -> intermediate -> leaf (ECDSA P-256, SHA-256, 90 days, SAN): the chain file holds the leaf and
-    the intermediate, as a CA delivers it."""
+    the intermediate, as a CA delivers it. `ocsp`: the responder the leaf names (authorityInfoAccess)."""
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     ca_ext = folder / "ca.ext"
     ca_ext.write_text("basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n")
@@ -41,6 +41,7 @@ def ca_chain(folder: Path, name: str) -> tuple[Path, Path]:
     leaf_ext.write_text(
         "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
         f"extendedKeyUsage=serverAuth\nsubjectAltName=DNS:{name}\n"
+        + (f"authorityInfoAccess=OCSP;URI:{ocsp}\n" if ocsp else "")
     )
     root, mid, leaf = folder / "root", folder / "mid", folder / "leaf"
     root_ext = ["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]
@@ -111,3 +112,40 @@ def test_production_nginx_passes_sslyze_mozilla_intermediate(tmp_path: Path) -> 
     assert 'Checking results against Mozilla\'s "intermediate" configuration' in out, out
     assert done.returncode == 0 and f"{DOMAIN}:{port}: OK - Compliant." in out, out
     assert "Received Chain:                    api.example.com --> mfe test intermediate" in out, out
+
+
+def test_files_mode_staples_the_responders_answer(tmp_path: Path) -> None:
+    """The CA's OCSP responder (openssl ocsp, on the namespace's loopback) says the leaf is good; nginx
+    fetches that answer after a worker's first handshake and sends it in that worker's next ones."""
+    from cryptography import x509
+
+    loaded, secrets = loader.load_with_secrets(REPO, "production", environ=strong_secrets())
+    files = {name: file.text for name, file in render(loaded.env, secrets).files.items()}
+    chain, key = ca_chain(tmp_path, DOMAIN, ocsp="http://127.0.0.1:8888")
+    leaf = x509.load_pem_x509_certificate((tmp_path / "leaf.pem").read_bytes())
+    expires = leaf.not_valid_after_utc.strftime("%y%m%d%H%M%SZ")
+    (tmp_path / "index.txt").write_text(f"V\t{expires}\t\t{leaf.serial_number:X}\tunknown\t/CN={DOMAIN}\n")
+    port = loaded.env.nginx.https_port
+    mid, hello = tmp_path / "mid", f"-connect 127.0.0.1:{port} -servername {DOMAIN} -status"
+    script = (
+        f'openssl ocsp -index "{tmp_path / "index.txt"}" -port 8888 -rsigner "{mid}.pem" -rkey "{mid}.key" '
+        f'-CA "{mid}.pem" -nrequest 6 >"{tmp_path / "ocsp.log"}" 2>&1 & '
+        f'"{nginx_binary()}" -c /etc/nginx/nginx.conf -e stderr && sleep 0.5 && '
+        # Each worker fetches on its first handshake and staples from then on: a few handshakes in a row.
+        f'for i in 1 2 3 4 5 6; do openssl s_client {hello} -CAfile "{tmp_path / "root.pem"}" </dev/null 2>&1; '
+        f"sleep 0.5; done; "
+        f'"{nginx_binary()}" -c /etc/nginx/nginx.conf -e stderr -s quit; kill %1 2>/dev/null; true'
+    )
+    done = nginx_in_namespace(
+        files["nginx/nginx.conf"],
+        tmp_path / "ns",
+        {"api-gateway": "127.0.0.1", DOMAIN: "127.0.0.1"},
+        ["sh", "-c", script],
+        network=True,
+        bundle=files,
+        certificate=(chain, key),
+    )
+    out = done.stdout + done.stderr
+    assert "OCSP Response Status: successful (0x0)" in out, out
+    assert "Cert Status: good" in out, out
+    assert "Verify return code: 0 (ok)" in out, out

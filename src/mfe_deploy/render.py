@@ -178,6 +178,9 @@ class NginxPaths:
     resolver: str | None = None  # set: the gateway's name is resolved per request (Swarm), not once at load
     resolver_valid: str = "2s"
     gateways: str | None = None  # set: the gateway's servers are this included file (gateway_servers)
+    # Where nginx resolves the OCSP responder's name for stapling (tls.mode files): the engine's DNS in a
+    # container; none on this machine (the local runtime), where a responder given by name is not stapled.
+    dns: str | None = "127.0.0.11"
 
 
 def nginx_conf(env: Environment, paths: NginxPaths, caps: Capabilities = Capabilities()) -> str:
@@ -250,8 +253,10 @@ def _context(env: Environment, versions: Mapping[str, str], caps: Capabilities) 
                 "bundled": svc.bundled,
             }
         )
+    hsts = f"max-age={env.nginx.hsts_max_age}" + ("; includeSubDomains" if env.nginx.hsts_include_subdomains else "")
     return {
         "env": env,
+        "hsts": hsts,
         "project_name": f"{env.project}-{env.name}",
         "services": services,
         "service_user": SERVICE_UID,

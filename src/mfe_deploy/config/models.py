@@ -139,6 +139,9 @@ class Nginx(Model):
     balance: Literal["least_conn", "round_robin", "ip_hash"] = "least_conn"
     keepalive: int = Field(default=32, ge=0, le=10000)
     hsts_max_age: int = Field(default=63072000, ge=0)
+    hsts_include_subdomains: bool = Field(
+        default=False, description="true: HSTS covers every subdomain of the domain too (check them all first)"
+    )
     client_max_body_size: Memory = "1m"
     # A gateway replacement: how long nginx's old workers may go on with the requests they hold (and
     # the old gateways wait for them) before the old gateways stop.
