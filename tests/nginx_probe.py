@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 warnings.simplefilter("ignore", DeprecationWarning)  # TLS 1.0/1.1 are deprecated: that is the point
 CERT, KEY = "/etc/nginx/ssl/cert.pem", "/etc/nginx/ssl/key.pem"
+DOMAIN = "api.example.com"  # production's: /etc/hosts maps it to 127.0.0.1 here
 
 
 DOWN = threading.Event()  # set: the gateway drops every request, as a crashed one would
@@ -51,14 +52,19 @@ def client(max_version: ssl.TLSVersion | None = None) -> ssl.SSLContext:
     return ctx
 
 
-def get(path: str, *, tls: bool = True, headers: dict[str, str] | None = None) -> dict[str, object]:
+def get(path: str, *, tls: bool = True, headers: dict[str, str] | None = None, name: str = DOMAIN) -> dict[str, object]:
+    """A request to `name` (TLS: also the name in the handshake); what came back, or how it was refused."""
     conn: http.client.HTTPConnection
     if tls:
-        conn = http.client.HTTPSConnection("127.0.0.1", 443, context=client(), timeout=5)
+        conn = http.client.HTTPSConnection(name, 443, context=client(), timeout=5)
     else:
-        conn = http.client.HTTPConnection("127.0.0.1", 80, timeout=5)
-    conn.request("GET", path, headers={"Host": "api.example.com", **(headers or {})})
-    resp = conn.getresponse()
+        conn = http.client.HTTPConnection(name, 80, timeout=5)
+    try:
+        conn.request("GET", path, headers={"Host": DOMAIN, **(headers or {})})
+        resp = conn.getresponse()
+    except (OSError, http.client.HTTPException) as exc:
+        conn.close()
+        return {"refused": type(exc).__name__}
     body = resp.read().decode(errors="replace")
     conn.close()
     return {"status": resp.status, "headers": {k.lower(): v for k, v in resp.getheaders()}, "body": body}
@@ -68,7 +74,7 @@ def handshake(port: int, max_version: ssl.TLSVersion) -> str:
     try:
         with (
             socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
-            client(max_version).wrap_socket(raw) as s,
+            client(max_version).wrap_socket(raw, server_hostname=DOMAIN) as s,
         ):
             return str(s.version())
     except (ssl.SSLError, OSError) as exc:
@@ -80,7 +86,7 @@ GROUPS = ("X25519", "prime256v1", "secp384r1", "X448", "secp521r1")
 
 def key_exchange(port: int, group: str) -> str:
     """Whether a client offering only `group` completes a handshake (openssl: Python cannot pick groups)."""
-    argv = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-groups", group, "-brief"]
+    argv = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", DOMAIN, "-groups", group, "-brief"]
     try:
         done = subprocess.run(argv, input="", capture_output=True, text=True, timeout=10, check=False)
     except subprocess.TimeoutExpired:
@@ -125,6 +131,10 @@ def main() -> None:
         out: dict[str, object] = {
             "redirect": get("/api/auth/login?x=1", tls=False),
             "redirect_other_host": get("/x", tls=False, headers={"Host": "evil.example"}),
+            # Another name, or none: the handshake refused (TLS) or the connection closed (80).
+            "other_name_tls": get("/health", name="127.0.0.1"),
+            "other_name_http": get("/health", tls=False, name="127.0.0.1", headers={"Host": "127.0.0.1"}),
+            "other_host_over_tls": get("/health", headers={"Host": "evil.example"}),
             "health": get("/health"),
             "request_id_given": get("/api/ping", headers={"X-Request-ID": "abc-123"}),
             "request_id_made": get("/api/ping"),

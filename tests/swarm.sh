@@ -1,7 +1,8 @@
 #!/bin/bash
 # Test harness: a Docker Swarm of N engines on this one host, each engine in its own network + mount +
 # UTS namespace, joined by a bridge in a "switch" namespace (10.251.0.0/24), plus a client namespace
-# (10.251.0.100) to send load from. Needs root, iproute2 and util-linux (unshare, nsenter).
+# (10.251.0.100) to send load from, where the name swarm.mfe.test is the manager (/etc/netns/mfesw-cl/hosts,
+# which `ip netns exec` mounts over /etc/hosts). Needs root, iproute2 and util-linux (unshare, nsenter).
 # usage: [NODES=3] [SWARM_DIR=/tmp/mfe-swarm] tests/swarm.sh up | down
 # The manager's engine answers on unix://$SWARM_DIR/n1.sock, node k's on unix://$SWARM_DIR/nk.sock.
 # Images are not loaded here: mfe-deploy ships what each node lacks (that is part of what is tested).
@@ -36,6 +37,8 @@ up() {
   ip link add ${P}cl netns $P-sw type veth peer name eth0 netns $P-cl
   ip -n $P-sw link set ${P}cl master br0 up
   ip -n $P-cl addr add $NET.100/24 dev eth0; ip -n $P-cl link set eth0 up; ip -n $P-cl link set lo up
+  mkdir -p /etc/netns/$P-cl
+  printf '127.0.0.1 localhost\n%s.11 swarm.mfe.test\n' "$NET" > /etc/netns/$P-cl/hosts
   for n in $(seq 1 "$N"); do
     ip netns add "$P-n$n"
     ip link add "${P}p$n" netns "$P-sw" type veth peer name eth0 netns "$P-n$n"
@@ -71,6 +74,7 @@ down() {
   sleep 1
   for n in $(seq 1 "$N"); do ip netns del "$P-n$n" 2>/dev/null || true; done
   ip netns del $P-cl 2>/dev/null || true; ip netns del $P-sw 2>/dev/null || true
+  rm -rf /etc/netns/$P-cl
   for n in $(seq 1 "$N"); do find /sys/fs/cgroup -depth -type d -path "*/$P-n$n*" -exec rmdir {} \; 2>/dev/null || true; done
   for m in $(findmnt -rn -o TARGET | grep "^$B" | sort -r); do umount -l "$m" 2>/dev/null || true; done
   if findmnt -rn -o TARGET | grep -q "^$B"; then echo "swarm.sh: mounts left under $B, not deleting" >&2; return 1; fi

@@ -21,7 +21,10 @@ from tests.conftest import REPO, strong_secrets
 from tests.engines import remove_images
 
 SERVICES = ("api-gateway", "auth", "payments", "admin", "profile")
-NGINX = "https://10.251.0.11:8443"  # the manager's namespace address; nginx's port in host mode
+# The manager (10.251.0.11 in the client namespace's hosts file); nginx's port in host mode. nginx serves
+# its domain only: an address typed by hand is refused at the handshake.
+DOMAIN = "swarm.mfe.test"
+NGINX = f"https://{DOMAIN}:8443"
 CLIENT_NS = "mfesw-cl"
 
 
@@ -69,7 +72,7 @@ class Project:
         nodes = ", ".join(f'"{swarm.engine(n)}"' for n in range(2, swarm.nodes + 1))
         (root / "environments" / f"{env}.yaml").write_text(
             "extends: staging\nruntime: swarm\nservices: {api-gateway: {replicas: 2}}\n"
-            "nginx: {domain: localhost, http_port: 8080, https_port: 8443,\n"
+            f"nginx: {{domain: {DOMAIN}, http_port: 8080, https_port: 8443,\n"
             "        rate_limit: {rate: 100000r/s, burst: 100000}}\n"
             f'swarm: {{manager: "{swarm.engine()}", nodes: [{nodes}], update_delay: 1s, monitor: 5s}}\n'
             "images: {postgres: mfe-local/postgres:15, redis: mfe-local/redis:7, rabbitmq: mfe-local/rabbitmq:3,\n"

@@ -31,7 +31,7 @@ def seen(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     conf = files["nginx/nginx.conf"]
     probe = Path(__file__).with_name("nginx_probe.py")
     proc = nginx_in_namespace(
-        conf, workdir, {"api-gateway": "127.0.0.1"},
+        conf, workdir, {"api-gateway": "127.0.0.1", "api.example.com": "127.0.0.1"},
         [sys.executable, str(probe), nginx_binary(), str(workdir / "nginx.log")], network=True, bundle=files,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr + (workdir / "nginx.log").read_text()
@@ -55,8 +55,15 @@ def test_security_headers_on_every_response(seen: dict[str, Any], probe: str, st
     assert response["headers"]["server"] == "nginx"  # server_tokens off: no version
 
 
-def test_the_redirect_goes_to_the_configured_name_never_to_the_callers_host(seen: dict[str, Any]) -> None:
-    assert seen["redirect_other_host"]["headers"]["location"] == "https://api.example.com/x"
+def test_only_the_configured_name_is_served(seen: dict[str, Any]) -> None:
+    """Another Host on 80 is closed unanswered (never redirected to a name the caller chose); a TLS hello
+    without our name (an address typed by hand) is refused; a Host that is not ours after the handshake
+    is closed unanswered. The right name gets the API."""
+    assert seen["redirect_other_host"] == {"refused": "RemoteDisconnected"}
+    assert seen["other_name_http"] == {"refused": "RemoteDisconnected"}
+    assert seen["other_name_tls"] == {"refused": "SSLError"}
+    assert seen["other_host_over_tls"] == {"refused": "RemoteDisconnected"}
+    assert seen["health"]["status"] == 200
 
 
 def test_nginx_refusals_are_json_and_say_when_to_retry(seen: dict[str, Any]) -> None:
