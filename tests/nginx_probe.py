@@ -70,6 +70,22 @@ def get(path: str, *, tls: bool = True, headers: dict[str, str] | None = None, n
     return {"status": resp.status, "headers": {k.lower(): v for k, v in resp.getheaders()}, "body": body}
 
 
+def get_over_ipv6(path: str) -> dict[str, object]:
+    """GET over IPv6 loopback, our name in the handshake and the Host: the status line's code."""
+    try:
+        with (
+            socket.create_connection(("::1", 443), timeout=5) as raw,
+            client().wrap_socket(raw, server_hostname=DOMAIN) as s,
+        ):
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: {DOMAIN}\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        return {"status": int(data.split(b" ", 2)[1])}
+    except (OSError, ValueError, IndexError) as exc:
+        return {"refused": type(exc).__name__}
+
+
 def handshake(port: int, max_version: ssl.TLSVersion) -> str:
     try:
         with (
@@ -135,6 +151,7 @@ def main() -> None:
             "other_name_tls": get("/health", name="127.0.0.1"),
             "other_name_http": get("/health", tls=False, name="127.0.0.1", headers={"Host": "127.0.0.1"}),
             "other_host_over_tls": get("/health", headers={"Host": "evil.example"}),
+            "ipv6": get_over_ipv6("/health"),
             "health": get("/health"),
             "request_id_given": get("/api/ping", headers={"X-Request-ID": "abc-123"}),
             "request_id_made": get("/api/ping"),

@@ -66,6 +66,10 @@ def test_only_the_configured_name_is_served(seen: dict[str, Any]) -> None:
     assert seen["health"]["status"] == 200
 
 
+def test_nginx_listens_on_ipv6_too(seen: dict[str, Any]) -> None:
+    assert seen["ipv6"] == {"status": 200}
+
+
 def test_nginx_refusals_are_json_and_say_when_to_retry(seen: dict[str, Any]) -> None:
     limited, down = seen["limited"], seen["upstream_down"]
     assert (limited["status"], json.loads(limited["body"]), limited["headers"]["retry-after"]) == (

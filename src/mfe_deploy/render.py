@@ -174,6 +174,9 @@ class NginxPaths:
     mime_types: str = "/etc/nginx/mime.types"
     listen_http: str = "80"
     listen_https: str = "443"
+    # The same ports on IPv6 (nginx.ipv6; reachable where the engine's network has IPv6); None: IPv4 only.
+    listen_http6: str | None = "[::]:80"
+    listen_https6: str | None = "[::]:443"
     temp: str | None = None
     resolver: str | None = None  # set: the gateway's name is resolved per request (Swarm), not once at load
     resolver_valid: str = "2s"
@@ -187,10 +190,11 @@ def nginx_conf(env: Environment, paths: NginxPaths, caps: Capabilities = Capabil
     if paths.upstream is None:
         paths = dataclasses.replace(paths, upstream=env.gateway)
     target = "http://$mfe_gateway" if paths.resolver else "http://api_gateway"
+    ipv6 = env.nginx.ipv6 and paths.listen_http6 is not None and paths.listen_https6 is not None
     return (
         _jinja()
         .get_template("nginx.conf.j2")
-        .render({**_context(env, {}, caps), "nginx_paths": paths, "proxy_target": target})
+        .render({**_context(env, {}, caps), "nginx_paths": paths, "proxy_target": target, "ipv6": ipv6})
     )
 
 

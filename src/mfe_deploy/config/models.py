@@ -134,6 +134,9 @@ class Nginx(Model):
     domain: str = Field(default="localhost", pattern=r"^[a-z0-9*]([a-z0-9.-]*[a-z0-9])?$")
     http_port: Port = 80
     https_port: Port = 443
+    ipv6: bool = Field(
+        default=True, description="listen on IPv6 too (in a container; the local runtime: loopback IPv4)"
+    )
     tls: Tls = Tls()
     rate_limit: RateLimit = RateLimit()
     balance: Literal["least_conn", "round_robin", "ip_hash"] = "least_conn"
