@@ -12,7 +12,7 @@ import pytest
 from mfe_deploy.config import loader
 from mfe_deploy.render import render
 from tests.conftest import REPO, strong_secrets
-from tests.tools import nginx_binary, nginx_in_namespace
+from tests.tools import for_this_nginx, nginx_binary, nginx_in_namespace
 
 SECURITY_HEADERS = {
     "strict-transport-security": "max-age=63072000",
@@ -27,7 +27,7 @@ SECURITY_HEADERS = {
 def seen(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     workdir = tmp_path_factory.mktemp("nginx")
     loaded, secrets = loader.load_with_secrets(REPO, "production", environ=strong_secrets())
-    files = {name: file.text for name, file in render(loaded.env, secrets).files.items()}
+    files = {name: file.text for name, file in render(for_this_nginx(loaded.env), secrets).files.items()}
     conf = files["nginx/nginx.conf"]
     probe = Path(__file__).with_name("nginx_probe.py")
     proc = nginx_in_namespace(

@@ -13,16 +13,16 @@ from mfe_deploy.bundle import write
 from mfe_deploy.config import loader
 from mfe_deploy.render import render
 from tests.conftest import REPO, strong_secrets
-from tests.tools import compose_binary, nginx_binary, nginx_in_namespace
+from tests.tools import compose_binary, for_this_nginx, nginx_binary, nginx_in_namespace
 
 ENVS = ("development", "staging", "production")
 APP = ("api-gateway", "auth", "payments", "admin", "profile")
 STORES = ("postgres", "redis", "rabbitmq")
 
 
-def _bundle(name: str, out: Path) -> Path:
+def _bundle(name: str, out: Path, *, this_nginx: bool = False) -> Path:
     loaded, secrets = loader.load_with_secrets(REPO, name, environ=strong_secrets())
-    write(render(loaded.env, secrets), out)
+    write(render(for_this_nginx(loaded.env) if this_nginx else loaded.env, secrets), out)
     return out
 
 
@@ -92,7 +92,7 @@ def test_development_publishes_ports(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["staging", "production"])
 def test_nginx_accepts_the_config(name: str, tmp_path: Path) -> None:
-    folder = _bundle(name, tmp_path / name)
+    folder = _bundle(name, tmp_path / name, this_nginx=True)
     conf = (folder / "nginx" / "nginx.conf").read_text()
     bundle = {"nginx/upstream/gateways.conf": (folder / "nginx" / "upstream" / "gateways.conf").read_text()}
     proc = nginx_in_namespace(conf, tmp_path, {"api-gateway": "127.0.0.1"}, [nginx_binary(), "-t"], bundle=bundle)

@@ -80,3 +80,26 @@ def test_hsts_covers_subdomains_only_when_asked_and_files_mode_staples() -> None
     # OCSP stapling in files mode (a CA's certificate names a responder), through the engine's DNS.
     assert "ssl_stapling on;" in plain and "resolver 127.0.0.11 valid=300s ipv6=off;" in plain
     assert "ssl_stapling" not in _render("staging").files["nginx/nginx.conf"].text  # self-signed: no responder
+
+
+@pytest.mark.parametrize(
+    ("image", "directive"),
+    [
+        ("nginx:1.27", True),
+        ("nginx:1.25.1-alpine", True),
+        ("nginx:1.25", True),
+        ("registry:5000/nginx:1.26.2", True),
+        ("nginx:1.25.0", False),
+        ("mfe-local/nginx:1.22", False),
+        ("nginx:latest", False),
+        ("nginx", False),
+    ],
+)
+def test_http2_is_the_directive_where_the_nginx_image_knows_it(image: str, directive: bool) -> None:
+    from mfe_deploy.render import NginxPaths, has_http2_directive, nginx_conf
+
+    assert has_http2_directive(image) is directive
+    loaded, _ = loader.load_with_secrets(REPO, "production", environ=strong_secrets("golden"))
+    env = loaded.env.model_copy(update={"images": loaded.env.images.model_copy(update={"nginx": image})})
+    conf = nginx_conf(env, NginxPaths())
+    assert ("http2 on;" in conf, "listen 443 ssl http2;" in conf) == (directive, not directive)

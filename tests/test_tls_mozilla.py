@@ -15,7 +15,7 @@ import pytest
 from mfe_deploy.config import loader
 from mfe_deploy.render import render
 from tests.conftest import REPO, strong_secrets
-from tests.tools import nginx_binary, nginx_in_namespace
+from tests.tools import for_this_nginx, nginx_binary, nginx_in_namespace
 
 SSLYZE = REPO / ".venv-checks" / "bin" / "sslyze"
 DOMAIN = "api.example.com"  # production.yaml's
@@ -90,7 +90,7 @@ def ca_chain(folder: Path, name: str, ocsp: str | None = None) -> tuple[Path, Pa
 def test_production_nginx_passes_sslyze_mozilla_intermediate(tmp_path: Path) -> None:
     loaded, secrets = loader.load_with_secrets(REPO, "production", environ=strong_secrets())
     assert loaded.env.nginx.tls.mode == "files"
-    files = {name: file.text for name, file in render(loaded.env, secrets).files.items()}
+    files = {name: file.text for name, file in render(for_this_nginx(loaded.env), secrets).files.items()}
     chain, key = ca_chain(tmp_path, DOMAIN)
     port = loaded.env.nginx.https_port
     script = (
@@ -120,7 +120,7 @@ def test_files_mode_staples_the_responders_answer(tmp_path: Path) -> None:
     from cryptography import x509
 
     loaded, secrets = loader.load_with_secrets(REPO, "production", environ=strong_secrets())
-    files = {name: file.text for name, file in render(loaded.env, secrets).files.items()}
+    files = {name: file.text for name, file in render(for_this_nginx(loaded.env), secrets).files.items()}
     chain, key = ca_chain(tmp_path, DOMAIN, ocsp="http://127.0.0.1:8888")
     leaf = x509.load_pem_x509_certificate((tmp_path / "leaf.pem").read_bytes())
     expires = leaf.not_valid_after_utc.strftime("%y%m%d%H%M%SZ")

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mfe_deploy.config.models import Environment
 
 
 def compose_binary() -> str:
@@ -22,6 +26,15 @@ def nginx_binary() -> str:
     found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
     assert found, "nginx not found: run scripts/setup-system"
     return found
+
+
+def for_this_nginx(env: Environment) -> Environment:
+    """The environment as if its nginx image were this machine's nginx version (nginx:1.22.1 here):
+    what the rendered config may use (`http2 on;` needs 1.25.1) follows the version that runs it."""
+    done = subprocess.run([nginx_binary(), "-v"], capture_output=True, text=True, check=True)
+    version = done.stderr.strip().rsplit("/", 1)[-1]
+    images = env.images.model_copy(update={"nginx": f"nginx:{version}"})
+    return env.model_copy(update={"images": images})
 
 
 def self_signed(folder: Path, name: str = "localhost") -> tuple[Path, Path]:

@@ -141,6 +141,7 @@ def render_local(
             upstream="127.0.0.1", ssl=str(layout.root / "nginx" / "ssl"), pid=str(layout.run / "nginx.pid"),
             listen_http=f"127.0.0.1:{env.nginx.http_port}", listen_https=f"127.0.0.1:{env.nginx.https_port}",
             listen_http6=None, listen_https6=None,  # loopback IPv4 only: a host may have no ::1
+            http2_directive=False,  # whatever this machine's nginx: the listen parameter works on all
             temp=str(data / "nginx"),
         )  # fmt: skip
         files["nginx/nginx.conf"] = BundleFile(nginx_conf(env, paths))

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -176,6 +177,9 @@ class NginxPaths:
     listen_https: str = "443"
     # The same ports on IPv6 (nginx.ipv6; reachable where the engine's network has IPv6); None: IPv4 only.
     listen_http6: str | None = "[::]:80"
+    # HTTP/2 as `http2 on;` (nginx 1.25.1+; `listen ... http2` is deprecated there) or as the listen
+    # parameter (older nginx). None: from the nginx image's tag (a tag without a version: the parameter).
+    http2_directive: bool | None = None
     listen_https6: str | None = "[::]:443"
     temp: str | None = None
     resolver: str | None = None  # set: the gateway's name is resolved per request (Swarm), not once at load
@@ -186,15 +190,36 @@ class NginxPaths:
     dns: str | None = "127.0.0.11"
 
 
+_NGINX_TAG = re.compile(r":(\d+)\.(\d+)(?:\.(\d+))?(?:[-.][A-Za-z0-9._-]*)?\Z")
+
+
+def has_http2_directive(image: str) -> bool:
+    """Whether the nginx of this image (by its tag: nginx:1.27, nginx:1.25.3-alpine) knows `http2 on;`."""
+    match = _NGINX_TAG.search(image.rsplit("/", 1)[-1])
+    if match is None:
+        return False
+    patch = int(match[3]) if match[3] is not None else 1 << 16  # nginx:1.25 is the newest 1.25.x
+    return (int(match[1]), int(match[2]), patch) >= (1, 25, 1)
+
+
 def nginx_conf(env: Environment, paths: NginxPaths, caps: Capabilities = Capabilities()) -> str:
     if paths.upstream is None:
         paths = dataclasses.replace(paths, upstream=env.gateway)
     target = "http://$mfe_gateway" if paths.resolver else "http://api_gateway"
     ipv6 = env.nginx.ipv6 and paths.listen_http6 is not None and paths.listen_https6 is not None
+    http2_on = paths.http2_directive if paths.http2_directive is not None else has_http2_directive(env.images.nginx)
     return (
         _jinja()
         .get_template("nginx.conf.j2")
-        .render({**_context(env, {}, caps), "nginx_paths": paths, "proxy_target": target, "ipv6": ipv6})
+        .render(
+            {
+                **_context(env, {}, caps),
+                "nginx_paths": paths,
+                "proxy_target": target,
+                "ipv6": ipv6,
+                "http2_on": http2_on,
+            }
+        )
     )
 
 
