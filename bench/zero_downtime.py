@@ -9,12 +9,16 @@ the CLI during the build, the migrations and the container start, 10 s of observ
 `up --force-unlock` (the row counts all three; `history` must show the killed one as interrupted).
 Needs a Docker engine and the stand-in images (scripts/setup-docker).
 
-    .venv/bin/python bench/zero_downtime.py [--rate 200]
+    .venv/bin/python bench/zero_downtime.py [--rate 200] [--remote] [--quick]
+
+--remote: the same stack on a remote target over SSH (a real sshd on loopback in front of this engine).
+--quick: steady state, `up` v1 -> v2, `rollback api-gateway` and `rollback auth` only.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -56,18 +60,31 @@ exec /opt/mfe/bin/mfe-service.real "$1" --env-file /tmp/env --user 10001:10001
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rate", type=float, default=200)
-    rate = parser.parse_args().rate
+    parser.add_argument("--remote", action="store_true", help="deploy over SSH to a remote target")
+    parser.add_argument("--quick", action="store_true", help="four rows only")
+    args = parser.parse_args()
+    rate = args.rate
     import httpx
 
     env = {**os.environ, **SECRETS}
     https = free_port()
     rows: list[tuple[str, int, int, float]] = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         root = Path(tmp) / "project"
         shutil.copytree(REPO / "environments", root / "environments")
+        target = ""
+        if args.remote:
+            from tests.sshd import sshd
+
+            server = stack.enter_context(sshd(Path(tmp) / "sshd"))
+            env["HOME"] = tmp
+            target = (
+                f"target: ssh://root@127.0.0.1:{server.port}\n"
+                f"ssh: {{identity_file: {server.user_key}, known_hosts: {tmp}/known_hosts, remote_dir: {tmp}/host}}\n"
+            )
         (root / "environments" / "zd.yaml").write_text(f"""\
 extends: staging
-runtime: docker
+{target}runtime: docker
 services: {{api-gateway: {{replicas: 2}}}}
 nginx: {{domain: localhost, http_port: {free_port()}, https_port: {https},
          rate_limit: {{rate: 100000r/s, burst: 100000}}}}
@@ -99,6 +116,9 @@ images: {{postgres: mfe-local/postgres:15, redis: mfe-local/redis:7, rabbitmq: m
             assert again.returncode == 0, again.stderr[-3000:]
 
         try:
+            if args.remote:
+                trusted = run("hosts", "trust", "--yes")
+                assert trusted.returncode == 0, trusted.stderr
             first = run("up", "--version", "v1")
             assert first.returncode == 0, first.stderr
             for s in SERVICES:  # v2: the same code, a new image (built in a second, as a CI build would have)
@@ -127,11 +147,14 @@ images: {{postgres: mfe-local/postgres:15, redis: mfe-local/redis:7, rabbitmq: m
                 for reason, count in load.tally.reasons.most_common(3):
                     print(f"    {count} x {reason}", flush=True)
 
-            print(f"{'operation':40} {'sent':>7} {'failed':>7} {'seconds':>8}   ({rate:.0f} requests/s)")
+            where = "a remote target over SSH" if args.remote else "this machine's engine"
+            print(f"{'operation':40} {'sent':>7} {'failed':>7} {'seconds':>8}   ({rate:.0f} requests/s, {where})")
             measured("steady state, no operation (10 s)", lambda: time.sleep(10))
             measured("up v1 -> v2 (every service)", lambda: run("up", "--version", "v2"))
-            for s in SERVICES:
+            for s in SERVICES[:2] if args.quick else SERVICES:
                 measured(f"rollback {s} (v2 -> v1)", lambda s=s: run("rollback", s))
+            if args.quick:
+                return _summary(rows)
             broken = 'RUN printf "#!/bin/sh\\nexit 3\\n" > /opt/mfe/bin/mfe-service'  # the entrypoint compose runs
             docker_build(
                 f"{PREFIX}/api-gateway:v3", f"FROM {PREFIX}/api-gateway:v1\nUSER 0\n{broken}\nUSER 10001:10001\n"
@@ -169,6 +192,10 @@ images: {{postgres: mfe-local/postgres:15, redis: mfe-local/redis:7, rabbitmq: m
                                   capture_output=True, text=True).stdout.split()  # fmt: skip
             if tags:
                 subprocess.run(["docker", "image", "rm", "-f", *tags], capture_output=True)
+    _summary(rows)
+
+
+def _summary(rows: list[tuple[str, int, int, float]]) -> None:
     failed = sum(r[2] for r in rows)
     print(f"failed requests in all rows: {failed} (goal 0) {'ok' if failed == 0 else 'MISSED'}")
 
