@@ -31,6 +31,14 @@ def jwt_env(key: str = TEST_JWT_KEY) -> dict[str, str]:
     return {"JWT_SIGNING_KEY": key, "JWT_PUBLIC_KEYS": parsed.public}
 
 
+def access_token(user: int, key: str = TEST_JWT_KEY, ttl: int = 60) -> str:
+    """An access token as auth issues it, for user 00000000-0000-4000-8000-<user, 12 digits>."""
+    from mfe_services.common import tokens
+
+    user_id = f"00000000-0000-4000-8000-{user:012d}"
+    return tokens.issue(tokens.Signer.parse(key), user_id=user_id, email=f"u{user}@t.io", role="user", ttl=ttl)
+
+
 def strong_secrets(tag: str = "canary") -> dict[str, str]:
     """Distinct, policy-passing values for every staging and production secret."""
     out = {}

@@ -27,8 +27,7 @@ import httptools
 import httpx
 import pytest
 
-from mfe_services.common import tokens
-from tests.conftest import TEST_JWT_KEY, jwt_env
+from tests.conftest import access_token, jwt_env
 from tests.pg import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,13 +83,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             )
         processes.append(gateway)
         _wait(f"http://127.0.0.1:{gateway_port}/health/live", gateway)
-        token = tokens.issue(
-            tokens.Signer.parse(TEST_JWT_KEY),
-            user_id="00000000-0000-4000-8000-000000000001",
-            email="c@t.io",
-            role="user",
-            ttl=600,
-        )
+        token = access_token(1, ttl=600)
         yield Stack(gateway_port, f"Bearer {token}".encode())
     finally:
         for process in processes:

@@ -14,8 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mfe_services.common import tokens
-from tests.conftest import jwt_env
+from tests.conftest import access_token, jwt_env
 from tests.pg import free_port
 from tests.receiver import Receiver, receiver
 from tests.servers import serve_process
@@ -128,13 +127,7 @@ def test_nothing_is_sent_without_a_dsn(services: dict[str, int], listener: Liste
 def test_an_unhandled_error_is_one_event_with_environment_release_and_request_id(
     services: dict[str, int], listener: Listener
 ) -> None:
-    token = tokens.issue(
-        tokens.Signer.parse(JWT_CANARY),
-        user_id="00000000-0000-4000-8000-000000000003",
-        email="e@x.io",
-        role="user",
-        ttl=60,
-    )
+    token = access_token(3, JWT_CANARY)
     for n in range(3):
         answer = httpx.post(
             f"http://127.0.0.1:{services['boom']}/api/boom/fail?password={BODY_CANARY}",
@@ -157,13 +150,7 @@ def test_an_unhandled_error_is_one_event_with_environment_release_and_request_id
 def test_the_gateway_reports_a_502_without_the_callers_credentials(
     services: dict[str, int], listener: Listener
 ) -> None:
-    token = tokens.issue(
-        tokens.Signer.parse(JWT_CANARY),
-        user_id="00000000-0000-4000-8000-000000000004",
-        email="g@x.io",
-        role="user",
-        ttl=60,
-    )
+    token = access_token(4, JWT_CANARY)
     answer = httpx.get(
         f"http://127.0.0.1:{services['gateway']}/api/down/x",
         headers={"Authorization": f"Bearer {token}", "X-Request-ID": "req-gw-502"},

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_JWT_KEY, jwt_env
+from tests.conftest import access_token, jwt_env
 from tests.pg import free_port
 from tests.servers import serve_process
 
@@ -87,16 +87,9 @@ def test_a_500_is_json_with_its_request_id_and_closes_the_connection_cleanly(ser
 
 
 def test_a_502_names_the_service_not_its_address(servers: tuple[int, int, Path]) -> None:
-    from mfe_services.common import tokens
 
     _, gateway, _ = servers
-    token = tokens.issue(
-        tokens.Signer.parse(TEST_JWT_KEY),
-        user_id="00000000-0000-4000-8000-000000000002",
-        email="a@b.io",
-        role="user",
-        ttl=60,
-    )
+    token = access_token(2)
     head, body, closed = _raw(
         gateway, f"GET /api/down/things HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {token}\r\n\r\n".encode()
     )

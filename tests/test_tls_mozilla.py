@@ -19,6 +19,7 @@ from tests.tools import for_this_nginx, nginx_binary, nginx_in_namespace
 
 SSLYZE = REPO / ".venv-checks" / "bin" / "sslyze"
 DOMAIN = "api.example.com"  # production.yaml's
+PORT = 443
 
 if not SSLYZE.exists():
     if os.environ.get("MFE_REQUIRE_CHECKERS"):
@@ -87,18 +88,12 @@ def ca_chain(folder: Path, name: str, ocsp: str | None = None) -> tuple[Path, Pa
     return chain, Path(f"{leaf}.key")
 
 
-def test_production_nginx_passes_sslyze_mozilla_intermediate(tmp_path: Path) -> None:
+def production_nginx(tmp_path: Path, chain: tuple[Path, Path], script: str) -> str:
+    """Production's nginx.conf (tls.mode files, this chain) in a loopback-only namespace where the domain is
+    127.0.0.1, beside `script` (sh): what both printed."""
     loaded, secrets = loader.load_with_secrets(REPO, "production", environ=strong_secrets())
-    assert loaded.env.nginx.tls.mode == "files"
+    assert loaded.env.nginx.tls.mode == "files" and loaded.env.nginx.https_port == PORT
     files = {name: file.text for name, file in render(for_this_nginx(loaded.env), secrets).files.items()}
-    chain, key = ca_chain(tmp_path, DOMAIN)
-    port = loaded.env.nginx.https_port
-    script = (
-        f'"{nginx_binary()}" -c /etc/nginx/nginx.conf -e stderr && sleep 0.5 && '
-        f'"{SSLYZE}" --mozilla_config=intermediate --certinfo_ca_file "{tmp_path / "root.pem"}" '
-        f"{DOMAIN}:{port}{{127.0.0.1}}; code=$?; "
-        f'"{nginx_binary()}" -c /etc/nginx/nginx.conf -e stderr -s quit; exit $code'
-    )
     done = nginx_in_namespace(
         files["nginx/nginx.conf"],
         tmp_path / "ns",
@@ -106,11 +101,21 @@ def test_production_nginx_passes_sslyze_mozilla_intermediate(tmp_path: Path) -> 
         ["sh", "-c", script],
         network=True,
         bundle=files,
-        certificate=(chain, key),
+        certificate=chain,
     )
-    out = done.stdout + done.stderr
+    return f"exit {done.returncode}\n{done.stdout}{done.stderr}"
+
+
+def test_production_nginx_passes_sslyze_mozilla_intermediate(tmp_path: Path) -> None:
+    script = (
+        f'"{nginx_binary()}" -c /etc/nginx/nginx.conf -e stderr && sleep 0.5 && '
+        f'"{SSLYZE}" --mozilla_config=intermediate --certinfo_ca_file "{tmp_path / "root.pem"}" '
+        f"{DOMAIN}:{PORT}{{127.0.0.1}}; code=$?; "
+        f'"{nginx_binary()}" -c /etc/nginx/nginx.conf -e stderr -s quit; exit $code'
+    )
+    out = production_nginx(tmp_path, ca_chain(tmp_path, DOMAIN), script)
     assert 'Checking results against Mozilla\'s "intermediate" configuration' in out, out
-    assert done.returncode == 0 and f"{DOMAIN}:{port}: OK - Compliant." in out, out
+    assert out.startswith("exit 0\n") and f"{DOMAIN}:{PORT}: OK - Compliant." in out, out
     assert "Received Chain:                    api.example.com --> mfe test intermediate" in out, out
 
 
@@ -119,14 +124,11 @@ def test_files_mode_staples_the_responders_answer(tmp_path: Path) -> None:
     fetches that answer after a worker's first handshake and sends it in that worker's next ones."""
     from cryptography import x509
 
-    loaded, secrets = loader.load_with_secrets(REPO, "production", environ=strong_secrets())
-    files = {name: file.text for name, file in render(for_this_nginx(loaded.env), secrets).files.items()}
-    chain, key = ca_chain(tmp_path, DOMAIN, ocsp="http://127.0.0.1:8888")
+    chain = ca_chain(tmp_path, DOMAIN, ocsp="http://127.0.0.1:8888")
     leaf = x509.load_pem_x509_certificate((tmp_path / "leaf.pem").read_bytes())
     expires = leaf.not_valid_after_utc.strftime("%y%m%d%H%M%SZ")
     (tmp_path / "index.txt").write_text(f"V\t{expires}\t\t{leaf.serial_number:X}\tunknown\t/CN={DOMAIN}\n")
-    port = loaded.env.nginx.https_port
-    mid, hello = tmp_path / "mid", f"-connect 127.0.0.1:{port} -servername {DOMAIN} -status"
+    mid, hello = tmp_path / "mid", f"-connect 127.0.0.1:{PORT} -servername {DOMAIN} -status"
     script = (
         f'openssl ocsp -index "{tmp_path / "index.txt"}" -port 8888 -rsigner "{mid}.pem" -rkey "{mid}.key" '
         f'-CA "{mid}.pem" -nrequest 6 >"{tmp_path / "ocsp.log"}" 2>&1 & '
@@ -136,16 +138,7 @@ def test_files_mode_staples_the_responders_answer(tmp_path: Path) -> None:
         f"sleep 0.5; done; "
         f'"{nginx_binary()}" -c /etc/nginx/nginx.conf -e stderr -s quit; kill %1 2>/dev/null; true'
     )
-    done = nginx_in_namespace(
-        files["nginx/nginx.conf"],
-        tmp_path / "ns",
-        {"api-gateway": "127.0.0.1", DOMAIN: "127.0.0.1"},
-        ["sh", "-c", script],
-        network=True,
-        bundle=files,
-        certificate=(chain, key),
-    )
-    out = done.stdout + done.stderr
+    out = production_nginx(tmp_path, chain, script)
     assert "OCSP Response Status: successful (0x0)" in out, out
     assert "Cert Status: good" in out, out
     assert "Verify return code: 0 (ok)" in out, out
