@@ -83,6 +83,19 @@ def test_keys_new_writes_a_private_file_and_prints_only_the_public_half(project:
     assert jwtkeys.parse(path.read_text()) == key  # untouched
     bad = project.cli("keys", "new", "--out", str(path.with_name("x.key")), "--kid", "a b")
     assert bad.code != 0 and "--kid" in bad.err and not path.with_name("x.key").exists()
+    # Listed second, then made the signer: `keys list` says which signs; no private half is shown.
+    project.edit(
+        "staging", '  jwt_keys: ["${STAGING_JWT_KEY}"]', f'  jwt_keys: ["${{STAGING_JWT_KEY}}", "file:{path}"]'
+    )
+    listed = project.cli("keys", "list", "--env", "staging")
+    assert listed.code == 0, listed.err
+    first = jwtkeys.parse(project.environ["STAGING_JWT_KEY"])
+    assert not isinstance(first, str)
+    assert listed.out.splitlines() == [
+        f"k1: signs (held by auth only); public key {first.public}",
+        f"2026-11: verifies only; public key {key.public}",
+    ]
+    assert key.private.reveal().split(":")[1] not in listed.out + listed.err
 
 
 def test_render_writes_once_then_changes_nothing(project: Project) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mfe_deploy.cli.app import app, application
+from mfe_deploy.cli.app import EnvOption, app, application
 
 keys_app = typer.Typer(help="The access tokens' signing keys.", rich_markup_mode=None)
 app.add_typer(keys_app, name="keys")
@@ -38,3 +38,15 @@ def new(
     console = application().console
     console.print(f"wrote {out} (mode 0600): kid {key.kid}")
     console.print(f"public key: {key.public}")
+
+
+@keys_app.command("list")
+def list_keys(env: EnvOption) -> None:
+    """The keys an environment's services accept, the one auth signs with, and their public halves."""
+    state = application()
+    secrets = state.secrets(env)
+    signing = secrets.signing_key.kid
+    issuer = state.environment(env).env.jwt.issuer
+    for key in secrets.jwt_keys:
+        role = f"signs (held by {issuer} only)" if key.kid == signing else "verifies only"
+        state.console.print(f"{key.kid}: {role}; public key {key.public}")
