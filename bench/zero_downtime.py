@@ -86,6 +86,7 @@ def main() -> None:
 extends: staging
 {target}runtime: docker
 services: {{api-gateway: {{replicas: 2}}}}
+jwt: {{expires_in: 2h}}  # the load's one token outlives the whole run
 nginx: {{domain: localhost, http_port: {free_port()}, https_port: {https},
          rate_limit: {{rate: 100000r/s, burst: 100000}}}}
 images: {{postgres: mfe-local/postgres:15, redis: mfe-local/redis:7, rabbitmq: mfe-local/rabbitmq:3,

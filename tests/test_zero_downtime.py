@@ -62,6 +62,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     https = free_port()
     (root / "environments" / f"{ENV}.yaml").write_text(
         "extends: staging\nruntime: docker\nservices: {api-gateway: {replicas: 2}}\n"
+        "jwt: {expires_in: 2h}\n"  # the load's one token outlives the module (about 15 minutes)
         f"nginx: {{domain: localhost, http_port: {free_port()}, https_port: {https},\n"
         "        rate_limit: {rate: 100000r/s, burst: 100000}}\n"
         "images: {postgres: mfe-local/postgres:15, redis: mfe-local/redis:7, rabbitmq: mfe-local/rabbitmq:3,\n"
