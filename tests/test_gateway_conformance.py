@@ -165,6 +165,7 @@ class Request:
 class Tally:
     exchanges: int = 0
     resets: int = 0
+    early_resets: int = 0
     mixups: list[str] = field(default_factory=list)
     wrong: list[str] = field(default_factory=list)
 
@@ -185,7 +186,15 @@ def check(request: Request, status: int, body: bytes, tally: Tally) -> None:
             tally.wrong.append(f"{request.token}: unauthorised request answered {status}")
         return
     if answer.get("token") != request.token:
-        tally.mixups.append(f"{request.token} got {answer.get('token')!r} ({status})")
+        if "token" in answer:  # another caller's answer
+            tally.mixups.append(f"{request.token} got {answer['token']!r} ({status})")
+        elif status == 502 and "early" in request.modes and request.body:
+            # The upstream answered before reading the body and closed with the body unread: its kernel
+            # resets the connection, and when the reset reaches the gateway while it still sends the body,
+            # the early answer is lost with it. The gateway's own 502, for this caller: seen once in CI.
+            tally.early_resets += 1
+        else:
+            tally.wrong.append(f"{request.token}: {status} {answer} (not its own answer)")
         return
     if "early" in request.modes:
         if status != 413:
@@ -308,6 +317,9 @@ def test_random_sequences_from_several_clients_never_mix_up_callers(stack: Stack
     asyncio.run(scenario())
     assert tally.mixups == []
     assert tally.wrong == []
+    early = sum(1 for s, _, _ in sequences for r in s if "early" in r.modes and r.body)
+    print(f"{tally.exchanges} exchanges; early answers lost to the upstream's reset: {tally.early_resets} of {early}")
+    assert tally.early_resets <= early // 4, "the early answers are lost as a rule, not by a rare race"
     kinds = {
         "expect": sum(r.expect for s, _, _ in sequences for r in s),
         "chunked": sum(r.chunked for s, _, _ in sequences for r in s),
