@@ -62,3 +62,14 @@ def test_the_private_key_is_never_in_a_repr() -> None:
     key = jwtkeys.new("k")
     secret_half = key.private.reveal().split(":")[1]
     assert secret_half not in repr(key) and secret_half not in repr(tokens.Signer.parse(key.private.reveal()))
+
+
+def test_the_printer_masks_a_keys_private_half_on_its_own() -> None:
+    from mfe_deploy.config import loader
+    from tests.conftest import REPO, strong_secrets
+
+    environ = strong_secrets()
+    _, secrets = loader.load_with_secrets(REPO, "staging", environ=environ)
+    half = environ["STAGING_JWT_KEY"].partition(":")[2]
+    assert environ["STAGING_JWT_KEY"] in secrets.maskable() and half in secrets.maskable()
+    assert all(key.public not in secrets.maskable() for key in secrets.jwt_keys)

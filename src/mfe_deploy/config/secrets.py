@@ -50,8 +50,10 @@ class Secrets:
         return ",".join(key.public for key in self.jwt_keys)
 
     def maskable(self) -> list[str]:
-        """What the printer must hide: every real secret value (very short ones would mask ordinary words)."""
-        return [v for s in self.values() if (v := s.reveal()) not in self.public and len(v) >= 6]
+        """What the printer must hide: every real secret value (very short ones would mask ordinary words),
+        and a signing key's private half on its own too (the kid before it is public)."""
+        halves = [Secret(k.private.reveal().partition(":")[2]) for k in self.jwt_keys]
+        return [v for s in [*self.values(), *halves] if (v := s.reveal()) not in self.public and len(v) >= 6]
 
     def values(self) -> list[Secret]:
         out = [*(k.private for k in self.jwt_keys), self.postgres_password, *self.databases.values(), *self.webhooks]
