@@ -142,6 +142,7 @@ def render_local(
             listen_http=f"127.0.0.1:{env.nginx.http_port}", listen_https=f"127.0.0.1:{env.nginx.https_port}",
             listen_http6=None, listen_https6=None,  # loopback IPv4 only: a host may have no ::1
             http2_directive=False,  # whatever this machine's nginx: the listen parameter works on all
+            dns=None,  # no engine DNS here: an OCSP responder given by name is not stapled
             temp=str(data / "nginx"),
         )  # fmt: skip
         files["nginx/nginx.conf"] = BundleFile(nginx_conf(env, paths))

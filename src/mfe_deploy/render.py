@@ -177,10 +177,10 @@ class NginxPaths:
     listen_https: str = "443"
     # The same ports on IPv6 (nginx.ipv6; reachable where the engine's network has IPv6); None: IPv4 only.
     listen_http6: str | None = "[::]:80"
+    listen_https6: str | None = "[::]:443"
     # HTTP/2 as `http2 on;` (nginx 1.25.1+; `listen ... http2` is deprecated there) or as the listen
     # parameter (older nginx). None: from the nginx image's tag (a tag without a version: the parameter).
     http2_directive: bool | None = None
-    listen_https6: str | None = "[::]:443"
     temp: str | None = None
     resolver: str | None = None  # set: the gateway's name is resolved per request (Swarm), not once at load
     resolver_valid: str = "2s"
