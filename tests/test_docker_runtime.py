@@ -198,7 +198,11 @@ def _handshake(port: int, version: ssl.TLSVersion) -> str:
         ctx.maximum_version = version
     ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, ctx.wrap_socket(raw) as s:
+        # Our name in the hello (SNI): nginx refuses a handshake for any other, or for none.
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            ctx.wrap_socket(raw, server_hostname="localhost") as s,
+        ):
             return str(s.version())
     except (ssl.SSLError, OSError):
         return "refused"
