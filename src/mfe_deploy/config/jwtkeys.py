@@ -48,7 +48,11 @@ def parse(text: str) -> JwtKey | str:
         return f"the key of {kid} is not base64url: expected {FORMAT}"
     if len(raw) != 32:
         return f"the key of {kid} is {len(raw)} bytes, not 32: expected {FORMAT}"
-    public = Ed25519PrivateKey.from_private_bytes(raw).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return _key(kid, Ed25519PrivateKey.from_private_bytes(raw), encoded)
+
+
+def _key(kid: str, private: Ed25519PrivateKey, encoded: str) -> JwtKey:
+    public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     return JwtKey(kid, Secret(f"{kid}:{encoded}"), f"{kid}:{_b64(public)}")
 
 
@@ -58,5 +62,4 @@ def new(kid: str | None = None) -> JwtKey:
     if not KID.match(kid):
         raise ValueError(f"a kid is 1 to 64 letters, digits, '.', '_' or '-', not {kid!r}")
     private = Ed25519PrivateKey.generate()
-    public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    return JwtKey(kid, Secret(f"{kid}:{_b64(private.private_bytes_raw())}"), f"{kid}:{_b64(public)}")
+    return _key(kid, private, _b64(private.private_bytes_raw()))

@@ -52,8 +52,8 @@ class Secrets:
     def maskable(self) -> list[str]:
         """What the printer must hide: every real secret value (very short ones would mask ordinary words),
         and a signing key's private half on its own too (the kid before it is public)."""
-        halves = [Secret(k.private.reveal().partition(":")[2]) for k in self.jwt_keys]
-        return [v for s in [*self.values(), *halves] if (v := s.reveal()) not in self.public and len(v) >= 6]
+        values = [s.reveal() for s in self.values()] + [k.private.reveal().partition(":")[2] for k in self.jwt_keys]
+        return [v for v in values if v not in self.public and len(v) >= 6]
 
     def values(self) -> list[Secret]:
         out = [*(k.private for k in self.jwt_keys), self.postgres_password, *self.databases.values(), *self.webhooks]
