@@ -120,6 +120,9 @@ CASES = [
     Case("rabbitmq-without-password", "staging", "  rabbitmq_password: ${STAGING_RABBITMQ_PASSWORD}\n", "", [
         "environments/staging.yaml:17: secrets.rabbitmq_password: missing: event_hub is rabbitmq",
     ]),
+    Case("rabbitmq-user-is-a-service", "staging", "event_hub: rabbitmq", "event_hub: rabbitmq\nrabbitmq:\n  user: payments", [
+        "environments/staging.yaml:9: rabbitmq.user: 'payments' is the name of a service's own RabbitMQ user; choose another",
+    ]),
     Case("tls-files-without-key", "production", "    key: /etc/ssl/mfe/api.example.com.key\n", "", [
         "environments/production.yaml:28: nginx.tls.key: missing: tls mode 'files' needs a certificate and a key",
     ]),

@@ -99,6 +99,12 @@ class RabbitMQ(Server):
         subprocess.run([str(RABBIT_BIN / "rabbitmqctl"), *args], env=self.environ(), capture_output=True,
                        timeout=60, check=True)  # fmt: skip
 
+    def import_definitions(self, definitions: str) -> None:
+        """`rabbitmqctl import_definitions` with the document on its standard input, as the runtimes do."""
+        argv = [str(RABBIT_BIN / "rabbitmqctl"), "import_definitions"]
+        done = subprocess.run(argv, input=definitions, text=True, env=self.environ(), capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+
     def start(self) -> None:
         with open(self.folder / "out.log", "wb") as log:  # the child keeps its own descriptor
             self.process = subprocess.Popen(

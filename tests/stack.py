@@ -21,6 +21,7 @@ from mfe_deploy.config import loader
 from mfe_deploy.config.models import Environment
 from mfe_deploy.config.secrets import Secrets
 from mfe_deploy.exec.secret import Secret
+from mfe_deploy.hub import definitions as hub_definitions
 from mfe_deploy.render import Endpoints, environments, render
 from tests.conftest import REPO
 from tests.pg import Cluster, free_port, temp_cluster
@@ -193,6 +194,8 @@ def running_stack(root: Path, *, hub: str = "rabbitmq", layout: str = "per-servi
             if hub == "rabbitmq" else contextlib.nullcontext()
         )  # fmt: skip
         with redis_server(ports["redis"]) as redis, rabbit_ctx as rabbit:
+            if rabbit is not None:  # each service's own user, as `up` creates them
+                rabbit.import_definitions(hub_definitions(secrets).reveal())
             stack = Stack(root, loaded.env, secrets, cluster, redis, rabbit, cli_env)
             migrated = stack.cli("migrate", "--env", "itest")
             assert migrated.returncode == 0, migrated.stdout + migrated.stderr

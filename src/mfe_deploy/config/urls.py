@@ -26,7 +26,7 @@ def database_url(env: Environment, secrets: Secrets, service: str, host: str, po
     return Secret(f"postgresql://{role}:{password}@{host}:{port or env.database.port}/{db}")
 
 
-def rabbitmq_url(env: Environment, secrets: Secrets, host: str, port: int | None = None) -> Secret:
-    assert secrets.rabbitmq_password is not None  # guaranteed by the config checks when the hub is rabbitmq
-    password = quote(secrets.rabbitmq_password.reveal(), safe="")
-    return Secret(f"amqp://{env.rabbitmq.user}:{password}@{host}:{port or env.rabbitmq.port}/")
+def rabbitmq_url(env: Environment, secrets: Secrets, service: str, host: str, port: int | None = None) -> Secret:
+    """The service's own RabbitMQ user (its name), never the administrator."""
+    password = quote(secrets.hub_users[service].reveal(), safe="")
+    return Secret(f"amqp://{quote(service, safe='')}:{password}@{host}:{port or env.rabbitmq.port}/")

@@ -55,7 +55,7 @@ from mfe_deploy.render import (
     render,
     seconds,
 )
-from mfe_deploy.runtimes import premigration
+from mfe_deploy.runtimes import eventhub, premigration
 from mfe_deploy.runtimes.contract import Deployment, Features, Node, RolledBack, StartFailed, UnitStatus, Unsupported
 from mfe_deploy.state.ledger import Ledger, Release
 
@@ -221,6 +221,9 @@ class DockerRuntime:
         stores = ["postgres", "redis", *(["rabbitmq"] if self.env.uses_rabbitmq else [])]
         with self.console.status("starting the stores"):
             self._run(self.compose.up(*stores, timeout=timeout), "starting the stores")
+        if self.env.uses_rabbitmq:
+            ctl = self.compose.exec("rabbitmq", *eventhub.IMPORT)
+            eventhub.create_users(self.runner, ctl, self.secrets, self.console)
         heads, backup = self._migrate(versions)
         try:
             self._roll(self._stale(), timeout)

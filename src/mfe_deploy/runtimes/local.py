@@ -24,6 +24,7 @@ from mfe_deploy.bundle import Drift
 from mfe_deploy.config.models import Environment
 from mfe_deploy.config.secrets import Secrets
 from mfe_deploy.errors import MfeError
+from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.host import write_atomic
 from mfe_deploy.exec.process import LocalProcess
 from mfe_deploy.exec.secret import Secret
@@ -32,7 +33,7 @@ from mfe_deploy.ops import health, migrations, schema
 from mfe_deploy.ops.migrations import pending
 from mfe_deploy.plan import Desired, Have, Observed, Want, digest
 from mfe_deploy.render import Bundle, Capabilities, Endpoints, environments, render
-from mfe_deploy.runtimes import premigration
+from mfe_deploy.runtimes import eventhub, premigration
 from mfe_deploy.runtimes.contract import Deployment, Features, Node, StartFailed, UnitStatus, Unsupported
 from mfe_deploy.state.ledger import Release
 from mfe_deploy.supervisor import ProgramState, parse_status
@@ -158,6 +159,10 @@ class LocalRuntime:
                 self._ctl(bins, "update")
             self._wait_infra(timeout)
             self._init_databases(bins)
+            if self.env.uses_rabbitmq and bins.rabbitmq_server is not None:
+                rabbitmqctl = str(bins.rabbitmq_server.parent / "rabbitmqctl")
+                ctl = Command((rabbitmqctl, "import_definitions"), env=self.layout.rabbitmq_environ(self.env))
+                eventhub.create_users(self.runner, ctl, self.secrets, self.console)
             self._migrate()
             states = self.states(bins)
             wanted_up = [*self.env.services, *(["nginx"] if self.env.nginx.enabled else [])]
@@ -196,7 +201,8 @@ class LocalRuntime:
             layout.data,
             layout.logs,
             layout.data / "redis",
-            layout.data / "rabbitmq",
+            layout.data / "rabbitmq" / "mnesia",  # where RabbitMQ keeps its feature flags file too
+            layout.logs / "rabbitmq",
             layout.data / "nginx",
             layout.data / "prometheus",
         ):

@@ -28,6 +28,7 @@ from mfe_deploy.exec.docker_host import AtEngine
 from mfe_deploy.exec.runner import Runner
 from mfe_deploy.ops import health, migrations, schema
 from mfe_deploy.render import GATEWAYS_FILE, Bundle, BundleFile, Capabilities, NginxPaths, nginx_conf, render
+from mfe_deploy.runtimes import eventhub
 from mfe_deploy.runtimes.contract import Deployment, Features, Node, RolledBack, StartFailed, UnitStatus, Unsupported
 from mfe_deploy.runtimes.docker import HEALTH_PROBE, DockerRuntime, parse_probe
 from mfe_deploy.state.ledger import Release
@@ -113,6 +114,7 @@ class SwarmRuntime(DockerRuntime):
         try:
             stores = [u for u in swarm_stack.STORES if u in self.units()]
             self._deploy("stores.yml", stores, timeout, prune=False)
+            self._hub_users()
             heads, backup = self._migrate(versions)
             self._deploy("stack.yml", self.units(), timeout if wait else 0, prune=True)
         except StartFailed as exc:
@@ -135,6 +137,16 @@ class SwarmRuntime(DockerRuntime):
         self._record("up", "succeeded", versions, digest, heads, note=note, backup=backup)
         self._remove_unused_objects()
         return self.status()
+
+    def _hub_users(self) -> None:
+        if not self.env.uses_rabbitmq:
+            return
+        found = self._container("rabbitmq")
+        if found is None:
+            raise StartFailed("rabbitmq has no running task on the nodes this machine reaches")
+        engine, container = found
+        ctl = Command(("docker", "exec", "-i", container, *eventhub.IMPORT))
+        eventhub.create_users(engine, ctl, self.secrets, self.console)
 
     def _nothing_to_do(self, previous: Release | None, versions: dict[str, str], digest: str) -> bool:
         if previous is None or previous.bundle_sha256 != digest or dict(previous.versions) != versions:
