@@ -222,8 +222,7 @@ class DockerRuntime:
         with self.console.status("starting the stores"):
             self._run(self.compose.up(*stores, timeout=timeout), "starting the stores")
         if self.env.uses_rabbitmq:
-            ctl = self.compose.exec("rabbitmq", *eventhub.IMPORT)
-            eventhub.create_users(self.runner, ctl, self.secrets, self.console)
+            self._hub_users(timeout)
         heads, backup = self._migrate(versions)
         try:
             self._roll(self._stale(), timeout)
@@ -249,6 +248,13 @@ class DockerRuntime:
         for tag in self.prune_images():
             self.console.info(f"pruned {tag}")
         return self.status()
+
+    def _hub_users(self, timeout: float) -> None:
+        running = [c.name for c in self.containers() if c.service == "rabbitmq" and c.state == "running"]
+        if not running:
+            raise StartFailed("rabbitmq is not running: its services' users cannot be created")
+        ctl = Command(("docker", "exec", "-i", running[0], *eventhub.IMPORT))
+        eventhub.create_users(self.runner, ctl, self.secrets, self.console, timeout)
 
     def _restore(self, versions: dict[str, str], timeout: float, kind: str) -> None:
         digest = self.write_bundle(versions)

@@ -162,7 +162,7 @@ class LocalRuntime:
             if self.env.uses_rabbitmq and bins.rabbitmq_server is not None:
                 rabbitmqctl = str(bins.rabbitmq_server.parent / "rabbitmqctl")
                 ctl = Command((rabbitmqctl, "import_definitions"), env=self.layout.rabbitmq_environ(self.env))
-                eventhub.create_users(self.runner, ctl, self.secrets, self.console)
+                eventhub.create_users(self.runner, ctl, self.secrets, self.console, timeout)
             self._migrate()
             states = self.states(bins)
             wanted_up = [*self.env.services, *(["nginx"] if self.env.nginx.enabled else [])]

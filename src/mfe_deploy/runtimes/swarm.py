@@ -114,7 +114,7 @@ class SwarmRuntime(DockerRuntime):
         try:
             stores = [u for u in swarm_stack.STORES if u in self.units()]
             self._deploy("stores.yml", stores, timeout, prune=False)
-            self._hub_users()
+            self._hub_users(timeout)
             heads, backup = self._migrate(versions)
             self._deploy("stack.yml", self.units(), timeout if wait else 0, prune=True)
         except StartFailed as exc:
@@ -138,7 +138,7 @@ class SwarmRuntime(DockerRuntime):
         self._remove_unused_objects()
         return self.status()
 
-    def _hub_users(self) -> None:
+    def _hub_users(self, timeout: float) -> None:
         if not self.env.uses_rabbitmq:
             return
         found = self._container("rabbitmq")
@@ -146,7 +146,7 @@ class SwarmRuntime(DockerRuntime):
             raise StartFailed("rabbitmq has no running task on the nodes this machine reaches")
         engine, container = found
         ctl = Command(("docker", "exec", "-i", container, *eventhub.IMPORT))
-        eventhub.create_users(engine, ctl, self.secrets, self.console)
+        eventhub.create_users(engine, ctl, self.secrets, self.console, timeout)
 
     def _nothing_to_do(self, previous: Release | None, versions: dict[str, str], digest: str) -> bool:
         if previous is None or previous.bundle_sha256 != digest or dict(previous.versions) != versions:
