@@ -131,12 +131,12 @@ def test_files_mode_staples_the_responders_answer(tmp_path: Path) -> None:
     mid, hello = tmp_path / "mid", f"-connect 127.0.0.1:{PORT} -servername {DOMAIN} -status"
     script = (
         f'openssl ocsp -index "{tmp_path / "index.txt"}" -port 8888 -rsigner "{mid}.pem" -rkey "{mid}.key" '
-        f'-CA "{mid}.pem" -nrequest 6 >"{tmp_path / "ocsp.log"}" 2>&1 & '
+        f'-CA "{mid}.pem" -nrequest 6 >"{tmp_path / "ocsp.log"}" 2>&1 & OCSP=$!; '
         f'"{nginx_binary()}" -c /etc/nginx/nginx.conf -e stderr && sleep 0.5 && '
         # Each worker fetches on its first handshake and staples from then on: a few handshakes in a row.
         f'for i in 1 2 3 4 5 6; do openssl s_client {hello} -CAfile "{tmp_path / "root.pem"}" </dev/null 2>&1; '
         f"sleep 0.5; done; "
-        f'"{nginx_binary()}" -c /etc/nginx/nginx.conf -e stderr -s quit; kill %1 2>/dev/null; true'
+        f'"{nginx_binary()}" -c /etc/nginx/nginx.conf -e stderr -s quit; kill "$OCSP" 2>/dev/null; true'
     )
     out = production_nginx(tmp_path, chain, script)
     assert "OCSP Response Status: successful (0x0)" in out, out
