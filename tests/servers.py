@@ -95,14 +95,10 @@ class RabbitMQ(Server):
             "HOME": str(self.folder),
         }
 
-    def ctl(self, *args: str) -> None:
-        subprocess.run([str(RABBIT_BIN / "rabbitmqctl"), *args], env=self.environ(), capture_output=True,
-                       timeout=60, check=True)  # fmt: skip
-
-    def import_definitions(self, definitions: str) -> None:
-        """`rabbitmqctl import_definitions` with the document on its standard input, as the runtimes do."""
-        argv = [str(RABBIT_BIN / "rabbitmqctl"), "import_definitions"]
-        done = subprocess.run(argv, input=definitions, text=True, env=self.environ(), capture_output=True, timeout=60)
+    def ctl(self, *args: str, stdin: str | None = None) -> None:
+        """rabbitmqctl against this node; `stdin`: what it reads there (import_definitions, as the runtimes)."""
+        argv = [str(RABBIT_BIN / "rabbitmqctl"), *args]
+        done = subprocess.run(argv, input=stdin, text=True, env=self.environ(), capture_output=True, timeout=60)
         assert done.returncode == 0, done.stderr
 
     def start(self) -> None:

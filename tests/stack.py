@@ -195,7 +195,7 @@ def running_stack(root: Path, *, hub: str = "rabbitmq", layout: str = "per-servi
         )  # fmt: skip
         with redis_server(ports["redis"]) as redis, rabbit_ctx as rabbit:
             if rabbit is not None:  # each service's own user, as `up` creates them
-                rabbit.import_definitions(hub_definitions(secrets).reveal())
+                rabbit.ctl("import_definitions", stdin=hub_definitions(secrets).reveal())
             stack = Stack(root, loaded.env, secrets, cluster, redis, rabbit, cli_env)
             migrated = stack.cli("migrate", "--env", "itest")
             assert migrated.returncode == 0, migrated.stdout + migrated.stderr

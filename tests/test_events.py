@@ -38,7 +38,7 @@ def _service_user(rabbit: RabbitMQ, service: str) -> str:
     own = {service: Secret(f"{service}-own-password-0123456789")}
     unused = Secret("unused")
     secrets = Secrets((), unused, {}, rabbitmq_password=Secret(PASSWORD), sentry_dsn=None, hub_users=own)
-    rabbit.import_definitions(hub.definitions(secrets).reveal())
+    rabbit.ctl("import_definitions", stdin=hub.definitions(secrets).reveal())
     return f"amqp://{service}:{service}-own-password-0123456789@127.0.0.1:{rabbit.port}/"
 
 
