@@ -15,7 +15,6 @@ import pytest
 from mfe_deploy.backups import crypt, pg, schedule
 from mfe_deploy.backups.jobs import BackupError, Backups
 from mfe_deploy.backups.store import DatabaseEntry, Entry, FileEntry, Manifest, Store, plan_prune, staleness
-from mfe_deploy.compose import Compose
 from mfe_deploy.config import loader
 from mfe_deploy.console import Console
 from mfe_deploy.exec.command import Command
@@ -171,11 +170,10 @@ def test_tool_command_lines_keep_the_password_out_of_argv(tmp_path: Path) -> Non
     assert dump.argv == ("/pg/bin/pg_dump", "-h", "127.0.0.1", "-p", "5433", "-U", "postgres", "-Fc",
                          "--snapshot=SNAP", "-n", "auth", "-d", "universal_mfe_dev")  # fmt: skip
     assert dump.environ() == {"PGPASSWORD": "s3cret-value-123"} and "s3cret" not in str(dump)
-    compose = pg.ComposePostgres(Compose(("docker", "compose"), tmp_path), "postgres", secret)
+    compose = pg.ComposePostgres(lambda: "app-postgres-1", "postgres", secret)
     restore = pg.restore(compose, "auth_db", clean=True)
-    assert restore.argv[:8] == ("docker", "compose", "-f", str(tmp_path / "compose.yml"), "exec", "-T", "-e",
-                                "PGPASSWORD")  # fmt: skip
-    assert restore.argv[8:] == ("postgres", "pg_restore", "-h", "127.0.0.1", "-U", "postgres", "--clean",
+    assert restore.argv[:6] == ("docker", "exec", "-i", "-e", "PGPASSWORD", "app-postgres-1")
+    assert restore.argv[6:] == ("pg_restore", "-h", "127.0.0.1", "-U", "postgres", "--clean",
                                 "--if-exists", "--single-transaction", "--exit-on-error", "-d", "auth_db")  # fmt: skip
     assert all("s3cret" not in a for a in restore.argv) and restore.environ()["PGPASSWORD"] == "s3cret-value-123"
     assert pg.toc(compose).argv[-2:] == ("pg_restore", "--list")

@@ -40,7 +40,6 @@ F = "docker compose -f /srv/app/compose.yml"
             C.run_once("auth", "python3", "-m", "x", mounts=["/m:/in:ro"], env=["A=1", "URL"]),
             f"{F} run --rm --no-deps -T --entrypoint python3 -v /m:/in:ro -e A=1 -e URL auth -m x",
         ),
-        (C.exec("nginx", "nginx", "-s", "reload"), f"{F} exec -T nginx nginx -s reload"),
         (C.logs("auth", 15), f"{F} logs --no-color --tail 15 auth"),
         (C.logs(None, None, follow=True), f"{F} logs --no-color --tail all --follow"),
         (C.ps(), f"{F} ps --all --format json"),
@@ -56,10 +55,9 @@ def test_compose_command_lines(command: Command, line: str) -> None:
 
 
 def test_postgres_tools_take_the_password_from_the_environment_never_argv() -> None:
-    tool = ComposePostgres(C, "postgres", Secret("pg-password-1")).tool("pg_dump", "-Fc", "auth_db")
-    assert (
-        str(tool) == f"PGPASSWORD='***' {F} exec -T -e PGPASSWORD postgres pg_dump -h 127.0.0.1 -U postgres -Fc auth_db"
-    )
+    tool = ComposePostgres(lambda: "app-postgres-1", "postgres", Secret("pg-password-1")).tool("pg_dump", "auth_db")
+    expected = "docker exec -i -e PGPASSWORD app-postgres-1 pg_dump -h 127.0.0.1 -U postgres auth_db"
+    assert str(tool) == f"PGPASSWORD='***' {expected}"
     assert "pg-password-1" not in " ".join(tool.argv) and tool.environ() == {"PGPASSWORD": "pg-password-1"}
 
 

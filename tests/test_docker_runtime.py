@@ -6,6 +6,7 @@ MFE_REQUIRE_DOCKER=1 so that these tests fail rather than skip there.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -26,6 +27,12 @@ from typing import Any
 import httpx
 import pytest
 
+from mfe_deploy.backups import pg
+from mfe_deploy.config import loader
+from mfe_deploy.console import Console
+from mfe_deploy.exec.host import local as local_host
+from mfe_deploy.runtimes import registry
+from mfe_deploy.runtimes.contract import Deployment
 from tests import backup_suite as suite
 from tests.conftest import REPO, strong_secrets
 from tests.engines import remove_images, require_engine_with_standins
@@ -344,6 +351,24 @@ def test_redis_answers_only_with_its_password(project: Project) -> None:
     assert "WRONGPASS" in wrong and "PONG" not in wrong, wrong
     assert ping("-e", f"REDISCLI_AUTH={strong_secrets()['STAGING_REDIS_PASSWORD']}") == "PONG"
     assert project.cli("health", "--env", ENV).returncode == 0
+
+
+def test_a_command_failing_in_a_container_is_seen_failing(project: Project) -> None:
+    """`compose exec` exits 0 whatever the command did (compose 2.40, Docker 20.10): a failed pg_dump or a
+    refused nginx configuration would pass unseen. The runtime's in-container commands carry their own code."""
+    loaded = loader.load(project.root, ENV)
+    deployment = Deployment(project.root, loaded, Console(io.StringIO(), io.StringIO()), local_host(project.root, ENV),
+                            lambda: loader.load_with_secrets(project.root, ENV, project.environ)[1])  # fmt: skip
+    rt = registry.create("docker", deployment)
+    ok = rt.runner.run(pg.sql(rt.postgres(), "postgres", "SELECT 40 + 2"), timeout=60)
+    assert (ok.returncode, ok.stdout.strip()) == (0, "42"), ok.stderr
+    bad = rt.runner.run(pg.sql(rt.postgres(), "postgres", "SELECT * FROM no_such_table"), timeout=60)
+    assert bad.returncode != 0 and "no_such_table" in bad.stderr
+    dump = rt.runner.run(pg.dump_version(rt.postgres()), timeout=60)
+    assert dump.returncode == 0 and "pg_dump" in dump.stdout
+    missing = rt.runner.run(pg.sql(rt.postgres(), "no_such_database", "SELECT 1"), timeout=60)
+    assert missing.returncode != 0 and "no_such_database" in missing.stderr
+    assert {name: probe.status for name, probe in rt.health().items()} == dict.fromkeys(loaded.env.services, 200)
 
 
 def test_second_up_recreates_nothing(project: Project) -> None:

@@ -61,9 +61,6 @@ class Compose:
         extra = [*(x for m in mounts for x in ("-v", m)), *(x for e in env for x in ("-e", e))]
         return self("run", "--rm", "--no-deps", "-T", "--entrypoint", entrypoint, *extra, service, *args)
 
-    def exec(self, service: str, *argv: str, user: str | None = None) -> Command:
-        return self("exec", "-T", *(("--user", user) if user else ()), service, *argv)
-
     def logs(self, unit: str | None, tail: int | None, follow: bool = False) -> Command:
         lines = str(tail) if tail is not None else "all"
         return self("logs", "--no-color", "--tail", lines, *(["--follow"] if follow else []), *([unit] if unit else []))

@@ -1,15 +1,15 @@
 """PostgreSQL as the backups see it: where each service's data lives, the tool command lines, the SQL,
 and parsers for what the tools answer. Pure: the runtimes say how a tool is reached (local binaries
-over loopback, or `compose exec` into the postgres container)."""
+over loopback, or `docker exec` into the postgres container)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from mfe_deploy.compose import Compose
 from mfe_deploy.config.models import Environment
 from mfe_deploy.errors import ConfigError, Problem
 from mfe_deploy.exec.command import Command
@@ -39,21 +39,6 @@ class LocalPostgres:
 
 
 @dataclass(frozen=True)
-class ComposePostgres:
-    """The docker runtime: the client tools inside the postgres container (`compose exec`), so that the
-    database network stays internal. The password travels in the environment (`-e PGPASSWORD`)."""
-
-    compose: Compose
-    superuser: str
-    password: Secret
-
-    def tool(self, name: str, *args: str, connect: bool = True) -> Command:
-        where = ("-h", "127.0.0.1", "-U", self.superuser) if connect else ()
-        command = self.compose("exec", "-T", "-e", "PGPASSWORD", "postgres", name, *where, *args)
-        return Command(command.argv, env={"PGPASSWORD": self.password}, cwd=command.cwd)
-
-
-@dataclass(frozen=True)
 class ContainerPostgres:
     """The swarm runtime: the client tools inside the postgres task's container (`docker exec`), on the
     engine the runtime's runner talks to. The password travels in the environment (`-e PGPASSWORD`)."""
@@ -66,6 +51,20 @@ class ContainerPostgres:
         where = ("-h", "127.0.0.1", "-U", self.superuser) if connect else ()
         argv = ("docker", "exec", "-i", "-e", "PGPASSWORD", self.container, name, *where, *args)
         return Command(argv, env={"PGPASSWORD": self.password})
+
+
+@dataclass(frozen=True)
+class ComposePostgres:
+    """The docker runtime: the client tools inside the postgres container of the compose project, found when a
+    tool runs (`find`), reached with `docker exec` so that the database network stays internal. Not `compose
+    exec`: compose 2.40 on Docker 20.10 exits 0 whatever the command did, and a failed pg_dump would pass."""
+
+    find: Callable[[], str]
+    superuser: str
+    password: Secret
+
+    def tool(self, name: str, *args: str, connect: bool = True) -> Command:
+        return ContainerPostgres(self.find(), self.superuser, self.password).tool(name, *args, connect=connect)
 
 
 @dataclass(frozen=True)

@@ -250,11 +250,18 @@ class DockerRuntime:
         return self.status()
 
     def _hub_users(self, timeout: float) -> None:
-        running = [c.name for c in self.containers() if c.service == "rabbitmq" and c.state == "running"]
-        if not running:
-            raise StartFailed("rabbitmq is not running: its services' users cannot be created")
-        ctl = Command(("docker", "exec", "-i", running[0], *eventhub.IMPORT))
+        container = self._running("rabbitmq", "its services' users cannot be created")
+        ctl = Command(("docker", "exec", "-i", container, *eventhub.IMPORT))
         eventhub.create_users(self.runner, ctl, self.secrets, self.console, timeout)
+
+    def _running(self, service: str, why: str) -> str:
+        """A running container of `service`, for `docker exec`: never `compose exec` or `compose run`, whose exit
+        code is 0 whatever the command did (compose 2.40 on Docker 20.10), which would hide a failure."""
+        running = [c.name for c in self.containers() if c.service == service and c.state == "running"]
+        if not running:
+            raise StartFailed(f"{service} of {self.env.name} is not running: {why}; "
+                              f"start it with `mfe-deploy up --env {self.env.name}`")  # fmt: skip
+        return running[0]
 
     def _restore(self, versions: dict[str, str], timeout: float, kind: str) -> None:
         digest = self.write_bundle(versions)
@@ -488,13 +495,21 @@ class DockerRuntime:
         if not self.env.nginx.enabled:
             return
         self._write_gateways(gateways)
-        check = self.runner.run(self.compose.exec("nginx", "nginx", "-c", NGINX_CONF, "-t", "-q"), timeout=60)
+        container = next((c.name for c in self.containers() if c.service == "nginx" and c.state == "running"), None)
+        if container is None:  # it reads the list when it starts
+            return
+        test = Command(("docker", "exec", container, "nginx", "-c", NGINX_CONF, "-t", "-q"))
+        check = self.runner.run(test, timeout=60)
         if check.returncode != 0 and gateways:
             # A container name nginx cannot resolve: fall back to the service name (the old replicas stay
             # in nginx until they stop, and nginx passes over them then).
             self.console.warn(f"nginx refused the new gateway list, using every replica: {check.stderr.strip()}")
             self._write_gateways()
-        self.runner.run(self.compose.exec("nginx", "nginx", "-c", NGINX_CONF, "-s", "reload"), timeout=60)
+        reload = Command(("docker", "exec", container, "nginx", "-c", NGINX_CONF, "-s", "reload"))
+        done = self.runner.run(reload, timeout=60)
+        if done.returncode != 0:
+            tail = (done.stderr.strip().splitlines() or ["no error output"])[-1]
+            raise StartFailed(f"nginx refused to reload its configuration (exit {done.returncode}): {tail}")
 
     def _write_gateways(self, hosts: Sequence[str] | None = None) -> None:
         """nginx's gateway servers: these containers, or by default the service name (the bundle's form)."""
@@ -702,7 +717,10 @@ class DockerRuntime:
 
     # --- what backups need ----------------------------------------------------------------------------------
     def postgres(self) -> Postgres:
-        return ComposePostgres(self.compose, self.env.database.superuser, self.secrets.postgres_password)
+        def find() -> str:
+            return self._running("postgres", "its databases cannot be reached")
+
+        return ComposePostgres(find, self.env.database.superuser, self.secrets.postgres_password)
 
     def stop_services(self, names: Sequence[str]) -> None:
         """The fence of a restore: the schema may change under the images, so the next `up` migrates again."""
@@ -769,10 +787,14 @@ class DockerRuntime:
         return rows
 
     def health(self) -> dict[str, health.Probe]:
+        running = {c.service: c.name for c in reversed(self.containers()) if c.state == "running"}
+
         def one(service: str) -> health.Probe:
+            if service not in running:
+                return health.Probe(None, {}, "not running")
             # As the service's user: a bundled service's container starts as root (to read its env file).
-            probe = self.compose.exec(service, "python3", "-c", HEALTH_PROBE, user=SERVICE_UID)
-            return parse_probe(self.runner.run(probe, timeout=30))
+            argv = ("docker", "exec", "--user", SERVICE_UID, running[service], "python3", "-c", HEALTH_PROBE)
+            return parse_probe(self.runner.run(Command(argv), timeout=30))
 
         names = list(self.env.services)
         with ThreadPoolExecutor(len(names)) as pool:
