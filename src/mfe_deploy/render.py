@@ -31,6 +31,22 @@ LOAD_ENV = f'set -a; . {ENV_IN_CONTAINER}; set +a; exec "$$0" "$$@"'
 # before the image's entrypoint drops to the redis user: never an argument, never the environment.
 REDIS_CONF = "env/redis.conf"
 REDIS_STDIN = f'exec "$$0" "$$@" < {ENV_IN_CONTAINER}'
+# RabbitMQ's administrator goes into a configuration file of its own (owned by the broker, mode 0600) in an
+# in-memory conf.d, written by root before the image's entrypoint, which then runs without the password in its
+# environment (the official image's entrypoint hands its environment to the broker: /proc/1/environ). The
+# image's own conf.d is hidden by the tmpfs: the file holds the listener and loopback settings too. Its log
+# folder is a tmpfs as well (the root is read-only), handed to the broker's user: Docker 20.10 ignores a
+# tmpfs mode.
+RABBITMQ_CONF_D = "/etc/rabbitmq/conf.d"
+RABBITMQ_LOG_DIR = "/var/log/rabbitmq"
+RABBITMQ_START = (
+    f"set -a; . {ENV_IN_CONTAINER}; set +a; umask 077; "
+    'printf "%s\\n" "listeners.tcp.default = 5672" "loopback_users = none" "default_user = $$RABBITMQ_DEFAULT_USER" '
+    f'"default_pass = $$RABBITMQ_DEFAULT_PASS" > {RABBITMQ_CONF_D}/90-mfe.conf; '
+    f"chown rabbitmq:rabbitmq {RABBITMQ_CONF_D}/90-mfe.conf {RABBITMQ_LOG_DIR}; "
+    "unset RABBITMQ_DEFAULT_USER RABBITMQ_DEFAULT_PASS; "
+    f'export RABBITMQ_CONFIG_FILES={RABBITMQ_CONF_D} RABBITMQ_LOGS=-; exec "$$0" "$$@"'
+)
 
 
 @dataclass(frozen=True)
@@ -292,6 +308,8 @@ def _context(env: Environment, versions: Mapping[str, str], caps: Capabilities) 
         "env_in_container": ENV_IN_CONTAINER,
         "load_env": LOAD_ENV,
         "redis_stdin": REDIS_STDIN,
+        "rabbitmq_start": RABBITMQ_START,
+        "rabbitmq_tmpfs": [RABBITMQ_CONF_D, RABBITMQ_LOG_DIR],
         "infra_caps": INFRA_CAPS,
         "data_internal": not env.publish_ports,
         "db_superuser": env.database.superuser,
