@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 
 from mfe_deploy import bundle, images, tls
@@ -259,8 +259,8 @@ class DockerRuntime:
         code is 0 whatever the command did (compose 2.40 on Docker 20.10), which would hide a failure."""
         running = [c.name for c in self.containers() if c.service == service and c.state == "running"]
         if not running:
-            raise StartFailed(f"{service} of {self.env.name} is not running: {why}; "
-                              f"start it with `mfe-deploy up --env {self.env.name}`")  # fmt: skip
+            start = f"start it with `mfe-deploy up --env {self.env.name}`"
+            raise StartFailed(f"{service} of {self.env.name} is not running: {why}; {start}")
         return running[0]
 
     def _restore(self, versions: dict[str, str], timeout: float, kind: str) -> None:
@@ -717,6 +717,7 @@ class DockerRuntime:
 
     # --- what backups need ----------------------------------------------------------------------------------
     def postgres(self) -> Postgres:
+        @cache  # compose names its containers: the name holds while the project lives
         def find() -> str:
             return self._running("postgres", "its databases cannot be reached")
 
