@@ -14,6 +14,7 @@ import threading
 import time
 import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 warnings.simplefilter("ignore", DeprecationWarning)  # TLS 1.0/1.1 are deprecated: that is the point
 CERT, KEY = "/etc/nginx/ssl/cert.pem", "/etc/nginx/ssl/key.pem"
@@ -39,6 +40,41 @@ class Gateway(BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
+
+
+class Green(Gateway):
+    """The other colour's gateway: the same answers, and a header that says which one answered."""
+
+    def end_headers(self) -> None:
+        self.send_header("X-Colour", "green")
+        super().end_headers()
+
+
+def dns(hosts: dict[str, str]) -> None:
+    """Docker's embedded DNS as nginx's resolver sees it (127.0.0.11:53): an A record for each name in
+    /etc/hosts, NXDOMAIN for any other. A query carries one question; the answer points back to it."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.11", 53))
+
+    def serve() -> None:
+        while True:
+            query, peer = server.recvfrom(512)
+            labels, at = [], 12
+            while query[at]:
+                labels.append(query[at + 1 : at + 1 + query[at]].decode())
+                at += 1 + query[at]
+            question = query[12 : at + 5]
+            qtype = int.from_bytes(query[at + 1 : at + 3], "big")
+            address = hosts.get(".".join(labels).lower())
+            if address is None or qtype != 1:
+                flags, answers = (0x8183 if address is None else 0x8180), b""
+            else:
+                flags = 0x8180
+                answers = b"\xc0\x0c\x00\x01\x00\x01" + (1).to_bytes(4, "big") + b"\x00\x04" + socket.inet_aton(address)
+            header = query[:2] + flags.to_bytes(2, "big") + b"\x00\x01" + (1 if answers else 0).to_bytes(2, "big")
+            server.sendto(header + b"\x00\x00\x00\x00" + question + answers, peer)
+
+    threading.Thread(target=serve, daemon=True).start()
 
 
 def client(max_version: ssl.TLSVersion | None = None) -> ssl.SSLContext:
@@ -133,8 +169,13 @@ def control_server() -> int:
 
 def main() -> None:
     nginx = sys.argv[1]
-    upstream = ThreadingHTTPServer(("127.0.0.1", 3000), Gateway)
+    lines = Path("/etc/hosts").read_text().splitlines()
+    hosts = {name.lower(): line.split()[0] for line in lines for name in line.split()[1:]}
+    dns(hosts)
+    upstream = ThreadingHTTPServer((hosts["api-gateway-blue"], 3000), Gateway)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    green = ThreadingHTTPServer((hosts["api-gateway-green"], 3000), Green)
+    threading.Thread(target=green.serve_forever, daemon=True).start()
     log = open(sys.argv[2], "w")  # noqa: SIM115 - closed when nginx stops
     proc = subprocess.Popen([nginx, "-g", "daemon off;"], stdout=log, stderr=log)
     try:
@@ -157,6 +198,14 @@ def main() -> None:
             "request_id_made": get("/api/ping"),
             "not_found": get("/nope"),
         }
+        # The colour switch: a file appears, and the next request goes to green, with no reload.
+        out["blue"] = get("/api/ping")
+        flag = Path("/etc/nginx/mfe/live/green")
+        flag.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        flag.touch()
+        out["green"] = get("/api/ping")
+        flag.unlink()
+        out["blue_again"] = get("/api/ping")
         DOWN.set()
         out["upstream_down"] = get("/health")
         DOWN.clear()
@@ -176,6 +225,7 @@ def main() -> None:
         }
         out["groups"] = {group: key_exchange(443, group) for group in GROUPS}
         upstream.shutdown()
+        green.shutdown()
         print(json.dumps(out))
     finally:
         proc.terminate()

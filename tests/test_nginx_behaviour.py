@@ -31,7 +31,7 @@ def seen(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     conf = files["nginx/nginx.conf"]
     probe = Path(__file__).with_name("nginx_probe.py")
     proc = nginx_in_namespace(
-        conf, workdir, {"api-gateway": "127.0.0.1", "api.example.com": "127.0.0.1"},
+        conf, workdir, {"api-gateway-blue": "127.0.0.1", "api-gateway-green": "127.0.0.2", "api.example.com": "127.0.0.1"},
         [sys.executable, str(probe), nginx_binary(), str(workdir / "nginx.log")], network=True, bundle=files,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr + (workdir / "nginx.log").read_text()
@@ -53,6 +53,14 @@ def test_security_headers_on_every_response(seen: dict[str, Any], probe: str, st
     for name, value in SECURITY_HEADERS.items():
         assert response["headers"].get(name) == value, f"{name} missing on the {status} response"
     assert response["headers"]["server"] == "nginx"  # server_tokens off: no version
+
+
+def test_the_gateway_colour_switches_by_a_file_without_a_reload(seen: dict[str, Any]) -> None:
+    """nginx resolves the live colour's name per request: the flag file appearing sends the next request to
+    the green gateway, and its going sends the next one back to blue. nginx was not reloaded meanwhile."""
+    assert [seen[k]["status"] for k in ("blue", "green", "blue_again")] == [200, 200, 200]
+    colours = [seen[k]["headers"].get("x-colour", "blue") for k in ("blue", "green", "blue_again")]
+    assert colours == ["blue", "green", "blue"]
 
 
 def test_only_the_configured_name_is_served(seen: dict[str, Any]) -> None:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import yaml
 
 from mfe_deploy.compose import parse_ps, parse_version
 from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.runner import Completed
 from mfe_deploy.exec.secret import Secret
 from mfe_deploy.ops import migrations
-from mfe_deploy.render import gateway_servers
-from mfe_deploy.runtimes.docker import parse_workers
+from mfe_deploy.render import render
 from mfe_deploy.supervisor import parse_status
 
 SUPERVISORCTL_STATUS = """\
@@ -102,27 +104,26 @@ def test_prune_plan(tags: list[str], keep: int, protected: set[str], expected: l
     assert plan_prune(tags, keep, protected) == expected
 
 
-def test_nginx_workers_from_docker_top() -> None:
-    top = (
-        "PID                 COMMAND\n"
-        "24168               nginx: master process nginx -c /etc/nginx/mfe/nginx.conf -g daemon off;\n"
-        "24195               nginx: worker process is shutting down\n"
-        "24236               nginx: worker process\n"
-        "24240               sh -c nginx: worker process\n"
-    )
-    assert parse_workers(top) == {"24195", "24236"}
-    assert parse_workers("PID COMMAND\n") == set()
+def test_ps_rows_carry_the_networks_a_container_is_attached_to() -> None:
+    row = {"Service": "api-gateway", "Name": "p-api-gateway-1", "State": "running", "Networks": "p_edge,p_live"}
+    (state,) = parse_ps(json.dumps(row))
+    assert state.networks == ("p_edge", "p_live")
+    (bare,) = parse_ps(json.dumps({"Service": "auth", "Name": "p-auth-1", "State": "running"}))
+    assert bare.networks == ()
 
 
-def test_gateway_servers_name_the_containers_or_the_service() -> None:
+def test_nginx_sends_the_gateway_requests_to_the_live_colour_by_a_file_not_a_reload() -> None:
     from mfe_deploy.config import loader
     from tests.conftest import REPO, strong_secrets
 
-    env = loader.load_with_secrets(REPO, "staging", environ=strong_secrets())[0].env
-    servers = [line for line in gateway_servers(env).splitlines() if not line.startswith("#")]
-    assert servers == ["server api-gateway:3000 max_fails=3 fail_timeout=10s;"]
-    named = gateway_servers(env, ["p-api-gateway-3", "p-api-gateway-4"])
-    assert [line.split()[1] for line in named.splitlines() if line.startswith("server")] == [
-        "p-api-gateway-3:3000",
-        "p-api-gateway-4:3000",
-    ]
+    loaded, secrets = loader.load_with_secrets(REPO, "staging", environ=strong_secrets())
+    files = render(loaded.env, secrets, versions=dict.fromkeys(loaded.env.services, "v1")).files
+    conf = files["nginx/nginx.conf"].text
+    assert 'set $mfe_gateway "api-gateway-blue:3000";' in conf
+    assert "if (-f /etc/nginx/mfe/live/green) {" in conf and 'set $mfe_gateway "api-gateway-green:3000";' in conf
+    assert "resolver 127.0.0.11 valid=1s" in conf and "upstream api_gateway" not in conf
+    assert conf.count("proxy_pass http://$mfe_gateway;") == 2
+    compose = yaml.safe_load(files["compose.yml"].text)
+    assert compose["services"]["nginx"]["networks"] == ["edge", "live"]
+    assert compose["networks"]["live"] == {"internal": True}
+    assert "live" not in compose["services"]["api-gateway"]["networks"]  # joined once healthy, by the runtime

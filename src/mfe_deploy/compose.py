@@ -92,6 +92,7 @@ class ContainerState:
     config_hash: str = ""  # compose's hash of the service configuration the container was created from
     oneoff: bool = False  # a `compose run` container (migrations), not a replica
     id: str = ""  # recreated under the same name, a container has a new id (and a new address)
+    networks: tuple[str, ...] = ()  # the networks it is attached to, compose's and others
 
 
 def parse_version(text: str) -> tuple[int, int] | None:
@@ -148,6 +149,7 @@ def parse_ps(text: str) -> list[ContainerState]:
             config_hash=_labels(r).get("com.docker.compose.config-hash", ""),
             oneoff=_labels(r).get("com.docker.compose.oneoff", "") == "True",
             id=str(r.get("ID", "")),
+            networks=tuple(n for n in str(r.get("Networks", "")).split(",") if n),
         )
         for r in rows
     ]

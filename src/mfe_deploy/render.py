@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -173,8 +173,8 @@ def render(
         "initdb/10-databases.sql": BundleFile(jinja.get_template("initdb.sql.j2").render(ctx)),
     }
     if env.nginx.enabled:
-        files["nginx/nginx.conf"] = BundleFile(nginx_conf(env, NginxPaths(gateways=GATEWAYS_IN_CONTAINER), caps))
-        files[GATEWAYS_FILE] = BundleFile(gateway_servers(env))
+        paths = NginxPaths(resolver="127.0.0.11", resolver_valid="1s", live_flag=GREEN_FLAG_IN_CONTAINER)
+        files["nginx/nginx.conf"] = BundleFile(nginx_conf(env, paths, caps))
     if env.monitoring.enabled:
         targets: dict[str, tuple[str, int]] = {name: (name, svc.port) for name, svc in env.services.items()}
         files["prometheus/prometheus.yml"] = BundleFile(prometheus_config(env, targets, dns=True))
@@ -200,7 +200,9 @@ class NginxPaths:
     temp: str | None = None
     resolver: str | None = None  # set: the gateway's name is resolved per request (Swarm), not once at load
     resolver_valid: str = "2s"
-    gateways: str | None = None  # set: the gateway's servers are this included file (gateway_servers)
+    # set (docker): the gateway's containers are reached by a colour's name, <gateway>-blue or -green, given
+    # them on the live network once healthy; this file's presence says green is live (a switch, no reload).
+    live_flag: str | None = None
     # Where nginx resolves the OCSP responder's name for stapling (tls.mode files): the engine's DNS in a
     # container; none on this machine (the local runtime), where a responder given by name is not stapled.
     dns: str | None = "127.0.0.11"
@@ -240,22 +242,20 @@ def nginx_conf(env: Environment, paths: NginxPaths, caps: Capabilities = Capabil
 
 
 # The docker runtime's nginx: its folder of the bundle is mounted here (a folder, not single files: a file
-# mount keeps the inode it started with and never sees a rewritten file), and the gateway's servers are a
-# file in it that the runtime rewrites at each gateway replacement.
+# mount keeps the inode it started with and never sees a rewritten file). The gateway's containers join the
+# `live` network under a colour's name once healthy; which colour nginx sends requests to is a file's
+# presence, checked per request: a gateway replacement switches colour without reloading nginx (a reload
+# closes idle client keep-alive connections, and a request sent on one at that instant gets no answer).
 NGINX_IN_CONTAINER = "/etc/nginx/mfe"
-GATEWAYS_FILE = "nginx/upstream/gateways.conf"
-GATEWAYS_IN_CONTAINER = f"{NGINX_IN_CONTAINER}/upstream/gateways.conf"
 NGINX_CONF = f"{NGINX_IN_CONTAINER}/nginx.conf"
+GREEN_FLAG = "nginx/live/green"
+GREEN_FLAG_IN_CONTAINER = f"{NGINX_IN_CONTAINER}/live/green"
+LIVE_NETWORK = "live"
 
 
-def gateway_servers(env: Environment, hosts: Sequence[str] | None = None) -> str:
-    """The body of nginx's gateway upstream: the service name by default (compose's DNS answers one
-    address per running replica), or the named containers only (a replacement takes the old ones out of
-    nginx before they stop)."""
-    name = env.gateway or ""
-    port = env.services[name].port if name in env.services else 0
-    lines = [f"server {host}:{port} max_fails=3 fail_timeout=10s;" for host in (hosts or [name])]
-    return "# Written by mfe-deploy: the gateway containers nginx sends requests to.\n" + "\n".join(lines) + "\n"
+def colour_name(env: Environment, colour: str) -> str:
+    """The name the gateway's containers of one colour answer to on the live network."""
+    return f"{env.gateway}-{colour}"
 
 
 def _healthcheck(

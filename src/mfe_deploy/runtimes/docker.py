@@ -44,16 +44,16 @@ from mfe_deploy.ops.migrations import pending
 from mfe_deploy.plan import Desired, Have, Observed, Want, digest
 from mfe_deploy.render import (
     ENV_IN_CONTAINER,
-    GATEWAYS_FILE,
+    GREEN_FLAG,
+    LIVE_NETWORK,
     MAINTENANCE_DIR,
     NGINX_CONF,
     SERVICE_UID,
     Bundle,
     Capabilities,
-    gateway_servers,
+    colour_name,
     image_ref,
     render,
-    seconds,
 )
 from mfe_deploy.runtimes import eventhub, premigration
 from mfe_deploy.runtimes.contract import Deployment, Features, Node, RolledBack, StartFailed, UnitStatus, Unsupported
@@ -226,13 +226,14 @@ class DockerRuntime:
         heads, backup = self._migrate(versions)
         try:
             self._roll(self._stale(), timeout)
-            gateways = self._gateway_containers()
             with self.console.status("starting the services and waiting until healthy"):
                 up = self.compose.up(timeout=timeout if wait else None, remove_orphans=True)
                 self._run(up, "starting the services")
                 if wait:
                     self._confirm_healthy(timeout)
-            if self._gateway_containers() != gateways or self._nginx_changed:
+                else:
+                    self._publish_gateways(healthy_only=False)
+            if self._nginx_changed:
                 self._reload_nginx()
         except StartFailed as exc:
             report = f"{exc}\n{self._failure_report()}"
@@ -269,9 +270,8 @@ class DockerRuntime:
             self._roll(self._stale(), timeout)
             self._run(self.compose.up(timeout=timeout), kind)
             self._confirm_healthy(timeout)
-            # Always: after a failed start the gateway set may have changed in ways the ids before and
-            # after this step do not show (the automatic rollback lost 44% of requests without it).
-            self._reload_nginx()
+            if self._nginx_changed:
+                self._reload_nginx()
             self._record(kind, "succeeded", versions, digest, {})
         except StartFailed as exc:
             self._record(kind, "failed", versions, digest, {}, note=str(exc).splitlines()[0])
@@ -299,6 +299,7 @@ class DockerRuntime:
             expected <= running
             and all(counts[n] == r for n, r in replicas.items())
             and all(c.state == "running" and c.health in ("healthy", "") for c in states)
+            and not self._unpublished(states)
         )
 
     # --- start-first replacement ---------------------------------------------------------------------------
@@ -322,8 +323,9 @@ class DockerRuntime:
     def _roll(self, services: list[str], timeout: float) -> None:
         """Start-first, one service at a time (each with all its replicas): the new containers start beside
         the old ones and must become healthy; then the old ones stop (SIGTERM: they finish what they
-        serve, within stop_grace_period) and go; nginx reloads while both run (gateway only). A new
-        container that does not become healthy is removed and the old ones go on serving."""
+        serve, within stop_grace_period) and go; for the gateway, nginx switches to the new containers' colour
+        first (no reload). A new container that does not become healthy is removed and the old ones go on
+        serving."""
         for name in services:
             old = {c.name for c in self.containers() if c.service == name and not c.oneoff}
             replicas = self.env.services[name].replicas
@@ -339,20 +341,12 @@ class DockerRuntime:
                         self.runner.run(remove_containers(*extra), timeout=120)
                     raise
                 if self.env.services[name].role == "gateway":
-                    # One reload per gateway replacement (each drops idle client connections): nginx takes
-                    # the new containers only, and the old ones stop once nginx no longer uses them.
+                    # nginx sends new requests to the new containers only; the old ones finish theirs and stop.
                     self._switch_gateways(new, waiting.update)
                 waiting.update(f"{name}: the old container(s) finish their requests and stop")
                 self._run(stop_containers(*sorted(old)), f"stopping the old {name}")
                 self._run(remove_containers(*sorted(old)), f"removing the old {name}")
-                if self.env.services[name].role == "gateway" and self.env.nginx.enabled:
-                    # The same servers by the service name, as the bundle has it (no reload needed).
-                    self._write_gateways()
             self.console.info(f"{name}: replaced start-first ({len(new)} new, {len(old)} old stopped)")
-
-    def _gateway_containers(self) -> set[str]:
-        """Ids, not names: compose recreates a container under the same name, with a new address."""
-        return {c.id for c in self.containers() if c.service == self.env.gateway and c.state == "running"}
 
     def _wait_new(self, name: str, old: set[str], timeout: float, update: Callable[[str], None]) -> list[str]:
         deadline = time.monotonic() + timeout
@@ -483,62 +477,72 @@ class DockerRuntime:
             if all(c.state == "running" and c.health in ("healthy", "") for c in states):
                 settled += 1
                 if settled >= 2:  # healthy on two looks in a row, half a second apart
+                    self._publish_gateways(healthy_only=True)
                     return
             else:
                 settled = 0
             time.sleep(0.5)
         raise StartFailed(f"not every container was healthy after {timeout:.0f}s")
 
-    def _reload_nginx(self, gateways: Sequence[str] | None = None) -> None:
-        """nginx resolves the gateway's replicas when it loads its configuration: reload after a change.
-        `gateways`: these containers only (a replacement); by default the service name, every replica."""
+    def _reload_nginx(self) -> None:
+        """nginx reads its configuration when it starts or reloads: reload after nginx.conf changed."""
         if not self.env.nginx.enabled:
             return
-        self._write_gateways(gateways)
         container = next((c.name for c in self.containers() if c.service == "nginx" and c.state == "running"), None)
-        if container is None:  # it reads the list when it starts
+        if container is None:  # it reads the file when it starts
             return
-        test = Command(("docker", "exec", container, "nginx", "-c", NGINX_CONF, "-t", "-q"))
-        check = self.runner.run(test, timeout=60)
-        if check.returncode != 0 and gateways:
-            # A container name nginx cannot resolve: fall back to the service name (the old replicas stay
-            # in nginx until they stop, and nginx passes over them then).
-            self.console.warn(f"nginx refused the new gateway list, using every replica: {check.stderr.strip()}")
-            self._write_gateways()
-        reload = Command(("docker", "exec", container, "nginx", "-c", NGINX_CONF, "-s", "reload"))
-        done = self.runner.run(reload, timeout=60)
-        if done.returncode != 0:
-            tail = (done.stderr.strip().splitlines() or ["no error output"])[-1]
-            raise StartFailed(f"nginx refused to reload its configuration (exit {done.returncode}): {tail}")
+        for step in (("-t", "-q"), ("-s", "reload")):
+            done = self.runner.run(Command(("docker", "exec", container, "nginx", "-c", NGINX_CONF, *step)), timeout=60)
+            if done.returncode != 0:
+                tail = (done.stderr.strip().splitlines() or ["no error output"])[-1]
+                raise StartFailed(f"nginx refused its new configuration (exit {done.returncode}): {tail}")
 
-    def _write_gateways(self, hosts: Sequence[str] | None = None) -> None:
-        """nginx's gateway servers: these containers, or by default the service name (the bundle's form)."""
-        self.files.write_atomic(self.bundle_dir / GATEWAYS_FILE, gateway_servers(self.env, hosts), 0o644)
+    # --- the gateway's colours: which containers nginx sends requests to ------------------------------------
+    def _live_colour(self) -> str:
+        return "green" if self.files.mode(self.bundle_dir / GREEN_FLAG) is not None else "blue"
 
-    def _nginx_workers(self) -> set[str]:
-        """The process ids of nginx's workers (host pids, read from the engine: no tool in the image)."""
-        names = [c.name for c in self.containers() if c.service == "nginx" and c.state == "running"]
-        if not names:
-            return set()
-        done = self.runner.run(Command(("docker", "top", names[0], "-o", "pid,args")), timeout=60)
-        return parse_workers(done.stdout) if done.returncode == 0 else set()
+    def _live_network(self) -> str:
+        return f"{self.env.project}-{self.env.name}_{LIVE_NETWORK}"
+
+    def _unpublished(self, states: Sequence[ContainerState]) -> list[ContainerState]:
+        """Running gateway containers nginx cannot reach: not on the live network (compose made them)."""
+        if not self.env.nginx.enabled:
+            return []
+        gateways = [c for c in states if c.service == self.env.gateway and c.state == "running" and not c.oneoff]
+        return [c for c in gateways if self._live_network() not in c.networks]
+
+    def _attach(self, containers: Sequence[str], colour: str) -> None:
+        alias = colour_name(self.env, colour)
+        for name in containers:
+            connect = Command(("docker", "network", "connect", "--alias", alias, self._live_network(), name))
+            self._run(connect, f"giving {name} to nginx")
+
+    def _publish_gateways(self, *, healthy_only: bool) -> None:
+        """Gateway containers compose made (a first start, a recreation) join the live colour: nginx reaches
+        them. A replacement's new containers never come here before they are healthy (see _roll)."""
+        waiting = self._unpublished(self.containers())
+        ready = [c.name for c in waiting if c.health == "healthy" or not healthy_only]
+        if ready:
+            self._attach(ready, self._live_colour())
 
     def _switch_gateways(self, new: list[str], update: Callable[[str], None]) -> None:
-        """nginx sends new requests to the new gateways only, and its old workers finish the requests
-        they hold on the old ones (for drain_timeout at most): then nothing reaches the old gateways and
-        they can stop without closing a connection a request is on its way through."""
+        """The new (healthy) containers join the live network under the other colour, then nginx switches
+        colour: a file appears or goes, which nginx checks per request (a reload would close idle client
+        keep-alive connections, and a request sent on one at that instant would get no answer). Requests
+        nginx routed just before the switch connect within the pause that follows; the old containers then
+        finish what they hold when stopped."""
         if not self.env.nginx.enabled:
             return
-        old_workers = self._nginx_workers()
-        self._reload_nginx(gateways=new)
-        limit = seconds(self.env.nginx.drain_timeout) + 5
-        deadline = time.monotonic() + limit
-        while old_workers & self._nginx_workers():
-            if time.monotonic() > deadline:
-                self.console.warn(f"nginx's old workers were still running after {limit}s")
-                break
-            update(f"{self.env.gateway}: nginx finishes the requests it sent to the old container(s)")
-            time.sleep(0.2)
+        colour = "green" if self._live_colour() == "blue" else "blue"
+        self._attach(new, colour)
+        flag = self.bundle_dir / GREEN_FLAG
+        if colour == "green":
+            self.files.makedirs(flag.parent, 0o755)
+            self.files.write_atomic(flag, "", 0o644)
+        else:
+            self.files.unlink(flag)
+        update(f"{self.env.gateway}: nginx sends new requests to the new container(s) ({colour})")
+        time.sleep(1)
 
     def _failure_report(self) -> str:
         states = self.containers()
@@ -827,18 +831,8 @@ class DockerRuntime:
             self._run(self.compose.down(volumes=volumes), "compose down")
         self.files.unlink(self.state_dir / "migrated")
         if volumes:  # with the data go its keys: the env files, the self-signed key (history stays)
-            bundle.remove(self.bundle_dir, self.files, extra=["nginx/ssl/key.pem", "nginx/ssl/cert.pem"])
+            bundle.remove(self.bundle_dir, self.files, extra=["nginx/ssl/key.pem", "nginx/ssl/cert.pem", GREEN_FLAG])
         return running
-
-
-def parse_workers(top: str) -> set[str]:
-    """The pids of `docker top NGINX -o pid,args` lines that are nginx workers (running or shutting down)."""
-    pids = set()
-    for line in top.splitlines()[1:]:
-        pid, _, args = line.strip().partition(" ")
-        if args.strip().startswith("nginx: worker process"):
-            pids.add(pid)
-    return pids
 
 
 def parse_probe(done: Completed) -> health.Probe:

@@ -27,7 +27,7 @@ from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.docker_host import AtEngine
 from mfe_deploy.exec.runner import Runner
 from mfe_deploy.ops import health, migrations, schema
-from mfe_deploy.render import GATEWAYS_FILE, Bundle, BundleFile, Capabilities, NginxPaths, nginx_conf, render
+from mfe_deploy.render import LIVE_NETWORK, Bundle, BundleFile, Capabilities, NginxPaths, nginx_conf, render
 from mfe_deploy.runtimes import eventhub
 from mfe_deploy.runtimes.contract import Deployment, Features, Node, RolledBack, StartFailed, UnitStatus, Unsupported
 from mfe_deploy.runtimes.docker import HEALTH_PROBE, DockerRuntime, parse_probe
@@ -71,7 +71,12 @@ class SwarmRuntime(DockerRuntime):
         base = render(self.env, self.secrets, versions=versions, caps=self.capabilities)
         files = dict(base.files)
         compose = yaml.safe_load(files.pop("compose.yml").text)
-        files.pop(GATEWAYS_FILE, None)  # nginx resolves the gateway per request here
+        # nginx resolves the gateway's service name per request here (Swarm's DNS lists the running tasks):
+        # the docker runtime's live network and colours have no use.
+        compose["networks"].pop(LIVE_NETWORK, None)
+        if "nginx" in compose["services"]:
+            nets = compose["services"]["nginx"]["networks"]
+            compose["services"]["nginx"]["networks"] = [n for n in nets if n != LIVE_NETWORK]
         if self.env.nginx.enabled:
             paths = NginxPaths(resolver="127.0.0.11")
             files["nginx/nginx.conf"] = BundleFile(nginx_conf(self.env, paths, self.capabilities))
