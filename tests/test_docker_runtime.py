@@ -353,6 +353,25 @@ def test_redis_answers_only_with_its_password(project: Project) -> None:
     assert project.cli("health", "--env", ENV).returncode == 0
 
 
+def test_infra_containers_have_read_only_roots(project: Project) -> None:
+    """postgres, redis, rabbitmq and nginx write only to their volumes and in-memory folders (rabbitmq's
+    configuration goes into a tmpfs conf.d); the services were read-only already."""
+    seen = set()
+    for name in project.containers():
+        kind = next((s for s in ("postgres", "redis", "nginx", "rabbitmq") if f"-{s}-" in name), None)
+        if kind is None:
+            continue
+        seen.add(kind)
+        assert _inspect(name)["HostConfig"]["ReadonlyRootfs"] is True, name
+        probe = subprocess.run(["docker", "exec", name, "touch", "/usr/probe"], capture_output=True, text=True)
+        assert probe.returncode != 0 and "Read-only file system" in probe.stderr, (name, probe.stderr)
+    assert seen == {"postgres", "redis", "nginx", "rabbitmq"}
+    # The administrator's password is in the broker's own file only (its environment: the test above).
+    rabbitmq = next(n for n in project.containers() if "-rabbitmq-" in n)
+    conf = ["docker", "exec", rabbitmq, "stat", "-c", "%a %U", "/etc/rabbitmq/conf.d/90-mfe.conf"]
+    assert subprocess.run(conf, capture_output=True, text=True, check=True).stdout.split() == ["600", "rabbitmq"]
+
+
 def test_a_command_failing_in_a_container_is_seen_failing(project: Project) -> None:
     """`compose exec` exits 0 whatever the command did (compose 2.40, Docker 20.10): a failed pg_dump or a
     refused nginx configuration would pass unseen. The runtime's in-container commands carry their own code."""
@@ -500,22 +519,3 @@ def test_zzzz_history_has_every_change(project: Project) -> None:
     actions = {h["action"] for h in history}
     assert {"up", "rollback", "migrate", "restore", "down", "images prune"} <= actions, actions
     assert [h.get("volumes") for h in history if h["action"] == "down"][-2:] == [False, True]
-
-
-def test_infra_containers_have_read_only_roots(project: Project) -> None:
-    """postgres, redis, rabbitmq and nginx write only to their volumes and in-memory folders (rabbitmq's
-    configuration goes into a tmpfs conf.d); the services were read-only already."""
-    seen = set()
-    for name in project.containers():
-        kind = next((s for s in ("postgres", "redis", "nginx", "rabbitmq") if f"-{s}-" in name), None)
-        if kind is None:
-            continue
-        seen.add(kind)
-        assert _inspect(name)["HostConfig"]["ReadonlyRootfs"] is True, name
-        probe = subprocess.run(["docker", "exec", name, "touch", "/usr/probe"], capture_output=True, text=True)
-        assert probe.returncode != 0 and "Read-only file system" in probe.stderr, (name, probe.stderr)
-    assert seen == {"postgres", "redis", "nginx", "rabbitmq"}
-    # The administrator's password is in the broker's own file only (its environment: the test above).
-    rabbitmq = next(n for n in project.containers() if "-rabbitmq-" in n)
-    conf = ["docker", "exec", rabbitmq, "stat", "-c", "%a %U", "/etc/rabbitmq/conf.d/90-mfe.conf"]
-    assert subprocess.run(conf, capture_output=True, text=True, check=True).stdout.split() == ["600", "rabbitmq"]
