@@ -203,3 +203,62 @@ def test_supervisor_programs_of_the_local_runtime(tmp_path: Path) -> None:
         " --quiet" in conf
     )
     assert "dev-auth-password" not in conf and "dev-secret-key" not in conf
+
+
+class EngineRunner(RecordingRunner):
+    """As RecordingRunner, and `compose ps` answers these containers."""
+
+    def __init__(self, rows: list[dict[str, str]]) -> None:
+        super().__init__()
+        self.rows = rows
+
+    def run(self, command: Command, *, timeout: float | None = None) -> Completed:
+        if command.argv[-4:] == ("ps", "--all", "--format", "json"):
+            self.commands.append(command)
+            return Completed(0, "".join(json.dumps(r) + "\n" for r in self.rows), "")
+        return super().run(command, timeout=timeout)
+
+
+def _gateway(n: int, health: str, networks: str) -> dict[str, str]:
+    name = f"universal-mfe-fake-api-gateway-{n}"
+    return {"Service": "api-gateway", "Name": name, "State": "running", "Health": health, "Networks": networks}
+
+
+def test_a_gateway_switch_gives_the_new_containers_the_other_colour_then_flips_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import strong_secrets
+
+    monkeypatch.setattr("mfe_deploy.runtimes.docker.time.sleep", lambda _: None)
+    project = tmp_path / "project"
+    shutil.copytree(REPO / "environments", project / "environments")
+    (project / "environments" / "fake.yaml").write_text("extends: staging\nruntime: docker\n")
+    secrets = {k.replace("STAGING_", "FAKE_"): v for k, v in strong_secrets().items()}
+    live, edge = "universal-mfe-fake_live", "universal-mfe-fake_edge"
+    runner = EngineRunner([
+        _gateway(1, "healthy", edge), _gateway(2, "starting", edge), _gateway(3, "healthy", f"{edge},{live}"),
+    ])  # fmt: skip
+    root = tmp_path / "remote" / "fake"
+    root.mkdir(parents=True)
+    (root / "compose.yml").write_text("name: universal-mfe-fake\n")  # rendered once: compose ps is asked
+    host = Host("local", runner, LocalFiles(), root)
+    deployment = Deployment(project, loader.load(project, "fake"), Console(), host,
+                            lambda: loader.load_with_secrets(project, "fake", secrets)[1])  # fmt: skip
+    rt = registry.create("docker", deployment)
+    flag = root / "nginx" / "live" / "green"
+
+    def connects() -> list[str]:
+        lines = [str(c) for c in runner.commands if c.argv[:3] == ("docker", "network", "connect")]
+        runner.commands.clear()
+        return lines
+
+    # Made by compose (a first start): the healthy one joins the live colour (blue), not the starting one.
+    rt._publish_gateways(healthy_only=True)  # type: ignore[attr-defined]
+    assert connects() == [f"docker network connect --alias api-gateway-blue {live} universal-mfe-fake-api-gateway-1"]
+    # A replacement: the new containers get green, then the file says green.
+    rt._switch_gateways(["g-4", "g-5"], lambda _: None)  # type: ignore[attr-defined]
+    assert connects() == [f"docker network connect --alias api-gateway-green {live} g-{n}" for n in (4, 5)]
+    assert flag.exists()
+    rt._switch_gateways(["g-6"], lambda _: None)  # type: ignore[attr-defined]
+    assert connects() == [f"docker network connect --alias api-gateway-blue {live} g-6"]
+    assert not flag.exists()
