@@ -100,14 +100,14 @@ def test_keys_new_writes_a_private_file_and_prints_only_the_public_half(project:
 
 def test_render_writes_once_then_changes_nothing(project: Project) -> None:
     first = project.cli("render", "--env", "staging")
-    assert (first.code, first.out) == (0, "rendered 12 files to .mfe/staging (12 changed)\n")
+    assert (first.code, first.out) == (0, "rendered 11 files to .mfe/staging (11 changed)\n")
     bundle = project.root / ".mfe" / "staging"
     before = {p: p.read_bytes() for p in bundle.rglob("*") if p.is_file()}
     second = project.cli("render", "--env", "staging")
-    assert (second.code, second.out) == (0, "rendered 12 files to .mfe/staging (0 changed)\n")
+    assert (second.code, second.out) == (0, "rendered 11 files to .mfe/staging (0 changed)\n")
     assert {p: p.read_bytes() for p in bundle.rglob("*") if p.is_file()} == before
     check = project.cli("render", "--env", "staging", "--check")
-    assert (check.code, check.out) == (0, ".mfe/staging: up to date (12 files)\n")
+    assert (check.code, check.out) == (0, ".mfe/staging: up to date (11 files)\n")
 
 
 def test_render_check_shows_a_diff_and_writes_nothing(project: Project) -> None:
