@@ -153,6 +153,10 @@ class SwarmRuntime(DockerRuntime):
         ctl = Command(("docker", "exec", "-i", container, *eventhub.IMPORT))
         eventhub.create_users(engine, ctl, self.secrets, self.console, timeout)
 
+    def _unpublished(self, states: Sequence[ContainerState]) -> list[ContainerState]:
+        """No live network on a swarm: nginx reaches the gateway's tasks by the service's name."""
+        return []
+
     def _nothing_to_do(self, previous: Release | None, versions: dict[str, str], digest: str) -> bool:
         if previous is None or previous.bundle_sha256 != digest or dict(previous.versions) != versions:
             return False
