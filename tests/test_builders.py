@@ -253,7 +253,7 @@ def test_a_gateway_switch_gives_the_new_containers_the_other_colour_then_flips_t
         return lines
 
     # Made by compose (a first start): the healthy one joins the live colour (blue), not the starting one.
-    rt._publish_gateways(healthy_only=True)  # type: ignore[attr-defined]
+    rt._publish_gateways(rt.containers(), healthy_only=True)  # type: ignore[attr-defined]
     assert connects() == [f"docker network connect --alias api-gateway-blue {live} universal-mfe-fake-api-gateway-1"]
     # A replacement: the new containers get green, then the file says green.
     rt._switch_gateways(["g-4", "g-5"], lambda _: None)  # type: ignore[attr-defined]

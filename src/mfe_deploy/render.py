@@ -26,7 +26,8 @@ INFRA_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID")
 # Where a container finds its unit's env file: mounted, never its environment.
 ENV_IN_CONTAINER = "/run/secrets/env"
 # postgres and rabbitmq source it, then run their image's entrypoint (`$$`: compose interpolates `$`).
-LOAD_ENV = f'set -a; . {ENV_IN_CONTAINER}; set +a; exec "$$0" "$$@"'
+SOURCE_ENV = f"set -a; . {ENV_IN_CONTAINER}; set +a"
+LOAD_ENV = f'{SOURCE_ENV}; exec "$$0" "$$@"'
 # Redis reads its password from its configuration on standard input (`redis-server ... -`), opened by root
 # before the image's entrypoint drops to the redis user: never an argument, never the environment.
 REDIS_CONF = "env/redis.conf"
@@ -40,7 +41,7 @@ REDIS_STDIN = f'exec "$$0" "$$@" < {ENV_IN_CONTAINER}'
 RABBITMQ_CONF_D = "/etc/rabbitmq/conf.d"
 RABBITMQ_LOG_DIR = "/var/log/rabbitmq"
 RABBITMQ_START = (
-    f"set -a; . {ENV_IN_CONTAINER}; set +a; umask 077; "
+    f"{SOURCE_ENV}; umask 077; "
     'printf "%s\\n" "listeners.tcp.default = 5672" "loopback_users = none" "default_user = $$RABBITMQ_DEFAULT_USER" '
     f'"default_pass = $$RABBITMQ_DEFAULT_PASS" > {RABBITMQ_CONF_D}/90-mfe.conf; '
     f"chown rabbitmq:rabbitmq {RABBITMQ_CONF_D}/90-mfe.conf {RABBITMQ_LOG_DIR}; "

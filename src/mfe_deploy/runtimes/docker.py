@@ -232,7 +232,7 @@ class DockerRuntime:
                 if wait:
                     self._confirm_healthy(timeout)
                 else:
-                    self._publish_gateways(healthy_only=False)
+                    self._publish_gateways(self.containers(), healthy_only=False)
             if self._nginx_changed:
                 self._reload_nginx()
         except StartFailed as exc:
@@ -255,14 +255,18 @@ class DockerRuntime:
         ctl = Command(("docker", "exec", "-i", container, *eventhub.IMPORT))
         eventhub.create_users(self.runner, ctl, self.secrets, self.console, timeout)
 
-    def _running(self, service: str, why: str) -> str:
+    def _running_container(self, service: str) -> str | None:
         """A running container of `service`, for `docker exec`: never `compose exec` or `compose run`, whose exit
         code is 0 whatever the command did (compose 2.40 on Docker 20.10), which would hide a failure."""
-        running = [c.name for c in self.containers() if c.service == service and c.state == "running"]
-        if not running:
+        return next((c.name for c in self.containers() if c.service == service and c.state == "running"), None)
+
+    def _running(self, service: str, why: str) -> str:
+        """As _running_container, and refused with a way out when none runs."""
+        container = self._running_container(service)
+        if container is None:
             start = f"start it with `mfe-deploy up --env {self.env.name}`"
             raise StartFailed(f"{service} of {self.env.name} is not running: {why}; {start}")
-        return running[0]
+        return container
 
     def _restore(self, versions: dict[str, str], timeout: float, kind: str) -> None:
         digest = self.write_bundle(versions)
@@ -477,7 +481,7 @@ class DockerRuntime:
             if all(c.state == "running" and c.health in ("healthy", "") for c in states):
                 settled += 1
                 if settled >= 2:  # healthy on two looks in a row, half a second apart
-                    self._publish_gateways(healthy_only=True)
+                    self._publish_gateways(states, healthy_only=True)
                     return
             else:
                 settled = 0
@@ -488,7 +492,7 @@ class DockerRuntime:
         """nginx reads its configuration when it starts or reloads: reload after nginx.conf changed."""
         if not self.env.nginx.enabled:
             return
-        container = next((c.name for c in self.containers() if c.service == "nginx" and c.state == "running"), None)
+        container = self._running_container("nginx")
         if container is None:  # it reads the file when it starts
             return
         for step in (("-t", "-q"), ("-s", "reload")):
@@ -517,10 +521,10 @@ class DockerRuntime:
             connect = Command(("docker", "network", "connect", "--alias", alias, self._live_network(), name))
             self._run(connect, f"giving {name} to nginx")
 
-    def _publish_gateways(self, *, healthy_only: bool) -> None:
+    def _publish_gateways(self, states: Sequence[ContainerState], *, healthy_only: bool) -> None:
         """Gateway containers compose made (a first start, a recreation) join the live colour: nginx reaches
         them. A replacement's new containers never come here before they are healthy (see _roll)."""
-        waiting = self._unpublished(self.containers())
+        waiting = self._unpublished(states)
         ready = [c.name for c in waiting if c.health == "healthy" or not healthy_only]
         if ready:
             self._attach(ready, self._live_colour())
