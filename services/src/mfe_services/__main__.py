@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
+from types import FrameType
 from typing import Any
 
+import uvicorn
+
 from mfe_services import envfile
+from mfe_services.common import drain
 
 SERVICES = {
     "api-gateway": "mfe_services.gateway.app",
@@ -36,15 +41,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write(f"usage: mfe-service {{{','.join(SERVICES)}}} [--env-file PATH] [--user UID[:GID]]\n")
         sys.exit(2)
     envfile.load(options.get("--env-file"), options.get("--user"))
-    import uvicorn
-
     name = args[0]
     try:
         app = build(name)
     except (RuntimeError, ValueError) as exc:
         sys.stderr.write(f"{name}: configuration error: {exc}\n")
         sys.exit(78)  # EX_CONFIG: supervisors should not restart-loop on this
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=os.environ.get("HOST", "0.0.0.0"),  # noqa: S104 - a container's service listens on its interface
         port=int(os.environ["PORT"]),
@@ -53,8 +56,33 @@ def main(argv: list[str] | None = None) -> None:
         access_log=False,
         log_config=None,
         server_header=False,
-        timeout_graceful_shutdown=15,
+        timeout_graceful_shutdown=graceful_seconds(os.environ.get("STOP_TIMEOUT")),
     )
+    Server(config).run()
+
+
+def graceful_seconds(stop_timeout: str | None) -> int:
+    """How long in-flight requests may take once the listener closed: what the supervisor's stop timeout
+    (SIGTERM to SIGKILL, `STOP_TIMEOUT` seconds, rendered from the service's stop_timeout) leaves after
+    the drain and a second for the lifespan shutdown."""
+    total = int(stop_timeout) if stop_timeout and stop_timeout.isdigit() else 20
+    return max(int(total - drain.SECONDS - 1), 1)
+
+
+class Server(uvicorn.Server):
+    """uvicorn's, with a drain before its shutdown (common/drain.py): the first SIGTERM starts the drain,
+    and the shutdown begins when it is over; SIGINT (Ctrl-C) or a second SIGTERM starts it at once, as before."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig == signal.SIGTERM and not drain.active():
+            drain.begin()
+            return
+        super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if drain.over():
+            self.should_exit = True
+        return await super().on_tick(counter)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mfe_services.common import logs, reporting
+from mfe_services.common import drain, logs, reporting
 from mfe_services.common.metrics import CONTENT_TYPE, Metrics
 
 log = logging.getLogger("mfe.access")
@@ -127,8 +127,10 @@ class Guard:
                 status = message["status"]
                 headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
                 headers.append((b"x-request-id", rid))
-                if status == 500:
-                    headers.append((b"connection", b"close"))  # after an unhandled error nothing is assumed
+                if (status == 500 or drain.active()) and (b"connection", b"close") not in headers:
+                    # After an unhandled error nothing is assumed; a stopping service closes every
+                    # connection after its answer (drain.py).
+                    headers.append((b"connection", b"close"))
                 message = {**message, "headers": headers}
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))

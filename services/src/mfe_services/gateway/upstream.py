@@ -31,6 +31,10 @@ HOP_BY_HOP = frozenset(
 HIGH_WATER = 1 << 20
 PER_ADDRESS = 0.5
 RETRY_PAUSE = 0.1
+# An idle connection older than this is closed, never used: a stopping service closes its idle
+# connections after its drain (common/drain.py, twice as long), and uvicorn closes them after 5 s idle;
+# a request written on one at that instant would be lost.
+IDLE_SECONDS = 1.0
 Headers = list[tuple[bytes, bytes]]
 
 
@@ -56,6 +60,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
+        self.idle_since = 0.0
         self._reset(head_only=False)
 
     def _reset(self, *, head_only: bool) -> None:
@@ -187,10 +192,16 @@ class Pool:
         self.idle: deque[Connection] = deque()
 
     async def acquire(self) -> tuple[Connection, bool]:
+        now = asyncio.get_running_loop().time()
         while self.idle:
             conn = self.idle.pop()
-            if not conn.closed:
-                return conn, True
+            if conn.closed:
+                continue
+            if now - conn.idle_since > IDLE_SECONDS:
+                conn.close()
+                self.close()  # the most recently used first: every other one is older still
+                break
+            return conn, True
         return await self.connect(), False
 
     async def connect(self) -> Connection:
@@ -231,6 +242,7 @@ class Pool:
 
     def release(self, conn: Connection) -> None:
         if conn.complete and conn.keep_alive and not conn.closed and len(self.idle) < self.max_idle:
+            conn.idle_since = asyncio.get_running_loop().time()
             self.idle.append(conn)
         else:
             conn.close()
