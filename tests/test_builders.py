@@ -183,7 +183,7 @@ def test_supervisor_programs_of_the_local_runtime(tmp_path: Path) -> None:
     shutil.copytree(REPO / "environments", project / "environments")
     (project / "environments" / "loc.yaml").write_text(
         "extends: development\nservices:\n  notes:\n    port: 3009\n    image: x/notes:1\n"
-        "    command: [python3, notes/server.py, --quiet]\n"
+        "    command: [python3, notes/server.py, --quiet]\n    stop_timeout: 1m\n"
     )
     loaded, secrets = loader.load_with_secrets(project, "loc", {})
     tools = Path("/bin")
@@ -203,6 +203,9 @@ def test_supervisor_programs_of_the_local_runtime(tmp_path: Path) -> None:
         " --quiet" in conf
     )
     assert "dev-auth-password" not in conf and "dev-secret-key" not in conf
+    programs = {part.split("]", 1)[0]: part for part in conf.split("[program:")[1:]}
+    assert "stopwaitsecs=60\n" in programs["notes"] and "stopwaitsecs=20\n" in programs["auth"]
+    assert "STOP_TIMEOUT='60'\n" in bundle.files["env/notes.env"].text
 
 
 class EngineRunner(RecordingRunner):

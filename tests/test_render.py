@@ -82,6 +82,28 @@ def test_hsts_covers_subdomains_only_when_asked_and_files_mode_staples() -> None
     assert "ssl_stapling" not in _render("staging").files["nginx/nginx.conf"].text  # self-signed: no responder
 
 
+def test_a_services_stop_timeout_reaches_docker_and_the_service() -> None:
+    """stop_grace_period (SIGTERM to SIGKILL) and the service's own STOP_TIMEOUT, from which it takes its
+    shutdown's share after the drain (mfe_services.__main__.graceful_seconds)."""
+    from mfe_services.__main__ import graceful_seconds
+
+    loaded, secrets = loader.load_with_secrets(REPO, "staging", environ=strong_secrets("golden"))
+    auth = loaded.env.services["auth"].model_copy(update={"stop_timeout": "45s"})
+    env = loaded.env.model_copy(update={"services": {**loaded.env.services, "auth": auth}})
+    bundle = render(env, secrets)
+    compose = bundle.files["compose.yml"].text
+    section = compose.split("\n  auth:\n", 1)[1].split("\n\n", 1)[0]
+    assert "stop_grace_period: 45s" in section
+    assert compose.count("stop_grace_period: 20s") == len(env.services) - 1
+    assert "STOP_TIMEOUT='45'\n" in bundle.files["env/auth.env"].text
+    assert (graceful_seconds("45"), graceful_seconds("20"), graceful_seconds("2"), graceful_seconds(None)) == (
+        42,
+        17,
+        1,
+        17,
+    )
+
+
 @pytest.mark.parametrize(
     ("image", "directive"),
     [

@@ -25,6 +25,7 @@ from mfe_deploy.render import (
     environments,
     nginx_conf,
     prometheus_config,
+    seconds,
 )
 
 PG_SYSTEM_USER = "mfe-postgres"
@@ -108,7 +109,14 @@ def render_local(
             why = "missing: the local runtime runs each service as a process"
             raise ConfigError([Problem(f"environments/{env.name}.yaml", None, f"services.{name}.command", why)])
         command = shlex.join(argv)
-        services.append({"name": name, "command": command, "environment": f'MFE_CONFIG="{digest}"'})
+        services.append(
+            {
+                "name": name,
+                "command": command,
+                "environment": f'MFE_CONFIG="{digest}"',
+                "stopwait": seconds(svc.stop_timeout),
+            }
+        )
     data = layout.data
     pg_command = shlex.join([
         str(bins.pg_bin / "postgres"), "-D", str(layout.pg_data), "-p", str(env.database.port),

@@ -297,6 +297,7 @@ def _context(env: Environment, versions: Mapping[str, str], caps: Capabilities) 
                 "healthcheck": _healthcheck(_service_probe(svc.port, svc.health), caps),
                 "maintenance": gateway,
                 "bundled": svc.bundled,
+                "stop_timeout": svc.stop_timeout,
             }
         )
     hsts = f"max-age={env.nginx.hsts_max_age}" + ("; includeSubDomains" if env.nginx.hsts_include_subdomains else "")
@@ -387,6 +388,7 @@ def environments(env: Environment, secrets: Secrets, at: Endpoints) -> dict[str,
             ("JWT_EXPIRES_IN", env.jwt.expires_in),
             ("JWT_REFRESH_EXPIRES_IN", env.jwt.refresh_expires_in),
             ("CORS_ORIGIN", env.cors_origin),
+            ("STOP_TIMEOUT", seconds(svc.stop_timeout)),
         ]
         if name == env.jwt.issuer:
             variables.append(("JWT_SIGNING_KEY", secrets.signing_key.private))

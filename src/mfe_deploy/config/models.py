@@ -93,6 +93,11 @@ class Service(Model):
     routes: Routes = Routes()
     env: dict[EnvName, str] = Field(default_factory=dict, description="plain values; secrets go in secrets:")
     depends_on: tuple[ServiceName, ...] = ()
+    stop_timeout: Duration = Field(
+        default="20s",
+        description="SIGTERM to SIGKILL: a stopping container's time to drain (2 s of `Connection: close`) "
+        "and finish its requests (docker's stop_grace_period, supervisord's stopwaitsecs)",
+    )
 
 
 class Database(Model):
@@ -146,8 +151,8 @@ class Nginx(Model):
         default=False, description="true: HSTS covers every subdomain of the domain too (check them all first)"
     )
     client_max_body_size: Memory = "1m"
-    # A gateway replacement: how long nginx's old workers may go on with the requests they hold (and
-    # the old gateways wait for them) before the old gateways stop.
+    # An nginx reload (its own configuration changed): how long its old workers may go on with the
+    # requests they hold (worker_shutdown_timeout).
     drain_timeout: Duration = "30s"
     resources: Resources = Resources(memory="128m", cpus=0.5, pids=128)
 
