@@ -123,6 +123,9 @@ CASES = [
     Case("rabbitmq-user-is-a-service", "staging", "event_hub: rabbitmq", "event_hub: rabbitmq\nrabbitmq:\n  user: payments", [
         "environments/staging.yaml:9: rabbitmq.user: 'payments' is the name of a service's own RabbitMQ user; choose another",
     ]),
+    Case("nginx-alpine-image", "staging", "  tls: {mode: self-signed}", "  tls: {mode: self-signed}\nimages: {nginx: 'nginx:1.27-alpine'}", [
+        "environments/staging.yaml:16: images.nginx: nginx:1.27-alpine: nginx runs unprivileged through setpriv, which the -alpine images lack; use a Debian-based tag (nginx:1.27)",
+    ]),
     Case("tls-files-without-key", "production", "    key: /etc/ssl/mfe/api.example.com.key\n", "", [
         "environments/production.yaml:28: nginx.tls.key: missing: tls mode 'files' needs a certificate and a key",
     ]),

@@ -372,6 +372,28 @@ def test_infra_containers_have_read_only_roots(project: Project) -> None:
     assert subprocess.run(conf, capture_output=True, text=True, check=True).stdout.split() == ["600", "rabbitmq"]
 
 
+def test_nginx_runs_unprivileged_and_reloads(project: Project) -> None:
+    """nginx's master and workers run as 101 with no capability (root only copied the certificate and key
+    for them); a reload (tested, then signalled, as that user) keeps the master and the service."""
+    from mfe_deploy.runtimes.docker import nginx_reload
+
+    nginx = next(n for n in project.containers() if "-nginx-" in n)
+    processes = _processes(nginx, [])
+    assert {p["cmd"].split()[0] for p in processes} == {"nginx:"}, processes  # master and workers
+    for process in processes:
+        assert process["uid"] == ["101"] * 4 and process["nnp"] == "1", process
+        assert process["caps"] == ["0000000000000000"] * 2, process
+    copy = ["docker", "exec", nginx, "stat", "-c", "%a %u", "/run/nginx/ssl/key.pem"]
+    assert subprocess.run(copy, capture_output=True, text=True, check=True).stdout.split() == ["600", "101"]
+    master = next(p["pid"] for p in processes if p["pid"] == 1)
+    for step in nginx_reload(nginx):
+        done = subprocess.run(step.argv, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, (step.argv, done.stderr)
+    assert any(p["pid"] == master for p in _processes(nginx, []))
+    with project.gateway() as gw:
+        assert gw.get("/health").status_code == 200
+
+
 def test_a_command_failing_in_a_container_is_seen_failing(project: Project) -> None:
     """`compose exec` exits 0 whatever the command did (compose 2.40, Docker 20.10): a failed pg_dump or a
     refused nginx configuration would pass unseen. The runtime's in-container commands carry their own code."""

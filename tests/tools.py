@@ -79,6 +79,9 @@ def nginx_in_namespace(
         shutil.copy(certificate[0], etc / "ssl" / "cert.pem")
         shutil.copy(certificate[1], etc / "ssl" / "key.pem")
     (workdir / "run").mkdir(exist_ok=True)
+    # The container's entrypoint copies the certificate and key into /run/nginx for nginx's user (render.py's
+    # NGINX_START); the rendered nginx.conf reads them, its pid file and temporary files there.
+    shutil.copytree(etc / "ssl", workdir / "run" / "nginx" / "ssl", dirs_exist_ok=True)
     hosts_file = workdir / "hosts"
     hosts_file.write_text("127.0.0.1 localhost\n" + "".join(f"{ip} {name}\n" for name, ip in hosts.items()))
     script = (

@@ -22,6 +22,25 @@ if TYPE_CHECKING:  # jinja2 loads when something is rendered, not for status, he
     import jinja2
 
 SERVICE_UID = "10001:10001"
+# nginx in a container runs as this user (the official images' nginx) with no capability: it starts as
+# root only to copy its certificate and key into NGINX_RUN (a tmpfs of its own, nginx's user's alone),
+# then drops to that user (setpriv: Debian-based nginx images have it, the -alpine ones do not). Its ports
+# are opened to it by the container's net.ipv4.ip_unprivileged_port_start; its pid file and temporary
+# files are in NGINX_RUN too.
+NGINX_UID = "101:101"
+NGINX_RUN = "/run/nginx"
+NGINX_HANDOVER = (
+    f"set -eu; umask 077; mkdir -p {NGINX_RUN}/ssl; "
+    f"cp /etc/nginx/ssl/cert.pem /etc/nginx/ssl/key.pem {NGINX_RUN}/ssl/; "
+    f"chown -R {NGINX_UID} {NGINX_RUN}; chmod 0700 {NGINX_RUN}"
+)
+_UID, _GID = NGINX_UID.split(":")
+# Its standard output and error are the engine's pipes, root's: handed over too (as the engine does for a
+# container's own user), or nginx could not open /dev/stderr and /dev/stdout for its logs.
+NGINX_START = (
+    f"{NGINX_HANDOVER}; chown {NGINX_UID} /proc/self/fd/1 /proc/self/fd/2; "
+    f'exec setpriv --reuid={_UID} --regid={_GID} --clear-groups "$$@"'
+)
 INFRA_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID")
 # Where a container finds its unit's env file: mounted, never its environment.
 ENV_IN_CONTAINER = "/run/secrets/env"
@@ -187,8 +206,8 @@ class NginxPaths:
     """Where nginx finds things: in its container (the defaults), or on this machine (local runtime)."""
 
     upstream: str | None = None  # where the gateway answers; default: its service name (compose DNS)
-    ssl: str = "/etc/nginx/ssl"
-    pid: str = "/run/nginx.pid"
+    ssl: str = f"{NGINX_RUN}/ssl"  # the copies NGINX_START makes, readable by nginx's user
+    pid: str = f"{NGINX_RUN}/nginx.pid"
     mime_types: str = "/etc/nginx/mime.types"
     listen_http: str = "80"
     listen_https: str = "443"
@@ -198,7 +217,7 @@ class NginxPaths:
     # HTTP/2 as `http2 on;` (nginx 1.25.1+; `listen ... http2` is deprecated there) or as the listen
     # parameter (older nginx). None: from the nginx image's tag (a tag without a version: the parameter).
     http2_directive: bool | None = None
-    temp: str | None = None
+    temp: str | None = NGINX_RUN  # None: the paths nginx was built with
     resolver: str | None = None  # set: the gateway's name is resolved per request (Swarm), not once at load
     resolver_valid: str = "2s"
     # set (docker): the gateway's containers are reached by a colour's name, <gateway>-blue or -green, given
@@ -313,6 +332,9 @@ def _context(env: Environment, versions: Mapping[str, str], caps: Capabilities) 
         "rabbitmq_start": RABBITMQ_START,
         "rabbitmq_tmpfs": [RABBITMQ_CONF_D, RABBITMQ_LOG_DIR],
         "infra_caps": INFRA_CAPS,
+        "nginx_start": NGINX_START,
+        "nginx_uid": NGINX_UID,
+        "nginx_run": NGINX_RUN,
         "data_internal": not env.publish_ports,
         "db_superuser": env.database.superuser,
         "bootstrap_db": _bootstrap_db(env),
@@ -332,7 +354,11 @@ def _context(env: Environment, versions: Mapping[str, str], caps: Capabilities) 
             "rabbitmq": _healthcheck(
                 ["CMD", "rabbitmq-diagnostics", "-q", "ping"], caps, start_period="90s", timeout="15s"
             ),
-            "nginx": _healthcheck(["CMD-SHELL", 'kill -0 "$$(cat /run/nginx.pid)"'], caps),
+            # Its master is not root's: the probe (root, without CAP_KILL) cannot signal it, only look it up.
+            "nginx": _healthcheck(
+                ["CMD-SHELL", f'test -s {NGINX_RUN}/nginx.pid && test -e "/proc/$$(cat {NGINX_RUN}/nginx.pid)/status"'],
+                caps,
+            ),
             # promtool ships in the official image (and in ours): a real query, not just an open port.
             "prometheus": _healthcheck(
                 ["CMD", "promtool", "query", "instant", "http://127.0.0.1:9090", "vector(1)"], caps

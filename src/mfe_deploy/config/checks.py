@@ -110,6 +110,15 @@ def _secrets(env: Environment) -> Iterator[Finding]:
 
 
 def _nginx(env: Environment) -> Iterator[Finding]:
+    image = env.images.nginx
+    if env.nginx.enabled and env.runtime != "local" and "alpine" in image.rpartition("/")[2]:
+        yield (
+            ("images", "nginx"),
+            (
+                f"{image}: nginx runs unprivileged through setpriv, which the -alpine images lack; "
+                "use a Debian-based tag (nginx:1.27)"
+            ),
+        )
     tls = env.nginx.tls
     if tls.mode == "files":
         for field in ("certificate", "key"):

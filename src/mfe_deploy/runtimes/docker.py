@@ -48,6 +48,8 @@ from mfe_deploy.render import (
     LIVE_NETWORK,
     MAINTENANCE_DIR,
     NGINX_CONF,
+    NGINX_HANDOVER,
+    NGINX_UID,
     SERVICE_UID,
     Bundle,
     Capabilities,
@@ -495,8 +497,8 @@ class DockerRuntime:
         container = self._running_container("nginx")
         if container is None:  # it reads the file when it starts
             return
-        for step in (("-t", "-q"), ("-s", "reload")):
-            done = self.runner.run(Command(("docker", "exec", container, "nginx", "-c", NGINX_CONF, *step)), timeout=60)
+        for step in nginx_reload(container):
+            done = self.runner.run(step, timeout=60)
             if done.returncode != 0:
                 tail = (done.stderr.strip().splitlines() or ["no error output"])[-1]
                 raise StartFailed(f"nginx refused its new configuration (exit {done.returncode}): {tail}")
@@ -857,3 +859,15 @@ def _fmt(versions: dict[str, str]) -> str:
 
 
 RUNTIME = DockerRuntime
+
+
+def nginx_reload(container: str) -> list[Command]:
+    """Its certificate and key copied anew for nginx's user (a renewed one is read at the reload), then its
+    configuration tested and reloaded as that user: root's nginx -t would hand the temporary folders to
+    nobody, and root here cannot signal nginx's master (no CAP_KILL)."""
+    nginx = ("docker", "exec", "--user", NGINX_UID, container, "nginx", "-e", "stderr", "-c", NGINX_CONF)
+    return [
+        Command(("docker", "exec", container, "sh", "-c", NGINX_HANDOVER)),
+        Command((*nginx, "-t", "-q")),
+        Command((*nginx, "-s", "reload")),
+    ]
