@@ -71,11 +71,23 @@ def main() -> None:
     try:
         cli(root, "up", "--env", "bench")
         for db in DATABASES:
-            run(str(pg_bin / "psql"), *conn, "-d", db, "-q", "-c",
+            run(
+                str(pg_bin / "psql"),
+                *conn,
+                "-d",
+                db,
+                "-q",
+                "-c",
                 "CREATE TABLE bench_rows AS SELECT g AS id, md5(g::text) AS v, now() AS at, g % 97 AS k "
-                f"FROM generate_series(1, {args.rows}) g; ALTER TABLE bench_rows ADD PRIMARY KEY (id)")  # fmt: skip
-        times: dict[str, list[float]] = {"raw dump": [], "raw parallel": [], "mfe backup": [], "raw restore": [],
-                                         "mfe restore": []}  # fmt: skip
+                f"FROM generate_series(1, {args.rows}) g; ALTER TABLE bench_rows ADD PRIMARY KEY (id)",
+            )
+        times: dict[str, list[float]] = {
+            "raw dump": [],
+            "raw parallel": [],
+            "mfe backup": [],
+            "raw restore": [],
+            "mfe restore": [],
+        }
         sizes: dict[str, int] = {}
         backup_id = ""
         for n in range(args.rounds):
@@ -88,8 +100,12 @@ def main() -> None:
                     times["raw dump"].append(time.perf_counter() - started)
                     sizes["raw"] = sum((raw_dir / f"{db}.dump").stat().st_size for db in DATABASES)
                     started = time.perf_counter()
-                    procs = [subprocess.Popen([str(pg_bin / "pg_dump"), *conn, "-Fc", "-f", str(raw_dir / f"{db}.p"),
-                                               "-d", db], env=env) for db in DATABASES]  # fmt: skip
+                    procs = [
+                        subprocess.Popen(
+                            [str(pg_bin / "pg_dump"), *conn, "-Fc", "-f", str(raw_dir / f"{db}.p"), "-d", db], env=env
+                        )
+                        for db in DATABASES
+                    ]
                     if any(p.wait() for p in procs):
                         raise RuntimeError("a parallel pg_dump failed")
                     times["raw parallel"].append(time.perf_counter() - started)
@@ -101,16 +117,26 @@ def main() -> None:
                 started = time.perf_counter()
                 if side == "raw":
                     for db in DATABASES:
-                        run(str(pg_bin / "pg_restore"), *conn, "--clean", "--if-exists", "--single-transaction",
-                            "-d", db, str(raw_dir / f"{db}.dump"))  # fmt: skip
+                        run(
+                            str(pg_bin / "pg_restore"),
+                            *conn,
+                            "--clean",
+                            "--if-exists",
+                            "--single-transaction",
+                            "-d",
+                            db,
+                            str(raw_dir / f"{db}.dump"),
+                        )
                     times["raw restore"].append(time.perf_counter() - started)
                 else:
                     cli(root, "restore", "--env", "bench", backup_id, "--yes")
                     times["mfe restore"].append(time.perf_counter() - started)
         rows = json.loads(cli(root, "backup", "list", "--env", "bench", "--json"))[-1]["rows"]
         med = {k: statistics.median(v) for k, v in times.items()}
-        print(f"data: {rows:,} rows in 4 databases; dumps {sizes['raw'] / 1e6:.1f} MB raw, {sizes['mfe'] / 1e6:.1f} MB "
-              f"mfe (+ globals); {args.rounds} rounds, medians")  # fmt: skip
+        print(
+            f"data: {rows:,} rows in 4 databases; dumps {sizes['raw'] / 1e6:.1f} MB raw, {sizes['mfe'] / 1e6:.1f} MB "
+            f"mfe (+ globals); {args.rounds} rounds, medians"
+        )
         for name, values in times.items():
             print(f"  {name:12s} {med[name]:6.2f} s   ({', '.join(f'{v:.2f}' for v in values)})")
         print(
@@ -122,8 +148,10 @@ def main() -> None:
             "(includes its checks, a pre-restore backup and the services' restart)"
         )
     finally:
-        subprocess.run([sys.executable, "-m", "mfe_deploy", "-C", str(root), "down", "--env", "bench", "--volumes",
-                        "--yes"], capture_output=True)  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "mfe_deploy", "-C", str(root), "down", "--env", "bench", "--volumes", "--yes"],
+            capture_output=True,
+        )
         shutil.rmtree(base, ignore_errors=True)
 
 

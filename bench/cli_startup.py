@@ -32,8 +32,15 @@ def hello(name: str = "world") -> None:
 if __name__ == "__main__":
     app()
 """
-SECRETS = ("POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "REDIS_PASSWORD", "AUTH_DB_PASSWORD",
-           "PAYMENTS_DB_PASSWORD", "ADMIN_DB_PASSWORD", "PROFILE_DB_PASSWORD")  # fmt: skip
+SECRETS = (
+    "POSTGRES_PASSWORD",
+    "RABBITMQ_PASSWORD",
+    "REDIS_PASSWORD",
+    "AUTH_DB_PASSWORD",
+    "PAYMENTS_DB_PASSWORD",
+    "ADMIN_DB_PASSWORD",
+    "PROFILE_DB_PASSWORD",
+)
 
 
 def _time(argv: list[str], env: dict[str, str]) -> float:

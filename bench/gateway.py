@@ -68,14 +68,23 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install wrk (scripts/setup-system installs it)")
     auth_port, gw_port = free_port(), free_port()
-    common = {"PATH": os.environ["PATH"], "HOST": "127.0.0.1", "JWT_PUBLIC_KEYS": jwt_env()["JWT_PUBLIC_KEYS"],
-              "LOG_LEVEL": "info", "EVENT_HUB": "redis", "REDIS_URL": "redis://127.0.0.1:1/0"}  # fmt: skip
+    common = {
+        "PATH": os.environ["PATH"],
+        "HOST": "127.0.0.1",
+        "JWT_PUBLIC_KEYS": jwt_env()["JWT_PUBLIC_KEYS"],
+        "LOG_LEVEL": "info",
+        "EVENT_HUB": "redis",
+        "REDIS_URL": "redis://127.0.0.1:1/0",
+    }
     with tempfile.TemporaryDirectory() as tmp:
         procs = [
             start("auth", {**common, **jwt_env(), "PORT": str(auth_port)}, Path(tmp) / "auth.log"),
-            start("api-gateway", {**common, "PORT": str(gw_port),
-                                  "AUTH_SERVICE_URL": f"http://127.0.0.1:{auth_port}"}, Path(tmp) / "gw.log"),
-        ]  # fmt: skip
+            start(
+                "api-gateway",
+                {**common, "PORT": str(gw_port), "AUTH_SERVICE_URL": f"http://127.0.0.1:{auth_port}"},
+                Path(tmp) / "gw.log",
+            ),
+        ]
         try:
             direct_url, gateway_url = (
                 f"http://127.0.0.1:{auth_port}{PATH}",

@@ -81,19 +81,66 @@ def by_hand(base: Path) -> tuple[float, list[subprocess.Popen[bytes]], Path, Pat
     if ROOT:
         shutil.chown(pw, "mfe-postgres")
     started = time.monotonic()
-    subprocess.run([*AS_PG, str(pg_bin / "initdb"), "-D", str(data), "-U", "postgres", f"--pwfile={pw}",
-                    "--auth=scram-sha-256", "-E", "UTF8"], check=True, capture_output=True)  # fmt: skip
-    subprocess.run([*AS_PG, str(pg_bin / "pg_ctl"), "-D", str(data), "-l", str(base / "pg.log"), "-w", "-o",
-                    f"-p {ports['postgres']} -c listen_addresses=127.0.0.1 -c unix_socket_directories=", "start"],
-                   check=True, capture_output=True)  # fmt: skip
-    psql = [str(pg_bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(ports["postgres"]),
-            "-U", "postgres"]  # fmt: skip
+    subprocess.run(
+        [
+            *AS_PG,
+            str(pg_bin / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            f"--pwfile={pw}",
+            "--auth=scram-sha-256",
+            "-E",
+            "UTF8",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *AS_PG,
+            str(pg_bin / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(base / "pg.log"),
+            "-w",
+            "-o",
+            f"-p {ports['postgres']} -c listen_addresses=127.0.0.1 -c unix_socket_directories=",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    psql = [
+        str(pg_bin / "psql"),
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(ports["postgres"]),
+        "-U",
+        "postgres",
+    ]
     pgenv = {**os.environ, **plain["postgres"], "PGPASSWORD": secrets.postgres_password.reveal()}
-    subprocess.run([*psql, "-d", "postgres", "-c", f"CREATE DATABASE {plain['postgres']['POSTGRES_DB']}"], env=pgenv,
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [*psql, "-d", "postgres", "-c", f"CREATE DATABASE {plain['postgres']['POSTGRES_DB']}"],
+        env=pgenv,
+        check=True,
+        capture_output=True,
+    )
     script = render(env, secrets).files["initdb/10-databases.sql"].text
-    subprocess.run([*psql, "-d", plain["postgres"]["POSTGRES_DB"], "-f", "-"], input=script.encode(), env=pgenv,
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [*psql, "-d", plain["postgres"]["POSTGRES_DB"], "-f", "-"],
+        input=script.encode(),
+        env=pgenv,
+        check=True,
+        capture_output=True,
+    )
     for name in ("auth", "payments", "admin", "profile"):
         subprocess.run(
             [sys.executable, "-m", "mfe_services.migrate", "--service", name, "apply"],
@@ -101,12 +148,21 @@ def by_hand(base: Path) -> tuple[float, list[subprocess.Popen[bytes]], Path, Pat
             check=True,
             capture_output=True,
         )
-    procs = [subprocess.Popen(["redis-server", "--port", str(ports["redis"]), "--bind", "127.0.0.1", "--save", "",
-                               "--dir", str(base)], stdout=subprocess.DEVNULL)]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            ["redis-server", "--port", str(ports["redis"]), "--bind", "127.0.0.1", "--save", "", "--dir", str(base)],
+            stdout=subprocess.DEVNULL,
+        )
+    ]
     for name in SERVICES:
-        procs.append(subprocess.Popen([sys.executable, "-m", "mfe_services", name],
-                                      env={**os.environ, **plain[name], "HOST": "127.0.0.1"},
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "mfe_services", name],
+                env={**os.environ, **plain[name], "HOST": "127.0.0.1"},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         wait_http(f"http://127.0.0.1:{ports[name]}/health")
     return time.monotonic() - started, procs, data, pg_bin
 

@@ -68,9 +68,24 @@ def main() -> None:
                 remote_run = per_call(lambda: there.run(true, timeout=30), 30)
                 local_run = per_call(lambda: here.run(true, timeout=30), 30)
                 # The reference: OpenSSH's client on a multiplexed connection (the session cost is sshd's).
-                mux = ["ssh", "-p", str(server.port), "-i", str(server.user_key), "-o", "BatchMode=yes",
-                       "-o", f"UserKnownHostsFile={folder / 'known'}", "-o", "ControlMaster=auto",
-                       "-o", f"ControlPath={folder / 'mux'}", "-o", "ControlPersist=60", "root@127.0.0.1"]  # fmt: skip
+                mux = [
+                    "ssh",
+                    "-p",
+                    str(server.port),
+                    "-i",
+                    str(server.user_key),
+                    "-o",
+                    "BatchMode=yes",
+                    "-o",
+                    f"UserKnownHostsFile={folder / 'known'}",
+                    "-o",
+                    "ControlMaster=auto",
+                    "-o",
+                    f"ControlPath={folder / 'mux'}",
+                    "-o",
+                    "ControlPersist=60",
+                    "root@127.0.0.1",
+                ]
                 subprocess.run([*mux, "true"], capture_output=True, check=True)
                 openssh_run = per_call(lambda: subprocess.run([*mux, "true"], capture_output=True, check=True), 30)
                 subprocess.run([*mux[:-1], "-O", "exit", "root@127.0.0.1"], capture_output=True)
@@ -79,11 +94,15 @@ def main() -> None:
                 remote_write = per_call(lambda: sftp.write_atomic(folder / "r" / "f.env", text, 0o600), 30)
                 local_write = per_call(lambda: local.write_atomic(folder / "l" / "f.env", text, 0o600), 30)
                 ratio = remote_run / openssh_run
-                print(f"command round trip: paramiko channel {remote_run * 1000:.1f} ms = {ratio:.2f}x "
-                      f"OpenSSH's multiplexed client ({openssh_run * 1000:.1f} ms); a local process "
-                      f"{local_run * 1000:.1f} ms")  # fmt: skip
-                print(f"atomic 4 KB file write: sftp {remote_write * 1000:.1f} ms, local {local_write * 1000:.1f} ms "
-                      f"({remote_write / local_write:.2f}x)")  # fmt: skip
+                print(
+                    f"command round trip: paramiko channel {remote_run * 1000:.1f} ms = {ratio:.2f}x "
+                    f"OpenSSH's multiplexed client ({openssh_run * 1000:.1f} ms); a local process "
+                    f"{local_run * 1000:.1f} ms"
+                )
+                print(
+                    f"atomic 4 KB file write: sftp {remote_write * 1000:.1f} ms, local {local_write * 1000:.1f} ms "
+                    f"({remote_write / local_write:.2f}x)"
+                )
                 over_ssh, piped = [], []
                 for _ in range(args.rounds):
                     for way in ("ssh", "pipe"):
@@ -94,14 +113,20 @@ def main() -> None:
                             over_ssh.append(time.perf_counter() - started)
                         else:
                             save = subprocess.Popen(["docker", "save", tag], stdout=subprocess.PIPE)
-                            subprocess.run(["docker", "-H", other, "load", "-q"], stdin=save.stdout,
-                                           capture_output=True, check=True)  # fmt: skip
+                            subprocess.run(
+                                ["docker", "-H", other, "load", "-q"],
+                                stdin=save.stdout,
+                                capture_output=True,
+                                check=True,
+                            )
                             save.wait()
                             piped.append(time.perf_counter() - started)
                 s, p = statistics.median(over_ssh), statistics.median(piped)
                 mb = args.image_mb
-                print(f"ship a {mb} MB image: over ssh {s:.2f} s ({mb / s:.0f} MB/s), local pipe {p:.2f} s "
-                      f"({mb / p:.0f} MB/s): {s / p:.2f}x (medians of {args.rounds})")  # fmt: skip
+                print(
+                    f"ship a {mb} MB image: over ssh {s:.2f} s ({mb / s:.0f} MB/s), local pipe {p:.2f} s "
+                    f"({mb / p:.0f} MB/s): {s / p:.2f}x (medians of {args.rounds})"
+                )
             finally:
                 client.close()
                 subprocess.run(["docker", "image", "rm", tag], capture_output=True)

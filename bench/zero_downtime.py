@@ -47,8 +47,13 @@ def docker_build(tag: str, dockerfile: str, files: dict[str, str] | None = None)
         for name, text in (files or {}).items():
             (Path(context) / name).write_text(text)
         (Path(context) / "Dockerfile").write_text(dockerfile)
-        subprocess.run(["docker", "build", "-q", "-t", tag, context], text=True, check=True,
-                       capture_output=True, env={**os.environ, "DOCKER_BUILDKIT": "0"})  # fmt: skip
+        subprocess.run(
+            ["docker", "build", "-q", "-t", tag, context],
+            text=True,
+            check=True,
+            capture_output=True,
+            env={**os.environ, "DOCKER_BUILDKIT": "0"},
+        )
 
 
 # A profile that starts with a wrong database password: it runs, and never becomes healthy.
@@ -101,8 +106,13 @@ images: {{postgres: mfe-local/postgres:15, redis: mfe-local/redis:7, rabbitmq: m
 
         def killed_at(marker: str, version: str) -> None:
             """`up`, killed with SIGKILL when its progress prints `marker`; 10 s; then `up --force-unlock`."""
-            proc = subprocess.Popen([*cli, "up", "--version", version, "--env", "zd"], env=env, text=True,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+            proc = subprocess.Popen(
+                [*cli, "up", "--version", version, "--env", "zd"],
+                env=env,
+                text=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
             assert proc.stderr is not None
             seen = ""
             for line in proc.stderr:
@@ -193,8 +203,11 @@ images: {{postgres: mfe-local/postgres:15, redis: mfe-local/redis:7, rabbitmq: m
             )
         finally:
             subprocess.run([*cli, "down", "--env", "zd", "--volumes", "--yes"], env=env, capture_output=True)
-            tags = subprocess.run(["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", f"{PREFIX}/*"],
-                                  capture_output=True, text=True).stdout.split()  # fmt: skip
+            tags = subprocess.run(
+                ["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", f"{PREFIX}/*"],
+                capture_output=True,
+                text=True,
+            ).stdout.split()
             if tags:
                 subprocess.run(["docker", "image", "rm", "-f", *tags], capture_output=True)
     _summary(rows)

@@ -41,9 +41,12 @@ def ok(done: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[st
 
 def tables(d: Deployment, service: str) -> list[str]:
     database, schema = d.places()[service]
-    out = d.psql(database, "SELECT quote_ident(table_schema) || '.' || quote_ident(table_name) FROM "
-                           f"information_schema.tables WHERE table_schema = '{schema}' AND table_type = 'BASE TABLE' "
-                           "ORDER BY 1")  # fmt: skip
+    out = d.psql(
+        database,
+        "SELECT quote_ident(table_schema) || '.' || quote_ident(table_name) FROM "
+        f"information_schema.tables WHERE table_schema = '{schema}' AND table_type = 'BASE TABLE' "
+        "ORDER BY 1",
+    )
     return out.split()
 
 
@@ -68,8 +71,11 @@ def make_data(d: Deployment, users: int = 3) -> None:
         for n in range(users):
             _, auth = _user(gw)
             assert poll(lambda auth=auth: _profile(gw, auth)) is not None
-            paid = gw.post("/api/payments", json={"amount": 100 + n, "currency": "EUR"},
-                           headers={**auth, "Idempotency-Key": f"bk-{time.time_ns()}"})  # fmt: skip
+            paid = gw.post(
+                "/api/payments",
+                json={"amount": 100 + n, "currency": "EUR"},
+                headers={**auth, "Idempotency-Key": f"bk-{time.time_ns()}"},
+            )
             assert paid.status_code == 201, paid.text
 
 
@@ -149,8 +155,11 @@ def _final_files_are_whole(path: Path) -> None:
 def interruption(d: Deployment, rounds: int = 10) -> None:
     # A bulk table makes each dump take long enough for kills to land inside it.
     database, schema = d.places()["admin"]
-    d.psql(database, f"CREATE TABLE IF NOT EXISTS {schema}.bulk AS SELECT g AS id, md5(g::text) AS v "
-                     "FROM generate_series(1, 300000) g")  # fmt: skip
+    d.psql(
+        database,
+        f"CREATE TABLE IF NOT EXISTS {schema}.bulk AS SELECT g AS id, md5(g::text) AS v "
+        "FROM generate_series(1, 300000) g",
+    )
     try:
         _interrupt(d, rounds)
     finally:

@@ -13,9 +13,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TIERS = ("STAGING", "PRODUCTION")
 SECRET_VARS = (
-    "JWT_KEY", "POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "REDIS_PASSWORD", "SENTRY_DSN",
-    "AUTH_DB_PASSWORD", "PAYMENTS_DB_PASSWORD", "ADMIN_DB_PASSWORD", "PROFILE_DB_PASSWORD",
-)  # fmt: skip
+    "JWT_KEY",
+    "POSTGRES_PASSWORD",
+    "RABBITMQ_PASSWORD",
+    "REDIS_PASSWORD",
+    "SENTRY_DSN",
+    "AUTH_DB_PASSWORD",
+    "PAYMENTS_DB_PASSWORD",
+    "ADMIN_DB_PASSWORD",
+    "PROFILE_DB_PASSWORD",
+)
 
 
 # A fixed Ed25519 key (<kid>:<base64url>) for services started by hand, outside an environment.
@@ -77,8 +84,12 @@ class Project:
         env = {**self.environ, **(extra_env or {})}
         proc = subprocess.run(
             [sys.executable, "-m", "mfe_deploy", "-C", str(self.root), *args],
-            capture_output=True, text=True, env=env, timeout=60, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
 

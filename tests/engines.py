@@ -16,8 +16,13 @@ from typing import BinaryIO
 
 import pytest
 
-STANDINS = ("mfe-local/postgres:15", "mfe-local/redis:7", "mfe-local/rabbitmq:3", "mfe-local/nginx:1.22",
-            "mfe-local/python:3.11")  # fmt: skip
+STANDINS = (
+    "mfe-local/postgres:15",
+    "mfe-local/redis:7",
+    "mfe-local/rabbitmq:3",
+    "mfe-local/nginx:1.22",
+    "mfe-local/python:3.11",
+)
 
 
 def engine_answers() -> bool:
@@ -49,9 +54,25 @@ def second_engine() -> Iterator[str]:
     subprocess.run(["ip", "link", "add", "name", bridge, "type", "bridge"], check=True)
     subprocess.run(["ip", "addr", "add", "172.31.254.1/24", "dev", bridge], check=True)
     with (folder / "log").open("wb") as log:
-        proc = subprocess.Popen(["dockerd", "--data-root", str(folder / "data"), "--exec-root", str(folder / "exec"),
-                                 "--pidfile", str(folder / "pid"), "--host", sock, "--bridge", bridge,
-                                 "--iptables=false", "--ip-masq=false"], stdout=log, stderr=log)  # fmt: skip
+        proc = subprocess.Popen(
+            [
+                "dockerd",
+                "--data-root",
+                str(folder / "data"),
+                "--exec-root",
+                str(folder / "exec"),
+                "--pidfile",
+                str(folder / "pid"),
+                "--host",
+                sock,
+                "--bridge",
+                bridge,
+                "--iptables=false",
+                "--ip-masq=false",
+            ],
+            stdout=log,
+            stderr=log,
+        )
     try:
         deadline = time.monotonic() + 60
         while subprocess.run(["docker", "-H", sock, "info"], capture_output=True).returncode != 0:
@@ -109,8 +130,11 @@ class ContainerLogs:
         while not self.stop.is_set():
             found = subprocess.run(
                 ["docker", "ps", "--filter", label, "--format", "{{.Names}}"],
-                capture_output=True, text=True, check=False, timeout=30,
-            )  # fmt: skip
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=30,
+            )
             for name in found.stdout.split():
                 if name not in self.followers:
                     out = (self.folder / f"{name}.log").open("ab")

@@ -35,19 +35,48 @@ class LocalProject:
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "mfe_deploy", "-C", str(self.root), *args],
-            capture_output=True, text=True, env={**self.environ, **(extra or {})}, timeout=timeout, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            env={**self.environ, **(extra or {})},
+            timeout=timeout,
+            check=False,
+        )
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "mfe_deploy", "-C", str(self.root), *args],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.environ)  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "-m", "mfe_deploy", "-C", str(self.root), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.environ,
+        )
 
     def psql(self, database: str, sql: str) -> str:
         done = subprocess.run(
-            [str(bindir() / "psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
-             "-p", str(self.ports["postgres"]), "-U", "postgres", "-d", database, "-c", sql],
-            capture_output=True, text=True, env={**os.environ, "PGPASSWORD": "postgres"}, timeout=60, check=False,
-        )  # fmt: skip
+            [
+                str(bindir() / "psql"),
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.ports["postgres"]),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PGPASSWORD": "postgres"},
+            timeout=60,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout
 

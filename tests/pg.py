@@ -51,10 +51,21 @@ class Cluster:
     def _ctl(self, *args: str) -> None:
         opts = f"-k {self.socket_dir} -p {self.port} -c listen_addresses=127.0.0.1 -c fsync=off"
         subprocess.run(
-            [*self.as_user, str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", opts,
-             "-l", str(self.data.parent / "log"), "-w", *args],
-            check=True, capture_output=True,
-        )  # fmt: skip
+            [
+                *self.as_user,
+                str(self.bin / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-o",
+                opts,
+                "-l",
+                str(self.data.parent / "log"),
+                "-w",
+                *args,
+            ],
+            check=True,
+            capture_output=True,
+        )
 
     def start(self) -> None:
         self._ctl("start")
@@ -63,17 +74,40 @@ class Cluster:
         self._ctl("-m", "immediate", "stop")
 
     def psql(
-        self, *args: str, user: str = "postgres", dbname: str = "postgres", password: str | None = None,
-        env: Mapping[str, str] | None = None, stdin: str | None = None,
-    ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        self,
+        *args: str,
+        user: str = "postgres",
+        dbname: str = "postgres",
+        password: str | None = None,
+        env: Mapping[str, str] | None = None,
+        stdin: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """As the superuser over the socket (trust); as any other role over TCP with its password."""
         host = str(self.socket_dir) if password is None else "127.0.0.1"
         full_env = {**os.environ, **(env or {}), "PGPASSWORD": password or ""}
         return subprocess.run(
-            [str(self.bin / "psql"), "-X", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", str(self.port),
-             "-U", user, "-d", dbname, *args],
-            capture_output=True, text=True, env=full_env, input=stdin, timeout=60, check=False,
-        )  # fmt: skip
+            [
+                str(self.bin / "psql"),
+                "-X",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                host,
+                "-p",
+                str(self.port),
+                "-U",
+                user,
+                "-d",
+                dbname,
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            env=full_env,
+            input=stdin,
+            timeout=60,
+            check=False,
+        )
 
 
 @contextmanager
@@ -87,15 +121,30 @@ def temp_cluster() -> Iterator[Cluster]:
     try:
         subprocess.run([*as_user, "mkdir", str(sock)], check=True)
         subprocess.run(
-            [*as_user, str(pg / "initdb"), "-D", str(data), "-U", "postgres", "--auth-local=trust",
-             "--auth-host=scram-sha-256", "--no-sync", "-E", "UTF8"],
-            check=True, capture_output=True,
-        )  # fmt: skip
+            [
+                *as_user,
+                str(pg / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+            check=True,
+            capture_output=True,
+        )
         cluster = Cluster(bin=pg, port=port, socket_dir=sock, data=data, as_user=tuple(as_user))
         cluster.start()
         yield cluster
     finally:
         if (data / "postmaster.pid").exists():
-            subprocess.run([*as_user, str(pg / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], check=False,
-                           capture_output=True)  # fmt: skip
+            subprocess.run(
+                [*as_user, str(pg / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                check=False,
+                capture_output=True,
+            )
         shutil.rmtree(root, ignore_errors=True)

@@ -45,8 +45,19 @@ class Redis(Server):
     folder: Path = Path()
 
     def start(self) -> None:
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", str(self.folder)]  # fmt: skip
+        args = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.folder),
+        ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         cli = shutil.which("redis-cli")
 
@@ -117,8 +128,9 @@ class RabbitMQ(Server):
         wait_until(booted, 60, "rabbitmq")
 
     def stop(self) -> None:
-        subprocess.run([str(RABBIT_BIN / "rabbitmqctl"), "shutdown"], env=self.environ(), capture_output=True,
-                       timeout=60)  # fmt: skip
+        subprocess.run(
+            [str(RABBIT_BIN / "rabbitmqctl"), "shutdown"], env=self.environ(), capture_output=True, timeout=60
+        )
         super().stop()
 
 

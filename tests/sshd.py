@@ -22,8 +22,9 @@ def keygen(path: Path, kind: str = "ed25519") -> Path:
 
 
 def fingerprint(public: Path) -> str:
-    out = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", str(public)], capture_output=True, text=True,
-                         check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        ["ssh-keygen", "-l", "-E", "sha256", "-f", str(public)], capture_output=True, text=True, check=True
+    ).stdout
     return out.split()[1]
 
 
@@ -86,8 +87,14 @@ class Sshd:
 @contextlib.contextmanager
 def sshd(folder: Path, setenv: str = "", max_sessions: int = 10) -> Iterator[Sshd]:
     folder.mkdir(parents=True, exist_ok=True)
-    server = Sshd(folder, free_port(), keygen(folder / "host_ed25519"), keygen(folder / "user_ed25519"), setenv=setenv,
-                  max_sessions=max_sessions)  # fmt: skip
+    server = Sshd(
+        folder,
+        free_port(),
+        keygen(folder / "host_ed25519"),
+        keygen(folder / "user_ed25519"),
+        setenv=setenv,
+        max_sessions=max_sessions,
+    )
     (folder / "authorized_keys").write_text(Path(str(server.user_key) + ".pub").read_text())
     server.start()
     try:

@@ -91,8 +91,9 @@ def init_database(cluster: Cluster, env: Environment, secrets: Secrets) -> None:
     if unit["POSTGRES_DB"] != "postgres":
         done = cluster.psql("-c", f"CREATE DATABASE {unit['POSTGRES_DB']}")
         assert done.returncode == 0, done.stderr
-    done = cluster.psql("-q", "-f", "-", dbname=unit["POSTGRES_DB"], env=unit,
-                        stdin=bundle.files["initdb/10-databases.sql"].text)  # fmt: skip
+    done = cluster.psql(
+        "-q", "-f", "-", dbname=unit["POSTGRES_DB"], env=unit, stdin=bundle.files["initdb/10-databases.sql"].text
+    )
     assert done.returncode == 0, done.stderr
     # As the postgres image sets POSTGRES_PASSWORD: the CLI (migrate, admin grant) connects as the superuser.
     done = cluster.psql(
@@ -121,8 +122,12 @@ class Stack:
     def cli(self, *args: str, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "mfe_deploy", "-C", str(self.root), *args],
-            capture_output=True, text=True, env={**self.cli_env, **(extra or {})}, timeout=180, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            env={**self.cli_env, **(extra or {})},
+            timeout=180,
+            check=False,
+        )
 
     def start_service(self, name: str) -> None:
         unit = environments(self.env, self.secrets, Endpoints.local(self.env))[name]
@@ -130,8 +135,10 @@ class Stack:
         with open(self.root / f"{name}.log", "ab") as log:  # the child keeps its own descriptor
             self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", "mfe_services", name],
-                env={"PATH": os.environ["PATH"], "HOST": "127.0.0.1", **variables}, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                env={"PATH": os.environ["PATH"], "HOST": "127.0.0.1", **variables},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
     def restart_with(self, *, keys: list[str], signing: str | None, environ: dict[str, str]) -> None:
         """Edit the environment's signing keys, load it again through the real loader, and restart every
@@ -191,8 +198,9 @@ def running_stack(root: Path, *, hub: str = "rabbitmq", layout: str = "per-servi
         init_database(cluster, loaded.env, secrets)
         rabbit_ctx = (
             rabbitmq_server(STACK_SECRETS["ITEST_RABBITMQ_PASSWORD"], ports["rabbitmq"])
-            if hub == "rabbitmq" else contextlib.nullcontext()
-        )  # fmt: skip
+            if hub == "rabbitmq"
+            else contextlib.nullcontext()
+        )
         with redis_server(ports["redis"]) as redis, rabbit_ctx as rabbit:
             if rabbit is not None:  # each service's own user, as `up` creates them
                 rabbit.ctl("import_definitions", stdin=hub_definitions(secrets).reveal())

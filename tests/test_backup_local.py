@@ -138,8 +138,13 @@ def test_restore_asks_and_production_needs_force(local: Local) -> None:
 def test_restore_waits_for_the_deploy_lock(local: Local) -> None:
     backup_id = suite.new_backup(local)
     lock = local.root / ".mfe" / ENV / "state" / "deploy.lock"
-    holder = {"user": "ops", "host": socket.gethostname(), "pid": os.getpid(), "command": "mfe-deploy up --env bkl",
-              "since": "2026-11-24T00:00:00+00:00"}  # fmt: skip
+    holder = {
+        "user": "ops",
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "command": "mfe-deploy up --env bkl",
+        "since": "2026-11-24T00:00:00+00:00",
+    }
     lock.write_text(json.dumps(holder))
     try:
         refused = local.cli("restore", "--env", ENV, backup_id, "--yes")
@@ -173,8 +178,9 @@ def test_encrypted_backups_hold_no_plaintext_and_restore(tmp_path: Path) -> None
             data = f.read_bytes()
             assert data.startswith(b"MFEBAK1\0") and email.encode() not in data and b"PGDMP" not in data
         assert b"CREATE ROLE" not in (path / "globals.sql").read_bytes()
-        wrong = enc.cli("backup", "verify", "--env", enc.env, backup_id,
-                        extra={"BKL_PASSPHRASE": "another-passphrase-0123456789"})  # fmt: skip
+        wrong = enc.cli(
+            "backup", "verify", "--env", enc.env, backup_id, extra={"BKL_PASSPHRASE": "another-passphrase-0123456789"}
+        )
         assert (
             wrong.returncode == 1
             and f"the passphrase does not open backup {backup_id}; its files are intact" in wrong.stderr
@@ -199,8 +205,20 @@ def test_schedule_prints_and_installs_cron_and_systemd(local: Local, tmp_path: P
     cron = suite.ok(local.cli("backup", "schedule", "--env", ENV))
     line = next(x for x in cron.stdout.splitlines() if x.startswith("0 2 * * * root "))
     assert f"backup --env {ENV} --verify --kind scheduled" in line and f"backup prune --env {ENV} --confirm" in line
-    suite.ok(local.cli("backup", "schedule", "--env", ENV, "--systemd", "--install", "--dest", str(tmp_path),
-                       "--env-file", "/etc/mfe/bkl.env"))  # fmt: skip
+    suite.ok(
+        local.cli(
+            "backup",
+            "schedule",
+            "--env",
+            ENV,
+            "--systemd",
+            "--install",
+            "--dest",
+            str(tmp_path),
+            "--env-file",
+            "/etc/mfe/bkl.env",
+        )
+    )
     timer = (tmp_path / f"mfe-deploy-backup-{ENV}.timer").read_text()
     assert "OnCalendar=*-*-* 2:0:00" in timer and "Persistent=true" in timer
     service = (tmp_path / f"mfe-deploy-backup-{ENV}.service").read_text()

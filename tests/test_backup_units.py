@@ -55,8 +55,12 @@ def test_encryption_detects_flips_truncation_reordering_and_wrong_keys() -> None
     flipped = bytearray(sealed)
     flipped[len(sealed) // 2] ^= 1
     chunk = crypt.CHUNK + crypt.TAG
-    swapped = sealed[: crypt.HEADER] + sealed[crypt.HEADER + chunk : crypt.HEADER + 2 * chunk] + \
-        sealed[crypt.HEADER : crypt.HEADER + chunk] + sealed[crypt.HEADER + 2 * chunk :]  # fmt: skip
+    swapped = (
+        sealed[: crypt.HEADER]
+        + sealed[crypt.HEADER + chunk : crypt.HEADER + 2 * chunk]
+        + sealed[crypt.HEADER : crypt.HEADER + chunk]
+        + sealed[crypt.HEADER + 2 * chunk :]
+    )
     for bad in (bytes(flipped), sealed[:-1], sealed[: crypt.HEADER + chunk], swapped, sealed + b"x"):
         with pytest.raises(crypt.DecryptionFailed):
             _decrypt(bad)
@@ -69,9 +73,18 @@ def test_encryption_detects_flips_truncation_reordering_and_wrong_keys() -> None
 def _entry(n: int, *, complete: bool = True, verified: bool | None = True, age_days: float = 0) -> Entry:
     when = NOW - timedelta(days=age_days, minutes=100 - n)
     manifest = Manifest(
-        id=f"b{n:02d}", env="e", kind="manual", started_at=when.isoformat(), finished_at=when.isoformat(),
-        postgresql={}, layout="per-service", files={}, databases={}, release=None, tool={},
-    )  # fmt: skip
+        id=f"b{n:02d}",
+        env="e",
+        kind="manual",
+        started_at=when.isoformat(),
+        finished_at=when.isoformat(),
+        postgresql={},
+        layout="per-service",
+        files={},
+        databases={},
+        release=None,
+        tool={},
+    )
     record = None if verified is None else {"ok": verified}
     if not complete:
         return Entry(f"b{n:02d}", Path(f"/x/b{n:02d}"), None, problem="interrupted")
@@ -167,14 +180,38 @@ def test_tool_command_lines_keep_the_password_out_of_argv(tmp_path: Path) -> Non
     local = pg.LocalPostgres(Path("/pg/bin"), 5433, "postgres", secret)
     target = pg.Target("auth", "universal_mfe_dev", "auth", "auth_app")
     dump = pg.dump(local, target, "SNAP")
-    assert dump.argv == ("/pg/bin/pg_dump", "-h", "127.0.0.1", "-p", "5433", "-U", "postgres", "-Fc",
-                         "--snapshot=SNAP", "-n", "auth", "-d", "universal_mfe_dev")  # fmt: skip
+    assert dump.argv == (
+        "/pg/bin/pg_dump",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        "5433",
+        "-U",
+        "postgres",
+        "-Fc",
+        "--snapshot=SNAP",
+        "-n",
+        "auth",
+        "-d",
+        "universal_mfe_dev",
+    )
     assert dump.environ() == {"PGPASSWORD": "s3cret-value-123"} and "s3cret" not in str(dump)
     compose = pg.ComposePostgres(lambda: "app-postgres-1", "postgres", secret)
     restore = pg.restore(compose, "auth_db", clean=True)
     assert restore.argv[:6] == ("docker", "exec", "-i", "-e", "PGPASSWORD", "app-postgres-1")
-    assert restore.argv[6:] == ("pg_restore", "-h", "127.0.0.1", "-U", "postgres", "--clean",
-                                "--if-exists", "--single-transaction", "--exit-on-error", "-d", "auth_db")  # fmt: skip
+    assert restore.argv[6:] == (
+        "pg_restore",
+        "-h",
+        "127.0.0.1",
+        "-U",
+        "postgres",
+        "--clean",
+        "--if-exists",
+        "--single-transaction",
+        "--exit-on-error",
+        "-d",
+        "auth_db",
+    )
     assert all("s3cret" not in a for a in restore.argv) and restore.environ()["PGPASSWORD"] == "s3cret-value-123"
     assert pg.toc(compose).argv[-2:] == ("pg_restore", "--list")
 
@@ -184,8 +221,9 @@ def test_targets_per_layout() -> None:
     from tests.conftest import REPO
 
     dev = loader.load(REPO, "development").env
-    assert [(t.database, t.schema) for t in pg.targets(dev)] == [("universal_mfe_dev", s) for s in
-                                                                  ("auth", "payments", "admin", "profile")]  # fmt: skip
+    assert [(t.database, t.schema) for t in pg.targets(dev)] == [
+        ("universal_mfe_dev", s) for s in ("auth", "payments", "admin", "profile")
+    ]
     staging = loader.load(REPO, "staging").env
     assert [(t.service, t.database, t.schema, t.role) for t in pg.targets(staging, "payments")] == [
         ("payments", "payments_db", None, "payments_app")
@@ -195,10 +233,18 @@ def test_targets_per_layout() -> None:
 def test_store_lists_only_complete_backups(tmp_path: Path) -> None:
     store = Store(tmp_path / "e")
     manifest = Manifest(
-        id="20261124T000000Z-aaaa", env="e", kind="manual", started_at=NOW.isoformat(), finished_at=NOW.isoformat(),
-        postgresql={"server": "15"}, layout="shared", files={"a.dump": FileEntry("a.dump", 1, "00", "pg_dump-custom")},
-        databases={"auth": DatabaseEntry("auth", "db", "auth", {"auth.users": 2})}, release=None, tool={},
-    )  # fmt: skip
+        id="20261124T000000Z-aaaa",
+        env="e",
+        kind="manual",
+        started_at=NOW.isoformat(),
+        finished_at=NOW.isoformat(),
+        postgresql={"server": "15"},
+        layout="shared",
+        files={"a.dump": FileEntry("a.dump", 1, "00", "pg_dump-custom")},
+        databases={"auth": DatabaseEntry("auth", "db", "auth", {"auth.users": 2})},
+        release=None,
+        tool={},
+    )
     folder = store.begin(manifest.id)
     assert store.complete() == [] and store.scan()[0].problem == "interrupted"
     store.commit(folder, manifest)
@@ -207,9 +253,10 @@ def test_store_lists_only_complete_backups(tmp_path: Path) -> None:
     (store.root / "20261124T000002Z-cccc" / "manifest.json").write_text("{not json")
     found = store.scan()
     assert [(e.id, e.complete, e.problem) for e in found] == [
-        ("20261124T000000Z-aaaa", True, ""), ("20261124T000001Z-bbbb", False, "no manifest"),
+        ("20261124T000000Z-aaaa", True, ""),
+        ("20261124T000001Z-bbbb", False, "no manifest"),
         ("20261124T000002Z-cccc", False, found[2].problem),
-    ]  # fmt: skip
+    ]
     assert found[2].problem.startswith("unreadable manifest")
     entry = store.get(None)
     assert entry.manifest == manifest and entry.manifest.rows == 2

@@ -238,15 +238,24 @@ def test_a_gateway_switch_gives_the_new_containers_the_other_colour_then_flips_t
     (project / "environments" / "fake.yaml").write_text("extends: staging\nruntime: docker\n")
     secrets = {k.replace("STAGING_", "FAKE_"): v for k, v in strong_secrets().items()}
     live, edge = "universal-mfe-fake_live", "universal-mfe-fake_edge"
-    runner = EngineRunner([
-        _gateway(1, "healthy", edge), _gateway(2, "starting", edge), _gateway(3, "healthy", f"{edge},{live}"),
-    ])  # fmt: skip
+    runner = EngineRunner(
+        [
+            _gateway(1, "healthy", edge),
+            _gateway(2, "starting", edge),
+            _gateway(3, "healthy", f"{edge},{live}"),
+        ]
+    )
     root = tmp_path / "remote" / "fake"
     root.mkdir(parents=True)
     (root / "compose.yml").write_text("name: universal-mfe-fake\n")  # rendered once: compose ps is asked
     host = Host("local", runner, LocalFiles(), root)
-    deployment = Deployment(project, loader.load(project, "fake"), Console(), host,
-                            lambda: loader.load_with_secrets(project, "fake", secrets)[1])  # fmt: skip
+    deployment = Deployment(
+        project,
+        loader.load(project, "fake"),
+        Console(),
+        host,
+        lambda: loader.load_with_secrets(project, "fake", secrets)[1],
+    )
     rt = registry.create("docker", deployment)
     flag = root / "nginx" / "live" / "green"
 

@@ -55,12 +55,23 @@ class Project:
     prometheus: int = 0
 
     def cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "mfe_deploy", "-C", str(self.root), *args], capture_output=True,
-                              text=True, env=self.environ, timeout=timeout, check=False)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "mfe_deploy", "-C", str(self.root), *args],
+            capture_output=True,
+            text=True,
+            env=self.environ,
+            timeout=timeout,
+            check=False,
+        )
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "mfe_deploy", "-C", str(self.root), *args],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.environ)  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "-m", "mfe_deploy", "-C", str(self.root), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.environ,
+        )
 
     def gateway(self) -> httpx.Client:
         return httpx.Client(base_url=f"https://localhost:{self.https}", verify=False, timeout=15)
@@ -68,8 +79,29 @@ class Project:
     def psql(self, database: str, sql: str) -> str:
         """As the superuser inside the postgres container (its socket trusts local users)."""
         name = next(n for n in self.containers() if "-postgres-" in n)
-        done = subprocess.run(["docker", "exec", name, "psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "postgres",
-                               "-d", database, "-c", sql], capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+        done = subprocess.run(
+            [
+                "docker",
+                "exec",
+                name,
+                "psql",
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout
 
@@ -77,8 +109,18 @@ class Project:
         return {s: (f"{s}_db", "public") for s in ("auth", "payments", "admin", "profile")}
 
     def containers(self) -> dict[str, str]:
-        out = subprocess.run(["docker", "ps", "--filter", f"label=com.docker.compose.project=universal-mfe-{ENV}",
-                              "--format", "{{.ID}} {{.Names}}"], capture_output=True, text=True).stdout  # fmt: skip
+        out = subprocess.run(
+            [
+                "docker",
+                "ps",
+                "--filter",
+                f"label=com.docker.compose.project=universal-mfe-{ENV}",
+                "--format",
+                "{{.ID}} {{.Names}}",
+            ],
+            capture_output=True,
+            text=True,
+        ).stdout
         return dict(reversed(line.split()) for line in out.splitlines())  # type: ignore[misc]
 
 
@@ -218,8 +260,26 @@ def _handshake(port: int, version: ssl.TLSVersion) -> str:
 def test_only_tls_12_and_13(project: Project, tmp_path: Path) -> None:
     # Control: this client can speak TLS 1.1, shown against a server that accepts it.
     cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=x",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=x",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -398,8 +458,13 @@ def test_a_command_failing_in_a_container_is_seen_failing(project: Project) -> N
     """`compose exec` exits 0 whatever the command did (compose 2.40, Docker 20.10): a failed pg_dump or a
     refused nginx configuration would pass unseen. The runtime's in-container commands carry their own code."""
     loaded = loader.load(project.root, ENV)
-    deployment = Deployment(project.root, loaded, Console(io.StringIO(), io.StringIO()), local_host(project.root, ENV),
-                            lambda: loader.load_with_secrets(project.root, ENV, project.environ)[1])  # fmt: skip
+    deployment = Deployment(
+        project.root,
+        loaded,
+        Console(io.StringIO(), io.StringIO()),
+        local_host(project.root, ENV),
+        lambda: loader.load_with_secrets(project.root, ENV, project.environ)[1],
+    )
     rt = registry.create("docker", deployment)
     ok = rt.runner.run(pg.sql(rt.postgres(), "postgres", "SELECT 40 + 2"), timeout=60)
     assert (ok.returncode, ok.stdout.strip()) == (0, "42"), ok.stderr
@@ -437,9 +502,13 @@ def test_zz_rollback_and_automatic_rollback(project: Project, hooks: Receiver) -
 
     # v3 of the gateway exits at start: the deploy fails, rolls back by itself, and says so.
     script = 'RUN printf "#!/bin/sh\\necho broken v3\\nexit 3\\n" > /opt/mfe/bin/mfe-service'
-    broken = subprocess.run(["docker", "build", "-q", "-t", "mfe-test/api-gateway:v3", "-"], text=True, check=True,
-                            input=f"FROM mfe-test/api-gateway:v1\nUSER 0\n{script}\nUSER 10001:10001\n",
-                            capture_output=True)  # fmt: skip
+    broken = subprocess.run(
+        ["docker", "build", "-q", "-t", "mfe-test/api-gateway:v3", "-"],
+        text=True,
+        check=True,
+        input=f"FROM mfe-test/api-gateway:v1\nUSER 0\n{script}\nUSER 10001:10001\n",
+        capture_output=True,
+    )
     assert broken.returncode == 0
     v3 = project.cli("up", "--env", ENV, "--version", "v3", "--timeout", "90")
     assert v3.returncode == 1
@@ -449,9 +518,12 @@ def test_zz_rollback_and_automatic_rollback(project: Project, hooks: Receiver) -
     releases = json.loads(project.cli("releases", "--env", ENV, "--json").stdout)
     kinds = [(r["kind"], r["outcome"], r["versions"]["api-gateway"]) for r in releases]
     assert kinds[-5:] == [
-        ("up", "succeeded", "v2"), ("rollback", "succeeded", "v1"), ("rollback", "succeeded", "v2"),
-        ("up", "failed", "v3"), ("auto-rollback", "succeeded", "v2"),
-    ]  # fmt: skip
+        ("up", "succeeded", "v2"),
+        ("rollback", "succeeded", "v1"),
+        ("rollback", "succeeded", "v2"),
+        ("up", "failed", "v3"),
+        ("auto-rollback", "succeeded", "v2"),
+    ]
     history = project.cli("history", "--env", ENV, "--json")
     actions = [(h["action"], h["result"]) for h in json.loads(history.stdout)]
     assert ("up", "failed") in actions and ("rollback", "ok") in actions
@@ -485,16 +557,25 @@ def test_zzz_prune_keeps_the_newest_and_what_releases_use(project: Project) -> N
     run = uuid.uuid4().hex  # new images each run: a cached build would keep an old creation time
     for n in range(1, 7):  # six newer versions of the gateway image, distinct and created in order
         subprocess.run(["docker", "image", "rm", f"mfe-test/api-gateway:p{n}"], capture_output=True)
-        subprocess.run(["docker", "build", "-q", "-t", f"mfe-test/api-gateway:p{n}", "-"], check=True, text=True,
-                       input=f"FROM mfe-test/api-gateway:v1\nLABEL prune.test={n}-{run}\n", capture_output=True)  # fmt: skip
+        subprocess.run(
+            ["docker", "build", "-q", "-t", f"mfe-test/api-gateway:p{n}", "-"],
+            check=True,
+            text=True,
+            input=f"FROM mfe-test/api-gateway:v1\nLABEL prune.test={n}-{run}\n",
+            capture_output=True,
+        )
         time.sleep(1.1)  # image creation times have one-second resolution
     pruned = project.cli("images", "prune", "--env", ENV, "--keep", "5")
     assert pruned.returncode == 0, pruned.stderr
     removed = {line.removeprefix("removed ") for line in pruned.stdout.splitlines() if line.startswith("removed ")}
     # Newest five kept (p6..p2); of the older ones v1 and v2 are used by recorded releases, v3 only failed.
     assert removed == {"mfe-test/api-gateway:p1", "mfe-test/api-gateway:v3"}
-    left = subprocess.run(["docker", "image", "ls", "--format", "{{.Tag}}", "mfe-test/api-gateway"],
-                          capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    left = subprocess.run(
+        ["docker", "image", "ls", "--format", "{{.Tag}}", "mfe-test/api-gateway"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert sorted(left) == ["p2", "p3", "p4", "p5", "p6", "v1", "v2"]
 
 

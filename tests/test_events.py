@@ -144,9 +144,15 @@ async def _count_is(bus: Any, service: str, want: int) -> bool:
 
 @pytest.mark.parametrize(
     ("pattern", "key", "expected"),
-    [("#", "user.registered", True), ("user.*", "user.registered", True), ("user.*", "user.a.b", False),
-     ("user.#", "user", True), ("*.created", "payment.created", True), ("payment.created", "payment.failed", False)],
-)  # fmt: skip
+    [
+        ("#", "user.registered", True),
+        ("user.*", "user.registered", True),
+        ("user.*", "user.a.b", False),
+        ("user.#", "user", True),
+        ("*.created", "payment.created", True),
+        ("payment.created", "payment.failed", False),
+    ],
+)
 def test_topic_matching(pattern: str, key: str, expected: bool) -> None:
     assert matches(pattern, key) is expected
 

@@ -40,14 +40,20 @@ def _apply(cluster: Cluster, env_name: str, tag: str) -> tuple[dict[str, str], d
 def test_per_service_roles_reach_only_their_database(cluster: Cluster) -> None:
     passwords, dbs = _apply(cluster, "staging", "perservice")
     for service in DATABASE_SERVICES:
-        own = cluster.psql("-c", "CREATE TABLE t (id int); INSERT INTO t VALUES (1)",
-                           user=f"{service}_app", dbname=dbs[service], password=passwords[service])  # fmt: skip
+        own = cluster.psql(
+            "-c",
+            "CREATE TABLE t (id int); INSERT INTO t VALUES (1)",
+            user=f"{service}_app",
+            dbname=dbs[service],
+            password=passwords[service],
+        )
         assert own.returncode == 0, own.stderr
         for other in DATABASE_SERVICES:
             if other == service:
                 continue
-            denied = cluster.psql("-c", "SELECT 1", user=f"{service}_app", dbname=dbs[other],
-                                  password=passwords[service])  # fmt: skip
+            denied = cluster.psql(
+                "-c", "SELECT 1", user=f"{service}_app", dbname=dbs[other], password=passwords[service]
+            )
             assert denied.returncode != 0
             assert f'permission denied for database "{dbs[other]}"' in denied.stderr
         _denied_the_system_databases(cluster, f"{service}_app", passwords[service])
@@ -60,15 +66,21 @@ def test_shared_layout_confines_each_role_to_its_schema(cluster: Cluster) -> Non
     db = dbs["auth"]
     assert set(dbs.values()) == {"universal_mfe_dev"}
     for service in DATABASE_SERVICES:
-        own = cluster.psql("-c", "CREATE TABLE t (id int); SELECT current_schema()",
-                           user=f"{service}_app", dbname=db, password=passwords[service])  # fmt: skip
+        own = cluster.psql(
+            "-c",
+            "CREATE TABLE t (id int); SELECT current_schema()",
+            user=f"{service}_app",
+            dbname=db,
+            password=passwords[service],
+        )
         assert own.returncode == 0, own.stderr
         assert service in own.stdout.split()
         _denied_the_system_databases(cluster, f"{service}_app", passwords[service])
     denied = cluster.psql("-c", "SELECT * FROM payments.t", user="auth_app", dbname=db, password=passwords["auth"])
     assert "permission denied for schema payments" in denied.stderr
-    public = cluster.psql("-c", "CREATE TABLE public.x (id int)", user="auth_app", dbname=db,
-                          password=passwords["auth"])  # fmt: skip
+    public = cluster.psql(
+        "-c", "CREATE TABLE public.x (id int)", user="auth_app", dbname=db, password=passwords["auth"]
+    )
     assert "permission denied for schema public" in public.stderr
 
 

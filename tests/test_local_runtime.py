@@ -132,8 +132,9 @@ def test_a_killed_service_is_reported_and_restarted(project: Project) -> None:
 
 def _supervisorctl(project: Project, *args: str) -> None:
     conf = project.root / ".mfe" / ENV / "local" / "supervisord.conf"
-    subprocess.run([str(Path(sys.executable).parent / "supervisorctl"), "-c", str(conf), *args], check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        [str(Path(sys.executable).parent / "supervisorctl"), "-c", str(conf), *args], check=True, capture_output=True
+    )
 
 
 def test_while_postgres_is_down_every_health_is_503_and_recovers(project: Project) -> None:
@@ -294,8 +295,10 @@ def test_down_volumes_needs_confirmation_and_force_in_production(fresh: Project)
 def test_nginx_fronts_the_local_stack_with_tls(fresh: Project) -> None:
     http, https = free_port(), free_port()
     env_file = fresh.root / "environments" / f"{ENV}.yaml"
-    env_file.write_text(env_file.read_text() + f"nginx:\n  enabled: true\n  domain: localhost\n"
-                        f"  http_port: {http}\n  https_port: {https}\n")  # fmt: skip
+    env_file.write_text(
+        env_file.read_text() + f"nginx:\n  enabled: true\n  domain: localhost\n"
+        f"  http_port: {http}\n  https_port: {https}\n"
+    )
     fresh.ports.update(nginx_http=http, nginx_https=https)
     up = fresh.cli("up", "--env", ENV)
     assert up.returncode == 0, up.stdout + up.stderr

@@ -32,8 +32,12 @@ class Project:
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "mfe_deploy", "-C", str(self.root), *args],
-            capture_output=True, text=True, env=self.environ, timeout=180, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            env=self.environ,
+            timeout=180,
+            check=False,
+        )
 
     def sql(self, query: str, db: str = "auth_db") -> str:
         done = self.cluster.psql("-At", "-c", query, dbname=db)
@@ -71,12 +75,14 @@ def test_apply_then_nothing_to_do(project: Project) -> None:
     assert "auth: applied 0001_users (" in first.stdout and "0002_event_outbox (" in first.stdout
     second = project.cli("migrate", "--env", "itest")
     assert (second.returncode, sorted(second.stdout.splitlines())) == (
-        0, ["admin: up to date", "auth: up to date", "payments: up to date", "profile: up to date"],
-    )  # fmt: skip
+        0,
+        ["admin: up to date", "auth: up to date", "payments: up to date", "profile: up to date"],
+    )
     status = json.loads(project.cli("migrate", "status", "--env", "itest", "--service", "auth", "--json").stdout)
     assert [(m["id"], m["state"]) for m in status[0]["migrations"]] == [
-        ("0001_users", "applied"), ("0002_event_outbox", "applied"),
-    ]  # fmt: skip
+        ("0001_users", "applied"),
+        ("0002_event_outbox", "applied"),
+    ]
     assert project.sql("SELECT count(*) FROM mfe_schema_migrations WHERE status = 'applied'") == "2"
 
 
@@ -223,13 +229,24 @@ def test_dry_run_prints_the_sql_and_applies_nothing(project: Project) -> None:
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["migrate", "--env", "itest", "--service", "api-gateway"], 2, "error: --service: 'api-gateway' has no database"),
-        (["migrate", "resolve", "--env", "itest", "--service", "auth"], 2, "give exactly one of --rolled-back ID or --applied ID"),
-        (["migrate", "resolve", "--env", "itest", "--service", "auth", "--applied", "0009_nope"], 1,
-         "error: auth: migration 0009_nope of auth is not recorded as failed"),
+        (
+            ["migrate", "--env", "itest", "--service", "api-gateway"],
+            2,
+            "error: --service: 'api-gateway' has no database",
+        ),
+        (
+            ["migrate", "resolve", "--env", "itest", "--service", "auth"],
+            2,
+            "give exactly one of --rolled-back ID or --applied ID",
+        ),
+        (
+            ["migrate", "resolve", "--env", "itest", "--service", "auth", "--applied", "0009_nope"],
+            1,
+            "error: auth: migration 0009_nope of auth is not recorded as failed",
+        ),
         (["migrate"], 2, "--env is required"),
     ],
-)  # fmt: skip
+)
 def test_migrate_usage_errors(project: Project, args: list[str], code: int, message: str) -> None:
     result = project.cli(*args)
     assert result.returncode == code
@@ -259,8 +276,11 @@ def test_a_killed_migrate_releases_its_locks_within_seconds(project: Project) ->
     slow = project.write("auth", "0001_slow.sql", "CREATE TABLE slow (n int);\nSELECT pg_sleep(60);\n")
     running = subprocess.Popen(
         [sys.executable, "-m", "mfe_deploy", "-C", str(project.root), "migrate", "--env", "itest", "--service", "auth"],
-        env=project.environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        env=project.environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     active = (
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'mfe-migrate:auth' AND query LIKE '%pg_sleep%'"
     )

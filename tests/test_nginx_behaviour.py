@@ -31,9 +31,13 @@ def seen(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     conf = files["nginx/nginx.conf"]
     probe = Path(__file__).with_name("nginx_probe.py")
     proc = nginx_in_namespace(
-        conf, workdir, {"api-gateway-blue": "127.0.0.1", "api-gateway-green": "127.0.0.2", "api.example.com": "127.0.0.1"},
-        [sys.executable, str(probe), nginx_binary(), str(workdir / "nginx.log")], network=True, bundle=files,
-    )  # fmt: skip
+        conf,
+        workdir,
+        {"api-gateway-blue": "127.0.0.1", "api-gateway-green": "127.0.0.2", "api.example.com": "127.0.0.1"},
+        [sys.executable, str(probe), nginx_binary(), str(workdir / "nginx.log")],
+        network=True,
+        bundle=files,
+    )
     assert proc.returncode == 0, proc.stderr + (workdir / "nginx.log").read_text()
     result: dict[str, Any] = json.loads(proc.stdout)
     return result

@@ -33,9 +33,13 @@ COMPOSE_PS_LINES = """\
 def test_supervisorctl_status() -> None:
     states = parse_status(SUPERVISORCTL_STATUS)
     assert {n: (s.state, s.pid) for n, s in states.items()} == {
-        "admin": ("RUNNING", 2244), "api-gateway": ("STARTING", None), "auth": ("FATAL", None),
-        "postgres": ("RUNNING", 2201), "profile": ("BACKOFF", None), "redis": ("STOPPED", None),
-    }  # fmt: skip
+        "admin": ("RUNNING", 2244),
+        "api-gateway": ("STARTING", None),
+        "auth": ("FATAL", None),
+        "postgres": ("RUNNING", 2201),
+        "profile": ("BACKOFF", None),
+        "redis": ("STOPPED", None),
+    }
     assert states["auth"].detail == "Exited too quickly (process log may have details)"
 
 
@@ -43,16 +47,20 @@ def test_supervisorctl_status() -> None:
 def test_compose_ps_lines_or_array(text: str) -> None:
     rows = parse_ps(text)
     assert [(r.service, r.state, r.health, r.exit_code) for r in rows] == [
-        ("auth", "running", "healthy", 0), ("api-gateway", "restarting", "", 3),
-    ]  # fmt: skip
+        ("auth", "running", "healthy", 0),
+        ("api-gateway", "restarting", "", 3),
+    ]
     assert parse_ps("") == []
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("Docker Compose version v2.40.3", (2, 40)), ("docker-compose version 1.29.2, build unknown", (1, 29)),
-     ("nonsense", None)],
-)  # fmt: skip
+    [
+        ("Docker Compose version v2.40.3", (2, 40)),
+        ("docker-compose version 1.29.2, build unknown", (1, 29)),
+        ("nonsense", None),
+    ],
+)
 def test_compose_version(text: str, expected: tuple[int, int] | None) -> None:
     assert parse_version(text) == expected
 
@@ -60,14 +68,25 @@ def test_compose_version(text: str, expected: tuple[int, int] | None) -> None:
 @pytest.mark.parametrize(
     ("done", "ok", "error"),
     [
-        (Completed(0, '{"service": "auth", "applied": [{"id": "0001_users", "duration_ms": 5}], "pending": []}\n', ""),
-         True, "unknown error"),
-        (Completed(3, '{"service": "auth", "error": {"kind": "blocked", "message": "migration 0003 failed"}}', ""),
-         False, "migration 0003 failed"),
-        (Completed(1, "", "Traceback...\nModuleNotFoundError: No module named 'mfe_services'"),
-         False, "migration runner failed: ModuleNotFoundError: No module named 'mfe_services'"),
+        (
+            Completed(
+                0, '{"service": "auth", "applied": [{"id": "0001_users", "duration_ms": 5}], "pending": []}\n', ""
+            ),
+            True,
+            "unknown error",
+        ),
+        (
+            Completed(3, '{"service": "auth", "error": {"kind": "blocked", "message": "migration 0003 failed"}}', ""),
+            False,
+            "migration 0003 failed",
+        ),
+        (
+            Completed(1, "", "Traceback...\nModuleNotFoundError: No module named 'mfe_services'"),
+            False,
+            "migration runner failed: ModuleNotFoundError: No module named 'mfe_services'",
+        ),
     ],
-)  # fmt: skip
+)
 def test_migration_runner_answers(done: Completed, ok: bool, error: str) -> None:
     outcome = migrations.parse("auth", done)
     assert (outcome.ok, outcome.error) == (ok, error)
@@ -83,8 +102,10 @@ def test_applied_collects_heads_or_failures() -> None:
 
 
 def test_commands_print_masked() -> None:
-    cmd = Command(("python3", "-m", "mfe_services.migrate", "--service", "auth", "apply"),
-                  env={"DATABASE_URL": Secret("postgresql://auth_app:hunter2@postgres:5432/auth_db")})  # fmt: skip
+    cmd = Command(
+        ("python3", "-m", "mfe_services.migrate", "--service", "auth", "apply"),
+        env={"DATABASE_URL": Secret("postgresql://auth_app:hunter2@postgres:5432/auth_db")},
+    )
     assert str(cmd) == "DATABASE_URL='***' python3 -m mfe_services.migrate --service auth apply"
     assert cmd.environ()["DATABASE_URL"].endswith("hunter2@postgres:5432/auth_db")
 

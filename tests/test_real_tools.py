@@ -29,8 +29,11 @@ def _bundle(name: str, out: Path, *, this_nginx: bool = False) -> Path:
 def _compose_config(folder: Path) -> dict[str, Any]:
     proc = subprocess.run(
         [compose_binary(), "-f", "compose.yml", "config", "--format", "json"],
-        cwd=folder, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     data: dict[str, Any] = json.loads(proc.stdout)
     return data
@@ -83,9 +86,14 @@ def test_development_publishes_ports(tmp_path: Path) -> None:
     services = _compose_config(_bundle("development", tmp_path / "dev"))["services"]
     published = {n: sorted(int(p["published"]) for p in s.get("ports", [])) for n, s in services.items()}
     assert published == {
-        "postgres": [5432], "redis": [6379], "api-gateway": [3000], "auth": [3001],
-        "payments": [3002], "admin": [3003], "profile": [3004],
-    }  # fmt: skip
+        "postgres": [5432],
+        "redis": [6379],
+        "api-gateway": [3000],
+        "auth": [3001],
+        "payments": [3002],
+        "admin": [3003],
+        "profile": [3004],
+    }
     # On this machine only: its stores have documented development passwords.
     assert {p["host_ip"] for s in services.values() for p in s.get("ports", [])} == {"127.0.0.1"}
 
@@ -124,13 +132,19 @@ server {
 @pytest.mark.parametrize(
     ("conf", "hosts", "expected"),
     [
-        (GUIDE_NGINX, {"api-gateway-1": "127.0.0.1", "api-gateway-2": "127.0.0.1"},
-         '"limit_req_zone" directive is not allowed here'),
-        (GUIDE_NGINX.replace("    limit_req_zone", "#"), {"api-gateway": "127.0.0.1"},
-         'host not found in upstream "api-gateway-1:3000"'),
+        (
+            GUIDE_NGINX,
+            {"api-gateway-1": "127.0.0.1", "api-gateway-2": "127.0.0.1"},
+            '"limit_req_zone" directive is not allowed here',
+        ),
+        (
+            GUIDE_NGINX.replace("    limit_req_zone", "#"),
+            {"api-gateway": "127.0.0.1"},
+            'host not found in upstream "api-gateway-1:3000"',
+        ),
     ],
     ids=["zone-in-server", "replica-hostnames"],
-)  # fmt: skip
+)
 def test_the_guides_nginx_mistakes_are_caught(conf: str, hosts: dict[str, str], expected: str, tmp_path: Path) -> None:
     """The harness can fail: the guide's own config fails it for the two reasons we fixed."""
     proc = nginx_in_namespace(conf, tmp_path, hosts, [nginx_binary(), "-t"])

@@ -43,24 +43,66 @@ class Remote:
     outputs: list[str] = field(default_factory=list)
 
     def cli(self, *args: str, root: int = 0, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([sys.executable, "-m", "mfe_deploy", "-C", str(self.roots[root]), *args],
-                              capture_output=True, text=True, env=self.environ, timeout=timeout, check=False)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "mfe_deploy", "-C", str(self.roots[root]), *args],
+            capture_output=True,
+            text=True,
+            env=self.environ,
+            timeout=timeout,
+            check=False,
+        )
         self.outputs += [done.stdout, done.stderr]
         return done
 
     def popen(self, *args: str, root: int = 0) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "mfe_deploy", "-C", str(self.roots[root]), *args],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.environ)  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "-m", "mfe_deploy", "-C", str(self.roots[root]), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.environ,
+        )
 
     def gateway(self) -> httpx.Client:
         return httpx.Client(base_url=f"https://localhost:{self.https}", verify=False, timeout=15)
 
     def psql(self, database: str, sql: str) -> str:
-        out = subprocess.run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project=universal-mfe-{ENV}",
-                              "--filter", "label=com.docker.compose.service=postgres"],
-                             capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
-        done = subprocess.run(["docker", "exec", out[0], "psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U",
-                               "postgres", "-d", database, "-c", sql], capture_output=True, text=True, check=False)  # fmt: skip
+        out = subprocess.run(
+            [
+                "docker",
+                "ps",
+                "-q",
+                "--filter",
+                f"label=com.docker.compose.project=universal-mfe-{ENV}",
+                "--filter",
+                "label=com.docker.compose.service=postgres",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        done = subprocess.run(
+            [
+                "docker",
+                "exec",
+                out[0],
+                "psql",
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 

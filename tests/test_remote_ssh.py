@@ -117,8 +117,11 @@ def test_commands_run_remotely_with_variables_kept_out_of_argv(tmp_path: Path, s
     target = _target(server, tmp_path)
     secret = "canary-remote-secret-5d1e"
     with ssh.session(target, "remote") as runner:
-        cmd = Command(("sh", "-c", 'printf "%s|" "$TOKEN"; ps -eo args | grep -c "$TOKEN" || true'),
-                      env={"TOKEN": Secret(secret)}, cwd=tmp_path)  # fmt: skip
+        cmd = Command(
+            ("sh", "-c", 'printf "%s|" "$TOKEN"; ps -eo args | grep -c "$TOKEN" || true'),
+            env={"TOKEN": Secret(secret)},
+            cwd=tmp_path,
+        )
         assert secret not in ssh.remote_line(cmd)
         done = runner.run(cmd, timeout=30)
         value, _, seen_in_ps = done.stdout.partition("|")
@@ -150,8 +153,9 @@ def test_concurrent_commands_beyond_the_hosts_session_limit(tmp_path: Path, max_
             runner = where.runner
             assert isinstance(runner, ssh.SshRunner)
             with ThreadPoolExecutor(12) as pool:  # all at once, like a backup
-                held = list(pool.map(lambda i: runner.spawn(Command(("sh", "-c", f"cat; echo {i}")), stdin=True),
-                                     range(12)))  # fmt: skip
+                held = list(
+                    pool.map(lambda i: runner.spawn(Command(("sh", "-c", f"cat; echo {i}")), stdin=True), range(12))
+                )
             codes = []
             for i, proc in enumerate(held):
                 assert proc.stdin is not None and proc.stdout is not None

@@ -40,14 +40,37 @@ def test_rendering_is_deterministic(name: str) -> None:
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
-        ("development", ["compose.yml", "env/admin.env", "env/api-gateway.env", "env/auth.env", "env/payments.env",
-                         "env/postgres.env", "env/profile.env", "initdb/10-databases.sql"]),
-        ("staging", ["compose.yml", "env/admin.env", "env/api-gateway.env", "env/auth.env", "env/payments.env",
-                     "env/postgres.env", "env/profile.env", "env/rabbitmq.env", "env/redis.conf",
-                     "initdb/10-databases.sql",
-                     "nginx/nginx.conf"]),
+        (
+            "development",
+            [
+                "compose.yml",
+                "env/admin.env",
+                "env/api-gateway.env",
+                "env/auth.env",
+                "env/payments.env",
+                "env/postgres.env",
+                "env/profile.env",
+                "initdb/10-databases.sql",
+            ],
+        ),
+        (
+            "staging",
+            [
+                "compose.yml",
+                "env/admin.env",
+                "env/api-gateway.env",
+                "env/auth.env",
+                "env/payments.env",
+                "env/postgres.env",
+                "env/profile.env",
+                "env/rabbitmq.env",
+                "env/redis.conf",
+                "initdb/10-databases.sql",
+                "nginx/nginx.conf",
+            ],
+        ),
     ],
-)  # fmt: skip
+)
 def test_bundle_layout(name: str, expected: list[str]) -> None:
     bundle = _render(name)
     assert list(bundle.files) == expected

@@ -21,12 +21,15 @@ def canary_project(project: Project) -> Project:
 def test_canary_never_printed_or_inlined(canary_project: Project, env: str) -> None:
     p = canary_project
     runs = [
-        p.cli("envs"), p.cli("envs", "--json"),
+        p.cli("envs"),
+        p.cli("envs", "--json"),
         p.cli("validate", "--env", env),
-        p.cli("config", "--env", env), p.cli("config", "--env", env, "--json"),
-        p.cli("render", "--env", env), p.cli("render", "--env", env, "--check"),
+        p.cli("config", "--env", env),
+        p.cli("config", "--env", env, "--json"),
+        p.cli("render", "--env", env),
+        p.cli("render", "--env", env, "--check"),
         p.cli("--debug", "render", "--env", env),
-    ]  # fmt: skip
+    ]
     # Drift in a secret-bearing file: reported, never shown.
     rotated = {f"{env.upper()}_JWT_KEY": "k2:CANARYxq-rotated-jwt-key-0123456789abcdefAA"}
     drift = p.cli("render", "--env", env, "--check", extra_env=rotated)

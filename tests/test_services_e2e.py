@@ -109,9 +109,13 @@ def test_idempotency_key_with_another_request_is_refused(stack: Stack) -> None:
 
 @pytest.mark.parametrize(
     ("body", "status"),
-    [({"amount": 0, "currency": "EUR"}, 422), ({"amount": 1.5, "currency": "EUR"}, 422),
-     ({"amount": 100, "currency": "euro"}, 422), ({"amount": 100, "currency": "EUR"}, 201)],
-)  # fmt: skip
+    [
+        ({"amount": 0, "currency": "EUR"}, 422),
+        ({"amount": 1.5, "currency": "EUR"}, 422),
+        ({"amount": 100, "currency": "euro"}, 422),
+        ({"amount": 100, "currency": "EUR"}, 201),
+    ],
+)
 def test_payment_validation(stack: Stack, body: dict[str, Any], status: int) -> None:
     with stack.client() as gw:
         _, auth = _user(gw)
@@ -211,8 +215,14 @@ def test_request_id_is_propagated_or_created(stack: Stack) -> None:
 def test_cors_preflight_and_simple_request(stack: Stack) -> None:
     origin = stack.env.cors_origin
     with stack.client() as gw:
-        pre = gw.options("/api/payments", headers={"Origin": origin, "Access-Control-Request-Method": "POST",
-                                                   "Access-Control-Request-Headers": "authorization"})  # fmt: skip
+        pre = gw.options(
+            "/api/payments",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
         assert pre.status_code == 204
         assert pre.headers["access-control-allow-origin"] == origin
         assert "POST" in pre.headers["access-control-allow-methods"]
@@ -429,8 +439,10 @@ def test_signing_keys_rotate_and_old_tokens_work_until_they_expire(stack: Stack)
     user = str(jwt.decode(old_token, options={"verify_signature": False})["sub"])
     early = jwt.encode(
         {"sub": user, "type": "access", "role": "user", "iat": int(time.time()), "exp": int(time.time()) + 600},
-        Signer.parse(new.private.reveal()).key, algorithm="EdDSA", headers={"kid": "itest-2"},
-    )  # fmt: skip
+        Signer.parse(new.private.reveal()).key,
+        algorithm="EdDSA",
+        headers={"kid": "itest-2"},
+    )
     assert _accepted(stack, old_token) == (200, 200, 200)
     assert _accepted(stack, early) == (401, 401, 401)  # a key nobody has published yet
     try:

@@ -92,8 +92,13 @@ class Console:
         )
         from rich.progress import Progress as RichProgress
 
-        columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                   TimeElapsedColumn())  # fmt: skip
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeElapsedColumn(),
+        )
         with RichProgress(*columns, console=RichConsole(file=self._err), transient=False) as bars:
             yield _BarProgress(self, bars)
 

@@ -38,8 +38,10 @@ def _run(argv: list[str], what: str, env: dict[str, str] | None = None) -> str:
 
 def base_python(base_image: str) -> str:
     code = "import sys; print('%d.%d' % sys.version_info[:2])"
-    return _run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "python3", base_image, "-c", code],
-                f"asking {base_image} for its Python version").strip()  # fmt: skip
+    return _run(
+        ["docker", "run", "--rm", "--network", "none", "--entrypoint", "python3", base_image, "-c", code],
+        f"asking {base_image} for its Python version",
+    ).strip()
 
 
 def wheelhouse(services_dir: Path, folder: Path, python_version: str) -> Path:
@@ -49,19 +51,55 @@ def wheelhouse(services_dir: Path, folder: Path, python_version: str) -> Path:
     deps = folder / f"deps-{key}"
     if not (deps / ".complete").exists():
         shutil.rmtree(deps, ignore_errors=True)
-        _run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--require-hashes",
-              "--only-binary=:all:", "--implementation", "cp", "--python-version", python_version,
-              "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64",
-              "--platform", "manylinux_2_28_x86_64", "-r", str(lock), "-d", str(deps)],
-             "downloading the services' wheels")  # fmt: skip
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--disable-pip-version-check",
+                "--require-hashes",
+                "--only-binary=:all:",
+                "--implementation",
+                "cp",
+                "--python-version",
+                python_version,
+                "--platform",
+                "manylinux2014_x86_64",
+                "--platform",
+                "manylinux_2_17_x86_64",
+                "--platform",
+                "manylinux_2_28_x86_64",
+                "-r",
+                str(lock),
+                "-d",
+                str(deps),
+            ],
+            "downloading the services' wheels",
+        )
         (deps / ".complete").touch()
     house = folder / "context" / "wheelhouse"
     shutil.rmtree(house, ignore_errors=True)
     house.mkdir(parents=True)
     for wheel in deps.glob("*.whl"):
         os.link(wheel, house / wheel.name)
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "--no-deps",
-          "--no-build-isolation", "-w", str(house), str(services_dir)], "building the services' wheel")  # fmt: skip
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(house),
+            str(services_dir),
+        ],
+        "building the services' wheel",
+    )
     return house.parent
 
 

@@ -85,9 +85,16 @@ def _env_text(env_name: str, unit: str, variables: list[tuple[str, object]]) -> 
 
 
 def render_local(
-    env: Environment, secrets: Secrets, layout: LocalLayout, bins: Binaries, *, python: str, run_as_root: bool,
-    version: str = "dev", project_dir: Path | None = None,
-) -> Bundle:  # fmt: skip
+    env: Environment,
+    secrets: Secrets,
+    layout: LocalLayout,
+    bins: Binaries,
+    *,
+    python: str,
+    run_as_root: bool,
+    version: str = "dev",
+    project_dir: Path | None = None,
+) -> Bundle:
     files: dict[str, BundleFile] = {}
     units = environments(env, secrets, Endpoints.local(env))
     services = []
@@ -118,21 +125,41 @@ def render_local(
             }
         )
     data = layout.data
-    pg_command = shlex.join([
-        str(bins.pg_bin / "postgres"), "-D", str(layout.pg_data), "-p", str(env.database.port),
-        "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
-    ])  # fmt: skip
+    pg_command = shlex.join(
+        [
+            str(bins.pg_bin / "postgres"),
+            "-D",
+            str(layout.pg_data),
+            "-p",
+            str(env.database.port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "unix_socket_directories=",
+        ]
+    )
     # With a password, Redis reads it from its own configuration file (mode 0600), never from an argument.
     redis_conf: list[str] = []
     if secrets.redis_password is not None:
         files["redis/redis.conf"] = BundleFile(urls.redis_conf(secrets), secret=True)
         redis_conf = [str(layout.root / "redis" / "redis.conf")]
-    redis_command = shlex.join([
-        str(bins.redis_server), *redis_conf, "--port", str(env.redis.port), "--bind", "127.0.0.1",
-        "--dir", str(data / "redis"),
-        "--appendonly", "yes" if env.redis.persistence else "no", "--save", "",
-        *(["--maxmemory", env.redis.maxmemory] if env.redis.maxmemory else []),
-    ])  # fmt: skip
+    redis_command = shlex.join(
+        [
+            str(bins.redis_server),
+            *redis_conf,
+            "--port",
+            str(env.redis.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data / "redis"),
+            "--appendonly",
+            "yes" if env.redis.persistence else "no",
+            "--save",
+            "",
+            *(["--maxmemory", env.redis.maxmemory] if env.redis.maxmemory else []),
+        ]
+    )
     rabbitmq_command = rabbitmq_environment = None
     if env.uses_rabbitmq and bins.rabbitmq_server is not None:
         assert secrets.rabbitmq_password is not None
@@ -147,13 +174,17 @@ def render_local(
     nginx_command = None
     if env.nginx.enabled and bins.nginx is not None:
         paths = NginxPaths(
-            upstream="127.0.0.1", ssl=str(layout.root / "nginx" / "ssl"), pid=str(layout.run / "nginx.pid"),
-            listen_http=f"127.0.0.1:{env.nginx.http_port}", listen_https=f"127.0.0.1:{env.nginx.https_port}",
-            listen_http6=None, listen_https6=None,  # loopback IPv4 only: a host may have no ::1
+            upstream="127.0.0.1",
+            ssl=str(layout.root / "nginx" / "ssl"),
+            pid=str(layout.run / "nginx.pid"),
+            listen_http=f"127.0.0.1:{env.nginx.http_port}",
+            listen_https=f"127.0.0.1:{env.nginx.https_port}",
+            listen_http6=None,
+            listen_https6=None,  # loopback IPv4 only: a host may have no ::1
             http2_directive=False,  # whatever this machine's nginx: the listen parameter works on all
             dns=None,  # no engine DNS here: an OCSP responder given by name is not stapled
             temp=str(data / "nginx"),
-        )  # fmt: skip
+        )
         files["nginx/nginx.conf"] = BundleFile(nginx_conf(env, paths))
         nginx_command = shlex.join(
             [str(bins.nginx), "-e", "stderr", "-c", str(layout.root / "nginx" / "nginx.conf"), "-g", "daemon off;"]
@@ -162,16 +193,31 @@ def render_local(
     if env.monitoring.enabled and bins.prometheus is not None:
         targets: dict[str, tuple[str, int]] = {name: ("127.0.0.1", svc.port) for name, svc in env.services.items()}
         files["prometheus/prometheus.yml"] = BundleFile(prometheus_config(env, targets))
-        prometheus_command = shlex.join([
-            str(bins.prometheus), f"--config.file={layout.root / 'prometheus' / 'prometheus.yml'}",
-            f"--storage.tsdb.path={data / 'prometheus'}", f"--storage.tsdb.retention.time={env.monitoring.retention}",
-            f"--web.listen-address=127.0.0.1:{env.monitoring.port}",
-        ])  # fmt: skip
-    conf = _jinja().get_template("supervisord.conf.j2").render(
-        env=env, run=layout.run, logs=layout.logs, pg_command=pg_command, redis_command=redis_command,
-        pg_user=PG_SYSTEM_USER if run_as_root else None, rabbitmq_command=rabbitmq_command,
-        rabbitmq_environment=rabbitmq_environment, services=services, nginx_command=nginx_command,
-        prometheus_command=prometheus_command,
-    )  # fmt: skip
+        prometheus_command = shlex.join(
+            [
+                str(bins.prometheus),
+                f"--config.file={layout.root / 'prometheus' / 'prometheus.yml'}",
+                f"--storage.tsdb.path={data / 'prometheus'}",
+                f"--storage.tsdb.retention.time={env.monitoring.retention}",
+                f"--web.listen-address=127.0.0.1:{env.monitoring.port}",
+            ]
+        )
+    conf = (
+        _jinja()
+        .get_template("supervisord.conf.j2")
+        .render(
+            env=env,
+            run=layout.run,
+            logs=layout.logs,
+            pg_command=pg_command,
+            redis_command=redis_command,
+            pg_user=PG_SYSTEM_USER if run_as_root else None,
+            rabbitmq_command=rabbitmq_command,
+            rabbitmq_environment=rabbitmq_environment,
+            services=services,
+            nginx_command=nginx_command,
+            prometheus_command=prometheus_command,
+        )
+    )
     files["supervisord.conf"] = BundleFile(conf)
     return Bundle(files=dict(sorted(files.items())))

@@ -31,7 +31,9 @@ def parse_status(text: str) -> dict[str, ProgramState]:
             continue
         pid = _PID.search(match["rest"])
         states[match["name"]] = ProgramState(
-            match["name"], match["state"], int(pid[1]) if pid and match["state"] == "RUNNING" else None,
+            match["name"],
+            match["state"],
+            int(pid[1]) if pid and match["state"] == "RUNNING" else None,
             match["rest"].strip(),
-        )  # fmt: skip
+        )
     return states

@@ -113,10 +113,16 @@ def _history(conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
         f"SELECT id, checksum, status, applied_at, duration_ms, error FROM {HISTORY} ORDER BY id"
     ).fetchall()
     return {
-        r[0]: {"id": r[0], "checksum": r[1], "status": r[2], "applied_at": r[3].isoformat(), "duration_ms": r[4],
-               "error": r[5]}
+        r[0]: {
+            "id": r[0],
+            "checksum": r[1],
+            "status": r[2],
+            "applied_at": r[3].isoformat(),
+            "duration_ms": r[4],
+            "error": r[5],
+        }
         for r in rows
-    }  # fmt: skip
+    }
 
 
 def _check(history: dict[str, dict[str, Any]], migrations: list[Migration], service: str, env_name: str) -> None:
@@ -166,9 +172,14 @@ def status(conn: psycopg.Connection[Any], migrations: list[Migration]) -> list[d
 
 
 def apply(
-    conn: psycopg.Connection[Any], migrations: list[Migration], service: str, *, env_name: str, dry_run: bool,
+    conn: psycopg.Connection[Any],
+    migrations: list[Migration],
+    service: str,
+    *,
+    env_name: str,
+    dry_run: bool,
     statement_timeout: str,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     _lock(conn, service)
     try:
         history = _history(conn)
@@ -199,8 +210,12 @@ def apply(
                         "ON CONFLICT (id) DO UPDATE SET status = 'failed', error = EXCLUDED.error, applied_at = now()",
                         (m.id, m.checksum, message),
                     )
-                raise Refused("failed", f"{m.path}: {message} (rolled back; nothing of it was applied)",
-                              migration=m.id, applied=applied) from None  # fmt: skip
+                raise Refused(
+                    "failed",
+                    f"{m.path}: {message} (rolled back; nothing of it was applied)",
+                    migration=m.id,
+                    applied=applied,
+                ) from None
             applied.append({"id": m.id, "duration_ms": int((time.monotonic() - started) * 1000)})
         return {"applied": applied, "pending": []}
     finally:
@@ -327,8 +342,16 @@ def main(argv: list[str] | None = None) -> int:
                 out["migrations"] = status(conn, migrations)
             elif args.action == "apply":
                 timeout = os.environ.get("MIGRATION_STATEMENT_TIMEOUT", "5min")
-                out.update(apply(conn, migrations, args.service, env_name=args.env_name, dry_run=args.dry_run,
-                                 statement_timeout=timeout))  # fmt: skip
+                out.update(
+                    apply(
+                        conn,
+                        migrations,
+                        args.service,
+                        env_name=args.env_name,
+                        dry_run=args.dry_run,
+                        statement_timeout=timeout,
+                    )
+                )
             elif args.action == "down":
                 timeout = os.environ.get("MIGRATION_STATEMENT_TIMEOUT", "5min")
                 to = None if args.to == "none" else args.to

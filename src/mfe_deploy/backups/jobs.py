@@ -78,8 +78,10 @@ class Backups:
             raise self._unreachable((done.stderr.strip().splitlines() or ["no answer"])[-1])
 
     def _unreachable(self, why: str) -> BackupError:
-        return BackupError(f"the PostgreSQL of {self.env.name} does not answer ({why}); "
-                           f"start it with `mfe-deploy up --env {self.env.name}`")  # fmt: skip
+        return BackupError(
+            f"the PostgreSQL of {self.env.name} does not answer ({why}); "
+            f"start it with `mfe-deploy up --env {self.env.name}`"
+        )
 
     def _capture(self, command: Command, path: Path, task: Task, what: str) -> tuple[int, str]:
         """Stream a tool's stdout into `path`: written as path.tmp (0600), fsynced, then renamed."""
@@ -249,8 +251,10 @@ class Backups:
         started = datetime.now(UTC)
         backup_id = new_id(started)
         folder = self.store.begin(backup_id)
-        self.console.info(f"backup {backup_id}: {', '.join(t.service for t in targets)} + globals"
-                          f"{' (encrypted)' if self.passphrase else ''}")  # fmt: skip
+        self.console.info(
+            f"backup {backup_id}: {', '.join(t.service for t in targets)} + globals"
+            f"{' (encrypted)' if self.passphrase else ''}"
+        )
         try:
             with self.console.progress() as progress, ThreadPoolExecutor(len(targets) + 2) as pool:
                 version = pool.submit(self.runner.run, pg.dump_version(self.postgres), timeout=60)
@@ -261,15 +265,19 @@ class Backups:
                 files[GLOBALS] = globals_job.result()
             fsync_dir(folder)
             manifest = Manifest(
-                id=backup_id, env=self.env.name, kind=kind,
+                id=backup_id,
+                env=self.env.name,
+                kind=kind,
                 started_at=started.isoformat(timespec="milliseconds"),
                 finished_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
                 postgresql={"server": results[0][2], "pg_dump": version.result().stdout.strip()},
-                layout=self.env.database.layout, files=files,
-                databases={r[0].service: r[0] for r in results}, release=self.release,
+                layout=self.env.database.layout,
+                files=files,
+                databases={r[0].service: r[0] for r in results},
+                release=self.release,
                 tool={"name": "mfe-deploy", "version": __version__},
                 encryption={"scheme": crypt.SCHEME, "key": "secrets.backup_passphrase"} if self.passphrase else None,
-            )  # fmt: skip
+            )
             self.store.commit(folder, manifest)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)  # a clean failure leaves nothing; a kill leaves .partial
@@ -297,8 +305,9 @@ class Backups:
                     problems.append(f"{f.name}: missing")
                     continue
                 if size != f.size or digest.hexdigest() != f.sha256:
-                    problems.append(f"{f.name}: SHA-256 mismatch (the file is corrupt: {size} bytes, "
-                                    f"{f.size} recorded)")  # fmt: skip
+                    problems.append(
+                        f"{f.name}: SHA-256 mismatch (the file is corrupt: {size} bytes, {f.size} recorded)"
+                    )
                     task.finish("CORRUPT")
                 else:
                     task.finish("ok")
@@ -311,9 +320,11 @@ class Backups:
         tables = rows = 0
         if not problems and entry.manifest.encryption and not self._key_opens(entry):
             # Every SHA-256 matched: the files are as written. A wrong key says nothing of the backup.
-            raise BackupError(f"the passphrase does not open backup {entry.id}; its files are intact (every "
-                              "SHA-256 matches) and no verdict was recorded: verify with the passphrase it was "
-                              "made with")  # fmt: skip
+            raise BackupError(
+                f"the passphrase does not open backup {entry.id}; its files are intact (every "
+                "SHA-256 matches) and no verdict was recorded: verify with the passphrase it was "
+                "made with"
+            )
         if not problems:
             self.check_reachable()
             dropped = self.drop_leftover_scratch()
@@ -328,10 +339,16 @@ class Backups:
             tables = sum(len(d.tables) for d in databases)
             rows = sum(sum(d.tables.values()) for d in databases)
         result = Verified(not problems, problems, tables, rows, time.monotonic() - started)
-        self.store.mark_verified(entry, {
-            "ok": result.ok, "time": datetime.now(UTC).isoformat(timespec="seconds"), "problems": problems,
-            "tables": tables, "rows": rows,
-        })  # fmt: skip
+        self.store.mark_verified(
+            entry,
+            {
+                "ok": result.ok,
+                "time": datetime.now(UTC).isoformat(timespec="seconds"),
+                "problems": problems,
+                "tables": tables,
+                "rows": rows,
+            },
+        )
         return result
 
     def drop_leftover_scratch(self) -> list[str]:
@@ -413,8 +430,9 @@ class Backups:
         with ThreadPoolExecutor(len(targets)) as pool:
             bad = [p for p in pool.map(check, targets) if p]
         if bad:
-            raise BackupError(f"backup {entry.id} does not match this environment, nothing was changed: "
-                              + "; ".join(bad))  # fmt: skip
+            raise BackupError(
+                f"backup {entry.id} does not match this environment, nothing was changed: " + "; ".join(bad)
+            )
         return targets
 
     def restore_into(self, entry: Entry, targets: Sequence[pg.Target]) -> dict[str, Failure]:
@@ -488,8 +506,10 @@ def restore(
             undo = backups.restore_into(pre_entry, done) if done else {}
             why = "; ".join(f"{s}: {f.message}" for s, f in failures.items())
             if undo:
-                raise BackupError(f"restore of {entry.id} failed ({why}); putting back {', '.join(undo)} from the "
-                                  f"pre-restore backup {pre.id} failed too: restore it by hand")  # fmt: skip
+                raise BackupError(
+                    f"restore of {entry.id} failed ({why}); putting back {', '.join(undo)} from the "
+                    f"pre-restore backup {pre.id} failed too: restore it by hand"
+                )
             back = f"; {', '.join(t.service for t in done)} put back from pre-restore backup {pre.id}" if done else ""
             raise BackupError(f"restore of {entry.id} failed, the databases are as they were ({why}){back}")
         restored = True
@@ -507,8 +527,10 @@ def compare_counts(recorded: dict[str, int], counted: dict[str, int]) -> list[st
     for table in sorted(set(recorded) | set(counted)):
         want, got = recorded.get(table), counted.get(table)
         if want != got:
-            out.append(f"{table}: {got if got is not None else 'missing'} rows, "
-                       f"{want if want is not None else 'none'} recorded")  # fmt: skip
+            out.append(
+                f"{table}: {got if got is not None else 'missing'} rows, "
+                f"{want if want is not None else 'none'} recorded"
+            )
     return out
 
 
@@ -527,5 +549,7 @@ def lost(restored: DatabaseEntry, before: DatabaseEntry) -> list[str]:
 
 
 def summary(manifest: Manifest, seconds: float) -> str:
-    return (f"backup {manifest.id}: {len(manifest.databases)} database(s), {manifest.rows} rows, "
-            f"{human_size(manifest.size)} in {seconds:.1f}s")  # fmt: skip
+    return (
+        f"backup {manifest.id}: {len(manifest.databases)} database(s), {manifest.rows} rows, "
+        f"{human_size(manifest.size)} in {seconds:.1f}s"
+    )

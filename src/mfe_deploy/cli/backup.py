@@ -45,8 +45,15 @@ def _backups(env: str, runtime_name: str | None) -> tuple[Backups, Runtime]:
 
     rt = runtime(env, runtime_name)
     passphrase = rt.secrets.backup_passphrase
-    backups = Backups(rt.env, rt.postgres(), rt.runner, store_for(rt.env), application().console,
-                      passphrase=passphrase, release=_release(env))  # fmt: skip
+    backups = Backups(
+        rt.env,
+        rt.postgres(),
+        rt.runner,
+        store_for(rt.env),
+        application().console,
+        passphrase=passphrase,
+        release=_release(env),
+    )
     return backups, rt
 
 
@@ -96,12 +103,18 @@ def _row(entry: Entry) -> dict[str, Any]:
     m = entry.manifest
     verified = entry.verified or {}
     return {
-        "id": entry.id, "complete": entry.complete, "kind": m.kind if m else None,
-        "finished_at": m.finished_at if m else None, "size": m.size if m else None, "rows": m.rows if m else None,
-        "databases": sorted(m.databases) if m else [], "encrypted": bool(m and m.encryption),
-        "verified": verified.get("ok") if verified else None, "release": (m.release or {}).get("id") if m else None,
+        "id": entry.id,
+        "complete": entry.complete,
+        "kind": m.kind if m else None,
+        "finished_at": m.finished_at if m else None,
+        "size": m.size if m else None,
+        "rows": m.rows if m else None,
+        "databases": sorted(m.databases) if m else [],
+        "encrypted": bool(m and m.encryption),
+        "verified": verified.get("ok") if verified else None,
+        "release": (m.release or {}).get("id") if m else None,
         "problem": entry.problem,
-    }  # fmt: skip
+    }
 
 
 @backup_app.callback(invoke_without_command=True)
@@ -145,8 +158,10 @@ def backup(
     console = application().console
     if as_json:
         row = _row(entry)
-        places = {"local": str(entry.path) if remote is None or download else None,
-                  "remote": remote.where(manifest.id) if remote is not None else None}  # fmt: skip
+        places = {
+            "local": str(entry.path) if remote is None or download else None,
+            "remote": remote.where(manifest.id) if remote is not None else None,
+        }
         console.json({**row, **places, "seconds": round(time.monotonic() - started, 2)})
     else:
         console.print(summary(manifest, time.monotonic() - started))
@@ -159,8 +174,9 @@ def backup(
     if result is not None and not result.ok:
         raise MfeError(f"backup {manifest.id} failed verification: " + "; ".join(result.problems))
     if result is not None and not as_json:
-        console.print(f"  verified: {result.tables} tables, {result.rows} rows restored and counted "
-                      f"({result.seconds:.1f}s)")  # fmt: skip
+        console.print(
+            f"  verified: {result.tables} tables, {result.rows} rows restored and counted ({result.seconds:.1f}s)"
+        )
 
 
 @backup_app.command("list")
@@ -218,8 +234,10 @@ def verify(
     if as_json:
         console.json({"id": entry.id, **result.__dict__})
     elif result.ok:
-        console.print(f"backup {entry.id}: ok ({len(entry.manifest.files) if entry.manifest else 0} files, "
-                      f"{result.tables} tables, {result.rows} rows; {result.seconds:.1f}s)")  # fmt: skip
+        console.print(
+            f"backup {entry.id}: ok ({len(entry.manifest.files) if entry.manifest else 0} files, "
+            f"{result.tables} tables, {result.rows} rows; {result.seconds:.1f}s)"
+        )
     if not result.ok:
         raise MfeError(f"backup {entry.id} failed verification: " + "; ".join(result.problems))
 
@@ -264,8 +282,10 @@ def prune(
         return
     for entry in plan.remove:
         console.print(f"{'removed' if confirm else 'would remove'} {entry.id} ({plan.reasons[entry.id]})")
-    console.print(f"{env}: {len(plan.keep)} kept, {len(plan.remove)} {'removed' if confirm else 'to remove'}"
-                  f"{'' if confirm else ' (dry run: add --confirm)'}")  # fmt: skip
+    console.print(
+        f"{env}: {len(plan.keep)} kept, {len(plan.remove)} {'removed' if confirm else 'to remove'}"
+        f"{'' if confirm else ' (dry run: add --confirm)'}"
+    )
 
 
 @backup_app.command("schedule")
@@ -288,8 +308,9 @@ def schedule(
     environment = application().environment(env).env
     script = shutil.which("mfe-deploy")
     exe = (script,) if script else (sys.executable, "-m", "mfe_deploy")
-    job = sched.Job(env, application().project_dir, exe, environment.backup.schedule,
-                    env_file.resolve() if env_file else None)  # fmt: skip
+    job = sched.Job(
+        env, application().project_dir, exe, environment.backup.schedule, env_file.resolve() if env_file else None
+    )
     try:
         files = sched.systemd(job) if systemd else {job.name: sched.cron(job)}
     except ValueError as exc:
@@ -396,5 +417,7 @@ def restore(
                 for kept in backups.store.complete():
                     if kept.manifest and kept.manifest.kind == "pre-restore" and kept.id not in there:
                         _upload(remote, kept)
-    console.print(f"{env}: restored {', '.join(done.services)} from {done.backup} in {done.seconds:.1f}s "
-                  f"(pre-restore backup: {done.pre_restore})")  # fmt: skip
+    console.print(
+        f"{env}: restored {', '.join(done.services)} from {done.backup} in {done.seconds:.1f}s "
+        f"(pre-restore backup: {done.pre_restore})"
+    )

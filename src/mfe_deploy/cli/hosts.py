@@ -81,5 +81,7 @@ def check(env: EnvOption) -> None:
     if engine.returncode != 0:
         tail = (engine.stderr.strip().splitlines() or ["no output"])[-1]
         raise MfeError(f"{t.address}: connected, but the Docker engine does not answer: {tail}")
-    console.print(f"{t.address}: connected; Docker Engine {engine.stdout.strip()}, "
-                  f"Compose {compose.stdout.strip() if compose.returncode == 0 else 'missing'}")  # fmt: skip
+    console.print(
+        f"{t.address}: connected; Docker Engine {engine.stdout.strip()}, "
+        f"Compose {compose.stdout.strip() if compose.returncode == 0 else 'missing'}"
+    )

@@ -90,8 +90,10 @@ def status(
     else:
         rows = [
             (o.service, m["id"], m["state"], m["applied_at"] or "-")
-            for o in outcomes if o.ok for m in o.data.get("migrations", [])
-        ]  # fmt: skip
+            for o in outcomes
+            if o.ok
+            for m in o.data.get("migrations", [])
+        ]
         console.table(("SERVICE", "MIGRATION", "STATE", "APPLIED AT"), rows)
     failed = [o for o in outcomes if not o.ok]
     if failed:

@@ -18,8 +18,13 @@ if TYPE_CHECKING:
 
 def _version(project_dir: object) -> str:
     try:
-        out = subprocess.run(["git", "-C", str(project_dir), "describe", "--always", "--dirty"],
-                             capture_output=True, text=True, timeout=5, check=False)  # fmt: skip
+        out = subprocess.run(
+            ["git", "-C", str(project_dir), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
     except OSError:
         return "dev"
     return out.stdout.strip() or "dev"
@@ -234,9 +239,20 @@ def history(env: EnvOption, as_json: JsonOption = False) -> None:
     if as_json:
         console.json(lines)
         return
-    console.table(("TIME", "WHO", "ACTION", "RESULT", "SECONDS", "DETAIL"),
-                  [(r["time"], r["who"], r["action"], r.get("result", "?"), r.get("seconds", "-"),
-                    r.get("error") or r.get("version") or r.get("service") or "") for r in lines])  # fmt: skip
+    console.table(
+        ("TIME", "WHO", "ACTION", "RESULT", "SECONDS", "DETAIL"),
+        [
+            (
+                r["time"],
+                r["who"],
+                r["action"],
+                r.get("result", "?"),
+                r.get("seconds", "-"),
+                r.get("error") or r.get("version") or r.get("service") or "",
+            )
+            for r in lines
+        ],
+    )
 
 
 lock_app = typer.Typer(help="Inspect or release the deploy lock.", rich_markup_mode=None)

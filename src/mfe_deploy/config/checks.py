@@ -17,10 +17,27 @@ def check(env: Environment) -> list[Finding]:
 
 # What mfe-deploy itself sets in a service's environment: a service's `env:` cannot replace them.
 RESERVED_ENV = frozenset(
-    {"APP_ENV", "SERVICE_NAME", "PORT", "HOST", "LOG_LEVEL", "EVENT_HUB", "JWT_PUBLIC_KEYS", "JWT_EXPIRES_IN",
-     "JWT_REFRESH_EXPIRES_IN", "CORS_ORIGIN", "DATABASE_URL", "REDIS_URL", "RABBITMQ_URL", "SENTRY_DSN",
-     "SERVICE_VERSION", "MAINTENANCE_FILE", "ROUTES", "JWT_SIGNING_KEY"}
-)  # fmt: skip
+    {
+        "APP_ENV",
+        "SERVICE_NAME",
+        "PORT",
+        "HOST",
+        "LOG_LEVEL",
+        "EVENT_HUB",
+        "JWT_PUBLIC_KEYS",
+        "JWT_EXPIRES_IN",
+        "JWT_REFRESH_EXPIRES_IN",
+        "CORS_ORIGIN",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "RABBITMQ_URL",
+        "SENTRY_DSN",
+        "SERVICE_VERSION",
+        "MAINTENANCE_FILE",
+        "ROUTES",
+        "JWT_SIGNING_KEY",
+    }
+)
 
 
 def _services(env: Environment) -> Iterator[Finding]:

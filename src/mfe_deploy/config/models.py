@@ -64,8 +64,9 @@ class Build(Model):
 
 
 class Routes(Model):
-    prefix: str | None = Field(default=None, pattern=r"^/[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$",
-                               description="default: /api/<service>")  # fmt: skip
+    prefix: str | None = Field(
+        default=None, pattern=r"^/[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$", description="default: /api/<service>"
+    )
     public: tuple[Annotated[str, Field(pattern=r"^(GET|HEAD|POST|PUT|PATCH|DELETE) /[A-Za-z0-9._~/-]*$")], ...] = Field(
         default=(), description="METHOD /path the gateway forwards without a token"
     )
@@ -239,9 +240,18 @@ class Swarm(Model):
 
 
 NotifyEvent = Literal[
-    "deploy.succeeded", "deploy.failed", "rollback.automatic", "rollback.succeeded", "rollback.failed",
-    "restore.succeeded", "restore.failed", "backup.failed", "backup.stale", "lock.broken", "test",
-]  # fmt: skip
+    "deploy.succeeded",
+    "deploy.failed",
+    "rollback.automatic",
+    "rollback.succeeded",
+    "rollback.failed",
+    "restore.succeeded",
+    "restore.failed",
+    "backup.failed",
+    "backup.stale",
+    "lock.broken",
+    "test",
+]
 
 
 class Webhook(Model):

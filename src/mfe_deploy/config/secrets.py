@@ -21,10 +21,25 @@ from mfe_deploy.exec.secret import Secret
 
 KNOWN_DEFAULTS = frozenset(
     {
-        "dev-secret-key", "postgres", "admin", "password", "secret", "changeme", "change-me", "guest",
-        "root", "123456", "12345678", "qwerty", "letmein", "default", "test", "example", "mfe",
+        "dev-secret-key",
+        "postgres",
+        "admin",
+        "password",
+        "secret",
+        "changeme",
+        "change-me",
+        "guest",
+        "root",
+        "123456",
+        "12345678",
+        "qwerty",
+        "letmein",
+        "default",
+        "test",
+        "example",
+        "mfe",
     }
-)  # fmt: skip
+)
 SENTRY_DSN = re.compile(r"https?://[^@/\s:]+(:[^@/\s]*)?@[^/\s]+/([^\s]*/)?[0-9]+")
 MIN_PASSPHRASE = 16
 

@@ -15,9 +15,14 @@ class LocalProcess:
     def run(self, command: Command, *, timeout: float | None = None) -> Completed:
         try:
             proc = subprocess.run(
-                command.argv, env={**os.environ, **command.environ()}, cwd=command.cwd,
-                capture_output=True, text=True, timeout=timeout, check=False,
-            )  # fmt: skip
+                command.argv,
+                env={**os.environ, **command.environ()},
+                cwd=command.cwd,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
         except FileNotFoundError:
             raise CommandFailed(f"{command.argv[0]}: not found") from None
         except subprocess.TimeoutExpired:
@@ -30,9 +35,12 @@ class LocalProcess:
         """A running process with a binary stdout pipe (and stdin pipe): for streams too large to buffer."""
         try:
             return subprocess.Popen(
-                command.argv, env={**os.environ, **command.environ()}, cwd=command.cwd,
-                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stdout=subprocess.PIPE,
+                command.argv,
+                env={**os.environ, **command.environ()},
+                cwd=command.cwd,
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
                 stderr=stderr if stderr is not None else subprocess.PIPE,
-            )  # fmt: skip
+            )
         except FileNotFoundError:
             raise CommandFailed(f"{command.argv[0]}: not found") from None

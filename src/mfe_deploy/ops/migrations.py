@@ -45,9 +45,15 @@ def services(env: Environment, only: str | None) -> list[str]:
 
 
 def command(
-    env: Environment, secrets: Secrets, service: str, action: list[str], *, host: str = "127.0.0.1",
-    python: str = sys.executable, project_dir: Path | None = None,
-) -> Command:  # fmt: skip
+    env: Environment,
+    secrets: Secrets,
+    service: str,
+    action: list[str],
+    *,
+    host: str = "127.0.0.1",
+    python: str = sys.executable,
+    project_dir: Path | None = None,
+) -> Command:
     """The bundled runner; for a service of yours, pointed at its migrations folder (MFE_MIGRATIONS_FOLDER)."""
     argv = (python, "-m", "mfe_services.migrate", "--service", service, "--env-name", env.name, *action)
     variables: dict[str, str | Secret] = {"DATABASE_URL": urls.database_url(env, secrets, service, host)}

@@ -74,12 +74,17 @@ def connect(target: SshTarget, env_name: str) -> paramiko.SSHClient:
     client.set_missing_host_key_policy(_refuse_unknown(target, env_name))
     try:
         client.connect(
-            target.host, port=target.port, username=target.user,
+            target.host,
+            port=target.port,
+            username=target.user,
             key_filename=str(target.identity_file) if target.identity_file else None,
-            allow_agent=target.identity_file is None, look_for_keys=target.identity_file is None,
-            timeout=target.connect_timeout, banner_timeout=target.connect_timeout,
-            auth_timeout=target.connect_timeout, channel_timeout=target.connect_timeout,
-        )  # fmt: skip
+            allow_agent=target.identity_file is None,
+            look_for_keys=target.identity_file is None,
+            timeout=target.connect_timeout,
+            banner_timeout=target.connect_timeout,
+            auth_timeout=target.connect_timeout,
+            channel_timeout=target.connect_timeout,
+        )
     except HostKeyError:
         client.close()
         raise
@@ -238,9 +243,13 @@ class SshRunner:
     session limit allows (concurrent dumps and probes may need more than one)."""
 
     def __init__(
-        self, client: paramiko.SSHClient, target: SshTarget, env_name: str = "", *,
+        self,
+        client: paramiko.SSHClient,
+        target: SshTarget,
+        env_name: str = "",
+        *,
         channels: int = CHANNELS_PER_CONNECTION,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.target = target
         self.env_name = env_name
         self._per_connection = channels

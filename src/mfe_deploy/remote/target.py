@@ -47,12 +47,14 @@ def parse(env: Environment, project_dir: Path, home: Path) -> SshTarget | None:
         return path if path.is_absolute() else project_dir / path
 
     return SshTarget(
-        user=match["user"], host=match["host"], port=int(match["port"] or 22),
+        user=match["user"],
+        host=match["host"],
+        port=int(match["port"] or 22),
         identity_file=local_path(ssh.identity_file),
         known_hosts=local_path(ssh.known_hosts) or home / ".ssh" / "known_hosts",
         remote_dir=ssh.remote_dir or f"mfe-deploy/{env.project}-{env.name}",
         connect_timeout=ssh.connect_timeout,
-    )  # fmt: skip
+    )
 
 
 def fingerprint(key_bytes: bytes) -> str:

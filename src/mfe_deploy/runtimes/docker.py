@@ -147,8 +147,14 @@ class DockerRuntime:
                         if context is None:
                             python = images.base_python(self.env.images.service_base)
                             context = images.wheelhouse(services_dir, self.local_dir / "build", python)
-                        images.build(services_dir, context, base=self.env.images.service_base, service=service,
-                                     version=version, tag=tag)  # fmt: skip
+                        images.build(
+                            services_dir,
+                            context,
+                            base=self.env.images.service_base,
+                            service=service,
+                            version=version,
+                            tag=tag,
+                        )
                     waiting.update(f"{done}/{len(needed)} built ({service})", f"{time.monotonic() - started:.0f}s")
         if self.host.remote:
             self.ship([self.tag(s, version) for s in self.env.services])
@@ -243,8 +249,10 @@ class DockerRuntime:
             if previous is not None and previous.versions != versions:
                 self.console.info(f"rolling back to release {previous.id} ({_fmt(dict(previous.versions))})")
                 self._restore(dict(previous.versions), timeout, kind="auto-rollback")
-                raise RolledBack(f"the deploy of {version} did not become healthy and was rolled back to release "
-                                  f"{previous.id}\n{report}") from None  # fmt: skip
+                raise RolledBack(
+                    f"the deploy of {version} did not become healthy and was rolled back to release "
+                    f"{previous.id}\n{report}"
+                ) from None
             raise StartFailed(f"the deploy of {version} did not become healthy\n{report}") from None
         note = f"{time.monotonic() - started:.1f}s"
         self._record("up", "succeeded", versions, digest, heads, note=note, backup=backup)
@@ -473,9 +481,10 @@ class DockerRuntime:
         while time.monotonic() < deadline:
             states = self.containers()
             bad = [
-                c for c in states
+                c
+                for c in states
                 if c.state in ("restarting", "exited", "dead") or (c.health == "unhealthy" and not recovering)
-            ]  # fmt: skip
+            ]
             if bad:
                 raise StartFailed(
                     f"{bad[0].service} is {bad[0].health if bad[0].health == 'unhealthy' else bad[0].state}"
@@ -560,14 +569,29 @@ class DockerRuntime:
             lines += [f"  {line}" for line in logs.stdout.strip().splitlines()[-15:]]
         return "\n".join(lines) or "no container reported a failure; see `mfe-deploy logs`"
 
-    def _record(self, kind: str, outcome: str, versions: dict[str, str], digest: str, heads: dict[str, str],
-                note: str = "", backup: str = "") -> None:  # fmt: skip
+    def _record(
+        self,
+        kind: str,
+        outcome: str,
+        versions: dict[str, str],
+        digest: str,
+        heads: dict[str, str],
+        note: str = "",
+        backup: str = "",
+    ) -> None:
         release = Release(
-            id=self.ledger.next_id(), time=datetime.now(UTC).isoformat(timespec="seconds"),
-            who=f"{getpass.getuser()}@{socket.gethostname()}", kind=kind, outcome=outcome, versions=versions,
-            images=self._image_ids(versions), bundle_sha256=digest,
-            migrations=heads, note=note, backup=backup,
-        )  # fmt: skip
+            id=self.ledger.next_id(),
+            time=datetime.now(UTC).isoformat(timespec="seconds"),
+            who=f"{getpass.getuser()}@{socket.gethostname()}",
+            kind=kind,
+            outcome=outcome,
+            versions=versions,
+            images=self._image_ids(versions),
+            bundle_sha256=digest,
+            migrations=heads,
+            note=note,
+            backup=backup,
+        )
         self.ledger.record(release)
 
     # --- rollback ------------------------------------------------------------------------------------------
@@ -718,8 +742,11 @@ class DockerRuntime:
         removed = []
         for service in (s for s, svc in self.env.services.items() if svc.image is None):
             protected = {r.versions.get(service, "") for r in good}
-            tags = sorted(images.tags(self.runner, self.env.images.services_prefix, service),
-                          key=lambda t: images.created(self.runner, self.tag(service, t)), reverse=True)  # fmt: skip
+            tags = sorted(
+                images.tags(self.runner, self.env.images.services_prefix, service),
+                key=lambda t: images.created(self.runner, self.tag(service, t)),
+                reverse=True,
+            )
             for version in images.plan_prune(tags, keep, protected):
                 if images.remove(self.runner, self.tag(service, version)):
                     removed.append(self.tag(service, version))

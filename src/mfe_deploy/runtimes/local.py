@@ -100,8 +100,16 @@ class LocalRuntime:
 
     def _render(self, bins: Binaries, version: str) -> tuple[Bundle, Bundle]:
         main = render(self.env, self.secrets, caps=Capabilities())
-        local = render_local(self.env, self.secrets, self.layout, bins, python=sys.executable,
-                             run_as_root=_as_root(), version=version, project_dir=self.project_dir)  # fmt: skip
+        local = render_local(
+            self.env,
+            self.secrets,
+            self.layout,
+            bins,
+            python=sys.executable,
+            run_as_root=_as_root(),
+            version=version,
+            project_dir=self.project_dir,
+        )
         return main, local
 
     # --- plan and diff -----------------------------------------------------------------------------
@@ -238,10 +246,23 @@ class LocalRuntime:
                 self.layout.run.chmod(0o711)
             self.console.info(f"initialising PostgreSQL in {pgdata}")
             done = subprocess.run(
-                [*as_user, str(bins.pg_bin / "initdb"), "-D", str(pgdata), "-U", self.env.database.superuser,
-                 f"--pwfile={pw.name}", "--auth=scram-sha-256", "-E", "UTF8", "--no-instructions"],
-                capture_output=True, text=True, check=False,
-            )  # fmt: skip
+                [
+                    *as_user,
+                    str(bins.pg_bin / "initdb"),
+                    "-D",
+                    str(pgdata),
+                    "-U",
+                    self.env.database.superuser,
+                    f"--pwfile={pw.name}",
+                    "--auth=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--no-instructions",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
         finally:
             Path(pw.name).unlink(missing_ok=True)
             self.layout.run.chmod(0o700)
@@ -275,8 +296,9 @@ class LocalRuntime:
                 rpc.supervisor.startProcess(name, False)
             except xmlrpc.client.Fault as fault:
                 if "ALREADY_STARTED" not in fault.faultString:
-                    raise StartFailed(f"{name} did not start ({fault.faultString}); its last log lines:\n"
-                                      f"{self.tail(name, 20)}") from None  # fmt: skip
+                    raise StartFailed(
+                        f"{name} did not start ({fault.faultString}); its last log lines:\n{self.tail(name, 20)}"
+                    ) from None
 
     def _wait(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -302,10 +324,30 @@ class LocalRuntime:
     ) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, **extra_env, "PGPASSWORD": self.secrets.postgres_password.reveal()}
         return subprocess.run(
-            [str(bins.pg_bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
-             "-p", str(self.env.database.port), "-U", self.env.database.superuser, "-d", database, "-f", "-"],
-            input=script, capture_output=True, text=True, env=env, timeout=120, check=False,
-        )  # fmt: skip
+            [
+                str(bins.pg_bin / "psql"),
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.env.database.port),
+                "-U",
+                self.env.database.superuser,
+                "-d",
+                database,
+                "-f",
+                "-",
+            ],
+            input=script,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
 
     def _init_databases(self, bins: Binaries) -> None:
         """Once per cluster: the roles and databases the docker entrypoint would create from initdb/."""
@@ -396,19 +438,40 @@ class LocalRuntime:
         for unit, port in infra:
             st = states.get(unit)
             up = health.port_open(port)
-            rows.append(UnitStatus(unit, st.state if st else "STOPPED", st.pid if st else None, "-",
-                                   "healthy" if up and st and st.running else "down"))  # fmt: skip
+            rows.append(
+                UnitStatus(
+                    unit,
+                    st.state if st else "STOPPED",
+                    st.pid if st else None,
+                    "-",
+                    "healthy" if up and st and st.running else "down",
+                )
+            )
         if self.env.nginx.enabled:
             st = states.get("nginx")
             up = health.port_open(self.env.nginx.https_port)
-            rows.append(UnitStatus("nginx", st.state if st else "STOPPED", st.pid if st else None, "-",
-                                   "healthy" if up and st and st.running else "down"))  # fmt: skip
+            rows.append(
+                UnitStatus(
+                    "nginx",
+                    st.state if st else "STOPPED",
+                    st.pid if st else None,
+                    "-",
+                    "healthy" if up and st and st.running else "down",
+                )
+            )
         for name in self.env.services:
             st = states.get(name)
             probe = probes[name]
             verdict = str(probe.body.get("status", "down")) if probe.status else "down"
-            rows.append(UnitStatus(name, st.state if st else "STOPPED", st.pid if st else None,
-                                   str(live[name].body.get("version", "-")), verdict))  # fmt: skip
+            rows.append(
+                UnitStatus(
+                    name,
+                    st.state if st else "STOPPED",
+                    st.pid if st else None,
+                    str(live[name].body.get("version", "-")),
+                    verdict,
+                )
+            )
         return rows
 
     def health(self) -> dict[str, health.Probe]:
@@ -586,8 +649,11 @@ def _ensure_system_user(name: str) -> None:
     try:
         pwd.getpwnam(name)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-                       check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+            check=True,
+            capture_output=True,
+        )
 
 
 RUNTIME = LocalRuntime

@@ -83,8 +83,10 @@ def held(
             if force_unlock:
                 files.unlink(path)
                 continue
-            raise LockHeld(f"stale deploy lock: {current.describe()} (that process is gone); "
-                           "check what it left half-done, then run again with --force-unlock")  # fmt: skip
+            raise LockHeld(
+                f"stale deploy lock: {current.describe()} (that process is gone); "
+                "check what it left half-done, then run again with --force-unlock"
+            )
         if time.monotonic() >= deadline:
             who = current.describe() if current else "someone (the lock was just released; retry)"
             raise LockHeld(f"the environment is locked by {who}; retry later or use --lock-wait SECONDS")

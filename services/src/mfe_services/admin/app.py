@@ -45,11 +45,17 @@ async def events(request: Request) -> Response:
     async with res.pool.connection() as conn:
         rows = await (await conn.execute(query, params)).fetchall()
     items = [
-        {"seq": r[0], "id": str(r[1]), "type": r[2], "source": r[3],
-         "data": r[4] if isinstance(r[4], dict) else json.loads(r[4]),
-         "occurred_at": r[5].isoformat(), "received_at": r[6].isoformat()}
+        {
+            "seq": r[0],
+            "id": str(r[1]),
+            "type": r[2],
+            "source": r[3],
+            "data": r[4] if isinstance(r[4], dict) else json.loads(r[4]),
+            "occurred_at": r[5].isoformat(),
+            "received_at": r[6].isoformat(),
+        }
         for r in rows
-    ]  # fmt: skip
+    ]
     next_after = items[-1]["seq"] if len(items) == limit else None
     return JSONResponse({"events": items, "next_after": next_after})
 

@@ -39,8 +39,9 @@ class Event:
     @classmethod
     def from_json(cls, raw: bytes | str) -> Event:
         data = json.loads(raw)
-        return cls(type=data["type"], source=data["source"], data=data["data"], id=data["id"],
-                   occurred_at=data["occurred_at"])  # fmt: skip
+        return cls(
+            type=data["type"], source=data["source"], data=data["data"], id=data["id"], occurred_at=data["occurred_at"]
+        )
 
 
 Handler = Callable[[Event], Awaitable[None]]
@@ -86,9 +87,12 @@ class RabbitBus:
         import aio_pika
 
         message = aio_pika.Message(
-            event.to_json(), content_type="application/json", message_id=event.id, type=event.type,
+            event.to_json(),
+            content_type="application/json",
+            message_id=event.id,
+            type=event.type,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        )  # fmt: skip
+        )
         await self._exchange.publish(message, routing_key=event.type, timeout=5)  # waits for the confirm
 
     async def consume(self, patterns: Sequence[str], handler: Handler) -> None:
@@ -101,9 +105,10 @@ class RabbitBus:
         dead = await channel.declare_queue(f"{name}.dead", durable=True)
         await dead.bind(dead_exchange, routing_key=name)
         queue = await channel.declare_queue(
-            name, durable=True,
+            name,
+            durable=True,
             arguments={"x-dead-letter-exchange": DEAD_EXCHANGE, "x-dead-letter-routing-key": name},
-        )  # fmt: skip
+        )
         exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
         for pattern in patterns:
             await queue.bind(exchange, routing_key=pattern)

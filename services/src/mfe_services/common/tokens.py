@@ -85,9 +85,14 @@ class KeySet:
 def issue(signer: Signer, *, user_id: str, email: str, role: str, ttl: int, now: float | None = None) -> str:
     issued = int(now if now is not None else time.time())
     payload = {
-        "sub": user_id, "email": email, "role": role, "type": "access",
-        "iat": issued, "exp": issued + ttl, "jti": uuid.uuid4().hex,
-    }  # fmt: skip
+        "sub": user_id,
+        "email": email,
+        "role": role,
+        "type": "access",
+        "iat": issued,
+        "exp": issued + ttl,
+        "jti": uuid.uuid4().hex,
+    }
     return jwt.encode(payload, signer.key, algorithm=ALGORITHM, headers={"kid": signer.kid})
 
 

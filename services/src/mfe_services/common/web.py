@@ -134,9 +134,14 @@ def create_app(
 
         if database and settings.database_url:
             res.pool = AsyncConnectionPool(
-                settings.database_url, min_size=1, max_size=10, open=False, timeout=5,
-                check=AsyncConnectionPool.check_connection, kwargs={"connect_timeout": 3},
-            )  # fmt: skip
+                settings.database_url,
+                min_size=1,
+                max_size=10,
+                open=False,
+                timeout=5,
+                check=AsyncConnectionPool.check_connection,
+                kwargs={"connect_timeout": 3},
+            )
             await res.pool.open(wait=False)
         if settings.redis_url:
             res.redis = redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)

@@ -247,7 +247,7 @@ class Gateway:
             (b"access-control-allow-headers", headers.get(b"access-control-request-headers", DEFAULT_ALLOW)),
             (b"access-control-max-age", b"600"),
             (b"content-length", b"0"),
-        ]  # fmt: skip
+        ]
         await send({"type": "http.response.start", "status": 204, "headers": allow + extra})
         await send({"type": "http.response.body", "body": b""})
 

@@ -25,9 +25,14 @@ COLUMNS = "id, user_id, amount, currency, description, status, created_at"
 
 def _json(row: Any) -> dict[str, Any]:
     return {
-        "id": str(row[0]), "user_id": str(row[1]), "amount": row[2], "currency": row[3].strip(),
-        "description": row[4], "status": row[5], "created_at": row[6].isoformat(),
-    }  # fmt: skip
+        "id": str(row[0]),
+        "user_id": str(row[1]),
+        "amount": row[2],
+        "currency": row[3].strip(),
+        "description": row[4],
+        "status": row[5],
+        "created_at": row[6].isoformat(),
+    }
 
 
 async def create(request: Request) -> Response:

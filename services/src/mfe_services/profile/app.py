@@ -24,9 +24,14 @@ COLUMNS = "user_id, email, display_name, bio, avatar_url, created_at, updated_at
 
 def _json(row: Any) -> dict[str, Any]:
     return {
-        "user_id": str(row[0]), "email": row[1], "display_name": row[2], "bio": row[3], "avatar_url": row[4],
-        "created_at": row[5].isoformat(), "updated_at": row[6].isoformat(),
-    }  # fmt: skip
+        "user_id": str(row[0]),
+        "email": row[1],
+        "display_name": row[2],
+        "bio": row[3],
+        "avatar_url": row[4],
+        "created_at": row[5].isoformat(),
+        "updated_at": row[6].isoformat(),
+    }
 
 
 def _key(user_id: str) -> str:
