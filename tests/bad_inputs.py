@@ -204,11 +204,13 @@ CASES = [
         "staging",
         "tier: staging",
         "tier: staging\nservices:\n  billing:\n    port: 3009\n    build: {context: billing}\n"
-        "    migrations: {path: billing/migrations}\n    depends_on: [ledger]\n    env: {PORT: '1'}\n    routes: {prefix: /api/auth}",
+        "    migrations: {path: billing/migrations}\n    depends_on: [ledger]\n    env: {PORT: '1', STOP_TIMEOUT: '5'}\n"
+        "    routes: {prefix: /api/auth}",
         [
             "environments/staging.yaml:8: services.billing.migrations: migrations need a database: set database: true",
             "environments/staging.yaml:9: services.billing.depends_on: 'ledger' is not another service of this environment",
             "environments/staging.yaml:10: services.billing.env.PORT: set by mfe-deploy itself; choose another name",
+            "environments/staging.yaml:10: services.billing.env.STOP_TIMEOUT: set by mfe-deploy itself; choose another name",
             "environments/staging.yaml:11: services.billing.routes.prefix: /api/auth is already routed to auth",
         ],
     ),

@@ -36,6 +36,7 @@ RESERVED_ENV = frozenset(
         "MAINTENANCE_FILE",
         "ROUTES",
         "JWT_SIGNING_KEY",
+        "STOP_TIMEOUT",
     }
 )
 
