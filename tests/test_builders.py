@@ -274,3 +274,13 @@ def test_a_gateway_switch_gives_the_new_containers_the_other_colour_then_flips_t
     rt._switch_gateways(["g-6"], lambda _: None)  # type: ignore[attr-defined]
     assert connects() == [f"docker network connect --alias api-gateway-blue {live} g-6"]
     assert not flag.exists()
+
+
+def test_an_nginx_reload_copies_the_certificate_as_root_then_tests_and_reloads_as_nginxs_user() -> None:
+    from mfe_deploy.compose import nginx_reload
+    from mfe_deploy.render import NGINX_CONF, NGINX_UID
+
+    handover, test, reload = (step.argv for step in nginx_reload("p-nginx-1"))
+    assert handover[:4] == ("docker", "exec", "p-nginx-1", "sh") and "cp /etc/nginx/ssl/cert.pem" in handover[-1]
+    as_nginx = ("docker", "exec", "--user", NGINX_UID, "p-nginx-1", "nginx", "-e", "stderr", "-c", NGINX_CONF)
+    assert (test, reload) == ((*as_nginx, "-t", "-q"), (*as_nginx, "-s", "reload"))

@@ -435,7 +435,7 @@ def test_infra_containers_have_read_only_roots(project: Project) -> None:
 def test_nginx_runs_unprivileged_and_reloads(project: Project) -> None:
     """nginx's master and workers run as 101 with no capability (root only copied the certificate and key
     for them); a reload (tested, then signalled, as that user) keeps the master and the service."""
-    from mfe_deploy.runtimes.docker import nginx_reload
+    from mfe_deploy.compose import nginx_reload
 
     nginx = next(n for n in project.containers() if "-nginx-" in n)
     processes = _processes(nginx, [])

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from mfe_deploy.errors import CommandFailed, MfeError
 from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.process import LocalProcess
+from mfe_deploy.render import NGINX_CONF, NGINX_HANDOVER, NGINX_UID
 
 if TYPE_CHECKING:
     from mfe_deploy.exec.runner import Runner
@@ -175,3 +176,15 @@ def stop_containers(*names: str) -> Command:
 
 def remove_containers(*names: str) -> Command:
     return Command(("docker", "rm", "-f", *names))
+
+
+def nginx_reload(container: str) -> list[Command]:
+    """Its certificate and key copied anew for nginx's user (a renewed one is read at the reload), then its
+    configuration tested and reloaded as that user: root's nginx -t would hand the temporary folders to
+    nobody, and root here cannot signal nginx's master (no CAP_KILL)."""
+    nginx = ("docker", "exec", "--user", NGINX_UID, container, "nginx", "-e", "stderr", "-c", NGINX_CONF)
+    return [
+        Command(("docker", "exec", container, "sh", "-c", NGINX_HANDOVER)),
+        Command((*nginx, "-t", "-q")),
+        Command((*nginx, "-s", "reload")),
+    ]

@@ -25,6 +25,7 @@ from mfe_deploy.compose import (
     Compose,
     ContainerState,
     find,
+    nginx_reload,
     parse_hashes,
     parse_ps,
     remove_containers,
@@ -47,9 +48,6 @@ from mfe_deploy.render import (
     GREEN_FLAG,
     LIVE_NETWORK,
     MAINTENANCE_DIR,
-    NGINX_CONF,
-    NGINX_HANDOVER,
-    NGINX_UID,
     SERVICE_UID,
     Bundle,
     Capabilities,
@@ -886,15 +884,3 @@ def _fmt(versions: dict[str, str]) -> str:
 
 
 RUNTIME = DockerRuntime
-
-
-def nginx_reload(container: str) -> list[Command]:
-    """Its certificate and key copied anew for nginx's user (a renewed one is read at the reload), then its
-    configuration tested and reloaded as that user: root's nginx -t would hand the temporary folders to
-    nobody, and root here cannot signal nginx's master (no CAP_KILL)."""
-    nginx = ("docker", "exec", "--user", NGINX_UID, container, "nginx", "-e", "stderr", "-c", NGINX_CONF)
-    return [
-        Command(("docker", "exec", container, "sh", "-c", NGINX_HANDOVER)),
-        Command((*nginx, "-t", "-q")),
-        Command((*nginx, "-s", "reload")),
-    ]
