@@ -346,8 +346,10 @@ class SwarmRuntime(DockerRuntime):
 
     def _start_older(self, names: list[str], timeout: float) -> None:
         """After a restore for a rollback: the stack file just written brings the services back (their
-        replicas, the older image) and is watched until they converge."""
+        replicas, the older image) and is watched until they converge, then until every gateway task
+        reaches them (as after a restore: the new tasks' addresses reach the engine's DNS a moment later)."""
         self._deploy("stack.yml", self.units(), timeout, prune=False)
+        self._gateways_see_all(timeout)
 
     def prune_images(self, keep: int = 5) -> list[str]:
         raise Unsupported("images prune on a swarm: run it on each node's engine (not yet offered)")
