@@ -9,9 +9,10 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 import pytest
+import yaml
 
 from mfe_deploy.backups.pg import ComposePostgres
-from mfe_deploy.compose import Compose
+from mfe_deploy.compose import Compose, stores_only
 from mfe_deploy.config import loader
 from mfe_deploy.console import Console
 from mfe_deploy.errors import MfeError
@@ -22,6 +23,7 @@ from mfe_deploy.exec.secret import Secret
 from mfe_deploy.ops import migrations
 from mfe_deploy.runtimes import registry
 from mfe_deploy.runtimes.contract import Deployment, Runtime
+from mfe_deploy.supervisor import program_fingerprints
 from tests.conftest import REPO
 
 C = Compose(("docker", "compose"), PurePosixPath("/srv/app"))
@@ -47,6 +49,8 @@ F = "docker compose -f /srv/app/compose.yml"
         (C.start("auth"), f"{F} start auth"),
         (C.down(volumes=False), f"{F} down --remove-orphans"),
         (C.down(volumes=True), f"{F} down --remove-orphans --volumes"),
+        (C.config_hashes(), f"{F} config --hash '*'"),
+        (C.config_hashes(".stores.compose.yml"), "docker compose -f /srv/app/.stores.compose.yml config --hash '*'"),
     ],
 )
 def test_compose_command_lines(command: Command, line: str) -> None:
@@ -284,3 +288,30 @@ def test_an_nginx_reload_copies_the_certificate_as_root_then_tests_and_reloads_a
     assert handover[:4] == ("docker", "exec", "p-nginx-1", "sh") and "cp /etc/nginx/ssl/cert.pem" in handover[-1]
     as_nginx = ("docker", "exec", "--user", NGINX_UID, "p-nginx-1", "nginx", "-e", "stderr", "-c", NGINX_CONF)
     assert (test, reload) == ((*as_nginx, "-t", "-q"), (*as_nginx, "-s", "reload"))
+
+
+def test_the_stores_compose_file_keeps_the_stores_alone_and_everything_they_refer_to() -> None:
+    text = (
+        "name: p\nservices:\n  postgres: {image: pg, networks: [data], secrets: [pw]}\n"
+        "  auth: {image: a, env_file: [env/auth.env]}\n  redis: {image: r}\n"
+        "networks: {data: {}}\nvolumes: {postgres_data: {}}\nsecrets: {pw: {file: ./pw}}\n"
+    )
+    doc = yaml.safe_load(stores_only(text, ["postgres", "redis", "rabbitmq"]))
+    assert list(doc["services"]) == ["postgres", "redis"]
+    assert doc["services"]["postgres"] == {"image": "pg", "networks": ["data"], "secrets": ["pw"]}
+    assert (doc["name"], doc["networks"], doc["volumes"], doc["secrets"]) == (
+        "p",
+        {"data": {}},
+        {"postgres_data": {}},
+        {"pw": {"file": "./pw"}},
+    )
+
+
+def test_a_program_fingerprint_changes_with_its_own_section_only() -> None:
+    conf = (
+        "[supervisord]\nx=1\n\n[program:redis]\ncommand=redis-server --maxmemory {m}\n\n[program:auth]\ncommand={a}\n"
+    )
+    first = program_fingerprints(conf.format(m="64mb", a="one"), ["postgres", "redis"])
+    assert list(first) == ["redis"]  # postgres has no program here
+    assert program_fingerprints(conf.format(m="64mb", a="two"), ["redis"]) == first
+    assert program_fingerprints(conf.format(m="128mb", a="one"), ["redis"]) != first

@@ -484,6 +484,31 @@ def test_second_up_recreates_nothing(project: Project) -> None:
     assert project.containers() == before
 
 
+def test_a_store_whose_configuration_changed_restarts_only_with_restart_stores(project: Project) -> None:
+    """redis gets a memory limit: `plan` names the restart, `up` refuses it and changes nothing, `up
+    --restart-stores` recreates redis alone, with the new setting, and the stack is healthy on it."""
+    env_file = project.root / "environments" / f"{ENV}.yaml"
+    env_file.write_text(env_file.read_text() + "redis:\n  maxmemory: 64m\n")
+    before = project.containers()
+    planned = project.cli("plan", "--env", ENV, "--version", "v1")
+    assert planned.returncode == 1 and "redis" in planned.stdout and "--restart-stores" in planned.stdout, (
+        planned.stdout
+    )
+    refused = project.cli("up", "--env", ENV, "--version", "v1")
+    said = " ".join(refused.stderr.split())
+    assert refused.returncode == 1 and "configuration of redis changed" in said and "Nothing was changed" in said, said
+    assert project.containers() == before
+    applied = project.cli("up", "--env", ENV, "--version", "v1", "--restart-stores")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    after = project.containers()
+    changed = {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)}
+    assert {name.split("-")[-2] for name in changed} == {"redis"}, changed
+    (redis,) = [name for name in after if "-redis-" in name]
+    assert "64m" in _inspect(redis)["Config"]["Cmd"], _inspect(redis)["Config"]["Cmd"]
+    assert project.cli("health", "--env", ENV).returncode == 0
+    assert project.cli("plan", "--env", ENV, "--version", "v1").returncode == 0
+
+
 def test_zz_rollback_and_automatic_rollback(project: Project, hooks: Receiver) -> None:
     v2 = project.cli("up", "--env", ENV, "--version", "v2")
     assert v2.returncode == 0, v2.stdout + v2.stderr

@@ -117,6 +117,23 @@ def test_second_up_restarts_nothing(project: Project) -> None:
     assert {n: r["pid"] for n, r in project.status().items()} == before
 
 
+def test_a_store_whose_configuration_changed_restarts_only_with_restart_stores(project: Project) -> None:
+    """redis gets a memory limit: `up` refuses to restart it and changes nothing; with --restart-stores,
+    supervisord restarts redis alone (its program changed) and every service is healthy on it."""
+    env_file = project.root / "environments" / f"{ENV}.yaml"
+    env_file.write_text(env_file.read_text().replace("redis:\n", "redis:\n  maxmemory: 64m\n", 1))
+    before = {n: r["pid"] for n, r in project.status().items()}
+    refused = project.cli("up", "--env", ENV)
+    said = " ".join(refused.stderr.split())
+    assert refused.returncode == 1 and "configuration of redis changed" in said and "--restart-stores" in said, said
+    assert {n: r["pid"] for n, r in project.status().items()} == before
+    applied = project.cli("up", "--env", ENV, "--restart-stores")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    after = {n: r["pid"] for n, r in project.status().items()}
+    assert {n for n in before if after.get(n) != before[n]} == {"redis"}, (before, after)
+    assert project.cli("health", "--env", ENV).returncode == 0
+
+
 def test_a_killed_service_is_reported_and_restarted(project: Project) -> None:
     pid = project.status()["auth"]["pid"]
     os.kill(pid, signal.SIGKILL)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mfe_deploy.plan import Desired, Have, Observed, Step, Want, changed_keys, plan
+from mfe_deploy.plan import Desired, Have, Observed, Step, Want, changed_keys, plan, store_refusal, store_restarts
 
 WANT = {"gateway": Want("p/gateway:v1", 2, "c1"), "auth": Want("p/auth:v1", 1, "c2")}
 SAME = {"gateway": Have("p/gateway:v1", 2, "c1"), "auth": Have("p/auth:v1", 1, "c2")}
@@ -84,3 +84,19 @@ def test_changed_keys_name_variables_never_values() -> None:
     old = "# header\nA='1'\nB='secret-one'\nC='x'\n"
     new = "# header\nA='1'\nB='secret-two'\nD='y'\n"
     assert changed_keys(old, new) == ["B", "C", "D"]
+
+
+def test_a_store_whose_configuration_changed_is_restarted_first_and_only_when_running() -> None:
+    wanted = {"postgres": "h1", "redis": "h2", "rabbitmq": "h3"}
+    running = {"postgres": "h1", "redis": "old", "rabbitmq": "h3"}
+    steps = plan(Desired(WANT, {"auth": ("0002_a",)}, stores=wanted), Observed(SAME, stores=running)).steps
+    assert [(s.action, s.target) for s in steps] == [("restart", "redis"), ("migrate", "auth")]
+    assert "--restart-stores" in steps[0].reason
+    assert store_restarts(wanted, {"postgres": "h1"}) == []  # redis and rabbitmq are not running: started
+    assert store_restarts({"redis": "h2"}, running) == ["redis"]  # postgres no longer wanted: left alone
+
+
+def test_the_refusal_names_the_stores_the_downtime_and_the_way_on() -> None:
+    text = store_refusal("staging", ["postgres", "redis"])
+    assert "postgres, redis" in text and "restarts them" in text and "Nothing was changed" in text
+    assert "`mfe-deploy up --env staging --restart-stores`" in text

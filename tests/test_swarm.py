@@ -55,6 +55,35 @@ def test_up_of_the_same_release_does_nothing(project: Project) -> None:
     assert plan.returncode == 1 and plan.stdout.count("replace") == len(SERVICES), plan.stdout + plan.stderr
 
 
+def test_a_store_whose_configuration_changed_is_updated_only_with_restart_stores(project: Project) -> None:
+    """redis gets a memory limit: `plan` names the restart, `up` refuses it before deploying anything, and
+    `up --restart-stores` updates the redis service alone (its definition's digest is its new label)."""
+    env_file = project.root / "environments" / "swt.yaml"
+    env_file.write_text(env_file.read_text() + "redis: {maxmemory: 64m}\n")
+
+    def tasks() -> dict[str, set[str]]:
+        argv = ("service", "ps", "-q", "--filter", "desired-state=running")
+        return {u: set(SWARM.docker(*argv, f"{STACK}_{u}").split()) for u in ("redis", "postgres", "auth")}
+
+    before = tasks()
+    planned = project.cli("plan", "--version", "v1")
+    assert planned.returncode == 1 and "redis" in planned.stdout and "--restart-stores" in planned.stdout, (
+        planned.stdout
+    )
+    refused = project.cli("up", "--version", "v1")
+    said = " ".join(refused.stderr.split())
+    assert refused.returncode == 1 and "configuration of redis changed" in said, said
+    assert tasks() == before
+    applied = project.cli("up", "--version", "v1", "--restart-stores")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    after = tasks()
+    assert [u for u in after if after[u] != before[u]] == ["redis"], (before, after)
+    spec = json.loads(SWARM.docker("service", "inspect", f"{STACK}_redis"))[0]["Spec"]
+    assert "64m" in spec["TaskTemplate"]["ContainerSpec"]["Args"], spec["TaskTemplate"]["ContainerSpec"]
+    code, text = request("POST", "/api/auth/login", {"email": "sw@example.com", "password": "correct horse"})
+    assert code == 200, text
+
+
 def test_rolling_update_and_rollback_under_load(project: Project) -> None:
     for name in SERVICES:  # v2: the same code in a new image, as a CI build would have made it
         build(f"{PREFIX}/{name}:v2", f"FROM {PREFIX}/{name}:v1\nLABEL test.version=v2\n")

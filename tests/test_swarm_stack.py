@@ -106,3 +106,15 @@ def test_read_only_roots_keep_their_in_memory_folders_on_a_swarm() -> None:
         "/var/run/postgresql": {"type": "tmpfs", "target": "/var/run/postgresql"},
         "/tmp": {"type": "tmpfs", "target": "/tmp"},
     }
+
+
+def test_each_store_carries_a_digest_of_its_definition_that_changes_with_it_alone() -> None:
+    doc, _ = _stack("staging")
+    labels = {u: s["deploy"].get("labels", {}).get(swarm_stack.STORE_LABEL) for u, s in doc["services"].items()}
+    assert all(labels[u] for u in ("postgres", "redis", "rabbitmq"))
+    assert labels["auth"] is None and labels["nginx"] is None
+    assert swarm_stack.store_fingerprint(doc, "redis") == labels["redis"]  # the label is not in its own digest
+    loaded, _ = loader.load_with_secrets(REPO, "staging", environ=strong_secrets())
+    bigger, _ = _stack("staging", redis=loaded.env.redis.model_copy(update={"maxmemory": "512mb"}))
+    after = {u: bigger["services"][u]["deploy"]["labels"][swarm_stack.STORE_LABEL] for u in ("postgres", "redis")}
+    assert after["postgres"] == labels["postgres"] and after["redis"] != labels["redis"]

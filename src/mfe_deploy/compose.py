@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
 
+import yaml
+
 from mfe_deploy.errors import CommandFailed, MfeError
 from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.process import LocalProcess
@@ -66,8 +68,12 @@ class Compose:
         lines = str(tail) if tail is not None else "all"
         return self("logs", "--no-color", "--tail", lines, *(["--follow"] if follow else []), *([unit] if unit else []))
 
-    def config_hashes(self) -> Command:
-        return self("config", "--hash", "*")
+    def config_hashes(self, file: str = "compose.yml") -> Command:
+        """compose's hash of each service's configuration: what it compares with a container's label to
+        decide a recreate. `file`: another compose file in the bundle's folder (the same relative paths)."""
+        if file == "compose.yml":
+            return self("config", "--hash", "*")
+        return Command((*self.argv, "-f", str(self.bundle / file), "config", "--hash", "*"), cwd=self.bundle)
 
     def ps(self) -> Command:
         return self("ps", "--all", "--format", "json")
@@ -162,6 +168,17 @@ def _labels(row: dict[str, object]) -> dict[str, str]:
         return {str(k): str(v) for k, v in raw.items()}
     pairs = (item.partition("=") for item in str(raw).split(",") if item)
     return {key: value for key, _, value in pairs}
+
+
+STORES_PROBE = ".stores.compose.yml"
+
+
+def stores_only(compose_text: str, stores: Sequence[str]) -> str:
+    """The compose file with no service but the stores: compose can hash them without the services' env
+    files, which a bundle not yet written may lack (a service added). Everything else stays as it is."""
+    data = yaml.safe_load(compose_text)
+    data["services"] = {name: body for name, body in data["services"].items() if name in stores}
+    return yaml.safe_dump(data, sort_keys=False)
 
 
 def parse_hashes(text: str) -> dict[str, str]:

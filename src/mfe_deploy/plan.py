@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 # Units the runtimes run beside the services: never "removed services".
@@ -30,11 +30,15 @@ class Have:
 class Desired:
     services: Mapping[str, Want]
     pending: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # migrations not applied yet
+    # Each store's configuration as the runtime fingerprints it (compose's config hash, the stack file's
+    # service, supervisord's program): a store whose fingerprint differs from the running one's is restarted.
+    stores: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Observed:
     services: Mapping[str, Have]
+    stores: Mapping[str, str] = field(default_factory=dict)  # the running stores' fingerprints
 
 
 @dataclass(frozen=True)
@@ -59,8 +63,10 @@ def digest(text: str | None) -> str | None:
 
 def plan(desired: Desired, observed: Observed) -> Plan:
     """Ordered steps, each with the reason it is needed: migrations first (the new code expects the new
-    schema), then the services in the environment's order, then what the environment no longer has."""
-    steps = [Step("migrate", name, f"pending: {', '.join(ids)}") for name, ids in desired.pending.items() if ids]
+    schema), then the services in the environment's order, then what the environment no longer has. A store
+    whose configuration changed comes before everything: `up` restarts it first, and only when asked to."""
+    steps = [Step("restart", name, RESTART_STORE) for name in store_restarts(desired.stores, observed.stores)]
+    steps += [Step("migrate", name, f"pending: {', '.join(ids)}") for name, ids in desired.pending.items() if ids]
     for name, want in desired.services.items():
         have = observed.services.get(name)
         if have is None:
@@ -84,6 +90,26 @@ def plan(desired: Desired, observed: Observed) -> Plan:
         if name not in desired.services and name not in INFRA and have.replicas:
             steps.append(Step("remove", name, "no longer in the environment (its data stays)"))
     return Plan(tuple(steps))
+
+
+RESTART_STORE = "configuration changed: a restart, with downtime (`up` needs --restart-stores)"
+
+
+def store_restarts(wanted: Mapping[str, str], running: Mapping[str, str]) -> list[str]:
+    """The running stores whose configuration is not the one wanted, in the wanted order. A store that
+    does not run is not restarted but started (by any `up`); one that is no longer wanted is left alone."""
+    return [name for name, fingerprint in wanted.items() if name in running and running[name] != fingerprint]
+
+
+def store_refusal(env: str, stores: Sequence[str]) -> str:
+    """Why `up` stops before changing anything when a store would restart, and the way on."""
+    names = ", ".join(stores)
+    return (
+        f"{env}: the configuration of {names} changed, and applying it restarts {'it' if len(stores) == 1 else 'them'}"
+        " (stop, then start: a store is not replaced start-first). Until the restart is over, every service"
+        " that uses them fails the requests that need them. Nothing was changed. To accept that downtime run"
+        f" `mfe-deploy up --env {env} --restart-stores`; `mfe-deploy plan --env {env}` lists every step."
+    )
 
 
 def changed_keys(old: str, new: str) -> list[str]:

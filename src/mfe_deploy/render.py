@@ -300,7 +300,7 @@ def image_ref(env: Environment, service: str, version: str) -> str:
 
 
 def _context(env: Environment, versions: Mapping[str, str], caps: Capabilities) -> dict[str, Any]:
-    infra_deps = ["postgres", "redis", *(["rabbitmq"] if env.uses_rabbitmq else [])]
+    infra_deps = env.stores
     services = []
     for name, svc in env.services.items():
         gateway = svc.role == "gateway"

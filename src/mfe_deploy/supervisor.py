@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import configparser
+import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 _STATUS = re.compile(r"^(?P<name>\S+)\s+(?P<state>[A-Z]+)\s*(?P<rest>.*)$")
@@ -37,3 +40,17 @@ def parse_status(text: str) -> dict[str, ProgramState]:
             match["rest"].strip(),
         )
     return states
+
+
+def program_fingerprints(conf_text: str, names: Sequence[str]) -> dict[str, str]:
+    """A digest of each named program's section of a supervisord.conf: `supervisorctl update` restarts a
+    program whose section changed, and only then."""
+    parser = configparser.RawConfigParser(strict=False, interpolation=None)
+    parser.read_string(conf_text)
+    found = {}
+    for name in names:
+        section = f"program:{name}"
+        if parser.has_section(section):
+            items = sorted(parser.items(section))
+            found[name] = hashlib.sha256(repr(items).encode()).hexdigest()[:16]
+    return found

@@ -11,6 +11,7 @@ What changes from compose, and why:
   `rollback_config` from the environment; stores and nginx are stop-first (one volume, one host port);
 - endpoint_mode dnsrr and host-mode ports by default: the routing mesh and VIPs need IPVS;
 - stores on one node (a label, or the manager) with their volumes; overlay networks, the data one internal;
+  each store carries a digest of its definition in a label (`up` restarts a store only when asked);
 - nginx resolves the gateway per request (its tasks change addresses on every update).
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +28,7 @@ import yaml
 from mfe_deploy.config.models import Environment
 
 STORES = ("postgres", "redis", "rabbitmq")
+STORE_LABEL = "mfe.store-config"
 SERVICE_UID = "10001"
 
 
@@ -56,13 +59,26 @@ def stack(env: Environment, compose: Mapping[str, Any], contents: Mapping[str, b
         key: {"driver": "overlay", "attachable": True, **({"internal": True} if value.get("internal") else {})}
         for key, value in compose["networks"].items()
     }
-    return {
+    doc = {
         "services": services,
         "networks": networks,
         "volumes": dict(compose.get("volumes") or {}),
         "secrets": secrets,
         "configs": configs,
     }
+    for unit in (u for u in STORES if u in services):
+        services[unit]["deploy"]["labels"] = {STORE_LABEL: store_fingerprint(doc, unit)}
+    return doc
+
+
+def store_fingerprint(doc: Mapping[str, Any], unit: str) -> str:
+    """A digest of a store's whole service definition, with the names (content digests) of the secrets
+    and configs it uses: any change that makes Swarm update the store (a restart) changes it. Kept in
+    a service label, so the running store says which configuration it was deployed with."""
+    svc = copy.deepcopy(dict(doc["services"][unit]))
+    svc.get("deploy", {}).pop("labels", None)
+    used = {kind: sorted(doc[kind][x["source"]]["name"] for x in svc.get(kind, [])) for kind in ("secrets", "configs")}
+    return hashlib.sha256(json.dumps([svc, used], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _service(env: Environment, unit: str, svc: dict[str, Any], secret: Any, config: Any) -> dict[str, Any]:

@@ -49,6 +49,13 @@ def up(
     version: Annotated[str | None, typer.Option("--version", help="Version tag [default: git describe].")] = None,
     lock_wait: LockWait = 0,
     force_unlock: ForceUnlock = False,
+    restart_stores: Annotated[
+        bool,
+        typer.Option(
+            "--restart-stores",
+            help="Apply a changed configuration of postgres, redis or rabbitmq, which restarts them (downtime).",
+        ),
+    ] = False,
 ) -> None:
     """Render, start the stores, migrate, start the services, wait until healthy."""
     started = time.monotonic()
@@ -56,7 +63,7 @@ def up(
     rt = runtime(env, runtime_name)
     tag = version or _version(application().project_dir)
     with mutating(env, "up", {"version": tag, "runtime": rt.name}, wait=lock_wait, force=force_unlock):
-        rows = rt.up(wait=not no_wait, timeout=timeout, version=tag)
+        rows = rt.up(wait=not no_wait, timeout=timeout, version=tag, restart_stores=restart_stores)
     _print_status(rows, as_json)
     if not as_json:
         application().console.info(f"{env} is up ({rt.name} runtime, {time.monotonic() - started:.1f}s)")

@@ -311,6 +311,11 @@ class Environment(Model):
         return self.event_hub == "rabbitmq"
 
     @property
+    def stores(self) -> list[str]:
+        """The stateful units, in start order: never replaced start-first, restarted only when asked."""
+        return ["postgres", "redis", *(["rabbitmq"] if self.uses_rabbitmq else [])]
+
+    @property
     def gateway(self) -> str | None:
         """The service whose role is gateway (config checks: exactly one)."""
         return next((name for name, svc in self.services.items() if svc.role == "gateway"), None)

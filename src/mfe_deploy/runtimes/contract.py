@@ -37,6 +37,12 @@ class RolledBack(StartFailed):
     """A deploy that did not become healthy and was rolled back to the previous release by itself."""
 
 
+class StoresWouldRestart(MfeError):
+    """`up` stopped before changing anything: applying the environment restarts a store (downtime)."""
+
+    exit_code = 1
+
+
 class Unsupported(MfeError):
     """What this runtime cannot do (rollback without versioned images, for instance)."""
 
@@ -95,7 +101,10 @@ class Runtime(Protocol):
     @property
     def secrets(self) -> Secrets: ...
 
-    def up(self, *, wait: bool, timeout: float, version: str) -> list[UnitStatus]: ...
+    def up(self, *, wait: bool, timeout: float, version: str, restart_stores: bool = False) -> list[UnitStatus]:
+        """Bring the environment to `version`. A store (postgres, redis, rabbitmq) whose configuration changed
+        is restarted only with restart_stores; without it, StoresWouldRestart before anything changes."""
+        ...
 
     def down(self, *, volumes: bool) -> bool:
         """True when something was running. volumes: the data goes too."""

@@ -22,6 +22,7 @@ from mfe_deploy.backups.pg import ComposePostgres, Postgres
 from mfe_deploy.backups.store import Store
 from mfe_deploy.bundle import Drift
 from mfe_deploy.compose import (
+    STORES_PROBE,
     Compose,
     ContainerState,
     find,
@@ -30,6 +31,7 @@ from mfe_deploy.compose import (
     parse_ps,
     remove_containers,
     stop_containers,
+    stores_only,
 )
 from mfe_deploy.config import urls
 from mfe_deploy.config.models import Environment
@@ -42,7 +44,7 @@ from mfe_deploy.exec.process import LocalProcess
 from mfe_deploy.exec.runner import Completed, Runner
 from mfe_deploy.ops import health, migrations, schema
 from mfe_deploy.ops.migrations import pending
-from mfe_deploy.plan import Desired, Have, Observed, Want, digest
+from mfe_deploy.plan import Desired, Have, Observed, Want, digest, store_refusal, store_restarts
 from mfe_deploy.render import (
     ENV_IN_CONTAINER,
     GREEN_FLAG,
@@ -56,7 +58,16 @@ from mfe_deploy.render import (
     render,
 )
 from mfe_deploy.runtimes import eventhub, premigration
-from mfe_deploy.runtimes.contract import Deployment, Features, Node, RolledBack, StartFailed, UnitStatus, Unsupported
+from mfe_deploy.runtimes.contract import (
+    Deployment,
+    Features,
+    Node,
+    RolledBack,
+    StartFailed,
+    StoresWouldRestart,
+    UnitStatus,
+    Unsupported,
+)
 from mfe_deploy.state.ledger import Ledger, Release
 
 HEALTH_PROBE = (
@@ -217,14 +228,19 @@ class DockerRuntime:
             return None
         return previous, versions, digest
 
-    def up(self, *, wait: bool, timeout: float, version: str = "dev") -> list[UnitStatus]:
+    def up(self, *, wait: bool, timeout: float, version: str = "dev", restart_stores: bool = False) -> list[UnitStatus]:
         started = time.monotonic()
+        restarts = store_restarts(self._store_hashes(version), self._running_stores())
+        if restarts and not restart_stores:
+            raise StoresWouldRestart(store_refusal(self.env.name, restarts))
         prepared = self._prepared(version)
         if prepared is None:
             return self.status()
         previous, versions, digest = prepared
         self._run(self.compose.check(), "compose config")
-        stores = ["postgres", "redis", *(["rabbitmq"] if self.env.uses_rabbitmq else [])]
+        stores = self.env.stores
+        if restarts:
+            self.console.info(f"restarting {', '.join(restarts)} (configuration changed, --restart-stores)")
         with self.console.status("starting the stores"):
             self._run(self.compose.up(*stores, timeout=timeout), "starting the stores")
         if self.env.uses_rabbitmq:
@@ -257,6 +273,31 @@ class DockerRuntime:
         for tag in self.prune_images():
             self.console.info(f"pruned {tag}")
         return self.status()
+
+    def _store_hashes(self, version: str) -> dict[str, str]:
+        """compose's hash of each store as `version`'s bundle defines it, from a compose file of the stores
+        alone written beside the bundle's (the same folder: the same paths) and removed again. Empty when
+        nothing was deployed here yet."""
+        if self.files.mode(self.bundle_dir / "compose.yml") is None:
+            return {}
+        probe = self.bundle_dir / STORES_PROBE
+        self.files.write_atomic(
+            probe, stores_only(self._rendered(version).files["compose.yml"].text, self.env.stores), 0o600
+        )
+        try:
+            done = self._run(self.compose.config_hashes(STORES_PROBE), "compose config --hash")
+        finally:
+            self.files.unlink(probe)
+        return {name: h for name, h in parse_hashes(done.stdout).items() if name in self.env.stores}
+
+    def _running_stores(self, states: Sequence[ContainerState] | None = None) -> dict[str, str]:
+        """The running stores' hashes, as compose labelled their containers."""
+        found = self.containers() if states is None else states
+        return {
+            c.service: c.config_hash
+            for c in found
+            if c.service in self.env.stores and c.state == "running" and not c.oneoff and c.config_hash
+        }
 
     def _hub_users(self, timeout: float) -> None:
         container = self._running("rabbitmq", "its services' users cannot be created")
@@ -777,11 +818,13 @@ class DockerRuntime:
             for name, svc in self.env.services.items()
         }
         running = any(c.service == "postgres" and c.state == "running" for c in self.containers())
-        return Desired(wants, pending(self.migrate(self.env.database_services, ["status"])) if running else {})
+        pending_ids = pending(self.migrate(self.env.database_services, ["status"])) if running else {}
+        return Desired(wants, pending_ids, stores=self._store_hashes(version))
 
     def observe(self) -> Observed:
         by_service: dict[str, list[ContainerState]] = {}
-        for c in self.containers():
+        states = self.containers()
+        for c in states:
             by_service.setdefault(c.service, []).append(c)
         haves = {}
         for name, found in by_service.items():
@@ -789,7 +832,7 @@ class DockerRuntime:
             config = digest(self.files.read_text(self.bundle_dir / "env" / f"{name}.env"))
             unhealthy = sum(1 for c in running if c.health == "unhealthy")
             haves[name] = Have((running or found)[0].image, len(running), config, unhealthy)
-        return Observed(haves)
+        return Observed(haves, stores=self._running_stores(states))
 
     def drift(self, version: str) -> list[Drift]:
         return bundle.drift(self._rendered(version), self.bundle_dir, self.files)
@@ -837,7 +880,7 @@ class DockerRuntime:
             return dict(zip(names, pool.map(one, names), strict=True))
 
     def units(self) -> list[str]:
-        stores = ["postgres", "redis", *(["rabbitmq"] if self.env.uses_rabbitmq else [])]
+        stores = self.env.stores
         return [*stores, *self.env.services, *(["nginx"] if self.env.nginx.enabled else [])]
 
     def logs(

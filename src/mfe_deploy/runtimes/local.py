@@ -31,12 +31,20 @@ from mfe_deploy.exec.secret import Secret
 from mfe_deploy.local_bundle import PG_SYSTEM_USER, LocalLayout, render_local
 from mfe_deploy.ops import health, migrations, schema
 from mfe_deploy.ops.migrations import pending
-from mfe_deploy.plan import Desired, Have, Observed, Want, digest
+from mfe_deploy.plan import Desired, Have, Observed, Want, digest, store_refusal, store_restarts
 from mfe_deploy.render import Bundle, Capabilities, Endpoints, environments, render
 from mfe_deploy.runtimes import eventhub, premigration
-from mfe_deploy.runtimes.contract import Deployment, Features, Node, StartFailed, UnitStatus, Unsupported
+from mfe_deploy.runtimes.contract import (
+    Deployment,
+    Features,
+    Node,
+    StartFailed,
+    StoresWouldRestart,
+    UnitStatus,
+    Unsupported,
+)
 from mfe_deploy.state.ledger import Release
-from mfe_deploy.supervisor import ProgramState, parse_status
+from mfe_deploy.supervisor import ProgramState, parse_status, program_fingerprints
 
 # The variables of the CLI's environment the supervised programs inherit.
 INHERITED = frozenset({"PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH"})
@@ -120,7 +128,10 @@ class LocalRuntime:
             for name, svc in self.env.services.items()
         }
         running = health.port_open(self.env.database.port)
-        return Desired(wants, pending(self.migrate(self.env.database_services, ["status"])) if running else {})
+        pending_ids = pending(self.migrate(self.env.database_services, ["status"])) if running else {}
+        return Desired(
+            wants, pending_ids, stores=program_fingerprints(local.files["supervisord.conf"].text, self.env.stores)
+        )
 
     def observe(self) -> Observed:
         states = self.states()
@@ -137,7 +148,12 @@ class LocalRuntime:
             healthy = name in probes and probes[name].healthy
             config = digest(_read(self.layout.env_file(name)))
             haves[name] = Have(str(version) if version else None, up, config, 0 if healthy or not up else 1)
-        return Observed(haves)
+        return Observed(haves, stores=self._running_stores(states))
+
+    def _running_stores(self, states: dict[str, ProgramState]) -> dict[str, str]:
+        """The running store programs' sections as supervisord read them (the configuration on disk)."""
+        written = program_fingerprints(_read(self.layout.conf) or "", self.env.stores)
+        return {name: fp for name, fp in written.items() if name in states and states[name].running}
 
     def drift(self, version: str) -> list[Drift]:
         main, local = self._render(self._bins(), version)
@@ -145,7 +161,7 @@ class LocalRuntime:
         return found + [dataclasses.replace(d, path=f"local/{d.path}") for d in bundle.drift(local, self.layout.root)]
 
     # --- up ----------------------------------------------------------------------------------------
-    def up(self, *, wait: bool, timeout: float, version: str = "dev") -> list[UnitStatus]:
+    def up(self, *, wait: bool, timeout: float, version: str = "dev", restart_stores: bool = False) -> list[UnitStatus]:
         bins = self._bins()
         if not _services_installed():
             raise MfeError("the services package (mfe_services) is not importable by this Python: run scripts/venv")
@@ -153,6 +169,12 @@ class LocalRuntime:
         states = self.states(bins) if running else {}
         self._check_ports(states)
         main, local = self._render(bins, version)
+        wanted = program_fingerprints(local.files["supervisord.conf"].text, self.env.stores)
+        restarts = store_restarts(wanted, self._running_stores(states))
+        if restarts and not restart_stores:
+            raise StoresWouldRestart(store_refusal(self.env.name, restarts))
+        if restarts:
+            self.console.info(f"restarting {', '.join(restarts)} (configuration changed, --restart-stores)")
         bundle.write(main, self.layout.bundle)
         changed = bundle.write(local, self.layout.root)
         self._prepare_dirs()
@@ -541,7 +563,7 @@ class LocalRuntime:
         raise Unsupported("images live on the docker runtime")
 
     def units(self) -> list[str]:
-        names = ["postgres", "redis", *(["rabbitmq"] if self.env.uses_rabbitmq else [])]
+        names = list(self.env.stores)
         names += ["prometheus"] if self.env.monitoring.enabled else []
         return names + list(self.env.services) + (["nginx"] if self.env.nginx.enabled else [])
 

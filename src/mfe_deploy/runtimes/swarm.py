@@ -27,9 +27,19 @@ from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.docker_host import AtEngine
 from mfe_deploy.exec.runner import Runner
 from mfe_deploy.ops import health, migrations, schema
+from mfe_deploy.plan import store_refusal, store_restarts
 from mfe_deploy.render import LIVE_NETWORK, Bundle, BundleFile, Capabilities, NginxPaths, nginx_conf, render
 from mfe_deploy.runtimes import eventhub
-from mfe_deploy.runtimes.contract import Deployment, Features, Node, RolledBack, StartFailed, UnitStatus, Unsupported
+from mfe_deploy.runtimes.contract import (
+    Deployment,
+    Features,
+    Node,
+    RolledBack,
+    StartFailed,
+    StoresWouldRestart,
+    UnitStatus,
+    Unsupported,
+)
 from mfe_deploy.runtimes.docker import HEALTH_PROBE, DockerRuntime, parse_probe
 from mfe_deploy.state.ledger import Release
 
@@ -108,8 +118,11 @@ class SwarmRuntime(DockerRuntime):
         return self._swarm_bundle(dict.fromkeys(self.env.services, version))
 
     # --- up ------------------------------------------------------------------------------------------------
-    def up(self, *, wait: bool, timeout: float, version: str = "dev") -> list[UnitStatus]:
+    def up(self, *, wait: bool, timeout: float, version: str = "dev", restart_stores: bool = False) -> list[UnitStatus]:
         started = time.monotonic()
+        restarts = store_restarts(self._store_hashes(version), self._running_stores())
+        if restarts and not restart_stores:
+            raise StoresWouldRestart(store_refusal(self.env.name, restarts))
         prepared = self._prepared(version)
         if prepared is None:
             return self.status()
@@ -118,6 +131,8 @@ class SwarmRuntime(DockerRuntime):
         backup = ""
         try:
             stores = [u for u in swarm_stack.STORES if u in self.units()]
+            if restarts:
+                self.console.info(f"restarting {', '.join(restarts)} (configuration changed, --restart-stores)")
             self._deploy("stores.yml", stores, timeout, prune=False)
             self._hub_users(timeout)
             heads, backup = self._migrate(versions)
@@ -142,6 +157,17 @@ class SwarmRuntime(DockerRuntime):
         self._record("up", "succeeded", versions, digest, heads, note=note, backup=backup)
         self._remove_unused_objects()
         return self.status()
+
+    def _store_hashes(self, version: str) -> dict[str, str]:
+        """Each store's definition digest as `version`'s stack file labels it."""
+        doc = yaml.safe_load(self._rendered(version).files["stores.yml"].text)
+        return {u: svc["deploy"]["labels"][swarm_stack.STORE_LABEL] for u, svc in doc["services"].items()}
+
+    def _running_stores(self, states: Sequence[ContainerState] | None = None) -> dict[str, str]:
+        """The digest each deployed store's service carries (none: deployed before stores had one)."""
+        found = self._inspect(self.env.stores)
+        labels = {u: (spec["Spec"].get("Labels") or {}).get(swarm_stack.STORE_LABEL) for u, spec in found.items()}
+        return {u: label for u, label in labels.items() if label}
 
     def _hub_users(self, timeout: float) -> None:
         if not self.env.uses_rabbitmq:
@@ -327,6 +353,10 @@ class SwarmRuntime(DockerRuntime):
         self, service: str, to: str | None, timeout: float, *, schema_policy: schema.Policy = "check"
     ) -> Release:
         current, target = self._rollback_target(service, to)
+        # The whole stack is deployed again: a store whose configuration changed since would restart.
+        restarts = store_restarts(self._store_hashes(target), self._running_stores())
+        if restarts:
+            raise StoresWouldRestart(store_refusal(self.env.name, restarts))
         verdict = None if schema_policy == "ignore" else self._verdict(service, target)
         versions = {**current, service: target}
         if verdict is not None and verdict.blocking and schema_policy == "restore":
