@@ -326,9 +326,21 @@ def test_nginx_fronts_the_local_stack_with_tls(fresh: Project) -> None:
     assert through.headers["strict-transport-security"] == "max-age=63072000"
     redirect = httpx.get(f"http://localhost:{http}/api/x", follow_redirects=False, timeout=10)
     assert (redirect.status_code, redirect.headers["location"]) == (308, f"https://localhost:{https}/api/x")
+    if os.geteuid() == 0:
+        # Started by root, nginx runs as its own user, master and workers, and reads its own key copy.
+        pids = [rows["nginx"]["pid"], *_children(rows["nginx"]["pid"])]
+        users = {Path(f"/proc/{pid}").owner() for pid in pids}
+        assert len(pids) >= 2 and users == {"mfe-nginx"}, (pids, users)
+        log = fresh.cli("logs", "nginx", "--env", ENV, "--tail", "200").stdout
+        assert "GET /api/x" in log and "Permission denied" not in log, log  # its access log reaches us
     assert fresh.cli("down", "--env", ENV).returncode == 0
     time.sleep(0.3)
     assert fresh.listening() == []
+
+
+def _children(pid: int) -> list[int]:
+    found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(p) for p in found]
 
 
 def test_on_the_rabbitmq_hub_each_service_connects_as_its_own_user(fresh: Project) -> None:

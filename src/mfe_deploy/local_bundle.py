@@ -63,6 +63,12 @@ class LocalLayout:
         digest = hashlib.sha256(str(self.bundle).encode()).hexdigest()[:12]
         return Path("/tmp") / f"mfe-{os.getuid()}-{digest}"  # noqa: S108 - private 0700 folder, per user and bundle
 
+    @property
+    def nginx_run(self) -> Path:
+        """nginx's own folder when it runs as its own user: copies of its configuration, certificate and key,
+        its pid and temporary files. Inside the run folder, which that user may traverse, not list."""
+        return self.run / "nginx"
+
     def env_file(self, unit: str) -> Path:
         return self.root / "env" / f"{unit}.env"
 
@@ -78,6 +84,20 @@ class LocalLayout:
             "RABBITMQ_DIST_PORT": str(port + 20000 if (port := env.rabbitmq.port) < 45000 else port - 20000),
             "HOME": str(self.data / "rabbitmq"),
         }
+
+
+NGINX_USER = "mfe-nginx"
+# As root: give nginx's user the pipes supervisord made (nginx opens /dev/stderr and /dev/stdout by name),
+# then become that user, with no supplementary group, and run nginx.
+NGINX_DROP = (
+    f"chown {NGINX_USER}:{NGINX_USER} /proc/self/fd/1 /proc/self/fd/2"
+    f' && exec setpriv --reuid={NGINX_USER} --regid={NGINX_USER} --clear-groups "$@"'
+)
+
+
+def nginx_unprivileged(env: Environment, *, run_as_root: bool) -> bool:
+    """Whether the local nginx runs as NGINX_USER: when started by root, unless a port of its is below 1024."""
+    return run_as_root and min(env.nginx.http_port, env.nginx.https_port) >= 1024
 
 
 def _env_text(env_name: str, unit: str, variables: list[tuple[str, object]]) -> str:
@@ -173,22 +193,27 @@ def render_local(
         rabbitmq_environment = ",".join(f'{k}="{v}"' for k, v in layout.rabbitmq_environ(env).items())
     nginx_command = None
     if env.nginx.enabled and bins.nginx is not None:
+        # Run by root, nginx drops to its own user (when its ports allow: a port below 1024 needs root):
+        # supervisord's pipes are root's, so they are handed over first, as in nginx's container.
+        home = layout.nginx_run if nginx_unprivileged(env, run_as_root=run_as_root) else None
+        conf_path = home / "nginx.conf" if home else layout.root / "nginx" / "nginx.conf"
         paths = NginxPaths(
             upstream="127.0.0.1",
-            ssl=str(layout.root / "nginx" / "ssl"),
-            pid=str(layout.run / "nginx.pid"),
+            ssl=str(home / "ssl" if home else layout.root / "nginx" / "ssl"),
+            pid=str((home or layout.run) / "nginx.pid"),
             listen_http=f"127.0.0.1:{env.nginx.http_port}",
             listen_https=f"127.0.0.1:{env.nginx.https_port}",
             listen_http6=None,
             listen_https6=None,  # loopback IPv4 only: a host may have no ::1
             http2_directive=False,  # whatever this machine's nginx: the listen parameter works on all
             dns=None,  # no engine DNS here: an OCSP responder given by name is not stapled
-            temp=str(data / "nginx"),
+            temp=str(home or data / "nginx"),
         )
         files["nginx/nginx.conf"] = BundleFile(nginx_conf(env, paths))
-        nginx_command = shlex.join(
-            [str(bins.nginx), "-e", "stderr", "-c", str(layout.root / "nginx" / "nginx.conf"), "-g", "daemon off;"]
-        )
+        argv = [str(bins.nginx), "-e", "stderr", "-c", str(conf_path), "-g", "daemon off;"]
+        if home:
+            argv = ["sh", "-c", NGINX_DROP, "nginx", *argv]
+        nginx_command = shlex.join(argv)
     prometheus_command = None
     if env.monitoring.enabled and bins.prometheus is not None:
         targets: dict[str, tuple[str, int]] = {name: ("127.0.0.1", svc.port) for name, svc in env.services.items()}

@@ -28,7 +28,7 @@ from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.host import write_atomic
 from mfe_deploy.exec.process import LocalProcess
 from mfe_deploy.exec.secret import Secret
-from mfe_deploy.local_bundle import PG_SYSTEM_USER, LocalLayout, render_local
+from mfe_deploy.local_bundle import NGINX_USER, PG_SYSTEM_USER, LocalLayout, nginx_unprivileged, render_local
 from mfe_deploy.ops import health, migrations, schema
 from mfe_deploy.ops.migrations import pending
 from mfe_deploy.plan import Desired, Have, Observed, Want, digest, store_refusal, store_restarts
@@ -242,6 +242,8 @@ class LocalRuntime:
         layout.run.mkdir(mode=0o700, exist_ok=True)
         if layout.run.stat().st_uid != os.getuid():
             raise MfeError(f"{layout.run} belongs to another user; remove it")
+        if self.env.nginx.enabled and nginx_unprivileged(self.env, run_as_root=_as_root()):
+            self._nginx_home()
         pg = layout.pg_data
         pg.mkdir(parents=True, exist_ok=True, mode=0o700)
         if _as_root():
@@ -255,10 +257,26 @@ class LocalRuntime:
                 for folder in (layout.data, layout.root, layout.bundle, layout.bundle.parent):
                     folder.chmod(folder.stat().st_mode | 0o001)
 
+    def _nginx_home(self) -> None:
+        """nginx's folder, its user's alone: its configuration, certificate and key copied in (the key may
+        be a file of root's, mode 0600), so that nginx reads them without root."""
+        layout = self.layout
+        _ensure_system_user(NGINX_USER)
+        layout.run.chmod(0o711)  # traversable to nginx's folder, not listable
+        home = layout.nginx_run
+        (home / "ssl").mkdir(parents=True, exist_ok=True, mode=0o700)
+        home.chmod(0o700)
+        shutil.copyfile(layout.root / "nginx" / "nginx.conf", home / "nginx.conf")
+        for name, mode in (("cert.pem", 0o644), ("key.pem", 0o600)):
+            write_atomic(home / "ssl" / name, (layout.root / "nginx" / "ssl" / name).read_bytes(), mode)
+        for path in (home, home / "ssl", home / "nginx.conf", home / "ssl" / "cert.pem", home / "ssl" / "key.pem"):
+            shutil.chown(path, NGINX_USER, NGINX_USER)
+
     def _initdb(self, bins: Binaries) -> None:
         pgdata = self.layout.pg_data
         if (pgdata / "PG_VERSION").exists():
             return
+        mode = self.layout.run.stat().st_mode & 0o777  # 0711 when nginx has a folder in it
         with tempfile.NamedTemporaryFile("w", delete=False, dir=self.layout.run, prefix="pw") as pw:
             pw.write(self.secrets.postgres_password.reveal())
         try:
@@ -287,7 +305,7 @@ class LocalRuntime:
             )
         finally:
             Path(pw.name).unlink(missing_ok=True)
-            self.layout.run.chmod(0o700)
+            self.layout.run.chmod(mode)
         if done.returncode != 0:
             shutil.rmtree(pgdata, ignore_errors=True)
             raise StartFailed(f"initdb failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ''}")
