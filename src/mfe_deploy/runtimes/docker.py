@@ -230,9 +230,7 @@ class DockerRuntime:
 
     def up(self, *, wait: bool, timeout: float, version: str = "dev", restart_stores: bool = False) -> list[UnitStatus]:
         started = time.monotonic()
-        restarts = store_restarts(self._store_hashes(version), self._running_stores())
-        if restarts and not restart_stores:
-            raise StoresWouldRestart(store_refusal(self.env.name, restarts))
+        restarts = self._store_restarts(version, allowed=restart_stores)
         prepared = self._prepared(version)
         if prepared is None:
             return self.status()
@@ -273,6 +271,14 @@ class DockerRuntime:
         for tag in self.prune_images():
             self.console.info(f"pruned {tag}")
         return self.status()
+
+    def _store_restarts(self, version: str, *, allowed: bool) -> list[str]:
+        """The running stores whose configuration `version`'s bundle changes (applying it restarts them);
+        StoresWouldRestart, before anything changed, unless the restart is allowed."""
+        restarts = store_restarts(self._store_hashes(version), self._running_stores())
+        if restarts and not allowed:
+            raise StoresWouldRestart(store_refusal(self.env.name, restarts))
+        return restarts
 
     def _store_hashes(self, version: str) -> dict[str, str]:
         """compose's hash of each store as `version`'s bundle defines it, from a compose file of the stores

@@ -27,7 +27,6 @@ from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.docker_host import AtEngine
 from mfe_deploy.exec.runner import Runner
 from mfe_deploy.ops import health, migrations, schema
-from mfe_deploy.plan import store_refusal, store_restarts
 from mfe_deploy.render import LIVE_NETWORK, Bundle, BundleFile, Capabilities, NginxPaths, nginx_conf, render
 from mfe_deploy.runtimes import eventhub
 from mfe_deploy.runtimes.contract import (
@@ -36,7 +35,6 @@ from mfe_deploy.runtimes.contract import (
     Node,
     RolledBack,
     StartFailed,
-    StoresWouldRestart,
     UnitStatus,
     Unsupported,
 )
@@ -120,9 +118,7 @@ class SwarmRuntime(DockerRuntime):
     # --- up ------------------------------------------------------------------------------------------------
     def up(self, *, wait: bool, timeout: float, version: str = "dev", restart_stores: bool = False) -> list[UnitStatus]:
         started = time.monotonic()
-        restarts = store_restarts(self._store_hashes(version), self._running_stores())
-        if restarts and not restart_stores:
-            raise StoresWouldRestart(store_refusal(self.env.name, restarts))
+        restarts = self._store_restarts(version, allowed=restart_stores)
         prepared = self._prepared(version)
         if prepared is None:
             return self.status()
@@ -354,9 +350,7 @@ class SwarmRuntime(DockerRuntime):
     ) -> Release:
         current, target = self._rollback_target(service, to)
         # The whole stack is deployed again: a store whose configuration changed since would restart.
-        restarts = store_restarts(self._store_hashes(target), self._running_stores())
-        if restarts:
-            raise StoresWouldRestart(store_refusal(self.env.name, restarts))
+        self._store_restarts(target, allowed=False)
         verdict = None if schema_policy == "ignore" else self._verdict(service, target)
         versions = {**current, service: target}
         if verdict is not None and verdict.blocking and schema_policy == "restore":
