@@ -484,9 +484,12 @@ def test_second_up_recreates_nothing(project: Project) -> None:
     assert project.containers() == before
 
 
-def test_a_store_whose_configuration_changed_restarts_only_with_restart_stores(project: Project) -> None:
-    """redis gets a memory limit: `plan` names the restart, `up` refuses it and changes nothing, `up
-    --restart-stores` recreates redis alone, with the new setting, and the stack is healthy on it."""
+def test_a_store_whose_configuration_changed_restarts_only_with_restart_stores(
+    project: Project, hooks: Receiver
+) -> None:
+    """redis gets a memory limit: `plan` names the restart, `up` refuses it (a failed deploy, notified) and
+    changes nothing, `up --restart-stores` recreates redis alone, with the new setting, and the stack is
+    healthy on it."""
     env_file = project.root / "environments" / f"{ENV}.yaml"
     env_file.write_text(env_file.read_text() + "redis:\n  maxmemory: 64m\n")
     before = project.containers()
@@ -498,6 +501,10 @@ def test_a_store_whose_configuration_changed_restarts_only_with_restart_stores(p
     said = " ".join(refused.stderr.split())
     assert refused.returncode == 1 and "configuration of redis changed" in said and "Nothing was changed" in said, said
     assert project.containers() == before
+    (posted,) = hooks.wait(1)
+    event = json.loads(posted.body)
+    assert event["event"] == "deploy.failed" and "redis" in event["summary"], event
+    hooks.posts.clear()  # the automatic rollback's test counts its own
     applied = project.cli("up", "--env", ENV, "--version", "v1", "--restart-stores")
     assert applied.returncode == 0, applied.stdout + applied.stderr
     after = project.containers()
