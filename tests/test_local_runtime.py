@@ -331,6 +331,14 @@ def test_nginx_fronts_the_local_stack_with_tls(fresh: Project) -> None:
         pids = [rows["nginx"]["pid"], *_children(rows["nginx"]["pid"])]
         users = {Path(f"/proc/{pid}").owner() for pid in pids}
         assert len(pids) >= 2 and users == {"mfe-nginx"}, (pids, users)
+        # Its configuration, certificate and key are root's copies, readable by its group, in a folder it
+        # cannot write to (root never writes where nginx's user could leave a link).
+        # (nginx rewrites its command line as its title: "nginx: master process ... -c PATH ...")
+        argv = Path(f"/proc/{rows['nginx']['pid']}/cmdline").read_text().replace("\0", " ").split()
+        conf = Path(argv[argv.index("-c") + 1])
+        for path, mode in ((conf.parent, 0o750), (conf, 0o640), (conf.parent / "key.pem", 0o640)):
+            info = path.lstat()
+            assert (info.st_uid, path.group(), info.st_mode & 0o777) == (0, "mfe-nginx", mode), path
         log = fresh.cli("logs", "nginx", "--env", ENV, "--tail", "200").stdout
         assert "GET /api/x" in log and "Permission denied" not in log, log  # its access log reaches us
     assert fresh.cli("down", "--env", ENV).returncode == 0

@@ -65,9 +65,14 @@ class LocalLayout:
 
     @property
     def nginx_run(self) -> Path:
-        """nginx's own folder when it runs as its own user: copies of its configuration, certificate and key,
-        its pid and temporary files. Inside the run folder, which that user may traverse, not list."""
+        """nginx's own folder when it runs as its own user: its pid and temporary files, nothing else (root
+        never writes in a folder that user can change). Inside the run folder, traversable, not listable."""
         return self.run / "nginx"
+
+    @property
+    def nginx_conf(self) -> Path:
+        """Root's folder, readable by nginx's group: copies of its configuration, certificate and key."""
+        return self.run / "nginx-conf"
 
     def env_file(self, unit: str) -> Path:
         return self.root / "env" / f"{unit}.env"
@@ -196,10 +201,10 @@ def render_local(
         # Run by root, nginx drops to its own user (when its ports allow: a port below 1024 needs root):
         # supervisord's pipes are root's, so they are handed over first, as in nginx's container.
         home = layout.nginx_run if nginx_unprivileged(env, run_as_root=run_as_root) else None
-        conf_path = home / "nginx.conf" if home else layout.root / "nginx" / "nginx.conf"
+        conf_path = layout.nginx_conf / "nginx.conf" if home else layout.root / "nginx" / "nginx.conf"
         paths = NginxPaths(
             upstream="127.0.0.1",
-            ssl=str(home / "ssl" if home else layout.root / "nginx" / "ssl"),
+            ssl=str(layout.nginx_conf if home else layout.root / "nginx" / "ssl"),
             pid=str((home or layout.run) / "nginx.pid"),
             listen_http=f"127.0.0.1:{env.nginx.http_port}",
             listen_https=f"127.0.0.1:{env.nginx.https_port}",

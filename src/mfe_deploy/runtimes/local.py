@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import grp
 import hashlib
 import os
 import pwd
@@ -258,19 +259,28 @@ class LocalRuntime:
                     folder.chmod(folder.stat().st_mode | 0o001)
 
     def _nginx_home(self) -> None:
-        """nginx's folder, its user's alone: its configuration, certificate and key copied in (the key may
-        be a file of root's, mode 0600), so that nginx reads them without root."""
+        """nginx's two folders: its own (pid, temporary files), and root's, readable by its group, with copies
+        of its configuration, certificate and key (the key may be a file of root's, mode 0600). Root writes
+        only in the second: nginx's user cannot put a link there for root to write through."""
         layout = self.layout
         _ensure_system_user(NGINX_USER)
-        layout.run.chmod(0o711)  # traversable to nginx's folder, not listable
-        home = layout.nginx_run
-        (home / "ssl").mkdir(parents=True, exist_ok=True, mode=0o700)
-        home.chmod(0o700)
-        shutil.copyfile(layout.root / "nginx" / "nginx.conf", home / "nginx.conf")
-        for name, mode in (("cert.pem", 0o644), ("key.pem", 0o600)):
-            write_atomic(home / "ssl" / name, (layout.root / "nginx" / "ssl" / name).read_bytes(), mode)
-        for path in (home, home / "ssl", home / "nginx.conf", home / "ssl" / "cert.pem", home / "ssl" / "key.pem"):
-            shutil.chown(path, NGINX_USER, NGINX_USER)
+        group = grp.getgrnam(NGINX_USER).gr_gid
+        layout.run.chmod(0o711)  # traversable to nginx's folders, not listable
+        for folder, owner, mode in (
+            (layout.nginx_run, pwd.getpwnam(NGINX_USER).pw_uid, 0o700),
+            (layout.nginx_conf, 0, 0o750),
+        ):
+            folder.mkdir(exist_ok=True)  # in root's run folder: nobody else can put anything in its place
+            os.chown(folder, owner, group, follow_symlinks=False)
+            folder.chmod(mode)
+        sources = {
+            "nginx.conf": layout.root / "nginx" / "nginx.conf",
+            "cert.pem": layout.root / "nginx" / "ssl" / "cert.pem",
+            "key.pem": layout.root / "nginx" / "ssl" / "key.pem",
+        }
+        for name, source in sources.items():
+            write_atomic(layout.nginx_conf / name, source.read_bytes(), 0o640)
+            os.chown(layout.nginx_conf / name, 0, group, follow_symlinks=False)
 
     def _initdb(self, bins: Binaries) -> None:
         pgdata = self.layout.pg_data
