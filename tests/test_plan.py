@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mfe_deploy.plan import Desired, Have, Observed, Step, Want, changed_keys, plan, store_refusal, store_restarts
+from mfe_deploy.runtimes.contract import StoresWouldRestart, guard_stores
 
 WANT = {"gateway": Want("p/gateway:v1", 2, "c1"), "auth": Want("p/auth:v1", 1, "c2")}
 SAME = {"gateway": Have("p/gateway:v1", 2, "c1"), "auth": Have("p/auth:v1", 1, "c2")}
@@ -100,3 +101,14 @@ def test_the_refusal_names_the_stores_the_downtime_and_the_way_on() -> None:
     text = store_refusal("staging", ["postgres", "redis"])
     assert "postgres, redis" in text and "restarts them" in text and "Nothing was changed" in text
     assert "`mfe-deploy up --env staging --restart-stores`" in text
+
+
+def test_the_store_guard_refuses_unless_allowed_and_says_the_restart_when_it_is() -> None:
+    said: list[str] = []
+    wanted, running = {"postgres": "h1", "redis": "new"}, {"postgres": "h1", "redis": "old"}
+    with pytest.raises(StoresWouldRestart) as refused:
+        guard_stores("staging", wanted, running, allowed=False, say=said.append)
+    assert refused.value.exit_code == 1 and "configuration of redis changed" in str(refused.value) and said == []
+    assert guard_stores("staging", wanted, running, allowed=True, say=said.append) == ["redis"]
+    assert said == ["redis: configuration changed, restarted (--restart-stores)"]
+    assert guard_stores("staging", wanted, {"postgres": "h1"}, allowed=False, say=said.append) == []

@@ -71,8 +71,6 @@ class Compose:
     def config_hashes(self, file: str = "compose.yml") -> Command:
         """compose's hash of each service's configuration: what it compares with a container's label to
         decide a recreate. `file`: another compose file in the bundle's folder (the same relative paths)."""
-        if file == "compose.yml":
-            return self("config", "--hash", "*")
         return Command((*self.argv, "-f", str(self.bundle / file), "config", "--hash", "*"), cwd=self.bundle)
 
     def ps(self) -> Command:

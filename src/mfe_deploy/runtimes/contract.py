@@ -5,12 +5,13 @@ resolve the secrets when a step needs them: read-only commands never do)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from mfe_deploy.errors import MfeError
+from mfe_deploy.plan import store_refusal, store_restarts
 
 if TYPE_CHECKING:
     from mfe_deploy.backups.pg import Postgres
@@ -41,6 +42,19 @@ class StoresWouldRestart(MfeError):
     """`up` stopped before changing anything: applying the environment restarts a store (downtime)."""
 
     exit_code = 1
+
+
+def guard_stores(
+    env: str, wanted: Mapping[str, str], running: Mapping[str, str], *, allowed: bool, say: Callable[[str], None]
+) -> list[str]:
+    """The running stores whose configuration changes (applying it restarts them). Refused, before anything
+    changed, unless the restart is allowed (--restart-stores); said when it is."""
+    restarts = store_restarts(wanted, running)
+    if restarts and not allowed:
+        raise StoresWouldRestart(store_refusal(env, restarts))
+    if restarts:
+        say(f"{', '.join(restarts)}: configuration changed, restarted (--restart-stores)")
+    return restarts
 
 
 class Unsupported(MfeError):

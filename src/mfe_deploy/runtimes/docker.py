@@ -44,7 +44,7 @@ from mfe_deploy.exec.process import LocalProcess
 from mfe_deploy.exec.runner import Completed, Runner
 from mfe_deploy.ops import health, migrations, schema
 from mfe_deploy.ops.migrations import pending
-from mfe_deploy.plan import Desired, Have, Observed, Want, digest, store_refusal, store_restarts
+from mfe_deploy.plan import Desired, Have, Observed, Want, digest
 from mfe_deploy.render import (
     ENV_IN_CONTAINER,
     GREEN_FLAG,
@@ -64,9 +64,9 @@ from mfe_deploy.runtimes.contract import (
     Node,
     RolledBack,
     StartFailed,
-    StoresWouldRestart,
     UnitStatus,
     Unsupported,
+    guard_stores,
 )
 from mfe_deploy.state.ledger import Ledger, Release
 
@@ -230,15 +230,13 @@ class DockerRuntime:
 
     def up(self, *, wait: bool, timeout: float, version: str = "dev", restart_stores: bool = False) -> list[UnitStatus]:
         started = time.monotonic()
-        restarts = self._store_restarts(version, allowed=restart_stores)
+        self._guard_stores(version, allowed=restart_stores)
         prepared = self._prepared(version)
         if prepared is None:
             return self.status()
         previous, versions, digest = prepared
         self._run(self.compose.check(), "compose config")
         stores = self.env.stores
-        if restarts:
-            self.console.info(f"restarting {', '.join(restarts)} (configuration changed, --restart-stores)")
         with self.console.status("starting the stores"):
             self._run(self.compose.up(*stores, timeout=timeout), "starting the stores")
         if self.env.uses_rabbitmq:
@@ -272,13 +270,12 @@ class DockerRuntime:
             self.console.info(f"pruned {tag}")
         return self.status()
 
-    def _store_restarts(self, version: str, *, allowed: bool) -> list[str]:
-        """The running stores whose configuration `version`'s bundle changes (applying it restarts them);
-        StoresWouldRestart, before anything changed, unless the restart is allowed."""
-        restarts = store_restarts(self._store_hashes(version), self._running_stores())
-        if restarts and not allowed:
-            raise StoresWouldRestart(store_refusal(self.env.name, restarts))
-        return restarts
+    def _guard_stores(self, version: str, *, allowed: bool) -> None:
+        """StoresWouldRestart, before anything changed, when `version`'s bundle changes a running store's
+        configuration and the restart is not allowed."""
+        guard_stores(
+            self.env.name, self._store_hashes(version), self._running_stores(), allowed=allowed, say=self.console.info
+        )
 
     def _store_hashes(self, version: str) -> dict[str, str]:
         """compose's hash of each store as `version`'s bundle defines it, from a compose file of the stores

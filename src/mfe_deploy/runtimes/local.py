@@ -32,7 +32,7 @@ from mfe_deploy.exec.secret import Secret
 from mfe_deploy.local_bundle import NGINX_USER, PG_SYSTEM_USER, LocalLayout, nginx_unprivileged, render_local
 from mfe_deploy.ops import health, migrations, schema
 from mfe_deploy.ops.migrations import pending
-from mfe_deploy.plan import Desired, Have, Observed, Want, digest, store_refusal, store_restarts
+from mfe_deploy.plan import Desired, Have, Observed, Want, digest
 from mfe_deploy.render import Bundle, Capabilities, Endpoints, environments, render
 from mfe_deploy.runtimes import eventhub, premigration
 from mfe_deploy.runtimes.contract import (
@@ -40,9 +40,9 @@ from mfe_deploy.runtimes.contract import (
     Features,
     Node,
     StartFailed,
-    StoresWouldRestart,
     UnitStatus,
     Unsupported,
+    guard_stores,
 )
 from mfe_deploy.state.ledger import Release
 from mfe_deploy.supervisor import ProgramState, parse_status, program_fingerprints
@@ -171,11 +171,7 @@ class LocalRuntime:
         self._check_ports(states)
         main, local = self._render(bins, version)
         wanted = program_fingerprints(local.files["supervisord.conf"].text, self.env.stores)
-        restarts = store_restarts(wanted, self._running_stores(states))
-        if restarts and not restart_stores:
-            raise StoresWouldRestart(store_refusal(self.env.name, restarts))
-        if restarts:
-            self.console.info(f"restarting {', '.join(restarts)} (configuration changed, --restart-stores)")
+        guard_stores(self.env.name, wanted, self._running_stores(states), allowed=restart_stores, say=self.console.info)
         bundle.write(main, self.layout.bundle)
         changed = bundle.write(local, self.layout.root)
         self._prepare_dirs()

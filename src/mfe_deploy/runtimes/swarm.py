@@ -118,7 +118,7 @@ class SwarmRuntime(DockerRuntime):
     # --- up ------------------------------------------------------------------------------------------------
     def up(self, *, wait: bool, timeout: float, version: str = "dev", restart_stores: bool = False) -> list[UnitStatus]:
         started = time.monotonic()
-        restarts = self._store_restarts(version, allowed=restart_stores)
+        self._guard_stores(version, allowed=restart_stores)
         prepared = self._prepared(version)
         if prepared is None:
             return self.status()
@@ -127,8 +127,6 @@ class SwarmRuntime(DockerRuntime):
         backup = ""
         try:
             stores = [u for u in swarm_stack.STORES if u in self.units()]
-            if restarts:
-                self.console.info(f"restarting {', '.join(restarts)} (configuration changed, --restart-stores)")
             self._deploy("stores.yml", stores, timeout, prune=False)
             self._hub_users(timeout)
             heads, backup = self._migrate(versions)
@@ -350,7 +348,7 @@ class SwarmRuntime(DockerRuntime):
     ) -> Release:
         current, target = self._rollback_target(service, to)
         # The whole stack is deployed again: a store whose configuration changed since would restart.
-        self._store_restarts(target, allowed=False)
+        self._guard_stores(target, allowed=False)
         verdict = None if schema_policy == "ignore" else self._verdict(service, target)
         versions = {**current, service: target}
         if verdict is not None and verdict.blocking and schema_policy == "restore":
