@@ -6,7 +6,9 @@ first), `continue` (an unsolicited 100 Continue first), `chunked` (the answer in
 (`connection: close`, then the socket closes), `early` (a 413 as soon as the head arrives, the body never
 read), `slow` (50 ms before answering), `reset` (the first request with a given `x-token` gets its
 connection reset before any answer, as a replica closing its socket does; the next one is answered),
-`drop-idle` (every other connection that waits for a request is closed, this one after its answer: the
+`cut` (the first request with a given `x-token`
+gets the head of an answer, then the connection closes before its body, as CI once saw of a stopping
+replica), `drop-idle` (every other connection that waits for a request is closed, this one after its answer: the
 caller's pool holds none open afterwards). Like uvicorn, it answers `Expect: 100-continue` with an interim
 100 as soon as the head arrives: the sequence that put the gateway's pool out of step.
 """
@@ -23,6 +25,7 @@ import sys
 import httptools
 
 RESET: set[bytes] = set()  # the tokens whose first connection was reset
+CUT: set[bytes] = set()  # the tokens whose first answer was cut after its head
 OPEN: set[Echo] = set()
 
 
@@ -67,6 +70,12 @@ class Echo(asyncio.Protocol):
             self.answered = True
             sock = self.transport.get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
+            self._close()
+            return
+        if "cut" in self.modes and token not in CUT:
+            CUT.add(token)
+            self.answered = True
+            self._write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 153\r\n\r\n")
             self._close()
             return
         self.sent_continue = self.headers.get(b"expect", b"").lower() == b"100-continue"

@@ -175,14 +175,22 @@ class Gateway:
                 else:
                     conn.write(head + body)
                 status, headers = await asyncio.wait_for(asyncio.shield(conn.head), RESPONSE_TIMEOUT)
+                # Nothing goes to the client before the first piece of the body (or its end): an upstream
+                # lost between its head and its body is then still ours to answer for, by a retry or a 502,
+                # where forwarding the head first left the client a truncated response (CI: 1 of 756).
+                chunk, more = await asyncio.wait_for(conn.next_chunk(), RESPONSE_TIMEOUT)
                 break
             except UpstreamError as exc:
                 conn.close()
-                if exc.retryable and not streaming and attempt == 0 and (reused or replayable):
+                # The head arrived, then the connection was lost: the upstream may have done the work.
+                cut = conn.head.done() and not conn.head.cancelled() and conn.head.exception() is None
+                again = (exc.retryable or cut) and (replayable or (reused and exc.retryable))
+                if again and not streaming and attempt == 0:
                     # Closed before a byte of the answer: an idle connection the server dropped (a replica
                     # stopping, or its keep-alive timeout), or a new one reset before the server read it (a
-                    # replica closing its socket). Retry on a new connection, the name resolved anew; a new
-                    # connection only for a request the upstream may see twice.
+                    # replica closing its socket); or closed between the head and the body. Retry on a new
+                    # connection, the name resolved anew; a new connection, or a cut answer, only for a
+                    # request the upstream may see twice.
                     pool.close()
                     continue
                 log.warning("upstream failed", extra={"fields": {"upstream": name, "error": str(exc)}})
@@ -203,7 +211,7 @@ class Gateway:
         response = [(k, v) for k, v in headers if k not in drop]  # the Guard replaces X-Request-ID
         await send({"type": "http.response.start", "status": status, "headers": response + extra})
         try:
-            more = True
+            await send({"type": "http.response.body", "body": chunk, "more_body": more})
             while more:
                 chunk, more = await conn.next_chunk()
                 await send({"type": "http.response.body", "body": chunk, "more_body": more})
