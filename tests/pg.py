@@ -26,11 +26,31 @@ def bindir() -> Path:
 
 
 _HANDED_OUT: set[int] = set()
+# scripts/test runs groups of tests side by side, each with its own range of ports below the kernel's
+# ephemeral range (MFE_TEST_PORTS=LOW-HIGH): a port one group holds can never be another's, nor one the
+# kernel hands to a client socket or to bind(0). Without it (one pytest alone), any port the kernel offers.
+_RANGE = os.environ.get("MFE_TEST_PORTS", "")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("0.0.0.0", port))  # noqa: S104 - the widest bind: free on every address, loopback included
+        except OSError:
+            return False
+    return True
 
 
 def free_port() -> int:
     """A port free now and never handed out before in this run: the kernel readily gives a just-closed
     ephemeral port again, and two services of one environment on one port is a config error."""
+    if _RANGE:
+        low, high = (int(part) for part in _RANGE.split("-"))
+        for port in range(low, high + 1):
+            if port not in _HANDED_OUT and _bindable(port):
+                _HANDED_OUT.add(port)
+                return port
+        raise RuntimeError(f"MFE_TEST_PORTS={_RANGE}: every port of the range is taken")
     while True:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
