@@ -4,7 +4,9 @@ variables kept out of argv."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -17,6 +19,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from mfe_deploy.backups.store import Entry, Manifest
+from mfe_deploy.errors import MfeError
 from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.secret import Secret
 from mfe_deploy.remote import ssh
@@ -244,3 +248,34 @@ def test_images_are_shipped_only_when_the_other_engine_lacks_them() -> None:
     there = {"a:1": "sha256:aa", "b:1": "sha256:old", "c:1": ""}
     assert plan_ship(here, there) == ["b:1", "c:1"]  # same image stays, another image or none is sent
     assert plan_ship(here, dict(here)) == []
+
+
+def test_a_remote_manifest_cannot_name_a_file_outside_the_local_backups_folder(tmp_path: Path, server: Sshd) -> None:
+    """Finding 1 (high): a compromised host's manifest named `../../<anything>` with a matching SHA-256, and
+    `backup download` wrote it there (a .pth in the venv ran as root at the next Python start)."""
+    from mfe_deploy.backups.store import BackupError, Store
+    from mfe_deploy.remote.backups import RemoteBackups
+    from tests.test_trust_boundaries import BACKUP_ID, manifest
+
+    target = _target(server, tmp_path)
+    target = SshTarget(
+        target.user, target.host, target.port, target.identity_file, target.known_hosts, str(tmp_path / "host"), 5
+    )
+    planted = tmp_path / "host" / "backups" / BACKUP_ID
+    planted.mkdir(parents=True)
+    (planted / "zz.pth").write_bytes(b"dump")
+    (planted / "manifest.json").write_text(json.dumps(manifest(BACKUP_ID, "../../zz.pth")))
+    store = Store(tmp_path / "local" / "backups" / "remote")
+    with ExitStack() as resources:
+        remote = RemoteBackups(ssh.open_host(target, "remote", resources))
+        [entry] = remote.scan()
+        assert not entry.complete and "not a plain file name" in entry.problem
+        with pytest.raises(BackupError, match="no complete backup"):
+            remote.get(None)
+        parsed = Manifest.from_json(json.dumps(manifest(BACKUP_ID, "auth.dump")))
+        outside = dataclasses.replace(parsed.files["auth.dump"], name="../../zz.pth")
+        forged = Entry(BACKUP_ID, planted, dataclasses.replace(parsed, files={outside.name: outside}))
+        with pytest.raises(MfeError, match="not a plain file name"):
+            remote.download(forged, store)  # past the manifest's own check, the download still confines it
+    assert not (tmp_path / "local" / "backups" / "zz.pth").exists()
+    assert not (store.root / f"{BACKUP_ID}.partial").exists()

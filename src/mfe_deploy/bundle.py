@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import PurePath
 
 from mfe_deploy.exec.host import Files, LocalFiles
+from mfe_deploy.exec.names import is_relative
 from mfe_deploy.render import Bundle, BundleFile
 
 INDEX = ".mfe-files"
@@ -32,7 +33,9 @@ def _previous(out: PurePath, files: Files) -> list[str]:
         index = files.read_text(out / INDEX)
     except (OSError, UnicodeDecodeError):
         return []
-    return [line for line in (index or "").splitlines() if line]
+    # The index is a file on disk, not our word: a line that is not a relative path inside `out` (`..`,
+    # absolute, a control character) is never a file this tool wrote, and is never removed.
+    return [line for line in (index or "").split("\n") if line and is_relative(line)]
 
 
 def write(bundle: Bundle, out: PurePath, files: Files | None = None) -> list[str]:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from mfe_deploy.errors import MfeError
 from mfe_deploy.exec.host import Files, LocalFiles, write_atomic
+from mfe_deploy.exec.names import is_bare
 
 if TYPE_CHECKING:
     from mfe_deploy.config.models import Environment
@@ -80,9 +81,17 @@ class Manifest:
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:
+        """A manifest may come from a host we do not trust (a remote target's backups): its id and every
+        file name must be bare names, each file listed under its own name, before any becomes a path."""
         data = json.loads(text)
         if data.get("format") != FORMAT:
             raise ValueError(f"unknown manifest format {data.get('format')!r}")
+        names = [data.get("id"), *data["files"], *(v.get("name") for v in data["files"].values())]
+        unsafe = [n for n in names if not isinstance(n, str) or not is_bare(n) or n in (MANIFEST, VERIFIED)]
+        if unsafe:
+            raise ValueError(f"a name in the manifest is not a plain file name: {str(unsafe[0])[:80]!r}")
+        if any(k != v["name"] for k, v in data["files"].items()):
+            raise ValueError("a file of the manifest is listed under another name")
         data["files"] = {k: FileEntry(**v) for k, v in data["files"].items()}
         data["databases"] = {k: DatabaseEntry(**v) for k, v in data["databases"].items()}
         return cls(**data)
@@ -199,6 +208,8 @@ class Store:
 def read_entry(files: Files, root: PurePath, name: str) -> Entry:
     """One folder of a backups folder, here or on a remote host (read through `files`)."""
     path = Path(str(root / name))
+    if not is_bare(name):  # a listing (a remote host's above all) is not our word
+        return Entry(name, path, None, problem="not a plain file name")
     if name.endswith(PARTIAL):
         return Entry(name.removesuffix(PARTIAL), path, None, problem="interrupted")
     try:
@@ -206,8 +217,10 @@ def read_entry(files: Files, root: PurePath, name: str) -> Entry:
         if text is None:
             return Entry(name, path, None, problem="no manifest")
         manifest = Manifest.from_json(text)
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         return Entry(name, path, None, problem=f"unreadable manifest: {exc}")
+    if manifest.id != name:
+        return Entry(name, path, None, problem=f"unreadable manifest: its id {manifest.id!r} is not its folder's")
     verified = None
     with suppress(OSError, ValueError):
         verified = json.loads(files.read_text(root / name / VERIFIED) or "null")

@@ -17,6 +17,7 @@ from mfe_deploy.backups.store import MANIFEST, PARTIAL, VERIFIED, BackupError, E
 from mfe_deploy.console import Task
 from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.host import Host
+from mfe_deploy.exec.names import bare, child, is_bare
 from mfe_deploy.remote.sftp import SftpFiles
 
 
@@ -32,8 +33,9 @@ class RemoteBackups:
         return f"{self.host.name}:{self.root / backup_id}"
 
     def scan(self) -> list[Entry]:
-        """As Store.scan, read over SFTP (an Entry's path is the remote folder)."""
-        names = [n for n in self.files.listdir(self.root) if not n.startswith(".")]
+        """As Store.scan, read over SFTP (an Entry's path is the remote folder). The host is not trusted
+        with names: a listed name that is not a plain file name is not a backup of ours."""
+        names = [n for n in self.files.listdir(self.root) if not n.startswith(".") and is_bare(n)]
         return [read_entry(self.files, self.root, name) for name in names]
 
     def get(self, backup_id: str | None) -> Entry:
@@ -87,10 +89,11 @@ class RemoteBackups:
         assert manifest is not None
         if (store.root / remote.id).exists():
             raise BackupError(f"backup {remote.id} is already in {store.root}")
-        partial = store.begin(remote.id)
+        folder = child(self.root, remote.id, "a backup id")
+        partial = store.begin(bare(remote.id, "a backup id"))
         try:
             for name, expected in manifest.files.items():
-                digest, size = self.files.get(self.root / remote.id / name, partial / name, task)
+                digest, size = self.files.get(child(folder, name, "a file"), child(partial, name, "a file"), task)
                 if digest != expected.sha256 or size != expected.size:
                     raise BackupError(
                         f"{self.where(remote.id)}/{name}: SHA-256 {digest[:12]}… ({size} bytes) does not match the "
