@@ -401,3 +401,26 @@ def test_an_oversized_body_the_upstream_refused_early_is_a_413_not_a_500(stack: 
     status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
     assert status == 413, answer[:300]
     assert b'"token"' not in answer  # the Guard's answer, not the upstream's echo
+
+
+@pytest.mark.parametrize(
+    ("target", "status"),
+    [
+        ("/api/echo/version", 200),  # the route's own version, public by design
+        ("/api/echo/all-my-data/version", 401),  # review finding 2: any path ending in /version went through
+        ("/api/echo/secret%2Fversion", 401),  # ... and an encoded slash, forwarded raw
+        ("/api/echo//version", 401),
+        ("/api/echo/./version", 401),
+        ("/api/echo/x/../version", 401),
+        ("/api/echo/VERSION", 401),
+    ],
+)
+def test_only_the_declared_public_paths_skip_the_token(stack: Stack, target: str, status: int) -> None:
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=10) as conn:
+        conn.sendall(f"GET {target} HTTP/1.1\r\nhost: gw\r\nx-token: public\r\nconnection: close\r\n\r\n".encode())
+        answer = b""
+        while data := conn.recv(65536):
+            answer += data
+    assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:200]
+    if status == 401:
+        assert b'"token"' not in answer  # the upstream never saw it

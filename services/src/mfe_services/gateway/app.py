@@ -58,7 +58,10 @@ class Gateway:
             self.prefixes.append((settings.routes[name].prefix, name))
         # Longest prefix first: /api/auth/admin (a service of its own) wins over /api/auth.
         self.prefixes.sort(key=lambda item: len(item[0]), reverse=True)
-        self.public = frozenset(pair for route in settings.routes.values() for pair in route.public)
+        # Exactly what is declared, plus each route's own `GET {prefix}/version` (its build, for probes):
+        # a path is compared whole, never by its ending.
+        declared = {pair for route in settings.routes.values() for pair in route.public}
+        self.public = frozenset(declared | {("GET", f"{r.prefix}/version") for r in settings.routes.values()})
         self.cors_origin = settings.cors_origin.encode()
         reporting.init(settings)
         self.maintenance = Maintenance(settings.maintenance_file)
@@ -94,7 +97,7 @@ class Gateway:
         if name is None:
             await self._send(send, _json(404, {"error": f"no route for {path}"}, extra))
             return
-        if (method, path) not in self.public and not (method == "GET" and path.endswith("/version")):
+        if not self._public(method, path, scope.get("raw_path")):
             token = tokens.bearer((headers.get(b"authorization") or b"").decode("latin-1"))
             try:
                 if token is None:
@@ -106,6 +109,16 @@ class Gateway:
                 await self._send(send, _json(401, {"error": f"invalid token: {exc}"}, extra + challenge))
                 return
         await self._proxy(name, scope, receive, send, rid, extra)
+
+    def _public(self, method: str, path: str, raw: bytes | None) -> bool:
+        """Declared public, on a path in its one normal form: no empty, `.` or `..` segment and no encoded
+        `/` (the raw path is what the upstream gets, and `a%2Fversion` is one segment here, two there)."""
+        if (method, path) not in self.public:
+            return False
+        segments = path.split("/")[1:]
+        if any(seg in ("", ".", "..") for seg in segments):
+            return False
+        return raw is None or b"%2f" not in raw.lower()
 
     def _label(self, path: str) -> str:
         """The route label of the metrics: a service prefix, /health..., or unmatched (bounded values)."""
