@@ -256,7 +256,7 @@ CASES = [
         "tier: staging",
         "tier: staging\nbackup:\n  schedule: '0 2 * *'",
         [
-            "environments/staging.yaml:5: backup.schedule: expected a 5-field cron expression (minute hour day month weekday) (got '0 2 * *')",
+            "environments/staging.yaml:5: backup.schedule: expected 5 cron fields (minute hour day month weekday), each of numbers, *, lists (1,5), ranges (1-5) and steps (*/15); no @ shortcuts or names (got '0 2 * *')",
         ],
     ),
     Case(
@@ -442,9 +442,19 @@ CASES = [
         "",
         "",
         [
-            "environments/staging.yaml:23: secrets.databases.auth: the value contains a newline or a single quote, which env files cannot carry safely",
+            "environments/staging.yaml:23: secrets.databases.auth: the value contains a single quote, which env files cannot carry safely",
         ],
         environ={"STAGING_AUTH_DB_PASSWORD": "it's-a-long-enough-password-1234"},
+    ),
+    Case(
+        "secret-with-carriage-return",  # review finding 3: a \r ended the line for text-mode readers
+        "staging",
+        "",
+        "",
+        [
+            "environments/staging.yaml:23: secrets.databases.auth: the value holds a control character or line separator (\\r), which env files cannot carry",
+        ],
+        environ={"STAGING_AUTH_DB_PASSWORD": "a-long-enough-password-1234\rJWT_PUBLIC_KEYS=evil"},
     ),
     Case(
         "huge-integer",

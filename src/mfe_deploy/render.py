@@ -17,6 +17,7 @@ from mfe_deploy.config import urls
 from mfe_deploy.config.models import Environment
 from mfe_deploy.config.secrets import Secrets
 from mfe_deploy.exec.secret import Secret
+from mfe_deploy.exec.text import control_character
 
 if TYPE_CHECKING:  # jinja2 loads when something is rendered, not for status, health or backups
     import jinja2
@@ -162,8 +163,8 @@ def _jinja() -> jinja2.Environment:
 
 def _envquote(value: object) -> str:
     text = value.reveal() if isinstance(value, Secret) else str(value)
-    if "'" in text or "\n" in text:
-        raise ValueError("env file values cannot contain a single quote or a newline")
+    if "'" in text or control_character(text) is not None:  # validation refuses both first: never reached
+        raise ValueError("env file values cannot contain a single quote, a control character or a line separator")
     return f"'{text}'"
 
 

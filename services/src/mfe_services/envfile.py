@@ -16,15 +16,16 @@ import os
 def read(path: str) -> dict[str, str]:
     """KEY='value' lines as mfe-deploy writes them (single quotes: taken literally); # comments."""
     values = {}
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            line = line.strip()
-            if not line or line.startswith("#") or "=" not in line:
-                continue
-            key, _, value = line.partition("=")
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-                value = value[1:-1]
-            values[key.strip()] = value
+    with open(path, encoding="utf-8", newline="") as handle:
+        lines = handle.read().split("\n")  # only \n ends a line: text mode also splits on \r
+    for raw in lines:
+        line = raw.strip(" \t")
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip(" \t")] = value
     return values
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from mfe_deploy.config.models import CRON_FIELD
+
 _DAYS = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\d+(-\d+)?)(/\d+)?)*$")
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def cron(job: Job, user: str | None = "root") -> str:
 def on_calendar(schedule: str) -> str:
     """Cron's five fields as systemd's OnCalendar (numbers, lists, ranges and steps)."""
     fields = schedule.split()
-    if len(fields) != 5 or not all(_FIELD.match(f) for f in fields):
+    if len(fields) != 5 or not all(CRON_FIELD.fullmatch(f) for f in fields):
         raise ValueError(f"cannot translate {schedule!r} to systemd: use numbers, *, lists, ranges and steps")
     minute, hour, dom, month, dow = (f.replace("-", "..") if not f.startswith("*/") else f for f in fields)
 

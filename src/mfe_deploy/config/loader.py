@@ -119,6 +119,8 @@ def _from_pydantic(doc: Document, err: Any) -> Problem:
         message = "required key is missing"
     elif kind.startswith("value_error"):
         message = message.removeprefix("Value error, ")
+    elif kind == "control_character":
+        loc = (*loc, *err["ctx"]["at"])  # the line of the very key or item that holds it
     # Offending values are quoted to help, except anywhere under secrets: they may be a pasted secret.
     value = err.get("input")
     secret = bool(loc) and loc[0] == "secrets"

@@ -6,8 +6,10 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from mfe_deploy.config.bundled import with_bundled_defaults
+from mfe_deploy.exec.text import control_character
 
 ServiceName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$", description="a DNS label")]
 Tier = Literal["development", "staging", "production"]
@@ -18,11 +20,38 @@ Memory = Annotated[str, Field(pattern=r"^[1-9][0-9]*[kmg]$")]
 Image = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/:@-]*$", max_length=255)]
 Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
 
+# One field of a cron schedule: numbers, *, lists, ranges and steps; what cron and systemd's OnCalendar
+# both read the same way (a schedule is written into a root crontab line: nothing else gets there).
+CRON_FIELD = re.compile(r"(\*|\d+(-\d+)?)(/\d+)?(,(\d+(-\d+)?)(/\d+)?)*")
 _REF = re.compile(r"^\$\{(?P<var>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}$")
+
+
+def _refuse_control_characters(value: Any, at: tuple[str | int, ...] = ()) -> None:
+    """Every string of a field (dict keys and values, list items included) is refused when it holds a
+    control character or a line separator: each may be rendered into a line-based file (env files,
+    supervisord, nginx, cron, systemd units, compose). `at`: where inside the field, for the error's line."""
+    if isinstance(value, str):
+        found = control_character(value)
+        if found is not None:
+            message = "holds a control character or line separator ({found}), which no line-based file can carry"
+            raise PydanticCustomError("control_character", message, {"found": found, "at": list(at)})
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_control_characters(key, (*at, key))
+            _refuse_control_characters(item, (*at, key))
+    elif isinstance(value, tuple | list):
+        for index, item in enumerate(value):
+            _refuse_control_characters(item, (*at, index))
 
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _one_line(cls, value: Any) -> Any:
+        _refuse_control_characters(value)  # nested models ran this on their own fields
+        return value
 
 
 class SecretRef(Model):
@@ -191,8 +220,12 @@ class Backup(Model):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
-        if len(value.split()) != 5:
-            raise ValueError("expected a 5-field cron expression (minute hour day month weekday)")
+        fields = value.split()
+        if len(fields) != 5 or not all(CRON_FIELD.fullmatch(f) for f in fields):
+            raise ValueError(
+                "expected 5 cron fields (minute hour day month weekday), each of numbers, *, lists (1,5), "
+                "ranges (1-5) and steps (*/15); no @ shortcuts or names"
+            )
         return value
 
 

@@ -18,6 +18,7 @@ from mfe_deploy.config.jwtkeys import JwtKey
 from mfe_deploy.config.models import Environment, SecretRef
 from mfe_deploy.config.source import KeyPath
 from mfe_deploy.exec.secret import Secret
+from mfe_deploy.exec.text import control_character
 
 KNOWN_DEFAULTS = frozenset(
     {
@@ -205,8 +206,11 @@ def _read(ref: SecretRef, environ: Mapping[str, str], project_dir: Path, strict:
 
 
 def _policy(path: KeyPath, value: str, strict: bool, tier: str) -> str | None:
-    if "\n" in value or "'" in value:
-        return "the value contains a newline or a single quote, which env files cannot carry safely"
+    found = control_character(value)
+    if found is not None:
+        return f"the value holds a control character or line separator ({found}), which env files cannot carry"
+    if "'" in value:
+        return "the value contains a single quote, which env files cannot carry safely"
     if path == ("secrets", "redis_password") and any(c in value for c in '"\\ '):
         return "a Redis password cannot contain a space, a double quote or a backslash"
     if path[0] == "notify" and not value.startswith(("https://", "http://")):

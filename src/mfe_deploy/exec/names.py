@@ -4,11 +4,11 @@ Whatever fails is refused, never cleaned up into something else."""
 
 from __future__ import annotations
 
-import unicodedata
 from pathlib import PurePath
 from typing import TypeVar
 
 from mfe_deploy.errors import MfeError
+from mfe_deploy.exec.text import control_character
 
 MAX_NAME = 255  # bytes: what Linux file systems allow in one component
 P = TypeVar("P", bound=PurePath)
@@ -18,17 +18,12 @@ class UnsafeName(MfeError):
     exit_code = 1
 
 
-def _unprintable(text: str) -> bool:
-    """Control characters (C0, DEL, C1) and the Unicode line and paragraph separators."""
-    return any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in text)
-
-
 def is_bare(name: str) -> bool:
     return (
         0 < len(name.encode("utf-8", "surrogateescape")) <= MAX_NAME
         and name not in (".", "..")
         and "/" not in name
-        and not _unprintable(name)
+        and control_character(name) is None
     )
 
 
