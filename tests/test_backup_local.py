@@ -3,6 +3,7 @@ suite of tests/backup_suite.py, plus encryption and scheduling."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from mfe_deploy.backups import crypt
 from tests import backup_suite as suite
 from tests.conftest import REPO, Project
 from tests.local_project import LocalProject, make_local_project
@@ -194,11 +196,51 @@ def test_encrypted_backups_hold_no_plaintext_and_restore(tmp_path: Path) -> None
         damaged = enc.cli("backup", "verify", "--env", enc.env, backup_id)
         assert damaged.returncode == 1 and "auth.dump" in damaged.stderr
         dump.write_bytes(intact)
+        forged_backups_are_refused(enc, path, email)
         enc.psql("auth_db", f"DELETE FROM refresh_tokens; DELETE FROM users WHERE email = '{email}'")
         suite.ok(enc.cli("restore", "--env", enc.env, backup_id, "--yes"))
         assert enc.psql("auth_db", f"SELECT count(*) FROM users WHERE email = '{email}'").strip() == "1"
     finally:
         enc.cli("down", "--env", enc.env, "--volumes", "--yes")
+
+
+def forged_backups_are_refused(enc: Local, made: Path, email: str) -> None:
+    """Review finding 4: with backup_passphrase set, a manifest edited to `"encryption": null` beside
+    plaintext archives was restored (pg_restore as the superuser, of archives chosen by whoever can write the
+    backups folder). The manifest carries a MAC keyed from the passphrase, and a passphrase means every
+    file is decrypted: neither a plaintext backup nor an edited manifest is read."""
+    manifest = json.loads((made / "manifest.json").read_text())
+    assert manifest["mac"] and manifest["encryption"]
+    enc.psql("auth_db", f"UPDATE users SET email = 'after-{email}' WHERE email = '{email}'")
+    plain = dict(manifest, id="20261206T000000Z-f0f0", encryption=None, mac=None)
+    edited = dict(manifest, id="20261206T000001Z-f1f1")
+    edited["databases"]["auth"]["tables"] = {"public.users": 0}  # any field: the MAC covers them all
+    for forged in (plain, edited):
+        folder = made.parent / forged["id"]
+        folder.mkdir(mode=0o700)
+        for name, entry in forged["files"].items():
+            data = (made / name).read_bytes()
+            if forged["encryption"] is None:
+                decryptor = crypt.Decryptor(PASSPHRASE)
+                data = decryptor.update(data) + decryptor.finalize()
+                entry.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+            (folder / name).write_bytes(data)
+        (folder / "manifest.json").write_text(json.dumps(forged))
+    for forged, why in (
+        (plain, "is not encrypted"),
+        (edited, "has a manifest the passphrase does not authenticate (altered, or another passphrase's)"),
+    ):
+        for args in (
+            ("restore", "--env", enc.env, forged["id"], "--yes"),
+            ("backup", "verify", "--env", enc.env, forged["id"]),
+        ):
+            refused = enc.cli(*args)
+            assert refused.returncode == 1, refused.stdout + refused.stderr
+            assert f"backup {forged['id']} {why}, and secrets.backup_passphrase is set: refused" in refused.stderr
+    assert enc.psql("auth_db", f"SELECT count(*) FROM users WHERE email = 'after-{email}'").strip() == "1"
+    enc.psql("auth_db", f"UPDATE users SET email = '{email}' WHERE email = 'after-{email}'")
+    for forged in (plain, edited):
+        shutil.rmtree(made.parent / forged["id"])
 
 
 def test_schedule_prints_and_installs_cron_and_systemd(local: Local, tmp_path: Path) -> None:

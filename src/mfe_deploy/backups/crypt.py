@@ -126,3 +126,26 @@ def opens(head: bytes, passphrase: str, whole: bool) -> bool:
 
 def head_size() -> int:
     return HEADER + CHUNK + TAG + 1
+
+
+def manifest_mac(passphrase: str, text: str, salt: bytes | None = None) -> str:
+    """`<salt>:<HMAC-SHA256>` of a manifest's text (written with no mac), keyed by scrypt from the
+    passphrase with a salt of its own: only who holds the passphrase can write a manifest it accepts."""
+    import hmac
+
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+    salt = salt if salt is not None else os.urandom(16)
+    key = Scrypt(salt=salt, length=32, n=1 << 15, r=8, p=1).derive(b"mfe-deploy manifest\0" + passphrase.encode())
+    return f"{salt.hex()}:{hmac.new(key, text.encode(), 'sha256').hexdigest()}"
+
+
+def manifest_mac_ok(passphrase: str, text: str, mac: str) -> bool:
+    import hmac
+
+    salt, _, _ = mac.partition(":")
+    try:
+        expected = manifest_mac(passphrase, text, bytes.fromhex(salt))
+    except ValueError:
+        return False
+    return len(salt) == 32 and hmac.compare_digest(expected, mac)

@@ -4,6 +4,7 @@ their bytes to and from the backups folder (hashing, and encrypting when configu
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import secrets
@@ -129,10 +130,11 @@ class Backups:
         return size, digest.hexdigest()
 
     def _plain_chunks(self, path: Path, task: Task | None, encrypted: bool) -> Iterator[bytes]:
-        """The bytes of a backup file as the tools need them: decrypted when the backup is encrypted."""
+        """The bytes of a backup file as the tools need them. With a passphrase configured every file is
+        decrypted, whatever the manifest says: a plaintext archive beside an edited manifest fails here."""
         if encrypted and self.passphrase is None:
             raise crypt.DecryptionFailed("the backup is encrypted: set secrets.backup_passphrase")
-        decryptor = crypt.Decryptor(self.passphrase.reveal()) if encrypted and self.passphrase else None
+        decryptor = crypt.Decryptor(self.passphrase.reveal()) if self.passphrase else None
         with path.open("rb") as handle:
             while chunk := handle.read(BLOCK):
                 if task is not None:
@@ -278,6 +280,9 @@ class Backups:
                 tool={"name": "mfe-deploy", "version": __version__},
                 encryption={"scheme": crypt.SCHEME, "key": "secrets.backup_passphrase"} if self.passphrase else None,
             )
+            if self.passphrase:
+                mac = crypt.manifest_mac(self.passphrase.reveal(), manifest.to_json())
+                manifest = dataclasses.replace(manifest, mac=mac)
             self.store.commit(folder, manifest)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)  # a clean failure leaves nothing; a kill leaves .partial
@@ -313,6 +318,24 @@ class Backups:
                     task.finish("ok")
         return problems
 
+    def authentic(self, entry: Entry) -> None:
+        """With a passphrase configured, only a backup whose manifest it authenticates (an encrypted one,
+        made with it) is read: the manifest is a file anyone who can write the backups folder can edit."""
+        manifest = entry.manifest
+        assert manifest is not None
+        if self.passphrase is None:
+            return
+        unsealed = dataclasses.replace(manifest, mac=None).to_json()
+        if manifest.encryption is None or manifest.mac is None:
+            why = "is not encrypted" if manifest.encryption is None else "has no manifest MAC"
+        elif not crypt.manifest_mac_ok(self.passphrase.reveal(), unsealed, manifest.mac):
+            why = "has a manifest the passphrase does not authenticate (altered, or another passphrase's)"
+        else:
+            return
+        raise BackupError(
+            f"backup {entry.id} {why}, and secrets.backup_passphrase is set: refused, nothing was changed"
+        )
+
     def verify(self, entry: Entry) -> Verified:
         assert entry.manifest is not None
         started = time.monotonic()
@@ -325,6 +348,7 @@ class Backups:
                 "SHA-256 matches) and no verdict was recorded: verify with the passphrase it was "
                 "made with"
             )
+        self.authentic(entry)
         if not problems:
             self.check_reachable()
             dropped = self.drop_leftover_scratch()
@@ -406,6 +430,7 @@ class Backups:
             raise BackupError(f"backup {entry.id} is of environment {manifest.env!r}, not {self.env.name!r}")
         if manifest.encryption and self.passphrase is None:
             raise BackupError(f"backup {entry.id} is encrypted: set secrets.backup_passphrase to restore it")
+        self.authentic(entry)
         wanted = pg.targets(self.env, only)
         targets = [t for t in wanted if t.service in manifest.databases]
         if not targets:

@@ -68,6 +68,7 @@ class Manifest:
     tool: dict[str, str]
     encryption: dict[str, Any] | None = None
     format: int = FORMAT
+    mac: str | None = None  # crypt.manifest_mac of this manifest written with no mac (a passphrase's)
 
     def to_json(self) -> str:
         def plain(value: Any) -> Any:
