@@ -275,6 +275,46 @@ def test_port_conflict_is_reported_before_anything_starts(fresh: Project) -> Non
     assert not (fresh.root / ".mfe" / ENV / "local" / "data").exists()
 
 
+def test_a_link_planted_at_the_run_folders_name_is_refused_not_followed(fresh: Project, tmp_path: Path) -> None:
+    """Review finding 7: /tmp/mfe-<uid>-<sha> is a name anyone can compute; another user's link there to a
+    root-owned folder passed the owner check (stat follows links) and root chmod-ed the target 0711."""
+    from mfe_deploy.local_bundle import LocalLayout
+
+    run = LocalLayout((fresh.root / ".mfe" / ENV).resolve()).run
+    target = tmp_path / "roots-own"
+    target.mkdir(mode=0o750)
+    run.symlink_to(target)
+    os.lchown(run, 65534, 65534)  # nobody's link, as another user would leave it
+    try:
+        result = fresh.cli("up", "--env", ENV)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert f"error: {run} is a link: refused" in result.stderr
+        assert target.stat().st_mode & 0o777 == 0o750 and run.is_symlink()
+    finally:
+        run.unlink()
+
+
+@pytest.mark.parametrize(
+    ("owner", "mode", "why"),
+    [(65534, 0o700, "not a folder of this user's"), (None, 0o777, "not a folder of this user's")],
+)
+def test_own_folder_takes_only_a_real_folder_of_ours(tmp_path: Path, owner: int | None, mode: int, why: str) -> None:
+    from mfe_deploy.errors import MfeError
+    from mfe_deploy.exec.host import own_folder
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    folder.chmod(mode)
+    if owner is not None:
+        os.chown(folder, owner, owner)
+    with pytest.raises(MfeError, match=why):
+        own_folder(folder)
+    fresh_folder = tmp_path / "new"
+    own_folder(fresh_folder)
+    assert fresh_folder.stat().st_mode & 0o777 == 0o700
+    own_folder(fresh_folder)  # ours: taken as it is
+
+
 def test_missing_binary_is_a_clear_error(fresh: Project) -> None:
     result = fresh.cli("up", "--env", ENV, extra={"MFE_PG_BIN": "/nonexistent/pg/bin"})
     assert result.returncode == 1

@@ -5,12 +5,15 @@ the same code drives a local engine and a remote one (pyinfra's connectors: run,
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePath, PurePosixPath
 from typing import Protocol
 
+from mfe_deploy.errors import MfeError
 from mfe_deploy.exec.runner import Runner
 
 
@@ -50,6 +53,18 @@ def write_atomic(path: Path, data: str | bytes, mode: int) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def own_folder(path: Path) -> None:
+    """Creates `path` (0700), or takes an existing one only when it is a real folder (not a link to one) of
+    this user's that nobody else can write. For names others can guess, in a shared folder such as /tmp:
+    checked with lstat, so a link planted there is refused instead of followed (and then chmod-ed)."""
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    found = os.lstat(path)
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o022:
+        why = "a link" if stat.S_ISLNK(found.st_mode) else "not a folder of this user's that only it can write"
+        raise MfeError(f"{path} is {why}: refused (remove it; it may have been planted by another user)")
 
 
 class LocalFiles:

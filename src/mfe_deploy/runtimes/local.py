@@ -26,7 +26,7 @@ from mfe_deploy.config.models import Environment
 from mfe_deploy.config.secrets import Secrets
 from mfe_deploy.errors import MfeError
 from mfe_deploy.exec.command import Command
-from mfe_deploy.exec.host import write_atomic
+from mfe_deploy.exec.host import own_folder, write_atomic
 from mfe_deploy.exec.process import LocalProcess
 from mfe_deploy.exec.secret import Secret
 from mfe_deploy.local_bundle import NGINX_USER, PG_SYSTEM_USER, LocalLayout, nginx_unprivileged, render_local
@@ -236,9 +236,7 @@ class LocalRuntime:
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self.env.nginx.enabled:
             self._tls_files()
-        layout.run.mkdir(mode=0o700, exist_ok=True)
-        if layout.run.stat().st_uid != os.getuid():
-            raise MfeError(f"{layout.run} belongs to another user; remove it")
+        own_folder(layout.run)  # /tmp/mfe-<uid>-<digest>: a name another user can guess and plant
         if self.env.nginx.enabled and nginx_unprivileged(self.env, run_as_root=_as_root()):
             self._nginx_home()
         pg = layout.pg_data
