@@ -137,3 +137,21 @@ def test_a_broken_receiver_changes_no_exit_code(tmp_path: Path, receiver_state: 
     assert took < 30
     if receiver_state == "answers 500":
         assert len(got.posts) == 4  # two webhooks, two attempts each
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        (f"http://127.0.0.1:9/hook/{TOKEN} x", "InvalidURL"),  # review finding 8: its traceback printed the path
+        (f"http://127.0.0.1:9/hook/{TOKEN}\u00e9", "UnicodeEncodeError"),
+        (f"http://127.0.0.1:9/hook/{TOKEN}", "Connection refused"),
+    ],
+)
+def test_no_delivery_error_shows_the_url(url: str, why: str, capfd: pytest.CaptureFixture[str]) -> None:
+    warnings: list[str] = []
+    notifier = Notifier([Hook(0, Secret(url), "json", frozenset())], timeout=1, attempts=1, warn=warnings.append)
+    notifier.notify(Event("backup.failed", "s", "x"))
+    notifier.drain(5)
+    out, err = capfd.readouterr()
+    assert warnings == [f"notify: webhook 1 (json) did not take backup.failed after 1 attempts ({why})"]
+    assert TOKEN not in out + err + "".join(warnings)

@@ -84,6 +84,17 @@ def post(url: str, body: bytes, timeout: float) -> int:
         return int(answer.status)
 
 
+def reason(exc: BaseException) -> str:
+    """Why a delivery failed, with nothing of the URL (which carries its token): the errno's text of a
+    socket error (`Connection refused`), else the exception's type (InvalidURL's own text quotes the path)."""
+    cause = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    if isinstance(cause, TimeoutError):
+        return "timed out"
+    return type(cause).__name__
+
+
 @dataclass
 class Notifier:
     hooks: list[Hook]
@@ -122,8 +133,8 @@ class Notifier:
                 why = f"HTTP {status}"
             except urllib.error.HTTPError as exc:
                 why = f"HTTP {exc.code}"
-            except OSError as exc:  # URLError and timeouts are OSErrors
-                why = type(exc).__name__ if not str(exc) else str(getattr(exc, "reason", exc))
+            except Exception as exc:  # a delivery never raises: a thread's traceback would print the URL
+                why = reason(exc)
             if attempt + 1 < self.attempts:
                 time.sleep(self.backoff[min(attempt, len(self.backoff) - 1)])
         self.results.append((hook.index, event.name, False))
