@@ -121,7 +121,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """RabbitMQ's first node starts Erlang's port mapper daemon; stop it if we were the ones. Not in a group
-    of scripts/pytest-groups: another group's nodes may still use it (scripts/test stops it after all)."""
+    of tests/groups.py: another group's nodes may still use it (scripts/test stops it after all)."""
     if os.environ.get("MFE_TEST_GROUP"):
         return
     if _EPMD_BEFORE and not _EPMD_BEFORE[0] and _epmd_running():

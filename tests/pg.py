@@ -26,7 +26,7 @@ def bindir() -> Path:
 
 
 _HANDED_OUT: set[int] = set()
-# scripts/test runs groups of tests side by side, each with its own range of ports below the kernel's
+# scripts/test runs groups of tests side by side (tests/groups.py), each with its own range of ports below the kernel's
 # ephemeral range (MFE_TEST_PORTS=LOW-HIGH): a port one group holds can never be another's, nor one the
 # kernel hands to a client socket or to bind(0). Without it (one pytest alone), any port the kernel offers.
 _RANGE = os.environ.get("MFE_TEST_PORTS", "")

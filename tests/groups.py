@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Runs the suite as groups of test modules side by side, one pytest process each, and sums them up.
 
 Engine tests mostly wait (health polls, drains, rolling updates), so the process and pure tests run beside
@@ -7,7 +6,7 @@ out by tests/pg.py's free_port), its own temporary folder, and its engine object
 two swarm modules share the namespaces of tests/swarm.sh and the two remote-host modules the second
 engine's bridge, so each pair is in one group. A new module lands in `rest` unless it is listed here.
 
-usage: scripts/pytest-groups [--quick] [PYTEST ARGS...]
+usage: python -m tests.groups [--quick] [PYTEST ARGS...]   (scripts/test calls it)
   --quick  the `rest` group only: pure and process tests, no Docker engine needed (the inner loop)
 Prints each group's output as it ends, the 30 slowest tests of all groups, the wall time and a closing
 `N passed, N failed, N skipped` line; exits non-zero when any group failed.
@@ -20,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ET  # noqa: S405 - pytest's own junit files
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
