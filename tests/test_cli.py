@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Project
 
 
@@ -193,3 +195,27 @@ def test_read_only_commands_need_no_secret(project: Project) -> None:
     assert [(h["action"], h["result"]) for h in history] == [("down", "ok")]
     up = run("up", *local)
     assert up.returncode == 2 and "PRODUCTION_JWT_KEY" in up.stderr
+
+
+@pytest.mark.parametrize(
+    ("runtime", "message"),
+    [
+        ("dokcer", "error: unknown runtime 'dokcer' (did you mean 'docker'?): one of auto, docker, local, swarm\n"),
+        ("eventhub", "error: unknown runtime 'eventhub': one of auto, docker, local, swarm\n"),
+        ("premigration", "error: unknown runtime 'premigration': one of auto, docker, local, swarm\n"),
+    ],
+)
+def test_a_runtime_that_is_none_is_a_usage_error(project: Project, runtime: str, message: str) -> None:
+    """`--runtime dokcer` exited 1 and `--runtime eventhub` 70 (an AttributeError): both are bad input."""
+    result = project.cli("status", "--env", "development", "--runtime", runtime)
+    assert (result.code, result.err, result.out) == (2, message, "")
+
+
+def test_every_runtime_the_registry_lists_is_one() -> None:
+    import importlib
+
+    from mfe_deploy.runtimes import registry
+
+    assert registry.available() == ["docker", "local", "swarm"]
+    for name in registry.available():
+        assert callable(importlib.import_module(f"mfe_deploy.runtimes.{name}").RUNTIME)

@@ -26,7 +26,7 @@ ForceUnlock = Annotated[bool, typer.Option("--force-unlock", help="Break a stale
 def runtime(env: str, wanted: str | None = None) -> Runtime:
     """The environment's runtime. Its secrets are resolved only when a step needs one."""
     from mfe_deploy.engine import server_version
-    from mfe_deploy.errors import MfeError
+    from mfe_deploy.errors import MfeError, UsageError
     from mfe_deploy.runtimes import registry
     from mfe_deploy.runtimes.contract import Deployment
 
@@ -35,6 +35,8 @@ def runtime(env: str, wanted: str | None = None) -> Runtime:
     remote = loaded.env.target != "local"
     try:  # before connecting: a wrong --runtime for a remote target is refused without touching the host
         name, why = registry.choose(wanted or loaded.env.runtime, remote=remote, engine=server_version)
+    except UsageError:
+        raise
     except MfeError as exc:
         raise MfeError(f"{env} targets {loaded.env.target}: {exc}") from None
     where = host(env, loaded.env)  # connected once: the lock and the audit log of this command use it too
