@@ -219,3 +219,29 @@ def test_every_runtime_the_registry_lists_is_one() -> None:
     assert registry.available() == ["docker", "local", "swarm"]
     for name in registry.available():
         assert callable(importlib.import_module(f"mfe_deploy.runtimes.{name}").RUNTIME)
+
+
+@pytest.mark.parametrize(("no_color", "coloured"), [(None, True), ("1", False)])
+def test_no_color_turns_colour_off_on_a_terminal(project: Project, no_color: str | None, coloured: bool) -> None:
+    """On a pseudo-terminal, as a person sees it: NO_COLOR=1 still printed red escape codes."""
+    import os
+    import pty
+
+    environ = {k: v for k, v in project.environ.items() if k != "NO_COLOR"}
+    if no_color is not None:
+        environ["NO_COLOR"] = no_color
+    primary, secondary = pty.openpty()
+    argv = [sys.executable, "-m", "mfe_deploy", "-C", str(project.root), "validate", "--env", "nosuch"]
+    proc = subprocess.Popen(argv, stdin=secondary, stdout=secondary, stderr=secondary, env=environ)
+    os.close(secondary)
+    seen = b""
+    try:
+        while chunk := os.read(primary, 4096):
+            seen += chunk
+    except OSError:  # EIO: the terminal's other end closed
+        pass
+    finally:
+        os.close(primary)
+    assert proc.wait(timeout=60) == 2
+    assert b"unknown environment 'nosuch'" in seen
+    assert (b"\x1b[" in seen) is coloured, seen

@@ -47,7 +47,8 @@ class Console:
         self.info(f"warning: {text}")
 
     def error(self, lines: Sequence[str]) -> None:
-        red, reset = ("\x1b[31m", "\x1b[0m") if self._err.isatty() else ("", "")
+        # Colour on a terminal only, and never with NO_COLOR set to anything (no-color.org).
+        red, reset = ("\x1b[31m", "\x1b[0m") if self._err.isatty() and not os.environ.get("NO_COLOR") else ("", "")
         for line in lines:
             self._err.write(f"{red}error:{reset} {self.mask(line)}\n")
         self._err.flush()
