@@ -245,3 +245,11 @@ def test_no_color_turns_colour_off_on_a_terminal(project: Project, no_color: str
     assert proc.wait(timeout=60) == 2
     assert b"unknown environment 'nosuch'" in seen
     assert (b"\x1b[" in seen) is coloured, seen
+
+
+def test_version_on_the_root_and_as_a_command(project: Project) -> None:
+    from mfe_deploy import __version__
+
+    assert project.cli("--version").out == f"mfe-deploy {__version__}\n"
+    assert project.cli("version").out == f"mfe-deploy {__version__}\n"
+    assert json.loads(project.cli("version", "--json").out) == {"name": "mfe-deploy", "version": __version__}

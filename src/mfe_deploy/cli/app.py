@@ -95,6 +95,14 @@ def application() -> Application:
     return STATE.setdefault("app", Application(project_dir=Path.cwd()))
 
 
+def _version(value: bool) -> None:
+    if value:
+        from mfe_deploy import __version__
+
+        typer.echo(f"mfe-deploy {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     project_dir: Annotated[
@@ -102,6 +110,9 @@ def _root(
         typer.Option("--project-dir", "-C", envvar="MFE_PROJECT_DIR", help="Project root (holds environments/)."),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for unexpected errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print mfe-deploy's version and exit.", is_eager=True, callback=_version)
+    ] = False,
 ) -> None:
     STATE["app"] = Application(project_dir=(project_dir or Path.cwd()).resolve(), debug=debug or _env_debug())
 

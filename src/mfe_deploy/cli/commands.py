@@ -115,3 +115,15 @@ def _display(path: Path, base: Path) -> str:
         return str(path.resolve().relative_to(base))
     except ValueError:
         return str(path)
+
+
+@app.command("version")
+def version(as_json: JsonOption = False) -> None:
+    """Print mfe-deploy's version (as --version does)."""
+    from mfe_deploy import __version__
+
+    console = application().console
+    if as_json:
+        console.json({"name": "mfe-deploy", "version": __version__})
+    else:
+        console.print(f"mfe-deploy {__version__}")
