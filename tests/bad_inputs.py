@@ -155,6 +155,15 @@ CASES = [
         ],
     ),
     Case(
+        "unknown-key-near-one",  # issue 34: `replica:` in a service said nothing of `replicas`
+        "production",
+        "    replicas: 2",
+        "    replica: 2",
+        [
+            "environments/production.yaml:12: services.api-gateway.replica: unknown key (not part of the environment model); did you mean 'replicas'? (got 2)",
+        ],
+    ),
+    Case(
         "unknown-key-depth-3",
         "production",
         "    replicas: 2",
@@ -169,7 +178,7 @@ CASES = [
         "  auth:\n    resources: {memory: 384m",
         "  auth:\n    resources: {memroy: 384m",
         [
-            "environments/production.yaml:14: services.auth.resources.memroy: unknown key (not part of the environment model) (got '384m')",
+            "environments/production.yaml:14: services.auth.resources.memroy: unknown key (not part of the environment model); did you mean 'memory'? (got '384m')",
         ],
     ),
     Case(

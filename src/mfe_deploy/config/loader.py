@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from mfe_deploy.config import checks, secrets, source
 from mfe_deploy.config.models import Environment
@@ -114,7 +117,9 @@ def _from_pydantic(doc: Document, err: Any) -> Problem:
         loc = loc[:-1]
         message = f"unknown name {loc[-1]!r}: {message}"
     elif kind == "extra_forbidden":
-        message = "unknown key (not part of the environment model)"
+        near = difflib.get_close_matches(str(loc[-1]), _keys_at(loc[:-1]), n=1, cutoff=0.7)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        message = f"unknown key (not part of the environment model){hint}"
     elif kind == "missing":
         message = "required key is missing"
     elif kind.startswith("value_error"):
@@ -128,6 +133,37 @@ def _from_pydantic(doc: Document, err: Any) -> Problem:
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
         message = f"{message} (got {shown})"
     return _locate(doc, loc, message)
+
+
+def _keys_at(loc: KeyPath) -> list[str]:
+    """The keys the model takes at `loc`, a path through models, dicts of them (services.<name>) and
+    lists of them: what an unknown key may have meant."""
+    current: Any = Environment
+    for key in loc:
+        current = _container(current)
+        origin, args = typing.get_origin(current), typing.get_args(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(key))
+            if field is None:
+                return []
+            current = field.annotation
+        elif origin is dict and args:
+            current = args[1]
+        elif origin in (tuple, list) and args:
+            current = args[0]
+        else:
+            return []
+    current = _container(current)
+    return list(current.model_fields) if isinstance(current, type) and issubclass(current, BaseModel) else []
+
+
+def _container(annotation: Any) -> Any:
+    """An Optional's (or a union's) model, dict or list; anything else as it is."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            if (isinstance(arg, type) and issubclass(arg, BaseModel)) or typing.get_origin(arg) in (dict, tuple, list):
+                return arg
+    return annotation
 
 
 def _order(problem: Problem) -> tuple[str, int]:
