@@ -253,3 +253,30 @@ def test_version_on_the_root_and_as_a_command(project: Project) -> None:
     assert project.cli("--version").out == f"mfe-deploy {__version__}\n"
     assert project.cli("version").out == f"mfe-deploy {__version__}\n"
     assert json.loads(project.cli("version", "--json").out) == {"name": "mfe-deploy", "version": __version__}
+
+
+def test_envs_finds_the_project_above_and_refuses_a_folder_without_one(project: Project, tmp_path: Path) -> None:
+    """Issue 34: from a folder with no environments/ (or -C /nonexistent) `envs` printed an empty table,
+    exit 0; and it said `ok` for environments whose secrets are not set, where validate exits 2."""
+    env = {k: v for k, v in project.environ.items() if not k.startswith("STAGING_")}
+
+    def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "mfe_deploy", *args]
+        return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+    below = project.root / "services" / "mine"
+    below.mkdir(parents=True)
+    found = run(below, "envs")
+    assert found.returncode == 0, found.stderr
+    assert "staging      staging      docker   local   secrets missing" in found.stdout.splitlines()
+    assert "production   production   docker   local   ok" in found.stdout.splitlines()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for cwd, args in ((empty, ("envs",)), (empty, ("-C", "/nonexistent", "envs"))):
+        refused = run(cwd, *args)
+        where = "/nonexistent" if "-C" in args else str(empty)
+        assert (refused.returncode, refused.stdout) == (2, "")
+        assert refused.stderr == (
+            f"error: no environments/ folder in {where}: run mfe-deploy in a project (the folder that holds "
+            "environments/, or one below it), or give it with -C DIR\n"
+        )

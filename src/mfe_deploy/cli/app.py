@@ -114,7 +114,12 @@ def _root(
         bool, typer.Option("--version", help="Print mfe-deploy's version and exit.", is_eager=True, callback=_version)
     ] = False,
 ) -> None:
-    STATE["app"] = Application(project_dir=(project_dir or Path.cwd()).resolve(), debug=debug or _env_debug())
+    if project_dir is None:
+        from mfe_deploy.config.loader import find_project
+
+        here = Path.cwd().resolve()
+        project_dir = find_project(here) or here
+    STATE["app"] = Application(project_dir=project_dir.resolve(), debug=debug or _env_debug())
 
 
 def _env_debug() -> bool:

@@ -21,17 +21,28 @@ def envs(as_json: JsonOption = False) -> None:
     from mfe_deploy.errors import MfeError
 
     state = application()
+    loader.require_project(state.project_dir)
     rows = []
     for name in loader.list_environments(state.project_dir):
         try:
             env = loader.load(state.project_dir, name).env
-            rows.append({"name": name, "tier": env.tier, "runtime": env.runtime, "target": env.target, "valid": True})
         except MfeError:
-            rows.append({"name": name, "tier": "?", "runtime": "?", "target": "?", "valid": False})
+            rows.append({"name": name, "tier": "?", "runtime": "?", "target": "?", "valid": False, "secrets": False})
+            continue
+        try:  # valid as a file, and deployable here only when its secrets resolve (what validate checks)
+            loader.load_with_secrets(state.project_dir, name)
+            secrets = True
+        except MfeError:
+            secrets = False
+        row = {"name": name, "tier": env.tier, "runtime": env.runtime, "target": env.target}
+        rows.append({**row, "valid": True, "secrets": secrets})
     if as_json:
         state.console.json(rows)
         return
-    table = [(r["name"], r["tier"], r["runtime"], r["target"], "ok" if r["valid"] else "INVALID") for r in rows]
+    verdicts = {(True, True): "ok", (True, False): "secrets missing", (False, False): "INVALID"}
+    table = [
+        (r["name"], r["tier"], r["runtime"], r["target"], verdicts[bool(r["valid"]), bool(r["secrets"])]) for r in rows
+    ]
     state.console.table(("ENVIRONMENT", "TIER", "RUNTIME", "TARGET", "CONFIG"), table)
 
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from mfe_deploy.config import checks, secrets, source
 from mfe_deploy.config.models import Environment
 from mfe_deploy.config.source import Document, KeyPath
-from mfe_deploy.errors import ConfigError, Problem, UnknownEnvironment
+from mfe_deploy.errors import ConfigError, Problem, UnknownEnvironment, UsageError
 
 ENV_DIR = "environments"
 MAX_EXTENDS = 8
@@ -33,6 +33,22 @@ class Loaded:
     def problem(self, path: KeyPath, message: str) -> Problem:
         where = self.doc.locate(path)
         return Problem(where.file, where.line, source.format_path(path), message)
+
+
+def find_project(start: Path) -> Path | None:
+    """The nearest folder holding environments/: `start` or one of its parents (as compose finds its file)."""
+    for folder in (start, *start.parents):
+        if (folder / ENV_DIR).is_dir():
+            return folder
+    return None
+
+
+def require_project(project_dir: Path) -> None:
+    if not (project_dir / ENV_DIR).is_dir():
+        raise UsageError(
+            f"no {ENV_DIR}/ folder in {project_dir}: run mfe-deploy in a project (the folder that holds "
+            f"{ENV_DIR}/, or one below it), or give it with -C DIR"
+        )
 
 
 def list_environments(project_dir: Path) -> list[str]:
