@@ -280,3 +280,11 @@ def test_envs_finds_the_project_above_and_refuses_a_folder_without_one(project: 
             f"error: no environments/ folder in {where}: run mfe-deploy in a project (the folder that holds "
             "environments/, or one below it), or give it with -C DIR\n"
         )
+
+
+def test_a_plan_with_changes_exits_1_without_calling_itself_an_error(project: Project) -> None:
+    """Issue 34: pending changes were printed in red as `error:`; they are the plan's answer (exit 1: a CI gate)."""
+    result = project.cli("plan", "--env", "development", "--runtime", "local")
+    assert result.code == 1, result.err
+    assert result.out.splitlines()[0].split() == ["STEP", "TARGET", "WHY"]
+    assert "error" not in result.err and result.err.splitlines()[-1] == "development: 5 step(s) to reach dev"

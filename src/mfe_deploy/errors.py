@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 class MfeError(Exception):
     exit_code = 1
+    is_error = True  # printed as `error: ...` (in red on a terminal); False: a plain line, still its exit code
 
     def lines(self) -> list[str]:
         return [str(self)]
@@ -50,9 +51,10 @@ class UsageError(MfeError):
 
 
 class NotInSync(MfeError):
-    """`plan` or `diff` found something `up` would change: exit 1, a gate for CI."""
+    """`plan` or `diff` found something `up` would change: exit 1, a gate for CI; not an error."""
 
     exit_code = 1
+    is_error = False
 
 
 class BundleDrift(MfeError):

@@ -20,7 +20,12 @@ def main() -> None:
     try:
         app(prog_name="mfe-deploy")
     except MfeError as exc:
-        application().console.error(exc.lines())
+        console = application().console
+        if exc.is_error:
+            console.error(exc.lines())
+        else:
+            for line in exc.lines():
+                console.info(line)
         sys.exit(exc.exit_code)
     except Exception as exc:
         state = application()
