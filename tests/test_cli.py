@@ -288,3 +288,29 @@ def test_a_plan_with_changes_exits_1_without_calling_itself_an_error(project: Pr
     assert result.code == 1, result.err
     assert result.out.splitlines()[0].split() == ["STEP", "TARGET", "WHY"]
     assert "error" not in result.err and result.err.splitlines()[-1] == "development: 5 step(s) to reach dev"
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "out", "err"),
+    [
+        # Issue 34: the group's options did not reach its verbs (`Missing option '--env'`).
+        (("migrate", "--env", "nosuch", "status"), 2, "", "unknown environment 'nosuch'"),
+        (("backup", "--env", "development", "--json", "list"), 0, "[]", ""),
+        (("backup", "--env", "development", "list", "--json"), 0, "[]", ""),
+        (("backup", "list", "--env", "development"), 0, "no backups of development", ""),
+        # Issue 34: an empty history, ledger or backups folder printed a bare header.
+        (("releases", "--env", "development"), 0, "no release of development recorded yet", ""),
+        (("history", "--env", "development"), 0, "no action on development recorded yet", ""),
+        # ... and each group's bare form has its explicit verb.
+        (("migrate", "apply", "--help"), 0, "what `migrate --env E` does", ""),
+        (("backup", "create", "--help"), 0, "what `backup --env E` does", ""),
+        (("migrate", "--help"), 0, "Without a verb, `migrate --env E` applies them", ""),
+        (("backup", "--help"), 0, "Without a verb, `backup --env E` takes one", ""),
+    ],
+)
+def test_a_groups_options_reach_its_verbs(
+    project: Project, argv: tuple[str, ...], code: int, out: str, err: str
+) -> None:
+    result = project.cli(*argv)
+    assert result.code == code, result.err
+    assert out in " ".join(result.out.split()) and err in result.err

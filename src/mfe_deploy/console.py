@@ -56,8 +56,12 @@ class Console:
     def json(self, value: Any) -> None:
         self.print(json.dumps(value, indent=2, sort_keys=True, default=str))
 
-    def table(self, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-        """A plain aligned table: stable for scripts and tests, readable for people."""
+    def table(self, columns: Sequence[str], rows: Sequence[Sequence[object]], empty: str | None = None) -> None:
+        """A plain aligned table: stable for scripts and tests, readable for people. `empty`: the line shown
+        instead of a bare header when there is no row."""
+        if not rows and empty is not None:
+            self.print(empty)
+            return
         cells = [[str(c) for c in columns], *[[str(c) for c in row] for row in rows]]
         widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
         for row in cells:

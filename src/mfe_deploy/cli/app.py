@@ -6,9 +6,10 @@ import os
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from mfe_deploy.console import Console
 
@@ -18,6 +19,25 @@ if TYPE_CHECKING:
     from mfe_deploy.config.secrets import Secrets
     from mfe_deploy.exec.host import Host
     from mfe_deploy.notify import Event, Notifier
+
+
+class GroupOptions(TyperGroup):
+    """A group whose own options reach its verbs: `migrate --env X status` is `migrate status --env X`.
+    An option the verb has too, given to the group and not to the verb, is handed on as it was given."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is None:
+            return name, command, rest
+        given = {arg.split("=", 1)[0] for arg in rest if arg.startswith("-")}
+        for param in command.params:
+            opts = getattr(param, "opts", None)  # options, not arguments
+            value = ctx.params.get(param.name or "")
+            if not opts or value in (None, False) or value == param.default or given & set(opts):
+                continue
+            rest = [*rest, opts[0]] if getattr(param, "is_flag", False) else [*rest, opts[0], str(value)]
+        return name, command, rest
+
 
 app = typer.Typer(
     name="mfe-deploy",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mfe_deploy.cli.app import EnvOption, JsonOption, app, application, host
+from mfe_deploy.cli.app import EnvOption, GroupOptions, JsonOption, app, application, host
 from mfe_deploy.cli.context import ForceUnlock, LockWait, RuntimeOption, mutating, runtime
 from mfe_deploy.cli.maintenance import switch_off, switch_on
 
@@ -20,7 +20,12 @@ if TYPE_CHECKING:
     from mfe_deploy.remote.backups import RemoteBackups
     from mfe_deploy.runtimes.contract import Runtime
 
-backup_app = typer.Typer(help="Checksummed backups of every service database.", rich_markup_mode=None)
+backup_app = typer.Typer(
+    help="Checksummed backups of every service database. Without a verb, `backup --env E` takes one (as "
+    "`backup create`); the group's options (--env, --json, ...) reach its verbs.",
+    rich_markup_mode=None,
+    cls=GroupOptions,
+)
 app.add_typer(backup_app, name="backup")
 
 ServiceOption = Annotated[str | None, typer.Option("--service", "-s", help="Only this service's database.")]
@@ -117,23 +122,54 @@ def _row(entry: Entry) -> dict[str, Any]:
     }
 
 
+Kind = Annotated[str, typer.Option("--kind", help="Recorded in the manifest: manual or scheduled.")]
+Verify = Annotated[bool, typer.Option("--verify", help="Then verify it by a scratch restore.")]
+Download = Annotated[
+    bool, typer.Option("--download", help="Remote targets: also keep a copy in the local backups folder.")
+]
+GroupEnv = Annotated[str | None, typer.Option("--env", "-e", help="Environment name.")]
+
+
 @backup_app.callback(invoke_without_command=True)
 def backup(
     ctx: typer.Context,
-    env: Annotated[str | None, typer.Option("--env", "-e", help="Environment name.")] = None,
+    env: GroupEnv = None,
     service: ServiceOption = None,
-    verify: Annotated[bool, typer.Option("--verify", help="Then verify it by a scratch restore.")] = False,
-    kind: Annotated[str, typer.Option("--kind", help="Recorded in the manifest: manual or scheduled.")] = "manual",
-    download: Annotated[
-        bool, typer.Option("--download", help="Remote targets: also keep a copy in the local backups folder.")
-    ] = False,
+    verify: Verify = False,
+    kind: Kind = "manual",
+    download: Download = False,
     runtime_name: RuntimeOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Dump every service database (concurrently) and the roles, checksummed, into the backups folder
     (on a remote target: the host's, and with --download this machine's too)."""
-    if ctx.invoked_subcommand is not None:
-        return
+    if ctx.invoked_subcommand is None:
+        _create(env, service, verify, kind, download, runtime_name, as_json)
+
+
+@backup_app.command("create")
+def create(
+    env: GroupEnv = None,
+    service: ServiceOption = None,
+    verify: Verify = False,
+    kind: Kind = "manual",
+    download: Download = False,
+    runtime_name: RuntimeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Take a backup: what `backup --env E` does."""
+    _create(env, service, verify, kind, download, runtime_name, as_json)
+
+
+def _create(
+    env: str | None,
+    service: str | None,
+    verify: bool,
+    kind: str,
+    download: bool,
+    runtime_name: str | None,
+    as_json: bool,
+) -> None:
     if env is None:
         raise typer.BadParameter("--env is required", param_hint="--env")
     from mfe_deploy.backups import pg
@@ -207,7 +243,9 @@ def list_(env: EnvOption, as_json: JsonOption = False) -> None:
         else (r["id"], "-", "-", "-", "-", "DAMAGED", "-")
         for r in rows
     ]
-    console.table(("ID", "KIND", "FINISHED", "SIZE", "ROWS", "VERIFIED", "RELEASE"), table)
+    console.table(
+        ("ID", "KIND", "FINISHED", "SIZE", "ROWS", "VERIFIED", "RELEASE"), table, empty=f"no backups of {env}"
+    )
     for entry in shown:
         if entry.damaged:
             console.warn(f"{entry.id}: {entry.problem}; its dumps are kept, look at {entry.path}")

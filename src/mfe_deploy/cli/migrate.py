@@ -6,12 +6,17 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mfe_deploy.cli.app import JsonOption, app, application
+from mfe_deploy.cli.app import GroupOptions, JsonOption, app, application
 
 if TYPE_CHECKING:
     from mfe_deploy.ops.migrations import Outcome
 
-migrate_app = typer.Typer(help="Apply and inspect database migrations.", rich_markup_mode=None)
+migrate_app = typer.Typer(
+    help="Apply and inspect database migrations. Without a verb, `migrate --env E` applies them (as `migrate "
+    "apply`); the group's options (--env, --service, --json) reach its verbs.",
+    rich_markup_mode=None,
+    cls=GroupOptions,
+)
 app.add_typer(migrate_app, name="migrate")
 
 ServiceOption = Annotated[str | None, typer.Option("--service", "-s", help="Only this service.")]
@@ -27,19 +32,43 @@ def _execute(env: str, service: str | None, action: list[str]) -> list[Outcome]:
     return runtime(env).migrate(names, action)
 
 
+EnvName = Annotated[str | None, typer.Option("--env", "-e", help="Environment name.")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the SQL that would run.")]
+LockWait = Annotated[float, typer.Option("--lock-wait", help="Seconds to wait for the deploy lock.")]
+ForceUnlock = Annotated[bool, typer.Option("--force-unlock", help="Break a stale deploy lock.")]
+
+
 @migrate_app.callback(invoke_without_command=True)
 def migrate(
     ctx: typer.Context,
-    env: Annotated[str | None, typer.Option("--env", "-e", help="Environment name.")] = None,
+    env: EnvName = None,
     service: ServiceOption = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the SQL that would run.")] = False,
+    dry_run: DryRun = False,
     as_json: JsonOption = False,
-    lock_wait: Annotated[float, typer.Option("--lock-wait", help="Seconds to wait for the deploy lock.")] = 0,
-    force_unlock: Annotated[bool, typer.Option("--force-unlock", help="Break a stale deploy lock.")] = False,
+    lock_wait: LockWait = 0,
+    force_unlock: ForceUnlock = False,
 ) -> None:
     """Apply pending migrations of every service database (or one)."""
-    if ctx.invoked_subcommand is not None:
-        return
+    if ctx.invoked_subcommand is None:
+        _apply(env, service, dry_run, as_json, lock_wait, force_unlock)
+
+
+@migrate_app.command("apply")
+def apply(
+    env: EnvName = None,
+    service: ServiceOption = None,
+    dry_run: DryRun = False,
+    as_json: JsonOption = False,
+    lock_wait: LockWait = 0,
+    force_unlock: ForceUnlock = False,
+) -> None:
+    """Apply pending migrations of every service database (or one): what `migrate --env E` does."""
+    _apply(env, service, dry_run, as_json, lock_wait, force_unlock)
+
+
+def _apply(
+    env: str | None, service: str | None, dry_run: bool, as_json: bool, lock_wait: float, force_unlock: bool
+) -> None:
     if env is None:
         raise typer.BadParameter("--env is required", param_hint="--env")
     from mfe_deploy.cli.context import mutating

@@ -230,7 +230,8 @@ def releases(
         return next(iter(distinct)) if len(distinct) == 1 else ", ".join(f"{k}={x}" for k, x in v.items())
 
     header = ("ID", "TIME", "WHO", "KIND", "OUTCOME", "VERSIONS", "BACKUP BEFORE MIGRATING")
-    console.table(header, [(r.id, r.time, r.who, r.kind, r.outcome, versions(r), r.backup or "-") for r in rows])
+    table = [(r.id, r.time, r.who, r.kind, r.outcome, versions(r), r.backup or "-") for r in rows]
+    console.table(header, table, empty=f"no release of {env} recorded yet{f' for {service}' if service else ''}")
 
 
 @app.command()
@@ -259,6 +260,7 @@ def history(env: EnvOption, as_json: JsonOption = False) -> None:
             )
             for r in lines
         ],
+        empty=f"no action on {env} recorded yet",
     )
 
 
