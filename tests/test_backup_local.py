@@ -246,7 +246,7 @@ def forged_backups_are_refused(enc: Local, made: Path, email: str) -> None:
 def test_schedule_prints_and_installs_cron_and_systemd(local: Local, tmp_path: Path) -> None:
     cron = suite.ok(local.cli("backup", "schedule", "--env", ENV))
     line = next(x for x in cron.stdout.splitlines() if x.startswith("0 2 * * * root "))
-    assert f"backup --env {ENV} --verify --kind scheduled" in line and f"backup prune --env {ENV} --confirm" in line
+    assert f"backup --env {ENV} --verify --kind scheduled" in line and f"backup prune --env {ENV} --yes" in line
     suite.ok(
         local.cli(
             "backup",

@@ -81,7 +81,7 @@ def test_keys_new_writes_a_private_file_and_prints_only_the_public_half(project:
     assert made.out.splitlines()[-1] == f"public key: {key.public}"
     assert key.private.reveal().split(":")[1] not in made.out + made.err
     again = project.cli("keys", "new", "--out", str(path))
-    assert again.code != 0 and "never overwritten" in again.err
+    assert again.code == 2 and "never overwritten" in again.err  # bad input (issue 34: it was 1)
     assert jwtkeys.parse(path.read_text()) == key  # untouched
     bad = project.cli("keys", "new", "--out", str(path.with_name("x.key")), "--kid", "a b")
     assert bad.code != 0 and "--kid" in bad.err and not path.with_name("x.key").exists()
@@ -306,6 +306,17 @@ def test_a_plan_with_changes_exits_1_without_calling_itself_an_error(project: Pr
         (("backup", "create", "--help"), 0, "what `backup --env E` does", ""),
         (("migrate", "--help"), 0, "Without a verb, `migrate --env E` applies them", ""),
         (("backup", "--help"), 0, "Without a verb, `backup --env E` takes one", ""),
+        # Issue 34: `help` answered "Did you mean 'health'?"; a bad unit or an existing key file exited 1.
+        (("help",), 0, "Usage: mfe-deploy [OPTIONS] COMMAND", ""),
+        (("help", "migrate", "status"), 0, "Usage: mfe-deploy migrate status [OPTIONS]", ""),
+        (("help", "nosuch"), 2, "", "error: no command 'nosuch': see mfe-deploy help"),
+        (
+            ("logs", "--env", "development", "--runtime", "local", "auht"),
+            2,
+            "",
+            "unknown unit 'auht' (did you mean 'auth'?)",
+        ),
+        (("backup", "prune", "--env", "development", "--keep", "3"), 0, "(dry run: add --yes)", ""),
     ],
 )
 def test_a_groups_options_reach_its_verbs(

@@ -27,7 +27,7 @@ class Job:
         base = [*self.executable, "--project-dir", str(self.project_dir)]
         return [
             [*base, "backup", "--env", self.env, "--verify", "--kind", "scheduled"],
-            [*base, "backup", "prune", "--env", self.env, "--confirm"],
+            [*base, "backup", "prune", "--env", self.env, "--yes"],
         ]
 
 

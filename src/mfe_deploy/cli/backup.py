@@ -287,7 +287,9 @@ def prune(
         int | None, typer.Option("--keep", min=1, help="Verified backups to keep [env's backup.keep].")
     ] = None,
     max_age: Annotated[int | None, typer.Option("--max-age", min=1, help="Days [env's backup.max_age_days].")] = None,
-    confirm: Annotated[bool, typer.Option("--confirm", help="Delete; without it, only show the plan.")] = False,
+    confirm: Annotated[
+        bool, typer.Option("--yes", "-y", "--confirm", help="Delete; without it, only show the plan.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Keep the newest --keep complete, verified backups; remove interrupted ones and older ones."""
@@ -322,7 +324,7 @@ def prune(
         console.print(f"{'removed' if confirm else 'would remove'} {entry.id} ({plan.reasons[entry.id]})")
     console.print(
         f"{env}: {len(plan.keep)} kept, {len(plan.remove)} {'removed' if confirm else 'to remove'}"
-        f"{'' if confirm else ' (dry run: add --confirm)'}"
+        f"{'' if confirm else ' (dry run: add --yes)'}"
     )
 
 

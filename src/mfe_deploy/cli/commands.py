@@ -138,3 +138,21 @@ def version(as_json: JsonOption = False) -> None:
         console.json({"name": "mfe-deploy", "version": __version__})
     else:
         console.print(f"mfe-deploy {__version__}")
+
+
+@app.command("help")
+def help_(
+    ctx: typer.Context,
+    command: Annotated[list[str] | None, typer.Argument(help="A command, or a group and its verb.")] = None,
+) -> None:
+    """Show the help of mfe-deploy, or of a command (as COMMAND --help does)."""
+    from mfe_deploy.errors import UsageError
+
+    info = ctx.find_root()
+    target = info.command
+    for name in command or []:
+        found = target.get_command(info, name) if hasattr(target, "get_command") else None
+        if found is None:
+            raise UsageError(f"no command {' '.join(command or [])!r}: see mfe-deploy help")
+        info, target = type(ctx)(found, info_name=name, parent=info), found
+    typer.echo(target.get_help(info))

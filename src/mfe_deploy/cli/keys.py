@@ -25,11 +25,11 @@ def new(
     and `up` (auth signs with it), then remove the old key once jwt.expires_in has passed and `up`.
     """
     from mfe_deploy.config import jwtkeys
-    from mfe_deploy.errors import MfeError
+    from mfe_deploy.errors import MfeError, UsageError
     from mfe_deploy.exec.host import write_atomic
 
     if out.exists():
-        raise MfeError(f"{out}: exists already; a key is never overwritten (choose another path)")
+        raise UsageError(f"{out}: exists already; a key is never overwritten (choose another path)")
     try:
         key = jwtkeys.new(kid)
     except ValueError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import subprocess
 import sys
 import time
@@ -112,7 +113,7 @@ def logs(
     """Show the logs of one unit or all."""
     import re
 
-    from mfe_deploy.errors import MfeError, UsageError
+    from mfe_deploy.errors import UsageError
 
     if request_id is not None and not re.fullmatch(r"[A-Za-z0-9._:\-]{1,128}", request_id):
         raise UsageError(f"--request-id {request_id!r}: request ids are 1 to 128 of A-Z a-z 0-9 . _ : -")
@@ -122,7 +123,9 @@ def logs(
     rt = runtime(env, runtime_name)
     units = rt.units()
     if service is not None and service not in units:
-        raise MfeError(f"unknown unit {service!r}; one of: {', '.join(units)}")
+        near = difflib.get_close_matches(service, units, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise UsageError(f"unknown unit {service!r}{hint}; one of: {', '.join(units)}")
     rt.logs(service, lines_wanted, follow, needle, application().console.print)
 
 
