@@ -50,3 +50,46 @@ def test_a_failed_check_is_shared_too_and_clears_after_the_ttl() -> None:
         return [first, cached, (await verdict.get(run))[0]]
 
     assert asyncio.run(scenario()) == [503, 503, 200]
+
+
+def _replicas(resets: int) -> tuple[Any, list[int]]:
+    """A service on loopback whose first `resets` connections are reset at once (a replica closing its
+    socket), then answers /health with 200; and the count of connections it took."""
+    import socket
+    import struct
+
+    taken = [0]
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        taken[0] += 1
+        if taken[0] <= resets:
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.close()
+            return
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    return serve, taken
+
+
+def test_a_stopping_replica_does_not_make_the_service_unhealthy() -> None:
+    """Issue 31: the gateway's aggregate /health tried one replica once, so a replica stopping during a
+    healthy deploy turned the site's /health into a 503. Two resets, then an answer: healthy."""
+    from mfe_services.gateway.app import Gateway
+    from mfe_services.gateway.upstream import Pool
+
+    async def scenario(resets: int) -> tuple[int, dict[str, Any], int]:
+        serve, taken = _replicas(resets)
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            status, body = await health.report({"auth": Gateway._probe(Pool("127.0.0.1", port))})
+        return status, body, taken[0]
+
+    status, body, taken = asyncio.run(scenario(2))
+    assert (status, body["services"], taken) == (200, {"auth": "healthy"}, 3)
+    status, body, taken = asyncio.run(scenario(1000))  # no replica answers: unhealthy within the timeout
+    assert (status, body["services"]) == (503, {"auth": "unhealthy"}) and taken > 3

@@ -15,7 +15,14 @@ from mfe_services.common import guard, health, logs, reporting, tokens
 from mfe_services.common.metrics import Metrics
 from mfe_services.common.settings import Settings
 from mfe_services.gateway.maintenance import Maintenance
-from mfe_services.gateway.upstream import Connection, Pool, UpstreamError, hop_by_hop, request_head
+from mfe_services.gateway.upstream import (
+    RETRY_PAUSE,
+    Connection,
+    Pool,
+    UpstreamError,
+    hop_by_hop,
+    request_head,
+)
 
 log = logging.getLogger("mfe.gateway")
 RESPONSE_TIMEOUT = 60.0
@@ -286,7 +293,12 @@ class Gateway:
 
     @staticmethod
     def _probe(pool: Pool) -> health.Check:
-        async def check() -> None:
+        """A service is healthy when one of its replicas answers 200. A replica that is stopping (its idle
+        connection closed under the probe, its socket gone) is not a failed service: the probe tries again
+        on a new connection, the name resolved anew, until the check's timeout (health.CHECK_TIMEOUT)
+        gives up. An answer other than 200 is the service's own verdict, never tried again."""
+
+        async def once() -> int:
             conn, _ = await pool.acquire()
             conn.start(head_only=False)
             conn.write(request_head("GET", b"/health", [(b"host", pool.netloc)]))
@@ -298,6 +310,16 @@ class Gateway:
                 conn.close()
                 raise
             pool.release(conn)
+            return status
+
+        async def check() -> None:
+            while True:
+                try:
+                    status = await once()
+                    break
+                except UpstreamError:
+                    pool.close()
+                    await asyncio.sleep(RETRY_PAUSE)
             if status != 200:
                 raise UpstreamError(f"health {status}")
 
