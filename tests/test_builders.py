@@ -24,7 +24,7 @@ from mfe_deploy.ops import migrations
 from mfe_deploy.runtimes import registry
 from mfe_deploy.runtimes.contract import Deployment, Runtime
 from mfe_deploy.supervisor import program_fingerprints
-from tests.conftest import REPO
+from tests.conftest import REPO, strong_secrets
 
 C = Compose(("docker", "compose"), PurePosixPath("/srv/app"))
 F = "docker compose -f /srv/app/compose.yml"
@@ -210,6 +210,38 @@ def test_supervisor_programs_of_the_local_runtime(tmp_path: Path) -> None:
     programs = {part.split("]", 1)[0]: part for part in conf.split("[program:")[1:]}
     assert "stopwaitsecs=60\n" in programs["notes"] and "stopwaitsecs=20\n" in programs["auth"]
     assert "STOP_TIMEOUT='60'\n" in bundle.files["env/notes.env"].text
+    # One bound on every program's output (logs:, default 10m x 3 files: the file and two rotated ones).
+    assert all("stdout_logfile_maxbytes=10MB\nstdout_logfile_backups=2\n" in part for part in programs.values())
+
+
+def test_one_log_bound_for_the_three_runtimes(tmp_path: Path) -> None:
+    """Issue 32: compose and the stack file set no `logging`; the local runtime's bound was fixed text."""
+    from mfe_deploy import swarm_stack
+    from mfe_deploy.binaries import Binaries
+    from mfe_deploy.local_bundle import LocalLayout, render_local
+    from mfe_deploy.render import render
+
+    project = tmp_path / "p"
+    shutil.copytree(REPO / "environments", project / "environments")
+    (project / "environments" / "lg.yaml").write_text("extends: production\nlogs: {max_size: 512k, max_files: 4}\n")
+    loaded, secrets = loader.load_with_secrets(project, "lg", strong_secrets())
+    bundle = render(loaded.env, secrets, versions=dict.fromkeys(loaded.env.services, "v1"))
+    compose = yaml.safe_load(bundle.files["compose.yml"].text)
+    bound = {"driver": "json-file", "options": {"max-size": "512k", "max-file": "4"}}
+    assert {unit: svc.get("logging") for unit, svc in compose["services"].items()} == dict.fromkeys(
+        compose["services"], bound
+    )
+    contents = {path: f.text.encode() for path, f in bundle.files.items()}
+    contents |= {"nginx/ssl/cert.pem": b"cert", "nginx/ssl/key.pem": b"key"}
+    stack = swarm_stack.stack(loaded.env, compose, contents)
+    assert all(svc["logging"] == bound for svc in stack["services"].values())
+    tools = Path("/bin")
+    bins = Binaries(Path("/pg/bin"), tools / "redis-server", None, None, tools / "supervisord", None, tools / "svctl")
+    local = render_local(
+        loaded.env, secrets, LocalLayout(project / ".mfe" / "lg"), bins, python="/p", run_as_root=False
+    )
+    programs = local.files["supervisord.conf"].text.split("[program:")[1:]
+    assert programs and all("stdout_logfile_maxbytes=512KB\nstdout_logfile_backups=3\n" in p for p in programs)
 
 
 class EngineRunner(RecordingRunner):

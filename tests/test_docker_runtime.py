@@ -158,6 +158,7 @@ monitoring:
   enabled: true
   port: {prometheus}
   scrape_interval: 1s
+logs: {{max_size: 1m, max_files: 2}}
 notify:
   webhooks:
     - url: ${{DKR_NOTIFY_URL}}
@@ -338,6 +339,25 @@ def _processes(name: str, values: list[str]) -> list[dict[str, Any]]:
             }
         )
     return found
+
+
+def test_a_service_writing_logs_fast_for_a_minute_keeps_them_under_the_bound(project: Project) -> None:
+    """Issue 32: compose set no `logging`, and a busy gateway's access lines grew without end on the disk
+    it shares with PostgreSQL. Every container has the bound (logs: 1m x 2 here); a gateway container
+    writes 500 kB a second into its own output (its PID 1's, where the service's lines go) for a minute,
+    60 times the bound, and its log files stay within it."""
+    names = project.containers()
+    for name in names:
+        config = _inspect(name)["HostConfig"]["LogConfig"]
+        assert config == {"Type": "json-file", "Config": {"max-size": "1m", "max-file": "2"}}, (name, config)
+    gateway = sorted(n for n in names if "api-gateway" in n)[0]
+    line = "x" * 200
+    flood = f"i=0; while [ $i -lt 60 ]; do yes {line} | head -c 500000 > /proc/1/fd/1; sleep 1; i=$((i+1)); done"
+    done = subprocess.run(["docker", "exec", gateway, "sh", "-c", flood], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    folder = Path(_inspect(gateway)["LogPath"]).parent
+    files = {f.name: f.stat().st_size for f in folder.glob("*-json.log*")}
+    assert 1 <= len(files) <= 2 and sum(files.values()) <= 2 * (1 << 20) + 64 * 1024, files
 
 
 def test_services_run_unprivileged_and_stores_are_not_published(project: Project) -> None:

@@ -229,6 +229,18 @@ class Backup(Model):
         return value
 
 
+class Logs(Model):
+    """How much output each unit keeps: files of at most `max_size`, `max_files` of them, the oldest dropped
+    (docker's json-file driver on docker and Swarm, supervisord's rotation on the local runtime)."""
+
+    max_size: Memory = "10m"
+    max_files: int = Field(default=3, ge=1, le=100)
+
+    @property
+    def supervisord_size(self) -> str:
+        return self.max_size[:-1] + {"k": "KB", "m": "MB", "g": "GB"}[self.max_size[-1]]
+
+
 class Monitoring(Model):
     """A Prometheus server in the stack scraping every service's /metrics (local runtime: Debian's binary)."""
 
@@ -332,6 +344,7 @@ class Environment(Model):
     notify: Notify = Notify()
     monitoring: Monitoring = Monitoring()
     swarm: Swarm = Swarm()
+    logs: Logs = Logs()
     secrets: Secrets
 
     @model_validator(mode="before")
