@@ -30,7 +30,12 @@ HOP_BY_HOP = frozenset(
 )
 HIGH_WATER = 1 << 20
 PER_ADDRESS = 0.5
+ATTEMPT = 1.0  # one attempt on the last address of a round at most: then the name is resolved again
 RETRY_PAUSE = 0.1
+# How long an upstream that does not answer is waited for (a refusing one is not): longer than a new
+# Swarm task's overlay route takes to reach every node on a busy machine (seen: 8 s of timeouts while
+# the old task was already gone), shorter than a client's patience.
+CONNECT_TIMEOUT = 8.0
 # An idle connection older than this is closed, never used: a stopping service closes its idle
 # connections after its drain (common/drain.py, twice as long), and uvicorn closes them after 5 s idle;
 # a request written on one at that instant would be lost.
@@ -184,7 +189,7 @@ class Connection(asyncio.Protocol):
 
 
 class Pool:
-    def __init__(self, host: str, port: int, *, max_idle: int = 128, connect_timeout: float = 2.0) -> None:
+    def __init__(self, host: str, port: int, *, max_idle: int = 128, connect_timeout: float = CONNECT_TIMEOUT) -> None:
         self.host, self.port = host, port
         self.netloc = f"{host}:{port}".encode()
         self.max_idle = max_idle
@@ -205,29 +210,31 @@ class Pool:
         return await self.connect(), False
 
     async def connect(self) -> Connection:
-        """A new connection, the name resolved anew. A name with several addresses (a replicated service
-        resolved by DNS) is tried address after address, each for at most PER_ADDRESS seconds while
-        another remains (an address whose container is gone answers nothing). When every address failed,
-        the name is resolved and tried once more within the same connect timeout: a replica that closed
-        its socket while DNS still named it is gone from the answer by then."""
+        """A new connection, the name resolved anew for every round. A name with several addresses (a
+        replicated service resolved by DNS) is tried address after address, each for at most PER_ADDRESS
+        seconds while another remains (an address whose container is gone answers nothing), the last for at
+        most ATTEMPT. Then the name is resolved and tried again: a replica that closed its socket while DNS
+        still named it is gone from the answer by then. Addresses that refuse are refused for good after two
+        rounds (a service that is down is a 502 at once); an upstream that does not answer (a new task whose
+        overlay route the other nodes have not learnt yet) is waited for until the connect timeout: the
+        request is late, not lost, and nothing of it was sent."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.connect_timeout
         error: BaseException | None = None
-        for attempt in range(2):
-            if attempt:
-                await asyncio.sleep(RETRY_PAUSE)
+        rounds = 0
+        while True:
+            refused = True  # every address of this round refused (or none was tried)
             try:
                 infos = await asyncio.wait_for(
                     loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM), max(deadline - loop.time(), 0)
                 )
             except (OSError, TimeoutError) as exc:
-                error = exc
-                continue
+                error, infos, refused = exc, [], False
             for index, (family, _, _, _, address) in enumerate(infos):
                 left = deadline - loop.time()
                 if left <= 0:
                     break
-                budget = left if index == len(infos) - 1 else min(left, PER_ADDRESS)
+                budget = min(left, ATTEMPT if index == len(infos) - 1 else PER_ADDRESS)
                 try:
                     _, conn = await asyncio.wait_for(
                         loop.create_connection(Connection, str(address[0]), int(address[1]), family=family), budget
@@ -235,8 +242,11 @@ class Pool:
                     return conn
                 except (OSError, TimeoutError) as exc:
                     error = exc
-            if deadline - loop.time() <= RETRY_PAUSE:
+                    refused = refused and isinstance(exc, ConnectionRefusedError)
+            rounds += 1
+            if (refused and rounds >= 2) or deadline - loop.time() <= RETRY_PAUSE:
                 break
+            await asyncio.sleep(RETRY_PAUSE)
         reason = str(error) if error is not None and str(error) else "timeout"
         raise UpstreamError(f"cannot connect to {self.host}:{self.port}: {reason}")
 
