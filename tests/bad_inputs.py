@@ -260,6 +260,24 @@ CASES = [
         ],
     ),
     Case(
+        "issuer-is-the-gateway",  # issue 34: it said "'api-gateway' is not a service of this environment"
+        "staging",
+        "tier: staging",
+        "tier: staging\njwt:\n  issuer: api-gateway",
+        [
+            "environments/staging.yaml:5: jwt.issuer: 'api-gateway' is the gateway, which verifies tokens and never signs them: the issuer is a service that logs users in (default: auth, the bundled one)",
+        ],
+    ),
+    Case(
+        "issuer-unknown",
+        "staging",
+        "tier: staging",
+        "tier: staging\njwt:\n  issuer: auht",
+        [
+            "environments/staging.yaml:5: jwt.issuer: 'auht' is not a service of this environment: the issuer signs the access tokens (default: auth, the bundled one); one of auth, payments, admin, profile",
+        ],
+    ),
+    Case(
         "bad-cron",
         "staging",
         "tier: staging",

@@ -48,8 +48,17 @@ def _services(env: Environment) -> Iterator[Finding]:
     for extra in gateways[1:]:
         yield ("services", extra, "role"), f"only one gateway: {gateways[0]} is one already"
     issuer = env.services.get(env.jwt.issuer)
-    if issuer is None or issuer.role == "gateway":
-        yield ("jwt", "issuer"), f"{env.jwt.issuer!r} is not a service of this environment (the one that signs tokens)"
+    if issuer is None:
+        names = ", ".join(n for n, s in env.services.items() if s.role != "gateway") or "none"
+        yield ("jwt", "issuer"), (
+            f"{env.jwt.issuer!r} is not a service of this environment: the issuer signs the access tokens "
+            f"(default: auth, the bundled one); one of {names}"
+        )
+    elif issuer.role == "gateway":
+        yield ("jwt", "issuer"), (
+            f"{env.jwt.issuer!r} is the gateway, which verifies tokens and never signs them: the issuer is a "
+            "service that logs users in (default: auth, the bundled one)"
+        )
     prefixes: dict[str, str] = {}
     for name, svc in env.services.items():
         if svc.bundled and name not in BUNDLED:
