@@ -50,14 +50,20 @@ def _services(env: Environment) -> Iterator[Finding]:
     issuer = env.services.get(env.jwt.issuer)
     if issuer is None:
         names = ", ".join(n for n, s in env.services.items() if s.role != "gateway") or "none"
-        yield ("jwt", "issuer"), (
-            f"{env.jwt.issuer!r} is not a service of this environment: the issuer signs the access tokens "
-            f"(default: auth, the bundled one); one of {names}"
+        yield (
+            ("jwt", "issuer"),
+            (
+                f"{env.jwt.issuer!r} is not a service of this environment: the issuer signs the access tokens "
+                f"(default: auth, the bundled one); one of {names}"
+            ),
         )
     elif issuer.role == "gateway":
-        yield ("jwt", "issuer"), (
-            f"{env.jwt.issuer!r} is the gateway, which verifies tokens and never signs them: the issuer is a "
-            "service that logs users in (default: auth, the bundled one)"
+        yield (
+            ("jwt", "issuer"),
+            (
+                f"{env.jwt.issuer!r} is the gateway, which verifies tokens and never signs them: the issuer is a "
+                "service that logs users in (default: auth, the bundled one)"
+            ),
         )
     prefixes: dict[str, str] = {}
     for name, svc in env.services.items():
