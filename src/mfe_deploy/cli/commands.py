@@ -156,3 +156,33 @@ def help_(
             raise UsageError(f"no command {' '.join(command or [])!r}: see mfe-deploy help")
         info, target = type(ctx)(found, info_name=name, parent=info), found
     typer.echo(target.get_help(info))
+
+
+@app.command()
+def init(
+    folder: Annotated[Path | None, typer.Argument(help="Where to start it (default: here); made when missing.")] = None,
+    service: Annotated[str, typer.Option("--service", help="Your service's name.")] = "hello",
+    port: Annotated[int, typer.Option("--port", help="Your service's port.")] = 3010,
+    project: Annotated[
+        str | None, typer.Option("--project", help="The project's name [default: the folder's].")
+    ] = None,
+) -> None:
+    """Start a project: the gateway and the JWT issuer in front of one service of yours, in development and
+    production environments. Never overwrites a file."""
+    from mfe_deploy import scaffold
+    from mfe_deploy.errors import UsageError
+    from mfe_deploy.exec.host import write_atomic
+
+    console = application().console
+    where = (folder or Path.cwd()).resolve()
+    name = project or scaffold.project_name(where.name)
+    wanted = scaffold.files(name, service, port)
+    there = [path for path in wanted if (where / path).exists()]
+    if there:
+        raise UsageError(f"{where}: {', '.join(there)} exist already; init never overwrites (choose an empty folder)")
+    for path, text in wanted.items():
+        write_atomic(where / path, text, 0o644)
+    console.print(f"{where}: project {name!r}, with your service {service!r} ({', '.join(wanted)})")
+    here = [] if where == Path.cwd().resolve() else [f"cd {where}"]
+    steps = [*here, "mfe-deploy up --env development", f"curl http://localhost:3000/api/{service}/hello"]
+    console.print("next:\n" + "\n".join(f"  {step}" for step in steps))
