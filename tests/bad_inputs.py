@@ -382,7 +382,7 @@ CASES = [
         "",
         "",
         [
-            "environments/staging.yaml:19: secrets.postgres_password: environment variable STAGING_POSTGRES_PASSWORD is not set",
+            "environments/staging.yaml:19: secrets.postgres_password: environment variable STAGING_POSTGRES_PASSWORD is not set: export it where mfe-deploy runs (in CI, a secret variable)",
         ],
         environ={"STAGING_POSTGRES_PASSWORD": None},
     ),
@@ -392,7 +392,7 @@ CASES = [
         "",
         "",
         [
-            "environments/production.yaml:34: secrets.jwt_keys[0]: environment variable PRODUCTION_JWT_KEY is not set",
+            "environments/production.yaml:34: secrets.jwt_keys[0]: environment variable PRODUCTION_JWT_KEY is not set: export it where mfe-deploy runs (in CI, a secret variable)",
         ],
         environ={"PRODUCTION_JWT_KEY": ""},
     ),
@@ -527,7 +527,7 @@ CASES = [
         "",
         "",
         [
-            "environments/staging.yaml:18: secrets.jwt_keys[0]: environment variable STAGING_JWT_KEY is not set",
+            "environments/staging.yaml:18: secrets.jwt_keys[0]: environment variable STAGING_JWT_KEY is not set: export it where mfe-deploy runs (in CI, a secret variable)",
             "environments/staging.yaml:25: secrets.databases.admin: the value is a well-known default, refused in staging",
         ],
         environ={"STAGING_JWT_KEY": None, "STAGING_ADMIN_DB_PASSWORD": "admin"},

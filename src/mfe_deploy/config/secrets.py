@@ -201,7 +201,10 @@ def _read(ref: SecretRef, environ: Mapping[str, str], project_dir: Path, strict:
     if value is None or value == "":
         if ref.default is not None:
             return ref.default, None
-        return None, f"environment variable {ref.env} is not set"
+        return (
+            None,
+            f"environment variable {ref.env} is not set: export it where mfe-deploy runs (in CI, a secret variable)",
+        )
     return value, None
 
 
