@@ -325,3 +325,16 @@ def test_a_groups_options_reach_its_verbs(
     result = project.cli(*argv)
     assert result.code == code, result.err
     assert out in " ".join(result.out.split()) and err in result.err
+
+
+def test_one_release_option_and_one_default_for_render_and_up(project: Project) -> None:
+    """Issue 34: render defaulted the image tag to latest while up used git describe, so `render --check`
+    against what up wrote reported every image line; --version named the tag and the tool's version."""
+    out = project.root / ".mfe" / "development"
+    assert project.cli("render", "--env", "development").code == 0
+    compose = (out / "compose.yml").read_text()
+    assert 'image: "universal-mfe/auth:dev"' in compose and ":latest" not in compose  # no git here: dev
+    assert project.cli("render", "--env", "development", "--check").code == 0
+    for spelling in ("--release", "--version"):
+        drift = project.cli("render", "--env", "development", "--check", spelling, "v9")
+        assert drift.code == 1 and '+    image: "universal-mfe/auth:v9"' in drift.out, (spelling, drift.out)

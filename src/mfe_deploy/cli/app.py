@@ -166,5 +166,31 @@ def host(env: str, environment: Environment | None = None) -> Host:
     return state.hosts[env]
 
 
+ReleaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--release",
+        "--version",
+        help="The release: every service's image tag [default: git describe of the project, or dev].",
+    ),
+]
 EnvOption = Annotated[str, typer.Option("--env", "-e", help="Environment name (a file in environments/).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def release(given: str | None) -> str:
+    """The release a command deploys, plans or renders: --release, else `git describe --always --dirty` of
+    the project, else dev. One default for every command, so that `render --check` compares with what
+    `up` deployed."""
+    if given:
+        return given
+    from mfe_deploy.errors import MfeError
+    from mfe_deploy.exec.command import Command
+    from mfe_deploy.exec.process import LocalProcess
+
+    project = str(application().project_dir)
+    try:
+        done = LocalProcess().run(Command(("git", "-C", project, "describe", "--always", "--dirty")), timeout=5)
+    except MfeError:  # no git here, or it hung
+        return "dev"
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "dev"

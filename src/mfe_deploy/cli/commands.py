@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mfe_deploy.cli.app import EnvOption, JsonOption, app, application
+from mfe_deploy.cli.app import EnvOption, JsonOption, ReleaseOption, app, application, release
 
 if TYPE_CHECKING:
     from mfe_deploy.bundle import Drift
@@ -82,7 +82,7 @@ def render(
     env: EnvOption,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Bundle directory [default: .mfe/ENV].")] = None,
     check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 with a diff on drift.")] = False,
-    version: Annotated[str, typer.Option("--version", help="Image tag for every service.")] = "latest",
+    version: ReleaseOption = None,
     engine_version: Annotated[
         str | None,
         typer.Option("--engine-version", help="Docker Engine version to render for [default: ask]."),
@@ -98,7 +98,7 @@ def render(
     state = application()
     loaded, secrets = loader.load_with_secrets(state.project_dir, env)
     state.console.add_secrets(secrets.maskable())
-    versions: dict[str, str] = dict.fromkeys(loaded.env.services, version)
+    versions: dict[str, str] = dict.fromkeys(loaded.env.services, release(version))
     result = render_bundle(loaded.env, secrets, versions=versions, caps=capabilities(engine_version))
     target = out if out is not None else state.project_dir / ".mfe" / env
     shown = _display(target, state.project_dir)

@@ -6,22 +6,14 @@ from typing import Annotated
 
 import typer
 
-from mfe_deploy.cli.app import EnvOption, JsonOption, app, application
+from mfe_deploy.cli.app import EnvOption, JsonOption, ReleaseOption, app, application, release
 from mfe_deploy.cli.context import RuntimeOption, runtime
-
-VersionOption = Annotated[str | None, typer.Option("--version", help="The version `up` would deploy [git describe].")]
-
-
-def _version(version: str | None) -> str:
-    from mfe_deploy.cli.stack import _version as describe
-
-    return version or describe(application().project_dir)
 
 
 @app.command()
 def plan(
     env: EnvOption,
-    version: VersionOption = None,
+    version: ReleaseOption = None,
     runtime_name: RuntimeOption = None,
     as_json: JsonOption = False,
     rollback: Annotated[
@@ -51,7 +43,7 @@ def plan(
         if refused:
             raise NotInSync(f"{env}: rolling {rollback} back to {found.target} as it is would be refused")
         return
-    tag = _version(version)
+    tag = release(version)
     with console.status("comparing what runs with the environment"):
         result = plans.plan(rt.desired(tag), rt.observe())
     if as_json:
@@ -65,7 +57,7 @@ def plan(
 
 
 @app.command()
-def diff(env: EnvOption, version: VersionOption = None, runtime_name: RuntimeOption = None) -> None:
+def diff(env: EnvOption, version: ReleaseOption = None, runtime_name: RuntimeOption = None) -> None:
     """What differs between the environment and what runs: files, images, replicas, migrations."""
     from mfe_deploy import plan as plans
     from mfe_deploy.cli.commands import print_drift
@@ -73,7 +65,7 @@ def diff(env: EnvOption, version: VersionOption = None, runtime_name: RuntimeOpt
 
     console = application().console
     rt = runtime(env, runtime_name)
-    tag = _version(version)
+    tag = release(version)
     with console.status("comparing what runs with the environment"):
         desired, observed = rt.desired(tag), rt.observe()
         drifts = rt.drift(tag)

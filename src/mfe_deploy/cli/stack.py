@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import difflib
-import subprocess
 import sys
 import time
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mfe_deploy.cli.app import EnvOption, JsonOption, app, application, host
+from mfe_deploy.cli.app import EnvOption, JsonOption, ReleaseOption, app, application, host, release
 from mfe_deploy.cli.context import ForceUnlock, LockWait, RuntimeOption, lock_broken, mutating, runtime
 
 if TYPE_CHECKING:
     from mfe_deploy.runtimes.contract import UnitStatus
-
-
-def _version(project_dir: object) -> str:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(project_dir), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except OSError:
-        return "dev"
-    return out.stdout.strip() or "dev"
 
 
 def _print_status(rows: list[UnitStatus], as_json: bool) -> None:
@@ -47,7 +32,7 @@ def up(
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Do not wait for /health.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for each stage.")] = 120,
     as_json: JsonOption = False,
-    version: Annotated[str | None, typer.Option("--version", help="Version tag [default: git describe].")] = None,
+    version: ReleaseOption = None,
     lock_wait: LockWait = 0,
     force_unlock: ForceUnlock = False,
     restart_stores: Annotated[
@@ -62,7 +47,7 @@ def up(
     started = time.monotonic()
     application().console.plain = as_json
     rt = runtime(env, runtime_name)
-    tag = version or _version(application().project_dir)
+    tag = release(version)
     with mutating(env, "up", {"version": tag, "runtime": rt.name}, wait=lock_wait, force=force_unlock):
         rows = rt.up(wait=not no_wait, timeout=timeout, version=tag, restart_stores=restart_stores)
     _print_status(rows, as_json)
