@@ -338,3 +338,24 @@ def test_one_release_option_and_one_default_for_render_and_up(project: Project) 
     for spelling in ("--release", "--version"):
         drift = project.cli("render", "--env", "development", "--check", spelling, "v9")
         assert drift.code == 1 and '+    image: "universal-mfe/auth:v9"' in drift.out, (spelling, drift.out)
+
+
+def test_the_root_help_groups_every_command_with_its_whole_summary(project: Project) -> None:
+    """Issue 34: 25 commands flat in registration order (restore first), summaries cut mid-sentence."""
+    shown = project.cli("--help").out
+    titles = [line[:-1] for line in shown.splitlines() if line.endswith(":") and not line.startswith(" ")]
+    assert titles[-5:] == ["Start and deploy", "Inspect", "Data", "Operate", "This tool"]  # no "Other"
+    commands = shown.split("Start and deploy:", 1)[1]
+    assert "..." not in commands
+    first = [line.split()[0] for line in commands.splitlines() if line.startswith("  ") and line[2] != " "]
+    assert first[:3] == ["init", "up", "plan"] and {"restore", "backup", "migrate", "help", "version"} <= set(first)
+
+
+def test_shell_completion_completes_commands_and_group_verbs(project: Project) -> None:
+    for words, cword, expected in (("mfe-deploy mig", "1", "migrate"), ("mfe-deploy backup cr", "2", "create")):
+        extra = {"_MFE_DEPLOY_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": cword}
+        argv = [sys.executable, "-c", "from mfe_deploy.cli.main import main; main()"]
+        done = subprocess.run(argv, env={**project.environ, **extra}, capture_output=True, text=True, timeout=60)
+        assert done.stdout.split() == [expected], done.stdout + done.stderr
+    script = project.cli("--show-completion", "bash")
+    assert script.code == 0 and "_MFE_DEPLOY_COMPLETE=complete_bash" in script.out

@@ -39,11 +39,44 @@ class GroupOptions(TyperGroup):
         return name, command, rest
 
 
+# The root's --help: commands by what they are for, each with its whole first sentence.
+PANELS = {
+    "Start and deploy": ("init", "up", "plan", "diff", "rollback", "render", "down"),
+    "Inspect": ("status", "health", "logs", "releases", "history", "envs", "validate", "config"),
+    "Data": ("backup", "restore", "migrate"),
+    "Operate": ("maintenance", "lock", "keys", "notify", "nodes", "hosts", "images", "admin"),
+    "This tool": ("help", "version"),
+}
+
+
+def summary(command: Any) -> str:
+    """A command's first sentence, whole (click cuts its short help at a width, mid-sentence)."""
+    text = " ".join((command.help or command.short_help or "").split())
+    first = text.split(". ", 1)[0]
+    return first if first.endswith(".") else first + "."
+
+
+class RootGroup(TyperGroup):
+    def list_commands(self, ctx: Any) -> list[str]:
+        ordered = [name for names in PANELS.values() for name in names if name in self.commands]
+        return ordered + sorted(name for name in self.commands if name not in ordered)
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        placed = {name for names in PANELS.values() for name in names}
+        others = tuple(sorted(name for name in self.commands if name not in placed))
+        for title, names in (*PANELS.items(), ("Other", others)):
+            rows = [(n, summary(self.commands[n])) for n in names if n in self.commands and not self.commands[n].hidden]
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
 app = typer.Typer(
+    cls=RootGroup,
     name="mfe-deploy",
     help="Validate, render and deploy the universal MFE backend.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
