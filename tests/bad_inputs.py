@@ -260,6 +260,15 @@ CASES = [
         ],
     ),
     Case(
+        "port-clash-with-a-default",  # issue 34: blamed on staging.yaml:2 (extends: _base), where no port is
+        "staging",
+        "tier: staging",
+        "tier: staging\nservices:\n  auth: {port: 6379}",
+        [
+            "environments/staging.yaml:5: services.auth.port: port 6379 is already used by redis.port (its default)",
+        ],
+    ),
+    Case(
         "issuer-is-the-gateway",  # issue 34: it said "'api-gateway' is not a service of this environment"
         "staging",
         "tier: staging",

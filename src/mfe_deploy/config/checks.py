@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from mfe_deploy.config.bundled import BUNDLED
 from mfe_deploy.config.models import Environment
@@ -11,8 +11,10 @@ from mfe_deploy.config.source import KeyPath
 Finding = tuple[KeyPath, str]
 
 
-def check(env: Environment) -> list[Finding]:
-    return [*_services(env), *_ports(env), *_tier(env), *_secrets(env), *_nginx(env), *_database(env)]
+def check(env: Environment, written: Callable[[KeyPath], bool] = lambda path: True) -> list[Finding]:
+    """Findings across keys. `written(path)`: whether a file sets that key (not a default), so that a
+    clash is blamed on the line that holds a value."""
+    return [*_services(env), *_ports(env, written), *_tier(env), *_secrets(env), *_nginx(env), *_database(env)]
 
 
 # What mfe-deploy itself sets in a service's environment: a service's `env:` cannot replace them.
@@ -93,7 +95,7 @@ def _services(env: Environment) -> Iterator[Finding]:
                 yield ("services", name, "routes", "public"), f"{route!r} is not under {prefix}"
 
 
-def _ports(env: Environment) -> Iterator[Finding]:
+def _ports(env: Environment, written: Callable[[KeyPath], bool]) -> Iterator[Finding]:
     claimed: list[tuple[KeyPath, int]] = [(("services", n, "port"), s.port) for n, s in env.services.items()]
     claimed.append((("database", "port"), env.database.port))
     claimed.append((("redis", "port"), env.redis.port))
@@ -107,7 +109,10 @@ def _ports(env: Environment) -> Iterator[Finding]:
     for path, port in claimed:
         if port in owner:
             first = ".".join(str(p) for p in owner[port])
-            yield path, f"port {port} is already used by {first}"
+            if written(path) or not written(owner[port]):
+                yield path, f"port {port} is already used by {first}"
+            else:  # this one is a default: the clash is the written value's
+                yield owner[port], f"port {port} is already used by {'.'.join(map(str, path))} (its default)"
         else:
             owner[port] = path
 

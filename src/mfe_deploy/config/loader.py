@@ -72,7 +72,7 @@ def load(project_dir: Path, name: str) -> Loaded:
     except ValidationError as exc:
         raise ConfigError(sorted((_from_pydantic(doc, e) for e in exc.errors()), key=_order)) from None
     loaded = Loaded(env=env, doc=doc, file=display)
-    findings = checks.check(env)
+    findings = checks.check(env, lambda path: path in doc.lines)
     if findings:
         raise ConfigError(sorted((loaded.problem(path, msg) for path, msg in findings), key=_order))
     return loaded
