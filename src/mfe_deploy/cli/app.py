@@ -45,7 +45,7 @@ PANELS = {
     "Inspect": ("status", "health", "logs", "releases", "history", "envs", "validate", "config"),
     "Data": ("backup", "restore", "migrate"),
     "Operate": ("maintenance", "lock", "keys", "notify", "nodes", "hosts", "images", "admin"),
-    "This tool": ("help", "version"),
+    "This tool": ("help", "docs", "version"),
 }
 
 

@@ -186,3 +186,11 @@ def init(
     here = [] if where == Path.cwd().resolve() else [f"cd {where}"]
     steps = [*here, "mfe-deploy up --env development", f"curl http://localhost:3000/api/{service}/hello"]
     console.print("next:\n" + "\n".join(f"  {step}" for step in steps))
+
+
+@app.command()
+def docs() -> None:
+    """Print the configuration reference: every key of an environment file, its type, default and purpose."""
+    from mfe_deploy.config.reference import reference
+
+    application().console.print(reference().rstrip("\n"))
