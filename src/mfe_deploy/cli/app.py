@@ -168,7 +168,7 @@ def _root(
     ] = False,
 ) -> None:
     if project_dir is None:
-        from mfe_deploy.config.loader import find_project
+        from mfe_deploy.config.project import find_project
 
         here = Path.cwd().resolve()
         project_dir = find_project(here) or here

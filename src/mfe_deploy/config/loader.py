@@ -16,10 +16,10 @@ from pydantic import BaseModel, ValidationError
 
 from mfe_deploy.config import checks, secrets, source
 from mfe_deploy.config.models import Environment
+from mfe_deploy.config.project import ENV_DIR
 from mfe_deploy.config.source import Document, KeyPath
 from mfe_deploy.errors import ConfigError, Problem, UnknownEnvironment, UsageError
 
-ENV_DIR = "environments"
 MAX_EXTENDS = 8
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,100}")
 
@@ -33,14 +33,6 @@ class Loaded:
     def problem(self, path: KeyPath, message: str) -> Problem:
         where = self.doc.locate(path)
         return Problem(where.file, where.line, source.format_path(path), message)
-
-
-def find_project(start: Path) -> Path | None:
-    """The nearest folder holding environments/: `start` or one of its parents (as compose finds its file)."""
-    for folder in (start, *start.parents):
-        if (folder / ENV_DIR).is_dir():
-            return folder
-    return None
 
 
 def require_project(project_dir: Path) -> None:
