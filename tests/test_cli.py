@@ -359,3 +359,26 @@ def test_shell_completion_completes_commands_and_group_verbs(project: Project) -
         assert done.stdout.split() == [expected], done.stdout + done.stderr
     script = project.cli("--show-completion", "bash")
     assert script.code == 0 and "_MFE_DEPLOY_COMPLETE=complete_bash" in script.out
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (("validate", "--env", "staging"), {"file": "environments/staging.yaml", "valid": True, "tier": "staging"}),
+        (("lock", "status", "--env", "staging"), {"env": "staging", "state": "unlocked", "holder": None}),
+        (("maintenance", "status", "--env", "staging"), {"env": "staging", "on": False, "notice": None}),
+        (("keys", "list", "--env", "staging"), {"issuer": "auth"}),
+        (("envs",), None),
+        (("version",), {"name": "mfe-deploy"}),
+    ],
+)
+def test_every_command_that_prints_data_takes_json(
+    project: Project, argv: tuple[str, ...], expected: dict[str, object] | None
+) -> None:
+    """Issue 34: validate, lock status, maintenance status and keys list had no --json."""
+    result = project.cli(*argv, "--json")
+    assert result.code == 0, result.err
+    data = json.loads(result.out)
+    if expected is not None:
+        assert {key: data[key] for key in expected} == expected
+    assert "canary" not in result.out  # no secret value: keys list shows public halves only

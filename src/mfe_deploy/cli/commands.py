@@ -47,7 +47,7 @@ def envs(as_json: JsonOption = False) -> None:
 
 
 @app.command()
-def validate(env: EnvOption) -> None:
+def validate(env: EnvOption, as_json: JsonOption = False) -> None:
     """Load and validate an environment, including its secrets policy."""
     from mfe_deploy.config import loader
 
@@ -55,6 +55,19 @@ def validate(env: EnvOption) -> None:
     loaded, secrets = loader.load_with_secrets(state.project_dir, env)
     state.console.add_secrets(secrets.maskable())
     e = loaded.env
+    if as_json:
+        state.console.json(
+            {
+                "file": loaded.file,
+                "valid": True,
+                "tier": e.tier,
+                "layout": e.database.layout,
+                "event_hub": e.event_hub,
+                "nginx": e.nginx.enabled,
+                "secrets": len(secrets.values()),
+            }
+        )
+        return
     state.console.print(
         f"{loaded.file}: valid ({e.tier}, {e.database.layout} databases, {e.event_hub} event hub, "
         f"nginx {'on' if e.nginx.enabled else 'off'}, {len(secrets.values())} secrets resolved)"

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mfe_deploy.cli.app import EnvOption, app, application
+from mfe_deploy.cli.app import EnvOption, JsonOption, app, application
 
 keys_app = typer.Typer(help="The access tokens' signing keys.", rich_markup_mode=None)
 app.add_typer(keys_app, name="keys")
@@ -41,12 +41,16 @@ def new(
 
 
 @keys_app.command("list")
-def list_keys(env: EnvOption) -> None:
+def list_keys(env: EnvOption, as_json: JsonOption = False) -> None:
     """The keys an environment's services accept, the one auth signs with, and their public halves."""
     state = application()
     secrets = state.secrets(env)
     signing = secrets.signing_key.kid
     issuer = state.environment(env).env.jwt.issuer
+    if as_json:
+        rows = [{"kid": k.kid, "signs": k.kid == signing, "public": k.public} for k in secrets.jwt_keys]
+        state.console.json({"issuer": issuer, "keys": rows})
+        return
     for key in secrets.jwt_keys:
         role = f"signs (held by {issuer} only)" if key.kid == signing else "verifies only"
         state.console.print(f"{key.kid}: {role}; public key {key.public}")

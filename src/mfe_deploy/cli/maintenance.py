@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mfe_deploy.cli.app import EnvOption, app, application, host
+from mfe_deploy.cli.app import EnvOption, JsonOption, app, application, host
 
 if TYPE_CHECKING:
     from mfe_deploy.exec.host import Host
@@ -77,17 +77,23 @@ def off(env: EnvOption) -> None:
 
 
 @maintenance_app.command("status")
-def status(env: EnvOption) -> None:
+def status(env: EnvOption, as_json: JsonOption = False) -> None:
     """On (since when, by whom, with what message) or off."""
     where, path = _notice(env)
     text = where.files.read_text(path)
-    if text is None:
-        application().console.print(f"{env}: maintenance off")
-        return
-    try:
-        notice = json.loads(text)
-        application().console.print(
-            f"{env}: maintenance on since {notice['since']} by {notice['by']}: {notice['message']}"
-        )
-    except (ValueError, KeyError, TypeError):
-        application().console.print(f"{env}: maintenance on (the notice at {path} is not readable JSON)")
+    console = application().console
+    notice: dict[str, object] | None = None
+    if text is not None:
+        try:
+            loaded = json.loads(text)
+            notice = {k: loaded[k] for k in ("since", "by", "message")}
+        except (ValueError, KeyError, TypeError):
+            notice = None
+    if as_json:
+        console.json({"env": env, "on": text is not None, "notice": notice})
+    elif text is None:
+        console.print(f"{env}: maintenance off")
+    elif notice is None:
+        console.print(f"{env}: maintenance on (the notice at {path} is not readable JSON)")
+    else:
+        console.print(f"{env}: maintenance on since {notice['since']} by {notice['by']}: {notice['message']}")

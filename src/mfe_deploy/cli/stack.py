@@ -257,18 +257,21 @@ app.add_typer(lock_app, name="lock")
 
 
 @lock_app.command("status")
-def lock_status(env: EnvOption) -> None:
+def lock_status(env: EnvOption, as_json: JsonOption = False) -> None:
     """Who holds the deploy lock, and whether that process is still alive."""
     from mfe_deploy.state import lock
 
     where = host(env)
     holder = lock.read(where.files, where.state / "deploy.lock")
-    if holder is None:
-        application().console.print(f"{env}: unlocked")
-        return
-    alive = holder.alive()
-    state = "stale (that process is gone)" if alive is False else "held"
-    application().console.print(f"{env}: {state} by {holder.describe()}")
+    console = application().console
+    alive = holder.alive() if holder is not None else None
+    state = "unlocked" if holder is None else ("stale" if alive is False else "held")
+    if as_json:
+        console.json({"env": env, "state": state, "holder": holder.describe() if holder is not None else None})
+    elif holder is None:
+        console.print(f"{env}: unlocked")
+    else:
+        console.print(f"{env}: {'stale (that process is gone)' if state == 'stale' else 'held'} by {holder.describe()}")
 
 
 @lock_app.command("release")
