@@ -382,3 +382,20 @@ def test_every_command_that_prints_data_takes_json(
     if expected is not None:
         assert {key: data[key] for key in expected} == expected
     assert "canary" not in result.out  # no secret value: keys list shows public halves only
+
+
+@pytest.mark.parametrize(
+    ("args", "moved"),
+    [
+        (["validate", "--env", "x", "--debug"], ["--debug", "validate", "--env", "x"]),
+        (["--debug", "up"], ["--debug", "up"]),
+        (["run", "auth", "--", "tool", "--debug"], ["run", "auth", "--", "tool", "--debug"]),  # the command's own
+    ],
+)
+def test_debug_is_taken_at_any_position(project: Project, args: list[str], moved: list[str]) -> None:
+    """Issue 34: --debug worked only before the command (`No such option: --debug` after it)."""
+    from mfe_deploy.cli.main import _global_flags_first
+
+    assert _global_flags_first(args) == moved
+    result = project.cli("validate", "--env", "development", "--debug")
+    assert result.code == 0 and "valid" in result.out, result.err

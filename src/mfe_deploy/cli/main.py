@@ -16,9 +16,17 @@ from mfe_deploy.errors import MfeError
 INTERNAL_ERROR = 70  # EX_SOFTWARE
 
 
+def _global_flags_first(args: list[str]) -> list[str]:
+    """--debug anywhere before a `--` is the root's option (click takes it only before the command)."""
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" not in args[:end]:
+        return args
+    return ["--debug", *[a for a in args[:end] if a != "--debug"], *args[end:]]
+
+
 def main() -> None:
     try:
-        app(prog_name="mfe-deploy")
+        app(args=_global_flags_first(sys.argv[1:]), prog_name="mfe-deploy")
     except MfeError as exc:
         console = application().console
         if exc.is_error:
