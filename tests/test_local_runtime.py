@@ -188,7 +188,7 @@ def test_logs_of_one_unit(project: Project) -> None:
     assert shown.returncode == 0
     assert 0 < len(shown.stdout.splitlines()) <= 3
     unknown = project.cli("logs", "--env", ENV, "billing")
-    assert unknown.returncode == 1
+    assert unknown.returncode == 2  # bad input (issue 34: it was 1)
     assert "unknown unit 'billing'" in unknown.stderr
 
 

@@ -22,20 +22,21 @@ def test_an_upstream_that_answers_only_later_is_waited_for() -> None:
     listener.listen(0)
     port = listener.getsockname()[1]
     queued = [socket.create_connection(("127.0.0.1", port), timeout=2)]  # backlog 0: the accept queue is full now
-    opened = threading.Event()
+    opened, done = threading.Event(), threading.Event()
 
     def open_later() -> None:
-        time.sleep(2.5)
+        if done.wait(2.5):
+            return
         opened.set()
         listener.settimeout(0.2)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        while not done.is_set():
             try:
                 listener.accept()[0].close()
             except TimeoutError:
                 continue
 
-    threading.Thread(target=open_later, daemon=True).start()
+    accepting = threading.Thread(target=open_later, daemon=True)
+    accepting.start()
 
     async def scenario() -> float:
         started = time.monotonic()
@@ -49,6 +50,8 @@ def test_an_upstream_that_answers_only_later_is_waited_for() -> None:
     try:
         took = asyncio.run(scenario())
     finally:
+        done.set()
+        accepting.join(timeout=5)  # before the listener closes under its accept()
         for client in queued:
             client.close()
         listener.close()
