@@ -4,7 +4,7 @@ It answers every request with what it received (the caller's `x-token`, the body
 and behaves like the servers a proxy meets, as the request's `x-mode` asks: `hints` (a 103 Early Hints
 first), `continue` (an unsolicited 100 Continue first), `chunked` (the answer in pieces), `close`
 (`connection: close`, then the socket closes), `early` (a 413 as soon as the head arrives, the body never
-read), `slow` (50 ms before answering), `reset` (the first request with a given `x-token` gets its
+read), `slow` (50 ms before answering), `reset` (the first request with a given `x-token`, or the first `x-resets` of them, gets its
 connection reset before any answer, as a replica closing its socket does; the next one is answered),
 `cut` (the first request with a given `x-token`
 gets the head of an answer, then the connection closes before its body, as CI once saw of a stopping
@@ -24,7 +24,7 @@ import sys
 
 import httptools
 
-RESET: set[bytes] = set()  # the tokens whose first connection was reset
+RESET: dict[bytes, int] = {}  # per token, how many of its connections were reset (`x-resets`, default 1)
 CUT: set[bytes] = set()  # the tokens whose first answer was cut after its head
 OPEN: set[Echo] = set()
 
@@ -65,8 +65,9 @@ class Echo(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.modes = set(self.headers.get(b"x-mode", b"").decode().split(",")) - {""}
         token = self.headers.get(b"x-token", b"")
-        if "reset" in self.modes and token not in RESET and self.transport is not None:
-            RESET.add(token)
+        resets = int(self.headers.get(b"x-resets", b"1"))
+        if "reset" in self.modes and RESET.get(token, 0) < resets and self.transport is not None:
+            RESET[token] = RESET.get(token, 0) + 1
             self.answered = True
             sock = self.transport.get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST

@@ -381,6 +381,24 @@ def test_an_answer_cut_after_its_head_is_sent_again_or_a_502_never_a_truncated_r
         assert answer.json() == {"error": "upstream unavailable", "service": "echo"}
 
 
+@pytest.mark.parametrize(
+    ("method", "key", "resets", "status"), [("GET", None, 2, 200), ("POST", "k-3", 2, 200), ("GET", None, 3, 502)]
+)
+def test_a_request_that_may_be_seen_twice_is_sent_up_to_three_times(
+    stack: Stack, method: str, key: str | None, resets: int, status: int
+) -> None:
+    """CI: a POST with an Idempotency-Key met a stopping replica on both of its two sends (162 ms apart) and
+    was a 502. It is sent up to three times, each on a new connection; a fourth failure is not waited for."""
+    url, token = f"http://127.0.0.1:{stack.port}/api/echo/items", f"resets-{method}-{key}-{resets}"
+    headers = {"authorization": stack.bearer.decode(), "x-token": token, "x-mode": "reset", "x-resets": str(resets)}
+    if key is not None:
+        headers["idempotency-key"] = key
+    answer = httpx.request(method, url, headers=headers, timeout=10)
+    assert answer.status_code == status, answer.text
+    if status == 200:
+        assert answer.json()["token"] == token
+
+
 def test_an_oversized_body_the_upstream_refused_early_is_a_413_not_a_500(stack: Stack) -> None:
     """The upstream answers as soon as the head arrives and closes; the client's chunked body goes on past
     the limit. The gateway must not write to the closed upstream (uvloop raises there: CI saw a 500)."""
