@@ -47,7 +47,19 @@ INFRA_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID")
 ENV_IN_CONTAINER = "/run/secrets/env"
 # postgres and rabbitmq source it, then run their image's entrypoint (`$$`: compose interpolates `$`).
 SOURCE_ENV = f"set -a; . {ENV_IN_CONTAINER}; set +a"
-LOAD_ENV = f'{SOURCE_ENV}; exec "$$0" "$$@"'
+# PostgreSQL: the official image's entrypoint (and so its server, and every backend) keeps each variable it
+# was given, the superuser's and the services' passwords included. So they are sourced only for the first
+# start's init, run by the image's entrypoint as a child until its server answers (the child has exec'd into
+# postgres, on its socket only), which is then stopped; every start ends in the image's entrypoint under
+# `env -i`. Whatever the image does, the server's environment holds no secret.
+POSTGRES_START = (
+    'if [ ! -s "$$PGDATA/PG_VERSION" ]; then '
+    f'({SOURCE_ENV}; exec "$$0" "$$@" -c listen_addresses=) & init=$$!; '
+    'until [ "$$(cat /proc/$$init/comm 2>/dev/null)" = postgres ] && pg_isready -q -h /var/run/postgresql; do '
+    "kill -0 $$init 2>/dev/null || exit 1; sleep 0.5; done; "
+    "kill -INT $$init; wait $$init; fi; "
+    'exec env -i PATH="$$PATH" PGDATA="$$PGDATA" LANG="$${LANG:-C.UTF-8}" "$$0" "$$@"'
+)
 # Redis reads its password from its configuration on standard input (`redis-server ... -`), opened by root
 # before the image's entrypoint drops to the redis user: never an argument, never the environment.
 REDIS_CONF = "env/redis.conf"
@@ -328,7 +340,7 @@ def _context(env: Environment, versions: Mapping[str, str], caps: Capabilities) 
         "services": services,
         "service_user": SERVICE_UID,
         "env_in_container": ENV_IN_CONTAINER,
-        "load_env": LOAD_ENV,
+        "postgres_start": POSTGRES_START,
         "redis_stdin": REDIS_STDIN,
         "rabbitmq_start": RABBITMQ_START,
         "rabbitmq_tmpfs": [RABBITMQ_CONF_D, RABBITMQ_LOG_DIR],
