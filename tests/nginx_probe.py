@@ -22,12 +22,25 @@ DOMAIN = "api.example.com"  # production's: /etc/hosts maps it to 127.0.0.1 here
 
 
 DOWN = threading.Event()  # set: the gateway drops every request, as a crashed one would
+# set: blue drops a request as an old container stopping under it does, and green goes live meanwhile (the
+# colour switched between nginx picking blue and its connection reaching blue)
+SWITCHED_UNDER_IT = threading.Event()
+FLAG = Path("/etc/nginx/mfe/live/green")
 
 
 class Gateway(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.do_GET()
+
     def do_GET(self) -> None:
+        if SWITCHED_UNDER_IT.is_set() and not isinstance(self, Green):
+            FLAG.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            FLAG.touch()
+            self.close_connection = True
+            return
         if DOWN.is_set():
             self.close_connection = True
             return
@@ -88,7 +101,15 @@ def client(max_version: ssl.TLSVersion | None = None) -> ssl.SSLContext:
     return ctx
 
 
-def get(path: str, *, tls: bool = True, headers: dict[str, str] | None = None, name: str = DOMAIN) -> dict[str, object]:
+def get(
+    path: str,
+    *,
+    tls: bool = True,
+    headers: dict[str, str] | None = None,
+    name: str = DOMAIN,
+    method: str = "GET",
+    body: bytes | None = None,
+) -> dict[str, object]:
     """A request to `name` (TLS: also the name in the handshake); what came back, or how it was refused."""
     conn: http.client.HTTPConnection
     if tls:
@@ -96,7 +117,7 @@ def get(path: str, *, tls: bool = True, headers: dict[str, str] | None = None, n
     else:
         conn = http.client.HTTPConnection(name, 80, timeout=5)
     try:
-        conn.request("GET", path, headers={"Host": DOMAIN, **(headers or {})})
+        conn.request(method, path, body=body, headers={"Host": DOMAIN, **(headers or {})})
         resp = conn.getresponse()
     except (OSError, http.client.HTTPException) as exc:
         conn.close()
@@ -200,12 +221,21 @@ def main() -> None:
         }
         # The colour switch: a file appears, and the next request goes to green, with no reload.
         out["blue"] = get("/api/ping")
-        flag = Path("/etc/nginx/mfe/live/green")
-        flag.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        flag.touch()
+        FLAG.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        FLAG.touch()
         out["green"] = get("/api/ping")
-        flag.unlink()
+        FLAG.unlink()
         out["blue_again"] = get("/api/ping")
+        # The switch under a request: blue drops it and green is live by then.
+        SWITCHED_UNDER_IT.set()
+        out["switched_get"] = get("/api/ping")
+        FLAG.unlink()
+        out["switched_post"] = get("/api/pay", method="POST", body=b"{}")
+        FLAG.unlink()
+        keyed = {"Idempotency-Key": "k-1", "Content-Type": "application/json"}
+        out["switched_keyed_post"] = get("/api/pay", method="POST", body=b'{"a": 1}', headers=keyed)
+        FLAG.unlink()
+        SWITCHED_UNDER_IT.clear()
         DOWN.set()
         out["upstream_down"] = get("/health")
         DOWN.clear()

@@ -67,6 +67,20 @@ def test_the_gateway_colour_switches_by_a_file_without_a_reload(seen: dict[str, 
     assert colours == ["blue", "green", "blue"]
 
 
+def test_a_request_whose_colour_stopped_under_it_goes_to_the_live_one_when_it_may_be_seen_twice(
+    seen: dict[str, Any],
+) -> None:
+    """nginx picks the colour as a request arrives; when blue's container drops it (stopping, the switch
+    made meanwhile), a GET or a POST with an Idempotency-Key is sent once more, to green, and answered;
+    a POST without a key is never sent twice: it keeps its 502."""
+    for probe in ("switched_get", "switched_keyed_post"):
+        assert seen[probe]["status"] == 200, seen[probe]
+        assert seen[probe]["headers"].get("x-colour") == "green"
+    assert json.loads(seen["switched_keyed_post"]["body"])["path"] == "/api/pay"
+    assert seen["switched_post"]["status"] == 502, seen["switched_post"]
+    assert json.loads(seen["switched_post"]["body"]) == {"error": "service unavailable"}, seen["switched_post"]
+
+
 def test_only_the_configured_name_is_served(seen: dict[str, Any]) -> None:
     """Another Host on 80 is closed unanswered (never redirected to a name the caller chose); a TLS hello
     without our name (an address typed by hand) is refused; a Host that is not ours after the handshake
