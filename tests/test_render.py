@@ -85,6 +85,24 @@ def test_old_engines_get_no_start_interval_and_a_short_interval() -> None:
     assert "interval: 2s" in old
 
 
+def test_the_gateways_container_check_is_its_own_process_not_the_services_behind_it() -> None:
+    """A service out of reach for a moment must not make the engine restart (Swarm: roll back) a sound
+    gateway: its healthcheck asks /health/live; every other service, and a gateway whose health path
+    was set, is asked its health path."""
+    import yaml
+
+    loaded, secrets = loader.load_with_secrets(REPO, "staging", environ=strong_secrets("golden"))
+    compose = yaml.safe_load(render(loaded.env, secrets).files["compose.yml"].text)
+    asked = {name: compose["services"][name]["healthcheck"]["test"][-1] for name in loaded.env.services}
+    gateway = loaded.env.gateway
+    assert "/health/live'" in asked.pop(gateway)
+    assert asked and all("/health'" in code for code in asked.values()), asked
+    own = loaded.env.services[gateway].model_copy(update={"health": "/ready"})
+    env = loaded.env.model_copy(update={"services": {**loaded.env.services, gateway: own}})
+    compose = yaml.safe_load(render(env, secrets).files["compose.yml"].text)
+    assert "/ready'" in compose["services"][gateway]["healthcheck"]["test"][-1]
+
+
 def test_database_urls_quote_passwords() -> None:
     environ = {**strong_secrets("golden"), "STAGING_AUTH_DB_PASSWORD": "p@ss/word:with#chars-0123456789"}
     loaded, secrets = loader.load_with_secrets(REPO, "staging", environ=environ)

@@ -326,7 +326,7 @@ def _context(env: Environment, versions: Mapping[str, str], caps: Capabilities) 
                 "image": image_ref(env, name, versions.get(name, "latest")),
                 "depends_on": [n for n in env.services if n != name] if gateway else [*infra_deps, *svc.depends_on],
                 "networks": ["edge", "backend"] if gateway else ["backend", "data"],
-                "healthcheck": _healthcheck(_service_probe(svc.port, svc.health), caps),
+                "healthcheck": _healthcheck(_service_probe(svc.port, svc.container_probe()), caps),
                 "maintenance": gateway,
                 "bundled": svc.bundled,
                 "stop_timeout": svc.stop_timeout,

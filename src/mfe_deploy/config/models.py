@@ -129,6 +129,14 @@ class Service(Model):
         "and finish its requests (docker's stop_grace_period, supervisord's stopwaitsecs)",
     )
 
+    def container_probe(self) -> str:
+        """The path the engine's healthcheck asks. The bundled gateway's /health sums up every service
+        behind it: an engine that judged the gateway by it would restart (Swarm: roll back) a sound gateway
+        whenever a service is briefly out of reach, so it is asked /health/live, its own process."""
+        if self.role == "gateway" and self.bundled and self.health == "/health":
+            return "/health/live"
+        return self.health
+
 
 class Database(Model):
     layout: Literal["shared", "per-service"]
