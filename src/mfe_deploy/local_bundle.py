@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mfe_deploy.binaries import Binaries
 from mfe_deploy.config import urls
-from mfe_deploy.config.models import Environment
+from mfe_deploy.config.models import Environment, Pitr
 from mfe_deploy.config.secrets import Secrets
 from mfe_deploy.errors import ConfigError, Problem
 from mfe_deploy.render import (
@@ -40,6 +40,11 @@ class LocalLayout:
     @property
     def pg_data(self) -> Path:
         return self.pg_outside if self.pg_outside is not None else self.data / "postgres"
+
+    @property
+    def pitr(self) -> PitrPaths:
+        """pgBackRest's folder beside the cluster (its user reaches it wherever the cluster lives)."""
+        return PitrPaths(self.pg_data.parent / "pgbackrest", self.run / "pg")
 
     @property
     def root(self) -> Path:
@@ -159,10 +164,13 @@ def render_local(
             str(env.database.port),
             "-c",
             "listen_addresses=127.0.0.1",
-            "-c",
-            "unix_socket_directories=",
+            *(
+                pitr_settings(env, env.database.pitr, bins.pgbackrest, layout.pitr)
+                if env.database.pitr is not None and bins.pgbackrest is not None
+                else ["-c", "unix_socket_directories="]
+            ),
         ]
-    )
+    ).replace("%", "%%")  # supervisord expands %(name)s: a literal % (archive_command's %p) is doubled
     # With a password, Redis reads it from its own configuration file (mode 0600), never from an argument.
     redis_conf: list[str] = []
     if secrets.redis_password is not None:
@@ -251,3 +259,64 @@ def render_local(
     )
     files["supervisord.conf"] = BundleFile(conf)
     return Bundle(files=dict(sorted(files.items())))
+
+
+# --- point-in-time recovery (database.pitr): pgBackRest beside the cluster ----------------------------
+@dataclass(frozen=True)
+class PitrPaths:
+    root: Path  # beside the cluster's data folder, owned by its user
+    socket: Path  # the server's Unix socket folder (short: a socket path has at most ~107 bytes)
+
+    @property
+    def conf(self) -> Path:
+        return self.root / "pgbackrest.conf"
+
+    @property
+    def repo(self) -> Path:
+        return self.root / "repo"
+
+    @property
+    def pgpass(self) -> Path:
+        return self.root / "pgpass"
+
+    def folders(self) -> list[Path]:
+        return [self.root, self.repo, self.root / "log", self.root / "lock", self.root / "spool", self.socket]
+
+
+def pgbackrest_conf(env: Environment, pitr: Pitr, paths: PitrPaths, pg_data: Path) -> str:
+    return (
+        "# Written by mfe-deploy (database.pitr); do not edit.\n"
+        "[global]\n"
+        f"repo1-path={paths.repo}\n"
+        f"repo1-retention-full={pitr.keep_full}\n"
+        f"log-path={paths.root / 'log'}\n"
+        f"lock-path={paths.root / 'lock'}\n"
+        f"spool-path={paths.root / 'spool'}\n"
+        "log-level-console=warn\n"
+        "log-level-file=info\n"
+        "start-fast=y\n"
+        f"archive-timeout={max(60, 2 * seconds(pitr.archive_timeout))}\n"
+        "\n"
+        f"[{env.name}]\n"
+        f"pg1-path={pg_data}\n"
+        f"pg1-port={env.database.port}\n"
+        f"pg1-socket-path={paths.socket}\n"
+        f"pg1-user={env.database.superuser}\n"
+    )
+
+
+def pitr_settings(env: Environment, pitr: Pitr, pgbackrest: Path, paths: PitrPaths) -> list[str]:
+    """The server's arguments: WAL for archiving, pushed by pgBackRest, and a socket folder for it."""
+    push = shlex.join([str(pgbackrest), f"--config={paths.conf}", f"--stanza={env.name}", "archive-push"])
+    return [
+        "-c",
+        f"unix_socket_directories={paths.socket}",
+        "-c",
+        "wal_level=replica",
+        "-c",
+        "archive_mode=on",
+        "-c",
+        f"archive_timeout={seconds(pitr.archive_timeout)}",
+        "-c",
+        f"archive_command={push} %p",
+    ]

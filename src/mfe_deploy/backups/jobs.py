@@ -21,6 +21,7 @@ from typing import IO, Any, Protocol
 
 from mfe_deploy import __version__
 from mfe_deploy.backups import crypt, pg
+from mfe_deploy.backups.offsite import OffsiteError, OffsiteStore
 from mfe_deploy.backups.store import BackupError, DatabaseEntry, Entry, FileEntry, Manifest, Store, fsync_dir, new_id
 from mfe_deploy.config.models import Environment
 from mfe_deploy.console import Console, Progress, Task, human_size
@@ -58,6 +59,7 @@ class Backups:
     console: Console
     passphrase: Secret | None = None
     release: dict[str, Any] | None = None
+    offsite: OffsiteStore | None = None  # backup.offsite: each backup is copied there as it completes
 
     # --- plumbing ------------------------------------------------------------------------------------
     @staticmethod
@@ -246,8 +248,28 @@ class Backups:
         return FileEntry(GLOBALS, size, sha, "pg_dumpall-globals")
 
     def backup(self, targets: Sequence[pg.Target], kind: str = "manual") -> Manifest:
-        with self.store.locked():
-            return self._backup(targets, kind)
+        """A backup into the local folder, then (backup.offsite) its copy in the offsite store: a failed
+        upload fails the backup with one line, the local copy kept and listed."""
+        with self.store.locked():  # held through the upload: a prune never takes it for one cut short
+            manifest = self._backup(targets, kind)
+            if self.offsite is not None:
+                self.send_offsite(self.store.get(manifest.id))
+        return manifest
+
+    def send_offsite(self, entry: Entry) -> None:
+        assert self.offsite is not None and entry.manifest is not None
+        started = time.monotonic()
+        try:
+            with self.console.progress() as progress:
+                task = progress.task(f"uploading {entry.id} to {self.offsite.where()}", entry.manifest.size)
+                self.offsite.upload(entry, task)
+                self.offsite.put_state()
+                task.finish(f"each part's SHA-256 checked by the store ({time.monotonic() - started:.1f}s)")
+        except OffsiteError as exc:
+            raise OffsiteError(
+                f"backup {entry.id} is kept in {entry.path}, but its offsite copy failed: {exc}; "
+                f"`mfe-deploy backup sync --env {self.env.name}` uploads it"
+            ) from None
 
     def _backup(self, targets: Sequence[pg.Target], kind: str) -> Manifest:
         started = datetime.now(UTC)
@@ -288,6 +310,10 @@ class Backups:
             shutil.rmtree(folder, ignore_errors=True)  # a clean failure leaves nothing; a kill leaves .partial
             raise
         return manifest
+
+    def count(self, target: pg.Target) -> dict[str, int]:
+        """Exact row counts of the target's tables, now."""
+        return pg.parse_counts(self._run_sql(target.database, pg.counts_sql(target.schema), timeout=600))
 
     # --- verify ----------------------------------------------------------------------------------------
     def checksums(self, entry: Entry, names: Sequence[str] | None = None) -> list[str]:

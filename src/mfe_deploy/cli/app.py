@@ -43,7 +43,7 @@ class GroupOptions(TyperGroup):
 PANELS = {
     "Start and deploy": ("init", "up", "plan", "diff", "rollback", "render", "down"),
     "Inspect": ("status", "health", "logs", "releases", "history", "envs", "validate", "config"),
-    "Data": ("backup", "restore", "migrate"),
+    "Data": ("backup", "restore", "recover", "migrate"),
     "Operate": ("maintenance", "lock", "keys", "notify", "nodes", "hosts", "images", "admin"),
     "This tool": ("help", "docs", "version"),
 }

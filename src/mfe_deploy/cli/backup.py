@@ -1,7 +1,8 @@
-"""mfe-deploy backup [list|verify|prune|schedule|check] and mfe-deploy restore."""
+"""mfe-deploy backup [list|verify|sync|prune|schedule|check], mfe-deploy restore and mfe-deploy recover."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -9,12 +10,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mfe_deploy.cli.app import EnvOption, GroupOptions, JsonOption, app, application, host
+from mfe_deploy.cli.app import EnvOption, GroupOptions, JsonOption, ReleaseOption, app, application, host, release
 from mfe_deploy.cli.context import ForceUnlock, LockWait, RuntimeOption, mutating, runtime
 from mfe_deploy.cli.maintenance import switch_off, switch_on
 
 if TYPE_CHECKING:
     from mfe_deploy.backups.jobs import Backups
+    from mfe_deploy.backups.offsite import OffsiteStore
     from mfe_deploy.backups.store import Entry, Store
     from mfe_deploy.config.models import Environment
     from mfe_deploy.remote.backups import RemoteBackups
@@ -47,9 +49,11 @@ def _release(env: str) -> dict[str, Any] | None:
 
 def _backups(env: str, runtime_name: str | None) -> tuple[Backups, Runtime]:
     from mfe_deploy.backups.jobs import Backups
+    from mfe_deploy.backups.offsite import for_env
 
     rt = runtime(env, runtime_name)
     passphrase = rt.secrets.backup_passphrase
+    where = host(env)
     backups = Backups(
         rt.env,
         rt.postgres(),
@@ -58,8 +62,39 @@ def _backups(env: str, runtime_name: str | None) -> tuple[Backups, Runtime]:
         application().console,
         passphrase=passphrase,
         release=_release(env),
+        offsite=for_env(rt.env, rt.secrets, application().project_dir, (where.files, where.state)),
     )
     return backups, rt
+
+
+def _offsite(env: str) -> OffsiteStore:
+    """The environment's offsite store, or a clear error when it has none (no runtime needed)."""
+    from mfe_deploy.backups.offsite import for_env
+    from mfe_deploy.errors import MfeError
+
+    loaded = application().environment(env)
+    if loaded.env.backup.offsite is None:
+        raise MfeError(f"environments/{env}.yaml: backup.offsite is not set: {env} has no offsite store")
+    where = host(env)
+    store = for_env(loaded.env, application().secrets(env), application().project_dir, (where.files, where.state))
+    assert store is not None
+    return store
+
+
+def _fetch_offsite(offsite: OffsiteStore, store: Store, backup_id: str | None) -> Entry:
+    """An offsite backup in a local folder: downloaded (checksums checked as it arrives) unless there."""
+    wanted = offsite.get(backup_id)
+    assert wanted.manifest is not None
+    for entry in store.complete():
+        if entry.id == wanted.id:
+            return entry
+    console = application().console
+    started = time.monotonic()
+    with console.progress() as progress:
+        task = progress.task(f"downloading {wanted.id} from {offsite.where()}", wanted.manifest.size)
+        entry = offsite.download(wanted, store, task)
+        task.finish(f"checksums match ({time.monotonic() - started:.1f}s)")
+    return entry
 
 
 def _remote(env: str) -> RemoteBackups | None:
@@ -189,6 +224,8 @@ def _create(
         if verify:
             result = backups.verify(backups.store.get(manifest.id))
         entry = backups.store.get(manifest.id)
+        if verify and backups.offsite is not None and entry.verified is not None:
+            backups.offsite.mark_verified(entry.id, entry.verified)
         if remote is not None:
             _upload(remote, entry)
     console = application().console
@@ -215,13 +252,25 @@ def _create(
         )
 
 
+OffsiteFlag = Annotated[bool, typer.Option("--offsite", help="The copies in the offsite store (backup.offsite).")]
+
+
+def _offsite_entries(offsite: OffsiteStore) -> list[Entry]:
+    return [e.as_entry(offsite.where(e.id)) for e in offsite.scan()]
+
+
 @backup_app.command("list")
-def list_(env: EnvOption, as_json: JsonOption = False) -> None:
+def list_(env: EnvOption, offsite: OffsiteFlag = False, as_json: JsonOption = False) -> None:
     """Backups, oldest first: complete ones with size, rows and verification; interrupted ones marked."""
     from mfe_deploy.console import human_size
 
     remote = _remote(env)
-    entries = remote.scan() if remote is not None else store_for(application().environment(env).env).scan()
+    if offsite:
+        entries = _offsite_entries(_offsite(env))
+    elif remote is not None:
+        entries = remote.scan()
+    else:
+        entries = store_for(application().environment(env).env).scan()
     shown = [e for e in entries if e.complete or e.damaged]  # interrupted ones are prune's business
     rows = [_row(e) for e in shown]
     console = application().console
@@ -255,10 +304,17 @@ def list_(env: EnvOption, as_json: JsonOption = False) -> None:
 def verify(
     env: EnvOption,
     backup_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="Default: the newest.")] = None,
+    offsite: Annotated[
+        bool,
+        typer.Option("--offsite", help="Verify the offsite copy: downloaded into a scratch folder, checked, restored."),
+    ] = False,
     runtime_name: RuntimeOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Check every SHA-256, restore each dump into a scratch database and compare row counts."""
+    if offsite:
+        _verify_offsite(env, backup_id, runtime_name, as_json)
+        return
     from mfe_deploy.errors import MfeError
 
     backups, _ = _backups(env, runtime_name)
@@ -268,6 +324,8 @@ def verify(
         result = backups.verify(entry)
         if remote is not None:
             remote.mark_verified(entry.id, backups.store.get(entry.id).verified or {})
+        if backups.offsite is not None and backups.offsite.holds(entry.id):
+            backups.offsite.mark_verified(entry.id, backups.store.get(entry.id).verified or {})
     console = application().console
     if as_json:
         console.json({"id": entry.id, **result.__dict__})
@@ -278,6 +336,62 @@ def verify(
         )
     if not result.ok:
         raise MfeError(f"backup {entry.id} failed verification: " + "; ".join(result.problems))
+
+
+def _verify_offsite(env: str, backup_id: str | None, runtime_name: str | None, as_json: bool) -> None:
+    """The offsite copy itself, never a local one: downloaded into a scratch folder beside the backups
+    folder (each file's SHA-256 checked as it arrives), restored into scratch databases, then removed."""
+    import dataclasses
+    import shutil
+
+    from mfe_deploy.backups.store import Store
+    from mfe_deploy.errors import MfeError
+
+    backups, _ = _backups(env, runtime_name)
+    offsite = _offsite(env)
+    scratch = Store(backups.store.root.with_name(f".{backups.store.root.name}.offsite-verify"))
+    shutil.rmtree(scratch.root, ignore_errors=True)
+    try:
+        with _audit(env, "backup-verify", {"backup": backup_id, "offsite": True}) as record:
+            entry = _fetch_offsite(offsite, scratch, backup_id)
+            record["backup"] = entry.id
+            result = dataclasses.replace(backups, store=scratch).verify(entry)
+            offsite.mark_verified(entry.id, scratch.get(entry.id).verified or {})
+    finally:
+        shutil.rmtree(scratch.root, ignore_errors=True)
+    console = application().console
+    if as_json:
+        console.json({"id": entry.id, "offsite": offsite.where(entry.id), **result.__dict__})
+    elif result.ok:
+        console.print(
+            f"backup {entry.id} at {offsite.where(entry.id)}: ok ({result.tables} tables, {result.rows} rows; "
+            f"{result.seconds:.1f}s)"
+        )
+    if not result.ok:
+        raise MfeError(f"backup {entry.id} failed verification: " + "; ".join(result.problems))
+
+
+@backup_app.command("sync")
+def sync(env: EnvOption, runtime_name: RuntimeOption = None, as_json: JsonOption = False) -> None:
+    """Upload to the offsite store every complete local backup it does not hold whole (an upload that
+    failed or was cut short), and the release ledger and audit log."""
+    backups, _ = _backups(env, runtime_name)
+    offsite = _offsite(env)
+    backups.offsite = offsite
+    sent: list[str] = []
+    with _audit(env, "backup-sync", {}) as record, backups.store.locked():
+        there = {e.id for e in offsite.scan() if e.complete}
+        for entry in backups.store.complete():
+            if entry.id not in there:
+                backups.send_offsite(entry)
+                sent.append(entry.id)
+        offsite.put_state()
+        record["uploaded"] = sent
+    console = application().console
+    if as_json:
+        console.json({"uploaded": sent, "offsite": offsite.where()})
+    else:
+        console.print(f"{env}: {len(sent)} backup(s) uploaded to {offsite.where()}" + "".join(f"\n  {i}" for i in sent))
 
 
 @backup_app.command("prune")
@@ -317,11 +431,34 @@ def prune(
                     remote.leftovers()
                 for folder in store.leftovers():  # what a killed prune was removing
                     shutil.rmtree(folder, ignore_errors=True)
+        offsite_plan = None
+        if environment.backup.offsite is not None:  # the same rules on the offsite copies, on their own
+            offsite = _offsite(env)
+            offsite_plan = plan_prune(_offsite_entries(offsite), keep, age, datetime.now(UTC))
+            if confirm:
+                with mutating(env, "backup prune", {"removed offsite": [e.id for e in offsite_plan.remove]}):
+                    for entry in offsite_plan.remove:
+                        offsite.remove(entry.id)
     if as_json:
-        console.json({"keep": [e.id for e in plan.keep], "remove": plan.reasons, "applied": confirm})
+        console.json(
+            {
+                "keep": [e.id for e in plan.keep],
+                "remove": plan.reasons,
+                "applied": confirm,
+                **(
+                    {"offsite": {"keep": [e.id for e in offsite_plan.keep], "remove": offsite_plan.reasons}}
+                    if offsite_plan is not None
+                    else {}
+                ),
+            }
+        )
         return
     for entry in plan.remove:
         console.print(f"{'removed' if confirm else 'would remove'} {entry.id} ({plan.reasons[entry.id]})")
+    if offsite_plan is not None:
+        for entry in offsite_plan.remove:
+            doing = "removed" if confirm else "would remove"
+            console.print(f"{doing} the offsite copy of {entry.id} ({offsite_plan.reasons[entry.id]})")
     console.print(
         f"{env}: {len(plan.keep)} kept, {len(plan.remove)} {'removed' if confirm else 'to remove'}"
         f"{'' if confirm else ' (dry run: add --yes)'}"
@@ -402,6 +539,10 @@ def check(
     limit = max_hours or environment.backup.max_staleness_hours
     entries = remote.scan() if remote is not None else store_for(environment).scan()
     problem = staleness(entries, limit, datetime.now(UTC))
+    if problem is None and environment.backup.offsite is not None:
+        offsite = _offsite(env)
+        problem = staleness(_offsite_entries(offsite), limit, datetime.now(UTC))
+        problem = f"offsite ({offsite.where()}): {problem}" if problem else None
     if problem:
         from mfe_deploy.notify import Event
 
@@ -410,7 +551,10 @@ def check(
     newest = [e for e in entries if e.manifest][-1]
     assert newest.manifest is not None
     age = (datetime.now(UTC) - newest.manifest.time).total_seconds() / 3600
-    application().console.print(f"{env}: ok, the newest complete backup {newest.id} is {age:.1f} h old")
+    application().console.print(
+        f"{env}: ok, the newest complete backup {newest.id} is {age:.1f} h old"
+        + (", and the offsite store holds it or a newer one" if environment.backup.offsite is not None else "")
+    )
 
 
 @app.command()
@@ -427,16 +571,30 @@ def restore(
     maintenance: Annotated[
         bool, typer.Option("--maintenance", help="Clients get 503 (maintenance mode) for the whole restore.")
     ] = False,
+    source: Annotated[
+        str,
+        typer.Option(
+            "--from",
+            help="local: this machine's (or the remote host's) backups; offsite: the offsite store's, "
+            "downloaded and checked first.",
+        ),
+    ] = "local",
 ) -> None:
     """Replace databases with a backup: checksums first, a pre-restore backup, one transaction each."""
     from mfe_deploy.backups import jobs
     from mfe_deploy.errors import MfeError
 
+    if source not in ("local", "offsite"):
+        raise typer.BadParameter(f"local or offsite, not {source!r}", param_hint="--from")
     backups, rt = _backups(env, runtime_name)
     if backups.env.tier == "production" and not force:
         raise MfeError("refusing to restore production without --force")
     remote = _remote(env)
-    entry = _fetch(remote, backups.store, backup_id) if remote else backups.store.get(backup_id)
+    if source == "offsite":
+        with backups.store.locked():
+            entry = _fetch_offsite(_offsite(env), backups.store, backup_id)
+    else:
+        entry = _fetch(remote, backups.store, backup_id) if remote else backups.store.get(backup_id)
     assert entry.manifest is not None
     wanted = [s for s in entry.manifest.databases if service in (None, s)]
     if not yes:
@@ -460,4 +618,60 @@ def restore(
     console.print(
         f"{env}: restored {', '.join(done.services)} from {done.backup} in {done.seconds:.1f}s "
         f"(pre-restore backup: {done.pre_restore})"
+    )
+
+
+@app.command()
+def recover(
+    env: EnvOption,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Required to recover production.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for each stage.")] = 180,
+    version: ReleaseOption = None,
+    runtime_name: RuntimeOption = None,
+    lock_wait: LockWait = 0,
+    force_unlock: ForceUnlock = False,
+) -> None:
+    """Bring a lost environment back on this machine from its offsite store, with only the project's
+    environment files and the secrets here: the newest complete offsite backup is chosen first, the stack
+    started, every database restored from that backup (downloaded and checked), the services healthy.
+    Prints the recovery point (when that backup was taken) and the time taken."""
+    from datetime import UTC, datetime
+
+    from mfe_deploy.backups import jobs
+    from mfe_deploy.backups.offsite import STATE_FILES
+    from mfe_deploy.errors import MfeError
+
+    started = time.monotonic()
+    offsite = _offsite(env)
+    # Chosen before anything runs: nothing this command does can become the backup it restores.
+    wanted = offsite.get(None)
+    assert wanted.manifest is not None
+    backups, rt = _backups(env, runtime_name)
+    if backups.env.tier == "production" and not force:
+        raise MfeError("refusing to recover production without --force")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise MfeError("recover replaces the data of this machine's stack: confirm with --yes when not interactive")
+        typer.confirm(f"Start {env} here and load backup {wanted.id} from {offsite.where()}?", abort=True)
+    console = application().console
+    where = host(env)
+    for name in STATE_FILES:  # the history goes on: the ledger and audit log as the store has them
+        body = offsite.state(name)
+        if body is not None and where.files.read_text(where.state / name) is None:
+            where.files.makedirs(where.state, 0o700)
+            where.files.write_atomic(where.state / name, body.decode(), 0o600)
+    tag = release(version)
+    with mutating(env, "recover", {"backup": wanted.id, "version": tag}, wait=lock_wait, force=force_unlock):
+        console.info(f"recover {env}: starting the stack ({rt.name} runtime, release {tag})")
+        rt.up(wait=True, timeout=timeout, version=tag)
+        with backups.store.locked():
+            entry = _fetch_offsite(offsite, backups.store, wanted.id)
+        # The pre-restore backup holds what a fresh stack had: it stays here, never the store's newest.
+        done = jobs.restore(dataclasses.replace(backups, offsite=None), entry, None, rt, timeout)
+    point = wanted.manifest.time
+    behind = (datetime.now(UTC) - point).total_seconds()
+    console.print(
+        f"{env}: recovered from {entry.id} in {time.monotonic() - started:.1f}s; recovery point "
+        f"{point.isoformat(timespec='seconds')} ({behind:.0f}s before now); restored {', '.join(done.services)}"
     )

@@ -138,12 +138,23 @@ class Service(Model):
         return self.health
 
 
+class Pitr(Model):
+    """Continuous WAL archiving with pgBackRest (local runtime): `restore --to-time T` brings the
+    databases to any moment since the end of the oldest full backup kept."""
+
+    archive_timeout: Duration = Field(
+        default="30s", description="a WAL segment is archived at least this often: the recovery point's bound"
+    )
+    keep_full: int = Field(default=2, ge=1, le=100, description="pgBackRest full backups kept (`backup` takes one)")
+
+
 class Database(Model):
     layout: Literal["shared", "per-service"]
     name: Identifier | None = Field(default=None, description="shared layout: the one database")
     port: Port = 5432
     superuser: Identifier = "postgres"
     resources: Resources = Resources(memory="512m", cpus=1.0, pids=512)
+    pitr: Pitr | None = None
 
 
 class Redis(Model):
@@ -214,8 +225,24 @@ class Images(Model):
     services_prefix: Image = "universal-mfe"
 
 
+class Offsite(Model):
+    """An S3-compatible store every backup is copied to as it completes (its manifest last), and read back
+    from on any machine: `backup list --offsite`, `backup verify --offsite`, `restore ID --from offsite`."""
+
+    endpoint: str = Field(pattern=r"^https?://[A-Za-z0-9.\[\]:_-]+/?$", description="http(s)://host[:port]")
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    prefix: str = Field(default="", pattern=r"^([A-Za-z0-9._-]+/)*$", description="key prefix, ending in /")
+    region: str = Field(default="us-east-1", pattern=r"^[a-z0-9-]{1,32}$")
+    path_style: bool = Field(default=True, description="bucket in the path (most self-hosted stores)")
+    access_key_id: Ref = Field(description="a secret reference")
+    secret_access_key: Ref = Field(description="a secret reference")
+    ca_file: str | None = Field(default=None, description="a CA bundle for an https endpoint, project-relative")
+    part_size: Memory = Field(default="16m", description="multipart: files larger than this go in parts")
+
+
 class Backup(Model):
     directory: str = "backups"
+    offsite: Offsite | None = None
     keep: int = Field(default=7, ge=1, le=10000)
     max_age_days: int = Field(default=30, ge=1)
     schedule: str = "0 2 * * *"

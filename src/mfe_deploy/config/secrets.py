@@ -60,6 +60,8 @@ class Secrets:
     signing_kid: str = ""
     # Each service's own RabbitMQ password, derived from rabbitmq_password (nothing more to configure).
     hub_users: Mapping[str, Secret] = field(default_factory=dict)
+    # backup.offsite's access key id and secret access key
+    offsite: tuple[Secret, Secret] | None = None
 
     @property
     def signing_key(self) -> JwtKey:
@@ -80,7 +82,7 @@ class Secrets:
     def values(self) -> list[Secret]:
         out = [*(k.private for k in self.jwt_keys), self.postgres_password, *self.databases.values(), *self.webhooks]
         optional = (self.rabbitmq_password, self.redis_password, self.sentry_dsn, self.backup_passphrase)
-        return out + [s for s in optional if s is not None]
+        return out + [s for s in optional if s is not None] + list(self.offsite or ())
 
 
 # Secrets whose absence only switches a feature off (no DSN: no Sentry).
@@ -104,6 +106,10 @@ def refs(env: Environment) -> Iterator[tuple[KeyPath, SecretRef]]:
         yield ("secrets", "backup_passphrase"), s.backup_passphrase
     for index, hook in enumerate(env.notify.webhooks):
         yield ("notify", "webhooks", index, "url"), hook.url
+    offsite = env.backup.offsite
+    if offsite is not None:
+        yield ("backup", "offsite", "access_key_id"), offsite.access_key_id
+        yield ("backup", "offsite", "secret_access_key"), offsite.secret_access_key
 
 
 def resolve(
@@ -143,6 +149,11 @@ def resolve(
             webhooks=tuple(values[("notify", "webhooks", i, "url")] for i in range(len(env.notify.webhooks))),
             public=frozenset(public),
             hub_users=_hub_users(env, values.get(("secrets", "rabbitmq_password"))),
+            offsite=(
+                (values[("backup", "offsite", "access_key_id")], values[("backup", "offsite", "secret_access_key")])
+                if env.backup.offsite is not None
+                else None
+            ),
         ),
         [],
     )

@@ -14,7 +14,10 @@ from mfe_deploy.errors import MfeError
 from mfe_deploy.plan import store_refusal, store_restarts
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from mfe_deploy.backups.pg import Postgres
+    from mfe_deploy.backups.pitr import Window
     from mfe_deploy.bundle import Drift
     from mfe_deploy.config.loader import Loaded
     from mfe_deploy.config.models import Environment
@@ -90,6 +93,24 @@ class Features:
 
 
 @dataclass(frozen=True)
+class PointRestored:
+    target: str  # the moment the databases were brought to (ISO 8601)
+    pre_restore: str  # the id of the backup taken just before, every acknowledged write in it
+    lost: list[str]  # "schema.table: N rows" the restore removed (written after the target)
+    seconds: float
+
+
+class PointInTime(Protocol):
+    """database.pitr on a runtime: a full backup now, the window restore can reach, and the restore."""
+
+    def backup(self) -> None: ...
+
+    def window(self) -> Window: ...
+
+    def restore_to(self, target: datetime, timeout: float) -> PointRestored: ...
+
+
+@dataclass(frozen=True)
 class Deployment:
     project_dir: Path
     loaded: Loaded
@@ -157,6 +178,10 @@ class Runtime(Protocol):
         ...
 
     def prune_images(self, keep: int) -> list[str]: ...
+
+    def point_in_time(self) -> PointInTime | None:
+        """database.pitr's tool here; None when the environment has none."""
+        ...
 
     def nodes(self) -> list[Node]:
         """The hosts the stack runs on (a swarm's nodes); one-host runtimes raise Unsupported."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from mfe_deploy import bundle, images, tls
 from mfe_deploy.backups import jobs
 from mfe_deploy.backups.jobs import Backups
+from mfe_deploy.backups.offsite import for_env
 from mfe_deploy.backups.pg import ComposePostgres, Postgres
 from mfe_deploy.backups.store import Store
 from mfe_deploy.bundle import Drift
@@ -457,7 +458,8 @@ class DockerRuntime:
         release = {"id": good.id, "time": good.time, "versions": dict(good.versions)} if good else None
         store = Store.of(self.project_dir, self.env)
         passphrase = self.secrets.backup_passphrase
-        return Backups(self.env, self.postgres(), self.runner, store, self.console, passphrase, release)
+        offsite = for_env(self.env, self.secrets, self.project_dir, (self.files, self.state_dir))
+        return Backups(self.env, self.postgres(), self.runner, store, self.console, passphrase, release, offsite)
 
     def migrate(self, services: list[str], action: list[str]) -> list[migrations.Outcome]:
         """The migration runner in one-off containers of the running images (it ships with them)."""
@@ -776,6 +778,10 @@ class DockerRuntime:
 
     def set_availability(self, node: str, availability: str, timeout: float) -> None:
         raise Unsupported(f"the {self.name} runtime runs on one host: nodes are a swarm's (runtime: swarm)")
+
+    def point_in_time(self) -> None:
+        """database.pitr runs on the local runtime in this release: `up` refuses it here."""
+        return None
 
     def prune_images(self, keep: int = 5) -> list[str]:
         """Keep the newest `keep` versions of each service image; never remove a version that the current

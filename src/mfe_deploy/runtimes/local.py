@@ -18,7 +18,9 @@ from pathlib import Path
 
 from mfe_deploy import bundle
 from mfe_deploy.backups.jobs import Backups
+from mfe_deploy.backups.offsite import for_env
 from mfe_deploy.backups.pg import LocalPostgres
+from mfe_deploy.backups.pitr import PitrTool
 from mfe_deploy.backups.store import Store
 from mfe_deploy.binaries import Binaries, discover
 from mfe_deploy.bundle import Drift
@@ -26,10 +28,18 @@ from mfe_deploy.config.models import Environment
 from mfe_deploy.config.secrets import Secrets
 from mfe_deploy.errors import MfeError
 from mfe_deploy.exec.command import Command
+from mfe_deploy.exec.host import local as local_host
 from mfe_deploy.exec.host import own_folder, write_atomic
 from mfe_deploy.exec.process import LocalProcess
 from mfe_deploy.exec.secret import Secret
-from mfe_deploy.local_bundle import NGINX_USER, PG_SYSTEM_USER, LocalLayout, nginx_unprivileged, render_local
+from mfe_deploy.local_bundle import (
+    NGINX_USER,
+    PG_SYSTEM_USER,
+    LocalLayout,
+    nginx_unprivileged,
+    pgbackrest_conf,
+    render_local,
+)
 from mfe_deploy.ops import health, migrations, schema
 from mfe_deploy.ops.migrations import pending
 from mfe_deploy.plan import Desired, Have, Observed, Want, digest
@@ -44,6 +54,7 @@ from mfe_deploy.runtimes.contract import (
     Unsupported,
     guard_stores,
 )
+from mfe_deploy.runtimes.pointintime import LocalPointInTime
 from mfe_deploy.state.ledger import Release
 from mfe_deploy.supervisor import ProgramState, parse_status, program_fingerprints
 
@@ -78,7 +89,11 @@ class LocalRuntime:
     # --- supervisord -------------------------------------------------------------------------------
     def _bins(self) -> Binaries:
         bins = discover(
-            {}, rabbitmq=self.env.uses_rabbitmq, nginx=self.env.nginx.enabled, prometheus=self.env.monitoring.enabled
+            {},
+            rabbitmq=self.env.uses_rabbitmq,
+            nginx=self.env.nginx.enabled,
+            prometheus=self.env.monitoring.enabled,
+            pgbackrest=self.env.database.pitr is not None,
         )
         if _as_root() and _private_above(bins.pg_bin):
             return dataclasses.replace(bins, pg_bin=_shared_pg_install(bins.pg_bin))
@@ -186,6 +201,11 @@ class LocalRuntime:
                 self._ctl(bins, "update")
             self._wait_infra(timeout)
             self._init_databases(bins)
+            tool = self._pitr_tool(bins)
+            if tool is not None:
+                with self.console.status("pgBackRest: the stanza, and a first full backup when there is none"):
+                    if tool.ensure():
+                        self.console.info("pgBackRest: first full backup taken; WAL is archived from now on")
             if self.env.uses_rabbitmq and bins.rabbitmq_server is not None:
                 rabbitmqctl = str(bins.rabbitmq_server.parent / "rabbitmqctl")
                 ctl = Command((rabbitmqctl, "import_definitions"), env=self.layout.rabbitmq_environ(self.env))
@@ -244,6 +264,14 @@ class LocalRuntime:
         if _as_root():
             _ensure_system_user(PG_SYSTEM_USER)
             shutil.chown(pg, PG_SYSTEM_USER, PG_SYSTEM_USER)
+        pitr = self.env.database.pitr
+        if pitr is not None:  # pgBackRest's folders, the cluster user's; its socket folder inside ours
+            for folder in layout.pitr.folders():
+                folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+                self._chown_pg(folder)
+            write_atomic(layout.pitr.conf, pgbackrest_conf(self.env, pitr, layout.pitr, pg), 0o600)
+            self._chown_pg(layout.pitr.conf)
+            layout.run.chmod(0o711)  # traversable, not listable: the cluster's user reaches its socket folder
             link = layout.data / "postgres"
             if layout.pg_outside is not None and not link.is_symlink():
                 link.symlink_to(pg)  # so that the cluster is still found from the bundle
@@ -251,6 +279,11 @@ class LocalRuntime:
                 # Our own folders between the project and the cluster: traversable (not listable) by its user.
                 for folder in (layout.data, layout.root, layout.bundle, layout.bundle.parent):
                     folder.chmod(folder.stat().st_mode | 0o001)
+
+    @staticmethod
+    def _chown_pg(path: Path) -> None:
+        if _as_root():
+            shutil.chown(path, PG_SYSTEM_USER, PG_SYSTEM_USER)
 
     def _nginx_home(self) -> None:
         """nginx's two folders: its own (pid, temporary files), and root's, readable by its group, with copies
@@ -454,7 +487,47 @@ class LocalRuntime:
     def backups(self) -> Backups:
         """This environment's backups, kept in the project's backups folder."""
         store = Store.of(self.project_dir, self.env)
-        return Backups(self.env, self.postgres(), self.runner, store, self.console, self.secrets.backup_passphrase)
+        where = local_host(self.project_dir, self.env.name)
+        offsite = for_env(self.env, self.secrets, self.project_dir, (where.files, where.state))
+        passphrase = self.secrets.backup_passphrase
+        return Backups(self.env, self.postgres(), self.runner, store, self.console, passphrase, offsite=offsite)
+
+    def _pitr_tool(self, bins: Binaries) -> PitrTool | None:
+        pitr = self.env.database.pitr
+        if pitr is None or bins.pgbackrest is None:
+            return None
+        user = PG_SYSTEM_USER if _as_root() else None
+        paths = self.layout.pitr
+        return PitrTool(self.env, pitr, paths, bins.pgbackrest, self.runner, self.secrets.postgres_password, user)
+
+    def point_in_time(self) -> LocalPointInTime | None:
+        bins = self._bins()
+        tool = self._pitr_tool(bins)
+        if tool is None:
+            return None
+        return LocalPointInTime(
+            tool,
+            self.backups,
+            self.layout.pg_data,
+            self._chown_pg,
+            self.stop_services,
+            self.start_services,
+            lambda timeout: self._start_postgres(bins, timeout),
+        )
+
+    def _start_postgres(self, bins: Binaries, timeout: float) -> None:
+        """Start the cluster and wait until it accepts connections out of recovery (a point-in-time
+        restore replays WAL first, then promotes)."""
+        self._start_programs(["postgres"])
+
+        def promoted() -> bool:
+            done = self._psql(bins, "postgres", "SELECT 'recovery=' || pg_is_in_recovery()", {})
+            return done.returncode == 0 and "recovery=false" in done.stdout
+
+        try:
+            self._wait(promoted, timeout, "PostgreSQL to replay its WAL and promote")
+        except StartFailed:
+            raise StartFailed(f"PostgreSQL did not come back\n{self.tail('postgres', 15)}") from None
 
     def postgres(self) -> LocalPostgres:
         db = self.env.database
