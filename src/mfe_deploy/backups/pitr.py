@@ -97,7 +97,8 @@ class PitrTool:
             done = self.runner.run(self._command(*args), timeout=timeout)
         if done.returncode != 0:
             lines = (done.stderr.strip() or done.stdout.strip()).splitlines() or [f"exit {done.returncode}"]
-            raise PitrError(f"pgbackrest {args[0]} failed: {lines[-1]}")
+            verb = next(a for a in args if not a.startswith("--"))
+            raise PitrError(f"pgbackrest {verb} failed: {lines[-1].strip()}")
         return done.stdout
 
     def ensure(self) -> bool:
@@ -122,7 +123,8 @@ class PitrTool:
         """Into the (empty) data folder: the newest full backup before `target`, then WAL replay to it."""
         self.run(
             "--type=time",
-            f"--target={target.isoformat()}",
+            # pgBackRest's own format: "YYYY-MM-DD HH:MM:SS.ffffff+00" (not ISO 8601's T)
+            f"--target={target.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S.%f')}+00",
             "--target-action=promote",
             "--target-exclusive",
             "restore",

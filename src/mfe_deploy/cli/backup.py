@@ -215,7 +215,7 @@ def _create(
         raise typer.BadParameter("manual or scheduled", param_hint="--kind")
     application().console.plain = as_json
     started = time.monotonic()
-    backups, _ = _backups(env, runtime_name)
+    backups, rt = _backups(env, runtime_name)
     remote = _remote(env)
     with _audit(env, "backup", {"service": service}) as record:
         manifest = backups.backup(pg.targets(backups.env, service), kind=kind)
@@ -226,6 +226,11 @@ def _create(
         entry = backups.store.get(manifest.id)
         if verify and backups.offsite is not None and entry.verified is not None:
             backups.offsite.mark_verified(entry.id, entry.verified)
+        point_in_time = rt.point_in_time() if service is None else None
+        if point_in_time is not None:  # database.pitr: a full backup, the base for the WAL from now on
+            with application().console.status("pgBackRest: full backup"):
+                point_in_time.backup()
+            record["pgbackrest"] = "full"
         if remote is not None:
             _upload(remote, entry)
     console = application().console
@@ -298,6 +303,18 @@ def list_(env: EnvOption, offsite: OffsiteFlag = False, as_json: JsonOption = Fa
     for entry in shown:
         if entry.damaged:
             console.warn(f"{entry.id}: {entry.problem}; its dumps are kept, look at {entry.path}")
+    pitr = application().environment(env).env.database.pitr
+    if pitr is not None and not offsite:
+        point_in_time = runtime(env).point_in_time()
+        window = point_in_time.window() if point_in_time is not None else None
+        if window is not None and window.earliest is not None:
+            console.print(
+                f"point in time: any moment from {window.earliest.isoformat(timespec='seconds')} to now "
+                f"(`restore --to-time`; WAL archived at least every {pitr.archive_timeout}; "
+                f"{window.backups} full backup(s))"
+            )
+        else:
+            console.print("point in time: no pgBackRest full backup yet (`up` or `backup` takes one)")
 
 
 @backup_app.command("verify")
@@ -560,7 +577,9 @@ def check(
 @app.command()
 def restore(
     env: EnvOption,
-    backup_id: Annotated[str, typer.Argument(metavar="ID", help="A complete backup (see `backup list`).")],
+    backup_id: Annotated[
+        str | None, typer.Argument(metavar="[ID]", help="A complete backup (see `backup list`); not with --to-time.")
+    ] = None,
     service: ServiceOption = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Required to restore production.")] = False,
@@ -579,6 +598,15 @@ def restore(
             "downloaded and checked first.",
         ),
     ] = "local",
+    to_time: Annotated[
+        str | None,
+        typer.Option(
+            "--to-time",
+            metavar="TIME",
+            help="database.pitr: bring every database to this moment (ISO 8601; without a zone, this "
+            "machine's), replaying the archived WAL onto the newest full backup before it.",
+        ),
+    ] = None,
 ) -> None:
     """Replace databases with a backup: checksums first, a pre-restore backup, one transaction each."""
     from mfe_deploy.backups import jobs
@@ -586,6 +614,13 @@ def restore(
 
     if source not in ("local", "offsite"):
         raise typer.BadParameter(f"local or offsite, not {source!r}", param_hint="--from")
+    if to_time is not None:
+        if backup_id is not None or service is not None or source != "local":
+            raise typer.BadParameter("--to-time restores every database, from no backup ID", param_hint="--to-time")
+        _restore_to_time(env, to_time, yes, force, timeout, runtime_name, lock_wait, force_unlock, maintenance)
+        return
+    if backup_id is None:
+        raise typer.BadParameter("a backup ID (see `backup list`), or --to-time", param_hint="ID")
     backups, rt = _backups(env, runtime_name)
     if backups.env.tier == "production" and not force:
         raise MfeError("refusing to restore production without --force")
@@ -619,6 +654,58 @@ def restore(
         f"{env}: restored {', '.join(done.services)} from {done.backup} in {done.seconds:.1f}s "
         f"(pre-restore backup: {done.pre_restore})"
     )
+
+
+def _restore_to_time(
+    env: str,
+    when: str,
+    yes: bool,
+    force: bool,
+    timeout: float,
+    runtime_name: str | None,
+    lock_wait: float,
+    force_unlock: bool,
+    maintenance: bool,
+) -> None:
+    from datetime import datetime
+
+    from mfe_deploy.errors import MfeError
+
+    try:
+        target = datetime.fromisoformat(when)
+    except ValueError:
+        raise typer.BadParameter(
+            f"not an ISO 8601 time: {when!r} (e.g. 2026-12-06T14:05:00Z)", param_hint="--to-time"
+        ) from None
+    target = target.astimezone() if target.tzinfo is None else target
+    rt = runtime(env, runtime_name)
+    tool = rt.point_in_time()
+    if tool is None:
+        raise MfeError(
+            f"environments/{env}.yaml: database.pitr is not set: {env} archives no WAL, so it can only be "
+            "restored from a backup (`restore ID`)"
+        )
+    if rt.env.tier == "production" and not force:
+        raise MfeError("refusing to restore production without --force")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise MfeError("restore replaces data: confirm with --yes when not running interactively")
+        typer.confirm(f"Bring every database of {env} back to {target.isoformat()}?", abort=True)
+    details: dict[str, object] = {"to_time": target.isoformat()}
+    with mutating(env, "restore", details, wait=lock_wait, force=force_unlock):
+        if maintenance:
+            switch_on(env, f"restoring data to {target.isoformat()}", 60)
+        try:
+            done = tool.restore_to(target, timeout)
+        finally:
+            if maintenance:
+                switch_off(env)
+    console = application().console
+    console.print(f"{env}: restored to {done.target} in {done.seconds:.1f}s (pre-restore backup: {done.pre_restore})")
+    if done.lost:
+        console.print("  removed, written after that moment: " + "; ".join(done.lost))
+    else:
+        console.print("  no row written after that moment was removed")
 
 
 @app.command()

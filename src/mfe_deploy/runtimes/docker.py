@@ -230,6 +230,11 @@ class DockerRuntime:
         return previous, versions, digest
 
     def up(self, *, wait: bool, timeout: float, version: str = "dev", restart_stores: bool = False) -> list[UnitStatus]:
+        if self.env.database.pitr is not None:
+            raise MfeError(
+                f"environments/{self.env.name}.yaml: database.pitr: point-in-time recovery runs on the local "
+                f"runtime in this release, not on {self.name}: remove it, or deploy with --runtime local"
+            )
         started = time.monotonic()
         self._guard_stores(version, allowed=restart_stores)
         prepared = self._prepared(version)
