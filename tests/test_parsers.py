@@ -143,7 +143,10 @@ def test_nginx_sends_the_gateway_requests_to_the_live_colour_by_a_file_not_a_rel
     assert 'set $mfe_gateway "api-gateway-blue:3000";' in conf
     assert "if (-f /etc/nginx/mfe/live/green) {" in conf and 'set $mfe_gateway "api-gateway-green:3000";' in conf
     assert "resolver 127.0.0.11 valid=1s" in conf and "upstream api_gateway" not in conf
-    assert conf.count("proxy_pass http://$mfe_gateway;") == 2
+    # /api/ and /health, and the second send of a request whose colour stopped under it (@live_now,
+    # @live_green: tests/test_nginx_behaviour.py)
+    assert conf.count("proxy_pass http://$mfe_gateway;") == 4
+    assert "location @live_now {" in conf and "error_page 502 = @live_now;" in conf
     compose = yaml.safe_load(files["compose.yml"].text)
     assert compose["services"]["nginx"]["networks"] == ["edge", "live"]
     assert compose["networks"]["live"] == {"internal": True}
