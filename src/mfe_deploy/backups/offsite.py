@@ -12,16 +12,18 @@ The credentials live in the client object only: never in argv, the environment o
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import shutil
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mfe_deploy.backups.store import MANIFEST, VERIFIED, BackupError, Entry, Manifest, Store, pick
+from mfe_deploy.backups.store import MANIFEST, VERIFIED, BackupError, Entry, FileEntry, Manifest, Store, pick
 from mfe_deploy.console import Task
 from mfe_deploy.exec.host import Files
 from mfe_deploy.exec.names import bare, is_bare
@@ -151,29 +153,47 @@ class OffsiteStore:
 
     # --- up ---------------------------------------------------------------------------------------------
     def upload(self, entry: Entry, task: Task | None = None) -> None:
-        """Every file of a complete local backup, then its manifest (and its verification record)."""
-        from boto3.s3.transfer import TransferConfig
-
+        """Every file of a complete local backup (side by side), then its verification record and its
+        manifest, last."""
         manifest = entry.manifest
         if manifest is None:
             raise BackupError(f"backup {entry.id} is not complete: not uploaded")
-        part = max(self._part_size(), 5 << 20)
-        transfer = TransferConfig(multipart_threshold=part, multipart_chunksize=part, max_concurrency=4)
-        client = self.client()
-        for name, file in sorted(manifest.files.items()):
-            extra = {"ChecksumAlgorithm": "SHA256", "Metadata": {"sha256": file.sha256}}
-            with self._talking(f"{name} of backup {entry.id}"):
-                client.upload_file(
-                    str(entry.path / name),
-                    self.config.bucket,
-                    self._key(entry.id, name),
-                    ExtraArgs=extra,
-                    Config=transfer,
-                    Callback=task.advance if task is not None else None,
-                )
+        files = sorted(manifest.files.items())
+        with ThreadPoolExecutor(max(1, min(4, len(files)))) as pool:
+            jobs = [pool.submit(self._send, entry, name, file, task) for name, file in files]
+            for job in jobs:
+                job.result()
         if (entry.path / VERIFIED).exists():
             self._put(self._key(entry.id, VERIFIED), (entry.path / VERIFIED).read_bytes(), f"backup {entry.id}")
         self._put(self._key(entry.id, MANIFEST), manifest.to_json().encode(), f"the manifest of backup {entry.id}")
+
+    def _send(self, entry: Entry, name: str, file: FileEntry, task: Task | None) -> None:
+        """One file. Below the part size in one request that carries the SHA-256 the backup computed as
+        it wrote the file (the store checks the body against it; nothing is read twice here); above, in
+        parts the store checks one by one, and the whole file's SHA-256 in the metadata."""
+        from boto3.s3.transfer import TransferConfig
+
+        part = max(self._part_size(), 5 << 20)
+        path, key = entry.path / name, self._key(entry.id, name)
+        metadata = {"sha256": file.sha256}
+        with self._talking(f"{name} of backup {entry.id}"):
+            if file.size < part:
+                digest = base64.b64encode(bytes.fromhex(file.sha256)).decode()
+                with path.open("rb") as body:
+                    self.client().put_object(
+                        Bucket=self.config.bucket, Key=key, Body=body, ChecksumSHA256=digest, Metadata=metadata
+                    )
+                if task is not None:
+                    task.advance(file.size)
+                return
+            self.client().upload_file(
+                str(path),
+                self.config.bucket,
+                key,
+                ExtraArgs={"ChecksumAlgorithm": "SHA256", "Metadata": metadata},
+                Config=TransferConfig(multipart_threshold=part, multipart_chunksize=part, max_concurrency=4),
+                Callback=task.advance if task is not None else None,
+            )
 
     def _put(self, key: str, body: bytes, what: str) -> None:
         with self._talking(what):
