@@ -415,3 +415,27 @@ def test_on_the_rabbitmq_hub_each_service_connects_as_its_own_user(fresh: Projec
             assert own["services"]["rabbitmq"] == "healthy", (name, own)
         _, auth = _user(gw)
         assert poll(lambda: _profile(gw, auth)) is not None  # user.registered, published by auth, consumed by profile
+
+
+def test_a_project_in_a_traversable_folder_keeps_its_cluster_in_the_bundle() -> None:
+    """The pytest folders are private (0700), so the other tests' clusters live under /var/lib/mfe-deploy;
+    a project where every folder above is traversable (the README's quick start in a clone under /tmp or
+    /home) keeps its cluster in its bundle, run by the cluster's user through folders opened for it."""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="mfe-open-", dir="/tmp"))
+    base.chmod(0o755)
+    try:
+        p = make_local_project(base / "project", "openfolder")
+        (base / "project").chmod(0o755)
+        up = p.cli("up", "--env", "openfolder")
+        try:
+            assert up.returncode == 0, up.stderr
+            cluster = base / "project" / ".mfe" / "openfolder" / "local" / "data" / "postgres"
+            assert cluster.is_dir() and not cluster.is_symlink() and (cluster / "PG_VERSION").exists()
+            assert p.cli("health", "--env", "openfolder").returncode == 0
+        finally:
+            p.cli("down", "--env", "openfolder", "--volumes", "--yes")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -264,6 +264,13 @@ class LocalRuntime:
         if _as_root():
             _ensure_system_user(PG_SYSTEM_USER)
             shutil.chown(pg, PG_SYSTEM_USER, PG_SYSTEM_USER)
+            link = layout.data / "postgres"
+            if layout.pg_outside is not None and not link.is_symlink():
+                link.symlink_to(pg)  # so that the cluster is still found from the bundle
+            if layout.pg_outside is None:
+                # Our own folders between the project and the cluster: traversable (not listable) by its user.
+                for folder in (layout.data, layout.root, layout.bundle, layout.bundle.parent):
+                    folder.chmod(folder.stat().st_mode | 0o001)
         pitr = self.env.database.pitr
         if pitr is not None:  # pgBackRest's folders, the cluster user's; its socket folder inside ours
             for folder in layout.pitr.folders():
@@ -272,13 +279,6 @@ class LocalRuntime:
             write_atomic(layout.pitr.conf, pgbackrest_conf(self.env, pitr, layout.pitr, pg), 0o600)
             self._chown_pg(layout.pitr.conf)
             layout.run.chmod(0o711)  # traversable, not listable: the cluster's user reaches its socket folder
-            link = layout.data / "postgres"
-            if layout.pg_outside is not None and not link.is_symlink():
-                link.symlink_to(pg)  # so that the cluster is still found from the bundle
-            if layout.pg_outside is None:
-                # Our own folders between the project and the cluster: traversable (not listable) by its user.
-                for folder in (layout.data, layout.root, layout.bundle, layout.bundle.parent):
-                    folder.chmod(folder.stat().st_mode | 0o001)
 
     @staticmethod
     def _chown_pg(path: Path) -> None:
