@@ -399,3 +399,20 @@ def test_debug_is_taken_at_any_position(project: Project, args: list[str], moved
     assert _global_flags_first(args) == moved
     result = project.cli("validate", "--env", "development", "--debug")
     assert result.code == 0 and "valid" in result.out, result.err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["rollback", "auth", "--env", "production", "--restore-backup", "--yes"],
+        ["rollback", "auth", "--env", "production", "--migrate-down", "--yes"],
+        ["migrate", "down", "--env", "production", "--service", "auth", "--to", "none", "--yes"],
+    ],
+)
+def test_what_can_lose_data_needs_force_in_production(project: Project, args: list[str]) -> None:
+    """Refused before anything is reached (no runtime, no database): --yes answers the question, --force
+    is the production guard."""
+    done = project.cli(*args)
+    assert done.code == 1, done.err
+    assert "refused in production without --force" in done.err
+    assert "Traceback" not in done.err

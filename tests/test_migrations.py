@@ -181,7 +181,11 @@ def test_down_undoes_newest_first_and_apply_runs_them_again(project: Project) ->
     columns += "WHERE table_name = 'users' AND column_name IN ('email', 'email_address', 'nick')"
     assert project.sql(columns) == "email_address,nick"
 
-    undone = project.cli("migrate", "down", "--env", "itest", "--service", "auth", "--to", "0002_event_outbox")
+    # It can lose data: a run with no terminal to ask on is refused until --yes says so, changing nothing.
+    asked = project.cli("migrate", "down", "--env", "itest", "--service", "auth", "--to", "0002_event_outbox")
+    assert asked.returncode == 1 and "confirm with --yes when not running interactively" in asked.stderr
+    assert project.sql(columns) == "email_address,nick"
+    undone = project.cli("migrate", "down", "--env", "itest", "--service", "auth", "--to", "0002_event_outbox", "--yes")
     assert undone.returncode == 0, undone.stderr
     lines = undone.stdout.splitlines()
     assert lines[0].startswith("auth: undid 0005_bump (") and ", 0003_rename (" in lines[0], lines
@@ -196,7 +200,7 @@ def test_down_undoes_newest_first_and_apply_runs_them_again(project: Project) ->
 
     project.write("auth", "0006_drop.sql", "ALTER TABLE users DROP COLUMN nick;\n")
     assert project.cli("migrate", "--env", "itest", "--service", "auth").returncode == 0
-    refused = project.cli("migrate", "down", "--env", "itest", "--service", "auth", "--to", "0002_event_outbox")
+    refused = project.cli("migrate", "down", "--env", "itest", "--service", "auth", "--to", "0002_event_outbox", "-y")
     assert refused.returncode == 1
     assert "0006_drop of auth cannot be undone: no 0006_drop.down.sql" in refused.stderr, refused.stderr
     assert project.sql(columns) == "email_address"  # nothing ran: 0005 is still applied too

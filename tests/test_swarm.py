@@ -169,7 +169,7 @@ def test_a_rollback_across_a_rename_restores_the_backup_taken_just_before_it(pro
     planned = project.cli("plan", "--rollback", "auth", "--to", "v2")
     assert planned.returncode == 1 and "--restore-backup: restores backup " in planned.stdout, planned.stdout
 
-    restored = project.cli("rollback", "auth", "--to", "v2", "--restore-backup")
+    restored = project.cli("rollback", "auth", "--to", "v2", "--restore-backup", "--yes")
     out = " ".join((restored.stdout + restored.stderr).split())
     assert restored.returncode == 0, out
     assert "lost since then: public.rename_probe: 2 rows" in out and "auth: now v2" in out, out

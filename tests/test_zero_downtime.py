@@ -203,7 +203,7 @@ def test_a_rollback_across_a_rename_the_older_code_reads(stack: Stack) -> None:
         assert "rollback auth: v6 -> v5" in planned.stdout and "--migrate-down: undoes 0005_rename" in planned.stdout
         assert "--restore-backup: restores backup " in planned.stdout, planned.stdout
 
-        down = stack.cli("rollback", "auth", "--to", "v5", "--migrate-down")
+        down = stack.cli("rollback", "auth", "--to", "v5", "--migrate-down", "--yes")
         assert down.returncode == 0, down.stdout + down.stderr
         said = down.stdout + down.stderr
         assert "auth: undid 0005_rename" in said and "auth: now v5" in said, said
@@ -211,7 +211,7 @@ def test_a_rollback_across_a_rename_the_older_code_reads(stack: Stack) -> None:
         assert psql("auth_db", "SELECT count(*) FROM scratch_v4") == "2"  # undone: the rename, not the data
 
         deploy_v6_then_write(3)
-        restored = stack.cli("rollback", "auth", "--to", "v5", "--restore-backup")
+        restored = stack.cli("rollback", "auth", "--to", "v5", "--restore-backup", "--yes")
         out = " ".join((restored.stdout + restored.stderr).split())
         assert restored.returncode == 0, out
         assert "lost since then: public.scratch_v4: 3 rows" in out and "auth: now v5" in out, out

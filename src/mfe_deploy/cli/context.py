@@ -77,3 +77,21 @@ def lock_broken(env: str, how: str) -> None:
     from mfe_deploy.notify import Event
 
     application().notify(env, Event("lock.broken", env, f"the deploy lock of {env} was broken ({how})"))
+
+
+def confirm_loss(env: str, question: str, *, yes: bool, force: bool) -> None:
+    """Before a command that can lose data: production wants --force; anyone is asked, unless --yes (and a
+    run with no terminal to ask on is refused, saying so)."""
+    from mfe_deploy.errors import MfeError
+
+    if application().environment(env).env.tier == "production" and not force:
+        raise MfeError(f"{question.rstrip('?')}: refused in production without --force")
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise MfeError(f"{question.rstrip('?')}: this can lose data; confirm with --yes when not running interactively")
+    typer.confirm(question, abort=True)
+
+
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+ForceOption = Annotated[bool, typer.Option("--force", help="Required in production.")]

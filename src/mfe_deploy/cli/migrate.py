@@ -168,14 +168,17 @@ def down(
     to: Annotated[str, typer.Option("--to", help="The migration to go back to (`none`: undo all).")],
     lock_wait: Annotated[float, typer.Option("--lock-wait", help="Seconds to wait for the deploy lock.")] = 0,
     force_unlock: Annotated[bool, typer.Option("--force-unlock", help="Break a stale deploy lock.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Required in production.")] = False,
 ) -> None:
     """Undo the migrations applied after --to, newest first, each by its NNNN_name.down.sql in one
-    transaction. Refused before anything runs when one has no down file (unless it is marked compatible
-    with older code: it stays). The code still running must work with the older schema: `rollback
-    SERVICE --migrate-down` moves both."""
-    from mfe_deploy.cli.context import mutating
+    transaction (what they hold goes: asks, or --yes; production wants --force). Refused before anything
+    runs when one has no down file (unless it is marked compatible with older code: it stays). The code
+    still running must work with the older schema: `rollback SERVICE --migrate-down` moves both."""
+    from mfe_deploy.cli.context import confirm_loss, mutating
     from mfe_deploy.errors import MigrationError
 
+    confirm_loss(env, f"Undo the migrations of {service} in {env} applied after {to}?", yes=yes, force=force)
     with mutating(env, "migrate down", {"service": service, "to": to}, wait=lock_wait, force=force_unlock) as record:
         (o,) = _execute(env, service, ["down", "--to", to])
         record["undone"] = [u["id"] for u in o.data.get("undone", [])]

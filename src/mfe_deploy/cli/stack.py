@@ -10,7 +10,17 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mfe_deploy.cli.app import EnvOption, JsonOption, ReleaseOption, app, application, host, release
-from mfe_deploy.cli.context import ForceUnlock, LockWait, RuntimeOption, lock_broken, mutating, runtime
+from mfe_deploy.cli.context import (
+    ForceOption,
+    ForceUnlock,
+    LockWait,
+    RuntimeOption,
+    YesOption,
+    confirm_loss,
+    lock_broken,
+    mutating,
+    runtime,
+)
 
 if TYPE_CHECKING:
     from mfe_deploy.runtimes.contract import UnitStatus
@@ -171,17 +181,22 @@ def rollback(
     ] = False,
     lock_wait: LockWait = 0,
     force_unlock: ForceUnlock = False,
+    yes: YesOption = False,
+    force: ForceOption = False,
 ) -> None:
     """Return one service to its previous successful version (or --to), health-gated. Refused when
     migrations applied since that version ran are not marked compatible with older code, unless one of
     --migrate-down, --restore-backup or --ignore-schema says what to do about them (`plan --rollback`
-    shows which can)."""
+    shows which can). The first two can lose data: they ask (or --yes), and production wants --force."""
     from mfe_deploy.ops.schema import Policy
 
     flags = {"--ignore-schema": ignore_schema, "--migrate-down": migrate_down, "--restore-backup": restore_backup}
     chosen = [flag for flag, on in flags.items() if on]
     if len(chosen) > 1:
         raise typer.BadParameter(f"{' and '.join(chosen)} exclude each other: pick one")
+    if migrate_down or restore_backup:
+        loses = "undo its migrations" if migrate_down else "restore its database from the backup before them"
+        confirm_loss(env, f"Roll {service} of {env} back and {loses}?", yes=yes, force=force)
     policy: Policy = "ignore" if ignore_schema else "down" if migrate_down else "restore" if restore_backup else "check"
     rt = runtime(env, runtime_name)
     details: dict[str, object] = {"service": service, "to": to, "schema": policy}
