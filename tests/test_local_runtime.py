@@ -117,6 +117,15 @@ def test_second_up_restarts_nothing(project: Project) -> None:
     assert {n: r["pid"] for n, r in project.status().items()} == before
 
 
+def test_diff_json_says_in_sync_after_up_and_names_every_service(project: Project) -> None:
+    done = project.cli("diff", "--env", ENV, "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    shown = json.loads(done.stdout)
+    assert shown["in_sync"] is True and shown["files"] == [] and shown["steps"] == 0
+    assert set(shown["services"]) == set(SERVICES)
+    assert all(s["running"] is not None and s["wanted"] is not None for s in shown["services"].values())
+
+
 def test_a_store_whose_configuration_changed_restarts_only_with_restart_stores(project: Project) -> None:
     """redis gets a memory limit: `up` refuses to restart it and changes nothing; with --restart-stores,
     supervisord restarts redis alone (its program changed) and every service is healthy on it."""

@@ -104,7 +104,12 @@ def test_notify_test_reaches_every_webhook_and_never_prints_a_url(tmp_path: Path
         assert done.returncode == 0, done.stderr
         assert done.stdout.splitlines() == ["webhook 1 (slack): delivered", "webhook 2 (json): delivered"]
         assert TOKEN not in done.stdout + done.stderr
-        by_path = {post.path.split("/")[1]: json.loads(post.body) for post in got.wait(2)}
+        as_json = p.cli("notify", "test", "--env", "ntf", "--json")
+        assert json.loads(as_json.stdout) == [
+            {"webhook": 1, "format": "slack", "delivered": True},
+            {"webhook": 2, "format": "json", "delivered": True},
+        ]
+        by_path = {post.path.split("/")[1]: json.loads(post.body) for post in got.wait(4)[:2]}
     assert by_path["slack"] == {"text": "[ntf] test: a test notification from mfe-deploy for ntf"}
     assert by_path["json"]["event"] == "test" and by_path["json"]["env"] == "ntf"
 

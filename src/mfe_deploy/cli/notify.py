@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from mfe_deploy.cli.app import EnvOption, app, application
+from mfe_deploy.cli.app import EnvOption, JsonOption, app, application
 
 notify_app = typer.Typer(help="Webhook notifications (notify: in the environment).", rich_markup_mode=None)
 app.add_typer(notify_app, name="notify")
 
 
 @notify_app.command("test")
-def test(env: EnvOption) -> None:
+def test(env: EnvOption, as_json: JsonOption = False) -> None:
     """Send a test event to every webhook; exit 1 when one did not take it."""
     from mfe_deploy.errors import MfeError
     from mfe_deploy.notify import Event
@@ -23,7 +23,13 @@ def test(env: EnvOption) -> None:
     notifier.notify(Event("test", env, f"a test notification from mfe-deploy for {env}"))
     notifier.drain()
     failed = [index for index, _, delivered in notifier.results if not delivered]
-    for index, _, delivered in sorted(notifier.results):
+    if as_json:
+        rows = [
+            {"webhook": index + 1, "format": notifier.hooks[index].fmt, "delivered": delivered}
+            for index, _, delivered in sorted(notifier.results)
+        ]
+        state.console.json(rows)
+    for index, _, delivered in sorted(notifier.results) if not as_json else []:
         state.console.print(
             f"webhook {index + 1} ({notifier.hooks[index].fmt}): {'delivered' if delivered else 'FAILED'}"
         )

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mfe_deploy.cli.app import EnvOption, JsonOption, ReleaseOption, app, application, release
 from mfe_deploy.cli.context import RuntimeOption, runtime
+
+if TYPE_CHECKING:
+    from mfe_deploy.bundle import Drift
+    from mfe_deploy.plan import Desired, Observed
 
 
 @app.command()
@@ -57,18 +61,24 @@ def plan(
 
 
 @app.command()
-def diff(env: EnvOption, version: ReleaseOption = None, runtime_name: RuntimeOption = None) -> None:
+def diff(
+    env: EnvOption, version: ReleaseOption = None, runtime_name: RuntimeOption = None, as_json: JsonOption = False
+) -> None:
     """What differs between the environment and what runs: files, images, replicas, migrations."""
     from mfe_deploy import plan as plans
     from mfe_deploy.cli.commands import print_drift
     from mfe_deploy.errors import NotInSync
 
     console = application().console
+    console.plain = as_json
     rt = runtime(env, runtime_name)
     tag = release(version)
     with console.status("comparing what runs with the environment"):
         desired, observed = rt.desired(tag), rt.observe()
         drifts = rt.drift(tag)
+    if as_json:
+        _diff_json(env, tag, desired, observed, drifts)
+        return
     print_drift(drifts, f".mfe/{env}")
     rows = []
     for name in [*desired.services, *(n for n in observed.services if n not in desired.services)]:
@@ -87,3 +97,32 @@ def diff(env: EnvOption, version: ReleaseOption = None, runtime_name: RuntimeOpt
     if drifts or steps:
         raise NotInSync(f"{env}: not in sync with {tag} ({len(drifts)} file(s), {len(steps)} step(s))")
     console.print(f"{env}: in sync with {tag}")
+
+
+def _diff_json(env: str, tag: str, desired: Desired, observed: Observed, drifts: list[Drift]) -> None:
+    from mfe_deploy import plan as plans
+    from mfe_deploy.errors import NotInSync
+
+    services = {}
+    for name in [*desired.services, *(n for n in observed.services if n not in desired.services)]:
+        if name in plans.INFRA:
+            continue
+        want, have = desired.services.get(name), observed.services.get(name)
+        services[name] = {
+            "running": {"image": have.image, "replicas": have.replicas} if have and have.replicas else None,
+            "wanted": {"image": want.image, "replicas": want.replicas} if want else None,
+        }
+    steps = plans.plan(desired, observed).steps
+    application().console.json(
+        {
+            "env": env,
+            "release": tag,
+            "files": [{"path": d.path, "change": d.kind} for d in drifts],
+            "services": services,
+            "pending_migrations": {name: list(ids) for name, ids in desired.pending.items() if ids},
+            "steps": len(steps),
+            "in_sync": not drifts and not steps,
+        }
+    )
+    if drifts or steps:
+        raise NotInSync(f"{env}: not in sync with {tag} ({len(drifts)} file(s), {len(steps)} step(s))")
