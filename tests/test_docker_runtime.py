@@ -38,6 +38,7 @@ from tests.conftest import REPO, strong_secrets
 from tests.engines import remove_images, require_engine_with_standins
 from tests.pg import free_port
 from tests.receiver import Receiver, receiver
+from tests.servers import S3, s3_server
 from tests.stack import admin_headers, maintenance_round_trip, poll
 from tests.test_services_e2e import _profile, _user
 
@@ -131,7 +132,13 @@ def hooks() -> Iterator[Receiver]:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, hooks: Receiver) -> Iterator[Project]:
+def s3() -> Iterator[S3]:
+    with s3_server("dkr-backups") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, hooks: Receiver, s3: S3) -> Iterator[Project]:
     root = tmp_path_factory.mktemp("docker") / "project"
     shutil.copytree(REPO / "environments", root / "environments")
     remove_images("mfe-test")  # the tags are fixed (v1, v2...): an image left by an older checkout is not this code
@@ -163,8 +170,15 @@ notify:
   webhooks:
     - url: ${{DKR_NOTIFY_URL}}
       events: [deploy.failed, rollback.automatic]
+backup:
+  offsite:
+    endpoint: {s3.endpoint}
+    bucket: dkr-backups
+    access_key_id: ${{DKR_S3_KEY}}
+    secret_access_key: ${{DKR_S3_SECRET}}
 """)
     environ = {**os.environ, **strong_secrets(), "DKR_NOTIFY_URL": hooks.url("/hook")}
+    environ |= {"DKR_S3_KEY": s3.access_key, "DKR_S3_SECRET": s3.secret_key}
     p = Project(root, https, http, environ, prometheus=prometheus)
     up = p.cli("up", "--env", ENV, "--version", "v1")
     assert up.returncode == 0, up.stdout + up.stderr
@@ -409,10 +423,11 @@ def test_a_service_reads_an_env_file_that_is_not_roots(project: Project) -> None
         os.chown(env_file, os.getuid(), os.getgid())
 
 
-def test_no_secret_in_any_containers_inspect_or_environment(project: Project) -> None:
-    """Every secret value (the JWT key, the database, RabbitMQ and superuser passwords): 0 times in
-    `docker inspect` of every container, and in the initial environment of every process in it."""
-    values = [v for k, v in strong_secrets().items() if "SENTRY" not in k]
+def test_no_secret_in_any_containers_inspect_or_environment(project: Project, s3: S3) -> None:
+    """Every secret value (the JWT key, the database, RabbitMQ and superuser passwords, the offsite
+    store's credentials): 0 times in `docker inspect` of every container, and in the initial environment
+    of every process in it."""
+    values = [v for k, v in strong_secrets().items() if "SENTRY" not in k] + [s3.access_key, s3.secret_key]
     containers = project.containers()
     assert len(containers) >= 10, containers
     found = []
@@ -644,6 +659,25 @@ def test_zzz_prune_keeps_the_newest_and_what_releases_use(project: Project) -> N
 # --- backups on the docker runtime: pg_dump and pg_restore run inside the postgres container ---------------
 def test_backup_round_trip_through_the_api(project: Project) -> None:
     suite.round_trip(project)
+
+
+def test_every_backup_goes_offsite_and_restores_from_there_alone(project: Project, s3: S3) -> None:
+    """backup.offsite on the docker runtime: the dumps streamed out of the postgres container go up as the
+    backup completes; with the local copy gone, `restore --from offsite` brings every row back."""
+    suite.make_data(project)
+    before = suite.fingerprint(project)
+    backup_id = suite.new_backup(project)
+    manifest = json.loads((suite.folder(project) / backup_id / "manifest.json").read_text())
+    client = s3.client()
+    for name, entry in manifest["files"].items():
+        head = client.head_object(Bucket="dkr-backups", Key=f"{ENV}/{backup_id}/{name}")
+        assert head["Metadata"]["sha256"] == entry["sha256"] and head["ContentLength"] == entry["size"]
+    shutil.rmtree(suite.folder(project) / backup_id)
+    suite.wipe(project)
+    restored = suite.ok(project.cli("restore", "--env", ENV, backup_id, "--from", "offsite", "--yes"))
+    assert f"from {backup_id}" in restored.stdout
+    assert suite.fingerprint(project) == before
+    assert s3.secret_key not in restored.stdout + restored.stderr
 
 
 def test_backup_corruption_is_refused_before_anything_changes(project: Project) -> None:

@@ -9,7 +9,20 @@ import sys
 # here, on every command); the CLI uses none.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
-from mfe_deploy.cli import admin, backup, commands, hosts, keys, maintenance, migrate, nodes, notify, plans, stack  # noqa: F401 - registers the commands on the app
+from mfe_deploy.cli import (  # noqa: F401 - registers the commands on the app
+    admin,
+    backup,
+    commands,
+    hosts,
+    keys,
+    maintenance,
+    migrate,
+    nodes,
+    notify,
+    oneoff,
+    plans,
+    stack,
+)
 from mfe_deploy.cli.app import app, application
 from mfe_deploy.errors import MfeError
 

@@ -179,6 +179,15 @@ class Runtime(Protocol):
 
     def prune_images(self, keep: int) -> list[str]: ...
 
+    def run(self, service: str, argv: Sequence[str], *, in_place: bool) -> int:
+        """A one-off command with the service's release and variables (never in an argv), its standard
+        streams the caller's; its exit code. in_place: inside a running unit (`exec`), not a new one."""
+        ...
+
+    def db_shell(self, service: str, args: Sequence[str]) -> int:
+        """psql as the service's own role on its database; its exit code."""
+        ...
+
     def point_in_time(self) -> PointInTime | None:
         """database.pitr's tool here; None when the environment has none."""
         ...

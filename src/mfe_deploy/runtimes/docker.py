@@ -784,6 +784,12 @@ class DockerRuntime:
     def set_availability(self, node: str, availability: str, timeout: float) -> None:
         raise Unsupported(f"the {self.name} runtime runs on one host: nodes are a swarm's (runtime: swarm)")
 
+    def run(self, service: str, argv: Sequence[str], *, in_place: bool) -> int:
+        raise Unsupported(f"`run` and `exec` work on the local runtime in this release, not on {self.name}")
+
+    def db_shell(self, service: str, args: Sequence[str]) -> int:
+        raise Unsupported(f"`db shell` works on the local runtime in this release, not on {self.name}")
+
     def point_in_time(self) -> None:
         """database.pitr runs on the local runtime in this release: `up` refuses it here."""
         return None

@@ -32,6 +32,7 @@ from mfe_deploy.exec.host import local as local_host
 from mfe_deploy.exec.host import own_folder, write_atomic
 from mfe_deploy.exec.process import LocalProcess
 from mfe_deploy.exec.secret import Secret
+from mfe_deploy.exec.withenv import read_env_file
 from mfe_deploy.local_bundle import (
     NGINX_USER,
     PG_SYSTEM_USER,
@@ -54,6 +55,7 @@ from mfe_deploy.runtimes.contract import (
     Unsupported,
     guard_stores,
 )
+from mfe_deploy.runtimes.oneoff import psql_target
 from mfe_deploy.runtimes.pointintime import LocalPointInTime
 from mfe_deploy.state.ledger import Release
 from mfe_deploy.supervisor import ProgramState, parse_status, program_fingerprints
@@ -499,6 +501,40 @@ class LocalRuntime:
         user = PG_SYSTEM_USER if _as_root() else None
         paths = self.layout.pitr
         return PitrTool(self.env, pitr, paths, bins.pgbackrest, self.runner, self.secrets.postgres_password, user)
+
+    # --- one-off commands --------------------------------------------------------------------------
+    def _service_values(self, service: str) -> dict[str, str]:
+        if service not in self.env.services:
+            raise MfeError(f"unknown service {service!r}; one of: {', '.join(self.env.services)}")
+        env_file = self.layout.env_file(service)
+        if not env_file.exists():
+            raise MfeError(f"{service} has no environment file yet: run `mfe-deploy up --env {self.env.name}` first")
+        return read_env_file(str(env_file))
+
+    def run(self, service: str, argv: Sequence[str], *, in_place: bool) -> int:
+        """A process with the service's variables, as supervisord starts the service (no container to enter:
+        exec is run here), from the project folder; only the basic variables of this shell reach it."""
+        values = self._service_values(service)
+        environ = {**{k: v for k, v in os.environ.items() if k in INHERITED | {"TERM"}}, **values}
+        try:
+            return subprocess.run(list(argv), env=environ, cwd=self.project_dir, check=False).returncode
+        except OSError as exc:
+            raise MfeError(f"{argv[0]}: {exc.strerror}") from None
+
+    def db_shell(self, service: str, args: Sequence[str]) -> int:
+        if service not in self.env.database_services:
+            raise MfeError(f"{service} owns no database; those that do: {', '.join(self.env.database_services)}")
+        target = psql_target(self._service_values(service)["DATABASE_URL"])
+        psql = str(self._bins().pg_bin / "psql")
+        environ = {k: v for k, v in os.environ.items() if k in INHERITED | {"TERM", "PAGER"}}
+        own_folder(self.layout.run)
+        with tempfile.NamedTemporaryFile("w", dir=self.layout.run, prefix="pgpass", delete=False) as pgpass:
+            pgpass.write(target.pgpass_line())
+        try:
+            argv = [psql, *target.args(), *args]
+            return subprocess.run(argv, env={**environ, "PGPASSFILE": pgpass.name}, check=False).returncode
+        finally:
+            Path(pgpass.name).unlink(missing_ok=True)
 
     def point_in_time(self) -> LocalPointInTime | None:
         bins = self._bins()

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 # Modules of this package that are parts of runtimes, not runtimes (tests check that every other one
 # exposes RUNTIME).
-NOT_RUNTIMES = frozenset({"contract", "registry", "eventhub", "premigration", "pointintime"})
+NOT_RUNTIMES = frozenset({"contract", "registry", "eventhub", "premigration", "pointintime", "oneoff"})
 
 
 def available() -> list[str]:
