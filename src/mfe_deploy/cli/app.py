@@ -42,7 +42,7 @@ class GroupOptions(TyperGroup):
 # The root's --help: commands by what they are for, each with its whole first sentence.
 PANELS = {
     "Start and deploy": ("init", "up", "plan", "diff", "rollback", "render", "down"),
-    "Inspect": ("status", "health", "logs", "releases", "history", "envs", "validate", "config"),
+    "Inspect": ("status", "health", "watch", "logs", "releases", "history", "envs", "validate", "config"),
     "Data": ("backup", "restore", "recover", "migrate"),
     "Operate": ("run", "exec", "db", "maintenance", "lock", "keys", "notify", "nodes", "hosts", "images", "admin"),
     "This tool": ("help", "docs", "version"),

@@ -329,3 +329,57 @@ def images_prune(
     for tag in removed:
         console.print(f"removed {tag}")
     console.print(f"{env}: {len(removed)} image(s) removed")
+
+
+@app.command()
+def watch(
+    env: EnvOption,
+    interval: Annotated[float, typer.Option("--interval", min=0.2, help="Seconds between two looks.")] = 10,
+    once: Annotated[bool, typer.Option("--once", help="One look, compared with the last one (for a timer).")] = False,
+    for_seconds: Annotated[
+        float | None, typer.Option("--for", metavar="SECONDS", help="Stop after this long (default: never).")
+    ] = None,
+    runtime_name: RuntimeOption = None,
+) -> None:
+    """Look at the stack every --interval seconds and send one notification per change, never one per look:
+    service.unhealthy (a unit not healthy, or whose process was replaced), service.recovered,
+    service.restarting (replaced 3 times in 5 minutes) and backup.stale (as `backup check`)."""
+    from datetime import UTC, datetime
+
+    from mfe_deploy.backups.store import Store, staleness
+    from mfe_deploy.notify import Event
+    from mfe_deploy.ops import watch as watching
+
+    state = application()
+    rt = runtime(env, runtime_name)
+    where = host(env)
+    memory_file = where.state / "watch.json"
+    text = where.files.read_text(memory_file)
+    memory = watching.Memory.from_json(text) if text else watching.Memory()
+    store = Store.of(state.project_dir, rt.env)
+    limit = rt.env.backup.max_staleness_hours
+    started = time.monotonic()
+    console = state.console
+    while True:
+        probes = rt.health()
+        pids = {row.name: (row.pid if isinstance(row.pid, int) else None) for row in rt.status()}
+        look = watching.Look(
+            time=time.time(),
+            # The gateway's /health sums up the services behind it: a gateway that answers with their
+            # verdicts is itself fine, and the service that is down is reported on its own.
+            healthy={
+                name: probe.healthy or (name == rt.env.gateway and isinstance(probe.body.get("services"), dict))
+                for name, probe in probes.items()
+            },
+            pids={name: pids.get(name) for name in probes},
+            backup_problem=staleness(store.scan(), limit, datetime.now(UTC)),
+        )
+        events = [Event(c.name, env, c.summary, c.details) for c in watching.changes(memory, look, env)]
+        for event in events:
+            console.print(f"{datetime.now(UTC).isoformat(timespec='seconds')} {event.name}: {event.summary}")
+        state.notify(env, *events)
+        where.files.makedirs(where.state, 0o700)
+        where.files.write_atomic(memory_file, memory.to_json(), 0o600)
+        if once or (for_seconds is not None and time.monotonic() - started >= for_seconds):
+            return
+        time.sleep(interval)

@@ -330,6 +330,9 @@ NotifyEvent = Literal[
     "backup.failed",
     "backup.stale",
     "lock.broken",
+    "service.unhealthy",
+    "service.recovered",
+    "service.restarting",
     "test",
 ]
 
