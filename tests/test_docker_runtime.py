@@ -661,6 +661,22 @@ def test_backup_round_trip_through_the_api(project: Project) -> None:
     suite.round_trip(project)
 
 
+def test_run_exec_and_db_shell_in_the_services_containers(project: Project) -> None:
+    """The command gets the service's variables (sourced inside the container from its mounted env file),
+    runs as the service's user, and its output and exit code are the command's; db shell is psql as the
+    service's own role. No argv holds a secret: the host's docker exec line is fixed text."""
+    code = "import os, sys; print(os.getuid()); print(os.environ['DATABASE_URL'].rsplit('@', 1)[1]); sys.exit(4)"
+    for verb in ("run", "exec"):
+        done = project.cli(verb, "auth", "--env", ENV, "--", "python3", "-c", code)
+        assert done.returncode == 4, done.stdout + done.stderr
+        assert done.stdout.split()[:2] == ["10001", "postgres:5432/auth_db"], done.stdout
+    shell = project.cli("db", "shell", "auth", "--env", ENV, "--", "-At", "-c", "SELECT current_user")
+    assert shell.returncode == 0, shell.stderr
+    assert shell.stdout.strip() == "auth_app"
+    failing = project.cli("db", "shell", "auth", "--env", ENV, "--", "-c", "SELECT * FROM no_such_table")
+    assert failing.returncode == 1 and "no_such_table" in failing.stderr
+
+
 def test_every_backup_goes_offsite_and_restores_from_there_alone(project: Project, s3: S3) -> None:
     """backup.offsite on the docker runtime: the dumps streamed out of the postgres container go up as the
     backup completes; with the local copy gone, `restore --from offsite` brings every row back."""

@@ -9,10 +9,13 @@ import sys
 
 def read_env_file(path: str) -> dict[str, str]:
     """KEY='value' lines as mfe-deploy writes them (single quotes, taken literally); # comments."""
-    values = {}
     with open(path, encoding="utf-8", newline="") as handle:
-        lines = handle.read().split("\n")  # only \n ends a line: text mode also splits on \r
-    for raw in lines:
+        return parse_env_text(handle.read())
+
+
+def parse_env_text(text: str) -> dict[str, str]:
+    values = {}
+    for raw in text.split("\n"):  # only \n ends a line: text mode also splits on \r
         line = raw.strip(" \t")
         if not line or line.startswith("#") or "=" not in line:
             continue

@@ -7,6 +7,7 @@ import getpass
 import hashlib
 import json
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -43,6 +44,7 @@ from mfe_deploy.errors import MfeError
 from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.process import LocalProcess
 from mfe_deploy.exec.runner import Completed, Runner
+from mfe_deploy.exec.withenv import parse_env_text
 from mfe_deploy.ops import health, migrations, schema
 from mfe_deploy.ops.migrations import pending
 from mfe_deploy.plan import Desired, Have, Observed, Want, digest
@@ -52,6 +54,7 @@ from mfe_deploy.render import (
     LIVE_NETWORK,
     MAINTENANCE_DIR,
     SERVICE_UID,
+    SOURCE_ENV,
     Bundle,
     Capabilities,
     colour_name,
@@ -69,6 +72,7 @@ from mfe_deploy.runtimes.contract import (
     Unsupported,
     guard_stores,
 )
+from mfe_deploy.runtimes.oneoff import psql_target
 from mfe_deploy.state.ledger import Ledger, Release
 
 HEALTH_PROBE = (
@@ -784,11 +788,43 @@ class DockerRuntime:
     def set_availability(self, node: str, availability: str, timeout: float) -> None:
         raise Unsupported(f"the {self.name} runtime runs on one host: nodes are a swarm's (runtime: swarm)")
 
+    # --- one-off commands --------------------------------------------------------------------------
+    def _one_off_container(self, service: str) -> str:
+        if self.host.remote:
+            raise Unsupported(f"one-off commands on a remote host ({self.host.name}) are not there yet")
+        if service not in self.env.services:
+            raise MfeError(f"unknown service {service!r}; one of: {', '.join(self.env.services)}")
+        return self._running(service, "a one-off command runs in one of its containers")
+
+    @staticmethod
+    def _streams() -> tuple[str, ...]:
+        return ("-i", "-t") if sys.stdin.isatty() and sys.stdout.isatty() else ("-i",)
+
     def run(self, service: str, argv: Sequence[str], *, in_place: bool) -> int:
-        raise Unsupported(f"`run` and `exec` work on the local runtime in this release, not on {self.name}")
+        """In a running container of the service (run and exec alike here: `compose run` and `compose exec`
+        exit 0 whatever the command did, with compose 2.40 on Docker 20.10): its variables sourced from the
+        mounted env file inside the container, then the command as the service's user."""
+        container = self._one_off_container(service)
+        uid, gid = SERVICE_UID.split(":")
+        script = f'{SOURCE_ENV}; exec setpriv --reuid={uid} --regid={gid} --clear-groups "$@"'
+        argv_ = ["docker", "exec", *self._streams(), "--user", "0", container, "sh", "-c", script, "sh", *argv]
+        return subprocess.run(argv_, check=False).returncode
 
     def db_shell(self, service: str, args: Sequence[str]) -> int:
-        raise Unsupported(f"`db shell` works on the local runtime in this release, not on {self.name}")
+        """psql in the postgres container, over its socket, as the service's role on its database."""
+        if service not in self.env.database_services:
+            raise MfeError(f"{service} owns no database; those that do: {', '.join(self.env.database_services)}")
+        self._one_off_container(service)
+        text = self.files.read_text(self.bundle_dir / "env" / f"{service}.env") or ""
+        url = parse_env_text(text).get("DATABASE_URL")
+        if url is None:
+            raise MfeError(f"{service} has no DATABASE_URL in its environment file: run `up --env {self.env.name}`")
+        target = psql_target(url)
+        postgres = self._running("postgres", "db shell runs psql in it")
+        socket_dir = "/var/run/postgresql"
+        argv = ["docker", "exec", *self._streams(), "--user", "postgres", postgres, "psql", "-h", socket_dir]
+        argv += ["-U", target.user, "-d", target.database, *args]
+        return subprocess.run(argv, check=False).returncode
 
     def point_in_time(self) -> None:
         """database.pitr runs on the local runtime in this release: `up` refuses it here."""
