@@ -382,7 +382,7 @@ CASES = [
         "${STAGING_JWT_KEY}",
         "my-literal-jwt-key-that-is-long-enough",
         [
-            "environments/staging.yaml:18: secrets.jwt_keys[0]: a secret must be a reference, ${VAR} or file:PATH, never a literal value",
+            "environments/staging.yaml:18: secrets.jwt_keys[0]: a secret must be a reference, ${VAR}, file:PATH, vault:MOUNT/PATH#KEY or sops:FILE#KEY, never a literal value",
         ],
     ),
     Case(

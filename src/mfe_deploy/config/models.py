@@ -54,14 +54,23 @@ class Model(BaseModel):
         return value
 
 
+_PROVIDED = re.compile(r"^(?P<provider>vault|sops):(?P<path>[A-Za-z0-9._/-]+)#(?P<key>[A-Za-z0-9._-]+)$")
+
+
 class SecretRef(Model):
     """Where a secret comes from. The value itself never lives in the model."""
 
     env: str | None = None
     file: str | None = None
     default: str | None = None
+    # vault:MOUNT/PATH#KEY (OpenBao or Vault, KV v2) or sops:FILE#KEY (a SOPS file, age keys)
+    provider: Literal["vault", "sops"] | None = None
+    path: str | None = None
+    key: str | None = None
 
     def describe(self) -> str:
+        if self.provider:
+            return f"{self.provider}:{self.path}#{self.key}"
         return f"env:{self.env}" if self.env else f"file:{self.file}"
 
 
@@ -70,10 +79,17 @@ def _parse_ref(value: Any) -> Any:
         return value
     if value.startswith("file:") and len(value) > len("file:"):
         return {"file": value[len("file:") :]}
+    provided = _PROVIDED.match(value)
+    if provided:
+        return {"provider": provided["provider"], "path": provided["path"], "key": provided["key"]}
+    if value.startswith(("vault:", "sops:")):
+        raise ValueError(f"a {value.split(':')[0]} reference is {value.split(':')[0]}:PATH#KEY")
     match = _REF.match(value)
     if match:
         return {"env": match["var"], "default": match["default"]}
-    raise ValueError("a secret must be a reference, ${VAR} or file:PATH, never a literal value")
+    raise ValueError(
+        "a secret must be a reference, ${VAR}, file:PATH, vault:MOUNT/PATH#KEY or sops:FILE#KEY, never a literal value"
+    )
 
 
 Ref = Annotated[SecretRef, BeforeValidator(_parse_ref)]

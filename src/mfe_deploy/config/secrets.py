@@ -16,6 +16,7 @@ from pathlib import Path
 from mfe_deploy.config import jwtkeys
 from mfe_deploy.config.jwtkeys import JwtKey
 from mfe_deploy.config.models import Environment, SecretRef
+from mfe_deploy.config.providers import providers
 from mfe_deploy.config.source import KeyPath
 from mfe_deploy.exec.secret import Secret
 from mfe_deploy.exec.text import control_character
@@ -120,8 +121,14 @@ def resolve(
     values: dict[KeyPath, Secret] = {}
     public: set[str] = set()
     problems: list[tuple[KeyPath, str]] = []
+    sources = providers(environ, project_dir)
     for path, ref in refs(env):
-        value, problem = _read(ref, environ, project_dir, strict)
+        if ref.provider is not None:
+            assert ref.path is not None and ref.key is not None
+            value, problem = sources[ref.provider].read(ref.path, ref.key)
+            problem = f"{ref.describe()}: {problem}" if problem else None
+        else:
+            value, problem = _read(ref, environ, project_dir, strict)
         if path in OPTIONAL and value is None and ref.env is not None and ref.default is None:
             continue
         if problem is None and value is not None:
