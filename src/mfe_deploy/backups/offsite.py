@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import shutil
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mfe_deploy.backups.store import MANIFEST, VERIFIED, BackupError, Entry, FileEntry, Manifest, Store, pick
+from mfe_deploy.backups.store import MANIFEST, VERIFIED, BackupError, Entry, FileEntry, Manifest, Store, pick, receive
 from mfe_deploy.console import Task
 from mfe_deploy.exec.host import Files
 from mfe_deploy.exec.names import bare, is_bare
@@ -283,25 +282,11 @@ class OffsiteStore:
         the manifest as it arrives; a mismatch keeps nothing."""
         manifest = remote.manifest
         assert manifest is not None
-        if (store.root / remote.id).exists():
-            raise BackupError(f"backup {remote.id} is already in {store.root}")
-        partial = store.begin(bare(remote.id, "a backup id"))
-        try:
-            for name, expected in sorted(manifest.files.items()):
-                digest, size = self._fetch(self._key(remote.id, name), partial / bare(name, "a file"), task)
-                if digest != expected.sha256 or size != expected.size:
-                    raise OffsiteError(
-                        f"{self.where(remote.id)}/{name}: SHA-256 {digest[:12]}… ({size} bytes) does not match "
-                        f"the manifest's {expected.sha256[:12]}… ({expected.size} bytes); nothing was kept"
-                    )
-            if remote.verified is not None:
-                (partial / VERIFIED).write_text(json.dumps(remote.verified, indent=2, sort_keys=True) + "\n")
-                (partial / VERIFIED).chmod(0o600)
-            store.commit(partial, manifest)
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
-        return store.get(remote.id)
+
+        def fetch(name: str, target: Path) -> tuple[str, int]:
+            return self._fetch(self._key(remote.id, name), target, task)
+
+        return receive(store, manifest, self.where(remote.id), fetch, remote.verified)
 
     def _fetch(self, key: str, target: Path, task: Task | None) -> tuple[str, int]:
         digest = hashlib.sha256()

@@ -12,7 +12,7 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from mfe_deploy.errors import MfeError
 from mfe_deploy.exec.host import Files, LocalFiles, write_atomic
-from mfe_deploy.exec.names import is_bare
+from mfe_deploy.exec.names import bare, child, is_bare
 
 if TYPE_CHECKING:
     from mfe_deploy.config.models import Environment
@@ -226,6 +226,37 @@ def read_entry(files: Files, root: PurePath, name: str) -> Entry:
     with suppress(OSError, ValueError):
         verified = json.loads(files.read_text(root / name / VERIFIED) or "null")
     return Entry(name, path, manifest, verified)
+
+
+def receive(
+    store: Store,
+    manifest: Manifest,
+    where: str,
+    fetch: Callable[[str, Path], tuple[str, int]],
+    verified: dict[str, Any] | None,
+) -> Entry:
+    """A complete backup from elsewhere (a remote host, an offsite store) into the local folder: each file
+    written by `fetch(name, target)`, which answers the SHA-256 and size of what arrived; both must match
+    the manifest, and a mismatch keeps nothing."""
+    if (store.root / manifest.id).exists():
+        raise BackupError(f"backup {manifest.id} is already in {store.root}")
+    partial = store.begin(bare(manifest.id, "a backup id"))
+    try:
+        for name, expected in sorted(manifest.files.items()):
+            digest, size = fetch(name, child(partial, name, "a file"))
+            if digest != expected.sha256 or size != expected.size:
+                raise BackupError(
+                    f"{where}/{name}: SHA-256 {digest[:12]}… ({size} bytes) does not match the manifest's "
+                    f"{expected.sha256[:12]}… ({expected.size} bytes); nothing was kept"
+                )
+        if verified is not None:
+            (partial / VERIFIED).write_text(json.dumps(verified, indent=2, sort_keys=True) + "\n")
+            (partial / VERIFIED).chmod(0o600)
+        store.commit(partial, manifest)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return store.get(manifest.id)
 
 
 def pick(complete: list[Entry], backup_id: str | None, where: str) -> Entry:

@@ -15,10 +15,13 @@ from mfe_deploy.cli.context import ForceUnlock, LockWait, RuntimeOption, mutatin
 from mfe_deploy.cli.maintenance import switch_off, switch_on
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from mfe_deploy.backups.jobs import Backups
     from mfe_deploy.backups.offsite import OffsiteStore
-    from mfe_deploy.backups.store import Entry, Store
+    from mfe_deploy.backups.store import Entry, Manifest, Store
     from mfe_deploy.config.models import Environment
+    from mfe_deploy.console import Task
     from mfe_deploy.remote.backups import RemoteBackups
     from mfe_deploy.runtimes.contract import Runtime
 
@@ -84,15 +87,23 @@ def _offsite(env: str) -> OffsiteStore:
 def _fetch_offsite(offsite: OffsiteStore, store: Store, backup_id: str | None) -> Entry:
     """An offsite backup in a local folder: downloaded (checksums checked as it arrives) unless there."""
     wanted = offsite.get(backup_id)
-    assert wanted.manifest is not None
+    return _fetch_into(
+        store, wanted.id, wanted.manifest, offsite.where(), lambda task: offsite.download(wanted, store, task)
+    )
+
+
+def _fetch_into(
+    store: Store, backup_id: str, manifest: Manifest | None, source: str, download: Callable[[Task], Entry]
+) -> Entry:
+    """The backup from the local folder when it is there; else `download` brings it, with progress."""
+    assert manifest is not None
     for entry in store.complete():
-        if entry.id == wanted.id:
+        if entry.id == backup_id:
             return entry
-    console = application().console
     started = time.monotonic()
-    with console.progress() as progress:
-        task = progress.task(f"downloading {wanted.id} from {offsite.where()}", wanted.manifest.size)
-        entry = offsite.download(wanted, store, task)
+    with application().console.progress() as progress:
+        task = progress.task(f"downloading {backup_id} from {source}", manifest.size)
+        entry = download(task)
         task.finish(f"checksums match ({time.monotonic() - started:.1f}s)")
     return entry
 
@@ -110,17 +121,9 @@ def _remote(env: str) -> RemoteBackups | None:
 def _fetch(remote: RemoteBackups, store: Store, backup_id: str | None) -> Entry:
     """A remote backup in the local folder: downloaded (checksums checked as it arrives) unless there."""
     wanted = remote.get(backup_id)
-    assert wanted.manifest is not None
-    for entry in store.complete():
-        if entry.id == wanted.id:
-            return entry
-    console = application().console
-    started = time.monotonic()
-    with console.progress() as progress:
-        task = progress.task(f"downloading {wanted.id}", wanted.manifest.size)
-        entry = remote.download(wanted, store, task)
-        task.finish(f"checksums match ({time.monotonic() - started:.1f}s)")
-    return entry
+    return _fetch_into(
+        store, wanted.id, wanted.manifest, remote.host.name, lambda task: remote.download(wanted, store, task)
+    )
 
 
 def _upload(remote: RemoteBackups, entry: Entry) -> None:

@@ -10,14 +10,24 @@ checking each file's SHA-256 as it arrives; `restore` and `verify` download firs
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
-from mfe_deploy.backups.store import MANIFEST, PARTIAL, VERIFIED, BackupError, Entry, Manifest, Store, pick, read_entry
+from mfe_deploy.backups.store import (
+    MANIFEST,
+    PARTIAL,
+    VERIFIED,
+    BackupError,
+    Entry,
+    Manifest,
+    Store,
+    pick,
+    read_entry,
+    receive,
+)
 from mfe_deploy.console import Task
 from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.host import Host
-from mfe_deploy.exec.names import bare, child, is_bare
+from mfe_deploy.exec.names import child, is_bare
 from mfe_deploy.remote.sftp import SftpFiles
 
 
@@ -87,26 +97,12 @@ class RemoteBackups:
         and size are checked against the manifest as it arrives, and a mismatch keeps nothing."""
         manifest = remote.manifest
         assert manifest is not None
-        if (store.root / remote.id).exists():
-            raise BackupError(f"backup {remote.id} is already in {store.root}")
         folder = child(self.root, remote.id, "a backup id")
-        partial = store.begin(bare(remote.id, "a backup id"))
-        try:
-            for name, expected in manifest.files.items():
-                digest, size = self.files.get(child(folder, name, "a file"), child(partial, name, "a file"), task)
-                if digest != expected.sha256 or size != expected.size:
-                    raise BackupError(
-                        f"{self.where(remote.id)}/{name}: SHA-256 {digest[:12]}… ({size} bytes) does not match the "
-                        f"manifest's {expected.sha256[:12]}… ({expected.size} bytes); nothing was kept"
-                    )
-            if remote.verified is not None:
-                (partial / VERIFIED).write_text(json.dumps(remote.verified, indent=2, sort_keys=True) + "\n")
-                (partial / VERIFIED).chmod(0o600)
-            store.commit(partial, manifest)
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
-        return store.get(remote.id)
+
+        def fetch(name: str, target: Path) -> tuple[str, int]:
+            return self.files.get(child(folder, name, "a file"), target, task)
+
+        return receive(store, manifest, self.where(remote.id), fetch, remote.verified)
 
     def remove(self, entry: Entry) -> None:
         """Renamed away first: a half-removed backup never looks complete."""
