@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import ssl
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +49,10 @@ class Vault:
         return None, "no token: set VAULT_TOKEN (or VAULT_TOKEN_FILE) where mfe-deploy runs"
 
     def read(self, path: str, key: str) -> tuple[str | None, str | None]:
+        import ssl  # here: TLS and HTTP cost every other command's start nothing
+        import urllib.error
+        import urllib.request
+
         address = _first(self.environ, "VAULT_ADDR", "BAO_ADDR")
         if not address:
             return None, "no server: set VAULT_ADDR (https://...) where mfe-deploy runs"
