@@ -237,6 +237,43 @@ def test_no_supervised_process_holds_a_secret_or_the_clis_environment(project: P
     assert leaks == []
 
 
+def test_run_and_exec_pass_the_exit_code_and_give_the_service_its_variables_only(project: Project) -> None:
+    code = (
+        "import os, sys; print(os.environ['DATABASE_URL'].rsplit('@', 1)[1]); "
+        "print('canary' if 'MFE_TEST_CANARY' in os.environ else 'clean'); sys.exit(3)"
+    )
+    for verb in ("run", "exec"):
+        done = project.cli(verb, "auth", "--env", ENV, "--", sys.executable, "-c", code)
+        assert done.returncode == 3, done.stderr
+        lines = done.stdout.splitlines()
+        assert lines[0].startswith("127.0.0.1:") and lines[1] == "clean", lines  # not the CLI's own variables
+        assert CANARY not in done.stdout + done.stderr
+    history = [
+        json.loads(line) for line in (project.root / ".mfe" / ENV / "state" / "audit.jsonl").read_text().splitlines()
+    ]
+    ran = [h for h in history if h["action"] in ("run", "exec") and h["result"] != "started"]
+    assert [(h["action"], h["exit_code"], h["program"]) for h in ran[-2:]] == [
+        ("run", 3, sys.executable),
+        ("exec", 3, sys.executable),
+    ]
+    missing = project.cli("run", "auth", "--env", ENV)
+    assert missing.returncode == 2 and "the command to run goes after --" in missing.stderr
+    unknown = project.cli("run", "nosuch", "--env", ENV, "--", "true")
+    assert unknown.returncode == 1 and "unknown service 'nosuch'" in unknown.stderr
+
+
+def test_db_shell_is_psql_as_the_services_own_role(project: Project) -> None:
+    done = project.cli("db", "shell", "auth", "--env", ENV, "--", "-At", "-c", "SELECT current_user")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "auth_app"
+    failed = project.cli("db", "shell", "auth", "--env", ENV, "--", "-c", "SELECT * FROM no_such_table")
+    assert failed.returncode == 1 and "no_such_table" in failed.stderr
+    run_dir = [p for p in Path("/tmp").glob(f"mfe-{os.getuid()}-*") if (p / "supervisor.sock").exists()]
+    assert not [f for d in run_dir for f in d.glob("pgpass*")]  # the password file went with the command
+    gateway = project.cli("db", "shell", "api-gateway", "--env", ENV)
+    assert gateway.returncode == 1 and "owns no database" in gateway.stderr
+
+
 def test_zz_down_leaves_nothing_behind(project: Project) -> None:
     pids = [r["pid"] for r in project.status().values()]
     done = project.cli("down", "--env", ENV)
@@ -448,40 +485,3 @@ def test_a_project_in_a_traversable_folder_keeps_its_cluster_in_the_bundle() -> 
             p.cli("down", "--env", "openfolder", "--volumes", "--yes")
     finally:
         shutil.rmtree(base, ignore_errors=True)
-
-
-def test_run_and_exec_pass_the_exit_code_and_give_the_service_its_variables_only(project: Project) -> None:
-    code = (
-        "import os, sys; print(os.environ['DATABASE_URL'].rsplit('@', 1)[1]); "
-        "print('canary' if 'MFE_TEST_CANARY' in os.environ else 'clean'); sys.exit(3)"
-    )
-    for verb in ("run", "exec"):
-        done = project.cli(verb, "auth", "--env", ENV, "--", sys.executable, "-c", code)
-        assert done.returncode == 3, done.stderr
-        lines = done.stdout.splitlines()
-        assert lines[0].startswith("127.0.0.1:") and lines[1] == "clean", lines  # not the CLI's own variables
-        assert CANARY not in done.stdout + done.stderr
-    history = [
-        json.loads(line) for line in (project.root / ".mfe" / ENV / "state" / "audit.jsonl").read_text().splitlines()
-    ]
-    ran = [h for h in history if h["action"] in ("run", "exec") and h["result"] != "started"]
-    assert [(h["action"], h["exit_code"], h["program"]) for h in ran[-2:]] == [
-        ("run", 3, sys.executable),
-        ("exec", 3, sys.executable),
-    ]
-    missing = project.cli("run", "auth", "--env", ENV)
-    assert missing.returncode == 2 and "the command to run goes after --" in missing.stderr
-    unknown = project.cli("run", "nosuch", "--env", ENV, "--", "true")
-    assert unknown.returncode == 1 and "unknown service 'nosuch'" in unknown.stderr
-
-
-def test_db_shell_is_psql_as_the_services_own_role(project: Project) -> None:
-    done = project.cli("db", "shell", "auth", "--env", ENV, "--", "-At", "-c", "SELECT current_user")
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "auth_app"
-    failed = project.cli("db", "shell", "auth", "--env", ENV, "--", "-c", "SELECT * FROM no_such_table")
-    assert failed.returncode == 1 and "no_such_table" in failed.stderr
-    run_dir = [p for p in Path("/tmp").glob(f"mfe-{os.getuid()}-*") if (p / "supervisor.sock").exists()]
-    assert not [f for d in run_dir for f in d.glob("pgpass*")]  # the password file went with the command
-    gateway = project.cli("db", "shell", "api-gateway", "--env", ENV)
-    assert gateway.returncode == 1 and "owns no database" in gateway.stderr
