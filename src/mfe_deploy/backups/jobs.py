@@ -253,7 +253,7 @@ class Backups:
         with self.store.locked():  # held through the upload: a prune never takes it for one cut short
             warming = None
             if self.offsite is not None:  # the S3 client (a quarter of a second to build) while the dumps run
-                warming = threading.Thread(target=self.offsite.client, daemon=True)
+                warming = threading.Thread(target=self._warm_offsite, daemon=True)
                 warming.start()
             manifest = self._backup(targets, kind)
             if self.offsite is not None:
@@ -261,6 +261,12 @@ class Backups:
                     warming.join()
                 self.send_offsite(self.store.get(manifest.id))
         return manifest
+
+    def _warm_offsite(self) -> None:
+        """Build the client early; a failure here is the upload's to report, in one line, not a thread's."""
+        with contextlib.suppress(Exception):
+            assert self.offsite is not None
+            self.offsite.client()
 
     def send_offsite(self, entry: Entry) -> None:
         assert self.offsite is not None and entry.manifest is not None
