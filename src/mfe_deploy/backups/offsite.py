@@ -204,8 +204,21 @@ class OffsiteStore:
                 Metadata={"sha256": hashlib.sha256(body).hexdigest()},
             )
 
+    def _objects(self, backup_id: str) -> dict[str, int]:
+        """The objects of one backup folder (a listing of that prefix only), name -> size."""
+        prefix = self._key(bare(backup_id, "a backup id"), "")
+        found: dict[str, int] = {}
+        with self._talking(f"the listing of {self.where(backup_id)}"):
+            for page in (
+                self.client().get_paginator("list_objects_v2").paginate(Bucket=self.config.bucket, Prefix=prefix)
+            ):
+                for item in page.get("Contents", []):
+                    found[item["Key"][len(prefix) :]] = int(item["Size"])
+        return found
+
     def holds(self, backup_id: str) -> bool:
-        return any(e.id == backup_id and e.complete for e in self.scan())
+        """Whether the store has this backup whole (its manifest, which goes up last)."""
+        return MANIFEST in self._objects(backup_id)
 
     def mark_verified(self, backup_id: str, record: Mapping[str, object]) -> None:
         body = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
@@ -306,7 +319,7 @@ class OffsiteStore:
     # --- removal ----------------------------------------------------------------------------------------
     def remove(self, backup_id: str) -> None:
         """The manifest first: a half-removed backup is no longer listed as complete."""
-        entry_names = next((e.objects for e in self.scan() if e.id == backup_id), {})
+        entry_names = self._objects(backup_id)
         names = ([MANIFEST] if MANIFEST in entry_names else []) + sorted(n for n in entry_names if n != MANIFEST)
         for name in names:
             with self._talking(f"the removal of {backup_id}/{name}"):

@@ -17,7 +17,7 @@ from mfe_deploy.cli.maintenance import switch_off, switch_on
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from mfe_deploy.backups.jobs import Backups
+    from mfe_deploy.backups.jobs import Backups, Verified
     from mfe_deploy.backups.offsite import OffsiteStore
     from mfe_deploy.backups.store import Entry, Manifest, Store
     from mfe_deploy.config.models import Environment
@@ -335,7 +335,6 @@ def verify(
     if offsite:
         _verify_offsite(env, backup_id, runtime_name, as_json)
         return
-    from mfe_deploy.errors import MfeError
 
     backups, _ = _backups(env, runtime_name)
     remote = _remote(env)
@@ -346,16 +345,25 @@ def verify(
             remote.mark_verified(entry.id, backups.store.get(entry.id).verified or {})
         if backups.offsite is not None and backups.offsite.holds(entry.id):
             backups.offsite.mark_verified(entry.id, backups.store.get(entry.id).verified or {})
+    files = f"{len(entry.manifest.files) if entry.manifest else 0} files, "
+    _report_verified(entry.id, "", files, {"id": entry.id}, result, as_json)
+
+
+def _report_verified(
+    backup_id: str, where: str, more: str, row: dict[str, Any], result: Verified, as_json: bool
+) -> None:
+    """One verification's verdict (`where`: " at <place>" or ""): a JSON row or a line; exit 1 when it failed."""
+    from mfe_deploy.errors import MfeError
+
     console = application().console
     if as_json:
-        console.json({"id": entry.id, **result.__dict__})
+        console.json({**row, **result.__dict__})
     elif result.ok:
         console.print(
-            f"backup {entry.id}: ok ({len(entry.manifest.files) if entry.manifest else 0} files, "
-            f"{result.tables} tables, {result.rows} rows; {result.seconds:.1f}s)"
+            f"backup {backup_id}{where}: ok ({more}{result.tables} tables, {result.rows} rows; {result.seconds:.1f}s)"
         )
     if not result.ok:
-        raise MfeError(f"backup {entry.id} failed verification: " + "; ".join(result.problems))
+        raise MfeError(f"backup {backup_id} failed verification: " + "; ".join(result.problems))
 
 
 def _verify_offsite(env: str, backup_id: str | None, runtime_name: str | None, as_json: bool) -> None:
@@ -365,7 +373,6 @@ def _verify_offsite(env: str, backup_id: str | None, runtime_name: str | None, a
     import shutil
 
     from mfe_deploy.backups.store import Store
-    from mfe_deploy.errors import MfeError
 
     backups, _ = _backups(env, runtime_name)
     offsite = _offsite(env)
@@ -379,16 +386,8 @@ def _verify_offsite(env: str, backup_id: str | None, runtime_name: str | None, a
             offsite.mark_verified(entry.id, scratch.get(entry.id).verified or {})
     finally:
         shutil.rmtree(scratch.root, ignore_errors=True)
-    console = application().console
-    if as_json:
-        console.json({"id": entry.id, "offsite": offsite.where(entry.id), **result.__dict__})
-    elif result.ok:
-        console.print(
-            f"backup {entry.id} at {offsite.where(entry.id)}: ok ({result.tables} tables, {result.rows} rows; "
-            f"{result.seconds:.1f}s)"
-        )
-    if not result.ok:
-        raise MfeError(f"backup {entry.id} failed verification: " + "; ".join(result.problems))
+    row = {"id": entry.id, "offsite": offsite.where(entry.id)}
+    _report_verified(entry.id, f" at {offsite.where(entry.id)}", "", row, result, as_json)
 
 
 @backup_app.command("sync")
