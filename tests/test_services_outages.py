@@ -86,3 +86,15 @@ def test_events_flow_again_after_the_outages(stack: Stack) -> None:
     with stack.client() as gw:
         _, auth = _user(gw)
         assert poll(lambda: _profile(gw, auth), timeout=15) is not None
+
+
+def test_the_first_health_after_a_quiet_redis_restart_is_healthy(stack: Stack) -> None:
+    """Redis restarted (a deploy with --restart-stores) while no request came: every pooled connection is stale.
+    The first /health after it must already say healthy: a client that fails on the dead connection before it
+    reconnects made `up` report a sound stack unhealthy."""
+    assert set(_statuses(stack, SERVICES).values()) == {200}
+    stack.redis.stop()
+    stack.redis.start()
+    time.sleep(1.2)  # past the shared verdict (health.VERDICT_TTL): the next call runs the checks
+    first = _statuses(stack, SERVICES)
+    assert set(first.values()) == {200}, first

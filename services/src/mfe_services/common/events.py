@@ -152,9 +152,9 @@ class RedisStreamBus:
         self._closing = False
 
     async def start(self) -> None:
-        import redis.asyncio as redis
+        from .redisconn import redis_client
 
-        self._redis = redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=2)
+        self._redis = redis_client(self.url, socket_timeout=5)
 
     async def publish(self, event: Event) -> None:
         await self._redis.xadd(STREAM, {"event": event.to_json()}, maxlen=100_000, approximate=True)

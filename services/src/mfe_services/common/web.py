@@ -22,6 +22,7 @@ from mfe_services.common.events import Event, EventBus, Handler, create_bus
 from mfe_services.common.guard import Guard
 from mfe_services.common.metrics import Metrics
 from mfe_services.common.outbox import Relay
+from mfe_services.common.redisconn import redis_client
 from mfe_services.common.settings import Settings
 
 log = logging.getLogger("mfe.web")
@@ -129,7 +130,6 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        import redis.asyncio as redis
         from psycopg_pool import AsyncConnectionPool
 
         if database and settings.database_url:
@@ -144,7 +144,7 @@ def create_app(
             )
             await res.pool.open(wait=False)
         if settings.redis_url:
-            res.redis = redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+            res.redis = redis_client(settings.redis_url, socket_timeout=2)
         connecting: asyncio.Task[None] | None = None
         if consumer is not None or publishes:
             res.bus = create_bus(
