@@ -296,6 +296,34 @@ CASES = [
         ],
     ),
     Case(
+        "job-unknown-service",
+        "staging",
+        "tier: staging",
+        "tier: staging\njobs:\n  report:\n    service: reports\n    command: python -m report\n    schedule: '0 3 * * *'",
+        [
+            "environments/staging.yaml:6: jobs.report.service: 'reports' is not a service of this environment (api-gateway, auth, payments, admin, profile)",
+        ],
+    ),
+    Case(
+        "job-bad-schedule-and-timeout",
+        "staging",
+        "tier: staging",
+        "tier: staging\njobs:\n  report:\n    service: admin\n    command: [report]\n    schedule: '@daily'\n    timeout: 5 minutes",
+        [
+            "environments/staging.yaml:8: jobs.report.schedule: expected 5 cron fields (minute hour day month weekday), each of numbers, *, lists (1,5), ranges (1-5) and steps (*/15); no @ shortcuts or names (got '@daily')",
+            "environments/staging.yaml:9: jobs.report.timeout: a duration is a whole number then s, m, h or d: 30s, 10m, 2h, 1d (got '5 minutes')",
+        ],
+    ),
+    Case(
+        "job-unclosed-quote",
+        "staging",
+        "tier: staging",
+        "tier: staging\njobs:\n  report:\n    service: admin\n    command: \"sh -c 'echo\"\n    schedule: '0 3 * * *'",
+        [
+            'environments/staging.yaml:7: jobs.report.command: cannot split "sh -c \'echo" into words: No closing quotation (got "sh -c \'echo")',
+        ],
+    ),
+    Case(
         "name-key",
         "staging",
         "tier: staging",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from tests import backup_suite
 from tests.conftest import SECRET_VARS
 from tests.local_project import LocalProject, make_local_project
 from tests.pg import free_port
+from tests.receiver import receiver
 from tests.stack import ADMIN, SERVICES, admin_headers, maintenance_round_trip, poll
 from tests.test_services_e2e import _profile, _user
 
@@ -272,6 +274,115 @@ def test_db_shell_is_psql_as_the_services_own_role(project: Project) -> None:
     assert not [f for d in run_dir for f in d.glob("pgpass*")]  # the password file went with the command
     gateway = project.cli("db", "shell", "api-gateway", "--env", ENV)
     assert gateway.returncode == 1 and "owns no database" in gateway.stderr
+
+
+JOBS = """
+notify:
+  timeout: 2
+  attempts: 1
+  webhooks:
+    - url: ${JOB_HOOK}
+      events: [job.failed]
+jobs:
+  tick:
+    service: profile
+    command: sh -c 'echo "$SERVICE_NAME $PORT" > "$0"' TICKFILE
+    schedule: "* * * * *"
+    timeout: 30s
+  boom:
+    service: auth
+    command: [python3, -c, "raise SystemExit(3)"]
+    schedule: "0 0 1 1 *"
+  slow:
+    service: auth
+    command: sleep 30
+    schedule: "0 0 1 1 *"
+    timeout: 2s
+"""
+
+
+def test_scheduled_jobs_run_on_a_real_cron_and_failures_and_timeouts_each_notify_once(
+    project: Project, tmp_path: Path
+) -> None:
+    """jobs: under a real cron daemon (busybox crond, reading the crontab `jobs schedule --crontab` prints):
+    the every-minute job runs within 70 s with the service's variables and its outcome is in the history;
+    a job exiting 3 and one past its timeout each send exactly one job.failed; a run while the last one still
+    goes is skipped (overlap: skip) and sends nothing."""
+    busybox = shutil.which("busybox")
+    assert busybox and "crond" in subprocess.run([busybox, "--list"], capture_output=True, text=True).stdout, (
+        "busybox with crond not found: run scripts/setup-system"
+    )
+    env_file = project.root / "environments" / f"{ENV}.yaml"
+    before = env_file.read_text()
+    tick = tmp_path / "tick"
+    env_file.write_text(before + JOBS.replace("TICKFILE", str(tick)))
+    crontabs = tmp_path / "crontabs"
+    crontabs.mkdir()
+    with receiver() as hooks:
+        extra = {"JOB_HOOK": hooks.url("/jobs")}
+        crond = None
+        try:
+            printed = project.cli("jobs", "schedule", "--env", ENV, "--crontab", extra=extra)
+            assert printed.returncode == 0, printed.stderr
+            assert "* * * * * /bin/sh -c" in printed.stdout and "jobs run tick" in printed.stdout, printed.stdout
+            (crontabs / "root").write_text(printed.stdout)
+            installed = time.monotonic()
+            crond = subprocess.Popen(
+                [busybox, "crond", "-f", "-c", str(crontabs), "-l", "8"],
+                env={**project.environ, **extra},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            listed = project.cli("jobs", "list", "--env", ENV, "--json", extra=extra)
+            assert [(j["name"], j["last"]) for j in json.loads(listed.stdout)] == [
+                ("tick", None),
+                ("boom", None),
+                ("slow", None),
+            ]
+            boom = project.cli("jobs", "run", "boom", "--env", ENV, extra=extra)
+            assert boom.returncode == 3, boom.stderr
+            slow = subprocess.Popen(
+                [sys.executable, "-m", "mfe_deploy", "-C", str(project.root), "jobs", "run", "slow", "--env", ENV],
+                env={**project.environ, **extra},
+            )
+            time.sleep(1)  # the first run of slow holds its lock
+            skipped = project.cli("jobs", "run", "slow", "--env", ENV, extra=extra)
+            assert skipped.returncode == 0 and "skipped" in skipped.stderr, skipped.stderr
+            started = time.monotonic()
+            slow.communicate(timeout=60)
+            assert slow.returncode == 124 and time.monotonic() - started < 15, slow.returncode
+            posts = hooks.wait(2)
+            time.sleep(1)  # and no third
+            events = [json.loads(p.body) for p in hooks.posts]
+            assert sorted((e["event"], e["details"]["job"], e["details"]["outcome"]) for e in events) == [
+                ("job.failed", "boom", "failed"),
+                ("job.failed", "slow", "timed out"),
+            ], events
+            assert len(posts) == 2
+            deadline = installed + 70
+            while time.monotonic() < deadline and not tick.exists():
+                time.sleep(0.5)
+            assert tick.exists(), "the every-minute job did not run within 70 s of its installation"
+            said = tick.read_text().split()
+            assert said == ["profile", str(project.ports["profile"])], said  # the service's variables
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                history = json.loads(project.cli("jobs", "history", "--env", ENV, "--json").stdout)
+                if any(h["job"] == "tick" for h in history):
+                    break
+                time.sleep(0.5)
+            outcomes = [(h["job"], h["outcome"], h["exit_code"], h["scheduled"]) for h in history]
+            assert ("tick", "succeeded", 0, True) in outcomes, outcomes
+            assert ("boom", "failed", 3, False) in outcomes and ("slow", "timed out", 124, False) in outcomes
+            assert ("slow", "skipped", None, False) in outcomes, outcomes
+            log = project.root / ".mfe" / ENV / "state" / "jobs" / "tick.log"
+            assert log.stat().st_mode & 0o777 == 0o600, oct(log.stat().st_mode)  # the run's output: private
+            assert len(hooks.posts) == 2  # the scheduled success and the skip sent nothing
+        finally:
+            if crond is not None:
+                crond.terminate()
+                crond.wait(timeout=10)
+            env_file.write_text(before)
 
 
 def test_zz_down_leaves_nothing_behind(project: Project) -> None:

@@ -6,9 +6,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from mfe_deploy.config.models import CRON_FIELD
-
-_DAYS = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+from mfe_deploy.calendar import on_calendar
 
 
 @dataclass(frozen=True)
@@ -42,30 +40,6 @@ def cron(job: Job, user: str | None = "root") -> str:
         "SHELL=/bin/sh\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
         f"{line}\n"
     )
-
-
-def on_calendar(schedule: str) -> str:
-    """Cron's five fields as systemd's OnCalendar (numbers, lists, ranges and steps)."""
-    fields = schedule.split()
-    if len(fields) != 5 or not all(CRON_FIELD.fullmatch(f) for f in fields):
-        raise ValueError(f"cannot translate {schedule!r} to systemd: use numbers, *, lists, ranges and steps")
-    minute, hour, dom, month, dow = (f.replace("-", "..") if not f.startswith("*/") else f for f in fields)
-
-    def step(value: str) -> str:
-        return value.replace("*/", "0/") if value.startswith("*/") else value
-
-    days = ""
-    if dow != "*":
-        names = []
-        for part in dow.split(","):
-            if ".." in part:
-                lo, hi = part.split("..")
-                names.append(f"{_DAYS[int(lo)]}..{_DAYS[int(hi)]}")
-            else:
-                names.append(_DAYS[int(part)])
-        days = ",".join(names) + " "
-    dom = dom if dom != "*" else "*"
-    return f"{days}*-{step(month)}-{step(dom)} {step(hour)}:{step(minute)}:00"
 
 
 def systemd(job: Job) -> dict[str, str]:

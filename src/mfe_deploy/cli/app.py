@@ -44,7 +44,20 @@ PANELS = {
     "Start and deploy": ("init", "up", "plan", "diff", "rollback", "render", "down"),
     "Inspect": ("status", "health", "watch", "logs", "releases", "history", "envs", "validate", "config"),
     "Data": ("backup", "restore", "recover", "migrate"),
-    "Operate": ("run", "exec", "db", "maintenance", "lock", "keys", "notify", "nodes", "hosts", "images", "admin"),
+    "Operate": (
+        "run",
+        "exec",
+        "db",
+        "jobs",
+        "maintenance",
+        "lock",
+        "keys",
+        "notify",
+        "nodes",
+        "hosts",
+        "images",
+        "admin",
+    ),
     "This tool": ("help", "docs", "version"),
 }
 

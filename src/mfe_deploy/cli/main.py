@@ -14,6 +14,7 @@ from mfe_deploy.cli import (  # noqa: F401 - registers the commands on the app
     backup,
     commands,
     hosts,
+    jobs,
     keys,
     maintenance,
     migrate,

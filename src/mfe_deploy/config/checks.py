@@ -14,7 +14,15 @@ Finding = tuple[KeyPath, str]
 def check(env: Environment, written: Callable[[KeyPath], bool] = lambda path: True) -> list[Finding]:
     """Findings across keys. `written(path)`: whether a file sets that key (not a default), so that a
     clash is blamed on the line that holds a value."""
-    return [*_services(env), *_ports(env, written), *_tier(env), *_secrets(env), *_nginx(env), *_database(env)]
+    return [
+        *_services(env),
+        *_ports(env, written),
+        *_tier(env),
+        *_secrets(env),
+        *_nginx(env),
+        *_database(env),
+        *_jobs(env),
+    ]
 
 
 # What mfe-deploy itself sets in a service's environment: a service's `env:` cannot replace them.
@@ -167,3 +175,10 @@ def _nginx(env: Environment) -> Iterator[Finding]:
 def _database(env: Environment) -> Iterator[Finding]:
     if env.database.layout == "per-service" and env.database.name is not None:
         yield ("database", "name"), "only the shared layout has a single database name"
+
+
+def _jobs(env: Environment) -> Iterator[Finding]:
+    for name, job in env.jobs.items():
+        if job.service not in env.services:
+            known = ", ".join(env.services)
+            yield ("jobs", name, "service"), f"{job.service!r} is not a service of this environment ({known})"

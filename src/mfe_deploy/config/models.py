@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+import shlex
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from mfe_deploy.config.bundled import with_bundled_defaults
@@ -15,7 +16,16 @@ ServiceName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$", de
 Tier = Literal["development", "staging", "production"]
 Port = Annotated[int, Field(ge=1, le=65535)]
 ServicePort = Annotated[int, Field(ge=1024, le=65535, description="services run non-root")]
-Duration = Annotated[str, Field(pattern=r"^[1-9][0-9]*[smhd]$")]
+_DURATION = re.compile(r"[1-9][0-9]*[smhd]")
+
+
+def _duration(value: str) -> str:
+    if not _DURATION.fullmatch(value):
+        raise ValueError("a duration is a whole number then s, m, h or d: 30s, 10m, 2h, 1d")
+    return value
+
+
+Duration = Annotated[str, AfterValidator(_duration)]
 Memory = Annotated[str, Field(pattern=r"^[1-9][0-9]*[kmg]$")]
 Image = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/:@-]*$", max_length=255)]
 Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
@@ -24,6 +34,16 @@ Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
 # both read the same way (a schedule is written into a root crontab line: nothing else gets there).
 CRON_FIELD = re.compile(r"(\*|\d+(-\d+)?)(/\d+)?(,(\d+(-\d+)?)(/\d+)?)*")
 _REF = re.compile(r"^\$\{(?P<var>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}$")
+
+
+def cron_schedule(value: str) -> str:
+    fields = value.split()
+    if len(fields) != 5 or not all(CRON_FIELD.fullmatch(f) for f in fields):
+        raise ValueError(
+            "expected 5 cron fields (minute hour day month weekday), each of numbers, *, lists (1,5), "
+            "ranges (1-5) and steps (*/15); no @ shortcuts or names"
+        )
+    return value
 
 
 def _refuse_control_characters(value: Any, at: tuple[str | int, ...] = ()) -> None:
@@ -271,12 +291,42 @@ class Backup(Model):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
-        fields = value.split()
-        if len(fields) != 5 or not all(CRON_FIELD.fullmatch(f) for f in fields):
-            raise ValueError(
-                "expected 5 cron fields (minute hour day month weekday), each of numbers, *, lists (1,5), "
-                "ranges (1-5) and steps (*/15); no @ shortcuts or names"
-            )
+        return cron_schedule(value)
+
+
+def _words(value: Any) -> Any:
+    """A command as one string is split as a shell would (quotes kept together), never run by one."""
+    if isinstance(value, str):
+        try:
+            return tuple(shlex.split(value))
+        except ValueError as exc:
+            raise ValueError(f"cannot split {value!r} into words: {exc}") from None
+    return value
+
+
+class Job(Model):
+    """A scheduled job: `command` run as a one-off with `service`'s current release and variables, on
+    `schedule` (cron), killed past `timeout`; `overlap`: when the last run still goes, skip this one or
+    queue behind it."""
+
+    service: ServiceName = Field(description="whose release, variables and secrets the job runs with")
+    command: Annotated[tuple[str, ...], BeforeValidator(_words)] = Field(
+        min_length=1, description="a list, or one string split as a shell would (never run by one)"
+    )
+    schedule: str = Field(description="5 cron fields, in the host's time zone")
+    timeout: Duration = Field(default="1h", description="TERM past it, KILL 10 s later; a job.failed")
+    overlap: Literal["skip", "queue"] = Field(default="skip", description="when the last run still goes")
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return cron_schedule(value)
+
+    @field_validator("command")
+    @classmethod
+    def _program(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or not value[0]:
+            raise ValueError("the command's first word is the program to run")
         return value
 
 
@@ -349,6 +399,7 @@ NotifyEvent = Literal[
     "service.unhealthy",
     "service.recovered",
     "service.restarting",
+    "job.failed",
     "test",
 ]
 
@@ -399,6 +450,7 @@ class Environment(Model):
     monitoring: Monitoring = Monitoring()
     swarm: Swarm = Swarm()
     logs: Logs = Logs()
+    jobs: dict[ServiceName, Job] = Field(default={}, description="scheduled jobs by name")
     secrets: Secrets
 
     @model_validator(mode="before")
