@@ -169,7 +169,7 @@ logs: {{max_size: 1m, max_files: 2}}
 notify:
   webhooks:
     - url: ${{DKR_NOTIFY_URL}}
-      events: [deploy.failed, rollback.automatic]
+      events: [deploy.failed, rollback.automatic, job.failed]
 backup:
   offsite:
     endpoint: {s3.endpoint}
@@ -675,6 +675,61 @@ def test_run_exec_and_db_shell_in_the_services_containers(project: Project) -> N
     assert shell.stdout.strip() == "auth_app"
     failing = project.cli("db", "shell", "auth", "--env", ENV, "--", "-c", "SELECT * FROM no_such_table")
     assert failing.returncode == 1 and "no_such_table" in failing.stderr
+
+
+def test_jobs_run_in_the_services_container_and_a_failure_and_a_timeout_each_notify_once(
+    project: Project, hooks: Receiver
+) -> None:
+    """jobs: on docker: a run is a one-off in the service's container with its variables, as its user, under
+    coreutils' timeout there (the process inside is stopped, not only the docker client); a job exiting 3 and
+    one past its timeout each send exactly one job.failed, and the history has every outcome."""
+    env_file = project.root / "environments" / f"{ENV}.yaml"
+    before = env_file.read_text()
+    env_file.write_text(
+        before
+        + """jobs:
+  whoami:
+    service: payments
+    command: [python3, -c, "import os; print(os.getuid(), os.environ['SERVICE_NAME'])"]
+    schedule: "0 3 * * *"
+  boom:
+    service: auth
+    command: [python3, -c, "raise SystemExit(3)"]
+    schedule: "0 3 * * *"
+  slow:
+    service: auth
+    command: sleep 40
+    schedule: "0 3 * * *"
+    timeout: 2s
+"""
+    )
+    hooks.posts.clear()
+    try:
+        ran = project.cli("jobs", "run", "whoami", "--env", ENV)
+        assert ran.returncode == 0 and ran.stdout.split() == ["10001", "payments"], ran.stdout + ran.stderr
+        assert project.cli("jobs", "run", "boom", "--env", ENV).returncode == 3
+        started = time.monotonic()
+        slow = project.cli("jobs", "run", "slow", "--env", ENV)
+        assert slow.returncode == 124 and time.monotonic() - started < 20, slow.stderr
+        (auth,) = [name for name in project.containers() if "-auth-" in name]
+        processes = subprocess.run(["docker", "top", auth], capture_output=True, text=True, check=True).stdout
+        assert "sleep 40" not in processes, processes  # stopped in the container, not left behind
+        events = [json.loads(post.body) for post in hooks.wait(2)]
+        time.sleep(1)  # and no third
+        assert len(hooks.posts) == 2
+        assert sorted((e["event"], e["details"]["job"], e["details"]["outcome"]) for e in events) == [
+            ("job.failed", "boom", "failed"),
+            ("job.failed", "slow", "timed out"),
+        ], events
+        history = json.loads(project.cli("jobs", "history", "--env", ENV, "--json").stdout)
+        assert [(h["job"], h["outcome"], h["exit_code"]) for h in history[-3:]] == [
+            ("whoami", "succeeded", 0),
+            ("boom", "failed", 3),
+            ("slow", "timed out", 124),
+        ]
+    finally:
+        env_file.write_text(before)
+        hooks.posts.clear()
 
 
 def test_every_backup_goes_offsite_and_restores_from_there_alone(project: Project, s3: S3) -> None:
