@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -442,19 +443,32 @@ def test_no_secret_in_any_containers_inspect_or_environment(project: Project, s3
 
 
 def test_redis_answers_only_with_its_password(project: Project) -> None:
-    """Staging's Redis asks for a password (it had none): read from its configuration on its standard input,
-    and the services, which hold it in their REDIS_URL, are healthy."""
+    """Staging's Redis asks for a password: its users are in its configuration, read on its standard input.
+    The default user is off, the operator's user has redis_password, and each service has its own user: auth's
+    gets NOPERM on profile's keys. The services, each with its own user in its REDIS_URL, are healthy."""
     name = next(n for n in project.containers() if "-redis-" in n)
 
-    def ping(*env: str) -> str:
-        argv = ["docker", "exec", *env, name, "redis-cli", "--no-auth-warning", "ping"]
+    def cli(*args: str, env: tuple[str, ...] = ()) -> str:
+        argv = ["docker", "exec", *env, name, "redis-cli", "--no-auth-warning", *args]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
         return (done.stdout + done.stderr).strip()
 
-    assert ping().startswith("NOAUTH")
-    wrong = ping("-e", "REDISCLI_AUTH=not-the-password")
+    master = strong_secrets()["STAGING_REDIS_PASSWORD"]
+    assert cli("ping").startswith("NOAUTH")
+    wrong = cli("ping", env=("-e", "REDISCLI_AUTH=not-the-password"))
     assert "WRONGPASS" in wrong and "PONG" not in wrong, wrong
-    assert ping("-e", f"REDISCLI_AUTH={strong_secrets()['STAGING_REDIS_PASSWORD']}") == "PONG"
+    assert "WRONGPASS" in cli("ping", env=("-e", f"REDISCLI_AUTH={master}"))  # the default user is off
+    operator = ("-e", f"REDISCLI_AUTH={master}")
+    assert cli("--user", "mfe.operator", "set", "profile:probe", "x", env=operator) == "OK"
+    env_file = next(project.root.glob(f".mfe/{ENV}/**/env/auth.env"))
+    auth_url = next(line for line in env_file.read_text().splitlines() if line.startswith("REDIS_URL="))
+    auth_password = urlsplit(auth_url.split("=", 1)[1].strip("'")).password
+    assert auth_password and auth_password != master
+    as_auth = ("-e", f"REDISCLI_AUTH={auth_password}")
+    assert cli("--user", "auth", "set", "auth:probe", "y", env=as_auth) == "OK"
+    assert cli("--user", "auth", "get", "profile:probe", env=as_auth).startswith("NOPERM")
+    assert cli("--user", "auth", "flushall", env=as_auth).startswith("NOPERM")
+    assert cli("--user", "mfe.operator", "del", "profile:probe", "auth:probe", env=operator) == "2"
     assert project.cli("health", "--env", ENV).returncode == 0
 
 

@@ -174,7 +174,7 @@ def render_local(
     # With a password, Redis reads it from its own configuration file (mode 0600), never from an argument.
     redis_conf: list[str] = []
     if secrets.redis_password is not None:
-        files["redis/redis.conf"] = BundleFile(urls.redis_conf(secrets), secret=True)
+        files["redis/redis.conf"] = BundleFile(urls.redis_conf(env, secrets), secret=True)
         redis_conf = [str(layout.root / "redis" / "redis.conf")]
     redis_command = shlex.join(
         [

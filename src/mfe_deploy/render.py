@@ -197,7 +197,7 @@ def render(
     # so that a changed file (a rotated secret, a route) is a changed container, recreated by `up`.
     secret_files = {f"env/{unit}.env": text for unit, text in texts.items()}
     if secrets.redis_password is not None:
-        texts["redis"] = secret_files[REDIS_CONF] = urls.redis_conf(secrets)
+        texts["redis"] = secret_files[REDIS_CONF] = urls.redis_conf(env, secrets)
     digests = {unit: hashlib.sha256(text.encode()).hexdigest()[:16] for unit, text in texts.items()}
     ctx = {**_context(env, versions or {}, caps), "env_digests": digests, "redis_conf": REDIS_CONF}
     files: dict[str, BundleFile] = {
@@ -443,7 +443,7 @@ def environments(env: Environment, secrets: Secrets, at: Endpoints) -> dict[str,
         else:
             if svc.database:
                 variables.append(("DATABASE_URL", urls.database_url(env, secrets, name, *at.postgres)))
-            variables.append(("REDIS_URL", urls.redis_url(env, secrets, *at.redis)))
+            variables.append(("REDIS_URL", urls.redis_url(env, secrets, name, *at.redis)))
             if env.uses_rabbitmq:
                 variables.append(("RABBITMQ_URL", urls.rabbitmq_url(env, secrets, name, *at.rabbitmq)))
         if secrets.sentry_dsn is not None:

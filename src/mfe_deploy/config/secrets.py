@@ -61,6 +61,8 @@ class Secrets:
     signing_kid: str = ""
     # Each service's own RabbitMQ password, derived from rabbitmq_password (nothing more to configure).
     hub_users: Mapping[str, Secret] = field(default_factory=dict)
+    # Each service's own Redis user's password, derived from redis_password the same way.
+    redis_users: Mapping[str, Secret] = field(default_factory=dict)
     # backup.offsite's access key id and secret access key
     offsite: tuple[Secret, Secret] | None = None
 
@@ -77,7 +79,8 @@ class Secrets:
         """What the printer must hide: every real secret value (very short ones would mask ordinary words),
         and a signing key's private half on its own too (the kid before it is public)."""
         values = [s.reveal() for s in self.values()] + [k.private.reveal().partition(":")[2] for k in self.jwt_keys]
-        values += [s.reveal() for s in self.hub_users.values()]  # derived, not configured: masked all the same
+        derived = [*self.hub_users.values(), *self.redis_users.values()]
+        values += [s.reveal() for s in derived]  # derived, not configured: masked all the same
         return [v for v in values if v not in self.public and len(v) >= 6]
 
     def values(self) -> list[Secret]:
@@ -156,6 +159,7 @@ def resolve(
             webhooks=tuple(values[("notify", "webhooks", i, "url")] for i in range(len(env.notify.webhooks))),
             public=frozenset(public),
             hub_users=_hub_users(env, values.get(("secrets", "rabbitmq_password"))),
+            redis_users=_redis_users(env, values.get(("secrets", "redis_password"))),
             offsite=(
                 (values[("backup", "offsite", "access_key_id")], values[("backup", "offsite", "secret_access_key")])
                 if env.backup.offsite is not None
@@ -166,16 +170,28 @@ def resolve(
     )
 
 
-def _hub_users(env: Environment, admin: Secret | None) -> dict[str, Secret]:
-    """A RabbitMQ user per service that uses the hub (the gateway does not): its password is an HMAC of
-    the administrator's, so that rotating rabbitmq_password rotates them all, and no service holds it."""
-    if admin is None or not env.uses_rabbitmq:
-        return {}
+def _derived(admin: Secret, store: str, names: list[str]) -> dict[str, Secret]:
+    """A password per service, an HMAC of the administrator's: rotating the one rotates them all, nothing
+    more to configure, and no service holds the administrator's."""
     users = {}
-    for name in env.hub_services:
-        mac = hmac.new(admin.reveal().encode(), f"mfe-deploy rabbitmq user {name}".encode(), hashlib.sha256)
+    for name in names:
+        mac = hmac.new(admin.reveal().encode(), f"mfe-deploy {store} user {name}".encode(), hashlib.sha256)
         users[name] = Secret(base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode())
     return users
+
+
+def _hub_users(env: Environment, admin: Secret | None) -> dict[str, Secret]:
+    """A RabbitMQ user per service that uses the hub (the gateway does not)."""
+    if admin is None or not env.uses_rabbitmq:
+        return {}
+    return _derived(admin, "rabbitmq", env.hub_services)
+
+
+def _redis_users(env: Environment, admin: Secret | None) -> dict[str, Secret]:
+    """A Redis user per service that reaches Redis (all but the gateway), when Redis asks for passwords."""
+    if admin is None:
+        return {}
+    return _derived(admin, "redis", env.hub_services)
 
 
 def _jwt_keys(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from urllib.parse import quote
 
 from mfe_deploy.config.models import Environment
@@ -9,15 +10,35 @@ from mfe_deploy.config.secrets import Secrets
 from mfe_deploy.exec.secret import Secret
 
 
-def redis_url(env: Environment, secrets: Secrets, host: str, port: int | None = None) -> Secret:
-    auth = "" if secrets.redis_password is None else ":" + quote(secrets.redis_password.reveal(), safe="") + "@"
-    return Secret(f"redis://{auth}{host}:{port or env.redis.port}/0")
+def redis_url(env: Environment, secrets: Secrets, service: str, host: str, port: int | None = None) -> Secret:
+    """The service's own Redis user (its name) when Redis asks for passwords; no user in development."""
+    if secrets.redis_password is None:
+        return Secret(f"redis://{host}:{port or env.redis.port}/0")
+    password = quote(secrets.redis_users[service].reveal(), safe="")
+    return Secret(f"redis://{quote(service, safe='')}:{password}@{host}:{port or env.redis.port}/0")
 
 
-def redis_conf(secrets: Secrets) -> str:
-    """Redis's own secret: the configuration it reads on its standard input (never an argument)."""
+OPERATOR = "mfe.operator"  # not a service's name: a service's name has no dot
+STREAM = "mfe:events"  # the Redis Streams hub's one stream (mfe_services.common.events.STREAM)
+
+
+def redis_conf(env: Environment, secrets: Secrets) -> str:
+    """Redis's users, the configuration it reads (from its standard input or a 0600 file, never an argument).
+    The default user is off. The operator's user (redis_password) may do anything; each service's user
+    reaches only its own keys (`SERVICE:*`), the event stream and its own dead letters, with no dangerous,
+    scripting, pub/sub or key-listing command: a service cannot read or delete another's keys. Passwords
+    are kept as their SHA-256 (`#`), never in the clear."""
     assert secrets.redis_password is not None
-    return f'requirepass "{secrets.redis_password.reveal()}"\n'
+
+    def digest(secret: Secret) -> str:
+        return "#" + hashlib.sha256(secret.reveal().encode()).hexdigest()
+
+    lines = ["user default off", f"user {OPERATOR} on {digest(secrets.redis_password)} ~* &* +@all"]
+    for name, password in sorted(secrets.redis_users.items()):
+        keys = f"~{name}:* ~{STREAM} ~{STREAM}:dead:{name}"
+        commands = "+@all -@dangerous -@scripting -@pubsub -scan -randomkey -select"
+        lines.append(f"user {name} on {digest(password)} resetchannels {keys} {commands}")
+    return "\n".join(lines) + "\n"
 
 
 def database_url(env: Environment, secrets: Secrets, service: str, host: str, port: int | None = None) -> Secret:
