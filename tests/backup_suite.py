@@ -107,8 +107,9 @@ def round_trip(d: Deployment) -> None:
     backup_id = new_backup(d, "--verify")
     wipe(d)
     assert fingerprint(d) != before
-    restored = ok(d.cli("restore", "--env", d.env, backup_id, "--yes"))
-    assert f"from {backup_id}" in restored.stdout
+    restored = ok(d.cli("restore", "--env", d.env, backup_id, "--yes", "--json"))
+    said = json.loads(restored.stdout)  # stdout is the JSON alone
+    assert said["backup"] == backup_id and said["services"] and said["pre_restore"] not in (None, backup_id), said
     assert fingerprint(d) == before
     ok(d.cli("health", "--env", d.env))
     with d.gateway() as gw:  # the restored users can log in again
@@ -328,5 +329,9 @@ def retention(d: Deployment) -> None:
     assert [row["id"] for row in backups(d)] == made[-3:]
     assert sorted(p.name for p in folder(d).iterdir() if not p.name.startswith(".")) == made[-3:]
     ok(d.cli("backup", "check", "--env", d.env))
+    fresh = json.loads(ok(d.cli("backup", "check", "--env", d.env, "--json")).stdout)
+    assert fresh["ok"] is True and fresh["newest"] == made[-1], fresh
     stale = d.cli("backup", "check", "--env", d.env, "--max-hours", "0.00001")
     assert stale.returncode == 1 and "is 0.0 h old (policy" in stale.stderr
+    stale_json = d.cli("backup", "check", "--env", d.env, "--max-hours", "0.00001", "--json")
+    assert stale_json.returncode == 1 and json.loads(stale_json.stdout)["ok"] is False

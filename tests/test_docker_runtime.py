@@ -586,8 +586,10 @@ def test_zz_rollback_and_automatic_rollback(project: Project, hooks: Receiver) -
     assert {r["health"] for r in status if r["name"] == "api-gateway"} == {"healthy"}
     with project.gateway() as gw:
         assert gw.get("/health").status_code == 200  # nginx follows the new replicas
-    forward = project.cli("rollback", "api-gateway", "--env", ENV, "--to", "v2")
-    assert forward.returncode == 0 and "now v2" in forward.stdout
+    forward = project.cli("rollback", "api-gateway", "--env", ENV, "--to", "v2", "--json")
+    assert forward.returncode == 0, forward.stderr
+    said = json.loads(forward.stdout)  # stdout is the JSON alone: progress went to stderr
+    assert (said["env"], said["service"], said["version"], said["versions"]["auth"]) == (ENV, "api-gateway", "v2", "v2")
     missing = project.cli("rollback", "api-gateway", "--env", ENV, "--to", "v9")
     assert missing.returncode == 1 and "mfe-test/api-gateway:v9 does not exist" in missing.stderr
 

@@ -393,8 +393,8 @@ def test_zz_down_leaves_nothing_behind(project: Project) -> None:
     assert project.listening() == []
     alive = [pid for pid in pids if _alive(pid)]
     assert alive == []
-    again = project.cli("down", "--env", ENV, "--volumes", "--yes")
-    assert again.stdout == f"{ENV}: nothing was running\n{ENV}: data deleted\n"
+    again = project.cli("down", "--env", ENV, "--volumes", "--yes", "--json")
+    assert json.loads(again.stdout) == {"env": ENV, "stopped": False, "data_deleted": True}, again.stdout
     assert not (project.root / ".mfe" / ENV / "local" / "data").exists()
     # With the data go its keys: no env file, no private key of the environment is left on disk.
     left = [p for p in (project.root / ".mfe" / ENV).rglob("*") if p.suffix in (".env", ".pem")]

@@ -546,6 +546,7 @@ def download(
 def check(
     env: EnvOption,
     max_hours: Annotated[float | None, typer.Option("--max-hours", help="[env's backup.max_staleness_hours]")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Exit 1 when the newest complete backup is older than the policy allows (for monitoring)."""
     from datetime import UTC, datetime
@@ -566,10 +567,17 @@ def check(
         from mfe_deploy.notify import Event
 
         application().notify(env, Event("backup.stale", env, f"{env}: {problem}"))
+        if as_json:
+            application().console.json({"env": env, "ok": False, "problem": problem, "max_hours": limit})
         raise MfeError(f"{env}: {problem}")
     newest = [e for e in entries if e.manifest][-1]
     assert newest.manifest is not None
     age = (datetime.now(UTC) - newest.manifest.time).total_seconds() / 3600
+    if as_json:
+        application().console.json(
+            {"env": env, "ok": True, "newest": newest.id, "age_hours": round(age, 3), "max_hours": limit}
+        )
+        return
     application().console.print(
         f"{env}: ok, the newest complete backup {newest.id} is {age:.1f} h old"
         + (", and the offsite store holds it or a newer one" if environment.backup.offsite is not None else "")
@@ -609,17 +617,20 @@ def restore(
             "machine's), replaying the archived WAL onto the newest full backup before it.",
         ),
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Replace databases with a backup: checksums first, a pre-restore backup, one transaction each."""
     from mfe_deploy.backups import jobs
     from mfe_deploy.errors import MfeError
+
+    application().console.plain = as_json
 
     if source not in ("local", "offsite"):
         raise typer.BadParameter(f"local or offsite, not {source!r}", param_hint="--from")
     if to_time is not None:
         if backup_id is not None or service is not None or source != "local":
             raise typer.BadParameter("--to-time restores every database, from no backup ID", param_hint="--to-time")
-        _restore_to_time(env, to_time, yes, force, timeout, runtime_name, lock_wait, force_unlock, maintenance)
+        _restore_to_time(env, to_time, yes, force, timeout, runtime_name, lock_wait, force_unlock, maintenance, as_json)
         return
     if backup_id is None:
         raise typer.BadParameter("a backup ID (see `backup list`), or --to-time", param_hint="ID")
@@ -652,6 +663,17 @@ def restore(
                 for kept in backups.store.complete():
                     if kept.manifest and kept.manifest.kind == "pre-restore" and kept.id not in there:
                         _upload(remote, kept)
+    if as_json:
+        console.json(
+            {
+                "env": env,
+                "backup": done.backup,
+                "services": list(done.services),
+                "seconds": round(done.seconds, 3),
+                "pre_restore": done.pre_restore,
+            }
+        )
+        return
     console.print(
         f"{env}: restored {', '.join(done.services)} from {done.backup} in {done.seconds:.1f}s "
         f"(pre-restore backup: {done.pre_restore})"
@@ -668,6 +690,7 @@ def _restore_to_time(
     lock_wait: float,
     force_unlock: bool,
     maintenance: bool,
+    as_json: bool = False,
 ) -> None:
     from datetime import datetime
 
@@ -703,6 +726,17 @@ def _restore_to_time(
             if maintenance:
                 switch_off(env)
     console = application().console
+    if as_json:
+        console.json(
+            {
+                "env": env,
+                "to_time": str(done.target),
+                "seconds": round(done.seconds, 3),
+                "pre_restore": done.pre_restore,
+                "removed": list(done.lost),
+            }
+        )
+        return
     console.print(f"{env}: restored to {done.target} in {done.seconds:.1f}s (pre-restore backup: {done.pre_restore})")
     if done.lost:
         console.print("  removed, written after that moment: " + "; ".join(done.lost))
@@ -720,6 +754,7 @@ def recover(
     runtime_name: RuntimeOption = None,
     lock_wait: LockWait = 0,
     force_unlock: ForceUnlock = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Bring a lost environment back on this machine from its offsite store, with only the project's
     environment files and the secrets here: the newest complete offsite backup is chosen first, the stack
@@ -732,6 +767,7 @@ def recover(
     from mfe_deploy.errors import MfeError
 
     started = time.monotonic()
+    application().console.plain = as_json
     offsite = _offsite(env)
     # Chosen before anything runs: nothing this command does can become the backup it restores.
     wanted = offsite.get(None)
@@ -760,6 +796,18 @@ def recover(
         done = jobs.restore(dataclasses.replace(backups, offsite=None), entry, None, rt, timeout)
     point = wanted.manifest.time
     behind = (datetime.now(UTC) - point).total_seconds()
+    if as_json:
+        console.json(
+            {
+                "env": env,
+                "backup": entry.id,
+                "seconds": round(time.monotonic() - started, 3),
+                "recovery_point": point.isoformat(timespec="seconds"),
+                "behind_seconds": round(behind),
+                "services": list(done.services),
+            }
+        )
+        return
     console.print(
         f"{env}: recovered from {entry.id} in {time.monotonic() - started:.1f}s; recovery point "
         f"{point.isoformat(timespec='seconds')} ({behind:.0f}s before now); restored {', '.join(done.services)}"

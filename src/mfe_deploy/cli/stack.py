@@ -133,11 +133,13 @@ def down(
     force: Annotated[bool, typer.Option("--force", help="Required to delete production data.")] = False,
     lock_wait: LockWait = 0,
     force_unlock: ForceUnlock = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Stop everything; --volumes also deletes the data."""
     from mfe_deploy.errors import MfeError
 
     console = application().console
+    console.plain = as_json
     production = volumes and application().environment(env).env.tier == "production"
     if production and not force:
         raise MfeError("refusing to delete production data without --force")
@@ -148,6 +150,9 @@ def down(
         typer.confirm(f"Delete all data of {env} (databases, queues, cache)?", abort=True)
     with mutating(env, "down", {"volumes": volumes, "runtime": rt.name}, wait=lock_wait, force=force_unlock):
         stopped = rt.down(volumes=volumes)
+    if as_json:
+        console.json({"env": env, "stopped": bool(stopped), "data_deleted": volumes})
+        return
     console.print(f"{env}: stopped" if stopped else f"{env}: nothing was running")
     if volumes:
         console.print(f"{env}: data deleted")
@@ -183,6 +188,7 @@ def rollback(
     force_unlock: ForceUnlock = False,
     yes: YesOption = False,
     force: ForceOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Return one service to its previous successful version (or --to), health-gated. Refused when
     migrations applied since that version ran are not marked compatible with older code, unless one of
@@ -198,12 +204,25 @@ def rollback(
         loses = "undo its migrations" if migrate_down else "restore its database from the backup before them"
         confirm_loss(env, f"Roll {service} of {env} back and {loses}?", yes=yes, force=force)
     policy: Policy = "ignore" if ignore_schema else "down" if migrate_down else "restore" if restore_backup else "check"
+    application().console.plain = as_json
     rt = runtime(env, runtime_name)
     details: dict[str, object] = {"service": service, "to": to, "schema": policy}
     with mutating(env, "rollback", details, wait=lock_wait, force=force_unlock) as record:
         release = rt.rollback(service, to, timeout, schema_policy=policy)
         record["versions"] = dict(release.versions)
-    application().console.print(f"{service}: now {release.versions[service]} (release {release.id})")
+    console = application().console
+    if as_json:
+        console.json(
+            {
+                "env": env,
+                "service": service,
+                "version": release.versions[service],
+                "release": release.id,
+                "versions": dict(release.versions),
+            }
+        )
+        return
+    console.print(f"{service}: now {release.versions[service]} (release {release.id})")
 
 
 @app.command()
