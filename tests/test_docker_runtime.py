@@ -167,6 +167,8 @@ monitoring:
   port: {prometheus}
   scrape_interval: 1s
 logs: {{max_size: 1m, max_files: 2}}
+database:
+  tls: true
 notify:
   webhooks:
     - url: ${{DKR_NOTIFY_URL}}
@@ -442,6 +444,36 @@ def test_no_secret_in_any_containers_inspect_or_environment(project: Project, s3
     assert env_files and all(f.stat().st_mode & 0o777 == 0o600 for f in env_files)
 
 
+def test_database_traffic_is_tls_verified_and_plain_tcp_is_refused(project: Project) -> None:
+    """database.tls (this module's stack runs on it: every other test here, migrations, backups and restores
+    included, goes over it): a service connects with verify-full against the stack's CA and its connection is
+    TLS; the same role and password over plain TCP are refused; every service's connection is TLS."""
+    code = (
+        "import os, psycopg\n"
+        "url = os.environ['DATABASE_URL']\n"
+        "with psycopg.connect(url) as c:\n"
+        "    print(c.execute('SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()').fetchone()[0])\n"
+        "try:\n"
+        "    psycopg.connect(url.split('?')[0] + '?sslmode=disable').close()\n"
+        "    print('plain accepted')\n"
+        "except psycopg.OperationalError as e:\n"
+        "    print('plain refused' if 'no encryption' in str(e) else str(e))\n"
+    )
+    done = project.cli("run", "auth", "--env", ENV, "--", "python3", "-c", code)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.split("\n")[:2] == ["True", "plain refused"], done.stdout
+    env_file = next(project.root.glob(f".mfe/{ENV}/**/env/auth.env"))
+    assert "sslmode=verify-full&sslrootcert=/etc/mfe/db-ca.pem" in env_file.read_text()
+    sql = (
+        "SELECT count(*) FILTER (WHERE NOT s.ssl), count(DISTINCT a.usename) FROM pg_stat_ssl s "
+        "JOIN pg_stat_activity a USING (pid) WHERE a.usename LIKE '%\\_app'"
+    )
+    plain, roles = project.psql("postgres", sql).strip().split("|")
+    assert (plain, roles) == ("0", "4"), (plain, roles)  # the four services' roles, all over TLS
+    key = next(project.root.glob(f".mfe/{ENV}/**/db-tls/server.key"))
+    assert key.stat().st_mode & 0o777 == 0o600
+
+
 def test_redis_answers_only_with_its_password(project: Project) -> None:
     """Staging's Redis asks for a password: its users are in its configuration, read on its standard input.
     The default user is off, the operator's user has redis_password, and each service has its own user: auth's
@@ -685,7 +717,8 @@ def test_run_exec_and_db_shell_in_the_services_containers(project: Project) -> N
     for verb in ("run", "exec"):
         done = project.cli(verb, "auth", "--env", ENV, "--", "python3", "-c", code)
         assert done.returncode == 4, done.stdout + done.stderr
-        assert done.stdout.split()[:2] == ["10001", "postgres:5432/auth_db"], done.stdout
+        uid, address = done.stdout.split()[:2]
+        assert (uid, address.split("?")[0]) == ("10001", "postgres:5432/auth_db"), done.stdout
     shell = project.cli("db", "shell", "auth", "--env", ENV, "--", "-At", "-c", "SELECT current_user")
     assert shell.returncode == 0, shell.stderr
     assert shell.stdout.strip() == "auth_app"

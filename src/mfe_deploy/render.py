@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from mfe_deploy.config import urls
 from mfe_deploy.config.models import Environment
 from mfe_deploy.config.secrets import Secrets
+from mfe_deploy.config.urls import DB_CA_IN_CONTAINER, DB_TLS_DIR, DB_TLS_IN_CONTAINER
 from mfe_deploy.exec.secret import Secret
 from mfe_deploy.exec.text import control_character
 
@@ -60,6 +61,31 @@ POSTGRES_START = (
     "kill -INT $$init; wait $$init; fi; "
     'exec env -i PATH="$$PATH" PGDATA="$$PGDATA" LANG="$${LANG:-C.UTF-8}" "$$0" "$$@"'
 )
+# PostgreSQL's TLS (database.tls): the bundle's db-tls folder, mounted read-only into postgres; the key is
+# copied by root into the server's in-memory socket folder, owned by the server's user (PostgreSQL refuses a
+# key others can read, and the mounted one is root's). The services get the CA alone.
+DB_KEY_IN_CONTAINER = "/var/run/postgresql/server.key"
+DB_TLS_COPY = f"install -o postgres -g postgres -m 600 {DB_TLS_IN_CONTAINER}/server.key {DB_KEY_IN_CONTAINER}; "
+DB_TLS_ARGS = [
+    "-c",
+    "ssl=on",
+    "-c",
+    f"ssl_cert_file={DB_TLS_IN_CONTAINER}/server.crt",
+    "-c",
+    f"ssl_key_file={DB_KEY_IN_CONTAINER}",
+    "-c",
+    f"hba_file={DB_TLS_IN_CONTAINER}/pg_hba.conf",
+    "-c",
+    "ssl_min_protocol_version=TLSv1.2",
+]
+# Who may connect how: the socket inside the container (its init, backups, psql through docker exec) as the
+# images have it; over TCP, TLS with a password only; plain TCP refused, whoever asks.
+DB_HBA = (
+    "# mfe-deploy: database.tls is on. Over the network, TLS only.\n"
+    "local all all trust\n"
+    "hostssl all all all scram-sha-256\n"
+    "hostnossl all all all reject\n"
+)
 # Redis reads its password from its configuration on standard input (`redis-server ... -`), opened by root
 # before the image's entrypoint drops to the redis user: never an argument, never the environment.
 REDIS_CONF = "env/redis.conf"
@@ -99,11 +125,13 @@ class Endpoints:
     rabbitmq: tuple[str, int]
     services: Mapping[str, tuple[str, int]]
     maintenance_file: str | None = None  # where the gateway looks for `mfe-deploy maintenance on`
+    database_ca: str | None = None  # database.tls: the CA the services verify PostgreSQL's certificate with
 
     @classmethod
     def compose(cls, env: Environment) -> Endpoints:
         services: dict[str, tuple[str, int]] = {name: (name, svc.port) for name, svc in env.services.items()}
-        return cls(("postgres", 5432), ("redis", 6379), ("rabbitmq", 5672), services, MAINTENANCE_IN_CONTAINER)
+        ca = DB_CA_IN_CONTAINER if env.database_tls else None
+        return cls(("postgres", 5432), ("redis", 6379), ("rabbitmq", 5672), services, MAINTENANCE_IN_CONTAINER, ca)
 
     @classmethod
     def local(cls, env: Environment) -> Endpoints:
@@ -205,6 +233,8 @@ def render(
         "compose.yml": BundleFile(jinja.get_template("compose.yml.j2").render(ctx)),
         "initdb/10-databases.sql": BundleFile(jinja.get_template("initdb.sql.j2").render(ctx)),
     }
+    if env.database_tls:  # the certificate and key beside it are made by `up`, once (runtimes.docker)
+        files[f"{DB_TLS_DIR}/pg_hba.conf"] = BundleFile(DB_HBA)
     if env.nginx.enabled:
         paths = NginxPaths(resolver="127.0.0.11", resolver_valid="1s", live_flag=GREEN_FLAG_IN_CONTAINER)
         files["nginx/nginx.conf"] = BundleFile(nginx_conf(env, paths, caps))
@@ -330,6 +360,7 @@ def _context(env: Environment, versions: Mapping[str, str], caps: Capabilities) 
                 "maintenance": gateway,
                 "bundled": svc.bundled,
                 "stop_timeout": svc.stop_timeout,
+                "database_ca": svc.database and env.database_tls,
             }
         )
     hsts = f"max-age={env.nginx.hsts_max_age}" + ("; includeSubDomains" if env.nginx.hsts_include_subdomains else "")
@@ -340,7 +371,12 @@ def _context(env: Environment, versions: Mapping[str, str], caps: Capabilities) 
         "services": services,
         "service_user": SERVICE_UID,
         "env_in_container": ENV_IN_CONTAINER,
-        "postgres_start": POSTGRES_START,
+        "postgres_start": (DB_TLS_COPY if env.database_tls else "") + POSTGRES_START,
+        "postgres_command": ["postgres", *(DB_TLS_ARGS if env.database_tls else [])],
+        "db_tls": env.database_tls,
+        "db_tls_dir": DB_TLS_DIR,
+        "db_tls_in_container": DB_TLS_IN_CONTAINER,
+        "db_ca_in_container": DB_CA_IN_CONTAINER,
         "redis_stdin": REDIS_STDIN,
         "rabbitmq_start": RABBITMQ_START,
         "rabbitmq_tmpfs": [RABBITMQ_CONF_D, RABBITMQ_LOG_DIR],
@@ -442,7 +478,8 @@ def environments(env: Environment, secrets: Secrets, at: Endpoints) -> dict[str,
             variables.append(("ROUTES", routes(env)))
         else:
             if svc.database:
-                variables.append(("DATABASE_URL", urls.database_url(env, secrets, name, *at.postgres)))
+                url = urls.database_url(env, secrets, name, *at.postgres, ca=at.database_ca)
+                variables.append(("DATABASE_URL", url))
             variables.append(("REDIS_URL", urls.redis_url(env, secrets, name, *at.redis)))
             if env.uses_rabbitmq:
                 variables.append(("RABBITMQ_URL", urls.rabbitmq_url(env, secrets, name, *at.rabbitmq)))

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from mfe_deploy.config.models import Environment
+from mfe_deploy.config.urls import DB_TLS_DIR
 
 STORES = ("postgres", "redis", "rabbitmq")
 STORE_LABEL = "mfe.store-config"
@@ -105,6 +106,21 @@ def _service(env: Environment, unit: str, svc: dict[str, Any], secret: Any, conf
             task_configs.append({"source": config("nginx_conf", "nginx/nginx.conf"), "target": f"{target}/nginx.conf"})
         elif source == "./prometheus/prometheus.yml":
             task_configs.append({"source": config("prometheus", "prometheus/prometheus.yml"), "target": target})
+        elif source == f"./{DB_TLS_DIR}":
+            # database.tls on postgres: the certificate and the rules as configs, the key as a secret (root's:
+            # the start copies it for the server's user, as on docker)
+            for file in ("server.crt", "pg_hba.conf"):
+                key = "db_" + file.replace(".", "_")
+                task_configs.append({"source": config(key, f"{DB_TLS_DIR}/{file}"), "target": f"{target}/{file}"})
+            task_secrets.append(
+                {
+                    "source": secret("db_key", f"{DB_TLS_DIR}/server.key"),
+                    "target": f"{target}/server.key",
+                    "mode": 0o400,
+                }
+            )
+        elif source == f"./{DB_TLS_DIR}/ca.pem":
+            task_configs.append({"source": config("db_ca", f"{DB_TLS_DIR}/ca.pem"), "target": target, "mode": 0o444})
         elif target.startswith("/etc/nginx/ssl"):
             # self-signed: the bundle's ssl folder; files: the certificate and key you named
             for file in ("cert.pem", "key.pem"):

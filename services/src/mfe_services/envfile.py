@@ -39,3 +39,8 @@ def load(path: str | None, user: str | None) -> None:
         os.setgroups([])
         os.setgid(int(gid or uid))
         os.setuid(int(uid))
+        home = os.environ.get("HOME", "")
+        if not home or not os.access(home, os.R_OK | os.X_OK):
+            # root's HOME, kept from the start, is closed to this user: anything that looks in it (libpq for a
+            # client certificate under ~/.postgresql) fails on "permission denied" instead of finding nothing.
+            os.environ["HOME"] = "/tmp"

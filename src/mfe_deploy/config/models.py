@@ -191,6 +191,11 @@ class Database(Model):
     superuser: Identifier = "postgres"
     resources: Resources = Resources(memory="512m", cpus=1.0, pids=512)
     pitr: Pitr | None = None
+    tls: bool | None = Field(
+        default=None,
+        description="TLS between the services and PostgreSQL (sslmode=verify-full; plain TCP refused); "
+        "default: on with the swarm runtime, whose overlays cross hosts in the clear",
+    )
 
 
 class Redis(Model):
@@ -466,6 +471,10 @@ class Environment(Model):
     def stores(self) -> list[str]:
         """The stateful units, in start order: never replaced start-first, restarted only when asked."""
         return ["postgres", "redis", *(["rabbitmq"] if self.uses_rabbitmq else [])]
+
+    @property
+    def database_tls(self) -> bool:
+        return self.database.tls if self.database.tls is not None else self.runtime == "swarm"
 
     @property
     def gateway(self) -> str | None:

@@ -18,6 +18,12 @@ def redis_url(env: Environment, secrets: Secrets, service: str, host: str, port:
     return Secret(f"redis://{quote(service, safe='')}:{password}@{host}:{port or env.redis.port}/0")
 
 
+# database.tls: the bundle's folder of PostgreSQL's certificate, key and rules, where postgres sees it, and
+# where the services find the CA they verify the server with.
+DB_TLS_DIR = "db-tls"
+DB_TLS_IN_CONTAINER = "/etc/mfe/db-tls"
+DB_CA_IN_CONTAINER = "/etc/mfe/db-ca.pem"
+
 OPERATOR = "mfe.operator"  # not a service's name: a service's name has no dot
 STREAM = "mfe:events"  # the Redis Streams hub's one stream (mfe_services.common.events.STREAM)
 
@@ -41,10 +47,14 @@ def redis_conf(env: Environment, secrets: Secrets) -> str:
     return "\n".join(lines) + "\n"
 
 
-def database_url(env: Environment, secrets: Secrets, service: str, host: str, port: int | None = None) -> Secret:
+def database_url(
+    env: Environment, secrets: Secrets, service: str, host: str, port: int | None = None, *, ca: str | None = None
+) -> Secret:
+    """`ca`: database.tls, where the CA file is: the connection is TLS, the server's name checked against it."""
     password = quote(secrets.databases[service].reveal(), safe="")
     role, db = env.database_role(service), env.database_name(service)
-    return Secret(f"postgresql://{role}:{password}@{host}:{port or env.database.port}/{db}")
+    tls = f"?sslmode=verify-full&sslrootcert={quote(ca)}" if ca else ""
+    return Secret(f"postgresql://{role}:{password}@{host}:{port or env.database.port}/{db}{tls}")
 
 
 def rabbitmq_url(env: Environment, secrets: Secrets, service: str, host: str, port: int | None = None) -> Secret:

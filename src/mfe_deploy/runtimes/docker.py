@@ -38,6 +38,7 @@ from mfe_deploy.compose import (
 from mfe_deploy.config import urls
 from mfe_deploy.config.models import Environment
 from mfe_deploy.config.secrets import Secrets
+from mfe_deploy.config.urls import DB_TLS_DIR
 from mfe_deploy.console import human_size
 from mfe_deploy.engine import capabilities, capabilities_for, version_via
 from mfe_deploy.errors import MfeError
@@ -208,7 +209,22 @@ class DockerRuntime:
         self.files.makedirs(self.bundle_dir / MAINTENANCE_DIR, 0o755)  # mounted into the gateway: must exist
         if self.env.nginx.enabled and self.env.nginx.tls.mode == "self-signed":
             self._self_signed()
+        self._database_tls()
         return bundle.digest(result)
+
+    def _database_tls(self) -> None:
+        """database.tls: the CA, certificate and key PostgreSQL serves TLS with, made once and kept (the
+        services' verify-full checks the name they dial, `postgres`)."""
+        if not self.env.database_tls:
+            return
+        folder = self.bundle_dir / DB_TLS_DIR
+        if all(self.files.mode(folder / name) is not None for name in ("ca.pem", "server.crt", "server.key")):
+            return
+        made = tls.database_set(["postgres", "localhost", "127.0.0.1"])
+        self.files.makedirs(folder, 0o755)
+        self.files.write_atomic(folder / "server.key", made["server.key"], 0o600)
+        self.files.write_atomic(folder / "server.crt", made["server.crt"], 0o644)
+        self.files.write_atomic(folder / "ca.pem", made["ca.pem"], 0o644)
 
     def _self_signed(self) -> None:
         ssl_dir = self.bundle_dir / "nginx" / "ssl"
@@ -806,7 +822,8 @@ class DockerRuntime:
         mounted env file inside the container, then the command as the service's user."""
         container = self._one_off_container(service)
         uid, gid = SERVICE_UID.split(":")
-        script = f'{SOURCE_ENV}; exec setpriv --reuid={uid} --regid={gid} --clear-groups "$@"'
+        # HOME: root's, closed to the service's user (libpq looks there for a client certificate).
+        script = f'{SOURCE_ENV}; HOME=/tmp exec setpriv --reuid={uid} --regid={gid} --clear-groups "$@"'
         argv_ = ["docker", "exec", *self._streams(), "--user", "0", container, "sh", "-c", script, "sh", *argv]
         return subprocess.run(argv_, check=False).returncode
 

@@ -180,6 +180,11 @@ class LocalRuntime:
 
     # --- up ----------------------------------------------------------------------------------------
     def up(self, *, wait: bool, timeout: float, version: str = "dev", restart_stores: bool = False) -> list[UnitStatus]:
+        if self.env.database.tls:
+            raise MfeError(
+                f"environments/{self.env.name}.yaml: database.tls: the local runtime's PostgreSQL listens on "
+                "127.0.0.1 only, where nothing crosses a network: TLS to it runs on docker and swarm; remove it"
+            )
         bins = self._bins()
         if not _services_installed():
             raise MfeError("the services package (mfe_services) is not importable by this Python: run scripts/venv")

@@ -21,6 +21,7 @@ from mfe_deploy import bundle, swarm_stack
 from mfe_deploy.backups.pg import ContainerPostgres, Postgres
 from mfe_deploy.compose import ContainerState
 from mfe_deploy.config import urls
+from mfe_deploy.config.urls import DB_TLS_DIR
 from mfe_deploy.engine import capabilities_for, version_via
 from mfe_deploy.errors import MfeError
 from mfe_deploy.exec.command import Command
@@ -94,8 +95,9 @@ class SwarmRuntime(DockerRuntime):
                 files["nginx/ssl/cert.pem"] = BundleFile(Path(tls.certificate).read_text())
                 files["nginx/ssl/key.pem"] = BundleFile(Path(tls.key).read_text(), secret=True)
         contents = {path: file.text.encode() for path, file in files.items()}
-        for name in ("cert.pem", "key.pem"):
-            path = f"nginx/ssl/{name}"
+        made = [f"nginx/ssl/{name}" for name in ("cert.pem", "key.pem")]
+        made += [f"{DB_TLS_DIR}/{name}" for name in ("ca.pem", "server.crt", "server.key")]
+        for path in made:  # made once by `up` beside the bundle, not rendered
             if path not in contents:
                 contents[path] = (self.files.read_text(self.bundle_dir / path) or "").encode()
         doc = swarm_stack.stack(self.env, compose, contents)
@@ -108,6 +110,7 @@ class SwarmRuntime(DockerRuntime):
         self.files.makedirs(self.bundle_dir, 0o700)
         if self.env.nginx.enabled and self.env.nginx.tls.mode == "self-signed":
             self._self_signed()  # before the stack: the secrets' names are their contents' digests
+        self._database_tls()
         result = self._swarm_bundle(versions)
         bundle.write(result, self.bundle_dir, self.files)
         return bundle.digest(result)
