@@ -68,6 +68,10 @@ class LocalLayout:
         digest = hashlib.sha256(str(self.bundle).encode()).hexdigest()[:12]
         return Path("/tmp") / f"mfe-{os.getuid()}-{digest}"  # noqa: S108 - private 0700 folder, per user and bundle
 
+    def heartbeat(self, service: str) -> Path:
+        """Where a worker proves it is alive (its HEARTBEAT_FILE)."""
+        return self.run / f"{service}.heartbeat"
+
     @property
     def nginx_run(self) -> Path:
         """nginx's own folder when it runs as its own user: its pid and temporary files, nothing else (root
@@ -132,6 +136,8 @@ def render_local(
         variables = [*units[name], ("HOST", "127.0.0.1"), ("SERVICE_VERSION", version)]
         if env.services[name].role == "gateway":
             variables.append(("MAINTENANCE_FILE", str(layout.bundle / MAINTENANCE_DIR / "maintenance.json")))
+        if env.services[name].kind == "worker":
+            variables.append(("HEARTBEAT_FILE", str(layout.heartbeat(name))))
         text = _env_text(env.name, name, variables)
         files[f"env/{name}.env"] = BundleFile(text, secret=True)
         digest = hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -229,7 +235,7 @@ def render_local(
         nginx_command = shlex.join(argv)
     prometheus_command = None
     if env.monitoring.enabled and bins.prometheus is not None:
-        targets: dict[str, tuple[str, int]] = {name: ("127.0.0.1", svc.port) for name, svc in env.services.items()}
+        targets = {name: ("127.0.0.1", svc.http_port) for name, svc in env.web_services.items()}
         files["prometheus/prometheus.yml"] = BundleFile(prometheus_config(env, targets))
         prometheus_command = shlex.join(
             [

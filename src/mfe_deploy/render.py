@@ -126,16 +126,25 @@ class Endpoints:
     services: Mapping[str, tuple[str, int]]
     maintenance_file: str | None = None  # where the gateway looks for `mfe-deploy maintenance on`
     database_ca: str | None = None  # database.tls: the CA the services verify PostgreSQL's certificate with
+    heartbeat_file: str | None = None  # a worker's (containers: each its own; local: set per worker)
 
     @classmethod
     def compose(cls, env: Environment) -> Endpoints:
-        services: dict[str, tuple[str, int]] = {name: (name, svc.port) for name, svc in env.services.items()}
+        services: dict[str, tuple[str, int]] = {name: (name, svc.http_port) for name, svc in env.web_services.items()}
         ca = DB_CA_IN_CONTAINER if env.database_tls else None
-        return cls(("postgres", 5432), ("redis", 6379), ("rabbitmq", 5672), services, MAINTENANCE_IN_CONTAINER, ca)
+        return cls(
+            ("postgres", 5432),
+            ("redis", 6379),
+            ("rabbitmq", 5672),
+            services,
+            MAINTENANCE_IN_CONTAINER,
+            ca,
+            HEARTBEAT_IN_CONTAINER,
+        )
 
     @classmethod
     def local(cls, env: Environment) -> Endpoints:
-        services: dict[str, tuple[str, int]] = {name: ("127.0.0.1", svc.port) for name, svc in env.services.items()}
+        services = {name: ("127.0.0.1", svc.http_port) for name, svc in env.web_services.items()}
         return cls(
             ("127.0.0.1", env.database.port),
             ("127.0.0.1", env.redis.port),
@@ -146,6 +155,7 @@ class Endpoints:
 
 MAINTENANCE_DIR = "maintenance"  # in the bundle; mounted read-only into the gateway's container
 MAINTENANCE_IN_CONTAINER = "/run/mfe/maintenance/maintenance.json"
+HEARTBEAT_IN_CONTAINER = "/tmp/mfe-heartbeat"  # noqa: S108 - a worker container's own tmpfs
 
 
 @dataclass(frozen=True)
@@ -239,7 +249,7 @@ def render(
         paths = NginxPaths(resolver="127.0.0.11", resolver_valid="1s", live_flag=GREEN_FLAG_IN_CONTAINER)
         files["nginx/nginx.conf"] = BundleFile(nginx_conf(env, paths, caps))
     if env.monitoring.enabled:
-        targets: dict[str, tuple[str, int]] = {name: (name, svc.port) for name, svc in env.services.items()}
+        targets = {name: (name, svc.http_port) for name, svc in env.web_services.items()}
         files["prometheus/prometheus.yml"] = BundleFile(prometheus_config(env, targets, dns=True))
     return Bundle(files=dict(sorted(files.items())))
 
@@ -332,6 +342,16 @@ def _healthcheck(
     return check
 
 
+def _heartbeat_probe(max_age: int) -> list[str]:
+    """A worker's container check: its heartbeat file was touched less than `max_age` seconds ago."""
+    code = (
+        "import os, sys, time; "
+        f"sys.exit(0 if time.time() - os.path.getmtime(os.environ.get('HEARTBEAT_FILE', {HEARTBEAT_IN_CONTAINER!r})) "
+        f"< {max_age} else 1)"
+    )
+    return ["CMD", "python3", "-c", code]
+
+
 def _service_probe(port: int, path: str) -> list[str]:
     code = f"import urllib.request as u; u.urlopen('http://127.0.0.1:{port}{path}', timeout=2)"
     return ["CMD", "python3", "-c", code]
@@ -356,7 +376,13 @@ def _context(env: Environment, versions: Mapping[str, str], caps: Capabilities) 
                 "image": image_ref(env, name, versions.get(name, "latest")),
                 "depends_on": [n for n in env.services if n != name] if gateway else [*infra_deps, *svc.depends_on],
                 "networks": ["edge", "backend"] if gateway else ["backend", "data"],
-                "healthcheck": _healthcheck(_service_probe(svc.port, svc.container_probe()), caps),
+                "healthcheck": _healthcheck(
+                    _service_probe(svc.http_port, svc.container_probe())
+                    if svc.kind == "web"
+                    else _heartbeat_probe(seconds(svc.heartbeat)),
+                    caps,
+                ),
+                "worker": svc.kind == "worker",
                 "maintenance": gateway,
                 "bundled": svc.bundled,
                 "stop_timeout": svc.stop_timeout,
@@ -429,7 +455,7 @@ def routes(env: Environment) -> str:
     """What the gateway forwards where, and which METHOD /path pairs need no token (JSON, for ROUTES)."""
     table = {
         name: {"prefix": env.route_prefix(name), "public": list(svc.routes.public)}
-        for name, svc in env.services.items()
+        for name, svc in env.web_services.items()
         if svc.role != "gateway"
     }
     return json.dumps(table, separators=(",", ":"))
@@ -456,7 +482,8 @@ def environments(env: Environment, secrets: Secrets, at: Endpoints) -> dict[str,
         variables: list[tuple[str, object]] = [
             ("APP_ENV", env.name),
             ("SERVICE_NAME", name),
-            ("PORT", svc.port),
+            *([("PORT", svc.port)] if svc.kind == "web" else []),
+            *([("HEARTBEAT_FILE", at.heartbeat_file)] if svc.kind == "worker" and at.heartbeat_file else []),
             ("LOG_LEVEL", env.log_level),
             ("EVENT_HUB", env.event_hub),
             ("JWT_PUBLIC_KEYS", secrets.public_keys),
@@ -472,7 +499,7 @@ def environments(env: Environment, secrets: Secrets, at: Endpoints) -> dict[str,
         if svc.role == "gateway":
             variables += [
                 (f"{other.upper().replace('-', '_')}_SERVICE_URL", "http://{}:{}".format(*at.services[other]))
-                for other in env.services
+                for other in env.web_services
                 if other != name
             ]
             variables.append(("ROUTES", routes(env)))

@@ -152,7 +152,8 @@ def _service(env: Environment, unit: str, svc: dict[str, Any], secret: Any, conf
             ports.append({"target": int(parts[1]), "published": int(parts[0]), "protocol": "tcp", "mode": "host"})
     if ports:
         svc["ports"] = ports
-    svc["deploy"] = _deploy(env, unit, svc.get("deploy") or {}, stop_first=unit in STORES or bool(ports))
+    singleton = service is not None and service.singleton
+    svc["deploy"] = _deploy(env, unit, svc.get("deploy") or {}, stop_first=unit in STORES or bool(ports) or singleton)
     return svc
 
 

@@ -21,6 +21,7 @@ SERVICES = {
     "payments": "mfe_services.payments.app",
     "admin": "mfe_services.admin.app",
     "profile": "mfe_services.profile.app",
+    "activity": "mfe_services.activity.app",  # a worker: no HTTP (common/worker.py)
 }
 
 
@@ -42,6 +43,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     envfile.load(options.get("--env-file"), options.get("--user"))
     name = args[0]
+    worker = getattr(importlib.import_module(SERVICES[name]), "WORKER", None)
+    if worker is not None:
+        run_worker(name, worker)
+        return
     try:
         app = build(name)
     except (RuntimeError, ValueError) as exc:
@@ -59,6 +64,27 @@ def main(argv: list[str] | None = None) -> None:
         timeout_graceful_shutdown=graceful_seconds(os.environ.get("STOP_TIMEOUT")),
     )
     Server(config).run()
+
+
+def run_worker(name: str, worker: Any) -> None:
+    import asyncio
+
+    from mfe_services.common import worker as workers
+    from mfe_services.common.settings import Settings
+
+    try:
+        settings = Settings.from_env(name)
+        if not os.environ.get("HEARTBEAT_FILE"):
+            raise RuntimeError("HEARTBEAT_FILE is not set: a worker proves it is alive by touching it")
+    except (RuntimeError, ValueError) as exc:
+        sys.stderr.write(f"{name}: configuration error: {exc}\n")
+        sys.exit(78)
+    stop = os.environ.get("STOP_TIMEOUT", "")
+    if sys.platform != "win32":
+        import uvloop
+
+        uvloop.install()
+    asyncio.run(workers.run(settings, worker, float(stop) if stop.isdigit() else 20.0))
 
 
 def graceful_seconds(stop_timeout: str | None) -> int:

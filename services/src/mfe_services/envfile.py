@@ -43,4 +43,4 @@ def load(path: str | None, user: str | None) -> None:
         if not home or not os.access(home, os.R_OK | os.X_OK):
             # root's HOME, kept from the start, is closed to this user: anything that looks in it (libpq for a
             # client certificate under ~/.postgresql) fails on "permission denied" instead of finding nothing.
-            os.environ["HOME"] = "/tmp"
+            os.environ["HOME"] = "/tmp"  # noqa: S108 - a container's own tmpfs; nothing is written there

@@ -1,4 +1,4 @@
-"""The five services mfe-deploy ships (the mfe_services package) as a layer of defaults.
+"""The services mfe-deploy ships (the mfe_services package) as a layer of defaults.
 
 An environment names its services; for a name below, whatever the environment leaves unset comes from
 here. Nothing else in mfe-deploy knows these names: the gateway is a role, a database is a flag."""
@@ -15,6 +15,9 @@ BUNDLED: dict[str, dict[str, Any]] = {
     "payments": {"bundled": True, "database": True},
     "admin": {"bundled": True, "database": True},
     "profile": {"bundled": True, "database": True},
+    # A worker (no HTTP): every event once, counted in its own database. Not in the guide's stack: an
+    # environment that names it gets it (`services: {activity: {}}` and secrets.databases.activity).
+    "activity": {"bundled": True, "database": True, "kind": "worker"},
 }
 
 

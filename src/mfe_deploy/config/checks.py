@@ -104,7 +104,7 @@ def _services(env: Environment) -> Iterator[Finding]:
 
 
 def _ports(env: Environment, written: Callable[[KeyPath], bool]) -> Iterator[Finding]:
-    claimed: list[tuple[KeyPath, int]] = [(("services", n, "port"), s.port) for n, s in env.services.items()]
+    claimed: list[tuple[KeyPath, int]] = [(("services", n, "port"), s.http_port) for n, s in env.web_services.items()]
     claimed.append((("database", "port"), env.database.port))
     claimed.append((("redis", "port"), env.redis.port))
     if env.uses_rabbitmq:

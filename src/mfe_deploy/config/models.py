@@ -145,7 +145,11 @@ EnvName = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{0,63}$")]
 
 
 class Service(Model):
-    port: ServicePort
+    kind: Literal["web", "worker"] = Field(
+        default="web",
+        description="worker: no HTTP, no port, no route; healthy while it touches $HEARTBEAT_FILE",
+    )
+    port: ServicePort | None = Field(default=None, description="web: the port it serves HTTP on (required)")
     replicas: int = Field(default=1, gt=0, le=32)
     resources: Resources = Resources()
     role: Literal["gateway", "service"] = Field(default="service", description="gateway: the one entry point")
@@ -164,6 +168,33 @@ class Service(Model):
         description="SIGTERM to SIGKILL: a stopping container's time to drain (2 s of `Connection: close`) "
         "and finish its requests (docker's stop_grace_period, supervisord's stopwaitsecs)",
     )
+
+    heartbeat: Duration = Field(
+        default="30s", description="worker: healthy while $HEARTBEAT_FILE was touched less than this long ago"
+    )
+    singleton: bool = Field(
+        default=False,
+        description="worker: never two at once (a scheduler, a stream's only reader): replaced stop-first",
+    )
+
+    @model_validator(mode="after")
+    def _kind(self) -> Service:
+        if self.kind == "web" and self.port is None:
+            raise ValueError("a web service needs its port (or `kind: worker` for one with no HTTP)")
+        if self.kind == "worker":
+            if self.port is not None:
+                raise ValueError("a worker serves no HTTP: remove its port (or make it `kind: web`)")
+            if self.role == "gateway":
+                raise ValueError("the gateway serves HTTP: it cannot be a worker")
+        elif self.singleton:
+            raise ValueError("singleton is for workers: a web service is replaced start-first behind the gateway")
+        return self
+
+    @property
+    def http_port(self) -> int:
+        """The port of a web service (a worker has none: callers iterate Environment.web_services)."""
+        assert self.port is not None, "a worker has no port"
+        return self.port
 
     def container_probe(self) -> str:
         """The path the engine's healthcheck asks. The bundled gateway's /health sums up every service
@@ -485,6 +516,11 @@ class Environment(Model):
     def backs_up_before_migrate(self) -> bool:
         chosen = self.backup.before_migrate
         return self.tier != "development" if chosen is None else chosen
+
+    @property
+    def web_services(self) -> dict[str, Service]:
+        """The services that serve HTTP: routed by the gateway, probed on their port."""
+        return {name: svc for name, svc in self.services.items() if svc.kind == "web"}
 
     @property
     def database_services(self) -> list[str]:

@@ -52,6 +52,7 @@ from mfe_deploy.plan import Desired, Have, Observed, Want, digest
 from mfe_deploy.render import (
     ENV_IN_CONTAINER,
     GREEN_FLAG,
+    HEARTBEAT_IN_CONTAINER,
     LIVE_NETWORK,
     MAINTENANCE_DIR,
     SERVICE_UID,
@@ -61,6 +62,7 @@ from mfe_deploy.render import (
     colour_name,
     image_ref,
     render,
+    seconds,
 )
 from mfe_deploy.runtimes import eventhub, premigration
 from mfe_deploy.runtimes.contract import (
@@ -76,8 +78,18 @@ from mfe_deploy.runtimes.contract import (
 from mfe_deploy.runtimes.oneoff import psql_target
 from mfe_deploy.state.ledger import Ledger, Release
 
+# A web service's /health (its PORT is in the container's environment); a worker, which has none: the age of
+# its heartbeat file against MAX_AGE, the worker's `heartbeat`, passed in as an argument.
 HEALTH_PROBE = (
-    "import os, urllib.request as u, urllib.error as e\n"
+    "import json, os, sys, time, urllib.request as u, urllib.error as e\n"
+    "if 'PORT' not in os.environ:\n"
+    f" f = os.environ.get('HEARTBEAT_FILE', {HEARTBEAT_IN_CONTAINER!r})\n"
+    " try: age = time.time() - os.path.getmtime(f)\n"
+    " except OSError: age = None\n"
+    " ok = age is not None and age < float(sys.argv[1] if len(sys.argv) > 1 else 30)\n"
+    " body = {'status': 'healthy' if ok else 'unhealthy', 'heartbeat_age': None if age is None else round(age, 1)}\n"
+    " print(200 if ok else 503, json.dumps(body))\n"
+    " sys.exit(0)\n"
     "try:\n"
     " r = u.urlopen('http://127.0.0.1:%s/health' % os.environ['PORT'], timeout=3)\n"
     " print(r.status, r.read().decode())\n"
@@ -411,6 +423,12 @@ class DockerRuntime:
         for name in services:
             old = {c.name for c in self.containers() if c.service == name and not c.oneoff}
             replicas = self.env.services[name].replicas
+            if self.env.services[name].singleton and old:
+                # Never two at once: the old one finishes what it holds (SIGTERM, its stop timeout) and goes first.
+                with self.console.status(f"{name}: stopping the old container(s) first (singleton)"):
+                    self._run(stop_containers(*sorted(old)), f"stopping the old {name}")
+                    self._run(remove_containers(*sorted(old)), f"removing the old {name}")
+                old = set()
             with self.console.status(f"{name}: starting {replicas} new container(s) beside {len(old)}") as waiting:
                 beside = self.compose.up(name, timeout=None, no_deps=True, scale=len(old) + replicas)
                 try:
@@ -945,7 +963,8 @@ class DockerRuntime:
             if service not in running:
                 return health.Probe(None, {}, "not running")
             # As the service's user: a bundled service's container starts as root (to read its env file).
-            argv = ("docker", "exec", "--user", SERVICE_UID, running[service], "python3", "-c", HEALTH_PROBE)
+            max_age = str(seconds(self.env.services[service].heartbeat))
+            argv = ("docker", "exec", "--user", SERVICE_UID, running[service], "python3", "-c", HEALTH_PROBE, max_age)
             return parse_probe(self.runner.run(Command(argv), timeout=30))
 
         names = list(self.env.services)

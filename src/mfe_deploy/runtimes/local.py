@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 
@@ -32,7 +32,7 @@ from mfe_deploy.exec.host import local as local_host
 from mfe_deploy.exec.host import own_folder, write_atomic
 from mfe_deploy.exec.process import LocalProcess
 from mfe_deploy.exec.secret import Secret
-from mfe_deploy.exec.withenv import read_env_file
+from mfe_deploy.exec.withenv import parse_env_text, read_env_file
 from mfe_deploy.local_bundle import (
     NGINX_USER,
     PG_SYSTEM_USER,
@@ -42,9 +42,10 @@ from mfe_deploy.local_bundle import (
     render_local,
 )
 from mfe_deploy.ops import health, migrations, schema
+from mfe_deploy.ops.health import Probe
 from mfe_deploy.ops.migrations import pending
 from mfe_deploy.plan import Desired, Have, Observed, Want, digest
-from mfe_deploy.render import Bundle, Capabilities, Endpoints, environments, render
+from mfe_deploy.render import Bundle, Capabilities, Endpoints, environments, render, seconds
 from mfe_deploy.runtimes import eventhub, premigration
 from mfe_deploy.runtimes.contract import (
     Deployment,
@@ -154,8 +155,8 @@ class LocalRuntime:
     def observe(self) -> Observed:
         states = self.states()
         names = [*self.env.services, *(n for n in states if n not in self.env.services)]
-        live = health.probe_all({n: u for n, u in self._health_urls("/live").items() if n in states}, timeout=2)
-        probes = health.probe_all({n: u for n, u in self._health_urls().items() if n in states}, timeout=3)
+        live = {n: p for n, p in self._probe_all("/live", 2, only=states).items()}
+        probes = {n: p for n, p in self._probe_all("", 3, only=states).items()}
         haves = {}
         for name in names:
             st = states.get(name)
@@ -238,7 +239,7 @@ class LocalRuntime:
         wanted = [("postgres", self.env.database.port), ("redis", self.env.redis.port)]
         if self.env.uses_rabbitmq:
             wanted.append(("rabbitmq", self.env.rabbitmq.port))
-        wanted += [(name, svc.port) for name, svc in self.env.services.items()]
+        wanted += [(name, svc.http_port) for name, svc in self.env.web_services.items()]
         if self.env.nginx.enabled:
             wanted += [("nginx", self.env.nginx.http_port), ("nginx", self.env.nginx.https_port)]
         if self.env.monitoring.enabled:
@@ -475,15 +476,15 @@ class LocalRuntime:
     def _wait_services(self, bins: Binaries, timeout: float) -> None:
         started = time.monotonic()
         deadline = started + timeout
-        urls = self._health_urls()
+        names = list(self.env.services)
         with self.console.status("waiting for the services to report healthy") as waiting:
             while True:
-                probes = health.probe_all(urls, timeout=2)
+                probes = self._probe_all("", 2)
                 if all(p.healthy for p in probes.values()):
                     return
                 waiting.update(health.progress(probes), f"{time.monotonic() - started:.0f}s of {timeout:.0f}s")
                 states = self.states(bins)
-                dead = [n for n in urls if states.get(n) and states[n].state in ("FATAL", "EXITED", "BACKOFF")]
+                dead = [n for n in names if states.get(n) and states[n].state in ("FATAL", "EXITED", "BACKOFF")]
                 if dead or time.monotonic() > deadline:
                     name = (dead or [n for n, p in probes.items() if not p.healthy])[0]
                     why = "crashed at start" if dead else f"not healthy after {timeout:.0f}s"
@@ -584,9 +585,8 @@ class LocalRuntime:
     # --- status, logs, down ------------------------------------------------------------------------
     def status(self) -> list[UnitStatus]:
         states = self.states() if self.layout.conf.exists() else {}
-        urls = self._health_urls()
-        live = health.probe_all(self._health_urls("/live"), timeout=2)
-        probes = health.probe_all(urls, timeout=3)
+        live = self._probe_all("/live", 2)
+        probes = self._probe_all("", 3)
         rows = []
         infra = [("postgres", self.env.database.port), ("redis", self.env.redis.port)]
         if self.env.uses_rabbitmq:
@@ -633,10 +633,39 @@ class LocalRuntime:
         return rows
 
     def health(self) -> dict[str, health.Probe]:
-        return health.probe_all(self._health_urls(), timeout=3)
+        return self._probe_all("", 3)
 
-    def _health_urls(self, suffix: str = "") -> dict[str, str]:
-        return {name: f"http://127.0.0.1:{svc.port}{svc.health}{suffix}" for name, svc in self.env.services.items()}
+    def _probe_all(self, suffix: str, timeout: float, only: Mapping[str, object] | None = None) -> dict[str, Probe]:
+        """Every service's probe, in order: a web service's /health (or /health/live with `suffix`), a worker's
+        heartbeat file. `only`: these names alone (the running programs)."""
+        names = [n for n in self.env.services if only is None or n in only]
+        urls = {
+            name: f"http://127.0.0.1:{svc.http_port}{svc.health}{suffix}"
+            for name, svc in self.env.web_services.items()
+            if name in names
+        }
+        probes = health.probe_all(urls, timeout=timeout)
+        for name in names:
+            svc = self.env.services[name]
+            if svc.kind == "worker":
+                probes[name] = self._heartbeat(name, seconds(svc.heartbeat))
+        return {name: probes[name] for name in names}
+
+    def _heartbeat(self, name: str, max_age: int) -> Probe:
+        """A worker's health: how long ago it touched its HEARTBEAT_FILE."""
+        version = parse_env_text(_read(self.layout.env_file(name)) or "").get("SERVICE_VERSION", "-")
+        try:
+            age = time.time() - self.layout.heartbeat(name).stat().st_mtime
+        except FileNotFoundError:
+            return Probe(None, {}, "no heartbeat yet")
+        body = {
+            "status": "healthy" if age < max_age else "unhealthy",
+            "version": version,
+            "heartbeat_age": round(age, 1),
+        }
+        if age < max_age:
+            return Probe(200, body)
+        return Probe(503, body, f"no heartbeat for {age:.0f}s (at most {max_age}s)")
 
     def log_file(self, unit: str) -> Path:
         return self.layout.logs / f"{unit}.log"

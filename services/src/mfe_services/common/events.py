@@ -65,6 +65,7 @@ class EventBus(Protocol):
     async def publish(self, event: Event) -> None: ...
     async def consume(self, patterns: Sequence[str], handler: Handler) -> None: ...
     async def ping(self) -> None: ...
+    async def drain(self, timeout: float) -> None: ...
     async def close(self) -> None: ...
 
 
@@ -74,6 +75,8 @@ class RabbitBus:
         self._connection: Any = None
         self._channel: Any = None
         self._exchange: Any = None
+        self._consumers: list[tuple[Any, str]] = []  # (queue, consumer tag)
+        self._busy = 0  # messages being handled now
 
     async def start(self) -> None:
         import aio_pika
@@ -114,6 +117,7 @@ class RabbitBus:
             await queue.bind(exchange, routing_key=pattern)
 
         async def on_message(message: Any) -> None:
+            self._busy += 1
             try:
                 await handler(Event.from_json(message.body))
             except Exception:
@@ -124,9 +128,26 @@ class RabbitBus:
                 else:
                     await message.nack(requeue=True)
                 return
+            finally:
+                self._busy -= 1
             await message.ack()
 
-        await queue.consume(on_message)
+        tag = await queue.consume(on_message)
+        self._consumers.append((queue, tag))
+
+    async def drain(self, timeout: float) -> None:
+        """No new deliveries (the broker hands what this consumer had not started to another), then the
+        messages being handled finish and are acknowledged, within `timeout`."""
+        for queue, tag in self._consumers:
+            try:
+                await queue.cancel(tag, timeout=5)
+            except Exception as exc:  # the connection is gone: the broker requeues what was unacknowledged
+                log.warning("cancelling the consumer failed: %s", exc)
+        self._consumers.clear()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._busy and loop.time() < deadline:
+            await asyncio.sleep(0.05)
 
     async def ping(self) -> None:
         if self._connection is None or self._connection.is_closed or not self._connection.connected.is_set():
@@ -217,6 +238,13 @@ class RedisStreamBus:
 
     async def ping(self) -> None:
         await self._redis.ping()
+
+    async def drain(self, timeout: float) -> None:
+        """No new entries are read; the batch in hand finishes (acknowledged), within `timeout`: what was read
+        and not acknowledged is claimed by another consumer of the group after retry_after_ms."""
+        self._closing = True
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=timeout)
 
     async def close(self) -> None:
         self._closing = True
