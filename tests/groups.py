@@ -24,7 +24,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 GROUPS = {
-    "docker": ["test_docker_runtime.py", "test_zero_downtime.py", "test_user_services_docker.py"],
+    "docker": [
+        "test_docker_runtime.py",
+        "test_zero_downtime.py",
+        "test_user_services_docker.py",
+        "test_workers_docker.py",
+    ],
     "hosts": ["test_swarm3.py", "test_swarm.py", "test_remote_deploy.py", "test_remote_images.py"],
 }
 # Below the kernel's ephemeral range (32768-60999), and so is each port + 20000, the distribution port

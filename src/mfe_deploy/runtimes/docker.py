@@ -997,7 +997,9 @@ class DockerRuntime:
             self._run(self.compose.down(volumes=volumes), "compose down")
         self.files.unlink(self.state_dir / "migrated")
         if volumes:  # with the data go its keys: the env files, the self-signed key (history stays)
-            bundle.remove(self.bundle_dir, self.files, extra=["nginx/ssl/key.pem", "nginx/ssl/cert.pem", GREEN_FLAG])
+            made = [f"{DB_TLS_DIR}/{name}" for name in ("server.key", "server.crt", "ca.pem")]
+            extra = ["nginx/ssl/key.pem", "nginx/ssl/cert.pem", GREEN_FLAG, *made]
+            bundle.remove(self.bundle_dir, self.files, extra=extra)
         return running
 
 
