@@ -129,18 +129,20 @@ class ContainerLogs:
         label = f"label=com.docker.compose.project={self.project}"
         while not self.stop.is_set():
             found = subprocess.run(
-                ["docker", "ps", "--filter", label, "--format", "{{.Names}}"],
+                ["docker", "ps", "--filter", label, "--format", "{{.ID}} {{.Names}}"],
                 capture_output=True,
                 text=True,
                 check=False,
                 timeout=30,
             )
-            for name in found.stdout.split():
-                if name not in self.followers:
-                    out = (self.folder / f"{name}.log").open("ab")
+            # By id: compose gives a replacement container the name of the one it replaced.
+            for line in found.stdout.splitlines():
+                ident, _, name = line.partition(" ")
+                if ident and ident not in self.followers:
+                    out = (self.folder / f"{name}-{ident}.log").open("ab")
                     self.outputs.append(out)
-                    argv = ["docker", "logs", "-f", "--timestamps", name]
-                    self.followers[name] = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+                    argv = ["docker", "logs", "-f", "--timestamps", ident]
+                    self.followers[ident] = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
             self.stop.wait(0.3)
 
     def matching(self, *needles: str, limit: int = 40) -> str:

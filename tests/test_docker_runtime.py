@@ -388,8 +388,9 @@ def test_a_service_writing_logs_fast_for_a_minute_keeps_them_under_the_bound(pro
 
 
 def test_services_run_unprivileged_and_stores_are_not_published(project: Project) -> None:
-    """A bundled service's container starts as root with CAP_SETUID and CAP_SETGID only (to read its env
-    file); the service process itself runs as 10001 with no capability and no way to gain one."""
+    """A bundled service's container starts as root with CAP_SETUID, CAP_SETGID and CAP_DAC_READ_SEARCH only
+    (to read its env file), and CAP_KILL for its init to forward docker's SIGTERM to the service, which runs as
+    10001 with no capability and no way to gain one."""
     containers = project.containers()
     services = [
         n for n in containers if any(f"-{s}-" in n for s in ("api-gateway", "auth", "payments", "admin", "profile"))
@@ -399,7 +400,7 @@ def test_services_run_unprivileged_and_stores_are_not_published(project: Project
         info = _inspect(name)
         assert "no-new-privileges:true" in info["HostConfig"]["SecurityOpt"], name
         assert info["HostConfig"]["CapDrop"] == ["ALL"], name
-        assert sorted(info["HostConfig"]["CapAdd"]) == ["CAP_DAC_READ_SEARCH", "CAP_SETGID", "CAP_SETUID"], name
+        assert sorted(info["HostConfig"]["CapAdd"]) == ["CAP_DAC_READ_SEARCH", "CAP_KILL", "CAP_SETGID", "CAP_SETUID"]
         processes = _processes(name, [])
         # PID 1 is docker-init (init: true), the container's user; the service is its child.
         assert [p["cmd"].split()[0] for p in processes if p["pid"] == 1] == ["/sbin/docker-init"], processes

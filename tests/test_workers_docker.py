@@ -1,6 +1,6 @@
 """A worker on the docker runtime, rolled under load: the bundled `activity` worker consumes every event from
-RabbitMQ while registrations publish a steady stream of them; `up` to v2 replaces it start-first and
-`rollback activity` brings v1 back. Counted by event id in its database: none lost, none handled twice, and
+RabbitMQ while registrations publish a steady stream of them; `rollback activity --to v1` replaces it
+start-first (the other services untouched) and `--to v2` brings v2 back. Counted by event id in its database: none lost, none handled twice, and
 each old worker drained on SIGTERM (its own log says so before it goes)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO, strong_secrets
+from tests.conftest import REPO
 from tests.engines import ContainerLogs, remove_images, require_engine_with_standins
 from tests.pg import free_port
 from tests.stack import SERVICES, poll
@@ -40,6 +40,7 @@ class Project:
         return subprocess.run(argv, capture_output=True, text=True, env=self.environ, timeout=timeout, check=False)
 
     def containers(self, service: str) -> list[str]:
+        """The running containers' ids (compose may give a new container an old one's name)."""
         label = f"label=com.docker.compose.project=universal-mfe-{ENV}"
         done = subprocess.run(
             [
@@ -50,7 +51,7 @@ class Project:
                 "--filter",
                 f"label=com.docker.compose.service={service}",
                 "--format",
-                "{{.Names}}",
+                "{{.ID}}",
             ],
             capture_output=True,
             text=True,
@@ -58,7 +59,7 @@ class Project:
         )
         return done.stdout.split()
 
-    def sql(self, database: str, query: str) -> str:
+    def sql(self, query: str, database: str = "universal_mfe_dev") -> str:
         (postgres,) = self.containers("postgres")
         argv = ["docker", "exec", postgres, "psql", "-X", "-A", "-t", "-U", "postgres", "-d", database, "-c", query]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
@@ -74,15 +75,20 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     ports = {name: free_port() for name in SERVICES}
     services = "".join(f"  {name}:\n    port: {ports[name]}\n" for name in SERVICES)
     (root / "environments" / f"{ENV}.yaml").write_text(f"""\
-extends: staging
+extends: development
 runtime: docker
-publish_ports: true
+event_hub: rabbitmq
 services:
 {services}  activity:
     heartbeat: 10s
     stop_timeout: 10s
-nginx:
-  enabled: false
+database:
+  port: {free_port()}
+redis:
+  port: {free_port()}
+rabbitmq:
+  port: {free_port()}
+  management_port: {free_port()}
 images:
   postgres: mfe-local/postgres:15
   redis: mfe-local/redis:7
@@ -91,17 +97,15 @@ images:
   service_base: mfe-local/python:3.11
   services_prefix: {PREFIX}
 secrets:
+  rabbitmq_password: ${{WKD_RABBITMQ_PASSWORD:-dev-rabbitmq-password}}
   databases:
-    activity: ${{STAGING_ACTIVITY_DB_PASSWORD}}
+    activity: ${{WKD_ACTIVITY_DB_PASSWORD:-dev-activity-password}}
 """)
-    environ = {
-        **os.environ,
-        **strong_secrets(),
-        "STAGING_ACTIVITY_DB_PASSWORD": "activity-db-password-7f3a9c1e5b2d8f40",
-    }
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "POSTGRES_"))}
     p = Project(root, ports["api-gateway"], environ)
-    up = p.cli("up", "--env", ENV, "--version", "v1")
-    assert up.returncode == 0, up.stdout + up.stderr
+    for version in ("v1", "v2"):  # both releases exist; the test rolls the worker alone between them
+        up = p.cli("up", "--env", ENV, "--version", version)
+        assert up.returncode == 0, up.stdout + up.stderr
     try:
         yield p
     finally:
@@ -148,29 +152,29 @@ def test_a_worker_rolled_forward_and_back_under_load_loses_and_repeats_nothing(
     assert len(first) == 1
     with ContainerLogs(f"universal-mfe-{ENV}", tmp_path / "logs"), Publisher(project.gateway_port, 10) as load:
         time.sleep(2)  # events flow to the first worker before it is replaced
-        forward = project.cli("up", "--env", ENV, "--version", "v2")
-        assert forward.returncode == 0, forward.stdout + forward.stderr
+        back = project.cli("rollback", "activity", "--env", ENV, "--to", "v1")
+        assert back.returncode == 0, back.stdout + back.stderr
         second = project.containers("activity")
         assert len(second) == 1 and second != first
         time.sleep(2)  # and to the second
-        back = project.cli("rollback", "activity", "--env", ENV)
-        assert back.returncode == 0, back.stdout + back.stderr
+        forward = project.cli("rollback", "activity", "--env", ENV, "--to", "v2")
+        assert forward.returncode == 0, forward.stdout + forward.stderr
         third = project.containers("activity")
         assert len(third) == 1 and third != second
         time.sleep(2)  # and to the third
     print(f"registrations: {load.sent} acknowledged, {load.failed} failed")
     assert load.sent > 50 and load.failed == 0
-    published = "SELECT count(*) FROM event_outbox WHERE published_at IS NOT NULL"
-    unpublished = "SELECT count(*) FROM event_outbox WHERE published_at IS NULL"
-    assert poll(lambda: project.sql("auth_db", unpublished) == "0", timeout=60)
-    expected = int(project.sql("auth_db", published)) + int(project.sql("payments_db", published))
-    assert poll(lambda: int(project.sql("activity_db", "SELECT count(*) FROM handled")) >= expected, timeout=90)
-    handled = int(project.sql("activity_db", "SELECT count(*) FROM handled"))
-    counted = int(project.sql("activity_db", "SELECT sum(n) FROM counts"))
-    workers = project.sql("activity_db", "SELECT count(DISTINCT handled_by) FROM handled")
+    outboxes = "(SELECT published_at FROM auth.event_outbox UNION ALL SELECT published_at FROM payments.event_outbox)"
+    unpublished = f"SELECT count(*) FROM {outboxes} o WHERE published_at IS NULL"
+    assert poll(lambda: project.sql(unpublished) == "0", timeout=60)
+    expected = int(project.sql(f"SELECT count(*) FROM {outboxes} o"))
+    assert poll(lambda: int(project.sql("SELECT count(*) FROM activity.handled")) >= expected, timeout=90)
+    handled = int(project.sql("SELECT count(*) FROM activity.handled"))
+    counted = int(project.sql("SELECT sum(n) FROM activity.counts"))
+    workers = project.sql("SELECT count(DISTINCT handled_by) FROM activity.handled")
     print(f"events: {expected} published, {handled} handled, {counted} counted, by {workers} workers")
     assert handled == expected == counted  # none lost, none handled twice
-    assert int(workers) >= 3  # v1, v2 and v1 again each did part of the work
-    for old in (first[0], second[0]):
-        log = (tmp_path / "logs" / f"{old}.log").read_text()
-        assert "stopping: no new messages" in log and '"message": "stopped"' in log, log[-2000:]
+    assert int(workers) >= 3  # v2, v1 and v2 again each did part of the work
+    # each old worker drained on SIGTERM: two stops, each said before its container went
+    said = "".join(p.read_text() for p in (tmp_path / "logs").glob("*activity*.log"))
+    assert said.count("stopping: no new messages") >= 2 and said.count('"message": "stopped"') >= 2, said[-3000:]
