@@ -5,13 +5,23 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from mfe_deploy.cli.app import EnvOption, GroupOptions, JsonOption, ReleaseOption, app, application, host, release
-from mfe_deploy.cli.context import ForceUnlock, LockWait, RuntimeOption, mutating, runtime
+from mfe_deploy.cli.context import (
+    DestOption,
+    ForceUnlock,
+    InstallOption,
+    LockWait,
+    RuntimeOption,
+    SecretsFileOption,
+    mutating,
+    runtime,
+    show_or_install,
+    this_program,
+)
 from mfe_deploy.cli.maintenance import switch_off, switch_on
 
 if TYPE_CHECKING:
@@ -488,40 +498,27 @@ def prune(
 def schedule(
     env: EnvOption,
     systemd: Annotated[bool, typer.Option("--systemd", help="A systemd service and timer instead of cron.")] = False,
-    install: Annotated[bool, typer.Option("--install", help="Write the file(s) into --dest.")] = False,
-    dest: Annotated[Path | None, typer.Option("--dest", help="[/etc/cron.d or /etc/systemd/system]")] = None,
-    env_file: Annotated[
-        Path | None, typer.Option("--env-file", help="KEY=value file the job reads its secrets from.")
-    ] = None,
+    install: InstallOption = False,
+    dest: DestOption = None,
+    env_file: SecretsFileOption = None,
 ) -> None:
     """Print (or install) the job that runs backup --verify then prune on the environment's schedule."""
-    import shutil
-
     from mfe_deploy.backups import schedule as sched
     from mfe_deploy.errors import MfeError
-    from mfe_deploy.exec.host import write_atomic
 
     environment = application().environment(env).env
-    script = shutil.which("mfe-deploy")
-    exe = (script,) if script else (sys.executable, "-m", "mfe_deploy")
     job = sched.Job(
-        env, application().project_dir, exe, environment.backup.schedule, env_file.resolve() if env_file else None
+        env,
+        application().project_dir,
+        this_program(),
+        environment.backup.schedule,
+        env_file.resolve() if env_file else None,
     )
     try:
         files = sched.systemd(job) if systemd else {job.name: sched.cron(job)}
     except ValueError as exc:
         raise MfeError(f"environments/{env}.yaml: backup.schedule: {exc}") from None
-    console = application().console
-    if not install:
-        for name, text in files.items():
-            console.print(f"# {name}\n{text}")
-        return
-    folder = dest or Path("/etc/systemd/system" if systemd else "/etc/cron.d")
-    for name, text in files.items():
-        write_atomic(folder / name, text, 0o644)
-        console.print(f"wrote {folder / name}")
-    if systemd:
-        console.print(f"enable it with: systemctl daemon-reload && systemctl enable --now {job.name}.timer")
+    show_or_install(files, install=install, systemd=systemd, dest=dest)
 
 
 @backup_app.command("download")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -95,3 +96,37 @@ def confirm_loss(env: str, question: str, *, yes: bool, force: bool) -> None:
 
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 ForceOption = Annotated[bool, typer.Option("--force", help="Required in production.")]
+
+
+InstallOption = Annotated[bool, typer.Option("--install", help="Write the file(s) into --dest.")]
+DestOption = Annotated[Path | None, typer.Option("--dest", help="[/etc/cron.d or /etc/systemd/system]")]
+SecretsFileOption = Annotated[
+    Path | None, typer.Option("--env-file", help="KEY=value file the scheduled runs read their secrets from.")
+]
+
+
+def this_program() -> tuple[str, ...]:
+    """How a cron line or a systemd unit starts this tool: its script, or this Python with -m."""
+    import shutil
+
+    script = shutil.which("mfe-deploy")
+    return (script,) if script else (sys.executable, "-m", "mfe_deploy")
+
+
+def show_or_install(files: dict[str, str], *, install: bool, systemd: bool, dest: Path | None) -> None:
+    """A schedule's files (a cron.d file, or systemd services and timers): printed, or written into `dest`
+    (the system's folder by default) with the command that enables the timers."""
+    from mfe_deploy.exec.host import write_atomic
+
+    console = application().console
+    if not install:
+        for name, text in files.items():
+            console.print(f"# {name}\n{text}")
+        return
+    folder = dest or Path("/etc/systemd/system" if systemd else "/etc/cron.d")
+    for name, text in files.items():
+        write_atomic(folder / name, text, 0o644)
+        console.print(f"wrote {folder / name}")
+    if systemd:
+        timers = " ".join(n for n in files if n.endswith(".timer"))
+        console.print(f"enable with: systemctl daemon-reload && systemctl enable --now {timers}")

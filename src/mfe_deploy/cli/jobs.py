@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from mfe_deploy.cli.app import EnvOption, JsonOption, app, application, host
-from mfe_deploy.cli.context import RuntimeOption, runtime
+from mfe_deploy.cli.context import (
+    DestOption,
+    InstallOption,
+    RuntimeOption,
+    SecretsFileOption,
+    runtime,
+    show_or_install,
+    this_program,
+)
 
 if TYPE_CHECKING:
     from mfe_deploy.config.models import Environment, Job
@@ -199,18 +206,13 @@ def schedule(
     crontab: Annotated[
         bool, typer.Option("--crontab", help="Lines for a user's crontab (no user column), printed.")
     ] = False,
-    install: Annotated[bool, typer.Option("--install", help="Write the file(s) into --dest.")] = False,
-    dest: Annotated[Path | None, typer.Option("--dest", help="[/etc/cron.d or /etc/systemd/system]")] = None,
-    env_file: Annotated[
-        Path | None, typer.Option("--env-file", help="KEY=value file the runs read their secrets from.")
-    ] = None,
+    install: InstallOption = False,
+    dest: DestOption = None,
+    env_file: SecretsFileOption = None,
 ) -> None:
     """Print (or install) what starts each job on its schedule: one /etc/cron.d file for the environment, or
     a systemd service and timer per job. Each run appends its output to state/jobs/NAME.log."""
-    import shutil
-
     from mfe_deploy.errors import MfeError
-    from mfe_deploy.exec.host import write_atomic
     from mfe_deploy.ops import jobs as ops
 
     environment = application().environment(env).env
@@ -219,12 +221,10 @@ def schedule(
     if crontab and (systemd or install):
         raise typer.BadParameter("--crontab prints lines for `crontab -`: without --systemd or --install")
     where = _here(env)
-    script = shutil.which("mfe-deploy")
-    exe = (script,) if script else (sys.executable, "-m", "mfe_deploy")
     plan = ops.Schedule(
         env,
         application().project_dir,
-        exe,
+        this_program(),
         environment.jobs,
         Path(where.state) / "jobs",
         env_file.resolve() if env_file else None,
@@ -233,17 +233,9 @@ def schedule(
         files = plan.systemd() if systemd else {plan.name: plan.cron(user=None if crontab else "root")}
     except ValueError as exc:
         raise MfeError(f"environments/{env}.yaml: jobs: {exc}") from None
-    console = application().console
     where.files.makedirs(where.state, 0o700)
     where.files.makedirs(plan.log_dir, 0o700)
-    if not install:
-        for name, text in files.items():
-            console.print(text if crontab else f"# {name}\n{text}")
+    if crontab:
+        application().console.print(files[plan.name])
         return
-    folder = dest or Path("/etc/systemd/system" if systemd else "/etc/cron.d")
-    for name, text in files.items():
-        write_atomic(folder / name, text, 0o644)
-        console.print(f"wrote {folder / name}")
-    if systemd:
-        timers = " ".join(n for n in files if n.endswith(".timer"))
-        console.print(f"enable them with: systemctl daemon-reload && systemctl enable --now {timers}")
+    show_or_install(files, install=install, systemd=systemd, dest=dest)

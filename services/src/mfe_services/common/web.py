@@ -154,7 +154,7 @@ def create_app(
                 redis_url=settings.redis_url,
             )
             # The broker may be away at start: serve anyway (health says so) and connect in the background.
-            connecting = asyncio.create_task(_connect(res.bus, consumer, res))
+            connecting = asyncio.create_task(connect_bus(res.bus, consumer, res))
             if publishes and res.pool is not None:
                 res.relay = Relay(res.pool, res.bus)
                 res.relay.start()
@@ -217,7 +217,9 @@ def create_app(
     return Guard(app, max_body=settings.max_body, metrics=metrics)
 
 
-async def _connect(bus: EventBus, consumer: Consumer | None, res: Resources) -> None:
+async def connect_bus(bus: EventBus, consumer: Consumer | None, res: Resources) -> None:
+    """Start the bus and the consumer, trying again (backing off to 5 s) while the hub is away; then
+    `bus_ready` (what health and a worker's heartbeat look at)."""
     delay = 0.5
     while True:
         try:

@@ -15,7 +15,7 @@ from pathlib import Path
 from mfe_services.common import logs, reporting
 from mfe_services.common.events import create_bus
 from mfe_services.common.settings import Settings
-from mfe_services.common.web import Consumer, Resources
+from mfe_services.common.web import Consumer, Resources, connect_bus
 
 log = logging.getLogger("mfe.worker")
 BEAT_EVERY = 2.0  # seconds between two touches of the heartbeat file
@@ -47,24 +47,6 @@ async def _beat(res: Resources, path: Path) -> None:
         await asyncio.sleep(BEAT_EVERY)
 
 
-async def _connect(res: Resources, worker: Worker) -> None:
-    assert res.bus is not None
-    delay = 0.5
-    while True:
-        try:
-            await res.bus.start()
-            await res.bus.consume(worker.consumer.patterns, worker.consumer.handler(res))
-            res.extra["bus_ready"] = True
-            log.info("consuming", extra={"fields": {"patterns": list(worker.consumer.patterns)}})
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("event hub not reachable yet: %s", exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-
 async def run(settings: Settings, worker: Worker, stop_timeout: float) -> None:
     from psycopg_pool import AsyncConnectionPool
 
@@ -85,7 +67,7 @@ async def run(settings: Settings, worker: Worker, stop_timeout: float) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    connecting = asyncio.create_task(_connect(res, worker))
+    connecting = asyncio.create_task(connect_bus(res.bus, worker.consumer, res))
     beating = asyncio.create_task(_beat(res, heartbeat))
     log.info("started", extra={"fields": {"event_hub": settings.event_hub, "heartbeat": str(heartbeat)}})
     await stop.wait()
