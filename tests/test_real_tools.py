@@ -66,9 +66,10 @@ def test_compose_model_follows_the_rules(name: str, tmp_path: Path) -> None:
             assert dep["condition"] == "service_healthy", svc_name
     for svc_name in APP:
         svc = services[svc_name]
-        # Root only to read its mounted env file, with three capabilities; the service switches to 10001.
+        # Root only to read its mounted env file, with three capabilities, and KILL for its init to forward
+        # SIGTERM to the service, which has switched to 10001.
         assert svc["user"] == "0:0"
-        assert sorted(svc["cap_add"]) == ["DAC_READ_SEARCH", "SETGID", "SETUID"]
+        assert sorted(svc["cap_add"]) == ["DAC_READ_SEARCH", "KILL", "SETGID", "SETUID"]
         assert svc["entrypoint"][-2:] == ["--user", "10001:10001"]
         assert "env_file" not in svc and "environment" in svc and set(svc["environment"]) == {"PORT"}
         assert svc["read_only"] is True
