@@ -230,8 +230,10 @@ def maintenance_round_trip(gw: httpx.Client, cli: Callable[..., subprocess.Compl
     """`maintenance on`: API routes 503 JSON with Retry-After and the message, /health still 200; `off`:
     traffic flows again; both in history."""
     assert gw.get("/api/auth/version").status_code == 200
-    turned_on = cli("maintenance", "on", "--env", env, "--message", "back at noon", "--retry-after", "300")
+    turned_on = cli("maintenance", "on", "--env", env, "--message", "back at noon", "--retry-after", "300", "--json")
     assert turned_on.returncode == 0, turned_on.stderr
+    said = json.loads(turned_on.stdout)
+    assert said["on"] is True and said["notice"]["message"] == "back at noon" and said["notice"]["retry_after"] == 300
     try:
         refused = gw.get("/api/auth/version")
         assert refused.status_code == 503
@@ -241,8 +243,9 @@ def maintenance_round_trip(gw: httpx.Client, cli: Callable[..., subprocess.Compl
         assert gw.get("/health").status_code == 200
         assert "back at noon" in cli("maintenance", "status", "--env", env).stdout
     finally:
-        turned_off = cli("maintenance", "off", "--env", env)
+        turned_off = cli("maintenance", "off", "--env", env, "--json")
     assert turned_off.returncode == 0, turned_off.stderr
+    assert json.loads(turned_off.stdout) == {"env": env, "on": False, "notice": None}
     assert gw.get("/api/auth/version").status_code == 200
     history = cli("history", "--env", env).stdout
     assert "maintenance on" in history and "maintenance off" in history

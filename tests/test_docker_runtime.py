@@ -691,9 +691,9 @@ def test_zzz_prune_keeps_the_newest_and_what_releases_use(project: Project) -> N
             capture_output=True,
         )
         time.sleep(1.1)  # image creation times have one-second resolution
-    pruned = project.cli("images", "prune", "--env", ENV, "--keep", "5")
+    pruned = project.cli("images", "prune", "--env", ENV, "--keep", "5", "--json")
     assert pruned.returncode == 0, pruned.stderr
-    removed = {line.removeprefix("removed ") for line in pruned.stdout.splitlines() if line.startswith("removed ")}
+    removed = set(json.loads(pruned.stdout)["removed"])
     # Newest five kept (p6..p2); of the older ones v1 and v2 are used by recorded releases, v3 only failed.
     assert removed == {"mfe-test/api-gateway:p1", "mfe-test/api-gateway:v3"}
     left = subprocess.run(

@@ -197,6 +197,11 @@ def test_down_undoes_newest_first_and_apply_runs_them_again(project: Project) ->
     again = project.cli("migrate", "--env", "itest", "--service", "auth")
     assert again.returncode == 0 and "applied 0003_rename" in again.stdout and "0005_bump" in again.stdout
     assert project.sql(columns) == "email_address,nick"
+    as_json = project.cli("migrate", "down", "--env", "itest", "--service", "auth", "--to", "0004_nick", "-y", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    said = json.loads(as_json.stdout)  # stdout is the JSON alone
+    assert [u["id"] for u in said["undone"]] == ["0005_bump"] and said["kept"] == [], said
+    assert project.cli("migrate", "--env", "itest", "--service", "auth").returncode == 0  # 0005 back for what follows
 
     project.write("auth", "0006_drop.sql", "ALTER TABLE users DROP COLUMN nick;\n")
     assert project.cli("migrate", "--env", "itest", "--service", "auth").returncode == 0

@@ -33,7 +33,7 @@ def _notice(env: str) -> tuple[Host, PurePath]:
     return where, where.root / MAINTENANCE_DIR / "maintenance.json"
 
 
-def switch_on(env: str, message: str = "", retry_after: int = 120) -> None:
+def switch_on(env: str, message: str = "", retry_after: int = 120) -> dict[str, object]:
     from mfe_deploy.state import audit
 
     where, path = _notice(env)
@@ -48,6 +48,7 @@ def switch_on(env: str, message: str = "", retry_after: int = 120) -> None:
         where.files.write_atomic(path, json.dumps(notice) + "\n", 0o644)  # read by the gateway's own user
         time.sleep(RECHECK)
     application().console.info(f"{env}: maintenance on (503, Retry-After: {retry_after})")
+    return notice
 
 
 def switch_off(env: str) -> None:
@@ -65,15 +66,20 @@ def on(
     env: EnvOption,
     message: Annotated[str, typer.Option("--message", "-m", help="What clients are told.")] = "",
     retry_after: Annotated[int, typer.Option("--retry-after", min=1, max=86400, help="Seconds.")] = 120,
+    as_json: JsonOption = False,
 ) -> None:
     """API routes answer 503 JSON with Retry-After; /health keeps answering."""
-    switch_on(env, message, retry_after)
+    notice = switch_on(env, message, retry_after)
+    if as_json:
+        application().console.json({"env": env, "on": True, "notice": notice})
 
 
 @maintenance_app.command("off")
-def off(env: EnvOption) -> None:
+def off(env: EnvOption, as_json: JsonOption = False) -> None:
     """Traffic flows again."""
     switch_off(env)
+    if as_json:
+        application().console.json({"env": env, "on": False, "notice": None})
 
 
 @maintenance_app.command("status")

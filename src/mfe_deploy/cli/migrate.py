@@ -170,6 +170,7 @@ def down(
     force_unlock: Annotated[bool, typer.Option("--force-unlock", help="Break a stale deploy lock.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Required in production.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Undo the migrations applied after --to, newest first, each by its NNNN_name.down.sql in one
     transaction (what they hold goes: asks, or --yes; production wants --force). Refused before anything
@@ -185,6 +186,11 @@ def down(
         if not o.ok:
             raise MigrationError(f"{o.service}: {o.error}")
     console = application().console
+    if as_json:
+        console.json(
+            {"env": env, "service": service, "undone": o.data.get("undone", []), "kept": o.data.get("kept", [])}
+        )
+        return
     for line in describe_down(o):
         console.print(line)
 

@@ -338,6 +338,7 @@ def images_prune(
     keep: Annotated[int, typer.Option("--keep", min=1, help="Versions to keep per service.")] = 5,
     lock_wait: LockWait = 0,
     force_unlock: ForceUnlock = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Remove old service images, keeping the newest --keep and every one a recent release uses."""
     rt = runtime(env, "docker")
@@ -345,6 +346,9 @@ def images_prune(
         removed = rt.prune_images(keep)
         record["removed"] = removed
     console = application().console
+    if as_json:
+        console.json({"env": env, "removed": removed})
+        return
     for tag in removed:
         console.print(f"removed {tag}")
     console.print(f"{env}: {len(removed)} image(s) removed")
