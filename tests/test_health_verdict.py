@@ -93,3 +93,38 @@ def test_a_stopping_replica_does_not_make_the_service_unhealthy() -> None:
     assert (status, body["services"], taken) == (200, {"auth": "healthy"}, 3)
     status, body, taken = asyncio.run(scenario(1000))  # no replica answers: unhealthy within the timeout
     assert (status, body["services"]) == (503, {"auth": "unhealthy"}) and taken > 3
+
+
+def test_the_gateway_waits_longer_for_a_service_than_the_service_waits_for_its_stores() -> None:
+    """A service's /health may take CHECK_TIMEOUT itself (a store slow to answer on a busy host); the
+    gateway's check of it waited exactly as long, so a service answering "healthy" after 1.3 s made the
+    gateway unhealthy (a CI failure). Its wait is UPSTREAM_CHECK_TIMEOUT now: healthy."""
+    from mfe_services.gateway.app import Gateway
+    from mfe_services.gateway.upstream import Pool
+
+    handlers: list[asyncio.Task[None]] = []
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            await asyncio.sleep(health.CHECK_TIMEOUT + 0.3)  # the service's own checks took their whole budget
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+        finally:
+            writer.close()
+
+    async def scenario(timeout: float) -> str:
+        server = await asyncio.start_server(slow, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            _, body = await health.report({"auth": Gateway._probe(Pool("127.0.0.1", port))}, timeout)
+            for task in handlers:  # a handler still sleeping (the probe gave up) ends here, not after the loop
+                task.cancel()
+            await asyncio.gather(*handlers, return_exceptions=True)
+            handlers.clear()
+        return str(body["services"]["auth"])
+
+    assert health.UPSTREAM_CHECK_TIMEOUT >= health.CHECK_TIMEOUT + 1
+    assert asyncio.run(scenario(health.CHECK_TIMEOUT)) == "unhealthy"  # the old wait
+    assert asyncio.run(scenario(health.UPSTREAM_CHECK_TIMEOUT)) == "healthy"

@@ -9,6 +9,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 CHECK_TIMEOUT = 1.0
+# The gateway's check of a service waits for that service's own /health, which may itself take CHECK_TIMEOUT
+# (a store that does not answer): the outer wait must outlast the inner one, or a slow store on a busy host
+# makes the gateway call a service that answers "healthy" a failure.
+UPSTREAM_CHECK_TIMEOUT = 2.5
 VERDICT_TTL = 1.0  # a verdict serves every /health call for this long
 Check = Callable[[], Awaitable[Any]]
 

@@ -292,14 +292,14 @@ class Gateway:
             await self._send(send, _json(404, {"error": f"no route for {path}"}, extra))
             return
         checks: dict[str, health.Check | None] = {name: self._probe(pool) for name, pool in self.pools.items()}
-        status, body = await self.verdict.get(lambda: health.report(checks))
+        status, body = await self.verdict.get(lambda: health.report(checks, health.UPSTREAM_CHECK_TIMEOUT))
         await self._send(send, _json(status, body, extra))
 
     @staticmethod
     def _probe(pool: Pool) -> health.Check:
         """A service is healthy when one of its replicas answers 200. A replica that is stopping (its idle
         connection closed under the probe, its socket gone) is not a failed service: the probe tries again
-        on a new connection, the name resolved anew, until the check's timeout (health.CHECK_TIMEOUT)
+        on a new connection, the name resolved anew, until the check's timeout (health.UPSTREAM_CHECK_TIMEOUT)
         gives up. An answer other than 200 is the service's own verdict, never tried again."""
 
         async def once() -> int:
