@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mfe_deploy.config import urls
-from mfe_deploy.config.models import Environment
+from mfe_deploy.config.models import Environment, Service
 from mfe_deploy.config.secrets import Secrets
 from mfe_deploy.config.urls import DB_CA_IN_CONTAINER, DB_TLS_DIR, DB_TLS_IN_CONTAINER
 from mfe_deploy.exec.secret import Secret
@@ -342,14 +342,22 @@ def _healthcheck(
     return check
 
 
-def _heartbeat_probe(max_age: int) -> list[str]:
-    """A worker's container check: its heartbeat file was touched less than `max_age` seconds ago."""
-    code = (
-        "import os, sys, time; "
-        f"sys.exit(0 if time.time() - os.path.getmtime(os.environ.get('HEARTBEAT_FILE', {HEARTBEAT_IN_CONTAINER!r})) "
-        f"< {max_age} else 1)"
-    )
-    return ["CMD", "python3", "-c", code]
+# A worker's check, inside its container (the engine's healthcheck and `health` alike): the age of its heartbeat
+# file against the worker's `heartbeat` (argv[1]); prints `STATUS BODY` as a web probe does, exits 1 when stale.
+HEARTBEAT_CHECK = (
+    "import json, os, sys, time\n"
+    f"f = os.environ.get('HEARTBEAT_FILE', {HEARTBEAT_IN_CONTAINER!r})\n"
+    "try: age = time.time() - os.path.getmtime(f)\n"
+    "except OSError: age = None\n"
+    "ok = age is not None and age < float(sys.argv[1])\n"
+    "body = {'status': 'healthy' if ok else 'unhealthy', 'heartbeat_age': None if age is None else round(age, 1)}\n"
+    "print(200 if ok else 503, json.dumps(body))\n"
+    "sys.exit(0 if ok else 1)\n"
+)
+
+
+def heartbeat_check(svc: Service) -> list[str]:
+    return ["python3", "-c", HEARTBEAT_CHECK, str(seconds(svc.heartbeat))]
 
 
 def _service_probe(port: int, path: str) -> list[str]:
@@ -379,7 +387,7 @@ def _context(env: Environment, versions: Mapping[str, str], caps: Capabilities) 
                 "healthcheck": _healthcheck(
                     _service_probe(svc.http_port, svc.container_probe())
                     if svc.kind == "web"
-                    else _heartbeat_probe(seconds(svc.heartbeat)),
+                    else ["CMD", *heartbeat_check(svc)],
                     caps,
                 ),
                 "worker": svc.kind == "worker",

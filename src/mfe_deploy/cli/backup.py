@@ -17,6 +17,7 @@ from mfe_deploy.cli.context import (
     LockWait,
     RuntimeOption,
     SecretsFileOption,
+    audited,
     mutating,
     runtime,
     show_or_install,
@@ -145,13 +146,6 @@ def _upload(remote: RemoteBackups, entry: Entry) -> None:
         task.finish(f"checked with sha256sum there ({time.monotonic() - started:.1f}s)")
 
 
-def _audit(env: str, action: str, details: dict[str, Any]) -> Any:
-    from mfe_deploy.state import audit
-
-    where = host(env)
-    return audit.audited(where.files, where.state / "audit.jsonl", action, env, details, application().notify_outcome)
-
-
 def _row(entry: Entry) -> dict[str, Any]:
     m = entry.manifest
     verified = entry.verified or {}
@@ -230,7 +224,7 @@ def _create(
     started = time.monotonic()
     backups, rt = _backups(env, runtime_name)
     remote = _remote(env)
-    with _audit(env, "backup", {"service": service}) as record:
+    with audited(env, "backup", {"service": service}) as record:
         manifest = backups.backup(pg.targets(backups.env, service), kind=kind)
         record["backup"] = manifest.id
         result = None
@@ -349,7 +343,7 @@ def verify(
     backups, _ = _backups(env, runtime_name)
     remote = _remote(env)
     entry = _fetch(remote, backups.store, backup_id) if remote else backups.store.get(backup_id)
-    with _audit(env, "backup-verify", {"backup": entry.id}):
+    with audited(env, "backup-verify", {"backup": entry.id}):
         result = backups.verify(entry)
         if remote is not None:
             remote.mark_verified(entry.id, backups.store.get(entry.id).verified or {})
@@ -389,7 +383,7 @@ def _verify_offsite(env: str, backup_id: str | None, runtime_name: str | None, a
     scratch = Store(backups.store.root.with_name(f".{backups.store.root.name}.offsite-verify"))
     shutil.rmtree(scratch.root, ignore_errors=True)
     try:
-        with _audit(env, "backup-verify", {"backup": backup_id, "offsite": True}) as record:
+        with audited(env, "backup-verify", {"backup": backup_id, "offsite": True}) as record:
             entry = _fetch_offsite(offsite, scratch, backup_id)
             record["backup"] = entry.id
             result = dataclasses.replace(backups, store=scratch).verify(entry)
@@ -408,7 +402,7 @@ def sync(env: EnvOption, runtime_name: RuntimeOption = None, as_json: JsonOption
     offsite = _offsite(env)
     backups.offsite = offsite
     sent: list[str] = []
-    with _audit(env, "backup-sync", {}) as record, backups.store.locked():
+    with audited(env, "backup-sync", {}) as record, backups.store.locked():
         there = {e.id for e in offsite.scan() if e.complete}
         for entry in backups.store.complete():
             if entry.id not in there:

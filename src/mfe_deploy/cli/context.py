@@ -4,7 +4,7 @@ check), and the one wrapper every mutating command goes through (the deploy lock
 from __future__ import annotations
 
 import sys
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -48,23 +48,30 @@ def runtime(env: str, wanted: str | None = None) -> Runtime:
     )
 
 
+def audited(env: str, action: str, details: dict[str, object]) -> AbstractContextManager[dict[str, object]]:
+    """One audit record for the action, whatever its outcome (its notifications sent), without the deploy
+    lock; the record is yielded so the action can add to it."""
+    from mfe_deploy.state import audit
+
+    where = host(env)
+    return audit.audited(
+        where.files, where.state / "audit.jsonl", action, env, dict(details), application().notify_outcome
+    )
+
+
 @contextmanager
 def mutating(
     env: str, action: str, details: dict[str, object], *, wait: float = 0, force: bool = False, lock: bool = True
 ) -> Iterator[dict[str, object]]:
     """Hold the deploy lock (unless `lock` is False: releasing the lock itself) and write one audit
     record for the action, whatever its outcome; the record is yielded so the action can add to it."""
-    from mfe_deploy.state import audit
     from mfe_deploy.state import lock as locks
 
     where = host(env)
     command = " ".join(["mfe-deploy", *sys.argv[1:]])
-    state = application()
     breaking = lock and force and where.files.read_text(where.state / "deploy.lock") is not None
     with ExitStack() as stack:
-        record = stack.enter_context(
-            audit.audited(where.files, where.state / "audit.jsonl", action, env, dict(details), state.notify_outcome)
-        )
+        record = stack.enter_context(audited(env, action, details))
         if lock:
             stack.enter_context(
                 locks.held(where.files, where.state / "deploy.lock", command, wait=wait, force_unlock=force)

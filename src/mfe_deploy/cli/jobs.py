@@ -13,6 +13,7 @@ from mfe_deploy.cli.context import (
     InstallOption,
     RuntimeOption,
     SecretsFileOption,
+    audited,
     runtime,
     show_or_install,
     this_program,
@@ -52,14 +53,21 @@ def _history(where: Host) -> Path:
     return Path(where.state) / "jobs.jsonl"
 
 
+def _runs(env: str) -> list[Run]:
+    """The history, oldest first (a torn last line dropped)."""
+    from mfe_deploy.ops import jobs as ops
+
+    where = _here(env)
+    return ops.parse_history(where.files.read_text(_history(where)) or "")
+
+
 @jobs_app.command("list")
 def list_(env: EnvOption, as_json: JsonOption = False) -> None:
     """The jobs, their schedules and their last outcome."""
     from mfe_deploy.ops import jobs as ops
 
     environment = application().environment(env).env
-    runs = ops.parse_history(host(env).files.read_text(_history(_here(env))) or "")
-    last = ops.last_runs(runs)
+    last = ops.last_runs(_runs(env))
     rows: list[dict[str, Any]] = []
     for name, job in environment.jobs.items():
         run = last.get(name)
@@ -105,7 +113,6 @@ def run(
     import time
     from datetime import UTC, datetime
 
-    from mfe_deploy.cli.backup import _audit
     from mfe_deploy.notify import Event
     from mfe_deploy.ops import jobs as ops
 
@@ -129,7 +136,7 @@ def run(
         limit = ops.timeout_seconds(job)
         started_at = datetime.now(UTC).isoformat(timespec="seconds")
         started = time.monotonic()
-        with _audit(env, "job", {"job": name, "service": job.service, "scheduled": scheduled}) as audit:
+        with audited(env, "job", {"job": name, "service": job.service, "scheduled": scheduled}) as audit:
             code = rt.run(job.service, ops.timed(job), in_place=False)
             audit["exit_code"] = code
         seconds = time.monotonic() - started
@@ -171,13 +178,10 @@ def history(
     """The jobs' past runs: when, how long, the exit code and the outcome."""
     from dataclasses import asdict
 
-    from mfe_deploy.ops import jobs as ops
-
     environment = application().environment(env).env
     if name is not None:
         _job(environment, name)
-    runs = ops.parse_history(host(env).files.read_text(_history(_here(env))) or "")
-    chosen = [r for r in runs if name is None or r.job == name][-last:]
+    chosen = [r for r in _runs(env) if name is None or r.job == name][-last:]
     console = application().console
     if as_json:
         console.json([asdict(r) for r in chosen])

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mfe_deploy.cli.app import EnvOption, JsonOption, app, application, host
+from mfe_deploy.cli.context import audited
 
 if TYPE_CHECKING:
     from mfe_deploy.exec.host import Host
@@ -34,8 +35,6 @@ def _notice(env: str) -> tuple[Host, PurePath]:
 
 
 def switch_on(env: str, message: str = "", retry_after: int = 120) -> dict[str, object]:
-    from mfe_deploy.state import audit
-
     where, path = _notice(env)
     notice = {
         "message": message or "the service is under maintenance",
@@ -43,7 +42,7 @@ def switch_on(env: str, message: str = "", retry_after: int = 120) -> dict[str, 
         "since": datetime.now(UTC).isoformat(timespec="seconds"),
         "by": getpass.getuser(),
     }
-    with audit.audited(where.files, where.state / "audit.jsonl", "maintenance on", env, {"message": notice["message"]}):
+    with audited(env, "maintenance on", {"message": notice["message"]}):
         where.files.makedirs(path.parent, 0o755)
         where.files.write_atomic(path, json.dumps(notice) + "\n", 0o644)  # read by the gateway's own user
         time.sleep(RECHECK)
@@ -52,10 +51,8 @@ def switch_on(env: str, message: str = "", retry_after: int = 120) -> dict[str, 
 
 
 def switch_off(env: str) -> None:
-    from mfe_deploy.state import audit
-
     where, path = _notice(env)
-    with audit.audited(where.files, where.state / "audit.jsonl", "maintenance off", env, {}):
+    with audited(env, "maintenance off", {}):
         where.files.unlink(path)
         time.sleep(RECHECK)
     application().console.info(f"{env}: maintenance off")

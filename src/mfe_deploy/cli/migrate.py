@@ -170,7 +170,7 @@ def down(
     force_unlock: Annotated[bool, typer.Option("--force-unlock", help="Break a stale deploy lock.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Required in production.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Undo the migrations applied after --to, newest first, each by its NNNN_name.down.sql in one
     transaction (what they hold goes: asks, or --yes; production wants --force). Refused before anything

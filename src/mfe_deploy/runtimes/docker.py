@@ -36,7 +36,7 @@ from mfe_deploy.compose import (
     stores_only,
 )
 from mfe_deploy.config import urls
-from mfe_deploy.config.models import Environment
+from mfe_deploy.config.models import Environment, Service
 from mfe_deploy.config.secrets import Secrets
 from mfe_deploy.config.urls import DB_TLS_DIR
 from mfe_deploy.console import human_size
@@ -52,7 +52,6 @@ from mfe_deploy.plan import Desired, Have, Observed, Want, digest
 from mfe_deploy.render import (
     ENV_IN_CONTAINER,
     GREEN_FLAG,
-    HEARTBEAT_IN_CONTAINER,
     LIVE_NETWORK,
     MAINTENANCE_DIR,
     SERVICE_UID,
@@ -60,9 +59,9 @@ from mfe_deploy.render import (
     Bundle,
     Capabilities,
     colour_name,
+    heartbeat_check,
     image_ref,
     render,
-    seconds,
 )
 from mfe_deploy.runtimes import eventhub, premigration
 from mfe_deploy.runtimes.contract import (
@@ -78,23 +77,19 @@ from mfe_deploy.runtimes.contract import (
 from mfe_deploy.runtimes.oneoff import psql_target
 from mfe_deploy.state.ledger import Ledger, Release
 
-# A web service's /health (its PORT is in the container's environment); a worker, which has none: the age of
-# its heartbeat file against MAX_AGE, the worker's `heartbeat`, passed in as an argument.
 HEALTH_PROBE = (
-    "import json, os, sys, time, urllib.request as u, urllib.error as e\n"
-    "if 'PORT' not in os.environ:\n"
-    f" f = os.environ.get('HEARTBEAT_FILE', {HEARTBEAT_IN_CONTAINER!r})\n"
-    " try: age = time.time() - os.path.getmtime(f)\n"
-    " except OSError: age = None\n"
-    " ok = age is not None and age < float(sys.argv[1] if len(sys.argv) > 1 else 30)\n"
-    " body = {'status': 'healthy' if ok else 'unhealthy', 'heartbeat_age': None if age is None else round(age, 1)}\n"
-    " print(200 if ok else 503, json.dumps(body))\n"
-    " sys.exit(0)\n"
+    "import os, urllib.request as u, urllib.error as e\n"
     "try:\n"
     " r = u.urlopen('http://127.0.0.1:%s/health' % os.environ['PORT'], timeout=3)\n"
     " print(r.status, r.read().decode())\n"
     "except e.HTTPError as x: print(x.code, x.read().decode())\n"
 )
+
+
+def probe_command(svc: Service) -> tuple[str, ...]:
+    """What `health` runs in a service's container: its /health, or a worker's heartbeat check (the one its
+    container's healthcheck runs); both print `STATUS BODY` (parse_probe)."""
+    return ("python3", "-c", HEALTH_PROBE) if svc.kind == "web" else tuple(heartbeat_check(svc))
 
 
 class DockerRuntime:
@@ -224,27 +219,25 @@ class DockerRuntime:
         self._database_tls()
         return bundle.digest(result)
 
-    def _database_tls(self) -> None:
-        """database.tls: the CA, certificate and key PostgreSQL serves TLS with, made once and kept (the
-        services' verify-full checks the name they dial, `postgres`)."""
-        if not self.env.database_tls:
-            return
-        folder = self.bundle_dir / DB_TLS_DIR
-        if all(self.files.mode(folder / name) is not None for name in ("ca.pem", "server.crt", "server.key")):
-            return
-        made = tls.database_set(["postgres", "localhost", "127.0.0.1"])
-        self.files.makedirs(folder, 0o755)
-        self.files.write_atomic(folder / "server.key", made["server.key"], 0o600)
-        self.files.write_atomic(folder / "server.crt", made["server.crt"], 0o644)
-        self.files.write_atomic(folder / "ca.pem", made["ca.pem"], 0o644)
-
     def _self_signed(self) -> None:
-        ssl_dir = self.bundle_dir / "nginx" / "ssl"
-        if self.files.mode(ssl_dir / "cert.pem") is not None and self.files.mode(ssl_dir / "key.pem") is not None:
+        pair = ("cert.pem", "key.pem")
+        self._made_once("nginx/ssl", pair, lambda: dict(zip(pair, tls.self_signed(self.env.nginx.domain), strict=True)))
+
+    def _database_tls(self) -> None:
+        """database.tls: the CA, certificate and key PostgreSQL serves TLS with (the services' verify-full
+        checks the name they dial, `postgres`)."""
+        if self.env.database_tls:
+            names = ("ca.pem", "server.crt", "server.key")
+            self._made_once(DB_TLS_DIR, names, lambda: tls.database_set(["postgres", "localhost", "127.0.0.1"]))
+
+    def _made_once(self, folder: str, names: tuple[str, ...], make: Callable[[], dict[str, str]]) -> None:
+        """Certificates and keys beside the bundle, made when one of `names` is missing and kept after: the
+        keys (*.key, key.pem) first and 0600 (a folder they create is 0700), the rest 0644."""
+        where = self.bundle_dir / folder
+        if all(self.files.mode(where / name) is not None for name in names):
             return
-        cert, key = tls.self_signed(self.env.nginx.domain)
-        self.files.write_atomic(ssl_dir / "key.pem", key, 0o600)
-        self.files.write_atomic(ssl_dir / "cert.pem", cert, 0o644)
+        for name, text in sorted(make().items(), key=lambda item: not _is_key(item[0])):
+            self.files.write_atomic(where / name, text, 0o600 if _is_key(name) else 0o644)
 
     # --- up ------------------------------------------------------------------------------------------------
     def _prepared(self, version: str) -> tuple[Release | None, dict[str, str], str] | None:
@@ -963,8 +956,14 @@ class DockerRuntime:
             if service not in running:
                 return health.Probe(None, {}, "not running")
             # As the service's user: a bundled service's container starts as root (to read its env file).
-            max_age = str(seconds(self.env.services[service].heartbeat))
-            argv = ("docker", "exec", "--user", SERVICE_UID, running[service], "python3", "-c", HEALTH_PROBE, max_age)
+            argv = (
+                "docker",
+                "exec",
+                "--user",
+                SERVICE_UID,
+                running[service],
+                *probe_command(self.env.services[service]),
+            )
             return parse_probe(self.runner.run(Command(argv), timeout=30))
 
         names = list(self.env.services)
@@ -1003,10 +1002,15 @@ class DockerRuntime:
         return running
 
 
+def _is_key(name: str) -> bool:
+    return name.endswith((".key", "key.pem"))
+
+
 def parse_probe(done: Completed) -> health.Probe:
-    """What HEALTH_PROBE printed in a container: `STATUS BODY`, or why nothing answered."""
+    """What a probe_command printed in a container: `STATUS BODY` (a stale worker's check exits 1 after
+    printing its 503), or why nothing answered."""
     code, _, body = done.stdout.strip().partition(" ")
-    if done.returncode != 0 or not code.isdigit():
+    if not code.isdigit():
         return health.Probe(None, {}, (done.stderr.strip().splitlines() or ["not running"])[-1])
     try:
         parsed = json.loads(body)

@@ -155,8 +155,8 @@ class LocalRuntime:
     def observe(self) -> Observed:
         states = self.states()
         names = [*self.env.services, *(n for n in states if n not in self.env.services)]
-        live = {n: p for n, p in self._probe_all("/live", 2, only=states).items()}
-        probes = {n: p for n, p in self._probe_all("", 3, only=states).items()}
+        live = self._probe_all("/live", 2, only=states)
+        probes = self._probe_all("", 3, only=states)
         haves = {}
         for name in names:
             st = states.get(name)

@@ -39,7 +39,7 @@ from mfe_deploy.runtimes.contract import (
     UnitStatus,
     Unsupported,
 )
-from mfe_deploy.runtimes.docker import HEALTH_PROBE, DockerRuntime, parse_probe
+from mfe_deploy.runtimes.docker import HEALTH_PROBE, DockerRuntime, parse_probe, probe_command
 from mfe_deploy.state.ledger import Release
 
 BUSY = ("updating", "rollback_started")
@@ -511,7 +511,7 @@ class SwarmRuntime(DockerRuntime):
                 probes[service] = health.Probe(None, {}, "no running task on an engine this machine reaches")
                 continue
             engine, container = found
-            probe = Command(("docker", "exec", container, "python3", "-c", HEALTH_PROBE))
+            probe = Command(("docker", "exec", container, *probe_command(self.env.services[service])))
             probes[service] = parse_probe(engine.run(probe, timeout=30))
         return probes
 
