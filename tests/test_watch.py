@@ -88,7 +88,17 @@ def test_a_killed_service_under_watch_is_one_unhealthy_then_one_recovered(tmp_pa
             text=True,
         )
         try:
-            time.sleep(4)  # a steady stack: nothing is sent
+            # The watcher's first look must come before the kill: a watcher still starting (a busy CI host took
+            # over 4 s) would first see the process already replaced and healthy, with nothing to compare.
+            memory_file = p.root / ".mfe" / "wch" / "state" / "watch.json"
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not memory_file.exists() and watcher.poll() is None:
+                time.sleep(0.1)
+            first = memory_file.read_text()  # every look rewrites it
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and memory_file.read_text() == first:
+                time.sleep(0.1)
+            time.sleep(1)  # more looks of a steady stack: nothing is sent
             assert got.posts == []
             pid = next(
                 r["pid"] for r in json.loads(p.cli("status", "--env", "wch", "--json").stdout) if r["name"] == "profile"
