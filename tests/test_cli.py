@@ -317,6 +317,11 @@ def test_a_plan_with_changes_exits_1_without_calling_itself_an_error(project: Pr
             "unknown unit 'auht' (did you mean 'auth'?)",
         ),
         (("backup", "prune", "--env", "development", "--keep", "3"), 0, "(dry run: add --yes)", ""),
+        # nodes: the group's --env reaches drain and activate; without one, a usage error (2) that says so.
+        (("nodes", "drain", "n1"), 2, "", "error: mfe-deploy nodes drain needs --env NAME"),
+        (("nodes", "--json", "activate", "n1"), 2, "", "error: mfe-deploy nodes activate needs --env NAME"),
+        (("nodes",), 2, "", "error: mfe-deploy nodes needs --env NAME"),
+        (("nodes", "--env", "nosuch", "drain", "n1"), 2, "", "unknown environment 'nosuch'"),
     ],
 )
 def test_a_groups_options_reach_its_verbs(

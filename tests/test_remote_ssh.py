@@ -71,6 +71,9 @@ def test_unknown_host_key_is_refused_then_trusted_by_fingerprint(tmp_path: Path,
     assert (
         f"root@127.0.0.1:{server.port}: connected" in checked.out or "the Docker engine does not answer" in checked.err
     )
+    if checked.code == 0:  # the same, as data
+        data = json.loads(p.cli("hosts", "check", "--env", "remote", "--json").out)
+        assert data["host"] == f"root@127.0.0.1:{server.port}" and data["engine"], data
 
 
 def test_a_changed_host_key_is_always_refused(tmp_path: Path, server: Sshd) -> None:

@@ -5,6 +5,7 @@ namespace, and a node whose engine dies and comes back."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -72,8 +73,14 @@ def test_draining_a_worker_moves_its_tasks_without_a_failed_request(project: Pro
     assert worker not in gateway_nodes(project)
     listed = project.cli("nodes").stdout
     assert any(worker in line and "drain" in line for line in listed.splitlines()), listed
-    again = project.cli("nodes", "activate", worker)
+    again = project.cli("nodes", "activate", worker, "--json")
     assert again.returncode == 0, again.stdout + again.stderr
+    assert json.loads(again.stdout) == {
+        "env": project.env,
+        "node": worker,
+        "availability": "active",
+        "services_whole": True,
+    }
 
 
 def test_a_node_whose_engine_dies_is_healed_around_and_comes_back(project: Project) -> None:

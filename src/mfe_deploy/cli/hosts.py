@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mfe_deploy.cli.app import EnvOption, app, application
+from mfe_deploy.cli.app import EnvOption, JsonOption, app, application
 
 if TYPE_CHECKING:
     from mfe_deploy.remote.target import SshTarget
@@ -67,7 +67,7 @@ def trust(
 
 
 @hosts_app.command("check")
-def check(env: EnvOption) -> None:
+def check(env: EnvOption, as_json: JsonOption = False) -> None:
     """Connect (host key verified), then ask the remote Docker engine and Compose for their versions."""
     from mfe_deploy.errors import MfeError
     from mfe_deploy.exec.command import Command
@@ -81,7 +81,10 @@ def check(env: EnvOption) -> None:
     if engine.returncode != 0:
         tail = (engine.stderr.strip().splitlines() or ["no output"])[-1]
         raise MfeError(f"{t.address}: connected, but the Docker engine does not answer: {tail}")
+    compose_version = compose.stdout.strip() if compose.returncode == 0 else None
+    if as_json:
+        console.json({"env": env, "host": t.address, "engine": engine.stdout.strip(), "compose": compose_version})
+        return
     console.print(
-        f"{t.address}: connected; Docker Engine {engine.stdout.strip()}, "
-        f"Compose {compose.stdout.strip() if compose.returncode == 0 else 'missing'}"
+        f"{t.address}: connected; Docker Engine {engine.stdout.strip()}, Compose {compose_version or 'missing'}"
     )

@@ -6,10 +6,16 @@ from typing import Annotated
 
 import typer
 
-from mfe_deploy.cli.app import JsonOption, app, application
+from mfe_deploy.cli.app import GroupOptions, JsonOption, app, application
 from mfe_deploy.cli.context import LockWait, mutating, runtime
+from mfe_deploy.errors import UsageError
 
-nodes_app = typer.Typer(help="A swarm's nodes (runtime: swarm): list, drain, activate.", rich_markup_mode=None)
+nodes_app = typer.Typer(
+    help="A swarm's nodes (runtime: swarm): list, drain, activate. Without a verb, `nodes --env E` lists them; "
+    "the group's options (--env, --json) reach its verbs.",
+    rich_markup_mode=None,
+    cls=GroupOptions,
+)
 app.add_typer(nodes_app, name="nodes")
 
 NodeArg = Annotated[str, typer.Argument(help="The node's host name (as `mfe-deploy nodes` lists it).")]
@@ -22,10 +28,8 @@ def nodes(ctx: typer.Context, env: OptionalEnv = None, as_json: JsonOption = Fal
     """List the nodes: role, availability, state, labels, and this stack's tasks on each."""
     if ctx.invoked_subcommand is not None:
         return
-    from mfe_deploy.errors import MfeError
-
     if env is None:
-        raise MfeError("mfe-deploy nodes needs --env NAME (an environment with runtime: swarm)")
+        raise UsageError("mfe-deploy nodes needs --env NAME (an environment with runtime: swarm)")
     rows = runtime(env, "swarm").nodes()
     console = application().console
     if as_json:
@@ -61,24 +65,40 @@ def nodes(ctx: typer.Context, env: OptionalEnv = None, as_json: JsonOption = Fal
     )
 
 
-def _availability(env: str, node: str, availability: str, wait: float, timeout: float) -> None:
+def _availability(
+    verb: str, env: str | None, node: str, availability: str, wait: float, timeout: float, as_json: bool
+) -> None:
+    if env is None:
+        raise UsageError(f"mfe-deploy nodes {verb} needs --env NAME (an environment with runtime: swarm)")
     rt = runtime(env, "swarm")
     with mutating(env, f"nodes {availability}", {"node": node}, wait=wait):
         rt.set_availability(node, availability, timeout)
-    application().console.info(f"{node}: {availability}; every service is whole")
+    console = application().console
+    if as_json:
+        console.json({"env": env, "node": node, "availability": availability, "services_whole": True})
+        return
+    console.info(f"{node}: {availability}; every service is whole")
 
 
 @nodes_app.command()
 def drain(
-    node: NodeArg, env: Annotated[str, typer.Option("--env", "-e")], lock_wait: LockWait = 0, timeout: Timeout = 300
+    node: NodeArg,
+    env: OptionalEnv = None,
+    lock_wait: LockWait = 0,
+    timeout: Timeout = 300,
+    as_json: JsonOption = False,
 ) -> None:
     """Move every task off NODE (Swarm reschedules them) and wait until the services are whole again."""
-    _availability(env, node, "drain", lock_wait, timeout)
+    _availability("drain", env, node, "drain", lock_wait, timeout, as_json)
 
 
 @nodes_app.command()
 def activate(
-    node: NodeArg, env: Annotated[str, typer.Option("--env", "-e")], lock_wait: LockWait = 0, timeout: Timeout = 300
+    node: NodeArg,
+    env: OptionalEnv = None,
+    lock_wait: LockWait = 0,
+    timeout: Timeout = 300,
+    as_json: JsonOption = False,
 ) -> None:
     """Let NODE take tasks again."""
-    _availability(env, node, "active", lock_wait, timeout)
+    _availability("activate", env, node, "active", lock_wait, timeout, as_json)
