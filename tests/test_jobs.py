@@ -4,6 +4,7 @@ The runs themselves, under a real cron daemon, are in test_local_runtime and tes
 from __future__ import annotations
 
 import shlex
+import time
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,38 @@ def test_systemd_has_a_service_and_a_timer_per_job() -> None:
     ]
     assert "OnCalendar=Mon..Fri *-*-* 2..4:0/15:00\n" in units["mfe-deploy-jobs-prod-report.timer"]
     assert "jobs run report --env prod --scheduled" in units["mfe-deploy-jobs-prod-report.service"]
+
+
+def test_a_job_that_cannot_start_is_in_the_history_and_sends_job_failed(tmp_path: Path) -> None:
+    """A scheduled run whose service was never deployed (no variables to run it with) raised before anything
+    was written: cron's log held the only trace. It is a run that did not start: in the history with its
+    reason, one job.failed, and a non-zero exit."""
+    import json
+
+    from tests.local_project import make_local_project
+    from tests.receiver import receiver
+
+    jobs = (
+        "notify:\n  timeout: 2\n  attempts: 1\n  webhooks:\n    - url: ${JOB_HOOK}\n      events: [job.failed]\n"
+        "jobs:\n  nightly:\n    service: admin\n    command: [python3, -c, 'print(1)']\n    schedule: '0 3 * * *'\n"
+    )
+    with receiver() as hooks:
+        p = make_local_project(
+            tmp_path / "project", "jns", extra_yaml=jobs, extra_environ={"JOB_HOOK": hooks.url("/j")}
+        )
+        done = p.cli("jobs", "run", "nightly", "--env", "jns", "--scheduled")
+        assert done.returncode == 1, done.stderr
+        assert "admin has no environment file yet" in done.stderr and "Traceback" not in done.stderr
+        assert "job nightly of jns could not start: admin has no environment file yet" in done.stdout + done.stderr
+        runs = json.loads(p.cli("jobs", "history", "--env", "jns", "--json").stdout)
+        assert [(r["job"], r["outcome"], r["exit_code"], r["scheduled"]) for r in runs] == [
+            ("nightly", "not started", None, True)
+        ]
+        assert "run `mfe-deploy up --env jns` first" in runs[0]["error"]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not hooks.posts:
+            time.sleep(0.1)
+        events = [json.loads(post.body) for post in hooks.posts]
+        assert [(e["event"], e["details"]["job"], e["details"]["outcome"]) for e in events] == [
+            ("job.failed", "nightly", "not started")
+        ]

@@ -113,7 +113,7 @@ def run(
     import time
     from datetime import UTC, datetime
 
-    from mfe_deploy.notify import Event
+    from mfe_deploy.errors import MfeError
     from mfe_deploy.ops import jobs as ops
 
     state = application()
@@ -132,22 +132,42 @@ def run(
             _record(where, ops.Run(name, now, 0.0, None, "skipped", scheduled))
             console.info(f"job {name}: its last run still goes; skipped (overlap: skip)")
             return
-        rt = runtime(env, runtime_name)
         limit = ops.timeout_seconds(job)
         started_at = datetime.now(UTC).isoformat(timespec="seconds")
         started = time.monotonic()
-        with audited(env, "job", {"job": name, "service": job.service, "scheduled": scheduled}) as audit:
-            code = rt.run(job.service, ops.timed(job), in_place=False)
-            audit["exit_code"] = code
+        try:
+            rt = runtime(env, runtime_name)
+            with audited(env, "job", {"job": name, "service": job.service, "scheduled": scheduled}) as audit:
+                code = rt.run(job.service, ops.timed(job), in_place=False)
+                audit["exit_code"] = code
+        except MfeError as exc:  # never started: a schedule's failure must still be seen (history, job.failed)
+            seconds = time.monotonic() - started
+            why = " ".join(exc.lines())
+            done = ops.Run(name, started_at, round(seconds, 3), None, "not started", scheduled, why)
+            _failed(env, job.service, done, limit)
+            raise
         seconds = time.monotonic() - started
     done = ops.Run(name, started_at, round(seconds, 3), code, ops.outcome(code, seconds, limit), scheduled)
-    _record(where, done)
     if done.failed:
-        summary = ops.summary(env, done, limit)
-        console.info(summary)
-        details = {"job": name, "service": job.service, "exit_code": code, "seconds": done.seconds}
-        state.notify(env, Event("job.failed", env, summary, {**details, "outcome": done.outcome}))
+        _failed(env, job.service, done, limit)
+    else:
+        _record(where, done)
     raise typer.Exit(code)
+
+
+def _failed(env: str, service: str, done: Run, limit: int) -> None:
+    """A failed run: in the history, one line printed and job.failed sent."""
+    from mfe_deploy.notify import Event
+    from mfe_deploy.ops import jobs as ops
+
+    state = application()
+    _record(_here(env), done)
+    summary = ops.summary(env, done, limit)
+    state.console.info(summary)
+    details = {"job": done.job, "service": service, "exit_code": done.exit_code, "seconds": done.seconds}
+    if done.error is not None:
+        details["error"] = done.error
+    state.notify(env, Event("job.failed", env, summary, {**details, "outcome": done.outcome}))
 
 
 def _record(where: Host, done: Run) -> None:

@@ -13,7 +13,7 @@ from typing import Literal
 from mfe_deploy.calendar import on_calendar
 from mfe_deploy.config.models import Job
 
-Outcome = Literal["succeeded", "failed", "timed out", "skipped"]
+Outcome = Literal["succeeded", "failed", "timed out", "skipped", "not started"]
 KILL_AFTER = 10  # seconds between TERM and KILL once a run is past its timeout
 TIMED_OUT = (124, 137)  # coreutils timeout: TERM sufficed, or KILL was needed
 HISTORY_KEEP = 1000  # runs kept in the history file; older ones dropped when it doubles
@@ -27,6 +27,7 @@ class Run:
     exit_code: int | None  # None: skipped, never started
     outcome: Outcome
     scheduled: bool
+    error: str | None = None  # why a run did not start (its service never deployed, no image, ...)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -43,13 +44,14 @@ class Run:
                 None if raw["exit_code"] is None else int(raw["exit_code"]),
                 raw["outcome"],
                 bool(raw["scheduled"]),
+                None if raw.get("error") is None else str(raw["error"]),
             )
         except (ValueError, KeyError, TypeError):
             return None
 
     @property
     def failed(self) -> bool:
-        return self.outcome in ("failed", "timed out")
+        return self.outcome in ("failed", "timed out", "not started")
 
 
 def timeout_seconds(job: Job) -> int:
@@ -85,6 +87,8 @@ def last_runs(runs: Sequence[Run]) -> dict[str, Run]:
 def summary(env: str, run: Run, limit: int) -> str:
     if run.outcome == "timed out":
         return f"job {run.job} of {env} ran past its timeout of {limit}s and was stopped"
+    if run.outcome == "not started":
+        return f"job {run.job} of {env} could not start: {run.error}"
     return f"job {run.job} of {env} failed with exit code {run.exit_code} after {run.seconds:.1f}s"
 
 
