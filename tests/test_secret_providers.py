@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyrage
 import pytest
@@ -30,12 +31,18 @@ class Bao:
     token: str
 
     def put(self, path: str, data: dict[str, str]) -> None:
-        body = json.dumps({"data": data}).encode()
+        self.call("POST", f"secret/data/{path}", {"data": data})
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """One request with the root token: its JSON answer (None for an empty one)."""
+        data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(  # noqa: S310 - loopback
-            f"{self.address}/v1/secret/data/{path}", data=body, method="POST", headers={"X-Vault-Token": self.token}
+            f"{self.address}/v1/{path}", data=data, method=method, headers={"X-Vault-Token": self.token}
         )
         with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - loopback
-            assert answer.status == 200
+            assert answer.status in (200, 204)
+            text = answer.read()
+        return json.loads(text) if text else None
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +160,43 @@ def test_a_reference_that_does_not_resolve_is_one_line_naming_it(
     port = bao.address.rsplit(":", 1)[1]
     assert message.format(port=port) in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and bao.token not in done.stderr
+
+
+def test_an_approle_login_reads_only_what_its_policy_allows(bao: Bao, tmp_path: Path) -> None:
+    """AppRole (a role ID and a secret ID from a 0600 file, no token anywhere): mfe-deploy logs in, reads
+    what the role's policy allows and renders it into the service's file; a path outside the policy is
+    permission denied, a wrong secret ID a refused login; no token or secret ID is ever printed."""
+    bao.call("POST", "sys/auth/approle", {"type": "approle"})
+    bao.call("PUT", "sys/policies/acl/mfe-dev", {"policy": 'path "secret/data/dev/*" { capabilities = ["read"] }'})
+    bao.call("POST", "auth/approle/role/mfe", {"token_policies": "mfe-dev", "token_ttl": "5m"})
+    role_id = bao.call("GET", "auth/approle/role/mfe/role-id")["data"]["role_id"]
+    secret_id = bao.call("POST", "auth/approle/role/mfe/secret-id", {})["data"]["secret_id"]
+    auth_password = "auth-" + secrets.token_urlsafe(18)
+    bao.put("dev/app", {"auth_db": auth_password})
+    bao.put("prod/app", {"auth_db": "prod-" + secrets.token_urlsafe(18)})
+    secret_file = tmp_path / "secret-id"
+    secret_file.write_text(secret_id + "\n")
+    secret_file.chmod(0o600)
+    environ = {"VAULT_ADDR": bao.address, "VAULT_ROLE_ID": role_id, "VAULT_SECRET_ID_FILE": str(secret_file)}
+
+    def project(name: str, ref: str, extra: dict[str, str]) -> Any:
+        root = tmp_path / name
+        yaml = f"secrets:\n  databases:\n    auth: {ref}\n"
+        return make_local_project(root, "apr", extra_yaml=yaml, extra_environ={**environ, **extra})
+
+    allowed = project("allowed", "vault:secret/dev/app#auth_db", {})
+    rendered = allowed.cli("render", "--env", "apr")
+    assert rendered.returncode == 0, rendered.stderr
+    assert f"{auth_password}" in (allowed.root / ".mfe" / "apr" / "env" / "auth.env").read_text()
+    outside = project("outside", "vault:secret/prod/app#auth_db", {})
+    denied = outside.cli("validate", "--env", "apr")
+    assert denied.returncode == 2 and "vault:secret/prod/app#auth_db" in denied.stderr, denied.stderr
+    assert "permission denied" in denied.stderr
+    wrong = tmp_path / "wrong-secret-id"
+    wrong.write_text(secrets.token_hex(16))
+    refused = project("refused", "vault:secret/dev/app#auth_db", {"VAULT_SECRET_ID_FILE": str(wrong)})
+    done = refused.cli("validate", "--env", "apr")
+    assert done.returncode == 2 and "the AppRole login was refused" in done.stderr, done.stderr
+    for shown in (rendered, denied, done):
+        text = shown.stdout + shown.stderr
+        assert secret_id not in text and role_id not in text and auth_password not in text
