@@ -19,6 +19,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from mfe_services.common import outbox, tokens
+from mfe_services.common.openapi import obj, operation
 from mfe_services.common.settings import Settings
 from mfe_services.common.web import create_app, json_body, require_user, resources
 
@@ -27,6 +28,28 @@ HASHER = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
 EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{2,}")  # fullmatch: `$` would let a trailing newline in
 # A real hash to verify against when the email is unknown, so both paths cost the same.
 _DUMMY_HASH = HASHER.hash(secrets.token_hex(16))
+
+
+USER = obj(
+    {
+        "id": {"type": "string", "format": "uuid"},
+        "email": {"type": "string"},
+        "name": {"type": "string"},
+        "role": {"enum": ["user", "admin"]},
+        "created_at": {"type": "string", "format": "date-time"},
+    },
+    ["id", "email", "name", "role", "created_at"],
+)
+PAIR = obj(
+    {
+        "access_token": {"type": "string"},
+        "refresh_token": {"type": "string"},
+        "token_type": {"const": "Bearer"},
+        "expires_in": {"type": "integer"},
+    },
+    ["access_token", "refresh_token", "token_type", "expires_in"],
+)
+REFRESH = obj({"refresh_token": {"type": "string"}}, ["refresh_token"])
 
 
 def _user_json(row: Any) -> dict[str, Any]:
@@ -43,14 +66,28 @@ def _hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+@operation(
+    "Register a user (role user); user.registered is published",
+    body=obj(
+        {
+            "email": {"type": "string", "pattern": r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{2,}$"},
+            "password": {"type": "string", "minLength": 8, "maxLength": 1024},
+            "name": {"type": "string", "maxLength": 200},
+        },
+        ["email", "password"],
+    ),
+    responses={201: obj({"user": USER}, ["user"]), 409: None, 422: None},
+)
 async def register(request: Request) -> Response:
     res = resources(request)
     body = await json_body(request)
     email = str(body.get("email", "")).strip().lower()
     password = body.get("password")
-    name = str(body.get("name", ""))[:200]
+    name = body.get("name", "")
     if not EMAIL.fullmatch(email):
         raise HTTPException(422, "email: not a valid address")
+    if not isinstance(name, str) or len(name) > 200:  # was cut at 200 in silence: the caller never knew
+        raise HTTPException(422, "name: a string of at most 200 characters")
     if not isinstance(password, str) or not 8 <= len(password) <= 1024:
         raise HTTPException(422, "password: 8 to 1024 characters")
     password_hash = await run_in_threadpool(HASHER.hash, password)
@@ -92,6 +129,11 @@ async def _issue_pair(conn: Any, settings: Settings, user: Any, family: uuid.UUI
     }
 
 
+@operation(
+    "An access token and a refresh token for an email and password",
+    body=obj({"email": {"type": "string"}, "password": {"type": "string"}}, ["email", "password"]),
+    responses={200: PAIR, 401: None},
+)
 async def login(request: Request) -> Response:
     res = resources(request)
     body = await json_body(request)
@@ -111,6 +153,11 @@ async def login(request: Request) -> Response:
     return JSONResponse(pair)
 
 
+@operation(
+    "A new pair for a refresh token, used once (reuse revokes the whole login)",
+    body=REFRESH,
+    responses={200: PAIR, 401: None},
+)
 async def refresh(request: Request) -> Response:
     res = resources(request)
     body = await json_body(request)
@@ -145,10 +192,13 @@ async def refresh(request: Request) -> Response:
     return JSONResponse(pair)
 
 
+@operation("Revoke the refresh tokens of this login", body=REFRESH, responses={204: None, 422: None})
 async def logout(request: Request) -> Response:
     res = resources(request)
     body = await json_body(request)
-    presented = str(body.get("refresh_token", ""))
+    presented = body.get("refresh_token")
+    if not isinstance(presented, str):  # a 204 for a body naming no token said a logout happened
+        raise HTTPException(422, "refresh_token: the refresh token of the login to end")
     async with res.pool.connection() as conn, conn.transaction():
         await conn.execute(
             "UPDATE refresh_tokens SET revoked_at = now() WHERE revoked_at IS NULL AND family = "
@@ -158,6 +208,7 @@ async def logout(request: Request) -> Response:
     return Response(status_code=204)
 
 
+@operation("The caller", auth=True, responses={200: obj({"user": USER}, ["user"])})
 async def me(request: Request) -> Response:
     claims = require_user(request)
     res = resources(request)
@@ -169,16 +220,18 @@ async def me(request: Request) -> Response:
     return JSONResponse({"user": _user_json(row)})
 
 
+ROUTES = [
+    Route("/api/auth/register", register, methods=["POST"]),
+    Route("/api/auth/login", login, methods=["POST"]),
+    Route("/api/auth/refresh", refresh, methods=["POST"]),
+    Route("/api/auth/logout", logout, methods=["POST"]),
+    Route("/api/auth/me", me, methods=["GET"]),
+]
+
+
 def build(settings: Settings) -> ASGIApp:
     if settings.signer is None:
         raise RuntimeError("JWT_SIGNING_KEY is not set: auth signs the access tokens")
     if settings.signer.kid not in settings.keys.keys:
         raise RuntimeError(f"JWT_PUBLIC_KEYS lacks {settings.signer.kid}, the signing key's")
-    routes = [
-        Route("/api/auth/register", register, methods=["POST"]),
-        Route("/api/auth/login", login, methods=["POST"]),
-        Route("/api/auth/refresh", refresh, methods=["POST"]),
-        Route("/api/auth/logout", logout, methods=["POST"]),
-        Route("/api/auth/me", me, methods=["GET"]),
-    ]
-    return create_app(settings, routes, publishes=True)
+    return create_app(settings, ROUTES, publishes=True)

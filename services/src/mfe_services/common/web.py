@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
-from mfe_services.common import health, logs, reporting, tokens
+from mfe_services.common import health, logs, openapi, reporting, tokens
 from mfe_services.common.events import Event, EventBus, Handler, create_bus
 from mfe_services.common.guard import Guard
 from mfe_services.common.metrics import Metrics
@@ -63,6 +63,16 @@ def require_user(request: Request) -> tokens.Claims:
         raise HTTPException(401, f"invalid token: {exc}") from None
     request.state.user_id = claims.user_id  # for the access log
     return claims
+
+
+def query_params(request: Request, *known: str) -> dict[str, str]:
+    """The query's parameters, refusing any this route does not read (a typo such as `limt=5` silently
+    answered the default page)."""
+    unknown = sorted({name for name in request.query_params if name not in known})
+    if unknown:
+        names = ", ".join(repr(name[:40]) for name in unknown[:5])
+        raise HTTPException(422, f"unknown query parameter {names}; this route reads: {', '.join(known)}")
+    return dict(request.query_params)
 
 
 async def json_body(request: Request) -> dict[str, Any]:
@@ -197,11 +207,17 @@ def create_app(
         return JSONResponse({"service": settings.service, "version": settings.version})
 
     base = "/api/" + settings.service.removesuffix("-gateway")
+    described = openapi.document(settings.service, settings.version, routes, f"{base}/version")
+
+    async def openapi_route(request: Request) -> Response:
+        return JSONResponse(described)
+
     app = Starlette(
         routes=[
             Route("/health", health_route),
             Route("/health/live", live),
             Route(f"{base}/version", version),
+            Route("/openapi.json", openapi_route),
             *routes,
         ],
         exception_handlers={HTTPException: _http_error, Exception: _server_error},

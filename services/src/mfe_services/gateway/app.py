@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mfe_services.common import guard, health, logs, reporting, tokens
+from mfe_services.common import guard, health, logs, openapi, reporting, tokens
 from mfe_services.common.metrics import Metrics
 from mfe_services.common.settings import Settings
 from mfe_services.gateway.maintenance import Maintenance
@@ -94,6 +94,9 @@ class Gateway:
                 await self._preflight(send, extra, headers)
                 return
         path, method = scope["path"], scope["method"]
+        if path == "/openapi.json" and method == "GET":
+            await self._send(send, _json(200, await self._document(), extra))
+            return
         if path.startswith("/health"):
             await self._health(path, send, extra)
             return
@@ -295,6 +298,45 @@ class Gateway:
         status, body = await self.verdict.get(lambda: health.report(checks, health.UPSTREAM_CHECK_TIMEOUT))
         await self._send(send, _json(status, body, extra))
 
+    async def _document(self) -> dict[str, Any]:
+        """Every service's /openapi.json (2 s each, side by side), merged as the gateway answers them; a
+        service whose document does not come is named in the description."""
+
+        async def fetch(pool: Pool) -> dict[str, Any] | None:
+            try:
+                status, body = await asyncio.wait_for(self._get(pool, b"/openapi.json"), 2.0)
+                document = json.loads(body) if status == 200 else None
+            except (UpstreamError, TimeoutError, ValueError):
+                return None
+            return document if isinstance(document, dict) else None
+
+        names = sorted(self.pools)
+        found = await asyncio.gather(*(fetch(self.pools[name]) for name in names))
+        prefixes = {name: self.settings.routes[name].prefix for name in names}
+        return openapi.gateway_document(
+            self.settings.service, self.settings.version, dict(zip(names, found, strict=True)), prefixes, self.public
+        )
+
+    @staticmethod
+    async def _get(pool: Pool, target: bytes) -> tuple[int, bytes]:
+        """One GET to a service on a pooled connection: its status and whole body."""
+        conn, _ = await pool.acquire()
+        conn.start(head_only=False)
+        conn.write(request_head("GET", target, [(b"host", pool.netloc)]))
+        chunks = []
+        try:
+            status, _ = await conn.head
+            while True:
+                chunk, more = await conn.next_chunk()
+                chunks.append(chunk)
+                if not more:
+                    break
+        except BaseException:
+            conn.close()
+            raise
+        pool.release(conn)
+        return status, b"".join(chunks)
+
     @staticmethod
     def _probe(pool: Pool) -> health.Check:
         """A service is healthy when one of its replicas answers 200. A replica that is stopping (its idle
@@ -303,17 +345,7 @@ class Gateway:
         gives up. An answer other than 200 is the service's own verdict, never tried again."""
 
         async def once() -> int:
-            conn, _ = await pool.acquire()
-            conn.start(head_only=False)
-            conn.write(request_head("GET", b"/health", [(b"host", pool.netloc)]))
-            try:
-                status, _ = await conn.head
-                while (await conn.next_chunk())[1]:
-                    pass
-            except BaseException:
-                conn.close()
-                raise
-            pool.release(conn)
+            status, _ = await Gateway._get(pool, b"/health")
             return status
 
         async def check() -> None:

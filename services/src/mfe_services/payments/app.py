@@ -15,12 +15,28 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from mfe_services.common import outbox
+from mfe_services.common.openapi import obj, operation, query
 from mfe_services.common.settings import Settings
-from mfe_services.common.web import create_app, json_body, require_user, resources
+from mfe_services.common.web import create_app, json_body, query_params, require_user, resources
 
 CURRENCY = re.compile(r"[A-Z]{3}")  # fullmatch: `$` let "EUR\n" through to the database
 MAX_AMOUNT = 10**12
 COLUMNS = "id, user_id, amount, currency, description, status, created_at"
+
+
+PAYMENT = obj(
+    {
+        "id": {"type": "string", "format": "uuid"},
+        "user_id": {"type": "string", "format": "uuid"},
+        "amount": {"type": "integer", "minimum": 1, "maximum": MAX_AMOUNT},
+        "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+        "description": {"type": "string"},
+        "status": {"type": "string"},
+        "created_at": {"type": "string", "format": "date-time"},
+    },
+    ["id", "user_id", "amount", "currency", "description", "status", "created_at"],
+)
+ONE = obj({"payment": PAYMENT}, ["payment"])
 
 
 def _json(row: Any) -> dict[str, Any]:
@@ -35,6 +51,27 @@ def _json(row: Any) -> dict[str, Any]:
     }
 
 
+@operation(
+    "Create a payment of the caller; with Idempotency-Key a retry answers the first (200)",
+    auth=True,
+    body=obj(
+        {
+            "amount": {"type": "integer", "minimum": 1, "maximum": MAX_AMOUNT},
+            "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+            "description": {"type": "string", "maxLength": 500},
+        },
+        ["amount", "currency"],
+    ),
+    parameters=[
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+        }
+    ],
+    responses={201: ONE, 200: ONE, 409: None, 422: None},
+)
 async def create(request: Request) -> Response:
     claims = require_user(request)
     res = resources(request)
@@ -80,11 +117,17 @@ async def create(request: Request) -> Response:
     return JSONResponse({"payment": _json(existing)}, status_code=200, headers={"Idempotent-Replayed": "true"})
 
 
+@operation(
+    "The caller's payments, newest first",
+    auth=True,
+    parameters=[query("limit", {"type": "integer"}, "At most this many (1 to 200; default 50)")],
+    responses={200: obj({"payments": {"type": "array", "items": PAYMENT}}, ["payments"]), 422: None},
+)
 async def list_mine(request: Request) -> Response:
     claims = require_user(request)
     res = resources(request)
     try:
-        limit = min(max(int(request.query_params.get("limit", "50")), 1), 200)
+        limit = min(max(int(query_params(request, "limit").get("limit", "50")), 1), 200)
     except ValueError:
         raise HTTPException(422, "limit: an integer") from None
     async with res.pool.connection() as conn:
@@ -96,6 +139,7 @@ async def list_mine(request: Request) -> Response:
     return JSONResponse({"payments": [_json(r) for r in rows]})
 
 
+@operation("One payment of the caller", auth=True, responses={200: ONE, 404: None})
 async def get_one(request: Request) -> Response:
     claims = require_user(request)
     res = resources(request)
@@ -114,10 +158,12 @@ async def get_one(request: Request) -> Response:
     return JSONResponse({"payment": _json(row)})
 
 
+ROUTES = [
+    Route("/api/payments", create, methods=["POST"]),
+    Route("/api/payments", list_mine, methods=["GET"]),
+    Route("/api/payments/{payment_id}", get_one, methods=["GET"]),
+]
+
+
 def build(settings: Settings) -> ASGIApp:
-    routes = [
-        Route("/api/payments", create, methods=["POST"]),
-        Route("/api/payments", list_mine, methods=["GET"]),
-        Route("/api/payments/{payment_id}", get_one, methods=["GET"]),
-    ]
-    return create_app(settings, routes, publishes=True)
+    return create_app(settings, ROUTES, publishes=True)

@@ -13,6 +13,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from mfe_services.common.events import Event, Handler
+from mfe_services.common.openapi import obj, operation
 from mfe_services.common.settings import Settings
 from mfe_services.common.web import Consumer, Resources, create_app, json_body, require_user, resources
 
@@ -20,6 +21,22 @@ log = logging.getLogger("mfe.profile")
 CACHE_TTL = 300
 EDITABLE = {"display_name": 100, "bio": 2000, "avatar_url": 2000}
 COLUMNS = "user_id, email, display_name, bio, avatar_url, created_at, updated_at"
+
+
+TEXT = {"type": ["string", "null"]}
+PROFILE = obj(
+    {
+        "user_id": {"type": "string", "format": "uuid"},
+        "email": {"type": "string"},
+        "display_name": TEXT,
+        "bio": TEXT,
+        "avatar_url": TEXT,
+        "created_at": {"type": "string", "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"},
+    },
+    ["user_id", "email", "display_name", "bio", "avatar_url", "created_at", "updated_at"],
+)
+ONE = obj({"profile": PROFILE}, ["profile"])
 
 
 def _json(row: Any) -> dict[str, Any]:
@@ -47,6 +64,7 @@ async def _cache_get(res: Resources, user_id: str) -> dict[str, Any] | None:
     return json.loads(raw) if raw else None
 
 
+@operation("The caller's profile (X-Cache: hit or miss)", auth=True, responses={200: ONE, 404: None})
 async def get_me(request: Request) -> Response:
     claims = require_user(request)
     res = resources(request)
@@ -66,6 +84,15 @@ async def get_me(request: Request) -> Response:
     return JSONResponse({"profile": profile}, headers={"X-Cache": "miss"})
 
 
+@operation(
+    "Change the caller's profile: any of display_name, bio, avatar_url",
+    auth=True,
+    body={
+        **obj({name: {"type": "string", "maxLength": most} for name, most in EDITABLE.items()}, closed=True),
+        "minProperties": 1,
+    },
+    responses={200: ONE, 404: None, 422: None},
+)
 async def update_me(request: Request) -> Response:
     claims = require_user(request)
     res = resources(request)
@@ -107,9 +134,11 @@ def _on_event(res: Resources) -> Handler:
     return handle
 
 
+ROUTES = [
+    Route("/api/profile/me", get_me, methods=["GET"]),
+    Route("/api/profile/me", update_me, methods=["PUT"]),
+]
+
+
 def build(settings: Settings) -> ASGIApp:
-    routes = [
-        Route("/api/profile/me", get_me, methods=["GET"]),
-        Route("/api/profile/me", update_me, methods=["PUT"]),
-    ]
-    return create_app(settings, routes, consumer=Consumer(["user.registered"], _on_event))
+    return create_app(settings, ROUTES, consumer=Consumer(["user.registered"], _on_event))
