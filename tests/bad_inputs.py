@@ -387,6 +387,24 @@ CASES = [
         ],
     ),
     Case(
+        "acme-for-a-wildcard",
+        "staging",
+        "  domain: staging-api.example.com\n  tls: {mode: self-signed}",
+        "  domain: '*.example.com'\n  tls: {mode: acme}",
+        [
+            "environments/staging.yaml:15: nginx.tls.mode: acme answers http-01 challenges, which cannot prove a wildcard name",
+        ],
+    ),
+    Case(
+        "acme-directory-not-https",
+        "staging",
+        "  tls: {mode: self-signed}",
+        "  tls: {mode: acme, acme: {directory: 'http://ca.example.com/dir'}}",
+        [
+            "environments/staging.yaml:15: nginx.tls.acme.directory: the ACME directory is an https:// URL (RFC 8555 asks for TLS) (got 'http://ca.example.com/dir')",
+        ],
+    ),
+    Case(
         "tls-files-without-key",
         "production",
         "    key: /etc/ssl/mfe/api.example.com.key\n",

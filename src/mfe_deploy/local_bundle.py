@@ -109,6 +109,12 @@ NGINX_DROP = (
 )
 
 
+def acme_folder(layout: LocalLayout, unprivileged: bool) -> Path:
+    """Where the local nginx serves ACME challenges from: root's folder its group reads when it runs as its
+    own user, the bundle's nginx folder otherwise."""
+    return layout.nginx_conf / "acme" if unprivileged else layout.root / "nginx" / "acme"
+
+
 def nginx_unprivileged(env: Environment, *, run_as_root: bool) -> bool:
     """Whether the local nginx runs as NGINX_USER: when started by root, unless a port of its is below 1024."""
     return run_as_root and min(env.nginx.http_port, env.nginx.https_port) >= 1024
@@ -227,6 +233,7 @@ def render_local(
             http2_directive=False,  # whatever this machine's nginx: the listen parameter works on all
             dns=None,  # no engine DNS here: an OCSP responder given by name is not stapled
             temp=str(home or data / "nginx"),
+            acme_root=str(acme_folder(layout, home is not None)),
         )
         files["nginx/nginx.conf"] = BundleFile(nginx_conf(env, paths))
         argv = [str(bins.nginx), "-e", "stderr", "-c", str(conf_path), "-g", "daemon off;"]

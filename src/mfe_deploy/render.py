@@ -279,6 +279,8 @@ class NginxPaths:
     # Where nginx resolves the OCSP responder's name for stapling (tls.mode files): the engine's DNS in a
     # container; none on this machine (the local runtime), where a responder given by name is not stapled.
     dns: str | None = "127.0.0.11"
+    # tls.mode acme: the folder holding .well-known/acme-challenge/ (the bundle's nginx/acme in a container).
+    acme_root: str = "/etc/nginx/mfe/acme"
 
 
 _NGINX_TAG = re.compile(r":(\d+)\.(\d+)(?:\.(\d+))?(?:[-.][A-Za-z0-9._-]*)?\Z")

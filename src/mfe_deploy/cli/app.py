@@ -55,6 +55,7 @@ PANELS = {
         "notify",
         "nodes",
         "hosts",
+        "tls",
         "images",
         "admin",
     ),

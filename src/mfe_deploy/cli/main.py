@@ -12,6 +12,7 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 from mfe_deploy.cli import (  # noqa: F401 - registers the commands on the app
     admin,
     backup,
+    certs,
     commands,
     hosts,
     jobs,

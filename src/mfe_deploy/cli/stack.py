@@ -60,6 +60,13 @@ def up(
     tag = release(version)
     with mutating(env, "up", {"version": tag, "runtime": rt.name}, wait=lock_wait, force=force_unlock):
         rows = rt.up(wait=not no_wait, timeout=timeout, version=tag, restart_stores=restart_stores)
+        if rt.env.nginx.enabled and rt.env.nginx.tls.mode == "acme" and not no_wait:
+            from mfe_deploy.ops import certs
+
+            where = host(env)
+            done = certs.renew(rt, (where.files, where.state), progress=application().console.info)
+            if done.renewed:
+                application().console.info(f"{env}: certificate from the ACME CA, valid until {done.not_after}")
     _print_status(rows, as_json)
     if not as_json:
         application().console.info(f"{env} is up ({rt.name} runtime, {time.monotonic() - started:.1f}s)")

@@ -166,6 +166,10 @@ def _nginx(env: Environment) -> Iterator[Finding]:
             ),
         )
     tls = env.nginx.tls
+    if env.nginx.enabled and tls.mode == "acme" and "*" in env.nginx.domain:
+        yield ("nginx", "tls", "mode"), "acme answers http-01 challenges, which cannot prove a wildcard name"
+    if env.nginx.enabled and tls.mode == "acme" and env.runtime == "swarm":
+        yield ("nginx", "tls", "mode"), "acme is not available on the swarm runtime yet; use files"
     if tls.mode == "files":
         for field in ("certificate", "key"):
             if getattr(tls, field) is None:

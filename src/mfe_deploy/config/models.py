@@ -243,10 +243,30 @@ class RabbitMQ(Model):
     resources: Resources = Resources(memory="512m", cpus=1.0, pids=1024)
 
 
+class Acme(Model):
+    directory: str = Field(
+        default="https://acme-v02.api.letsencrypt.org/directory",
+        description="the ACME CA's directory URL (Let's Encrypt; its staging, or a test CA, for trials)",
+    )
+    email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$", description="the account's contact")
+    ca_bundle: str | None = Field(
+        default=None, description="a CA file to trust for the ACME server itself (a private or test CA)"
+    )
+    renew_days: int = Field(default=30, ge=1, le=60, description="renew when fewer days than this are left")
+
+    @field_validator("directory")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        if not value.startswith("https://") or any(c.isspace() for c in value) or len(value) <= len("https://"):
+            raise ValueError("the ACME directory is an https:// URL (RFC 8555 asks for TLS)")
+        return value
+
+
 class Tls(Model):
-    mode: Literal["self-signed", "files"] = "self-signed"
+    mode: Literal["self-signed", "files", "acme"] = "self-signed"
     certificate: str | None = None
     key: str | None = None
+    acme: Acme = Acme()
 
 
 class RateLimit(Model):

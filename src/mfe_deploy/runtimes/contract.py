@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Protocol
 
 from mfe_deploy.errors import MfeError
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from mfe_deploy.config.models import Environment
     from mfe_deploy.config.secrets import Secrets
     from mfe_deploy.console import Console
-    from mfe_deploy.exec.host import Host
+    from mfe_deploy.exec.host import Files, Host
     from mfe_deploy.exec.runner import Runner
     from mfe_deploy.ops.health import Probe
     from mfe_deploy.ops.migrations import Outcome
@@ -186,6 +186,20 @@ class Runtime(Protocol):
 
     def db_shell(self, service: str, args: Sequence[str]) -> int:
         """psql as the service's own role on its database; its exit code."""
+        ...
+
+    def acme_folder(self) -> tuple[Files, PurePath]:
+        """tls.mode acme: where nginx serves /.well-known/acme-challenge/ from (the folder that holds
+        .well-known), on the host nginx runs on, and that host's files."""
+        ...
+
+    def nginx_certificate(self) -> str | None:
+        """The certificate chain nginx serves (PEM), or None before there is one."""
+        ...
+
+    def install_certificate(self, chain: str, key: str) -> None:
+        """nginx's certificate and key replaced (the key 0600, written first), then nginx reloaded: the
+        connections it holds finish on the old one, none is refused."""
         ...
 
     def point_in_time(self) -> PointInTime | None:

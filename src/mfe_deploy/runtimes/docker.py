@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import cache, cached_property
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from mfe_deploy import bundle, images, tls
 from mfe_deploy.backups import jobs
@@ -43,6 +43,7 @@ from mfe_deploy.console import human_size
 from mfe_deploy.engine import capabilities, capabilities_for, version_via
 from mfe_deploy.errors import MfeError
 from mfe_deploy.exec.command import Command
+from mfe_deploy.exec.host import Files
 from mfe_deploy.exec.process import LocalProcess
 from mfe_deploy.exec.runner import Completed, Runner
 from mfe_deploy.exec.withenv import parse_env_text
@@ -214,8 +215,8 @@ class DockerRuntime:
         changed = bundle.write(result, self.bundle_dir, self.files)
         self._nginx_changed = self._nginx_changed or "nginx/nginx.conf" in changed
         self.files.makedirs(self.bundle_dir / MAINTENANCE_DIR, 0o755)  # mounted into the gateway: must exist
-        if self.env.nginx.enabled and self.env.nginx.tls.mode == "self-signed":
-            self._self_signed()
+        if self.env.nginx.enabled and self.env.nginx.tls.mode in ("self-signed", "acme"):
+            self._self_signed()  # acme: the placeholder nginx starts with, until the CA's certificate comes
         self._database_tls()
         return bundle.digest(result)
 
@@ -853,6 +854,18 @@ class DockerRuntime:
         argv = ["docker", "exec", *self._streams(), "--user", "postgres", postgres, "psql", "-h", socket_dir]
         argv += ["-U", target.user, "-d", target.database, *args]
         return subprocess.run(argv, check=False).returncode
+
+    def acme_folder(self) -> tuple[Files, PurePath]:
+        return self.files, self.bundle_dir / "nginx" / "acme"  # mounted into nginx with its whole folder
+
+    def nginx_certificate(self) -> str | None:
+        return self.files.read_text(self.bundle_dir / "nginx" / "ssl" / "cert.pem")
+
+    def install_certificate(self, chain: str, key: str) -> None:
+        folder = self.bundle_dir / "nginx" / "ssl"
+        self.files.write_atomic(folder / "key.pem", key, 0o600)
+        self.files.write_atomic(folder / "cert.pem", chain, 0o644)
+        self._reload_nginx()  # copies both for nginx's user, tests, reloads
 
     def point_in_time(self) -> None:
         """database.pitr runs on the local runtime in this release: `up` refuses it here."""

@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from mfe_deploy import bundle
 from mfe_deploy.backups.jobs import Backups
@@ -28,8 +28,8 @@ from mfe_deploy.config.models import Environment
 from mfe_deploy.config.secrets import Secrets
 from mfe_deploy.errors import MfeError
 from mfe_deploy.exec.command import Command
+from mfe_deploy.exec.host import Files, LocalFiles, own_folder, write_atomic
 from mfe_deploy.exec.host import local as local_host
-from mfe_deploy.exec.host import own_folder, write_atomic
 from mfe_deploy.exec.process import LocalProcess
 from mfe_deploy.exec.secret import Secret
 from mfe_deploy.exec.withenv import parse_env_text, read_env_file
@@ -37,6 +37,7 @@ from mfe_deploy.local_bundle import (
     NGINX_USER,
     PG_SYSTEM_USER,
     LocalLayout,
+    acme_folder,
     nginx_unprivileged,
     pgbackrest_conf,
     render_local,
@@ -541,6 +542,27 @@ class LocalRuntime:
             return subprocess.run(argv, env={**environ, "PGPASSFILE": pgpass.name}, check=False).returncode
         finally:
             Path(pgpass.name).unlink(missing_ok=True)
+
+    def acme_folder(self) -> tuple[Files, PurePath]:
+        unprivileged = self.env.nginx.enabled and nginx_unprivileged(self.env, run_as_root=_as_root())
+        return LocalFiles(), acme_folder(self.layout, unprivileged)
+
+    def nginx_certificate(self) -> str | None:
+        path = self.layout.root / "nginx" / "ssl" / "cert.pem"
+        return path.read_text() if path.exists() else None
+
+    def install_certificate(self, chain: str, key: str) -> None:
+        ssl_dir = self.layout.root / "nginx" / "ssl"
+        for name in ("cert.pem", "key.pem"):  # a link of tls.mode files is replaced, never written through
+            if (ssl_dir / name).is_symlink():
+                (ssl_dir / name).unlink()
+        write_atomic(ssl_dir / "key.pem", key, 0o600)
+        write_atomic(ssl_dir / "cert.pem", chain, 0o644)
+        if not self.env.nginx.enabled or self.supervisor_pid() is None:
+            return  # nginx reads them when it starts
+        if nginx_unprivileged(self.env, run_as_root=_as_root()):
+            self._nginx_home()  # its copies, readable by its group
+        self._ctl(self._bins(), "signal", "HUP", "nginx")  # a graceful reload: new workers, old ones finish
 
     def point_in_time(self) -> LocalPointInTime | None:
         bins = self._bins()

@@ -1,0 +1,121 @@
+"""tls.mode acme: nginx's certificate from an ACME CA, renewed when fewer than renew_days are left. The
+account key is the environment's (0600 in its state folder), a new certificate key for every order; the
+challenge lives in the folder nginx serves only while the CA checks it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import TYPE_CHECKING, Protocol
+
+from mfe_deploy import acme
+from mfe_deploy.errors import MfeError
+
+if TYPE_CHECKING:
+    from mfe_deploy.config.models import Environment
+    from mfe_deploy.exec.host import Files
+
+
+class Runtime(Protocol):
+    """What this module needs of a runtime (mfe_deploy.runtimes.contract.Runtime)."""
+
+    @property
+    def env(self) -> Environment: ...
+
+    def acme_folder(self) -> tuple[Files, PurePath]: ...
+
+    def nginx_certificate(self) -> str | None: ...
+
+    def install_certificate(self, chain: str, key: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """What `tls renew` did: renewed or not, why, and the certificate nginx serves after."""
+
+    renewed: bool
+    reason: str
+    domain: str
+    not_after: str | None
+    days_left: float | None
+    seconds: float
+
+
+def status(rt: Runtime) -> tuple[acme.Held | None, str | None]:
+    """The certificate nginx serves, and why it is due (None: not due)."""
+    tls = rt.env.nginx.tls
+    pem = rt.nginx_certificate()
+    held = None
+    if pem is not None:
+        try:
+            held = acme.held(pem.encode())
+        except ValueError:
+            held = None
+    why = acme.due(None if pem is None else pem.encode(), rt.env.nginx.domain, tls.acme.renew_days, acme.now())
+    return held, why
+
+
+def renew(
+    rt: Runtime, state: tuple[Files, PurePath], *, force: bool = False, progress: Callable[[str], None] = print
+) -> Renewal:
+    """A new certificate when one is due (or `force`): the account (made once), the order, the challenge
+    answered from nginx's folder, the chain and key installed and nginx reloaded."""
+    env = rt.env
+    if not env.nginx.enabled or env.nginx.tls.mode != "acme":
+        raise MfeError(f"environments/{env.name}.yaml: nginx.tls.mode is not acme: nothing to renew")
+    started = time.monotonic()
+    settings = env.nginx.tls.acme
+    domain = env.nginx.domain
+    _, why = status(rt)
+    if why is None and not force:
+        held, _ = status(rt)
+        return _done(False, "not due", domain, held, started)
+    reason = why or "forced"
+    files, folder = state
+    account_path = folder / "acme" / "account.pem"
+    text = files.read_text(account_path)
+    if text is None:
+        key = acme.new_key()
+        files.makedirs(folder / "acme", 0o700)
+        files.write_atomic(account_path, acme.key_pem(key), 0o600)
+    else:
+        key = acme.load_key(text.encode())
+    client = acme.Client(settings.directory, key, settings.ca_bundle)
+    progress(f"{domain}: a certificate from {settings.directory} ({reason})")
+    client.account(settings.email)
+    served, webroot = rt.acme_folder()
+    challenges = webroot / acme.CHALLENGE_PATH
+    served.makedirs(challenges, 0o755)
+
+    def publish(token: str, authorization: str) -> None:
+        served.write_atomic(challenges / _token(token), authorization, 0o644)
+
+    def withdraw(token: str) -> None:
+        served.unlink(challenges / _token(token))
+
+    cert_key = acme.new_key()
+    chain = client.certificate(domain, cert_key, publish, withdraw, progress)
+    rt.install_certificate(chain.decode(), acme.key_pem(cert_key).decode())
+    held, _ = status(rt)
+    return _done(True, reason, domain, held, started)
+
+
+def _token(token: str) -> str:
+    """A challenge token is base64url (RFC 8555 8.3): anything else would name a path, and is refused."""
+    if not token or any(not (c.isascii() and (c.isalnum() or c in "-_")) for c in token):
+        raise MfeError("the ACME server sent a challenge token that is not base64url; refused")
+    return token
+
+
+def _done(renewed: bool, reason: str, domain: str, held: acme.Held | None, started: float) -> Renewal:
+    now = acme.now()
+    return Renewal(
+        renewed,
+        reason,
+        domain,
+        None if held is None else held.not_after.isoformat(timespec="seconds"),
+        None if held is None else round(held.days_left(now), 1),
+        round(time.monotonic() - started, 3),
+    )
