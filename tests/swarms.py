@@ -116,7 +116,7 @@ def in_client(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
 
 
-def request(method: str, path: str, body: dict[str, str] | None = None, token: str = "") -> tuple[int, str]:
+def request(method: str, path: str, body: dict[str, Any] | None = None, token: str = "") -> tuple[int, str]:
     code = (
         "import httpx, json, sys\n"
         "a = json.loads(sys.argv[1])\n"
