@@ -371,6 +371,7 @@ def test_shell_completion_completes_commands_and_group_verbs(project: Project) -
     [
         (("validate", "--env", "staging"), {"file": "environments/staging.yaml", "valid": True, "tier": "staging"}),
         (("lock", "status", "--env", "staging"), {"env": "staging", "state": "unlocked", "holder": None}),
+        (("lock", "release", "--env", "staging"), {"env": "staging", "released": False, "holder": None}),
         (("maintenance", "status", "--env", "staging"), {"env": "staging", "on": False, "notice": None}),
         (("keys", "list", "--env", "staging"), {"issuer": "auth"}),
         (("envs",), None),
@@ -421,3 +422,19 @@ def test_what_can_lose_data_needs_force_in_production(project: Project, args: li
     assert done.code == 1, done.err
     assert "refused in production without --force" in done.err
     assert "Traceback" not in done.err
+
+
+def test_a_stale_lock_is_released_and_said_as_data(project: Project) -> None:
+    """`lock release --json`: what was released, and the lock file gone (its holder's process is not alive)."""
+    lock = project.root / ".mfe" / "development" / "state" / "deploy.lock"
+    lock.parent.mkdir(parents=True)
+    holder = {"user": "ops", "host": "elsewhere", "pid": 2**22 + 7, "command": "mfe-deploy up", "since": "2026-12-01"}
+    lock.write_text(json.dumps(holder))
+    done = project.cli("lock", "release", "--env", "development", "--json")
+    assert done.code == 0, done.err
+    assert json.loads(done.out) == {
+        "env": "development",
+        "released": True,
+        "holder": "ops@elsewhere pid 4194311 running `mfe-deploy up` since 2026-12-01",
+    }
+    assert not lock.exists()

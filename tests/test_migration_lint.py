@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -80,4 +81,12 @@ def test_a_breaking_migration_exits_1_and_down_migrations_are_not_linted(tmp_pat
         "on it (rename)",
     ]
     assert "2 finding(s) in 1 of 2 migration(s)" in done.stderr
+    as_data = _lint_cli(tmp_path, "--json")  # the same findings as data, still exit 1 (a CI gate)
+    assert as_data.returncode == 1
+    found = json.loads(as_data.stdout)
+    assert found["files"] == 2
+    assert [(f["line"], f["rule"], f["breaking"]) for f in found["findings"]] == [
+        (2, "rename", True),
+        (1, "compatible-header", True),
+    ]
     assert _lint_cli(tmp_path, "nowhere").returncode == 2

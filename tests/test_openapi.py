@@ -66,8 +66,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalProje
                 created = client.post("/api/auth/register", json={"email": email, "password": "correct horse"})
                 assert created.status_code == 201, created.text
                 if who == "admin":
-                    granted = p.cli("admin", "grant", email, "--env", ENV)
+                    granted = p.cli("admin", "grant", email, "--env", ENV, "--json")
                     assert granted.returncode == 0, granted.stderr
+                    assert json.loads(granted.stdout) == {"env": ENV, "email": email, "role": "admin"}
                 login = client.post("/api/auth/login", json={"email": email, "password": "correct horse"})
                 assert login.status_code == 200, login.text
                 headers[who] = f"Bearer {login.json()['access_token']}"

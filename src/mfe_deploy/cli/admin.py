@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from mfe_deploy.cli.app import EnvOption, app, application
+from mfe_deploy.cli.app import EnvOption, JsonOption, app, application
 
 admin_app = typer.Typer(help="Grant or revoke the admin role of a registered user.", rich_markup_mode=None)
 app.add_typer(admin_app, name="admin")
@@ -24,7 +24,7 @@ def role_sql(schema: str | None, email: str, role: str) -> str:
     return f"UPDATE {table} SET role = {literal(role)} WHERE email = {literal(email)} RETURNING role;"  # noqa: S608
 
 
-def _set_role(env: str, email: str, role: str, action: str) -> None:
+def _set_role(env: str, email: str, role: str, action: str, as_json: bool = False) -> None:
     from mfe_deploy.backups import pg
     from mfe_deploy.cli.context import mutating, runtime
     from mfe_deploy.errors import MfeError, UsageError
@@ -41,16 +41,19 @@ def _set_role(env: str, email: str, role: str, action: str) -> None:
             raise MfeError(f"the auth database of {env} did not answer ({tail})")
         if role not in done.stdout.split():
             raise MfeError(f"no user {address} in {env}: the user registers first (POST /api/auth/register)")
+    if as_json:
+        application().console.json({"env": env, "email": address, "role": role})
+        return
     application().console.print(f"{address}: {role} in {env} (from the next login on)")
 
 
 @admin_app.command("grant")
-def grant(email: EmailArgument, env: EnvOption) -> None:
+def grant(email: EmailArgument, env: EnvOption, as_json: JsonOption = False) -> None:
     """Make a registered user an administrator."""
-    _set_role(env, email, "admin", "admin grant")
+    _set_role(env, email, "admin", "admin grant", as_json)
 
 
 @admin_app.command("revoke")
-def revoke(email: EmailArgument, env: EnvOption) -> None:
+def revoke(email: EmailArgument, env: EnvOption, as_json: JsonOption = False) -> None:
     """Make an administrator an ordinary user again."""
-    _set_role(env, email, "user", "admin revoke")
+    _set_role(env, email, "user", "admin revoke", as_json)

@@ -207,10 +207,12 @@ def lint(
     paths: Annotated[
         list[str] | None, typer.Argument(help="Migration files or folders (default: services/*/migrations).")
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Flag statements that break the code still running (drops, renames, type changes, NOT NULL) or lock
     a table for long (an index without CONCURRENTLY); a `-- mfe: compatible` file must have none. Exit 1
     when anything is found."""
+    import dataclasses
     from pathlib import Path
 
     from mfe_deploy.errors import MigrationError
@@ -225,8 +227,12 @@ def lint(
         raise typer.BadParameter(f"no such file or folder: {', '.join(missing)}", param_hint="PATHS")
     found = migration_lint.lint_files(files, base)
     console = application().console
-    for finding in found:
-        console.print(str(finding))
+    if as_json:  # the findings on stdout; a finding is still exit 1 (a CI gate)
+        console.json({"files": len(files), "findings": [dataclasses.asdict(f) for f in found]})
+    else:
+        for finding in found:
+            console.print(str(finding))
     if found:
         raise MigrationError(f"{len(found)} finding(s) in {len({f.file for f in found})} of {len(files)} migration(s)")
-    console.print(f"{len(files)} migration(s): nothing found")
+    if not as_json:
+        console.print(f"{len(files)} migration(s): nothing found")

@@ -316,7 +316,9 @@ def lock_status(env: EnvOption, as_json: JsonOption = False) -> None:
 
 
 @lock_app.command("release")
-def lock_release(env: EnvOption, yes: Annotated[bool, typer.Option("--yes", "-y")] = False) -> None:
+def lock_release(
+    env: EnvOption, yes: Annotated[bool, typer.Option("--yes", "-y")] = False, as_json: JsonOption = False
+) -> None:
     """Remove the deploy lock (only do this when its holder is gone)."""
     from mfe_deploy.errors import MfeError
     from mfe_deploy.state import lock
@@ -324,15 +326,22 @@ def lock_release(env: EnvOption, yes: Annotated[bool, typer.Option("--yes", "-y"
     where = host(env)
     path = where.state / "deploy.lock"
     holder = lock.read(where.files, path)
+    console = application().console
     if holder is None:
-        application().console.print(f"{env}: unlocked")
+        if as_json:
+            console.json({"env": env, "released": False, "holder": None})
+        else:
+            console.print(f"{env}: unlocked")
         return
     if holder.alive() and not yes:
         raise MfeError(f"the lock is held by a live process: {holder.describe()}; add --yes to remove it anyway")
     with mutating(env, "lock release", {"holder": holder.describe()}, lock=False):
         where.files.unlink(path)
     lock_broken(env, f"lock release; it was {holder.describe()}")
-    application().console.print(f"{env}: lock released (was {holder.describe()})")
+    if as_json:
+        console.json({"env": env, "released": True, "holder": holder.describe()})
+        return
+    console.print(f"{env}: lock released (was {holder.describe()})")
 
 
 images_app = typer.Typer(help="Service images.", rich_markup_mode=None)
