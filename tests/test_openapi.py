@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
+import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -166,6 +170,43 @@ def test_the_gateway_answers_only_within_its_document(
 ) -> None:
     """Through the gateway, as a caller sees the stack (the admin token reaches every operation)."""
     _fuzz(case, stack, "api-gateway", "admin")
+
+
+@pytest.mark.parametrize(("service", "who"), [("auth", "user"), ("payments", "user")])
+def test_the_auth_and_payments_flows_hold_when_followed_link_by_link(
+    stack: tuple[LocalProject, dict[str, str]], service: str, who: str, tmp_path: Path
+) -> None:
+    """Stateful: schemathesis's own runner follows the documents' links (register -> login -> refresh ->
+    logout, a refresh token used twice; create a payment -> get it) with the same checks on every answer.
+    Its runner, not the pytest plugin: the plugin replays steps against a server whose state moved on."""
+    p, headers = stack
+    document = tmp_path / "openapi.json"
+    document.write_text(json.dumps(generated(service)))
+    argv = [
+        str(Path(sys.executable).with_name("st")),
+        "run",
+        str(document),
+        "--url",
+        f"http://127.0.0.1:{p.ports[service]}",
+        "--phases",
+        "stateful",
+        "--checks",
+        ",".join(check.__name__ for check in CHECKS),
+        "--header",
+        f"Authorization: {headers[who]}",
+        "--max-examples",
+        str(EXAMPLES),
+        "--seed",
+        "20261206",
+        "--no-color",
+    ]
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=600, env={**os.environ, "SCHEMATHESIS_HOOKS": ""}
+    )
+    print(done.stdout[-3000:])
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    covered = re.search(r"API Links:\s+(\d+) covered", done.stdout)
+    assert covered and int(covered[1]) >= 1, done.stdout[-2000:]  # links were followed, not only single calls
 
 
 @pytest.mark.parametrize(

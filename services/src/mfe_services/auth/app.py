@@ -50,6 +50,11 @@ PAIR = obj(
     ["access_token", "refresh_token", "token_type", "expires_in"],
 )
 REFRESH = obj({"refresh_token": {"type": "string"}}, ["refresh_token"])
+# What a pair leads to: its refresh token refreshes (once) or logs out.
+WITH_PAIR = {
+    name: {"operationId": operation_id, "requestBody": {"refresh_token": "$response.body#/refresh_token"}}
+    for name, operation_id in (("Refresh", "post_refresh"), ("Logout", "post_logout"))
+}
 
 
 def _user_json(row: Any) -> dict[str, Any]:
@@ -77,6 +82,14 @@ def _hash_token(token: str) -> str:
         ["email", "password"],
     ),
     responses={201: obj({"user": USER}, ["user"]), 409: None, 422: None},
+    links={
+        201: {
+            "Login": {
+                "operationId": "post_login",
+                "requestBody": {"email": "$request.body#/email", "password": "$request.body#/password"},
+            }
+        }
+    },
 )
 async def register(request: Request) -> Response:
     res = resources(request)
@@ -133,6 +146,7 @@ async def _issue_pair(conn: Any, settings: Settings, user: Any, family: uuid.UUI
     "An access token and a refresh token for an email and password",
     body=obj({"email": {"type": "string"}, "password": {"type": "string"}}, ["email", "password"]),
     responses={200: PAIR, 401: None},
+    links={200: WITH_PAIR},
 )
 async def login(request: Request) -> Response:
     res = resources(request)
@@ -157,6 +171,7 @@ async def login(request: Request) -> Response:
     "A new pair for a refresh token, used once (reuse revokes the whole login)",
     body=REFRESH,
     responses={200: PAIR, 401: None},
+    links={200: WITH_PAIR},
 )
 async def refresh(request: Request) -> Response:
     res = resources(request)

@@ -5,6 +5,7 @@ answers (`@operation`), the route table gives the path and method, and what ever
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -49,9 +50,11 @@ def operation(
     body: dict[str, Any] | None = None,
     auth: bool = False,
     parameters: Sequence[dict[str, Any]] = (),
+    links: Mapping[int, Mapping[str, dict[str, Any]]] | None = None,
 ) -> Callable[[Endpoint], Endpoint]:
     """What an endpoint reads and answers: `responses` maps a status to its JSON body's schema (None: no
-    body, or the shared error body for a 4xx/5xx)."""
+    body, or the shared error body for a 4xx/5xx); `links`, by status, the operations an answer leads to
+    (OpenAPI links: what a client, and the fuzzer's stateful runs, call next with values from it)."""
 
     def mark(endpoint: Endpoint) -> Endpoint:
         endpoint.openapi = {  # type: ignore[attr-defined]
@@ -60,6 +63,7 @@ def operation(
             "body": body,
             "auth": auth,
             "parameters": list(parameters),
+            "links": {int(s): dict(v) for s, v in (links or {}).items()},
         }
         return endpoint
 
@@ -134,6 +138,8 @@ def document(service: str, version: str, routes: Sequence[BaseRoute], version_pa
                 op["security"] = [{"bearer": []}]
                 responses.setdefault(401, None)
             op["responses"] = {str(s): _response(s, schema) for s, schema in sorted(responses.items())}
+            for status, named in spec["links"].items():
+                op["responses"][str(status)]["links"] = copy.deepcopy(named)
             paths.setdefault(route.path, {})[method.lower()] = op
     return {
         "openapi": "3.1.0",
@@ -153,8 +159,6 @@ def gateway_document(
     """The gateway's document: its own /health routes, then each service's operations under that service's
     prefix (the service's /health stays behind the gateway), as the gateway answers them: a bearer token
     on every operation it does not declare public, and 502, 503 (maintenance, an upstream away) and 504."""
-    import copy
-
     shared = _shared(service, "/unused")
     paths: dict[str, Any] = {"/health": shared["/health"], "/health/live": shared["/health/live"]}
     missing = sorted(name for name, doc in documents.items() if doc is None)
@@ -168,6 +172,9 @@ def gateway_document(
                 op["operationId"] = f"{name}.{op.get('operationId', method)}"
                 op["tags"] = [name]
                 responses = op.setdefault("responses", {})
+                for answer in responses.values():  # a link names an operation of the same service
+                    for link in answer.get("links", {}).values():
+                        link["operationId"] = f"{name}.{link['operationId']}"
                 if (method.upper(), path) not in public and path != f"{prefix}/version":
                     op["security"] = [{"bearer": []}]
                     responses.setdefault("401", _response(401, None))

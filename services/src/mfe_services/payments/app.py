@@ -71,6 +71,12 @@ def _json(row: Any) -> dict[str, Any]:
         }
     ],
     responses={201: ONE, 200: ONE, 409: None, 422: None},
+    links={
+        status: {
+            "GetPayment": {"operationId": "get_get_one", "parameters": {"payment_id": "$response.body#/payment/id"}}
+        }
+        for status in (200, 201)
+    },
 )
 async def create(request: Request) -> Response:
     claims = require_user(request)
