@@ -200,9 +200,7 @@ def test_the_auth_and_payments_flows_hold_when_followed_link_by_link(
         "20261206",
         "--no-color",
     ]
-    done = subprocess.run(
-        argv, capture_output=True, text=True, timeout=600, env={**os.environ, "SCHEMATHESIS_HOOKS": ""}
-    )
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
     print(done.stdout[-3000:])
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     covered = re.search(r"API Links:\s+(\d+) covered", done.stdout)
