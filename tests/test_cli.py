@@ -356,6 +356,34 @@ def test_the_root_help_groups_every_command_with_its_whole_summary(project: Proj
     assert first[:3] == ["init", "up", "plan"] and {"restore", "backup", "migrate", "help", "version"} <= set(first)
 
 
+@pytest.mark.parametrize(
+    "group",
+    [
+        "admin",
+        "backup",
+        "db",
+        "hosts",
+        "images",
+        "jobs",
+        "keys",
+        "lock",
+        "maintenance",
+        "migrate",
+        "nodes",
+        "notify",
+        "tls",
+    ],
+)
+def test_every_groups_help_gives_each_verb_its_whole_first_sentence(project: Project, group: str) -> None:
+    """Issue 34: click cut a verb's summary at the terminal's width, mid-sentence (`tls --help`: "...")."""
+    shown = project.cli(group, "--help")
+    assert shown.code == 0, shown.err
+    verbs = shown.out.split("Commands:", 1)[1]
+    assert "..." not in verbs and verbs.strip(), shown.out
+    entries = " ".join(verbs.split())
+    assert entries.count(".") >= len([line for line in verbs.splitlines() if line.startswith("  ") and line[2] != " "])
+
+
 def test_shell_completion_completes_commands_and_group_verbs(project: Project) -> None:
     for words, cword, expected in (("mfe-deploy mig", "1", "migrate"), ("mfe-deploy backup cr", "2", "create")):
         extra = {"_MFE_DEPLOY_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": cword}

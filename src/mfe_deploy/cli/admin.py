@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from mfe_deploy.cli.app import EnvOption, JsonOption, app, application
+from mfe_deploy.cli.app import EnvOption, JsonOption, Verbs, app, application
 
-admin_app = typer.Typer(help="Grant or revoke the admin role of a registered user.", rich_markup_mode=None)
+admin_app = typer.Typer(help="Grant or revoke the admin role of a registered user.", rich_markup_mode=None, cls=Verbs)
 app.add_typer(admin_app, name="admin")
 
 EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{2,}")

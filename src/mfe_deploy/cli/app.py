@@ -21,7 +21,17 @@ if TYPE_CHECKING:
     from mfe_deploy.notify import Event, Notifier
 
 
-class GroupOptions(TyperGroup):
+class Verbs(TyperGroup):
+    """A group whose `--help` lists each verb with its first sentence whole (click cuts at a width)."""
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        rows = [(name, summary(command)) for name, command in self.commands.items() if not command.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+class GroupOptions(Verbs):
     """A group whose own options reach its verbs: `migrate --env X status` is `migrate status --env X`.
     An option the verb has too, given to the group and not to the verb, is handed on as it was given."""
 

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mfe_deploy.cli.app import EnvOption, JsonOption, app, application
+from mfe_deploy.cli.app import EnvOption, JsonOption, Verbs, app, application
 
 if TYPE_CHECKING:
     from mfe_deploy.remote.target import SshTarget
 
-hosts_app = typer.Typer(help="The remote host of an environment.", rich_markup_mode=None)
+hosts_app = typer.Typer(help="The remote host of an environment.", rich_markup_mode=None, cls=Verbs)
 app.add_typer(hosts_app, name="hosts")
 
 

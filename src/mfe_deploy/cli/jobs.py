@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mfe_deploy.cli.app import EnvOption, JsonOption, app, application, host
+from mfe_deploy.cli.app import EnvOption, JsonOption, Verbs, app, application, host
 from mfe_deploy.cli.context import (
     DestOption,
     InstallOption,
@@ -24,7 +24,11 @@ if TYPE_CHECKING:
     from mfe_deploy.exec.host import Host
     from mfe_deploy.ops.jobs import Run
 
-jobs_app = typer.Typer(help="Scheduled jobs: one-off commands of a service's release, on a cron schedule.")
+jobs_app = typer.Typer(
+    help="Scheduled jobs: one-off commands of a service's release, on a cron schedule.",
+    rich_markup_mode=None,
+    cls=Verbs,
+)
 app.add_typer(jobs_app, name="jobs")
 
 JobArgument = Annotated[str, typer.Argument(metavar="NAME", help="A job of the environment's jobs:.")]

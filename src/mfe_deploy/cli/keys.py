@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from mfe_deploy.cli.app import EnvOption, JsonOption, app, application
+from mfe_deploy.cli.app import EnvOption, JsonOption, Verbs, app, application
 
-keys_app = typer.Typer(help="The access tokens' signing keys.", rich_markup_mode=None)
+keys_app = typer.Typer(help="The access tokens' signing keys.", rich_markup_mode=None, cls=Verbs)
 app.add_typer(keys_app, name="keys")
 
 

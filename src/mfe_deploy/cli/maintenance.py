@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mfe_deploy.cli.app import EnvOption, JsonOption, app, application, host
+from mfe_deploy.cli.app import EnvOption, JsonOption, Verbs, app, application, host
 from mfe_deploy.cli.context import audited
 
 if TYPE_CHECKING:
     from mfe_deploy.exec.host import Host
 
-maintenance_app = typer.Typer(help="Answer API requests with 503 while you work.", rich_markup_mode=None)
+maintenance_app = typer.Typer(help="Answer API requests with 503 while you work.", rich_markup_mode=None, cls=Verbs)
 app.add_typer(maintenance_app, name="maintenance")
 
 RECHECK = 1.1  # the gateway looks at the notice once a second: when the command returns, it is in effect

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from mfe_deploy.cli.app import EnvOption, JsonOption, app, application
+from mfe_deploy.cli.app import EnvOption, JsonOption, Verbs, app, application
 
-notify_app = typer.Typer(help="Webhook notifications (notify: in the environment).", rich_markup_mode=None)
+notify_app = typer.Typer(help="Webhook notifications (notify: in the environment).", rich_markup_mode=None, cls=Verbs)
 app.add_typer(notify_app, name="notify")
 
 

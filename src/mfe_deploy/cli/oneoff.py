@@ -6,10 +6,10 @@ from typing import Annotated
 
 import typer
 
-from mfe_deploy.cli.app import EnvOption, app
+from mfe_deploy.cli.app import EnvOption, Verbs, app
 from mfe_deploy.cli.context import RuntimeOption, audited, runtime
 
-db_app = typer.Typer(help="A service's database.", rich_markup_mode=None)
+db_app = typer.Typer(help="A service's database.", rich_markup_mode=None, cls=Verbs)
 app.add_typer(db_app, name="db")
 
 PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}

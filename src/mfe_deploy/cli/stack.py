@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mfe_deploy.cli.app import EnvOption, JsonOption, ReleaseOption, app, application, host, release
+from mfe_deploy.cli.app import EnvOption, JsonOption, ReleaseOption, Verbs, app, application, host, release
 from mfe_deploy.cli.context import (
     ForceOption,
     ForceUnlock,
@@ -293,7 +293,7 @@ def history(env: EnvOption, as_json: JsonOption = False) -> None:
     )
 
 
-lock_app = typer.Typer(help="Inspect or release the deploy lock.", rich_markup_mode=None)
+lock_app = typer.Typer(help="Inspect or release the deploy lock.", rich_markup_mode=None, cls=Verbs)
 app.add_typer(lock_app, name="lock")
 
 
@@ -344,7 +344,7 @@ def lock_release(
     console.print(f"{env}: lock released (was {holder.describe()})")
 
 
-images_app = typer.Typer(help="Service images.", rich_markup_mode=None)
+images_app = typer.Typer(help="Service images.", rich_markup_mode=None, cls=Verbs)
 app.add_typer(images_app, name="images")
 
 
