@@ -30,7 +30,13 @@ GROUPS = {
         "test_user_services_docker.py",
         "test_workers_docker.py",
     ],
-    "hosts": ["test_swarm3.py", "test_swarm.py", "test_remote_deploy.py", "test_remote_images.py"],
+    "hosts": [
+        "test_swarm3.py",
+        "test_swarm.py",
+        "test_remote_deploy.py",
+        "test_remote_images.py",
+        "test_watch_steady.py",  # five quiet minutes: beside the swarm tests, not in the longest group
+    ],
 }
 # Below the kernel's ephemeral range (32768-60999), and so is each port + 20000, the distribution port
 # RabbitMQ takes beside its AMQP port (CI: a node found 48304 taken by a client socket and did not boot).
