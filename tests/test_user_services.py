@@ -107,3 +107,31 @@ def test_plan_on_the_local_runtime(project: LocalProject) -> None:
     finally:
         path.write_text(original)
     assert steps() == (0, [])
+
+
+@pytest.mark.parametrize("layout", ["per-service", "shared"])
+def test_a_service_with_a_database_added_to_a_running_stack_gets_its_role_and_database(
+    tmp_path: Path, layout: str
+) -> None:
+    """The init script makes roles and databases on an empty cluster only: a service with a database added
+    to a stack that already ran failed its migrations (`password authentication failed for user
+    "notifications_app"`). Every `up` now makes what is missing; a second `up` changes nothing."""
+    root = tmp_path / "project"
+    p = make_local_project(root, "lat", layout=layout)
+    (root / "fixtures").mkdir()
+    (root / "fixtures" / "notifications").symlink_to(REPO / "tests" / "fixtures" / "notifications")
+    first = p.cli("up", "--env", "lat")
+    try:
+        assert first.returncode == 0, first.stderr
+        p.ports["notifications"] = free_port()
+        add_service(root, "lat", notifications_yaml(p.ports["notifications"]), "${LAT_NOTIFICATIONS_DB:-notif-dev}")
+        added = p.cli("up", "--env", "lat")
+        assert added.returncode == 0, added.stdout + added.stderr
+        assert p.status()["notifications"]["health"] == "healthy"
+        where = {"shared": ("universal_mfe_dev", "notifications"), "per-service": ("notifications_db", "public")}
+        database, schema = where[layout]
+        assert p.psql(database, f"SELECT count(*) FROM {schema}.notifications").strip() == "0"  # its migration ran
+        again = p.cli("up", "--env", "lat")
+        assert again.returncode == 0, again.stdout + again.stderr
+    finally:
+        p.cli("down", "--env", "lat", "--volumes", "--yes")

@@ -194,3 +194,19 @@ def test_a_service_removed_from_the_environment_is_removed_by_up(project: Projec
     with project.gateway() as gw:
         _, headers = _user(gw)
         assert gw.get("/api/echo/x", headers=headers).status_code == 404
+
+
+def test_a_service_with_a_database_added_to_the_running_stack_gets_its_role_and_database(project: Project) -> None:
+    """The image's init script makes roles and databases on an empty cluster only: `reminders` (the same
+    fixture under another name, with a database) added to this running stack gets its role and schema from
+    `up`, its migration runs, and the gateway routes to it."""
+    path = project.root / "environments" / f"{ENV}.yaml"
+    block = notifications_yaml(free_port(), command=False).replace("notifications:", "reminders:", 1)
+    text = path.read_text().replace("services:\n", "services:\n" + block, 1)
+    text = text.replace("  databases:\n", "  databases:\n    reminders: ${USD_REMINDERS_DB:-reminders-dev-password}\n")
+    path.write_text(text)
+    up = project.cli("up", "--env", ENV, "--version", "v2")
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert project.psql("SELECT count(*) FROM reminders.notifications").strip() == "0"  # its migration ran
+    seen = _seen(project, "/api/reminders/inbox")
+    assert (seen["service"], seen["has_database"]) == ("reminders", True)

@@ -236,7 +236,14 @@ def render(
     secret_files = {f"env/{unit}.env": text for unit, text in texts.items()}
     if secrets.redis_password is not None:
         texts["redis"] = secret_files[REDIS_CONF] = urls.redis_conf(env, secrets)
-    digests = {unit: hashlib.sha256(text.encode()).hexdigest()[:16] for unit, text in texts.items()}
+    # The services' database passwords in postgres's file serve its first start's init only (a service added
+    # later gets its role from `up`, provision_script): a new one is no reason to restart PostgreSQL.
+    init_only = tuple(f"{_db_var(s)}=" for s in env.database_services)
+    digested = dict(texts)
+    if "postgres" in digested:
+        lines = digested["postgres"].splitlines(keepends=True)
+        digested["postgres"] = "".join(line for line in lines if not line.startswith(init_only))
+    digests = {unit: hashlib.sha256(text.encode()).hexdigest()[:16] for unit, text in digested.items()}
     ctx = {**_context(env, versions or {}, caps), "env_digests": digests, "redis_conf": REDIS_CONF}
     files: dict[str, BundleFile] = {
         **{name: BundleFile(text, secret=True) for name, text in secret_files.items()},
@@ -553,3 +560,55 @@ def prometheus_config(env: Environment, targets: Mapping[str, tuple[str, int]], 
 
 def seconds(duration: str) -> int:
     return int(duration[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[duration[-1]]
+
+
+def provision_script(env: Environment, secrets: Secrets, tag: str) -> Secret:
+    """What every `up` runs as the superuser once PostgreSQL answers (psql, the script on its standard input:
+    it holds passwords): each database service's role, database (or schema) and grants, created only when
+    missing, so that a service added to a running stack gets them (the init script runs on an empty cluster
+    only). A role that exists is left as it is. `tag`: a dollar-quote tag no password holds."""
+
+    def literal(value: str) -> str:
+        return "'" + value.replace("'", "''") + "'"
+
+    def name(value: str) -> str:
+        return '"' + value.replace('"', '""') + '"'
+
+    lines = ["\\set ON_ERROR_STOP on"]
+    for service in env.database_services:
+        role, password = env.database_role(service), secrets.databases[service].reveal()
+        if f"${tag}$" in password:
+            raise ValueError("the dollar-quote tag occurs in a password")
+        lines.append(
+            f"DO ${tag}$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {literal(role)}) THEN "
+            f"CREATE ROLE {name(role)} LOGIN PASSWORD {literal(password)}; END IF; END ${tag}$;"
+        )
+    lines += [
+        "REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC;",
+        "REVOKE CONNECT, TEMPORARY ON DATABASE template1 FROM PUBLIC;",
+    ]
+    if env.database.layout == "per-service":
+        for service in env.database_services:
+            db, role = env.database_name(service), env.database_role(service)
+            create = f"'CREATE DATABASE ' || quote_ident({literal(db)}) || ' OWNER ' || quote_ident({literal(role)})"
+            missing = f"NOT EXISTS (SELECT FROM pg_database WHERE datname = {literal(db)})"
+            lines += [
+                f"SELECT {create} WHERE {missing} \\gexec",
+                f"REVOKE ALL ON DATABASE {name(db)} FROM PUBLIC;",
+                f"GRANT CONNECT, TEMPORARY ON DATABASE {name(db)} TO {name(role)};",
+                f"\\connect {name(db)}",
+                "REVOKE ALL ON SCHEMA public FROM PUBLIC;",
+                f"ALTER SCHEMA public OWNER TO {name(role)};",
+            ]
+    else:
+        shared = _bootstrap_db(env)
+        lines += [f"REVOKE ALL ON DATABASE {name(shared)} FROM PUBLIC;", f"\\connect {name(shared)}"]
+        lines.append("REVOKE ALL ON SCHEMA public FROM PUBLIC;")
+        for service in env.database_services:
+            role = env.database_role(service)
+            lines += [
+                f"GRANT CONNECT, TEMPORARY ON DATABASE {name(shared)} TO {name(role)};",
+                f"CREATE SCHEMA IF NOT EXISTS {name(service)} AUTHORIZATION {name(role)};",
+                f"ALTER ROLE {name(role)} IN DATABASE {name(shared)} SET search_path = {name(service)};",
+            ]
+    return Secret("\n".join(lines) + "\n")

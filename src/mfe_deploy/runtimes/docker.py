@@ -17,7 +17,7 @@ from functools import cache, cached_property
 from pathlib import Path, PurePath
 
 from mfe_deploy import bundle, images, tls
-from mfe_deploy.backups import jobs
+from mfe_deploy.backups import jobs, pg
 from mfe_deploy.backups.jobs import Backups
 from mfe_deploy.backups.offsite import for_env
 from mfe_deploy.backups.pg import ComposePostgres, Postgres
@@ -62,6 +62,7 @@ from mfe_deploy.render import (
     colour_name,
     heartbeat_check,
     image_ref,
+    provision_script,
     render,
 )
 from mfe_deploy.runtimes import eventhub, premigration
@@ -273,6 +274,7 @@ class DockerRuntime:
             self._run(self.compose.up(*stores, timeout=timeout), "starting the stores")
         if self.env.uses_rabbitmq:
             self._hub_users(timeout)
+        self._provision(timeout)
         heads, backup = self._migrate(versions)
         try:
             self._roll(self._stale(), timeout)
@@ -579,6 +581,35 @@ class DockerRuntime:
                 settled = 0
             time.sleep(0.5)
         raise StartFailed(f"not every container was healthy after {timeout:.0f}s")
+
+    def _provision(self, timeout: float) -> None:
+        """Every up, once PostgreSQL answers: a database service added since the cluster was made gets its role
+        and database (the image's init script runs on an empty cluster only). The script holds passwords: it
+        goes to psql on its standard input, never in an argv or an environment."""
+        import secrets
+        import tempfile
+
+        if not self.env.database_services:
+            return
+        script = provision_script(self.env, self.secrets, f"mfe_{secrets.token_hex(6)}")
+        deadline = time.monotonic() + timeout
+        while True:
+            with tempfile.TemporaryFile() as errors:
+                session = self.runner.spawn(pg.session(self.postgres(), "postgres"), stdin=True, stderr=errors)
+                assert session.stdin is not None
+                try:
+                    session.stdin.write(script.reveal().encode())
+                    session.stdin.close()
+                except BrokenPipeError:
+                    pass
+                code = session.wait(timeout=120)
+                errors.seek(0)
+                tail = (errors.read().decode(errors="replace").strip().splitlines() or ["no error output"])[-1]
+            if code == 0:
+                return
+            if "the database system is starting up" not in tail or time.monotonic() > deadline:
+                raise StartFailed(f"creating the roles and databases of new services failed: {tail}")
+            time.sleep(1)
 
     def _reload_nginx(self) -> None:
         """nginx reads its configuration when it starts or reloads: reload after nginx.conf changed."""

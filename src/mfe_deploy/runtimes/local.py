@@ -46,7 +46,7 @@ from mfe_deploy.ops import health, migrations, schema
 from mfe_deploy.ops.health import Probe
 from mfe_deploy.ops.migrations import pending
 from mfe_deploy.plan import Desired, Have, Observed, Want, digest
-from mfe_deploy.render import Bundle, Capabilities, Endpoints, environments, render, seconds
+from mfe_deploy.render import Bundle, Capabilities, Endpoints, environments, provision_script, render, seconds
 from mfe_deploy.runtimes import eventhub, premigration
 from mfe_deploy.runtimes.contract import (
     Deployment,
@@ -210,6 +210,7 @@ class LocalRuntime:
                 self._ctl(bins, "update")
             self._wait_infra(timeout)
             self._init_databases(bins)
+            self._provision(bins)
             tool = self._pitr_tool(bins)
             if tool is not None:
                 with self.console.status("pgBackRest: the stanza, and a first full backup when there is none"):
@@ -455,6 +456,15 @@ class LocalRuntime:
         if done.returncode != 0:
             raise StartFailed(f"creating the service databases failed: {done.stderr.strip()}")
         marker.write_text("roles and databases created\n")
+
+    def _provision(self, bins: Binaries) -> None:
+        """Every up: a database service added since the cluster was made gets its role and database."""
+        import secrets
+
+        script = provision_script(self.env, self.secrets, f"mfe_{secrets.token_hex(6)}")
+        done = self._psql(bins, "postgres", script.reveal(), {})
+        if done.returncode != 0:
+            raise StartFailed(f"creating the roles and databases of new services failed: {done.stderr.strip()}")
 
     def _units(self) -> dict[str, list[tuple[str, object]]]:
         return environments(self.env, self.secrets, Endpoints.local(self.env))
