@@ -132,6 +132,7 @@ class SwarmRuntime(DockerRuntime):
             stores = [u for u in swarm_stack.STORES if u in self.units()]
             self._deploy("stores.yml", stores, timeout, prune=False)
             self._hub_users(timeout)
+            self._provision(timeout)
             heads, backup = self._migrate(versions)
             self._deploy("stack.yml", self.units(), timeout if wait else 0, prune=True)
         except StartFailed as exc:
