@@ -114,10 +114,15 @@ def test_a_killed_service_under_watch_is_one_unhealthy_then_one_recovered(tmp_pa
                 ("service.recovered", "profile"),
             ], events
         finally:
-            watcher.send_signal(signal.SIGINT)
-            try:
-                watcher.communicate(timeout=20)
-            except subprocess.TimeoutExpired:
-                watcher.kill()
-                watcher.communicate()
+            stop(watcher)
             p.cli("down", "--env", "wch", "--volumes", "--yes")
+
+
+def stop(watcher: subprocess.Popen[str]) -> None:
+    """A running `watch` ended as an operator ends it (Ctrl-C), killed if it does not go within 20 s."""
+    watcher.send_signal(signal.SIGINT)
+    try:
+        watcher.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        watcher.kill()
+        watcher.communicate()

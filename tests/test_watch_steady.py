@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tests.local_project import make_local_project
 from tests.receiver import receiver
+from tests.test_watch import stop
 
 ENV = "wst"
 STEADY = float(os.environ.get("MFE_WATCH_STEADY_SECONDS", "300"))
@@ -57,10 +58,5 @@ def test_a_steady_stack_sends_nothing_for_five_minutes_then_a_kill_is_one_event(
             events = [json.loads(post.body) for post in got.posts]
             assert events and (events[0]["event"], events[0]["details"]["service"]) == ("service.unhealthy", "auth")
         finally:
-            watcher.send_signal(signal.SIGINT)
-            try:
-                watcher.communicate(timeout=20)
-            except subprocess.TimeoutExpired:
-                watcher.kill()
-                watcher.communicate()
+            stop(watcher)
             p.cli("down", "--env", ENV, "--volumes", "--yes")
