@@ -176,3 +176,18 @@ def test_a_ca_that_cannot_be_reached_fails_up_in_one_line(pebble: tuple[Pebble, 
         assert p.cli("health", "--env", ENV).returncode == 0  # the stack runs, on the placeholder certificate
     finally:
         p.cli("down", "--env", ENV, "--volumes", "--yes")
+
+
+def test_when_a_certificate_is_due() -> None:
+    """The renewal rule alone: none yet, the self-signed placeholder, another name, or too few days left."""
+    from mfe_deploy import acme
+
+    now = acme.now()
+    assert acme.due(None, "localhost", 30, now) == "no certificate yet"
+    placeholder, _ = tls.self_signed("localhost")
+    assert "self-signed" in (acme.due(placeholder.encode(), "localhost", 30, now) or "")
+    issued = tls.database_set(["localhost"], days=90)["server.crt"].encode()
+    assert acme.due(issued, "localhost", 30, now) is None
+    assert acme.due(issued, "api.example.com", 30, now) == "the certificate is for localhost, not api.example.com"
+    ending = tls.database_set(["localhost"], days=10)["server.crt"].encode()
+    assert acme.due(ending, "localhost", 30, now) == "10 days left (renewed below 30)"

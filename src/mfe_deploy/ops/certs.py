@@ -58,7 +58,11 @@ def status(rt: Runtime) -> tuple[acme.Held | None, str | None]:
 
 
 def renew(
-    rt: Runtime, state: tuple[Files, PurePath], *, force: bool = False, progress: Callable[[str], None] = print
+    rt: Runtime,
+    state: tuple[Files, PurePath],
+    *,
+    force: bool = False,
+    progress: Callable[[str], None] = lambda line: None,
 ) -> Renewal:
     """A new certificate when one is due (or `force`): the account (made once), the order, the challenge
     answered from nginx's folder, the chain and key installed and nginx reloaded."""
@@ -68,9 +72,8 @@ def renew(
     started = time.monotonic()
     settings = env.nginx.tls.acme
     domain = env.nginx.domain
-    _, why = status(rt)
+    held, why = status(rt)
     if why is None and not force:
-        held, _ = status(rt)
         return _done(False, "not due", domain, held, started)
     reason = why or "forced"
     files, folder = state
