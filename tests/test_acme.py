@@ -191,3 +191,19 @@ def test_when_a_certificate_is_due() -> None:
     assert acme.due(issued, "api.example.com", 30, now) == "the certificate is for localhost, not api.example.com"
     ending = tls.database_set(["localhost"], days=10)["server.crt"].encode()
     assert acme.due(ending, "localhost", 30, now) == "10 days left (renewed below 30)"
+
+
+def test_tls_schedule_installs_a_daily_renew(tmp_path: Path) -> None:
+    """The timer of `tls renew`: a cron file (0644, for root) or a systemd service and timer, written where
+    --dest says; the run renews only when due, so daily is enough."""
+    yaml = "nginx:\n  enabled: true\n  domain: localhost\n  tls:\n    mode: acme\n"
+    p = make_local_project(tmp_path / "project", ENV, extra_yaml=yaml)
+    dest = tmp_path / "cron.d"
+    done = p.cli("tls", "schedule", "--env", ENV, "--install", "--dest", str(dest))
+    assert done.returncode == 0, done.stderr
+    written = dest / f"mfe-deploy-tls-{ENV}"
+    assert written.stat().st_mode & 0o777 == 0o644
+    line = written.read_text().splitlines()[-1]
+    assert line.startswith("17 3 * * * root /bin/sh -c ") and f"tls renew --env {ENV}" in line, line
+    units = p.cli("tls", "schedule", "--env", ENV, "--systemd")
+    assert "OnCalendar=*-*-* 3:17:00" in units.stdout and "ExecStart=" in units.stdout, units.stdout

@@ -15,6 +15,7 @@ import pytest
 from mfe_deploy.backups import crypt, pg, schedule
 from mfe_deploy.backups.jobs import BackupError, Backups
 from mfe_deploy.backups.store import DatabaseEntry, Entry, FileEntry, Manifest, Store, plan_prune, staleness
+from mfe_deploy.calendar import on_calendar
 from mfe_deploy.config import loader
 from mfe_deploy.console import Console
 from mfe_deploy.exec.command import Command
@@ -281,10 +282,10 @@ def test_schedules() -> None:
     assert "/venv/bin/python -m mfe_deploy --project-dir /p backup --env e" in schedule.cron(module)
     units = schedule.systemd(job)
     assert "OnCalendar=Mon..Fri *-*-* 3:30:00" in units["mfe-deploy-backup-staging.timer"]
-    assert schedule.on_calendar("*/15 * * * *") == "*-*-* *:0/15:00"
-    assert schedule.on_calendar("0 2 1 * 0,6") == "Sun,Sat *-*-1 2:0:00"
+    assert on_calendar("*/15 * * * *") == "*-*-* *:0/15:00"
+    assert on_calendar("0 2 1 * 0,6") == "Sun,Sat *-*-1 2:0:00"
     with pytest.raises(ValueError, match="cannot translate"):
-        schedule.on_calendar("@daily x y z w")
+        on_calendar("@daily x y z w")
 
 
 @dataclass(frozen=True)

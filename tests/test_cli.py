@@ -317,6 +317,12 @@ def test_a_plan_with_changes_exits_1_without_calling_itself_an_error(project: Pr
             "unknown unit 'auht' (did you mean 'auth'?)",
         ),
         (("backup", "prune", "--env", "development", "--keep", "3"), 0, "(dry run: add --yes)", ""),
+        # watch: the bare form watches (it needs --env), its verb schedules a look every minute.
+        (("watch",), 2, "", "error: mfe-deploy watch needs --env NAME"),
+        (("watch", "schedule", "--env", "development"), 0, "* * * * * root /bin/sh -c", ""),
+        (("watch", "--env", "development", "schedule"), 0, "watch --env development --once", ""),
+        (("watch", "schedule", "--env", "development", "--systemd"), 0, "OnCalendar=*-*-* *:*:00", ""),
+        (("tls", "schedule", "--env", "development"), 1, "", "nginx.tls.mode is not acme: there is nothing to renew"),
         # nodes: the group's --env reaches drain and activate; without one, a usage error (2) that says so.
         (("nodes", "drain", "n1"), 2, "", "error: mfe-deploy nodes drain needs --env NAME"),
         (("nodes", "--json", "activate", "n1"), 2, "", "error: mfe-deploy nodes activate needs --env NAME"),

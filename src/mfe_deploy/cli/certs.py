@@ -9,7 +9,16 @@ from typing import Annotated
 import typer
 
 from mfe_deploy.cli.app import EnvOption, GroupOptions, JsonOption, app, application, host
-from mfe_deploy.cli.context import LockWait, mutating, runtime
+from mfe_deploy.cli.context import (
+    DestOption,
+    InstallOption,
+    LockWait,
+    SecretsFileOption,
+    mutating,
+    runtime,
+    show_or_install,
+    this_program,
+)
 
 tls_app = typer.Typer(
     help="nginx's certificate: where it comes from, when it ends, and its renewal (tls.mode acme).",
@@ -77,3 +86,34 @@ def renew(
         console.print(f"{env}: renewed ({done.reason}) in {done.seconds:.1f}s; valid until {done.not_after}")
     else:
         console.print(f"{env}: not due ({done.days_left} days left, until {done.not_after})")
+
+
+@tls_app.command("schedule")
+def schedule(
+    env: EnvOption,
+    systemd: Annotated[bool, typer.Option("--systemd", help="A systemd service and timer instead of cron.")] = False,
+    install: InstallOption = False,
+    dest: DestOption = None,
+    env_file: SecretsFileOption = None,
+) -> None:
+    """Print (or install) what runs `tls renew` every day at 03:17 (it renews only when due)."""
+    from mfe_deploy import calendar
+    from mfe_deploy.errors import MfeError
+
+    nginx = application().environment(env).env.nginx
+    if not nginx.enabled or nginx.tls.mode != "acme":
+        raise MfeError(f"environments/{env}.yaml: nginx.tls.mode is not acme: there is nothing to renew")
+    timer = calendar.Timer(
+        name=f"mfe-deploy-tls-{env}",
+        schedule="17 3 * * *",
+        project_dir=application().project_dir,
+        executable=this_program(),
+        runs=(("tls", "renew", "--env", env),),
+        summary=f"renew nginx's certificate of {env} when it is due",
+        origin="mfe-deploy tls schedule",
+        service_description=f"renew the certificate of {env} when due",
+        timer_description=f"a daily look at the certificate of {env}",
+        env_file=env_file.resolve() if env_file else None,
+    )
+    files = calendar.systemd(timer) if systemd else {timer.name: calendar.cron(timer)}
+    show_or_install(files, install=install, systemd=systemd, dest=dest)

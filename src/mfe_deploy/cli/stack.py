@@ -9,17 +9,32 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mfe_deploy.cli.app import EnvOption, JsonOption, ReleaseOption, Verbs, app, application, host, release
+from mfe_deploy.cli.app import (
+    EnvOption,
+    GroupOptions,
+    JsonOption,
+    ReleaseOption,
+    Verbs,
+    app,
+    application,
+    host,
+    release,
+)
 from mfe_deploy.cli.context import (
+    DestOption,
     ForceOption,
     ForceUnlock,
+    InstallOption,
     LockWait,
     RuntimeOption,
+    SecretsFileOption,
     YesOption,
     confirm_loss,
     lock_broken,
     mutating,
     runtime,
+    show_or_install,
+    this_program,
 )
 
 if TYPE_CHECKING:
@@ -370,9 +385,21 @@ def images_prune(
     console.print(f"{env}: {len(removed)} image(s) removed")
 
 
-@app.command()
+watch_app = typer.Typer(
+    help="Look at the stack every --interval seconds and send one notification per change, never one per look: "
+    "service.unhealthy (a unit not healthy, or whose process was replaced), service.recovered, "
+    "service.restarting (replaced 3 times in 5 minutes) and backup.stale (as `backup check`). Without a verb, "
+    "`watch --env E` watches; `watch schedule` runs `watch --once` every minute from cron or a systemd timer.",
+    rich_markup_mode=None,
+    cls=GroupOptions,
+)
+app.add_typer(watch_app, name="watch")
+
+
+@watch_app.callback(invoke_without_command=True)
 def watch(
-    env: EnvOption,
+    ctx: typer.Context,
+    env: Annotated[str | None, typer.Option("--env", "-e", help="Environment name (a file in environments/).")] = None,
     interval: Annotated[float, typer.Option("--interval", min=0.2, help="Seconds between two looks.")] = 10,
     once: Annotated[bool, typer.Option("--once", help="One look, compared with the last one (for a timer).")] = False,
     for_seconds: Annotated[
@@ -383,6 +410,44 @@ def watch(
     """Look at the stack every --interval seconds and send one notification per change, never one per look:
     service.unhealthy (a unit not healthy, or whose process was replaced), service.recovered,
     service.restarting (replaced 3 times in 5 minutes) and backup.stale (as `backup check`)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from mfe_deploy.errors import UsageError
+
+    if env is None:
+        raise UsageError("mfe-deploy watch needs --env NAME")
+    _watch(env, interval, once, for_seconds, runtime_name)
+
+
+@watch_app.command("schedule")
+def watch_schedule(
+    env: EnvOption,
+    systemd: Annotated[bool, typer.Option("--systemd", help="A systemd service and timer instead of cron.")] = False,
+    install: InstallOption = False,
+    dest: DestOption = None,
+    env_file: SecretsFileOption = None,
+) -> None:
+    """Print (or install) what runs `watch --once` every minute: one watch across runs (its memory is a file)."""
+    from mfe_deploy import calendar
+
+    application().environment(env)  # a known environment, or the usual error
+    timer = calendar.Timer(
+        name=f"mfe-deploy-watch-{env}",
+        schedule="* * * * *",
+        project_dir=application().project_dir,
+        executable=this_program(),
+        runs=(("watch", "--env", env, "--once"),),
+        summary=f"look at the {env} environment and notify its changes",
+        origin="mfe-deploy watch schedule",
+        service_description=f"watch {env} (one look)",
+        timer_description=f"a look at {env} every minute",
+        env_file=env_file.resolve() if env_file else None,
+    )
+    files = calendar.systemd(timer) if systemd else {timer.name: calendar.cron(timer)}
+    show_or_install(files, install=install, systemd=systemd, dest=dest)
+
+
+def _watch(env: str, interval: float, once: bool, for_seconds: float | None, runtime_name: str | None) -> None:
     from datetime import UTC, datetime
 
     from mfe_deploy.backups.store import Store, staleness
