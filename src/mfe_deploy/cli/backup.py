@@ -17,10 +17,11 @@ from mfe_deploy.cli.context import (
     LockWait,
     RuntimeOption,
     SecretsFileOption,
+    SystemdOption,
     audited,
     mutating,
     runtime,
-    show_or_install,
+    show_timer,
     this_program,
 )
 from mfe_deploy.cli.maintenance import switch_off, switch_on
@@ -491,7 +492,7 @@ def prune(
 @backup_app.command("schedule")
 def schedule(
     env: EnvOption,
-    systemd: Annotated[bool, typer.Option("--systemd", help="A systemd service and timer instead of cron.")] = False,
+    systemd: SystemdOption = False,
     install: InstallOption = False,
     dest: DestOption = None,
     env_file: SecretsFileOption = None,
@@ -509,10 +510,9 @@ def schedule(
         env_file.resolve() if env_file else None,
     )
     try:
-        files = sched.systemd(job) if systemd else {job.name: sched.cron(job)}
+        show_timer(job.timer(), systemd=systemd, install=install, dest=dest)
     except ValueError as exc:
         raise MfeError(f"environments/{env}.yaml: backup.schedule: {exc}") from None
-    show_or_install(files, install=install, systemd=systemd, dest=dest)
 
 
 @backup_app.command("download")

@@ -14,9 +14,10 @@ from mfe_deploy.cli.context import (
     InstallOption,
     LockWait,
     SecretsFileOption,
+    SystemdOption,
     mutating,
     runtime,
-    show_or_install,
+    show_timer,
     this_program,
 )
 
@@ -91,7 +92,7 @@ def renew(
 @tls_app.command("schedule")
 def schedule(
     env: EnvOption,
-    systemd: Annotated[bool, typer.Option("--systemd", help="A systemd service and timer instead of cron.")] = False,
+    systemd: SystemdOption = False,
     install: InstallOption = False,
     dest: DestOption = None,
     env_file: SecretsFileOption = None,
@@ -115,5 +116,4 @@ def schedule(
         timer_description=f"a daily look at the certificate of {env}",
         env_file=env_file.resolve() if env_file else None,
     )
-    files = calendar.systemd(timer) if systemd else {timer.name: calendar.cron(timer)}
-    show_or_install(files, install=install, systemd=systemd, dest=dest)
+    show_timer(timer, systemd=systemd, install=install, dest=dest)

@@ -15,6 +15,7 @@ from mfe_deploy.cli.app import application, host
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from mfe_deploy.calendar import Timer
     from mfe_deploy.runtimes.contract import Runtime
 
 RuntimeOption = Annotated[
@@ -118,6 +119,17 @@ def this_program() -> tuple[str, ...]:
 
     script = shutil.which("mfe-deploy")
     return (script,) if script else (sys.executable, "-m", "mfe_deploy")
+
+
+SystemdOption = Annotated[bool, typer.Option("--systemd", help="A systemd service and timer instead of cron.")]
+
+
+def show_timer(timer: Timer, *, systemd: bool, install: bool, dest: Path | None) -> None:
+    """A recurring run's cron file or systemd units, printed or installed (show_or_install)."""
+    from mfe_deploy import calendar
+
+    files = calendar.systemd(timer) if systemd else {timer.name: calendar.cron(timer)}
+    show_or_install(files, install=install, systemd=systemd, dest=dest)
 
 
 def show_or_install(files: dict[str, str], *, install: bool, systemd: bool, dest: Path | None) -> None:

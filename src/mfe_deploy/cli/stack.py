@@ -28,12 +28,13 @@ from mfe_deploy.cli.context import (
     LockWait,
     RuntimeOption,
     SecretsFileOption,
+    SystemdOption,
     YesOption,
     confirm_loss,
     lock_broken,
     mutating,
     runtime,
-    show_or_install,
+    show_timer,
     this_program,
 )
 
@@ -422,7 +423,7 @@ def watch(
 @watch_app.command("schedule")
 def watch_schedule(
     env: EnvOption,
-    systemd: Annotated[bool, typer.Option("--systemd", help="A systemd service and timer instead of cron.")] = False,
+    systemd: SystemdOption = False,
     install: InstallOption = False,
     dest: DestOption = None,
     env_file: SecretsFileOption = None,
@@ -443,8 +444,7 @@ def watch_schedule(
         timer_description=f"a look at {env} every minute",
         env_file=env_file.resolve() if env_file else None,
     )
-    files = calendar.systemd(timer) if systemd else {timer.name: calendar.cron(timer)}
-    show_or_install(files, install=install, systemd=systemd, dest=dest)
+    show_timer(timer, systemd=systemd, install=install, dest=dest)
 
 
 def _watch(env: str, interval: float, once: bool, for_seconds: float | None, runtime_name: str | None) -> None:
