@@ -104,6 +104,7 @@ class Held:
     names: tuple[str, ...]
     not_after: datetime
     issuer: str
+    self_signed: bool
 
     def days_left(self, now: datetime) -> float:
         return (self.not_after - now).total_seconds() / 86400
@@ -117,7 +118,7 @@ def held(pem: bytes) -> Held:
         )
     except x509.ExtensionNotFound:
         names = ()
-    return Held(names, cert.not_valid_after_utc, cert.issuer.rfc4514_string())
+    return Held(names, cert.not_valid_after_utc, cert.issuer.rfc4514_string(), cert.issuer == cert.subject)
 
 
 def due(pem: bytes | None, domain: str, renew_days: int, now: datetime) -> str | None:
@@ -129,9 +130,14 @@ def due(pem: bytes | None, domain: str, renew_days: int, now: datetime) -> str |
         cert = held(pem)
     except ValueError:
         return "the certificate file does not parse"
+    return verdict(cert, domain, renew_days, now)
+
+
+def verdict(cert: Held, domain: str, renew_days: int, now: datetime) -> str | None:
+    """`due` for a certificate already read."""
     if domain not in cert.names:
         return f"the certificate is for {', '.join(cert.names) or 'no name'}, not {domain}"
-    if cert.issuer == x509.load_pem_x509_certificate(pem).subject.rfc4514_string():
+    if cert.self_signed:
         return "the certificate is self-signed (the placeholder nginx starts with)"
     left = cert.days_left(now)
     if left < renew_days:

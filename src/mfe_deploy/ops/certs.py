@@ -45,16 +45,14 @@ class Renewal:
 
 def status(rt: Runtime) -> tuple[acme.Held | None, str | None]:
     """The certificate nginx serves, and why it is due (None: not due)."""
-    tls = rt.env.nginx.tls
     pem = rt.nginx_certificate()
-    held = None
-    if pem is not None:
-        try:
-            held = acme.held(pem.encode())
-        except ValueError:
-            held = None
-    why = acme.due(None if pem is None else pem.encode(), rt.env.nginx.domain, tls.acme.renew_days, acme.now())
-    return held, why
+    if pem is None:
+        return None, "no certificate yet"
+    try:
+        held = acme.held(pem.encode())  # read once: the verdict below takes what was read
+    except ValueError:
+        return None, "the certificate file does not parse"
+    return held, acme.verdict(held, rt.env.nginx.domain, rt.env.nginx.tls.acme.renew_days, acme.now())
 
 
 def renew(
