@@ -8,7 +8,7 @@ read), `slow` (50 ms before answering), `reset` (the first request with a given 
 connection reset before any answer, as a replica closing its socket does; the next one is answered),
 `cut` (the first request with a given `x-token`
 gets the head of an answer, then the connection closes before its body, as CI once saw of a stopping
-replica), `drop-idle` (every other connection that waits for a request is closed, this one after its answer: the
+replica), an `x-delay` header (seconds before the answer), `drop-idle` (every other connection that waits for a request is closed, this one after its answer: the
 caller's pool holds none open afterwards). Like uvicorn, it answers `Expect: 100-continue` with an interim
 100 as soon as the head arrives: the sequence that put the gateway's pool out of step.
 """
@@ -101,6 +101,7 @@ class Echo(asyncio.Protocol):
         modes = self.modes
         if "slow" in modes:
             await asyncio.sleep(0.05)
+        await asyncio.sleep(float(self.headers.get(b"x-delay", b"0")))
         if "hints" in modes:
             self._write(b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n")
         if "continue" in modes and not self.sent_continue:

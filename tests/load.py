@@ -65,20 +65,24 @@ class Load:
 
     def _request(self, client: httpx.Client, n: int) -> None:
         kind = n % 4
+        # Our own request id (nginx and the gateway pass it on): a request that got no answer at all
+        # (a read timeout) is found in every log as well as one that got an error.
+        rid = uuid.uuid4().hex
+        headers = {**self.headers, "X-Request-ID": rid}
         try:
             if kind == 0:
                 answer = client.post(
                     "/api/payments",
                     json={"amount": 100, "currency": "EUR", "description": "load"},
-                    headers={**self.headers, "Idempotency-Key": uuid.uuid4().hex},
+                    headers={**headers, "Idempotency-Key": uuid.uuid4().hex},
                 )
             else:
-                answer = client.get("/api/auth/me" if kind % 2 else "/api/payments", headers=self.headers)
+                answer = client.get("/api/auth/me" if kind % 2 else "/api/payments", headers=headers)
             ok = 200 <= answer.status_code < 300
             reason = f"{answer.status_code} {answer.request.url.path} {answer.text[:60]}"
-            self.tally.add(ok, reason, answer.headers.get("x-request-id"))
+            self.tally.add(ok, reason, rid)
         except httpx.HTTPError as exc:
-            self.tally.add(False, f"{type(exc).__name__}: {exc}")
+            self.tally.add(False, f"{type(exc).__name__}: {exc} ({_what(exc)})", rid)
 
     def _paced(self, interval: float, send: Callable[[int], None]) -> None:
         n = 0
@@ -107,6 +111,13 @@ class Load:
                 self._request(client, n)
 
         self._paced(interval, one)
+
+
+def _what(exc: httpx.HTTPError) -> str:
+    try:
+        return f"{exc.request.method} {exc.request.url.path}"
+    except RuntimeError:  # an error raised before a request was made
+        return "no request"
 
 
 def main(argv: list[str]) -> None:

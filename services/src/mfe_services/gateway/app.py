@@ -18,6 +18,7 @@ from mfe_services.gateway.maintenance import Maintenance
 from mfe_services.gateway.upstream import (
     RETRY_PAUSE,
     Connection,
+    Headers,
     Pool,
     UpstreamError,
     hop_by_hop,
@@ -26,6 +27,7 @@ from mfe_services.gateway.upstream import (
 
 log = logging.getLogger("mfe.gateway")
 RESPONSE_TIMEOUT = 60.0
+SLOW_HEAD = 5.0  # an answer's head later than this is logged (where a client's timeout leaves no trace)
 ATTEMPTS = 3  # sends of one request that may be seen twice, when its connection fails before an answer
 DEFAULT_ALLOW = b"authorization, content-type, idempotency-key, x-request-id"
 # Methods a server may see twice with the same effect (RFC 9110, 9.2.2); a request with an Idempotency-Key is
@@ -200,7 +202,7 @@ class Gateway:
                         return
                 else:
                     conn.write(head + body)
-                status, headers = await asyncio.wait_for(asyncio.shield(conn.head), RESPONSE_TIMEOUT)
+                status, headers = await self._head(name, conn, rid, reused, attempt)
                 # Nothing goes to the client before the first piece of the body (or its end): an upstream
                 # lost between its head and its body is then still ours to answer for, by a retry or a 502,
                 # where forwarding the head first left the client a truncated response (CI: 1 of 756).
@@ -246,6 +248,18 @@ class Gateway:
             conn.close()
             raise
         pool.release(conn)
+
+    @staticmethod
+    async def _head(name: str, conn: Connection, rid: bytes, reused: bool, attempt: int) -> tuple[int, Headers]:
+        """The upstream's answer head, within RESPONSE_TIMEOUT; one waited for longer than SLOW_HEAD is
+        logged while it is awaited (the client may give up first: then nothing else would say where)."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(conn.head), SLOW_HEAD)
+        except TimeoutError:
+            peer = conn.transport.get_extra_info("peername") if conn.transport is not None else None
+            fields = {"upstream": name, "address": str(peer), "reused": reused, "attempt": attempt + 1}
+            log.warning("upstream slow to answer", extra={"fields": {**fields, "request_id": rid.decode()}})
+        return await asyncio.wait_for(asyncio.shield(conn.head), RESPONSE_TIMEOUT - SLOW_HEAD)
 
     async def _acquire(
         self, name: str, pool: Pool, send: Send, extra: list[tuple[bytes, bytes]]

@@ -71,6 +71,9 @@ class Connection(asyncio.Protocol):
     def _reset(self, *, head_only: bool) -> None:
         loop = asyncio.get_running_loop()
         self.head: asyncio.Future[tuple[int, Headers]] = loop.create_future()
+        # Its error is also in `error`, read by whoever reads on; a head nobody waits for any more (its
+        # wait timed out or was cancelled) must not log "exception was never retrieved".
+        self.head.add_done_callback(_retrieve)
         self.headers: Headers = []
         self.chunks: list[bytes] = []
         self.buffered = 0
@@ -186,6 +189,11 @@ class Connection(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             self.transport.close()
+
+
+def _retrieve(future: asyncio.Future[tuple[int, Headers]]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class Pool:
