@@ -13,7 +13,10 @@ from datetime import UTC, datetime
 import pytest
 
 from tests import backup_suite as suite
+from tests.conftest import REPO
 from tests.local_project import LocalProject, make_local_project
+from tests.pg import free_port
+from tests.test_user_services import add_service, notifications_yaml
 
 ENV = "pitr"
 
@@ -26,6 +29,10 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalProject]:
     p = make_local_project(root, ENV, layout="per-service")
     path = root / "environments" / f"{ENV}.yaml"  # pitr goes into the file's own database: section
     path.write_text(path.read_text().replace("database:\n", "database:\n  pitr:\n    archive_timeout: 2s\n", 1))
+    # A service of the user's, whose migrations folder the tests add to (a release that drops a column).
+    shutil.copytree(REPO / "tests" / "fixtures" / "notifications", root / "fixtures" / "notifications")
+    p.ports["notifications"] = free_port()
+    add_service(root, ENV, notifications_yaml(p.ports["notifications"]), "${PITR_NOTIFICATIONS_DB:-pitr-notifications}")
     up = suite.ok(p.cli("up", "--env", ENV))
     assert "first full backup taken" in up.stderr, up.stderr
     try:
@@ -75,6 +82,42 @@ def test_restore_to_a_time_between_two_batches_keeps_exactly_the_first(local: Lo
     assert pre["kind"] == "pre-restore"
     # writes go on after the restore, on the new timeline, and are archived too
     pay(local, 2, "third")
+
+
+def test_restore_before_a_release_brings_back_the_column_its_migration_dropped(local: LocalProject) -> None:
+    """Release N's migration drops a column; `restore --before-release N` brings the databases to the
+    moment just before that migration ran (the ledger's `migrated_at`): the column and its data are back."""
+    columns = "SELECT string_agg(column_name, ',' ORDER BY column_name) FROM information_schema.columns "
+    columns += "WHERE table_name = 'notifications'"
+    schema = local.psql(
+        "notifications_db", "SELECT table_schema FROM information_schema.tables WHERE table_name = 'notifications'"
+    ).strip()
+    table = f"{schema}.notifications"
+    local.psql("notifications_db", f"INSERT INTO {table} (recipient, body) VALUES ('ada', 'kept body')")
+    migration = local.root / "fixtures" / "notifications" / "migrations" / "0002_drop_body.sql"
+    migration.write_text("ALTER TABLE notifications DROP COLUMN body;\n")
+    suite.ok(local.cli("up", "--env", ENV))
+    release = json.loads(suite.ok(local.cli("releases", "--env", ENV, "--json")).stdout)[-1]
+    assert release["outcome"] == "succeeded" and release["migrations"] == {"notifications": "0002_drop_body"}
+    assert release["migrated_at"], release  # the moment just before its migration ran
+    assert local.psql("notifications_db", columns).strip() == "created_at,id,recipient"
+    migration.unlink()  # the operator takes the release's migration back before going back
+    done = suite.ok(local.cli("restore", "--env", ENV, "--before-release", str(release["id"]), "--yes"))
+    assert f"restored to {release['migrated_at']}" in done.stdout, done.stdout
+    assert f"release {release['id']}'s migrations are no longer applied" in done.stdout
+    assert local.psql("notifications_db", columns).strip() == "body,created_at,id,recipient"
+    assert local.psql("notifications_db", f"SELECT recipient, body FROM {table}").strip() == "ada|kept body"
+    suite.ok(local.cli("health", "--env", ENV))
+    # an up that applied nothing has no moment before its migrations; a release the ledger lacks is named
+    suite.ok(local.cli("up", "--env", ENV))
+    quiet = json.loads(suite.ok(local.cli("releases", "--env", ENV, "--json")).stdout)[-1]
+    assert quiet["migrated_at"] == "" and quiet["migrations"] == {}
+    refused = local.cli("restore", "--env", ENV, "--before-release", str(quiet["id"]), "--yes")
+    assert refused.returncode == 1 and "applied no migration" in refused.stderr, refused.stderr
+    missing = local.cli("restore", "--env", ENV, "--before-release", "999", "--yes")
+    assert missing.returncode == 1 and "has no release 999" in missing.stderr, missing.stderr
+    both = local.cli("restore", "--env", ENV, "--before-release", "1", "--to-time", "2026-01-01T00:00:00Z", "--yes")
+    assert both.returncode == 2 and "not both" in both.stderr
 
 
 def test_backup_takes_a_full_backup_and_list_shows_the_window(local: LocalProject) -> None:

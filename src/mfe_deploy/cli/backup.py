@@ -28,6 +28,7 @@ from mfe_deploy.cli.maintenance import switch_off, switch_on
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from datetime import datetime
 
     from mfe_deploy.backups.jobs import Backups, Verified
     from mfe_deploy.backups.offsite import OffsiteStore
@@ -57,8 +58,7 @@ def store_for(env: Environment) -> Store:
 def _release(env: str) -> dict[str, Any] | None:
     from mfe_deploy.state.ledger import Ledger
 
-    where = host(env)
-    good = Ledger(where.files, where.state / "releases.jsonl").last_good()
+    good = Ledger.of(host(env)).last_good()
     return {"id": good.id, "time": good.time, "versions": dict(good.versions)} if good else None
 
 
@@ -608,6 +608,15 @@ def restore(
             "machine's), replaying the archived WAL onto the newest full backup before it.",
         ),
     ] = None,
+    before_release: Annotated[
+        int | None,
+        typer.Option(
+            "--before-release",
+            metavar="N",
+            help="database.pitr: bring every database to the moment just before release N (see `releases`) "
+            "applied its migrations.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Replace databases with a backup: checksums first, a pre-restore backup, one transaction each."""
@@ -618,13 +627,21 @@ def restore(
 
     if source not in ("local", "offsite"):
         raise typer.BadParameter(f"local or offsite, not {source!r}", param_hint="--from")
-    if to_time is not None:
+    if to_time is not None or before_release is not None:
+        hint = "--to-time" if to_time is not None else "--before-release"
         if backup_id is not None or service is not None or source != "local":
-            raise typer.BadParameter("--to-time restores every database, from no backup ID", param_hint="--to-time")
-        _restore_to_time(env, to_time, yes, force, timeout, runtime_name, lock_wait, force_unlock, maintenance, as_json)
+            raise typer.BadParameter(f"{hint} restores every database, from no backup ID", param_hint=hint)
+        if to_time is not None and before_release is not None:
+            raise typer.BadParameter("one moment: --to-time or --before-release, not both", param_hint=hint)
+        if before_release is not None:
+            target, why = _before_release(env, before_release)
+        else:
+            target, why = _parse_time(str(to_time))
+        fence = (yes, force, timeout, runtime_name, lock_wait, force_unlock, maintenance)
+        _restore_to_time(env, target, why, *fence, as_json=as_json)
         return
     if backup_id is None:
-        raise typer.BadParameter("a backup ID (see `backup list`), or --to-time", param_hint="ID")
+        raise typer.BadParameter("a backup ID (see `backup list`), --to-time or --before-release", param_hint="ID")
     backups, rt = _backups(env, runtime_name)
     if backups.env.tier == "production" and not force:
         raise MfeError("refusing to restore production without --force")
@@ -671,21 +688,8 @@ def restore(
     )
 
 
-def _restore_to_time(
-    env: str,
-    when: str,
-    yes: bool,
-    force: bool,
-    timeout: float,
-    runtime_name: str | None,
-    lock_wait: float,
-    force_unlock: bool,
-    maintenance: bool,
-    as_json: bool = False,
-) -> None:
+def _parse_time(when: str) -> tuple[datetime, dict[str, object]]:
     from datetime import datetime
-
-    from mfe_deploy.errors import MfeError
 
     try:
         target = datetime.fromisoformat(when)
@@ -694,6 +698,43 @@ def _restore_to_time(
             f"not an ISO 8601 time: {when!r} (e.g. 2026-12-06T14:05:00Z)", param_hint="--to-time"
         ) from None
     target = target.astimezone() if target.tzinfo is None else target
+    return target, {"to_time": target.isoformat()}
+
+
+def _before_release(env: str, number: int) -> tuple[datetime, dict[str, object]]:
+    """The moment just before release N applied its migrations, from the ledger."""
+    from datetime import datetime
+
+    from mfe_deploy.errors import MfeError
+    from mfe_deploy.state.ledger import Ledger
+
+    release = Ledger.of(host(env)).get(number)
+    if release is None:
+        raise MfeError(f"{env} has no release {number} in its ledger (see `mfe-deploy releases --env {env}`)")
+    if not release.migrated_at:
+        raise MfeError(
+            f"release {number} of {env} applied no migration, so there is no moment before them to go back "
+            f"to; `restore --to-time` takes any moment (release {number} was recorded at {release.time})"
+        )
+    return datetime.fromisoformat(release.migrated_at), {"before_release": number, "to_time": release.migrated_at}
+
+
+def _restore_to_time(
+    env: str,
+    target: datetime,
+    details: dict[str, object],
+    yes: bool,
+    force: bool,
+    timeout: float,
+    runtime_name: str | None,
+    lock_wait: float,
+    force_unlock: bool,
+    maintenance: bool,
+    *,
+    as_json: bool = False,
+) -> None:
+    from mfe_deploy.errors import MfeError
+
     rt = runtime(env, runtime_name)
     tool = rt.point_in_time()
     if tool is None:
@@ -707,7 +748,6 @@ def _restore_to_time(
         if not sys.stdin.isatty():
             raise MfeError("restore replaces data: confirm with --yes when not running interactively")
         typer.confirm(f"Bring every database of {env} back to {target.isoformat()}?", abort=True)
-    details: dict[str, object] = {"to_time": target.isoformat()}
     with mutating(env, "restore", details, wait=lock_wait, force=force_unlock):
         if maintenance:
             switch_on(env, f"restoring data to {target.isoformat()}", 60)
@@ -721,6 +761,7 @@ def _restore_to_time(
         console.json(
             {
                 "env": env,
+                **({"before_release": details["before_release"]} if "before_release" in details else {}),
                 "to_time": str(done.target),
                 "seconds": round(done.seconds, 3),
                 "pre_restore": done.pre_restore,
@@ -733,6 +774,11 @@ def _restore_to_time(
         console.print("  removed, written after that moment: " + "; ".join(done.lost))
     else:
         console.print("  no row written after that moment was removed")
+    if "before_release" in details:
+        console.print(
+            f"  release {details['before_release']}'s migrations are no longer applied: the next `up` applies "
+            "them again unless they are removed or reverted first"
+        )
 
 
 @app.command()

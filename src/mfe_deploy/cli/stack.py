@@ -259,9 +259,7 @@ def releases(
 
     from mfe_deploy.state.ledger import Ledger, Release
 
-    where = host(env)
-    ledger = Ledger(where.files, where.state / "releases.jsonl")
-    rows = ledger.all()
+    rows = Ledger.of(host(env)).all()
     console = application().console
     if as_json:
         console.json([asdict(r) for r in rows])

@@ -107,7 +107,7 @@ class DockerRuntime:
         self.bundle_dir = self.host.root
         self.state_dir = self.host.state
         self.files = self.host.files
-        self.ledger = Ledger(self.files, self.state_dir / "releases.jsonl")
+        self.ledger = Ledger.of(self.host)
         self.runner = self.host.runner
         self.builder = LocalProcess()  # images are built by this machine's engine, then shipped
         self._compose: Compose | None = None

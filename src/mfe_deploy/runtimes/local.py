@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import grp
 import hashlib
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path, PurePath
 
@@ -59,7 +63,7 @@ from mfe_deploy.runtimes.contract import (
 )
 from mfe_deploy.runtimes.oneoff import psql_target
 from mfe_deploy.runtimes.pointintime import LocalPointInTime
-from mfe_deploy.state.ledger import Release
+from mfe_deploy.state.ledger import Ledger, Release
 from mfe_deploy.supervisor import ProgramState, parse_status, program_fingerprints
 
 # The variables of the CLI's environment the supervised programs inherit.
@@ -70,6 +74,13 @@ INIT_MARKER = ".mfe-initialized"
 
 def _as_root() -> bool:
     return os.geteuid() == 0
+
+
+@dataclass(frozen=True)
+class Migrated:
+    heads: dict[str, str]  # service -> the newest migration this up applied
+    backup: str  # the backup taken just before ("": none was needed)
+    at: str  # the moment just before they were applied ("": none was)
 
 
 class LocalRuntime:
@@ -85,6 +96,7 @@ class LocalRuntime:
         bundle_dir = (deployment.project_dir / ".mfe" / self.env.name).resolve()
         self.layout = LocalLayout(bundle_dir, _pg_outside(bundle_dir) if _as_root() else None)
         self.runner = LocalProcess()
+        self.ledger = Ledger.of(local_host(self.project_dir, self.env.name))
 
     @cached_property
     def secrets(self) -> Secrets:
@@ -201,6 +213,7 @@ class LocalRuntime:
         self._prepare_dirs()
         self._initdb(bins)
         started_here = False
+        migrated: Migrated | None = None
         try:
             if not running:
                 self._start_supervisord(bins)
@@ -220,7 +233,7 @@ class LocalRuntime:
                 rabbitmqctl = str(bins.rabbitmq_server.parent / "rabbitmqctl")
                 ctl = Command((rabbitmqctl, "import_definitions"), env=self.layout.rabbitmq_environ(self.env))
                 eventhub.create_users(self.runner, ctl, self.secrets, self.console, timeout)
-            self._migrate()
+            migrated = self._migrate()
             states = self.states(bins)
             wanted_up = [*self.env.services, *(["nginx"] if self.env.nginx.enabled else [])]
             to_start = [n for n in wanted_up if not (states.get(n) and states[n].running)]
@@ -230,11 +243,14 @@ class LocalRuntime:
                 self._wait_services(bins, timeout)
                 if self.env.nginx.enabled:
                     self._wait(lambda: health.port_open(self.env.nginx.https_port), timeout, "nginx")
-        except MfeError:
+        except MfeError as exc:
+            if migrated is not None:
+                self._record("failed", version, migrated, note=str(exc).splitlines()[0])
             if started_here:
                 self.console.info("stopping what this up started")
                 self._stop(bins)
             raise
+        self._record("succeeded", version, migrated)
         return self.status()
 
     def _check_ports(self, states: dict[str, ProgramState]) -> None:
@@ -469,20 +485,40 @@ class LocalRuntime:
     def _units(self) -> dict[str, list[tuple[str, object]]]:
         return environments(self.env, self.secrets, Endpoints.local(self.env))
 
-    def _migrate(self) -> None:
+    def _migrate(self) -> Migrated:
         services = migrations.services(self.env, None)
-        premigration.before_migrating(self.env, self.console, self.migrate, services, self.backups)
+        backup = premigration.before_migrating(self.env, self.console, self.migrate, services, self.backups)
         commands = {
             name: migrations.command(self.env, self.secrets, name, ["apply"], project_dir=self.project_dir)
-            for name in migrations.services(self.env, None)
+            for name in services
         }
+        moment = datetime.now(UTC)
         with self.console.status("applying migrations"):
             outcomes = migrations.run(self.runner, commands)
-        failures, _ = migrations.applied(outcomes)
+        failures, heads = migrations.applied(outcomes)
         if failures:
             raise StartFailed("migrations failed: " + "; ".join(failures))
         for line in migrations.describe(outcomes):
             self.console.info(line)
+        return Migrated(heads, backup, moment.isoformat() if heads else "")
+
+    def _record(self, outcome: str, version: str, done: Migrated, note: str = "") -> None:
+        """The release in the ledger (`releases`), as docker and swarm record theirs: what ran, the backup
+        taken before its migrations, and the moment before them (`restore --before-release`)."""
+        self.ledger.record(
+            Release(
+                id=self.ledger.next_id(),
+                time=datetime.now(UTC).isoformat(timespec="seconds"),
+                who=f"{getpass.getuser()}@{socket.gethostname()}",
+                kind="up",
+                outcome=outcome,
+                versions=dict.fromkeys(self.env.services, version),
+                migrations=done.heads,
+                note=note,
+                backup=done.backup,
+                migrated_at=done.at,
+            )
+        )
 
     def _wait_services(self, bins: Binaries, timeout: float) -> None:
         started = time.monotonic()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import PurePath
 from typing import Any
 
-from mfe_deploy.exec.host import Files
+from mfe_deploy.exec.host import Files, Host
+
+FILE = "releases.jsonl"  # in the environment's state folder, beside the audit log
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,9 @@ class Release:
     migrations: Mapping[str, str] = field(default_factory=dict)  # service -> head migration id
     note: str = ""
     backup: str = ""  # the backup taken just before this release's migrations (empty: none was needed)
+    # The moment just before this release applied its migrations (UTC, ISO 8601; empty: it applied none):
+    # what `restore --before-release` brings the databases back to.
+    migrated_at: str = ""
 
 
 def append_line(files: Files, path: PurePath, record: Mapping[str, Any]) -> None:
@@ -45,8 +50,16 @@ class Ledger:
         self.files = files
         self.path = path
 
+    @classmethod
+    def of(cls, host: Host) -> Ledger:
+        return cls(host.files, host.state / FILE)
+
     def all(self) -> list[Release]:
-        return [Release(**r) for r in read_lines(self.files, self.path)]
+        known = {f.name for f in fields(Release)}  # a ledger written by a newer version keeps working
+        return [Release(**{k: v for k, v in r.items() if k in known}) for r in read_lines(self.files, self.path)]
+
+    def get(self, release_id: int) -> Release | None:
+        return next((r for r in self.all() if r.id == release_id), None)
 
     def next_id(self) -> int:
         releases = self.all()
