@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -118,3 +123,34 @@ def test_each_store_carries_a_digest_of_its_definition_that_changes_with_it_alon
     bigger, _ = _stack("staging", redis=loaded.env.redis.model_copy(update={"maxmemory": "512mb"}))
     after = {u: bigger["services"][u]["deploy"]["labels"][swarm_stack.STORE_LABEL] for u in ("postgres", "redis")}
     assert after["postgres"] == labels["postgres"] and after["redis"] != labels["redis"]
+
+
+def test_render_of_a_swarm_environment_writes_the_stack_files_up_deploys(tmp_path: Path) -> None:
+    """`render` writes what `up` deploys on every runtime: on Swarm the stack files (the same function
+    builds them for both), with the digests of the certificates `up` made once beside the bundle."""
+    shutil.copytree(REPO / "environments", tmp_path / "environments")
+    (tmp_path / "environments" / "sw.yaml").write_text("extends: staging\nruntime: swarm\n")
+    out = tmp_path / "bundle"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "mfe_deploy", "-C", str(tmp_path), "render", "--env", "sw", *args]
+        argv += ["--out", str(out), "--engine-version", "24.0", "--version", "v1"]
+        return subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **strong_secrets()}, check=False)
+
+    first = cli()
+    assert first.returncode == 0, first.stderr
+    assert (out / "stack.yml").is_file() and (out / "stores.yml").is_file() and not (out / "compose.yml").exists()
+    doc = yaml.safe_load((out / "stack.yml").read_text())
+    assert set(doc["services"]) >= {"api-gateway", "auth", "payments", "admin", "profile", "postgres", "nginx"}
+    assert doc["services"]["auth"]["image"].endswith(":v1")
+    assert set(yaml.safe_load((out / "stores.yml").read_text())["services"]) == {"postgres", "redis", "rabbitmq"}
+    assert cli("--check").returncode == 0
+    # a certificate `up` made beside the bundle is a secret named by its digest: a new one is drift
+    before = doc["secrets"]
+    (out / "nginx" / "ssl").mkdir(parents=True, exist_ok=True)
+    (out / "nginx" / "ssl" / "cert.pem").write_text("a certificate up made\n")
+    drift = cli("--check")
+    assert drift.returncode == 1 and "stack.yml" in drift.stdout, drift.stdout + drift.stderr
+    assert cli().returncode == 0
+    after = yaml.safe_load((out / "stack.yml").read_text())["secrets"]
+    assert [k for k in after if after[k] != before[k]] == ["tls_cert"], (before, after)

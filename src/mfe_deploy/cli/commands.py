@@ -101,7 +101,8 @@ def render(
         typer.Option("--engine-version", help="Docker Engine version to render for [default: ask]."),
     ] = None,
 ) -> None:
-    """Render compose, nginx, env files and the database init script into a bundle directory."""
+    """Render what `up` deploys (compose, or a Swarm environment's stack files; nginx, env files, the
+    database init script) into a bundle directory."""
     from mfe_deploy import bundle
     from mfe_deploy.config import loader
     from mfe_deploy.engine import capabilities
@@ -112,8 +113,17 @@ def render(
     loaded, secrets = loader.load_with_secrets(state.project_dir, env)
     state.console.add_secrets(secrets.maskable())
     versions: dict[str, str] = dict.fromkeys(loaded.env.services, release(version))
-    result = render_bundle(loaded.env, secrets, versions=versions, caps=capabilities(engine_version))
+    caps = capabilities(engine_version)
+    result = render_bundle(loaded.env, secrets, versions=versions, caps=caps)
     target = out if out is not None else state.project_dir / ".mfe" / env
+    if loaded.env.runtime == "swarm":  # what `up` deploys there: the stack files, not compose.yml
+        from mfe_deploy.swarm_bundle import swarm_bundle
+
+        def made(path: str) -> str | None:
+            file = target / path
+            return file.read_text() if file.is_file() else None
+
+        result = swarm_bundle(loaded.env, result, caps, made)
     shown = _display(target, state.project_dir)
     if check:
         drifts = bundle.drift(result, target)

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -21,14 +20,13 @@ from mfe_deploy import bundle, swarm_stack
 from mfe_deploy.backups.pg import ContainerPostgres, Postgres
 from mfe_deploy.compose import ContainerState
 from mfe_deploy.config import urls
-from mfe_deploy.config.urls import DB_TLS_DIR
 from mfe_deploy.engine import capabilities_for, version_via
 from mfe_deploy.errors import MfeError
 from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.docker_host import AtEngine
 from mfe_deploy.exec.runner import Runner
 from mfe_deploy.ops import health, migrations, schema
-from mfe_deploy.render import LIVE_NETWORK, Bundle, BundleFile, Capabilities, NginxPaths, nginx_conf, render
+from mfe_deploy.render import Bundle, Capabilities, render
 from mfe_deploy.runtimes import eventhub
 from mfe_deploy.runtimes.contract import (
     Deployment,
@@ -41,6 +39,7 @@ from mfe_deploy.runtimes.contract import (
 )
 from mfe_deploy.runtimes.docker import HEALTH_PROBE, DockerRuntime, parse_probe, probe_command
 from mfe_deploy.state.ledger import Release
+from mfe_deploy.swarm_bundle import swarm_bundle
 
 BUSY = ("updating", "rollback_started")
 ROLLED_BACK = ("rollback_completed", "rollback_paused", "paused")
@@ -78,33 +77,8 @@ class SwarmRuntime(DockerRuntime):
     # --- rendering -----------------------------------------------------------------------------------------
     def _swarm_bundle(self, versions: dict[str, str]) -> Bundle:
         base = render(self.env, self.secrets, versions=versions, caps=self.capabilities)
-        files = dict(base.files)
-        compose = yaml.safe_load(files.pop("compose.yml").text)
-        # nginx resolves the gateway's service name per request here (Swarm's DNS lists the running tasks):
-        # the docker runtime's live network and colours have no use.
-        compose["networks"].pop(LIVE_NETWORK, None)
-        if "nginx" in compose["services"]:
-            nets = compose["services"]["nginx"]["networks"]
-            compose["services"]["nginx"]["networks"] = [n for n in nets if n != LIVE_NETWORK]
-        if self.env.nginx.enabled:
-            paths = NginxPaths(resolver="127.0.0.11")
-            files["nginx/nginx.conf"] = BundleFile(nginx_conf(self.env, paths, self.capabilities))
-            tls = self.env.nginx.tls
-            if tls.mode == "files":
-                assert tls.certificate is not None and tls.key is not None
-                files["nginx/ssl/cert.pem"] = BundleFile(Path(tls.certificate).read_text())
-                files["nginx/ssl/key.pem"] = BundleFile(Path(tls.key).read_text(), secret=True)
-        contents = {path: file.text.encode() for path, file in files.items()}
-        made = [f"nginx/ssl/{name}" for name in ("cert.pem", "key.pem")]
-        made += [f"{DB_TLS_DIR}/{name}" for name in ("ca.pem", "server.crt", "server.key")]
-        for path in made:  # made once by `up` beside the bundle, not rendered
-            if path not in contents:
-                contents[path] = (self.files.read_text(self.bundle_dir / path) or "").encode()
-        doc = swarm_stack.stack(self.env, compose, contents)
-        files["stack.yml"] = BundleFile(swarm_stack.dump(doc, self.env.name))
-        stores = swarm_stack.only(doc, [u for u in swarm_stack.STORES if u in doc["services"]])
-        files["stores.yml"] = BundleFile(swarm_stack.dump(stores, self.env.name))
-        return Bundle(dict(sorted(files.items())))
+        made = self.bundle_dir
+        return swarm_bundle(self.env, base, self.capabilities, lambda path: self.files.read_text(made / path))
 
     def write_bundle(self, versions: dict[str, str]) -> str:
         self.files.makedirs(self.bundle_dir, 0o700)
