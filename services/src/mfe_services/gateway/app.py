@@ -195,6 +195,8 @@ class Gateway:
                 return
             conn.start(head_only=method == "HEAD")
             try:
+                if conn.error is not None:  # lost before a byte was written: nothing of the body is read yet
+                    raise conn.error
                 if streaming:
                     conn.write(head)
                     if not await self._stream_request(conn, body, receive):
@@ -212,8 +214,9 @@ class Gateway:
                 conn.close()
                 # The head arrived, then the connection was lost: the upstream may have done the work.
                 cut = conn.head.done() and not conn.head.cancelled() and conn.head.exception() is None
-                again = (exc.retryable or cut) and (replayable or (reused and exc.retryable and attempt == 0))
-                if again and not streaming and attempt < ATTEMPTS - 1:
+                unsent = not conn.sent  # the upstream cannot have seen it: any request may go again
+                again = (exc.retryable or cut) and (replayable or unsent or (reused and exc.retryable and attempt == 0))
+                if again and (unsent or not streaming) and attempt < ATTEMPTS - 1:
                     # Closed before a byte of the answer: an idle connection the server dropped (a replica
                     # stopping, or its keep-alive timeout), or a new one reset before the server read it (a
                     # replica closing its socket); or closed between the head and the body. Retried on a new

@@ -84,9 +84,15 @@ class Connection(asyncio.Protocol):
         self.head_only = head_only
         self.waiter: asyncio.Future[None] | None = None
         self.error: UpstreamError | None = None
+        self.sent = False  # a byte of this exchange's request was written
 
     def start(self, *, head_only: bool) -> None:
         self._reset(head_only=head_only)
+        if self.closed:
+            # Lost between its handshake and now (a replica closing its listener resets the connections it
+            # had not accepted yet): connection_lost has come and gone, so nothing would ever answer the head
+            # (CI: two requests hung until the client gave up). Nothing of the request was sent.
+            self._fail(UpstreamError("upstream closed the connection before the request", retryable=True))
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -183,6 +189,7 @@ class Connection(asyncio.Protocol):
         assert self.transport is not None
         if self.closed or self.transport.is_closing():
             return
+        self.sent = True
         self.transport.write(data)
 
     def close(self) -> None:
