@@ -88,13 +88,16 @@ def second_engine() -> Iterator[str]:
 
 
 def remove_images(prefix: str) -> None:
-    """Every image of `prefix`/..., so that a build starts from this checkout's code."""
+    """Every image of `prefix`/..., so that a build starts from this checkout's code. Their untagged
+    parents stay (--no-prune): the modules of the other groups build the same Dockerfile on this engine at
+    the same time, and a build reusing a cached step whose image went with ours failed with `No such
+    image: sha256:...` (CI: the zero-downtime module's set-up, while a hosts-group module cleaned up)."""
     listed = subprocess.run(
         ["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True, check=True
     )
     ours = [name for name in listed.stdout.split() if name.startswith(prefix + "/")]
     if ours:
-        subprocess.run(["docker", "image", "rm", "-f", *ours], capture_output=True, check=False)
+        subprocess.run(["docker", "image", "rm", "-f", "--no-prune", *ours], capture_output=True, check=False)
 
 
 class ContainerLogs:
