@@ -338,12 +338,6 @@ class Gateway:
     async def _get(pool: Pool, target: bytes) -> tuple[int, bytes]:
         """One GET to a service on a pooled connection: its status and whole body."""
         conn, _ = await pool.acquire()
-        status, body = await Gateway._exchange(conn, pool, target)
-        pool.release(conn)
-        return status, body
-
-    @staticmethod
-    async def _exchange(conn: Connection, pool: Pool, target: bytes) -> tuple[int, bytes]:
         conn.start(head_only=False)
         conn.write(request_head("GET", target, [(b"host", pool.netloc)]))
         chunks = []
@@ -357,40 +351,30 @@ class Gateway:
         except BaseException:
             conn.close()
             raise
+        pool.release(conn)
         return status, b"".join(chunks)
 
     @staticmethod
     def _probe(pool: Pool) -> health.Check:
-        """A service is healthy when one of its replicas answers 200: every address its name resolves to
-        now is asked (side by side, each on a connection of its own), so a replica still starting (in the
-        engine's DNS before it is ready: its own /health is 503) or one that is stopping does not make a
-        service whose other replica is healthy look failed (CI: the aggregate /health answered 503 while
-        services were replaced). No replica reachable: tried again, the name resolved anew, until the
-        check's timeout (health.UPSTREAM_CHECK_TIMEOUT) gives up. No replica at 200: the answers are the
-        service's verdict, never tried again."""
+        """A service is healthy when one of its replicas answers 200. A replica that is stopping (its idle
+        connection closed under the probe, its socket gone) is not a failed service: the probe tries again
+        on a new connection, the name resolved anew, until the check's timeout (health.UPSTREAM_CHECK_TIMEOUT)
+        gives up. An answer other than 200 is the service's own verdict, never tried again."""
 
-        async def ask(conn: Connection) -> int:
-            try:
-                status, _ = await Gateway._exchange(conn, pool, b"/health")
-            except UpstreamError:
-                return 0  # lost under the probe: a replica going away
-            finally:
-                conn.close()
+        async def once() -> int:
+            status, _ = await Gateway._get(pool, b"/health")
             return status
 
         async def check() -> None:
             while True:
                 try:
-                    conns = await pool.each()
+                    status = await once()
+                    break
                 except UpstreamError:
-                    conns = []
-                statuses = await asyncio.gather(*(ask(conn) for conn in conns))
-                if 200 in statuses:
-                    return
-                answered = [s for s in statuses if s]
-                if answered:
-                    raise UpstreamError(f"health {answered[0]}")
-                await asyncio.sleep(RETRY_PAUSE)
+                    pool.close()
+                    await asyncio.sleep(RETRY_PAUSE)
+            if status != 200:
+                raise UpstreamError(f"health {status}")
 
         return check
 

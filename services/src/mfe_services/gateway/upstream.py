@@ -11,7 +11,7 @@ import asyncio
 import socket
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import cast
 
 import httptools
 
@@ -264,30 +264,6 @@ class Pool:
             await asyncio.sleep(RETRY_PAUSE)
         reason = str(error) if error is not None and str(error) else "timeout"
         raise UpstreamError(f"cannot connect to {self.host}:{self.port}: {reason}")
-
-    async def each(self) -> list[Connection]:
-        """A new connection to every address the name resolves to now (each replica of a service), those
-        that do not connect within PER_ADDRESS left out: for a probe that must reach every replica."""
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await asyncio.wait_for(
-                loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM), self.connect_timeout
-            )
-        except (OSError, TimeoutError) as exc:
-            raise UpstreamError(f"cannot resolve {self.host}: {exc or 'timeout'}") from None
-
-        async def one(family: int, address: tuple[Any, ...]) -> Connection | None:
-            try:
-                _, conn = await asyncio.wait_for(
-                    loop.create_connection(Connection, str(address[0]), int(address[1]), family=family), PER_ADDRESS
-                )
-            except (OSError, TimeoutError):
-                return None
-            return conn
-
-        unique = list(dict.fromkeys((family, address[:2]) for family, _, _, _, address in infos))
-        opened = await asyncio.gather(*(one(family, address) for family, address in unique))
-        return [conn for conn in opened if conn is not None]
 
     def release(self, conn: Connection) -> None:
         if conn.complete and conn.keep_alive and not conn.closed and len(self.idle) < self.max_idle:
