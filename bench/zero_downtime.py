@@ -1,13 +1,12 @@
 """Failed requests during deploys and rollbacks through nginx over HTTPS (goal: 0 in every row).
 
-A fixed-rate load (tests/load.py: keep-alive clients and a new connection per request, GET and POST, and the
-aggregate `GET /health` four times a second, as a load balancer polls it) runs from 2 s before each operation
-to 2 s after it, on a staging-like stack (2 gateway replicas, nginx TLS, RabbitMQ) on the Docker engine here.
-Rows: steady state; `up` v1 -> v2 of every service; `rollback` of each of the five services; `up` of a v3
-whose gateway exits at start (rolled back by itself); `up` of a v4 whose profile runs with a wrong database
-password (never healthy); `kill -9` of the CLI during the build, the migrations and the container start, 10 s
-of observation, then the same `up --force-unlock` (the row counts all three; `history` must show the killed
-one as interrupted).
+A fixed-rate load (tests/load.py: keep-alive clients and a new connection per request, GET and POST)
+runs from 2 s before each operation to 2 s after it, on a staging-like stack (2 gateway replicas,
+nginx TLS, RabbitMQ) on the Docker engine here. Rows: steady state; `up` v1 -> v2 of every service;
+`rollback` of each of the five services; `up` of a v3 whose gateway exits at start (rolled back by
+itself); `up` of a v4 whose profile runs with a wrong database password (never healthy); `kill -9` of
+the CLI during the build, the migrations and the container start, 10 s of observation, then the same
+`up --force-unlock` (the row counts all three; `history` must show the killed one as interrupted).
 Needs a Docker engine and the stand-in images (scripts/setup-docker).
 
     .venv/bin/python bench/zero_downtime.py [--rate 200] [--remote] [--quick]
@@ -144,7 +143,7 @@ images: {{postgres: mfe-local/postgres:15, redis: mfe-local/redis:7, rabbitmq: m
                 token = token.json()["access_token"]
 
             def measured(name: str, operation: Callable[[], object]) -> None:
-                with Load(base, token, rate=rate, health_every=0.25) as load:  # and /health, as a monitor
+                with Load(base, token, rate=rate) as load:
                     time.sleep(2)
                     started = time.monotonic()
                     error = ""

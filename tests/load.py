@@ -37,20 +37,10 @@ class Tally:
 
 class Load:
     def __init__(
-        self,
-        base_url: str,
-        token: str,
-        *,
-        rate: float = 200,
-        keepalive_share: float = 0.75,
-        limit: float = 600,
-        health_every: float = 0.0,
+        self, base_url: str, token: str, *, rate: float = 200, keepalive_share: float = 0.75, limit: float = 600
     ) -> None:
         self.base_url, self.headers = base_url, {"Authorization": f"Bearer {token}"}
         self.rate, self.limit = rate, limit
-        # As an external load balancer or monitor does: GET /health every `health_every` seconds (0: not at
-        # all), below nginx's own limit for it (10/s); anything but 200 is a failed request like any other.
-        self.health_every = health_every
         self.keepalive_workers, self.fresh_workers = 12, 4
         self.keepalive_rate = rate * keepalive_share
         self.tally = Tally()
@@ -63,8 +53,6 @@ class Load:
             self.threads.append(threading.Thread(target=self._keepalive, daemon=True))
         for _ in range(self.fresh_workers):
             self.threads.append(threading.Thread(target=self._fresh, daemon=True))
-        if self.health_every:
-            self.threads.append(threading.Thread(target=self._health, daemon=True))
         for thread in self.threads:
             thread.start()
         return self
@@ -114,19 +102,6 @@ class Load:
         interval = self.keepalive_workers / self.keepalive_rate
         with httpx.Client(base_url=self.base_url, verify=False, timeout=10) as client:
             self._paced(interval, lambda n: self._request(client, n))
-
-    def _health(self) -> None:
-        def probe(client: httpx.Client) -> None:
-            rid = uuid.uuid4().hex
-            try:
-                answer = client.get("/health", headers={"X-Request-ID": rid})
-                reason = f"{answer.status_code} /health {answer.text[:80]}"
-                self.tally.add(answer.status_code == 200, reason, rid)
-            except httpx.HTTPError as exc:
-                self.tally.add(False, f"{type(exc).__name__}: {exc} (GET /health)", rid)
-
-        with httpx.Client(base_url=self.base_url, verify=False, timeout=10) as client:
-            self._paced(self.health_every, lambda n: probe(client))
 
     def _fresh(self) -> None:
         interval = self.fresh_workers / (self.rate - self.keepalive_rate)
