@@ -4,18 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mfe_deploy.plan import (
-    Desired,
-    Have,
-    Observed,
-    Step,
-    Want,
-    changed_keys,
-    plan,
-    store_refusal,
-    store_restarts,
-    waves,
-)
+from mfe_deploy.plan import Desired, Have, Observed, Step, Want, changed_keys, plan, store_refusal, store_restarts
 from mfe_deploy.runtimes.contract import StoresWouldRestart, guard_stores
 
 WANT = {"gateway": Want("p/gateway:v1", 2, "c1"), "auth": Want("p/auth:v1", 1, "c2")}
@@ -123,27 +112,3 @@ def test_the_store_guard_refuses_unless_allowed_and_says_the_restart_when_it_is(
     assert guard_stores("staging", wanted, running, allowed=True, say=said.append) == ["redis"]
     assert said == ["redis: configuration changed, restarted (--restart-stores)"]
     assert guard_stores("staging", wanted, {"postgres": "h1"}, allowed=False, say=said.append) == []
-
-
-@pytest.mark.parametrize(
-    ("services", "depends_on", "expected"),
-    [
-        # the bundled five: the four behind the gateway side by side, then the gateway alone
-        (
-            ["api-gateway", "auth", "payments", "admin", "profile"],
-            {},
-            [["auth", "payments", "admin", "profile"], ["api-gateway"]],
-        ),
-        # a dependency being replaced goes first; one that is not (it runs as it is) holds nothing back
-        (["auth", "notifications", "payments"], {"notifications": ["auth"]}, [["auth", "payments"], ["notifications"]]),
-        (["notifications", "payments"], {"notifications": ["auth"]}, [["notifications", "payments"]]),
-        # a chain is a wave per link
-        (["c", "b", "a"], {"c": ["b"], "b": ["a"]}, [["a"], ["b"], ["c"]]),
-        (["api-gateway"], {}, [["api-gateway"]]),
-        ([], {}, []),
-    ],
-)
-def test_services_are_replaced_in_waves_dependencies_first_the_gateway_last(
-    services: list[str], depends_on: dict[str, list[str]], expected: list[list[str]]
-) -> None:
-    assert waves(services, depends_on, last=["api-gateway"]) == expected
