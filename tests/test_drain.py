@@ -26,6 +26,7 @@ from tests.pg import free_port
 from tests.test_gateway_conformance import _wait
 
 ROOT = Path(__file__).resolve().parents[1]
+DRAIN = 3.0  # not the default (2 s): the rendered DRAIN_SECONDS is what a service drains for
 
 
 def _get(sock: socket.socket, path: str = "/health/live") -> tuple[int, dict[str, str]]:
@@ -59,10 +60,13 @@ def _closed_by_peer(sock: socket.socket, within: float) -> bool:
 def service(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HOST": "127.0.0.1", "PORT": str(port), **jwt_env()}
+    env.pop("DRAIN_SECONDS", None)
+    # The drain's length comes from the env file, as mfe-deploy renders it: read after the file is loaded.
+    env_file = tmp_path / "env"
+    env_file.write_text(f"DRAIN_SECONDS='{DRAIN:g}'\n")
+    argv = [sys.executable, "-m", "mfe_services", "api-gateway", "--env-file", str(env_file)]
     with (tmp_path / "service.log").open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mfe_services", "api-gateway"], env=env, stdout=out, stderr=out
-        )
+        process = subprocess.Popen(argv, env=env, stdout=out, stderr=out)
     try:
         _wait(f"http://127.0.0.1:{port}/health/live", process)
         yield process, port
@@ -89,10 +93,14 @@ def test_sigterm_keeps_idle_connections_and_the_listener_open_then_closes_after_
     with socket.create_connection(("127.0.0.1", port), timeout=2) as fresh:
         status, headers = _get(fresh)
         assert (status, headers.get("connection")) == (200, "close")
-    assert time.monotonic() - started < drain.SECONDS
+    # Past the default's 2 s, the listener is still open: the drain is DRAIN_SECONDS long.
+    time.sleep(max(started + drain.DEFAULT + 0.4 - time.monotonic(), 0))
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as late:
+        assert _get(late)[0] == 200
+    assert time.monotonic() - started < DRAIN
     # Once the drain is over: the connection nobody used is closed, the listener too, and the process exits 0.
-    assert _closed_by_peer(idle[1], within=drain.SECONDS + 2)
-    assert time.monotonic() - started >= drain.SECONDS - 0.2
+    assert _closed_by_peer(idle[1], within=DRAIN + 2)
+    assert time.monotonic() - started >= DRAIN - 0.2
     assert process.wait(timeout=10) == 0
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
@@ -101,7 +109,7 @@ def test_sigterm_keeps_idle_connections_and_the_listener_open_then_closes_after_
 
 
 def test_the_pool_never_reuses_a_connection_idle_longer_than_the_service_drains() -> None:
-    assert upstream.IDLE_SECONDS < drain.SECONDS  # else a drained service closes one the pool still uses
+    assert upstream.IDLE_SECONDS < drain.DEFAULT  # else a drained service closes one the pool still uses
 
     async def exchange(pool: upstream.Pool) -> tuple[upstream.Connection, bool]:
         conn, reused = await pool.acquire()

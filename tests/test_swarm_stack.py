@@ -154,3 +154,25 @@ def test_render_of_a_swarm_environment_writes_the_stack_files_up_deploys(tmp_pat
     assert cli().returncode == 0
     after = yaml.safe_load((out / "stack.yml").read_text())["secrets"]
     assert [k for k in after if after[k] != before[k]] == ["tls_cert"], (before, after)
+
+
+def test_a_task_drains_for_the_swarms_drain_and_two_seconds_on_one_host() -> None:
+    """DRAIN_SECONDS (common/drain.py): a stopping task keeps its listener open this long. On a Swarm the
+    other nodes' DNS names a task for seconds after Swarm took it out; on one host the DNS is at once."""
+    from mfe_deploy.config.checks import check
+
+    loaded, secrets = loader.load_with_secrets(REPO, "staging", environ=strong_secrets())
+    assert loaded.env.runtime != "swarm"
+    on_swarm = loaded.env.model_copy(update={"runtime": "swarm"})
+    shorter = on_swarm.model_copy(update={"swarm": on_swarm.swarm.model_copy(update={"drain": "4s"})})
+    for env, drain in ((loaded.env, "2"), (on_swarm, "10"), (shorter, "4")):
+        files = render(env, secrets).files
+        for name in env.web_services:
+            assert f"DRAIN_SECONDS='{drain}'\n" in files[f"env/{name}.env"].text, (env.runtime, name)
+    assert not [f for f in check(on_swarm) if f[0][-1:] == ("stop_timeout",)]
+    # A stop timeout the drain would eat up is refused, naming the service's field and the fix.
+    auth = on_swarm.services["auth"].model_copy(update={"stop_timeout": "12s"})
+    tight = on_swarm.model_copy(update={"services": {**on_swarm.services, "auth": auth}})
+    found = [f for f in check(tight) if f[0][-1:] == ("stop_timeout",)]
+    assert found and found[0][0] == ("services", "auth", "stop_timeout"), found
+    assert "at least 15s" in found[0][1] and "swarm.drain" in found[0][1], found

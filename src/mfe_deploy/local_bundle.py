@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mfe_deploy.binaries import Binaries
 from mfe_deploy.config import urls
-from mfe_deploy.config.models import Environment, Pitr
+from mfe_deploy.config.models import Environment, Pitr, seconds
 from mfe_deploy.config.secrets import Secrets
 from mfe_deploy.errors import ConfigError, Problem
 from mfe_deploy.render import (
@@ -25,7 +25,6 @@ from mfe_deploy.render import (
     environments,
     nginx_conf,
     prometheus_config,
-    seconds,
 )
 
 PG_SYSTEM_USER = "mfe-postgres"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mfe_deploy.config import urls
-from mfe_deploy.config.models import Environment, Service
+from mfe_deploy.config.models import Environment, Service, seconds
 from mfe_deploy.config.secrets import Secrets
 from mfe_deploy.config.urls import DB_CA_IN_CONTAINER, DB_TLS_DIR, DB_TLS_IN_CONTAINER
 from mfe_deploy.exec.secret import Secret
@@ -508,6 +508,7 @@ def environments(env: Environment, secrets: Secrets, at: Endpoints) -> dict[str,
             ("JWT_REFRESH_EXPIRES_IN", env.jwt.refresh_expires_in),
             ("CORS_ORIGIN", env.cors_origin),
             ("STOP_TIMEOUT", seconds(svc.stop_timeout)),
+            ("DRAIN_SECONDS", env.drain_seconds),
         ]
         if name == env.jwt.issuer:
             variables.append(("JWT_SIGNING_KEY", secrets.signing_key.private))
@@ -556,10 +557,6 @@ def prometheus_config(env: Environment, targets: Mapping[str, tuple[str, int]], 
         else:
             lines.append(f"    static_configs: [{{targets: [{json.dumps(f'{address}:{port}')}]}}]")
     return "\n".join(lines) + "\n"
-
-
-def seconds(duration: str) -> int:
-    return int(duration[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[duration[-1]]
 
 
 def provision_script(env: Environment, secrets: Secrets, tag: str) -> Secret:

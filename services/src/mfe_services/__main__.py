@@ -90,9 +90,9 @@ def run_worker(name: str, worker: Any) -> None:
 def graceful_seconds(stop_timeout: str | None) -> int:
     """How long in-flight requests may take once the listener closed: what the supervisor's stop timeout
     (SIGTERM to SIGKILL, `STOP_TIMEOUT` seconds, rendered from the service's stop_timeout) leaves after
-    the drain and a second for the lifespan shutdown."""
+    the drain (`DRAIN_SECONDS`) and a second for the lifespan shutdown."""
     total = int(stop_timeout) if stop_timeout and stop_timeout.isdigit() else 20
-    return max(int(total - drain.SECONDS - 1), 1)
+    return max(int(total - drain.length() - 1), 1)
 
 
 class Server(uvicorn.Server):

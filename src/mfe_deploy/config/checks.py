@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from mfe_deploy.config.bundled import BUNDLED
-from mfe_deploy.config.models import Environment
+from mfe_deploy.config.models import Environment, seconds
 from mfe_deploy.config.source import KeyPath
 
 Finding = tuple[KeyPath, str]
@@ -47,6 +47,7 @@ RESERVED_ENV = frozenset(
         "ROUTES",
         "JWT_SIGNING_KEY",
         "STOP_TIMEOUT",
+        "DRAIN_SECONDS",
     }
 )
 
@@ -57,6 +58,15 @@ def _services(env: Environment) -> Iterator[Finding]:
         yield ("services",), "no service has role: gateway (the one entry point every route goes through)"
     for extra in gateways[1:]:
         yield ("services", extra, "role"), f"only one gateway: {gateways[0]} is one already"
+    for name, svc in env.services.items():
+        if svc.kind == "web" and env.runtime == "swarm" and seconds(svc.stop_timeout) < env.drain_seconds + 5:
+            yield (
+                ("services", name, "stop_timeout"),
+                (
+                    f"{svc.stop_timeout} leaves no time to finish requests after the swarm's drain "
+                    f"({env.swarm.drain}, swarm.drain): make it at least {env.drain_seconds + 5}s, or the drain shorter"
+                ),
+            )
     issuer = env.services.get(env.jwt.issuer)
     if issuer is None:
         names = ", ".join(n for n, s in env.services.items() if s.role != "gateway") or "none"

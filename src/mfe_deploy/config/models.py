@@ -26,6 +26,13 @@ def _duration(value: str) -> str:
 
 
 Duration = Annotated[str, AfterValidator(_duration)]
+
+
+def seconds(duration: str) -> int:
+    """A Duration's length in seconds."""
+    return int(duration[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[duration[-1]]
+
+
 Memory = Annotated[str, Field(pattern=r"^[1-9][0-9]*[kmg]$")]
 Image = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/:@-]*$", max_length=255)]
 Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
@@ -439,6 +446,12 @@ class Swarm(Model):
     )
     update_delay: Duration = Field(default="10s", description="between two replicas of one service (the guide's)")
     monitor: Duration = Field(default="10s", description="how long a new task must stay up before the next one")
+    drain: Duration = Field(
+        default="10s",
+        description="how long a stopping task keeps accepting connections: Swarm takes it out of DNS 2 s before "
+        "SIGTERM, and on a busy cluster the other nodes' DNS names it for seconds more (a service's stop_timeout "
+        "must leave time after it)",
+    )
 
 
 NotifyEvent = Literal[
@@ -526,6 +539,12 @@ class Environment(Model):
     @property
     def database_tls(self) -> bool:
         return self.database.tls if self.database.tls is not None else self.runtime == "swarm"
+
+    @property
+    def drain_seconds(self) -> int:
+        """How long a stopping service keeps its listener open (DRAIN_SECONDS): the swarm's `drain` on a
+        Swarm, whose nodes learn late that a task left DNS; 2 s on one host, whose DNS is at once."""
+        return seconds(self.swarm.drain) if self.runtime == "swarm" else 2
 
     @property
     def gateway(self) -> str | None:

@@ -28,7 +28,7 @@ from mfe_deploy.backups.pitr import PitrTool
 from mfe_deploy.backups.store import Store
 from mfe_deploy.binaries import Binaries, discover
 from mfe_deploy.bundle import Drift
-from mfe_deploy.config.models import Environment
+from mfe_deploy.config.models import Environment, seconds
 from mfe_deploy.config.secrets import Secrets
 from mfe_deploy.errors import MfeError
 from mfe_deploy.exec.command import Command
@@ -50,7 +50,7 @@ from mfe_deploy.ops import health, migrations, schema
 from mfe_deploy.ops.health import Probe
 from mfe_deploy.ops.migrations import pending
 from mfe_deploy.plan import Desired, Have, Observed, Want, digest
-from mfe_deploy.render import Bundle, Capabilities, Endpoints, environments, provision_script, render, seconds
+from mfe_deploy.render import Bundle, Capabilities, Endpoints, environments, provision_script, render
 from mfe_deploy.runtimes import eventhub, premigration
 from mfe_deploy.runtimes.contract import (
     Deployment,
