@@ -20,6 +20,7 @@ from mfe_deploy import bundle, swarm_stack
 from mfe_deploy.backups.pg import ContainerPostgres, Postgres
 from mfe_deploy.compose import ContainerState
 from mfe_deploy.config import urls
+from mfe_deploy.config.models import seconds
 from mfe_deploy.engine import capabilities_for, version_via
 from mfe_deploy.errors import MfeError
 from mfe_deploy.exec.command import Command
@@ -270,15 +271,35 @@ class SwarmRuntime(DockerRuntime):
         return f"\n{unit}: task {row.get('Name', '')} ({row.get('Image', '')}) on {row.get('Node', '')}: {row['Error']}"
 
     def _remove_unused_objects(self) -> None:
-        """Secrets and configs an earlier release used (the names are content digests): gone once converged.
-        One still held by a task is refused by Swarm and stays until the next deploy."""
+        """Secrets and configs an earlier release used (the names are content digests): gone once converged
+        and the replaced tasks that hold them have drained (swarm.drain). One a task still holds after that
+        is refused by Swarm and stays until the next deploy."""
         stack_file = self.files.read_text(self.bundle_dir / "stack.yml") or ""
+        unused: list[tuple[str, str]] = []
         for kind in ("secret", "config"):
             argv = ("docker", kind, "ls", "--filter", f"label=com.docker.stack.namespace={self.stack}")
             done = self.runner.run(Command((*argv, "--format", "{{.Name}}")), timeout=60)
-            for name in done.stdout.split():
-                if name not in stack_file:
-                    self.runner.run(Command(("docker", kind, "rm", name)), timeout=60)
+            unused += [(kind, name) for name in done.stdout.split() if name not in stack_file]
+        if unused:
+            self._wait_for_replaced_tasks()
+        for kind, name in unused:
+            self.runner.run(Command(("docker", kind, "rm", name)), timeout=60)
+
+    def _wait_for_replaced_tasks(self) -> None:
+        """Until no replaced task (desired state shutdown) still runs: each drains for swarm.drain after
+        Swarm's 2 s, then finishes its requests; bounded by the longest stop_timeout."""
+        longest = max((seconds(s.stop_timeout) for s in self.env.services.values()), default=20)
+        deadline = time.monotonic() + 2 + longest + 5
+        replaced = ("--filter", "desired-state=shutdown", "--format", "{{.CurrentState}}")
+        argv = ("docker", "stack", "ps", self.stack, *replaced)
+        with self.console.status("waiting for the replaced tasks to drain") as waiting:
+            while time.monotonic() < deadline:
+                done = self.runner.run(Command(argv), timeout=60)
+                left = sum(1 for state in done.stdout.splitlines() if state.startswith(("Running", "Starting")))
+                if done.returncode != 0 or not left:
+                    return
+                waiting.update(f"waiting for {left} replaced task{'s' * (left != 1)} to drain")
+                time.sleep(1)
 
     # --- migrations: a one-off container on the manager, on the data network --------------------------------
     def migrate(self, services: list[str], action: list[str]) -> list[migrations.Outcome]:
