@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import getpass
 import hashlib
 import json
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from functools import cache, cached_property
 from pathlib import Path, PurePath
 
@@ -691,20 +688,16 @@ class DockerRuntime:
         note: str = "",
         backup: str = "",
     ) -> None:
-        release = Release(
-            id=self.ledger.next_id(),
-            time=datetime.now(UTC).isoformat(timespec="seconds"),
-            who=f"{getpass.getuser()}@{socket.gethostname()}",
-            kind=kind,
-            outcome=outcome,
-            versions=versions,
+        self.ledger.append(
+            kind,
+            outcome,
+            versions,
             images=self._image_ids(versions),
             bundle_sha256=digest,
             migrations=heads,
             note=note,
             backup=backup,
         )
-        self.ledger.record(release)
 
     # --- rollback ------------------------------------------------------------------------------------------
     def _rollback_target(self, service: str, to: str | None) -> tuple[dict[str, str], str]:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import getpass
 import grp
 import hashlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -505,19 +503,14 @@ class LocalRuntime:
     def _record(self, outcome: str, version: str, done: Migrated, note: str = "") -> None:
         """The release in the ledger (`releases`), as docker and swarm record theirs: what ran, the backup
         taken before its migrations, and the moment before them (`restore --before-release`)."""
-        self.ledger.record(
-            Release(
-                id=self.ledger.next_id(),
-                time=datetime.now(UTC).isoformat(timespec="seconds"),
-                who=f"{getpass.getuser()}@{socket.gethostname()}",
-                kind="up",
-                outcome=outcome,
-                versions=dict.fromkeys(self.env.services, version),
-                migrations=done.heads,
-                note=note,
-                backup=done.backup,
-                migrated_at=done.at,
-            )
+        self.ledger.append(
+            "up",
+            outcome,
+            dict.fromkeys(self.env.services, version),
+            migrations=done.heads,
+            note=note,
+            backup=done.backup,
+            migrated_at=done.at,
         )
 
     def _wait_services(self, bins: Binaries, timeout: float) -> None:

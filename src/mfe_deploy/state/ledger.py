@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import getpass
 import json
+import socket
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
 from pathlib import PurePath
 from typing import Any
 
@@ -67,6 +70,20 @@ class Ledger:
 
     def record(self, release: Release) -> None:
         append_line(self.files, self.path, asdict(release))
+
+    def append(self, kind: str, outcome: str, versions: Mapping[str, str], **details: Any) -> Release:
+        """A new release, numbered after the last, stamped now and with who ran it (user@host), recorded."""
+        release = Release(
+            id=self.next_id(),
+            time=datetime.now(UTC).isoformat(timespec="seconds"),
+            who=f"{getpass.getuser()}@{socket.gethostname()}",
+            kind=kind,
+            outcome=outcome,
+            versions=versions,
+            **details,
+        )
+        self.record(release)
+        return release
 
     def last_good(self) -> Release | None:
         good = [r for r in self.all() if r.outcome == "succeeded"]
