@@ -95,12 +95,12 @@ def test_the_gateways_container_check_is_its_own_process_not_the_services_behind
     compose = yaml.safe_load(render(loaded.env, secrets).files["compose.yml"].text)
     asked = {name: compose["services"][name]["healthcheck"]["test"][-1] for name in loaded.env.services}
     gateway = loaded.env.gateway
-    assert "/health/live'" in asked.pop(gateway)
-    assert asked and all("/health'" in code for code in asked.values()), asked
+    assert "GET /health/live " in asked.pop(gateway)
+    assert asked and all("GET /health " in code for code in asked.values()), asked
     own = loaded.env.services[gateway].model_copy(update={"health": "/ready"})
     env = loaded.env.model_copy(update={"services": {**loaded.env.services, gateway: own}})
     compose = yaml.safe_load(render(env, secrets).files["compose.yml"].text)
-    assert "/ready'" in compose["services"][gateway]["healthcheck"]["test"][-1]
+    assert "GET /ready " in compose["services"][gateway]["healthcheck"]["test"][-1]
 
 
 def test_database_urls_quote_passwords() -> None:
