@@ -29,7 +29,7 @@ def server() -> Iterator[tuple[int, list[str]]]:
     seen: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             seen.append(self.path)
             status = int(self.path.rsplit("/", 1)[1]) if self.path.startswith("/status/") else 200
             body = b'{"status": "x"}'
