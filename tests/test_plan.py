@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from mfe_deploy.plan import Desired, Have, Observed, Step, Want, changed_keys, plan, store_refusal, store_restarts
+from mfe_deploy.plan import (
+    Desired,
+    Have,
+    Observed,
+    Step,
+    Want,
+    changed_keys,
+    plan,
+    store_refusal,
+    store_restarts,
+    waves,
+)
 from mfe_deploy.runtimes.contract import StoresWouldRestart, guard_stores
 
 WANT = {"gateway": Want("p/gateway:v1", 2, "c1"), "auth": Want("p/auth:v1", 1, "c2")}
@@ -112,3 +123,35 @@ def test_the_store_guard_refuses_unless_allowed_and_says_the_restart_when_it_is(
     assert guard_stores("staging", wanted, running, allowed=True, say=said.append) == ["redis"]
     assert said == ["redis: configuration changed, restarted (--restart-stores)"]
     assert guard_stores("staging", wanted, {"postgres": "h1"}, allowed=False, say=said.append) == []
+
+
+@pytest.mark.parametrize(
+    ("services", "depends_on", "width", "expected"),
+    [
+        # the bundled five: the four behind the gateway two by two, then the gateway alone
+        (
+            ["api-gateway", "auth", "payments", "admin", "profile"],
+            {},
+            2,
+            [["auth", "payments"], ["admin", "profile"], ["api-gateway"]],
+        ),
+        (["api-gateway", "auth", "payments", "admin"], {}, 4, [["auth", "payments", "admin"], ["api-gateway"]]),
+        (["api-gateway", "auth", "payments"], {}, 1, [["auth"], ["payments"], ["api-gateway"]]),
+        # a dependency being replaced goes first; one that is not (it runs as it is) holds nothing back
+        (
+            ["auth", "notifications", "payments"],
+            {"notifications": ["auth"]},
+            2,
+            [["auth", "payments"], ["notifications"]],
+        ),
+        (["notifications", "payments"], {"notifications": ["auth"]}, 2, [["notifications", "payments"]]),
+        # a chain is a wave per link
+        (["c", "b", "a"], {"c": ["b"], "b": ["a"]}, 3, [["a"], ["b"], ["c"]]),
+        (["api-gateway"], {}, 2, [["api-gateway"]]),
+        ([], {}, 2, []),
+    ],
+)
+def test_services_are_replaced_in_waves_dependencies_first_the_gateway_last(
+    services: list[str], depends_on: dict[str, list[str]], width: int, expected: list[list[str]]
+) -> None:
+    assert waves(services, depends_on, last=["api-gateway"], width=width) == expected

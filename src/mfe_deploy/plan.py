@@ -121,3 +121,22 @@ def changed_keys(old: str, new: str) -> list[str]:
 
     before, after = pairs(old), pairs(new)
     return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+
+
+def waves(
+    services: Sequence[str], depends_on: Mapping[str, Sequence[str]], last: Sequence[str] = (), width: int = 2
+) -> list[list[str]]:
+    """The order to replace `services` in, as waves whose members (at most `width`) are replaced side by
+    side: a service comes in a wave after every service it depends on (of those being replaced); those in
+    `last` (the gateway: what every request passes) come alone, after all the others, in their given order."""
+    rest = [s for s in services if s not in last]
+    out: list[list[str]] = []
+    while rest:
+        ready = [s for s in rest if not any(d in rest for d in depends_on.get(s, ()))]
+        if not ready:  # a cycle (the model refuses those): the rest one at a time, in their order
+            ready = rest[:1]
+        ready = ready[: max(width, 1)]
+        out.append(ready)
+        rest = [s for s in rest if s not in ready]
+    out += [[s] for s in services if s in last]
+    return out

@@ -424,6 +424,18 @@ class Ssh(Model):
     connect_timeout: float = Field(default=10, gt=0, le=300)
 
 
+class Rollout(Model):
+    """How `up` replaces services on docker (start-first: new containers beside the old ones)."""
+
+    parallel: int = Field(
+        default=2,
+        ge=1,
+        le=8,
+        description="services replaced side by side (each after those it depends on; the gateway alone and last): "
+        "more is faster, and starts that many new containers at once on the host",
+    )
+
+
 class Swarm(Model):
     """runtime: swarm. The stack runs on a Docker Swarm whose manager's engine answers at `manager`."""
 
@@ -518,6 +530,7 @@ class Environment(Model):
     notify: Notify = Notify()
     monitoring: Monitoring = Monitoring()
     swarm: Swarm = Swarm()
+    rollout: Rollout = Rollout()
     logs: Logs = Logs()
     jobs: dict[ServiceName, Job] = Field(default={}, description="scheduled jobs by name")
     secrets: Secrets

@@ -7,9 +7,10 @@ import hashlib
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cache, cached_property
 from pathlib import Path, PurePath
 
@@ -46,7 +47,7 @@ from mfe_deploy.exec.runner import Completed, Runner
 from mfe_deploy.exec.withenv import parse_env_text
 from mfe_deploy.ops import health, migrations, schema
 from mfe_deploy.ops.migrations import pending
-from mfe_deploy.plan import Desired, Have, Observed, Want, digest
+from mfe_deploy.plan import Desired, Have, Observed, Want, digest, waves
 from mfe_deploy.render import (
     ENV_IN_CONTAINER,
     GREEN_FLAG,
@@ -408,38 +409,76 @@ class DockerRuntime:
         return sorted(stale, key=lambda n: (self.env.services[n].role == "gateway", order.index(n)))
 
     def _roll(self, services: list[str], timeout: float) -> None:
-        """Start-first, one service at a time (each with all its replicas): the new containers start beside
-        the old ones and must become healthy; then the old ones stop (SIGTERM: they finish what they
-        serve, within stop_grace_period) and go; for the gateway, nginx switches to the new containers' colour
-        first (no reload). A new container that does not become healthy is removed and the old ones go on
-        serving."""
-        for name in services:
-            old = {c.name for c in self.containers() if c.service == name and not c.oneoff}
-            replicas = self.env.services[name].replicas
-            if self.env.services[name].singleton and old:
-                # Never two at once: the old one finishes what it holds (SIGTERM, its stop timeout) and goes first.
-                with self.console.status(f"{name}: stopping the old container(s) first (singleton)"):
-                    self._run(stop_containers(*sorted(old)), f"stopping the old {name}")
-                    self._run(remove_containers(*sorted(old)), f"removing the old {name}")
-                old = set()
-            with self.console.status(f"{name}: starting {replicas} new container(s) beside {len(old)}") as waiting:
-                beside = self.compose.up(name, timeout=None, no_deps=True, scale=len(old) + replicas)
+        """Start-first, in waves (plan.waves): the services of a wave (at most rollout.parallel) are replaced
+        side by side, each after those it depends on, the gateway alone and last. Each service's new
+        containers (all its replicas) start beside the old ones and must become healthy; then the old ones
+        stop (SIGTERM: they finish what they serve, within stop_grace_period) and go; for the gateway, nginx
+        switches to the new containers' colour first (no reload). A new container that does not become
+        healthy is removed and the old ones go on serving; the rest of its wave finishes, and the deploy
+        fails."""
+        depends = {name: self.env.services[name].depends_on for name in services}
+        gateways = [n for n in services if self.env.services[n].role == "gateway"]
+        for wave in waves(services, depends, last=gateways, width=self.env.rollout.parallel):
+            outcomes = self._replace_side_by_side(wave, timeout)
+            for name in wave:
+                done = outcomes[name]
+                if isinstance(done, tuple):
+                    self.console.info(f"{name}: replaced start-first ({done[0]} new, {done[1]} old stopped)")
+            failed = [done for done in outcomes.values() if isinstance(done, BaseException)]
+            if failed:
+                raise failed[0]
+
+    def _replace_side_by_side(self, wave: list[str], timeout: float) -> dict[str, tuple[int, int] | BaseException]:
+        """Each service of the wave replaced in a thread of its own, one status line for all: every one is
+        waited for, and what each did or raised returned."""
+        if len(wave) == 1:
+            with self.console.status(f"{wave[0]}: replacing start-first") as waiting:
                 try:
-                    self._run(beside, f"starting {name}")
-                    new = self._wait_new(name, old, timeout, waiting.update)
-                except StartFailed:
-                    # The new containers go, whatever state they are in; the old ones never stopped.
-                    extra = [c.name for c in self.containers() if c.service == name and c.name not in old]
-                    if extra:
-                        self.runner.run(remove_containers(*extra), timeout=120)
-                    raise
-                if self.env.services[name].role == "gateway":
-                    # nginx sends new requests to the new containers only; the old ones finish theirs and stop.
-                    self._switch_gateways(new, waiting.update)
-                waiting.update(f"{name}: the old container(s) finish their requests and stop")
-                self._run(stop_containers(*sorted(old)), f"stopping the old {name}")
-                self._run(remove_containers(*sorted(old)), f"removing the old {name}")
-            self.console.info(f"{name}: replaced start-first ({len(new)} new, {len(old)} old stopped)")
+                    return {wave[0]: self._replace(wave[0], timeout, lambda _, text: waiting.update(text))}
+                except StartFailed as exc:
+                    return {wave[0]: exc}
+        news: dict[str, str] = {}
+        lock = threading.Lock()
+        with self.console.status(f"replacing {', '.join(wave)} start-first") as waiting:
+
+            def update(name: str, text: str) -> None:
+                with lock:
+                    news[name] = text
+                    waiting.update("; ".join(news[n] for n in wave if n in news))
+
+            with ThreadPoolExecutor(max_workers=len(wave)) as pool:
+                futures = {name: pool.submit(self._replace, name, timeout, update) for name in wave}
+                return {name: _outcome(future) for name, future in futures.items()}
+
+    def _replace(self, name: str, timeout: float, update: Callable[[str, str], None]) -> tuple[int, int]:
+        """One service replaced start-first (a singleton: stop-first): how many new and old containers."""
+        old = {c.name for c in self.containers() if c.service == name and not c.oneoff}
+        replicas = self.env.services[name].replicas
+        if self.env.services[name].singleton and old:
+            # Never two at once: the old one finishes what it holds (SIGTERM, its stop timeout) and goes first.
+            update(name, f"{name}: stopping the old container(s) first (singleton)")
+            self._run(stop_containers(*sorted(old)), f"stopping the old {name}")
+            self._run(remove_containers(*sorted(old)), f"removing the old {name}")
+            old = set()
+        update(name, f"{name}: starting {replicas} new container(s) beside {len(old)}")
+        beside = self.compose.up(name, timeout=None, no_deps=True, scale=len(old) + replicas)
+        try:
+            self._run(beside, f"starting {name}")
+            new = self._wait_new(name, old, timeout, lambda text: update(name, text))
+        except StartFailed:
+            # The new containers go, whatever state they are in; the old ones never stopped.
+            extra = [c.name for c in self.containers() if c.service == name and c.name not in old]
+            if extra:
+                self.runner.run(remove_containers(*extra), timeout=120)
+            raise
+        if self.env.services[name].role == "gateway":
+            # nginx sends new requests to the new containers only; the old ones finish theirs and stop.
+            self._switch_gateways(new, lambda text: update(name, text))
+        update(name, f"{name}: the old container(s) finish their requests and stop")
+        if old:
+            self._run(stop_containers(*sorted(old)), f"stopping the old {name}")
+            self._run(remove_containers(*sorted(old)), f"removing the old {name}")
+        return len(new), len(old)
 
     def _wait_new(self, name: str, old: set[str], timeout: float, update: Callable[[str], None]) -> list[str]:
         deadline = time.monotonic() + timeout
@@ -1037,6 +1076,12 @@ class DockerRuntime:
             extra = ["nginx/ssl/key.pem", "nginx/ssl/cert.pem", GREEN_FLAG, *made]
             bundle.remove(self.bundle_dir, self.files, extra=extra)
         return running
+
+
+def _outcome(future: Future[tuple[int, int]]) -> tuple[int, int] | BaseException:
+    """A replacement's result, or what it raised: every one of a wave is waited for before any fails."""
+    error = future.exception()
+    return error if error is not None else future.result()
 
 
 def _is_key(name: str) -> bool:
