@@ -337,7 +337,17 @@ class Gateway:
     @staticmethod
     async def _get(pool: Pool, target: bytes) -> tuple[int, bytes]:
         """One GET to a service on a pooled connection: its status and whole body."""
-        conn, _ = await pool.acquire()
+        status, body, _ = await Gateway._exchange(pool, target)
+        return status, body
+
+    @staticmethod
+    async def _exchange(pool: Pool, target: bytes, conn: Connection | None = None) -> tuple[int, bytes, str]:
+        """One GET on `conn` (closed after), or on a pooled connection (released after): the status, the
+        whole body and the address of the replica that answered."""
+        pooled = conn is None
+        if conn is None:
+            conn, _ = await pool.acquire()
+        peer = conn.transport.get_extra_info("peername") if conn.transport is not None else None
         conn.start(head_only=False)
         conn.write(request_head("GET", target, [(b"host", pool.netloc)]))
         chunks = []
@@ -351,29 +361,38 @@ class Gateway:
         except BaseException:
             conn.close()
             raise
-        pool.release(conn)
-        return status, b"".join(chunks)
+        if pooled:
+            pool.release(conn)
+        else:
+            conn.close()
+        return status, b"".join(chunks), str(peer[0]) if peer else ""
 
     @staticmethod
     def _probe(pool: Pool) -> health.Check:
         """A service is healthy when one of its replicas answers 200. A replica that is stopping (its idle
         connection closed under the probe, its socket gone) is not a failed service: the probe tries again
         on a new connection, the name resolved anew, until the check's timeout (health.UPSTREAM_CHECK_TIMEOUT)
-        gives up. An answer other than 200 is the service's own verdict, never tried again."""
+        gives up. A replica that answers anything but 200 (one just started whose first checks were slow)
+        speaks for itself only: every other address the name resolves to is asked once, side by side, and
+        one 200 makes the service healthy."""
 
-        async def once() -> int:
-            status, _ = await Gateway._get(pool, b"/health")
+        async def other(family: int, address: tuple[Any, ...]) -> int:
+            status, _, _ = await Gateway._exchange(pool, b"/health", await pool.connect_to(family, address))
             return status
 
         async def check() -> None:
             while True:
                 try:
-                    status = await once()
+                    status, _, peer = await Gateway._exchange(pool, b"/health")
                     break
                 except UpstreamError:
                     pool.close()
                     await asyncio.sleep(RETRY_PAUSE)
-            if status != 200:
+            if status == 200:
+                return
+            others = await pool.others(peer)
+            answers = await asyncio.gather(*(other(*a) for a in others), return_exceptions=True)
+            if 200 not in answers:
                 raise UpstreamError(f"health {status}")
 
         return check

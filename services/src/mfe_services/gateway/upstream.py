@@ -11,7 +11,7 @@ import asyncio
 import socket
 from collections import deque
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import httptools
 
@@ -264,6 +264,19 @@ class Pool:
             await asyncio.sleep(RETRY_PAUSE)
         reason = str(error) if error is not None and str(error) else "timeout"
         raise UpstreamError(f"cannot connect to {self.host}:{self.port}: {reason}")
+
+    async def others(self, peer: str) -> list[tuple[int, tuple[Any, ...]]]:
+        """The addresses the name resolves to now (family, address), but `peer`'s: the other replicas."""
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        return [(family, address) for family, _, _, _, address in infos if str(address[0]) != peer]
+
+    @staticmethod
+    async def connect_to(family: int, address: tuple[Any, ...]) -> Connection:
+        """A new connection to one address (not pooled: the caller closes it)."""
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(Connection, str(address[0]), int(address[1]), family=family)
+        return conn
 
     def release(self, conn: Connection) -> None:
         if conn.complete and conn.keep_alive and not conn.closed and len(self.idle) < self.max_idle:
