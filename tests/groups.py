@@ -7,7 +7,9 @@ two swarm modules share the namespaces of tests/swarm.sh and the two remote-host
 engine's bridge, so each pair is in one group. A new module lands in `rest` unless it is listed here.
 
 usage: python -m tests.groups [--quick] [PYTEST ARGS...]   (scripts/test calls it)
-  --quick  the `rest` group only: pure and process tests, no Docker engine needed (the inner loop)
+  --quick  the `rest` group only: pure and process tests, no Docker engine needed (the inner loop), as
+           QUICK_SPLIT groups side by side (balanced by WEIGHTS): with no engine group beside them, the
+           cores are theirs, and most of these tests wait on the servers they start
 Prints each group's output as it ends, the 30 slowest tests of all groups, the wall time and a closing
 `N passed, N failed, N skipped` line; exits non-zero when any group failed.
 """
@@ -42,13 +44,58 @@ GROUPS = {
 # RabbitMQ takes beside its AMQP port (CI: a node found 48304 taken by a client socket and did not boot).
 # Clear of the defaults the tests use as they are (3000-3010, 5432, 6379, 9090).
 PORTS = {"docker": "7000-8999", "hosts": "9100-9999", "rest": "10000-12767"}
+QUICK_SPLIT = 3
+# Seconds per module of the `rest` group in a fresh-clone CI run (the heavy ones; any other counts 5): what
+# --quick balances its groups by. Refresh from a run's rest.xml when they drift far.
+WEIGHTS = {
+    "test_backup_local.py": 445,
+    "test_local_runtime.py": 296,
+    "test_openapi.py": 213,
+    "test_backup_offsite.py": 169,
+    "test_services_e2e.py": 151,
+    "test_events.py": 148,
+    "test_pitr.py": 122,
+    "test_user_services.py": 89,
+    "test_cli.py": 83,
+    "test_migrations.py": 80,
+    "test_acme.py": 73,
+    "test_bad_input.py": 64,
+    "test_redis_acl.py": 35,
+    "test_metrics.py": 34,
+    "test_services_outages.py": 34,
+    "test_workers.py": 32,
+    "test_watch.py": 29,
+    "test_secret_providers.py": 28,
+    "test_remote_ssh.py": 25,
+    "test_init.py": 21,
+}
 
 
 def modules(quick: bool) -> dict[str, list[str]]:
     listed = {name for files in GROUPS.values() for name in files}
     rest = sorted(p.name for p in (REPO / "tests").glob("test_*.py") if p.name not in listed)
-    chosen = {"rest": rest} if quick else {**GROUPS, "rest": rest}
+    chosen = balanced(rest, QUICK_SPLIT) if quick else {**GROUPS, "rest": rest}
     return {group: [f"tests/{name}" for name in files] for group, files in chosen.items()}
+
+
+def balanced(files: list[str], count: int) -> dict[str, list[str]]:
+    """`files` in `count` groups of about equal weight (the heaviest first, each to the lightest group)."""
+    groups: dict[str, list[str]] = {f"rest{n + 1}": [] for n in range(count)}
+    load = dict.fromkeys(groups, 0)
+    for name in sorted(files, key=lambda f: (-WEIGHTS.get(f, 5), f)):
+        lightest = min(groups, key=lambda g: (load[g], g))
+        groups[lightest].append(name)
+        load[lightest] += WEIGHTS.get(name, 5)
+    return {group: sorted(names) for group, names in groups.items() if names}
+
+
+def ports(group: str) -> str:
+    """The group's range of ports: a --quick group gets its share of the `rest` range."""
+    if group in PORTS:
+        return PORTS[group]
+    low, high = (int(part) for part in PORTS["rest"].split("-"))
+    index, size = int(group.removeprefix("rest")) - 1, (high - low + 1) // QUICK_SPLIT
+    return f"{low + index * size}-{low + (index + 1) * size - 1}"
 
 
 def main(argv: list[str]) -> int:
@@ -58,12 +105,12 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
     running: dict[str, tuple[subprocess.Popen[bytes], float]] = {}
     for group, files in modules(quick).items():
-        env = {**os.environ, "MFE_TEST_PORTS": PORTS[group], "MFE_TEST_GROUP": group}
+        env = {**os.environ, "MFE_TEST_PORTS": ports(group), "MFE_TEST_GROUP": group}
         argv_ = [sys.executable, "-m", "pytest", *files, *extra, "-p", "no:cacheprovider"]
         argv_ += [f"--basetemp={work / group}", f"--junitxml={work / group}.xml", "-o", "junit_family=xunit1"]
         with (work / f"{group}.log").open("wb") as log:
             running[group] = (subprocess.Popen(argv_, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), 0.0)
-        print(f"== pytest group {group}: {len(files)} modules (ports {PORTS[group]})", flush=True)
+        print(f"== pytest group {group}: {len(files)} modules (ports {ports(group)})", flush=True)
     codes: dict[str, int] = {}
     while len(codes) < len(running):
         for group, (proc, _) in running.items():
