@@ -43,6 +43,7 @@ class Replicas:
 class Gateway:
     port: int
     replicas: Replicas
+    log: Path
 
     def health(self) -> tuple[int, dict[str, object]]:
         time.sleep(1.1)  # past the gateway's verdict cache (health.VERDICT_TTL)
@@ -97,7 +98,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         process = subprocess.Popen(argv, env=env, stdout=out, stderr=out)
     try:
         _wait(f"http://127.0.0.1:{port}/health/live", process)
-        yield Gateway(port, replicas)
+        yield Gateway(port, replicas, folder / "gateway.log")
     finally:
         process.terminate()
         process.wait(timeout=20)
@@ -124,4 +125,10 @@ def test_every_replica_unhealthy_is_an_unhealthy_service_and_each_was_asked(gate
     status, body = gateway.health()
     assert (status, body["services"]) == (503, {"echo": "unhealthy"}), body
     assert sorted(gateway.replicas.asked) == sorted(REPLICAS), gateway.replicas.asked
+    # The gateway says which service, which replica and what it answered: the evidence of a 503 /health.
+    warnings = [json.loads(line) for line in gateway.log.read_text().splitlines() if "upstream unhealthy" in line]
+    assert warnings, gateway.log.read_text()[-2000:]
+    assert {w["upstream"] for w in warnings} == {"replicas.test"}
+    assert warnings[-1]["status"] == 503 and warnings[-1]["others"] == [503], warnings[-1]
+    assert '"unhealthy"' in warnings[-1]["body"], warnings[-1]
     gateway.replicas.status.update(dict.fromkeys(REPLICAS, 200))

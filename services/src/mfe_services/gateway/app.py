@@ -383,7 +383,7 @@ class Gateway:
         async def check() -> None:
             while True:
                 try:
-                    status, _, peer = await Gateway._exchange(pool, b"/health")
+                    status, body, peer = await Gateway._exchange(pool, b"/health")
                     break
                 except UpstreamError:
                     pool.close()
@@ -393,6 +393,11 @@ class Gateway:
             others = await pool.others(peer)
             answers = await asyncio.gather(*(other(*a) for a in others), return_exceptions=True)
             if 200 not in answers:
+                # What the service said of itself (which of its checks failed): the evidence of a 503 /health.
+                said = body[:300].decode("utf-8", "replace")
+                answered = [a if isinstance(a, int) else type(a).__name__ for a in answers]
+                fields = {"upstream": pool.host, "address": peer, "status": status, "body": said, "others": answered}
+                log.warning("upstream unhealthy", extra={"fields": fields})
                 raise UpstreamError(f"health {status}")
 
         return check
