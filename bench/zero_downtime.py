@@ -1,8 +1,9 @@
 """Failed requests during deploys and rollbacks through nginx over HTTPS (goal: 0 in every row).
 
-A fixed-rate load (tests/load.py: keep-alive clients and a new connection per request, GET and POST)
-runs from 2 s before each operation to 2 s after it, on a staging-like stack (2 gateway replicas,
-nginx TLS, RabbitMQ) on the Docker engine here. Rows: steady state; `up` v1 -> v2 of every service;
+A fixed-rate load (tests/load.py: keep-alive clients and a new connection per request, GET and POST, and
+the aggregate `GET /health` four times a second, as a load balancer polls it, printed apart) runs from 2 s before each
+operation to 2 s after it, on a staging-like stack (2 gateway replicas, nginx TLS, RabbitMQ) on the Docker
+engine here. Rows: steady state; `up` v1 -> v2 of every service;
 `rollback` of each of the five services; `up` of a v3 whose gateway exits at start (rolled back by
 itself); `up` of a v4 whose profile runs with a wrong database password (never healthy); `kill -9` of
 the CLI during the build, the migrations and the container start, 10 s of observation, then the same
@@ -145,7 +146,7 @@ images: {{postgres: mfe-local/postgres:15, redis: mfe-local/redis:7, rabbitmq: m
                 token = token.json()["access_token"]
 
             def measured(name: str, operation: Callable[[], object]) -> None:
-                with Load(base, token, rate=rate) as load:
+                with Load(base, token, rate=rate, health_every=0.25) as load:  # and /health, as a monitor
                     time.sleep(2)
                     started = time.monotonic()
                     error = ""
@@ -160,6 +161,9 @@ images: {{postgres: mfe-local/postgres:15, redis: mfe-local/redis:7, rabbitmq: m
                 if error:
                     print(error, flush=True)
                 for reason, count in load.tally.reasons.most_common(3):
+                    print(f"    {count} x {reason}", flush=True)
+                print(f"    /health: {load.health.sent} polls, {load.health.failed} not 200", flush=True)
+                for reason, count in load.health.reasons.most_common(2):
                     print(f"    {count} x {reason}", flush=True)
 
             where = "a remote target over SSH" if args.remote else "this machine's engine"

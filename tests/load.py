@@ -30,20 +30,31 @@ class Tally:
             self.sent += 1
             if not ok:
                 self.failed += 1
-                self.reasons[reason[:120]] += 1
+                self.reasons[reason[:300]] += 1
                 if request_id:
                     self.request_ids.append(request_id)
 
 
 class Load:
     def __init__(
-        self, base_url: str, token: str, *, rate: float = 200, keepalive_share: float = 0.75, limit: float = 600
+        self,
+        base_url: str,
+        token: str,
+        *,
+        rate: float = 200,
+        keepalive_share: float = 0.75,
+        limit: float = 600,
+        health_every: float = 0.0,
     ) -> None:
         self.base_url, self.headers = base_url, {"Authorization": f"Bearer {token}"}
         self.rate, self.limit = rate, limit
+        # As an external load balancer or monitor does: GET /health every `health_every` seconds (0: not at
+        # all), below nginx's own limit for it (10/s); anything but 200 is counted in `health`, apart.
+        self.health_every = health_every
         self.keepalive_workers, self.fresh_workers = 12, 4
         self.keepalive_rate = rate * keepalive_share
         self.tally = Tally()
+        self.health = Tally()  # the /health polls
         self.stop_event = threading.Event()
         self.threads: list[threading.Thread] = []
 
@@ -53,6 +64,8 @@ class Load:
             self.threads.append(threading.Thread(target=self._keepalive, daemon=True))
         for _ in range(self.fresh_workers):
             self.threads.append(threading.Thread(target=self._fresh, daemon=True))
+        if self.health_every:
+            self.threads.append(threading.Thread(target=self._health, daemon=True))
         for thread in self.threads:
             thread.start()
         return self
@@ -102,6 +115,19 @@ class Load:
         interval = self.keepalive_workers / self.keepalive_rate
         with httpx.Client(base_url=self.base_url, verify=False, timeout=10) as client:
             self._paced(interval, lambda n: self._request(client, n))
+
+    def _health(self) -> None:
+        def probe(client: httpx.Client) -> None:
+            rid = uuid.uuid4().hex
+            try:
+                answer = client.get("/health", headers={"X-Request-ID": rid})
+                reason = f"{answer.status_code} /health {answer.text}"
+                self.health.add(answer.status_code == 200, reason, rid)
+            except httpx.HTTPError as exc:
+                self.health.add(False, f"{type(exc).__name__}: {exc} (GET /health)", rid)
+
+        with httpx.Client(base_url=self.base_url, verify=False, timeout=10) as client:
+            self._paced(self.health_every, lambda n: probe(client))
 
     def _fresh(self) -> None:
         interval = self.fresh_workers / (self.rate - self.keepalive_rate)
