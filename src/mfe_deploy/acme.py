@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import socket
 import ssl
 import time
 import urllib.error
@@ -276,3 +277,24 @@ def _problem(body: bytes) -> dict[str, Any]:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def served_leaf(host: str, port: int, server_name: str, timeout: float = 3.0) -> bytes | None:
+    """The DER of the certificate a TLS server at host:port presents for `server_name` (not verified: we
+    compare it with the one we installed), or None when nothing answers there."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=server_name) as tls,
+        ):
+            return tls.getpeercert(binary_form=True)
+    except (OSError, ssl.SSLError):
+        return None
+
+
+def leaf_der(chain_pem: bytes) -> bytes:
+    """The DER of a PEM chain's first certificate (the leaf)."""
+    return x509.load_pem_x509_certificate(chain_pem).public_bytes(serialization.Encoding.DER)

@@ -4,6 +4,7 @@ challenge lives in the folder nginx serves only while the CA checks it."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -99,8 +100,35 @@ def renew(
     cert_key = acme.new_key()
     chain = client.certificate(domain, cert_key, publish, withdraw, progress)
     rt.install_certificate(chain.decode(), acme.key_pem(cert_key).decode())
+    _wait_served(env, chain, progress)
     held, _ = status(rt)
     return _done(True, reason, domain, held, started)
+
+
+SERVED_WITHIN = 20.0  # seconds: nginx's graceful reload, old workers serving until new ones take over
+
+
+def _wait_served(env: Environment, chain: bytes, progress: Callable[[str], None]) -> None:
+    """Until nginx on this machine presents the new certificate: a reload starts new workers while the old
+    ones go on answering with the old certificate, and a renewal that returned then would be checked
+    against the old one. Not for a remote target (its port is not on this machine), nor before nginx runs
+    (nothing answers: it reads the new files when it starts)."""
+    if env.target != "local" or env.runtime == "swarm":
+        return
+    wanted, port = acme.leaf_der(chain), env.nginx.https_port
+    deadline = time.monotonic() + SERVED_WITHIN
+    for attempt in itertools.count():
+        found = acme.served_leaf("127.0.0.1", port, env.nginx.domain)
+        if found is None or found == wanted:
+            return
+        if time.monotonic() > deadline:
+            raise MfeError(
+                f"nginx still presents the previous certificate on port {port} {SERVED_WITHIN:.0f}s after its "
+                "reload; the new one is installed: `mfe-deploy logs nginx` says why it was not taken"
+            )
+        if attempt == 0:
+            progress("waiting for nginx to serve the new certificate")
+        time.sleep(0.2)
 
 
 def _token(token: str) -> str:
