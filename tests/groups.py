@@ -44,30 +44,32 @@ GROUPS = {
 # RabbitMQ takes beside its AMQP port (CI: a node found 48304 taken by a client socket and did not boot).
 # Clear of the defaults the tests use as they are (3000-3010, 5432, 6379, 9090).
 PORTS = {"docker": "7000-8999", "hosts": "9100-9999", "rest": "10000-12767"}
-QUICK_SPLIT = 3
-# Seconds per module of the `rest` group in a fresh-clone CI run (the heavy ones; any other counts 5): what
-# --quick balances its groups by. Refresh from a run's rest.xml when they drift far.
+QUICK_SPLIT = 5
+# Seconds per module of the `rest` group in a --quick run here (the heavy ones; any other counts 5): what
+# --quick balances its groups by. Refresh from a run's rest*.xml when they drift far.
 WEIGHTS = {
-    "test_backup_local.py": 445,
-    "test_local_runtime.py": 296,
-    "test_openapi.py": 213,
-    "test_backup_offsite.py": 169,
-    "test_services_e2e.py": 151,
-    "test_events.py": 148,
-    "test_pitr.py": 122,
-    "test_user_services.py": 89,
-    "test_cli.py": 83,
-    "test_migrations.py": 80,
-    "test_acme.py": 73,
-    "test_bad_input.py": 64,
-    "test_redis_acl.py": 35,
-    "test_metrics.py": 34,
-    "test_services_outages.py": 34,
-    "test_workers.py": 32,
-    "test_watch.py": 29,
-    "test_secret_providers.py": 28,
-    "test_remote_ssh.py": 25,
-    "test_init.py": 21,
+    "test_local_runtime.py": 231,
+    "test_backup_local.py": 161,
+    "test_services_e2e.py": 127,
+    "test_backup_offsite.py": 109,
+    "test_user_services.py": 74,
+    "test_pitr.py": 73,
+    "test_acme.py": 49,
+    "test_migrations.py": 43,
+    "test_openapi.py": 40,
+    "test_redis_acl.py": 32,
+    "test_cli.py": 31,
+    "test_watch.py": 30,
+    "test_metrics.py": 26,
+    "test_workers.py": 26,
+    "test_events.py": 24,
+    "test_services_outages.py": 24,
+    "test_secret_providers.py": 24,
+    "test_bad_input.py": 22,
+    "test_remote_ssh.py": 18,
+    "test_init.py": 12,
+    "test_gateway_conformance.py": 11,
+    "test_gateway_health.py": 8,
 }
 
 
