@@ -11,19 +11,19 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import jwt_env
 from tests.pg import free_port
+from tests.status_server import serve
 from tests.test_gateway_conformance import _wait
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,24 +56,11 @@ class Gateway:
 
 
 def _servers(replicas: Replicas) -> list[ThreadingHTTPServer]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            me = self.server.server_address[0]
-            replicas.asked.append(str(me))
-            status = replicas.status[str(me)] if self.path == "/health" else 404
-            body = json.dumps({"status": "healthy" if status == 200 else "unhealthy"}).encode()
-            self.send_response(status)
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def status(me: str, path: str) -> int:
+        replicas.asked.append(me)
+        return replicas.status[me] if path == "/health" else 404
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    servers = [ThreadingHTTPServer((address, replicas.port), Handler) for address in REPLICAS]
-    for server in servers:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    return servers
+    return [serve(address, replicas.port, status) for address in REPLICAS]
 
 
 @pytest.fixture(scope="module")

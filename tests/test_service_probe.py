@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from mfe_deploy.render import service_probe
+from tests.status_server import serve
 
 
 def _probe(port: int, path: str = "/health") -> tuple[int, float]:
@@ -28,22 +27,11 @@ def server() -> Iterator[tuple[int, list[str]]]:
     """A server answering each GET with the status its path names (/status/503), recording the paths."""
     seen: list[str] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append(self.path)
-            status = int(self.path.rsplit("/", 1)[1]) if self.path.startswith("/status/") else 200
-            body = b'{"status": "x"}'
-            self.send_response(status)
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def status(_: str, path: str) -> int:
+        seen.append(path)
+        return int(path.rsplit("/", 1)[1]) if path.startswith("/status/") else 200
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
+    httpd = serve("127.0.0.1", 0, status)
     try:
         yield httpd.server_address[1], seen
     finally:
