@@ -4,6 +4,7 @@ under a 30% share of /health requests, each fanning out to every service and sto
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from mfe_services.common import health
@@ -128,3 +129,33 @@ def test_the_gateway_waits_longer_for_a_service_than_the_service_waits_for_its_s
     assert health.UPSTREAM_CHECK_TIMEOUT >= health.CHECK_TIMEOUT + 1
     assert asyncio.run(scenario(health.CHECK_TIMEOUT)) == "unhealthy"  # the old wait
     assert asyncio.run(scenario(health.UPSTREAM_CHECK_TIMEOUT)) == "healthy"
+
+
+def test_an_answer_that_came_while_the_loop_was_starved_counts_a_slow_store_does_not() -> None:
+    """The store answers in 0.3 s of a 0.5 s timeout, but the loop is blocked for 0.8 s meanwhile (a busy
+    host): it wakes to the deadline and the answer at once, and the answer counts. A store that answers after
+    the deadline on a loop that was free is still unhealthy."""
+
+    async def answered_in_time() -> None:
+        loop = asyncio.get_running_loop()
+        answer = loop.create_future()
+        loop.call_later(0.3, answer.set_result, None)
+        loop.call_later(0.05, time.sleep, 0.8)  # the loop starved: nothing runs for 0.8 s
+        await answer
+        for _ in range(3):  # reading and parsing the answer takes a few turns of the loop, as a driver's does
+            await asyncio.sleep(0)
+
+    async def too_slow() -> None:
+        await asyncio.sleep(0.8)
+
+    async def scenario() -> tuple[dict[str, Any], float]:
+        started = time.monotonic()
+        _, starved = await health.report({"database": answered_in_time}, timeout=0.5)
+        _, slow = await health.report({"database": too_slow}, timeout=0.5)
+        return {"starved": starved["services"]["database"], "slow": slow["services"]["database"]}, (
+            time.monotonic() - started
+        )
+
+    found, took = asyncio.run(scenario())
+    assert found == {"starved": "healthy", "slow": "unhealthy"}
+    assert took < 0.8 + 0.5 + 2 * health.GRACE + 0.3, took
