@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from mfe_deploy.errors import MfeError
 from mfe_deploy.exec.command import Command
+from mfe_deploy.exec.process import LocalProcess
 
 if TYPE_CHECKING:
     from mfe_deploy.console import Task
@@ -29,7 +29,7 @@ class BuildFailed(MfeError):
 
 
 def _run(argv: list[str], what: str, env: dict[str, str] | None = None) -> str:
-    done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    done = LocalProcess().run(Command(tuple(argv), env=env or {}, inherit=env is None))
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
         raise BuildFailed(f"{what} failed:\n{tail}")

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+from mfe_deploy.errors import CommandFailed
+from mfe_deploy.exec.command import Command
+from mfe_deploy.exec.process import LocalProcess
 
 
 class Provider(Protocol):
@@ -148,8 +151,8 @@ class Sops:
         environ = {**self.environ, "SOPS_DISABLE_VERSION_CHECK": "1"}
         argv = [binary, "--decrypt", "--extract", json.dumps([key]), str(file)]
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, env=environ, timeout=60, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
+            done = LocalProcess().run(Command(tuple(argv), env=environ, inherit=False), timeout=60)
+        except CommandFailed as exc:
             return None, f"sops did not run: {exc}"
         if done.returncode != 0:
             lines = [line for line in done.stderr.strip().splitlines() if line.strip()]

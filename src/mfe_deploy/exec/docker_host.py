@@ -23,3 +23,6 @@ class AtEngine:
 
     def spawn(self, command: Command, *, stdin: bool = False, stderr: IO[bytes] | None = None) -> Process:
         return self.runner.spawn(self._at(command), stdin=stdin, stderr=stderr)
+
+    def attach(self, command: Command) -> int:
+        return self.runner.attach(self._at(command))

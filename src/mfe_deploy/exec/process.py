@@ -9,6 +9,11 @@ from typing import IO
 from mfe_deploy.errors import CommandFailed
 from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.runner import Completed
+from mfe_deploy.exec.secret import Secret
+
+
+def _environ(command: Command) -> dict[str, str]:
+    return {**os.environ, **command.environ()} if command.inherit else command.environ()
 
 
 class LocalProcess:
@@ -16,8 +21,9 @@ class LocalProcess:
         try:
             proc = subprocess.run(
                 command.argv,
-                env={**os.environ, **command.environ()},
+                env=_environ(command),
                 cwd=command.cwd,
+                input=command.input.reveal() if isinstance(command.input, Secret) else command.input,
                 capture_output=True,
                 text=True,
                 timeout=timeout,
@@ -36,7 +42,7 @@ class LocalProcess:
         try:
             return subprocess.Popen(
                 command.argv,
-                env={**os.environ, **command.environ()},
+                env=_environ(command),
                 cwd=command.cwd,
                 stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -44,3 +50,9 @@ class LocalProcess:
             )
         except FileNotFoundError:
             raise CommandFailed(f"{command.argv[0]}: not found") from None
+
+    def attach(self, command: Command) -> int:
+        try:
+            return subprocess.run(command.argv, env=_environ(command), cwd=command.cwd, check=False).returncode
+        except OSError as exc:
+            raise CommandFailed(f"{command.argv[0]}: {exc.strerror}") from None

@@ -335,6 +335,8 @@ class SshRunner:
         return channel
 
     def run(self, command: Command, *, timeout: float | None = None) -> Completed:
+        if command.input is not None:
+            raise RemoteError(f"{self.target.address}: a command with its input over SSH is not there yet: {command}")
         channel = self._channel(command, timeout)
         channel.shutdown_write()
         out: list[bytes] = []
@@ -358,6 +360,9 @@ class SshRunner:
         if not stdin:
             channel.shutdown_write()
         return RemoteProcess(channel, stderr)
+
+    def attach(self, command: Command) -> int:
+        raise RemoteError(f"{self.target.address}: commands on this terminal over SSH are not there yet: {command}")
 
 
 @contextmanager

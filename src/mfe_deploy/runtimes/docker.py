@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import subprocess
 import sys
 import threading
 import time
@@ -900,7 +899,7 @@ class DockerRuntime:
         # HOME: root's, closed to the service's user (libpq looks there for a client certificate).
         script = f'{SOURCE_ENV}; HOME=/tmp exec setpriv --reuid={uid} --regid={gid} --clear-groups "$@"'
         argv_ = ["docker", "exec", *self._streams(), "--user", "0", container, "sh", "-c", script, "sh", *argv]
-        return subprocess.run(argv_, check=False).returncode
+        return self.runner.attach(Command(tuple(argv_)))
 
     def db_shell(self, service: str, args: Sequence[str]) -> int:
         """psql in the postgres container, over its socket, as the service's role on its database."""
@@ -916,7 +915,7 @@ class DockerRuntime:
         socket_dir = "/var/run/postgresql"
         argv = ["docker", "exec", *self._streams(), "--user", "postgres", postgres, "psql", "-h", socket_dir]
         argv += ["-U", target.user, "-d", target.database, *args]
-        return subprocess.run(argv, check=False).returncode
+        return self.runner.attach(Command(tuple(argv)))
 
     def acme_folder(self) -> tuple[Files, PurePath]:
         return self.files, self.bundle_dir / "nginx" / "acme"  # mounted into nginx with its whole folder

@@ -8,7 +8,6 @@ import hashlib
 import os
 import pwd
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.host import Files, LocalFiles, own_folder, write_atomic
 from mfe_deploy.exec.host import local as local_host
 from mfe_deploy.exec.process import LocalProcess
+from mfe_deploy.exec.runner import Completed
 from mfe_deploy.exec.secret import Secret
 from mfe_deploy.exec.withenv import parse_env_text, read_env_file
 from mfe_deploy.local_bundle import (
@@ -114,9 +114,7 @@ class LocalRuntime:
         return bins
 
     def _ctl(self, bins: Binaries, *args: str, check: bool = True) -> str:
-        done = subprocess.run(
-            [str(bins.supervisorctl), "-c", str(self.layout.conf), *args], capture_output=True, text=True, timeout=120
-        )
+        done = self.runner.run(Command((str(bins.supervisorctl), "-c", str(self.layout.conf), *args)), timeout=120)
         # supervisorctl exits non-zero when a listed program is not running; callers decide what matters.
         if check and done.returncode not in (0, 3) and "no such" not in done.stdout.lower():
             raise MfeError(f"supervisorctl {' '.join(args)} failed: {(done.stdout + done.stderr).strip()}")
@@ -346,24 +344,9 @@ class LocalRuntime:
                 shutil.chown(pw.name, PG_SYSTEM_USER)
                 self.layout.run.chmod(0o711)
             self.console.info(f"initialising PostgreSQL in {pgdata}")
-            done = subprocess.run(
-                [
-                    *as_user,
-                    str(bins.pg_bin / "initdb"),
-                    "-D",
-                    str(pgdata),
-                    "-U",
-                    self.env.database.superuser,
-                    f"--pwfile={pw.name}",
-                    "--auth=scram-sha-256",
-                    "-E",
-                    "UTF8",
-                    "--no-instructions",
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
+            initdb = (str(bins.pg_bin / "initdb"), "-D", str(pgdata), "-U", self.env.database.superuser)
+            options = (f"--pwfile={pw.name}", "--auth=scram-sha-256", "-E", "UTF8", "--no-instructions")
+            done = self.runner.run(Command((*as_user, *initdb, *options)))
         finally:
             Path(pw.name).unlink(missing_ok=True)
             self.layout.run.chmod(mode)
@@ -376,9 +359,8 @@ class LocalRuntime:
         # the CLI's (which holds the secrets and whatever else the operator exported). A service reads its
         # own variables from its env file; a program's own settings are `environment=` in its section.
         inherited = {key: value for key, value in os.environ.items() if key in INHERITED}
-        done = subprocess.run(
-            [str(bins.supervisord), "-c", str(self.layout.conf)], capture_output=True, text=True, env=inherited
-        )
+        supervisord = Command((str(bins.supervisord), "-c", str(self.layout.conf)), env=inherited, inherit=False)
+        done = self.runner.run(supervisord)
         if done.returncode != 0:
             raise StartFailed(f"supervisord did not start: {(done.stdout + done.stderr).strip()}")
         self._wait(lambda: (self.layout.run / "supervisor.sock").exists(), 10, "supervisord")
@@ -421,34 +403,12 @@ class LocalRuntime:
                 raise StartFailed(f"{unit} did not start within {timeout:.0f}s\n{self.tail(unit, 15)}") from None
 
     def _psql(
-        self, bins: Binaries, database: str, script: str, extra_env: dict[str, str]
-    ) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, **extra_env, "PGPASSWORD": self.secrets.postgres_password.reveal()}
-        return subprocess.run(
-            [
-                str(bins.pg_bin / "psql"),
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.env.database.port),
-                "-U",
-                self.env.database.superuser,
-                "-d",
-                database,
-                "-f",
-                "-",
-            ],
-            input=script,
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-            check=False,
-        )
+        self, bins: Binaries, database: str, script: str | Secret, extra_env: Mapping[str, str | Secret]
+    ) -> Completed:
+        psql = (str(bins.pg_bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1")
+        who = ("-p", str(self.env.database.port), "-U", self.env.database.superuser, "-d", database, "-f", "-")
+        env: dict[str, str | Secret] = {**extra_env, "PGPASSWORD": self.secrets.postgres_password}
+        return self.runner.run(Command((*psql, *who), env=env, input=script), timeout=120)
 
     def _init_databases(self, bins: Binaries) -> None:
         """Once per cluster: the roles and databases the docker entrypoint would create from initdb/."""
@@ -466,7 +426,9 @@ class LocalRuntime:
             if done.returncode != 0:
                 raise StartFailed(f"creating {unit['POSTGRES_DB']} failed: {done.stderr.strip()}")
         script = (self.layout.bundle / "initdb" / "10-databases.sql").read_text()
-        done = self._psql(bins, unit["POSTGRES_DB"], script, unit)
+        # The script reads the passwords from its environment (psql's \getenv): kept Secret, never printed.
+        variables = {k: v if isinstance(v, Secret) else str(v) for k, v in self._units()["postgres"]}
+        done = self._psql(bins, unit["POSTGRES_DB"], script, variables)
         if done.returncode != 0:
             raise StartFailed(f"creating the service databases failed: {done.stderr.strip()}")
         marker.write_text("roles and databases created\n")
@@ -476,7 +438,7 @@ class LocalRuntime:
         import secrets
 
         script = provision_script(self.env, self.secrets, f"mfe_{secrets.token_hex(6)}")
-        done = self._psql(bins, "postgres", script.reveal(), {})
+        done = self._psql(bins, "postgres", script, {})
         if done.returncode != 0:
             raise StartFailed(f"creating the roles and databases of new services failed: {done.stderr.strip()}")
 
@@ -562,10 +524,7 @@ class LocalRuntime:
         exec is run here), from the project folder; only the basic variables of this shell reach it."""
         values = self._service_values(service)
         environ = {**{k: v for k, v in os.environ.items() if k in INHERITED | {"TERM"}}, **values}
-        try:
-            return subprocess.run(list(argv), env=environ, cwd=self.project_dir, check=False).returncode
-        except OSError as exc:
-            raise MfeError(f"{argv[0]}: {exc.strerror}") from None
+        return self.runner.attach(Command(tuple(argv), env=environ, cwd=self.project_dir, inherit=False))
 
     def db_shell(self, service: str, args: Sequence[str]) -> int:
         if service not in self.env.database_services:
@@ -578,7 +537,7 @@ class LocalRuntime:
             pgpass.write(target.pgpass_line())
         try:
             argv = [psql, *target.args(), *args]
-            return subprocess.run(argv, env={**environ, "PGPASSFILE": pgpass.name}, check=False).returncode
+            return self.runner.attach(Command(tuple(argv), env={**environ, "PGPASSFILE": pgpass.name}, inherit=False))
         finally:
             Path(pgpass.name).unlink(missing_ok=True)
 
@@ -896,12 +855,13 @@ def _services_installed() -> bool:
 def _ensure_system_user(name: str) -> None:
     try:
         pwd.getpwnam(name)
+        return
     except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-            check=True,
-            capture_output=True,
-        )
+        pass
+    useradd = ("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name)
+    done = LocalProcess().run(Command(useradd))
+    if done.returncode != 0:
+        raise MfeError(f"useradd {name} failed: {(done.stdout + done.stderr).strip()}")
 
 
 RUNTIME = LocalRuntime
