@@ -251,10 +251,7 @@ class Pool:
                     break
                 budget = min(left, ATTEMPT if index == len(infos) - 1 else PER_ADDRESS)
                 try:
-                    _, conn = await asyncio.wait_for(
-                        loop.create_connection(Connection, str(address[0]), int(address[1]), family=family), budget
-                    )
-                    return conn
+                    return await asyncio.wait_for(Pool.connect_to(family, address), budget)
                 except (OSError, TimeoutError) as exc:
                     error = exc
                     refused = refused and isinstance(exc, ConnectionRefusedError)
