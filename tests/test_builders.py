@@ -268,7 +268,7 @@ def test_a_gateway_switch_gives_the_new_containers_the_other_colour_then_flips_t
 ) -> None:
     from tests.conftest import strong_secrets
 
-    monkeypatch.setattr("mfe_deploy.runtimes.docker.time.sleep", lambda _: None)
+    monkeypatch.setattr("mfe_deploy.runtimes.docker.runtime.time.sleep", lambda _: None)
     project = tmp_path / "project"
     shutil.copytree(REPO / "environments", project / "environments")
     (project / "environments" / "fake.yaml").write_text("extends: staging\nruntime: docker\n")

@@ -250,7 +250,7 @@ def render(
         "compose.yml": BundleFile(jinja.get_template("compose.yml.j2").render(ctx)),
         "initdb/10-databases.sql": BundleFile(jinja.get_template("initdb.sql.j2").render(ctx)),
     }
-    if env.database_tls:  # the certificate and key beside it are made by `up`, once (runtimes.docker)
+    if env.database_tls:  # the certificate and key beside it are made by `up`, once (runtimes/docker)
         files[f"{DB_TLS_DIR}/pg_hba.conf"] = BundleFile(DB_HBA)
     if env.nginx.enabled:
         paths = NginxPaths(resolver="127.0.0.11", resolver_valid="1s", live_flag=GREEN_FLAG_IN_CONTAINER)

@@ -1,5 +1,6 @@
-"""Runtimes by name. A runtime is a module in this package that exposes RUNTIME, a class built from a
-Deployment: a new runtime is a new module, nothing else."""
+"""Runtimes by name. A runtime is a package in this package (`runtimes/<name>/`) that exposes RUNTIME, a
+class built from a Deployment: a new runtime is a new package, nothing else. The plain modules beside them
+(the contract, the parts runtimes share) are never runtimes, so nothing has to list them."""
 
 from __future__ import annotations
 
@@ -15,13 +16,9 @@ from mfe_deploy.errors import MfeError, UsageError
 if TYPE_CHECKING:
     from mfe_deploy.runtimes.contract import Deployment, Runtime
 
-# Modules of this package that are parts of runtimes, not runtimes (tests check that every other one
-# exposes RUNTIME).
-NOT_RUNTIMES = frozenset({"contract", "registry", "eventhub", "premigration", "pointintime", "oneoff"})
-
 
 def available() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(package.__path__) if m.name not in NOT_RUNTIMES)
+    return sorted(m.name for m in pkgutil.iter_modules(package.__path__) if m.ispkg)
 
 
 def unknown(name: str) -> UsageError:

@@ -38,7 +38,7 @@ from mfe_deploy.runtimes.contract import (
     UnitStatus,
     Unsupported,
 )
-from mfe_deploy.runtimes.docker import HEALTH_PROBE, DockerRuntime, parse_probe, probe_command
+from mfe_deploy.runtimes.docker.runtime import HEALTH_PROBE, DockerRuntime, parse_probe, probe_command
 from mfe_deploy.state.ledger import Release
 from mfe_deploy.swarm_bundle import swarm_bundle
 
@@ -642,9 +642,6 @@ def _image_in(stack_text: str, service: str) -> str | None:
     doc = yaml.safe_load(stack_text) if stack_text else None
     image = ((doc or {}).get("services", {}).get(service) or {}).get("image")
     return str(image) if image else None
-
-
-RUNTIME = SwarmRuntime
 
 
 def _sortable(stamp: str) -> str:

@@ -1103,6 +1103,3 @@ def parse_probe(done: Completed) -> health.Probe:
 def _fmt(versions: dict[str, str]) -> str:
     distinct = set(versions.values())
     return next(iter(distinct)) if len(distinct) == 1 else ", ".join(f"{k}={v}" for k, v in versions.items())
-
-
-RUNTIME = DockerRuntime

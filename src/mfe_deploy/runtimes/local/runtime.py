@@ -862,6 +862,3 @@ def _ensure_system_user(name: str) -> None:
     done = LocalProcess().run(Command(useradd))
     if done.returncode != 0:
         raise MfeError(f"useradd {name} failed: {(done.stdout + done.stderr).strip()}")
-
-
-RUNTIME = LocalRuntime

@@ -1,0 +1,12 @@
+"""The swarm runtime: the same environment as a Swarm stack (`docker stack deploy`) on one or more hosts.
+
+Swarm does the rolling update (start-first, health-gated, rolled back by itself on failure); this
+runtime builds the images here, sends each node's engine what it lacks, deploys the stores first, runs
+the migrations once per release, deploys the rest and then watches every service until it converged or
+Swarm rolled it back: `docker stack deploy` exits 0 either way, so the exit status comes from here."""
+
+from mfe_deploy.runtimes.swarm.runtime import SwarmRuntime
+
+RUNTIME = SwarmRuntime
+
+__all__ = ["RUNTIME", "SwarmRuntime"]
