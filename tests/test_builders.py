@@ -268,7 +268,7 @@ def test_a_gateway_switch_gives_the_new_containers_the_other_colour_then_flips_t
 ) -> None:
     from tests.conftest import strong_secrets
 
-    monkeypatch.setattr("mfe_deploy.runtimes.docker.runtime.time.sleep", lambda _: None)
+    monkeypatch.setattr("mfe_deploy.runtimes.docker.rollout.time.sleep", lambda _: None)
     project = tmp_path / "project"
     shutil.copytree(REPO / "environments", project / "environments")
     (project / "environments" / "fake.yaml").write_text("extends: staging\nruntime: docker\n")
@@ -301,13 +301,13 @@ def test_a_gateway_switch_gives_the_new_containers_the_other_colour_then_flips_t
         return lines
 
     # Made by compose (a first start): the healthy one joins the live colour (blue), not the starting one.
-    rt._publish_gateways(rt.containers(), healthy_only=True)  # type: ignore[attr-defined]
+    rt.rollout.publish_gateways(rt.containers(), healthy_only=True)  # type: ignore[attr-defined]
     assert connects() == [f"docker network connect --alias api-gateway-blue {live} universal-mfe-fake-api-gateway-1"]
     # A replacement: the new containers get green, then the file says green.
-    rt._switch_gateways(["g-4", "g-5"], lambda _: None)  # type: ignore[attr-defined]
+    rt.rollout.switch_gateways(["g-4", "g-5"], lambda _: None)  # type: ignore[attr-defined]
     assert connects() == [f"docker network connect --alias api-gateway-green {live} g-{n}" for n in (4, 5)]
     assert flag.exists()
-    rt._switch_gateways(["g-6"], lambda _: None)  # type: ignore[attr-defined]
+    rt.rollout.switch_gateways(["g-6"], lambda _: None)  # type: ignore[attr-defined]
     assert connects() == [f"docker network connect --alias api-gateway-blue {live} g-6"]
     assert not flag.exists()
 

@@ -23,8 +23,9 @@ if TYPE_CHECKING:
     from mfe_deploy.config.models import Environment
     from mfe_deploy.config.secrets import Secrets
     from mfe_deploy.console import Console
+    from mfe_deploy.exec.command import Command
     from mfe_deploy.exec.host import Files, Host
-    from mfe_deploy.exec.runner import Runner
+    from mfe_deploy.exec.runner import Completed, Runner
     from mfe_deploy.ops.health import Probe
     from mfe_deploy.ops.migrations import Outcome
     from mfe_deploy.ops.schema import Policy as SchemaPolicy
@@ -35,6 +36,15 @@ if TYPE_CHECKING:
 
 class StartFailed(MfeError):
     exit_code = 1
+
+
+def checked(runner: Runner, command: Command, what: str, timeout: float = 600) -> Completed:
+    """A step that must succeed: its result, or StartFailed naming it with the last 20 lines it printed."""
+    done = runner.run(command, timeout=timeout)
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-20:])
+        raise StartFailed(f"{what} failed:\n{tail}")
+    return done
 
 
 class RolledBack(StartFailed):

@@ -6,14 +6,13 @@ import dataclasses
 import hashlib
 import json
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache, cached_property
-from pathlib import Path, PurePath
+from pathlib import PurePath
 
-from mfe_deploy import bundle, images, tls
+from mfe_deploy import bundle, tls
 from mfe_deploy.backups import jobs, pg
 from mfe_deploy.backups.jobs import Backups
 from mfe_deploy.backups.offsite import for_env
@@ -25,40 +24,32 @@ from mfe_deploy.compose import (
     Compose,
     ContainerState,
     find,
-    nginx_reload,
     parse_hashes,
     parse_ps,
-    remove_containers,
-    stop_containers,
     stores_only,
 )
 from mfe_deploy.config import urls
-from mfe_deploy.config.models import Environment, Service
+from mfe_deploy.config.models import Environment
 from mfe_deploy.config.secrets import Secrets
 from mfe_deploy.config.urls import DB_TLS_DIR
-from mfe_deploy.console import human_size
 from mfe_deploy.engine import capabilities, capabilities_for, version_via
 from mfe_deploy.errors import MfeError
 from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.host import Files
 from mfe_deploy.exec.process import LocalProcess
-from mfe_deploy.exec.runner import Completed, Runner
+from mfe_deploy.exec.runner import Completed
 from mfe_deploy.exec.withenv import parse_env_text
 from mfe_deploy.ops import health, migrations, schema
 from mfe_deploy.ops.migrations import pending
-from mfe_deploy.plan import Desired, Have, Observed, Want, digest, waves
+from mfe_deploy.plan import Desired, Have, Observed, Want, digest
 from mfe_deploy.render import (
     ENV_IN_CONTAINER,
     GREEN_FLAG,
-    LIVE_NETWORK,
     MAINTENANCE_DIR,
     SERVICE_UID,
     SOURCE_ENV,
     Bundle,
     Capabilities,
-    colour_name,
-    heartbeat_check,
-    image_ref,
     provision_script,
     render,
 )
@@ -71,24 +62,14 @@ from mfe_deploy.runtimes.contract import (
     StartFailed,
     UnitStatus,
     Unsupported,
+    checked,
     guard_stores,
 )
+from mfe_deploy.runtimes.docker.images import EngineImages
+from mfe_deploy.runtimes.docker.probes import parse_probe, probe_command
+from mfe_deploy.runtimes.docker.rollout import Rollout
 from mfe_deploy.runtimes.oneoff import psql_target
 from mfe_deploy.state.ledger import Ledger, Release
-
-HEALTH_PROBE = (
-    "import os, urllib.request as u, urllib.error as e\n"
-    "try:\n"
-    " r = u.urlopen('http://127.0.0.1:%s/health' % os.environ['PORT'], timeout=3)\n"
-    " print(r.status, r.read().decode())\n"
-    "except e.HTTPError as x: print(x.code, x.read().decode())\n"
-)
-
-
-def probe_command(svc: Service) -> tuple[str, ...]:
-    """What `health` runs in a service's container: its /health, or a worker's heartbeat check (the one its
-    container's healthcheck runs); both print `STATUS BODY` (parse_probe)."""
-    return ("python3", "-c", HEALTH_PROBE) if svc.kind == "web" else tuple(heartbeat_check(svc))
 
 
 class DockerRuntime:
@@ -130,81 +111,28 @@ class DockerRuntime:
         return self._compose
 
     def _run(self, command: Command, what: str, timeout: float = 600) -> Completed:
-        done = self.runner.run(command, timeout=timeout)
-        if done.returncode != 0:
-            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-20:])
-            raise StartFailed(f"{what} failed:\n{tail}")
-        return done
+        return checked(self.runner, command, what, timeout)
 
     # --- versions and images ---------------------------------------------------------------------------
     def current_versions(self) -> dict[str, str]:
         good = self.ledger.last_good()
         return dict(good.versions) if good else {}
 
-    def tag(self, service: str, version: str) -> str:
-        return image_ref(self.env, service, version)
+    @cached_property
+    def images(self) -> EngineImages:
+        """Built here, sent to the engine that runs the stack, pruned there."""
+        build_dir = self.local_dir / "build"
+        return EngineImages(
+            self.env, self.project_dir, build_dir, self.builder, self.runner, self.host, self.console, self.ledger
+        )
 
     def build(self, version: str) -> None:
-        services_dir = self.project_dir / "services"
-        if not (services_dir / "Dockerfile").exists():
-            services_dir = images.REPO / "services"
-        for name, svc in self.env.services.items():
-            if svc.image is not None and not images.exists(self.builder, svc.image):
-                raise StartFailed(f"{name}: image {svc.image} does not exist on this engine (docker pull or load it)")
-        built = [s for s, svc in self.env.services.items() if svc.image is None]
-        fresh = version.endswith("-dirty")
-        needed = [s for s in built if fresh or not images.exists(self.builder, self.tag(s, version))]
-        if needed:
-            started = time.monotonic()
-            with self.console.status(f"building {len(needed)} service image(s) at {version}") as waiting:
-                context: Path | None = None
-                for done, service in enumerate(needed, 1):
-                    tag = self.tag(service, version)
-                    own = self.env.services[service].build
-                    if own is not None:
-                        folder = self.project_dir / own.context
-                        images.build_own(folder, folder / own.dockerfile, version=version, tag=tag)
-                    else:
-                        if context is None:
-                            python = images.base_python(self.env.images.service_base)
-                            context = images.wheelhouse(services_dir, self.local_dir / "build", python)
-                        images.build(
-                            services_dir,
-                            context,
-                            base=self.env.images.service_base,
-                            service=service,
-                            version=version,
-                            tag=tag,
-                        )
-                    waiting.update(f"{done}/{len(needed)} built ({service})", f"{time.monotonic() - started:.0f}s")
-        if self.host.remote:
-            self.ship([self.tag(s, version) for s in self.env.services])
+        self.images.build(version)
 
-    def ship(self, tags: list[str]) -> list[str]:
-        """Send the remote engine the images it lacks (or holds as other images), without a registry.
-        Infra images this machine has are sent too when the remote lacks them (air-gapped hosts)."""
-        return self._ship_to(self.runner, self.host.name, [*tags, *self._infra_images()])
-
-    def _infra_images(self) -> list[str]:
-        i = self.env.images
-        return [
-            i.postgres,
-            i.redis,
-            *([i.rabbitmq] if self.env.uses_rabbitmq else []),
-            *([i.nginx] if self.env.nginx.enabled else []),
-            *([i.prometheus] if self.env.monitoring.enabled else []),
-        ]
-
-    def _ship_to(self, engine: Runner, where: str, wanted: list[str]) -> list[str]:
-        todo = images.plan_ship(images.image_ids(self.builder, wanted), images.image_ids(engine, wanted))
-        if not todo:
-            return []
-        started = time.monotonic()
-        with self.console.progress() as progress:
-            task = progress.task(f"shipping {len(todo)} image(s) to {where}")
-            sent = images.ship(todo, self.builder, engine, task)
-            task.finish(f"{human_size(sent)} in {time.monotonic() - started:.1f}s")
-        return todo
+    @cached_property
+    def rollout(self) -> Rollout:
+        """Start-first replacement on this engine (compose is found when first needed)."""
+        return Rollout(self.env, self.compose, self.runner, self.files, self.bundle_dir, self.console, self.containers)
 
     # --- rendering -----------------------------------------------------------------------------------------
     def write_bundle(self, versions: dict[str, str]) -> str:
@@ -274,18 +202,18 @@ class DockerRuntime:
         self._provision(timeout)
         heads, backup = self._migrate(versions)
         try:
-            self._roll(self._stale(), timeout)
+            self.rollout.roll(self.rollout.stale(), timeout)
             with self.console.status("starting the services and waiting until healthy"):
                 up = self.compose.up(timeout=timeout if wait else None, remove_orphans=True)
                 self._run(up, "starting the services")
                 if wait:
-                    self._confirm_healthy(timeout)
+                    self.rollout.confirm_healthy(timeout)
                 else:
-                    self._publish_gateways(self.containers(), healthy_only=False)
+                    self.rollout.publish_gateways(self.containers(), healthy_only=False)
             if self._nginx_changed:
-                self._reload_nginx()
+                self.rollout.reload_nginx()
         except StartFailed as exc:
-            report = f"{exc}\n{self._failure_report()}"
+            report = f"{exc}\n{self.rollout.failure_report()}"
             self._record("up", "failed", versions, digest, heads, note=str(exc).splitlines()[0], backup=backup)
             if previous is not None and previous.versions != versions:
                 self.console.info(f"rolling back to release {previous.id} ({_fmt(dict(previous.versions))})")
@@ -354,19 +282,15 @@ class DockerRuntime:
     def _restore(self, versions: dict[str, str], timeout: float, kind: str) -> None:
         digest = self.write_bundle(versions)
         try:
-            self._roll(self._stale(), timeout)
+            self.rollout.roll(self.rollout.stale(), timeout)
             self._run(self.compose.up(timeout=timeout), kind)
-            self._confirm_healthy(timeout)
+            self.rollout.confirm_healthy(timeout)
             if self._nginx_changed:
-                self._reload_nginx()
+                self.rollout.reload_nginx()
             self._record(kind, "succeeded", versions, digest, {})
         except StartFailed as exc:
             self._record(kind, "failed", versions, digest, {}, note=str(exc).splitlines()[0])
             raise
-
-    def _image_ids(self, versions: dict[str, str]) -> dict[str, str]:
-        ids = images.image_ids(self.runner, [self.tag(s, v) for s, v in versions.items()])
-        return {s: ids[self.tag(s, v)] for s, v in versions.items()}
 
     def _nothing_to_do(self, previous: Release | None, versions: dict[str, str], digest: str) -> bool:
         """The plan is empty when the last good release has this very bundle and these very images, and
@@ -375,7 +299,7 @@ class DockerRuntime:
             return False
         if any(v.endswith("-dirty") for v in versions.values()):
             return False
-        if self._image_ids(versions) != dict(previous.images):
+        if self.images.ids(versions) != dict(previous.images):
             return False
         states = self.containers()
         expected = {*self.units()}
@@ -386,125 +310,14 @@ class DockerRuntime:
             expected <= running
             and all(counts[n] == r for n, r in replicas.items())
             and all(c.state == "running" and c.health in ("healthy", "") for c in states)
-            and not self._unpublished(states)
+            and not self.rollout.unpublished(states)
         )
-
-    # --- start-first replacement ---------------------------------------------------------------------------
-    def _stale(self) -> list[str]:
-        """Services whose running containers were made from another configuration than the bundle's (the
-        image tag, the env file, the limits: compose's own config hash), or are unhealthy (`up` repairs
-        them); the gateway last. None when ports are published on the host (development): a new
-        container cannot bind its port beside the old one, so compose recreates it (stop, then start)."""
-        if self.env.publish_ports:
-            return []
-        wanted = parse_hashes(self._run(self.compose.config_hashes(), "compose config --hash").stdout)
-        running = [c for c in self.containers() if not c.oneoff and c.state == "running"]
-        stale = [
-            n
-            for n in self.env.services
-            if any(c.service == n and (c.config_hash != wanted.get(n) or c.health == "unhealthy") for c in running)
-        ]
-        order = list(self.env.services)
-        return sorted(stale, key=lambda n: (self.env.services[n].role == "gateway", order.index(n)))
-
-    def _roll(self, services: list[str], timeout: float) -> None:
-        """Start-first, in waves (plan.waves): the services of a wave (at most rollout.parallel) are replaced
-        side by side, each after those it depends on, the gateway alone and last. Each service's new
-        containers (all its replicas) start beside the old ones and must become healthy; then the old ones
-        stop (SIGTERM: they finish what they serve, within stop_grace_period) and go; for the gateway, nginx
-        switches to the new containers' colour first (no reload). A new container that does not become
-        healthy is removed and the old ones go on serving; the rest of its wave finishes, and the deploy
-        fails."""
-        depends = {name: self.env.services[name].depends_on for name in services}
-        gateways = [n for n in services if self.env.services[n].role == "gateway"]
-        for wave in waves(services, depends, last=gateways, width=self.env.rollout.parallel):
-            outcomes = self._replace_side_by_side(wave, timeout)
-            for name in wave:
-                done = outcomes[name]
-                if isinstance(done, tuple):
-                    self.console.info(f"{name}: replaced start-first ({done[0]} new, {done[1]} old stopped)")
-            failed = [done for done in outcomes.values() if isinstance(done, BaseException)]
-            if failed:
-                raise failed[0]
-
-    def _replace_side_by_side(self, wave: list[str], timeout: float) -> dict[str, tuple[int, int] | BaseException]:
-        """Each service of the wave replaced in a thread of its own, one status line for all: every one is
-        waited for, and what each did or raised returned."""
-        if len(wave) == 1:
-            with self.console.status(f"{wave[0]}: replacing start-first") as waiting:
-                try:
-                    return {wave[0]: self._replace(wave[0], timeout, lambda _, text: waiting.update(text))}
-                except StartFailed as exc:
-                    return {wave[0]: exc}
-        news: dict[str, str] = {}
-        lock = threading.Lock()
-        with self.console.status(f"replacing {', '.join(wave)} start-first") as waiting:
-
-            def update(name: str, text: str) -> None:
-                with lock:
-                    news[name] = text
-                    waiting.update("; ".join(news[n] for n in wave if n in news))
-
-            with ThreadPoolExecutor(max_workers=len(wave)) as pool:
-                futures = {name: pool.submit(self._replace, name, timeout, update) for name in wave}
-                return {name: _outcome(future) for name, future in futures.items()}
-
-    def _replace(self, name: str, timeout: float, update: Callable[[str, str], None]) -> tuple[int, int]:
-        """One service replaced start-first (a singleton: stop-first): how many new and old containers."""
-        old = {c.name for c in self.containers() if c.service == name and not c.oneoff}
-        replicas = self.env.services[name].replicas
-        if self.env.services[name].singleton and old:
-            # Never two at once: the old one finishes what it holds (SIGTERM, its stop timeout) and goes first.
-            update(name, f"{name}: stopping the old container(s) first (singleton)")
-            self._run(stop_containers(*sorted(old)), f"stopping the old {name}")
-            self._run(remove_containers(*sorted(old)), f"removing the old {name}")
-            old = set()
-        update(name, f"{name}: starting {replicas} new container(s) beside {len(old)}")
-        beside = self.compose.up(name, timeout=None, no_deps=True, scale=len(old) + replicas)
-        try:
-            self._run(beside, f"starting {name}")
-            new = self._wait_new(name, old, timeout, lambda text: update(name, text))
-        except StartFailed:
-            # The new containers go, whatever state they are in; the old ones never stopped.
-            extra = [c.name for c in self.containers() if c.service == name and c.name not in old]
-            if extra:
-                self.runner.run(remove_containers(*extra), timeout=120)
-            raise
-        if self.env.services[name].role == "gateway":
-            # nginx sends new requests to the new containers only; the old ones finish theirs and stop.
-            self._switch_gateways(new, lambda text: update(name, text))
-        update(name, f"{name}: the old container(s) finish their requests and stop")
-        if old:
-            self._run(stop_containers(*sorted(old)), f"stopping the old {name}")
-            self._run(remove_containers(*sorted(old)), f"removing the old {name}")
-        return len(new), len(old)
-
-    def _wait_new(self, name: str, old: set[str], timeout: float, update: Callable[[str], None]) -> list[str]:
-        deadline = time.monotonic() + timeout
-        while True:
-            new = [c for c in self.containers() if c.service == name and not c.oneoff and c.name not in old]
-            bad = [c for c in new if c.state in ("exited", "dead", "restarting") or c.health == "unhealthy"]
-            # "healthy" only: every service has a healthcheck, and a container that has just started (or that
-            # exits at once and is restarted) can show no health yet, which is not health.
-            if new and not bad and all(c.state == "running" and c.health == "healthy" for c in new):
-                return [c.name for c in new]
-            if bad or time.monotonic() > deadline:
-                why = f"{bad[0].health or bad[0].state}" if bad else f"not healthy after {timeout:.0f}s"
-                report = self._logs_of(bad[0].name) if bad else ""
-                raise StartFailed(f"{name} is {why}; the old container(s) go on serving{report}")
-            update(f"{name}: {sum(c.health == 'healthy' for c in new)}/{len(new)} new container(s) healthy")
-            time.sleep(0.5)
-
-    def _logs_of(self, container: str) -> str:
-        done = self.runner.run(Command(("docker", "logs", "--tail", "15", container)), timeout=60)
-        lines = (done.stdout + done.stderr).strip().splitlines()[-15:]
-        return "; its last log lines:\n" + "\n".join(f"  {line}" for line in lines) if lines else ""
 
     def _migration_key(self, versions: dict[str, str]) -> str:
         """Migrations ship in the images: with the same images and the same database container they were
         applied already, and one-off containers (seconds each) can be skipped."""
         pg = [c.name for c in self.containers() if c.service == "postgres"]
-        ids = [self._image_ids(versions)[s] for s in self.env.database_services]
+        ids = [self.images.ids(versions)[s] for s in self.env.database_services]
         folders = [migrations.folder_digest(self.project_dir, svc) for svc in self.env.services.values()]
         return hashlib.sha256(json.dumps([pg, ids, folders]).encode()).hexdigest()
 
@@ -589,34 +402,6 @@ class DockerRuntime:
             self.files.write_atomic(there / path.name, path.read_bytes(), 0o644)
         return str(there)
 
-    def _confirm_healthy(self, timeout: float, *, recovering: bool = False) -> None:
-        """`compose up --wait` can return while a container is in a restart loop (seen with Engine 20.10):
-        confirm from `compose ps` that every container runs and is healthy, failing fast otherwise.
-        `recovering`: containers that depend on restarted ones may still report unhealthy until their
-        next probe; wait for them instead of failing."""
-        deadline = time.monotonic() + timeout
-        settled = 0
-        while time.monotonic() < deadline:
-            states = self.containers()
-            bad = [
-                c
-                for c in states
-                if c.state in ("restarting", "exited", "dead") or (c.health == "unhealthy" and not recovering)
-            ]
-            if bad:
-                raise StartFailed(
-                    f"{bad[0].service} is {bad[0].health if bad[0].health == 'unhealthy' else bad[0].state}"
-                )
-            if all(c.state == "running" and c.health in ("healthy", "") for c in states):
-                settled += 1
-                if settled >= 2:  # healthy on two looks in a row, half a second apart
-                    self._publish_gateways(states, healthy_only=True)
-                    return
-            else:
-                settled = 0
-            time.sleep(0.5)
-        raise StartFailed(f"not every container was healthy after {timeout:.0f}s")
-
     def _provision(self, timeout: float) -> None:
         """Every up, once PostgreSQL answers: a database service added since the cluster was made gets its role
         and database (the image's init script runs on an empty cluster only). The script holds passwords: it
@@ -646,76 +431,6 @@ class DockerRuntime:
                 raise StartFailed(f"creating the roles and databases of new services failed: {tail}")
             time.sleep(1)
 
-    def _reload_nginx(self) -> None:
-        """nginx reads its configuration when it starts or reloads: reload after nginx.conf changed."""
-        if not self.env.nginx.enabled:
-            return
-        container = self._running_container("nginx")
-        if container is None:  # it reads the file when it starts
-            return
-        for step in nginx_reload(container):
-            done = self.runner.run(step, timeout=60)
-            if done.returncode != 0:
-                tail = (done.stderr.strip().splitlines() or ["no error output"])[-1]
-                raise StartFailed(f"nginx refused its new configuration (exit {done.returncode}): {tail}")
-
-    # --- the gateway's colours: which containers nginx sends requests to ------------------------------------
-    def _live_colour(self) -> str:
-        return "green" if self.files.mode(self.bundle_dir / GREEN_FLAG) is not None else "blue"
-
-    def _live_network(self) -> str:
-        return f"{self.env.project}-{self.env.name}_{LIVE_NETWORK}"
-
-    def _unpublished(self, states: Sequence[ContainerState]) -> list[ContainerState]:
-        """Running gateway containers nginx cannot reach: not on the live network (compose made them)."""
-        if not self.env.nginx.enabled:
-            return []
-        gateways = [c for c in states if c.service == self.env.gateway and c.state == "running" and not c.oneoff]
-        return [c for c in gateways if self._live_network() not in c.networks]
-
-    def _attach(self, containers: Sequence[str], colour: str) -> None:
-        alias = colour_name(self.env, colour)
-        for name in containers:
-            connect = Command(("docker", "network", "connect", "--alias", alias, self._live_network(), name))
-            self._run(connect, f"giving {name} to nginx")
-
-    def _publish_gateways(self, states: Sequence[ContainerState], *, healthy_only: bool) -> None:
-        """Gateway containers compose made (a first start, a recreation) join the live colour: nginx reaches
-        them. A replacement's new containers never come here before they are healthy (see _roll)."""
-        waiting = self._unpublished(states)
-        ready = [c.name for c in waiting if c.health == "healthy" or not healthy_only]
-        if ready:
-            self._attach(ready, self._live_colour())
-
-    def _switch_gateways(self, new: list[str], update: Callable[[str], None]) -> None:
-        """The new (healthy) containers join the live network under the other colour, then nginx switches
-        colour: a file appears or goes, which nginx checks per request (a reload would close idle client
-        keep-alive connections, and a request sent on one at that instant would get no answer). Requests
-        nginx routed just before the switch connect within the pause that follows; the old containers then
-        finish what they hold when stopped."""
-        if not self.env.nginx.enabled:
-            return
-        colour = "green" if self._live_colour() == "blue" else "blue"
-        self._attach(new, colour)
-        flag = self.bundle_dir / GREEN_FLAG
-        if colour == "green":
-            self.files.makedirs(flag.parent, 0o755)
-            self.files.write_atomic(flag, "", 0o644)
-        else:
-            self.files.unlink(flag)
-        update(f"{self.env.gateway}: nginx sends new requests to the new container(s) ({colour})")
-        time.sleep(1)
-
-    def _failure_report(self) -> str:
-        states = self.containers()
-        bad = [c for c in states if c.health == "unhealthy" or c.state in ("exited", "dead", "restarting")]
-        lines = []
-        for c in bad[:3]:
-            logs = self.runner.run(self.compose.logs(c.service, 15), timeout=60)
-            lines.append(f"{c.service} is {c.health or c.state}; its last log lines:")
-            lines += [f"  {line}" for line in logs.stdout.strip().splitlines()[-15:]]
-        return "\n".join(lines) or "no container reported a failure; see `mfe-deploy logs`"
-
     def _record(
         self,
         kind: str,
@@ -730,7 +445,7 @@ class DockerRuntime:
             kind,
             outcome,
             versions,
-            images=self._image_ids(versions),
+            images=self.images.ids(versions),
             bundle_sha256=digest,
             migrations=heads,
             note=note,
@@ -751,9 +466,9 @@ class DockerRuntime:
         target = to or self.ledger.previous_version(service, current[service])
         if target is None:
             raise MfeError(f"{service} has no previous version in the release ledger (it runs {current[service]})")
-        if not images.exists(self.runner, self.tag(service, target)):
+        if not self.images.exists(service, target):
             where = "this engine" if not self.host.remote else f"the engine of {self.host.name}"
-            raise MfeError(f"image {self.tag(service, target)} does not exist on {where}")
+            raise MfeError(f"image {self.images.tag(service, target)} does not exist on {where}")
         return current, target
 
     def rollback_plan(self, service: str, to: str | None) -> schema.RollbackPlan:
@@ -818,9 +533,9 @@ class DockerRuntime:
             if self.env.publish_ports:  # a host port cannot be bound twice: stop, then start (see _stale)
                 with self.console.status(f"rolling {service} back to {target}"):
                     self._run(self.compose.up(service, timeout=timeout, no_deps=True), f"starting {service} {target}")
-                    self._confirm_healthy(timeout)
+                    self.rollout.confirm_healthy(timeout)
             else:
-                self._roll([service], timeout)
+                self.rollout.roll([service], timeout)
         except StartFailed:
             self._record("rollback", "failed", versions, digest, heads)
             self.write_bundle(current)  # start-first: the old containers still serve, only the files go back
@@ -834,7 +549,7 @@ class DockerRuntime:
     def _start_older(self, names: list[str], timeout: float) -> None:
         """After a restore for a rollback: the stopped services start again from the bundle just written."""
         self._run(self.compose.up(*names, timeout=timeout, no_deps=True), f"starting {', '.join(names)}")
-        self._confirm_healthy(timeout)
+        self.rollout.confirm_healthy(timeout)
 
     def _rollback_restoring(
         self, verdict: schema.Verdict, current: dict[str, str], versions: dict[str, str], timeout: float
@@ -927,28 +642,14 @@ class DockerRuntime:
         folder = self.bundle_dir / "nginx" / "ssl"
         self.files.write_atomic(folder / "key.pem", key, 0o600)
         self.files.write_atomic(folder / "cert.pem", chain, 0o644)
-        self._reload_nginx()  # copies both for nginx's user, tests, reloads
+        self.rollout.reload_nginx()  # copies both for nginx's user, tests, reloads
 
     def point_in_time(self) -> None:
         """database.pitr runs on the local runtime in this release: `up` refuses it here."""
         return None
 
     def prune_images(self, keep: int = 5) -> list[str]:
-        """Keep the newest `keep` versions of each service image; never remove a version that the current
-        release or any of the last `keep` successful releases uses (the rollback targets)."""
-        good = [r for r in self.ledger.all() if r.outcome == "succeeded"][-keep:]
-        removed = []
-        for service in (s for s, svc in self.env.services.items() if svc.image is None):
-            protected = {r.versions.get(service, "") for r in good}
-            tags = sorted(
-                images.tags(self.runner, self.env.images.services_prefix, service),
-                key=lambda t: images.created(self.runner, self.tag(service, t)),
-                reverse=True,
-            )
-            for version in images.plan_prune(tags, keep, protected):
-                if images.remove(self.runner, self.tag(service, version)):
-                    removed.append(self.tag(service, version))
-        return removed
+        return self.images.prune(keep)
 
     # --- what backups need ----------------------------------------------------------------------------------
     def postgres(self) -> Postgres:
@@ -967,13 +668,13 @@ class DockerRuntime:
     def start_services(self, names: Sequence[str], timeout: float) -> None:
         with self.console.status(f"starting {', '.join(names)} and waiting until healthy"):
             self._run(self.compose.start(*names), "starting the services")
-            self._confirm_healthy(timeout, recovering=True)
+            self.rollout.confirm_healthy(timeout, recovering=True)
 
     # --- plan and diff ------------------------------------------------------------------------------------
     def desired(self, version: str) -> Desired:
         result = self._rendered(version)
         wants = {
-            name: Want(self.tag(name, version), svc.replicas, digest(result.files[f"env/{name}.env"].text) or "")
+            name: Want(self.images.tag(name, version), svc.replicas, digest(result.files[f"env/{name}.env"].text) or "")
             for name, svc in self.env.services.items()
         }
         running = any(c.service == "postgres" and c.state == "running" for c in self.containers())
@@ -1077,27 +778,8 @@ class DockerRuntime:
         return running
 
 
-def _outcome(future: Future[tuple[int, int]]) -> tuple[int, int] | BaseException:
-    """A replacement's result, or what it raised: every one of a wave is waited for before any fails."""
-    error = future.exception()
-    return error if error is not None else future.result()
-
-
 def _is_key(name: str) -> bool:
     return name.endswith((".key", "key.pem"))
-
-
-def parse_probe(done: Completed) -> health.Probe:
-    """What a probe_command printed in a container: `STATUS BODY` (a stale worker's check exits 1 after
-    printing its 503), or why nothing answered."""
-    code, _, body = done.stdout.strip().partition(" ")
-    if not code.isdigit():
-        return health.Probe(None, {}, (done.stderr.strip().splitlines() or ["not running"])[-1])
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        parsed = {}
-    return health.Probe(int(code), parsed if isinstance(parsed, dict) else {})
 
 
 def _fmt(versions: dict[str, str]) -> str:

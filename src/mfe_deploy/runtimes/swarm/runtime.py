@@ -38,7 +38,8 @@ from mfe_deploy.runtimes.contract import (
     UnitStatus,
     Unsupported,
 )
-from mfe_deploy.runtimes.docker.runtime import HEALTH_PROBE, DockerRuntime, parse_probe, probe_command
+from mfe_deploy.runtimes.docker.probes import HEALTH_PROBE, parse_probe, probe_command
+from mfe_deploy.runtimes.docker.runtime import DockerRuntime
 from mfe_deploy.state.ledger import Release
 from mfe_deploy.swarm_bundle import swarm_bundle
 
@@ -70,10 +71,10 @@ class SwarmRuntime(DockerRuntime):
 
     # --- images: built here, sent to every node that lacks them ------------------------------------------------
     def build(self, version: str) -> None:
-        super().build(version)
-        wanted = [*(self.tag(s, version) for s in self.env.services), *self._infra_images()]
+        self.images.build(version)
+        wanted = [*(self.images.tag(s, version) for s in self.env.services), *self.images.infra()]
         for url, engine in self.engines:
-            self._ship_to(engine, url, wanted)
+            self.images.ship_to(engine, url, wanted)
 
     # --- rendering -----------------------------------------------------------------------------------------
     def _swarm_bundle(self, versions: dict[str, str]) -> Bundle:
@@ -152,16 +153,12 @@ class SwarmRuntime(DockerRuntime):
         ctl = Command(("docker", "exec", "-i", container, *eventhub.IMPORT))
         eventhub.create_users(engine, ctl, self.secrets, self.console, timeout)
 
-    def _unpublished(self, states: Sequence[ContainerState]) -> list[ContainerState]:
-        """No live network on a swarm: nginx reaches the gateway's tasks by the service's name."""
-        return []
-
     def _nothing_to_do(self, previous: Release | None, versions: dict[str, str], digest: str) -> bool:
         if previous is None or previous.bundle_sha256 != digest or dict(previous.versions) != versions:
             return False
         if any(v.endswith("-dirty") for v in versions.values()):
             return False
-        if self._image_ids(versions) != dict(previous.images):
+        if self.images.ids(versions) != dict(previous.images):
             return False
         services, tasks, now = self._inspect(self.units()), self._tasks(), time.time()
         if len(services) != len(self.units()):
@@ -312,13 +309,13 @@ class SwarmRuntime(DockerRuntime):
             mounts: list[str] = []
             extra_env: list[str] = []
             if svc.bundled:
-                image = _image_in(marker, service) or self.tag(service, versions.get(service, "dev"))
+                image = _image_in(marker, service) or self.images.tag(service, versions.get(service, "dev"))
             elif svc.migrations is None:
                 outcomes.append(migrations.Outcome(service, True, {"applied": [], "migrations": [], "pending": []}))
                 continue
             else:
                 bundled = self._runner_service()
-                image = _image_in(marker, bundled) or self.tag(bundled, versions.get(bundled, "dev"))
+                image = _image_in(marker, bundled) or self.images.tag(bundled, versions.get(bundled, "dev"))
                 mounts = ["-v", f"{self.files_for_migrations(service)}:/run/mfe/migrations:ro"]
                 extra_env = ["-e", "MFE_MIGRATIONS_FOLDER=/run/mfe/migrations"]
             url = urls.database_url(self.env, self.secrets, service, "postgres", 5432)
