@@ -1,7 +1,10 @@
 """The local runtime: the stack as supervised processes on this machine (supervisord drives them)."""
 
+from collections.abc import Callable
+
+from mfe_deploy.runtimes.contract import Deployment, Runtime
 from mfe_deploy.runtimes.local.runtime import LocalRuntime
 
-RUNTIME = LocalRuntime
+RUNTIME: Callable[[Deployment], Runtime] = LocalRuntime  # the type checker holds the class to the contract
 
 __all__ = ["RUNTIME", "LocalRuntime"]

@@ -5,8 +5,11 @@ runtime builds the images here, sends each node's engine what it lacks, deploys 
 the migrations once per release, deploys the rest and then watches every service until it converged or
 Swarm rolled it back: `docker stack deploy` exits 0 either way, so the exit status comes from here."""
 
+from collections.abc import Callable
+
+from mfe_deploy.runtimes.contract import Deployment, Runtime
 from mfe_deploy.runtimes.swarm.runtime import SwarmRuntime
 
-RUNTIME = SwarmRuntime
+RUNTIME: Callable[[Deployment], Runtime] = SwarmRuntime  # the type checker holds the class to the contract
 
 __all__ = ["RUNTIME", "SwarmRuntime"]

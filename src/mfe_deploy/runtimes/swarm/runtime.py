@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
+from pathlib import PurePath
 from typing import Any
 
 import yaml
@@ -25,6 +26,7 @@ from mfe_deploy.engine import capabilities_for, version_via
 from mfe_deploy.errors import MfeError
 from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.docker_host import AtEngine
+from mfe_deploy.exec.host import Files
 from mfe_deploy.exec.runner import Runner
 from mfe_deploy.ops import health, migrations, schema
 from mfe_deploy.render import Bundle, Capabilities, render
@@ -38,8 +40,9 @@ from mfe_deploy.runtimes.contract import (
     UnitStatus,
     Unsupported,
 )
+from mfe_deploy.runtimes.docker import rollbacks
+from mfe_deploy.runtimes.docker.base import EngineRuntime
 from mfe_deploy.runtimes.docker.probes import HEALTH_PROBE, parse_probe, probe_command
-from mfe_deploy.runtimes.docker.runtime import DockerRuntime
 from mfe_deploy.state.ledger import Release
 from mfe_deploy.swarm_bundle import swarm_bundle
 
@@ -47,15 +50,14 @@ BUSY = ("updating", "rollback_started")
 ROLLED_BACK = ("rollback_completed", "rollback_paused", "paused")
 
 
-class SwarmRuntime(DockerRuntime):
+class SwarmRuntime(EngineRuntime):
     name = "swarm"
 
     def __init__(self, deployment: Deployment) -> None:
-        super().__init__(deployment)
-        if self.host.remote:
+        if deployment.host.remote:
             raise MfeError("runtime swarm reaches its manager through swarm.manager: leave target: local")
+        super().__init__(deployment, AtEngine(deployment.host.runner, deployment.loaded.env.swarm.manager))
         self.stack = f"{self.env.project}-{self.env.name}"
-        self.runner = AtEngine(self.host.runner, self.env.swarm.manager)
         self.engines: list[tuple[str, Runner]] = [
             (self.env.swarm.manager, self.runner),
             *((url, AtEngine(self.host.runner, url)) for url in self.env.swarm.nodes),
@@ -91,11 +93,12 @@ class SwarmRuntime(DockerRuntime):
         bundle.write(result, self.bundle_dir, self.files)
         return bundle.digest(result)
 
-    def _rendered(self, version: str) -> Bundle:
+    def rendered(self, version: str) -> Bundle:
         return self._swarm_bundle(dict.fromkeys(self.env.services, version))
 
     # --- up ------------------------------------------------------------------------------------------------
     def up(self, *, wait: bool, timeout: float, version: str = "dev", restart_stores: bool = False) -> list[UnitStatus]:
+        self._refuse_pitr()
         started = time.monotonic()
         self._guard_stores(version, allowed=restart_stores)
         prepared = self._prepared(version)
@@ -112,7 +115,7 @@ class SwarmRuntime(DockerRuntime):
             heads, backup = self._migrate(versions)
             self._deploy("stack.yml", self.units(), timeout if wait else 0, prune=True)
         except StartFailed as exc:
-            self._record("up", "failed", versions, digest, heads, note=str(exc).splitlines()[0], backup=backup)
+            self.record("up", "failed", versions, digest, heads, note=str(exc).splitlines()[0], backup=backup)
             if previous is None or dict(previous.versions) == versions:
                 raise
             # Swarm rolls back only the service whose update failed: the others go back too, so that
@@ -123,18 +126,18 @@ class SwarmRuntime(DockerRuntime):
             try:
                 self._deploy("stack.yml", self.units(), timeout, prune=False)
             except StartFailed as again:
-                self._record("auto-rollback", "failed", back, back_digest, {}, note=str(again).splitlines()[0])
+                self.record("auto-rollback", "failed", back, back_digest, {}, note=str(again).splitlines()[0])
                 raise StartFailed(f"{exc}\nthe rollback to release {previous.id} failed too: {again}") from None
-            self._record("auto-rollback", "succeeded", back, back_digest, {})
+            self.record("auto-rollback", "succeeded", back, back_digest, {})
             raise RolledBack(f"{exc}\nevery service is back at release {previous.id}") from None
         note = f"{time.monotonic() - started:.1f}s"
-        self._record("up", "succeeded", versions, digest, heads, note=note, backup=backup)
+        self.record("up", "succeeded", versions, digest, heads, note=note, backup=backup)
         self._remove_unused_objects()
         return self.status()
 
     def _store_hashes(self, version: str) -> dict[str, str]:
         """Each store's definition digest as `version`'s stack file labels it."""
-        doc = yaml.safe_load(self._rendered(version).files["stores.yml"].text)
+        doc = yaml.safe_load(self.rendered(version).files["stores.yml"].text)
         return {u: svc["deploy"]["labels"][swarm_stack.STORE_LABEL] for u, svc in doc["services"].items()}
 
     def _running_stores(self, states: Sequence[ContainerState] | None = None) -> dict[str, str]:
@@ -342,32 +345,50 @@ class SwarmRuntime(DockerRuntime):
     def rollback(
         self, service: str, to: str | None, timeout: float, *, schema_policy: schema.Policy = "check"
     ) -> Release:
-        current, target = self._rollback_target(service, to)
+        current, target = rollbacks.target(self, service, to)
         # The whole stack is deployed again: a store whose configuration changed since would restart.
         self._guard_stores(target, allowed=False)
-        verdict = None if schema_policy == "ignore" else self._verdict(service, target)
+        verdict = None if schema_policy == "ignore" else rollbacks.verdict(self, service, target)
         versions = {**current, service: target}
         if verdict is not None and verdict.blocking and schema_policy == "restore":
-            return self._rollback_restoring(verdict, current, versions, timeout)
-        heads = self._schema_first(verdict, schema_policy)
+            return rollbacks.restoring(self, verdict, current, versions, timeout)
+        heads = rollbacks.schema_first(self, verdict, schema_policy)
         digest = self.write_bundle(versions)
         try:
             self._deploy("stack.yml", self.units(), timeout, prune=False)
         except StartFailed:
-            self._record("rollback", "failed", versions, digest, heads)
+            self.record("rollback", "failed", versions, digest, heads)
             self.write_bundle(current)
             raise
         note = f"{service}: {current[service]} -> {target}"
-        self._record("rollback", "succeeded", versions, digest, heads, note=note)
+        self.record("rollback", "succeeded", versions, digest, heads, note=note)
         self._remove_unused_objects()
         return self.ledger.all()[-1]
 
-    def _start_older(self, names: list[str], timeout: float) -> None:
+    def start_older(self, names: list[str], timeout: float) -> None:
         """After a restore for a rollback: the stack file just written brings the services back (their
         replicas, the older image) and is watched until they converge, then until every gateway task
         reaches them (as after a restore: the new tasks' addresses reach the engine's DNS a moment later)."""
         self._deploy("stack.yml", self.units(), timeout, prune=False)
         self._gateways_see_all(timeout)
+
+    def run(self, service: str, argv: Sequence[str], *, in_place: bool) -> int:
+        raise Unsupported(
+            f"one-off commands on a swarm are not offered yet: `mfe-deploy status --env {self.env.name}` names "
+            f"the node and task of {service}; run `docker exec` on that node's engine"
+        )
+
+    def db_shell(self, service: str, args: Sequence[str]) -> int:
+        raise Unsupported(
+            "db shell on a swarm is not offered yet: psql runs in the postgres task, on the manager's engine "
+            "(`docker exec -it TASK psql`)"
+        )
+
+    def acme_folder(self) -> tuple[Files, PurePath]:
+        raise Unsupported("nginx.tls.mode acme is not available on the swarm runtime yet; use files")
+
+    def install_certificate(self, chain: str, key: str) -> None:
+        raise Unsupported("nginx.tls.mode acme is not available on the swarm runtime yet; use files")
 
     def prune_images(self, keep: int = 5) -> list[str]:
         raise Unsupported("images prune on a swarm: run it on each node's engine (not yet offered)")
