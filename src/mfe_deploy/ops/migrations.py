@@ -44,6 +44,16 @@ def services(env: Environment, only: str | None) -> list[str]:
     return [only]
 
 
+def runner_args(env_name: str, service: str, action: list[str]) -> tuple[str, ...]:
+    """The migration runner's arguments after the interpreter: the one place its command line is written."""
+    return ("-m", "mfe_services.migrate", "--service", service, "--env-name", env_name, *action)
+
+
+def nothing(service: str) -> Outcome:
+    """A service of yours without a migrations folder: nothing applied, nothing pending."""
+    return Outcome(service, True, {"applied": [], "migrations": [], "pending": []})
+
+
 def command(
     env: Environment,
     secrets: Secrets,
@@ -55,7 +65,7 @@ def command(
     project_dir: Path | None = None,
 ) -> Command:
     """The bundled runner; for a service of yours, pointed at its migrations folder (MFE_MIGRATIONS_FOLDER)."""
-    argv = (python, "-m", "mfe_services.migrate", "--service", service, "--env-name", env.name, *action)
+    argv = (python, *runner_args(env.name, service, action))
     variables: dict[str, str | Secret] = {"DATABASE_URL": urls.database_url(env, secrets, service, host)}
     svc = env.services[service]
     if not svc.bundled and svc.migrations is not None:

@@ -197,7 +197,7 @@ class EngineRuntime(abc.ABC):
         offsite = for_env(self.env, self.secrets, self.project_dir, (self.files, self.state_dir))
         return Backups(self.env, self.postgres(), self.runner, store, self.console, passphrase, release, offsite)
 
-    def _runner_service(self) -> str:
+    def runner_service(self) -> str:
         """A bundled service on the data network: its image holds the migration runner."""
         found = [n for n, s in self.env.services.items() if s.bundled and s.database]
         if not found:

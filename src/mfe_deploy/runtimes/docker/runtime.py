@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +20,6 @@ from mfe_deploy.compose import (
     parse_ps,
     stores_only,
 )
-from mfe_deploy.config import urls
 from mfe_deploy.config.urls import DB_TLS_DIR
 from mfe_deploy.engine import capabilities, capabilities_for, version_via
 from mfe_deploy.errors import MfeError
@@ -30,11 +28,8 @@ from mfe_deploy.exec.host import Files
 from mfe_deploy.exec.withenv import parse_env_text
 from mfe_deploy.ops import health, migrations, schema
 from mfe_deploy.render import (
-    ENV_IN_CONTAINER,
     GREEN_FLAG,
     MAINTENANCE_DIR,
-    SERVICE_UID,
-    SOURCE_ENV,
     Bundle,
     Capabilities,
     render,
@@ -49,9 +44,9 @@ from mfe_deploy.runtimes.contract import (
     UnitStatus,
     Unsupported,
 )
-from mfe_deploy.runtimes.docker import rollbacks
+from mfe_deploy.runtimes.docker import commands, migrating, rollbacks
 from mfe_deploy.runtimes.docker.base import EngineRuntime
-from mfe_deploy.runtimes.docker.probes import parse_probe, probe_command
+from mfe_deploy.runtimes.docker.probes import parse_probe
 from mfe_deploy.runtimes.docker.rollout import Rollout
 from mfe_deploy.runtimes.oneoff import psql_target
 from mfe_deploy.state.ledger import Release
@@ -221,38 +216,7 @@ class DockerRuntime(EngineRuntime):
         )
 
     def migrate(self, services: list[str], action: list[str]) -> list[migrations.Outcome]:
-        """The migration runner in one-off containers of the running images (it ships with them)."""
-
-        def one(service: str) -> migrations.Outcome:
-            base = ["-m", "mfe_services.migrate", "--service", service, "--env-name", self.env.name]
-            runner = [*base, *action]
-            svc = self.env.services[service]
-            if svc.bundled:
-                # The service's own container, as root only until the runner has read its mounted env file.
-                secret = ["--env-file", ENV_IN_CONTAINER, "--user", SERVICE_UID]
-                cmd = self.compose.run_once(service, "python3", *base, *secret, *action)
-                return migrations.parse(service, self.runner.run(cmd, timeout=600))
-            if svc.migrations is None:
-                return migrations.Outcome(service, True, {"applied": [], "migrations": [], "pending": []})
-            # Your image need not hold the runner: it runs in a one-off container of a bundled image
-            # (on the same networks), with your folder mounted and your database's URL.
-            host_folder = self.files_for_migrations(service)
-            url = urls.database_url(self.env, self.secrets, service, "postgres", 5432)
-            cmd = self.compose.run_once(
-                self._runner_service(),
-                "python3",
-                *runner,
-                mounts=[f"{host_folder}:/run/mfe/migrations:ro"],
-                env=["MFE_MIGRATIONS_FOLDER=/run/mfe/migrations", "DATABASE_URL"],
-            )
-            cmd = dataclasses.replace(cmd, env={**cmd.env, "DATABASE_URL": url})
-            return migrations.parse(service, self.runner.run(cmd, timeout=600))
-
-        # The first one-off container creates the project's networks; concurrent first runs would each
-        # create their own (Docker allows duplicate names), so the rest follow it in parallel.
-        first = one(services[0])
-        with ThreadPoolExecutor(3) as pool:
-            return [first, *pool.map(one, services[1:])]
+        return migrating.in_containers(self, services, action)
 
     # --- rollback ------------------------------------------------------------------------------------------
     def rollback(
@@ -301,20 +265,11 @@ class DockerRuntime(EngineRuntime):
             raise MfeError(f"unknown service {service!r}; one of: {', '.join(self.env.services)}")
         return self._running(service, "a one-off command runs in one of its containers")
 
-    @staticmethod
-    def _streams() -> tuple[str, ...]:
-        return ("-i", "-t") if sys.stdin.isatty() and sys.stdout.isatty() else ("-i",)
-
     def run(self, service: str, argv: Sequence[str], *, in_place: bool) -> int:
         """In a running container of the service (run and exec alike here: `compose run` and `compose exec`
-        exit 0 whatever the command did, with compose 2.40 on Docker 20.10): its variables sourced from the
-        mounted env file inside the container, then the command as the service's user."""
+        exit 0 whatever the command did, with compose 2.40 on Docker 20.10)."""
         container = self._one_off_container(service)
-        uid, gid = SERVICE_UID.split(":")
-        # HOME: root's, closed to the service's user (libpq looks there for a client certificate).
-        script = f'{SOURCE_ENV}; HOME=/tmp exec setpriv --reuid={uid} --regid={gid} --clear-groups "$@"'
-        argv_ = ["docker", "exec", *self._streams(), "--user", "0", container, "sh", "-c", script, "sh", *argv]
-        return self.runner.attach(Command(tuple(argv_)))
+        return self.runner.attach(commands.run_in(container, argv, tty=_tty()))
 
     def db_shell(self, service: str, args: Sequence[str]) -> int:
         """psql in the postgres container, over its socket, as the service's role on its database."""
@@ -327,10 +282,7 @@ class DockerRuntime(EngineRuntime):
             raise MfeError(f"{service} has no DATABASE_URL in its environment file: run `up --env {self.env.name}`")
         target = psql_target(url)
         postgres = self._running("postgres", "db shell runs psql in it")
-        socket_dir = "/var/run/postgresql"
-        argv = ["docker", "exec", *self._streams(), "--user", "postgres", postgres, "psql", "-h", socket_dir]
-        argv += ["-U", target.user, "-d", target.database, *args]
-        return self.runner.attach(Command(tuple(argv)))
+        return self.runner.attach(commands.psql_in(postgres, target.user, target.database, args, tty=_tty()))
 
     def acme_folder(self) -> tuple[Files, PurePath]:
         return self.files, self.bundle_dir / "nginx" / "acme"  # mounted into nginx with its whole folder
@@ -382,16 +334,8 @@ class DockerRuntime(EngineRuntime):
         def one(service: str) -> health.Probe:
             if service not in running:
                 return health.Probe(None, {}, "not running")
-            # As the service's user: a bundled service's container starts as root (to read its env file).
-            argv = (
-                "docker",
-                "exec",
-                "--user",
-                SERVICE_UID,
-                running[service],
-                *probe_command(self.env.services[service]),
-            )
-            return parse_probe(self.runner.run(Command(argv), timeout=30))
+            probe = commands.probe_in(running[service], self.env.services[service])
+            return parse_probe(self.runner.run(probe, timeout=30))
 
         names = list(self.env.services)
         with ThreadPoolExecutor(len(names)) as pool:
@@ -423,6 +367,10 @@ class DockerRuntime(EngineRuntime):
             extra = ["nginx/ssl/key.pem", "nginx/ssl/cert.pem", GREEN_FLAG, *made]
             bundle.remove(self.bundle_dir, self.files, extra=extra)
         return running
+
+
+def _tty() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
 
 
 def _fmt(versions: dict[str, str]) -> str:

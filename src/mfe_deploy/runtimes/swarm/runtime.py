@@ -308,16 +308,16 @@ class SwarmRuntime(EngineRuntime):
         outcomes = []
         for service in services:
             svc = self.env.services[service]
-            runner = ["-m", "mfe_services.migrate", "--service", service, "--env-name", self.env.name, *action]
+            runner = migrations.runner_args(self.env.name, service, action)
             mounts: list[str] = []
             extra_env: list[str] = []
             if svc.bundled:
                 image = _image_in(marker, service) or self.images.tag(service, versions.get(service, "dev"))
             elif svc.migrations is None:
-                outcomes.append(migrations.Outcome(service, True, {"applied": [], "migrations": [], "pending": []}))
+                outcomes.append(migrations.nothing(service))
                 continue
             else:
-                bundled = self._runner_service()
+                bundled = self.runner_service()
                 image = _image_in(marker, bundled) or self.images.tag(bundled, versions.get(bundled, "dev"))
                 mounts = ["-v", f"{self.files_for_migrations(service)}:/run/mfe/migrations:ro"]
                 extra_env = ["-e", "MFE_MIGRATIONS_FOLDER=/run/mfe/migrations"]

@@ -1,0 +1,49 @@
+"""The docker runtime's migrations: the runner in one-off containers of the release's images (it ships with
+them); a service of yours gets it from a bundled image, its folder mounted and its database's URL."""
+
+from __future__ import annotations
+
+import dataclasses
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from mfe_deploy.config import urls
+from mfe_deploy.ops import migrations
+from mfe_deploy.render import ENV_IN_CONTAINER, SERVICE_UID
+
+if TYPE_CHECKING:
+    from mfe_deploy.runtimes.docker.runtime import DockerRuntime
+
+
+def in_containers(rt: DockerRuntime, services: list[str], action: list[str]) -> list[migrations.Outcome]:
+    """The migration runner in one-off containers of the running images (it ships with them)."""
+
+    def one(service: str) -> migrations.Outcome:
+        svc = rt.env.services[service]
+        if svc.bundled:
+            # The service's own container, as root only until the runner has read its mounted env file.
+            secret = ("--env-file", ENV_IN_CONTAINER, "--user", SERVICE_UID)
+            runner = migrations.runner_args(rt.env.name, service, [*secret, *action])
+            cmd = rt.compose.run_once(service, "python3", *runner)
+            return migrations.parse(service, rt.runner.run(cmd, timeout=600))
+        if svc.migrations is None:
+            return migrations.nothing(service)
+        # Your image need not hold the runner: it runs in a one-off container of a bundled image
+        # (on the same networks), with your folder mounted and your database's URL.
+        host_folder = rt.files_for_migrations(service)
+        url = urls.database_url(rt.env, rt.secrets, service, "postgres", 5432)
+        cmd = rt.compose.run_once(
+            rt.runner_service(),
+            "python3",
+            *migrations.runner_args(rt.env.name, service, action),
+            mounts=[f"{host_folder}:/run/mfe/migrations:ro"],
+            env=["MFE_MIGRATIONS_FOLDER=/run/mfe/migrations", "DATABASE_URL"],
+        )
+        cmd = dataclasses.replace(cmd, env={**cmd.env, "DATABASE_URL": url})
+        return migrations.parse(service, rt.runner.run(cmd, timeout=600))
+
+    # The first one-off container creates the project's networks; concurrent first runs would each
+    # create their own (Docker allows duplicate names), so the rest follow it in parallel.
+    first = one(services[0])
+    with ThreadPoolExecutor(3) as pool:
+        return [first, *pool.map(one, services[1:])]
