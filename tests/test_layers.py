@@ -24,3 +24,48 @@ def test_no_module_outside_the_execution_layer_imports_subprocess() -> None:
             if any(name == "subprocess" or name.startswith("subprocess.") for name in names):
                 found.append(f"{path.relative_to(SRC)}:{node.lineno}")
     assert not found, found
+
+
+def test_no_runtime_module_is_over_400_lines() -> None:
+    """A runtime is a package of small modules (issue 31): the runtime class composes its parts."""
+    runtimes = SRC / "runtimes"
+    long = {
+        str(path.relative_to(SRC)): n
+        for path in sorted(runtimes.rglob("*.py"))
+        if (n := len(path.read_text().splitlines())) > 400
+    }
+    assert not long, long
+
+
+def test_the_registry_lists_the_runtime_packages_and_nothing_else() -> None:
+    from mfe_deploy.runtimes import registry
+
+    packages = sorted(p.parent.name for p in (SRC / "runtimes").glob("*/__init__.py"))
+    assert registry.available() == packages == ["docker", "local", "swarm"]
+
+
+def test_no_module_imports_itself_back_through_others() -> None:
+    """0 cycles in what runs (imports under TYPE_CHECKING are for the type checker only): a part of a
+    runtime never needs the runtime that composes it, except to name its type."""
+    import grimp
+
+    graph = grimp.build_graph("mfe_deploy", exclude_type_checking_imports=True)
+    edges = {m: set(graph.find_modules_directly_imported_by(m)) & graph.modules for m in graph.modules}
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        path.append(module)
+        for other in sorted(edges[module]):
+            if state.get(other) == 1:
+                cycles.append([*path[path.index(other) :], other])
+            elif other not in state:
+                visit(other, path)
+        path.pop()
+        state[module] = 2
+
+    for module in sorted(graph.modules):
+        if module not in state:
+            visit(module, [])
+    assert not cycles, [" -> ".join(c) for c in cycles]

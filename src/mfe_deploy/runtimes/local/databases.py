@@ -1,0 +1,90 @@
+"""The local runtime's PostgreSQL cluster: psql as its superuser, the roles and databases made once and
+for every new service, started and waited on out of recovery, and pgBackRest for database.pitr."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from mfe_deploy.backups.pitr import PitrTool
+from mfe_deploy.binaries import Binaries
+from mfe_deploy.exec.command import Command
+from mfe_deploy.exec.runner import Completed
+from mfe_deploy.exec.secret import Secret
+from mfe_deploy.local_bundle import PG_SYSTEM_USER
+from mfe_deploy.render import provision_script
+from mfe_deploy.runtimes.contract import StartFailed
+from mfe_deploy.runtimes.local import logs, machine, supervisord
+
+INIT_MARKER = ".mfe-initialized"  # in the data folder: the roles and databases were made
+
+if TYPE_CHECKING:
+    from mfe_deploy.runtimes.local.runtime import LocalRuntime
+
+
+def psql(
+    rt: LocalRuntime, bins: Binaries, database: str, script: str | Secret, extra_env: Mapping[str, str | Secret]
+) -> Completed:
+    psql = (str(bins.pg_bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1")
+    who = ("-p", str(rt.env.database.port), "-U", rt.env.database.superuser, "-d", database, "-f", "-")
+    env: dict[str, str | Secret] = {**extra_env, "PGPASSWORD": rt.secrets.postgres_password}
+    return rt.runner.run(Command((*psql, *who), env=env, input=script), timeout=120)
+
+
+def init_databases(rt: LocalRuntime, bins: Binaries) -> None:
+    """Once per cluster: the roles and databases the docker entrypoint would create from initdb/."""
+    marker = rt.layout.data / INIT_MARKER
+    if marker.exists():
+        return
+    unit = {k: (v.reveal() if isinstance(v, Secret) else str(v)) for k, v in rt._units()["postgres"]}
+    deadline = time.monotonic() + 30
+    while psql(rt, bins, "postgres", "SELECT 1", {}).returncode != 0:  # port open is not ready yet
+        if time.monotonic() > deadline:
+            raise StartFailed(f"postgres does not accept connections\n{logs.tail(rt, 'postgres', 15)}")
+        time.sleep(0.2)
+    if unit["POSTGRES_DB"] != "postgres":
+        done = psql(rt, bins, "postgres", f'CREATE DATABASE "{unit["POSTGRES_DB"]}"', {})
+        if done.returncode != 0:
+            raise StartFailed(f"creating {unit['POSTGRES_DB']} failed: {done.stderr.strip()}")
+    script = (rt.layout.bundle / "initdb" / "10-databases.sql").read_text()
+    # The script reads the passwords from its environment (psql's \getenv): kept Secret, never printed.
+    variables = {k: v if isinstance(v, Secret) else str(v) for k, v in rt._units()["postgres"]}
+    done = psql(rt, bins, unit["POSTGRES_DB"], script, variables)
+    if done.returncode != 0:
+        raise StartFailed(f"creating the service databases failed: {done.stderr.strip()}")
+    marker.write_text("roles and databases created\n")
+
+
+def provision(rt: LocalRuntime, bins: Binaries) -> None:
+    """Every up: a database service added since the cluster was made gets its role and database."""
+
+    script = provision_script(rt.env, rt.secrets, f"mfe_{secrets.token_hex(6)}")
+    done = psql(rt, bins, "postgres", script, {})
+    if done.returncode != 0:
+        raise StartFailed(f"creating the roles and databases of new services failed: {done.stderr.strip()}")
+
+
+def start_postgres(rt: LocalRuntime, bins: Binaries, timeout: float) -> None:
+    """Start the cluster and wait until it accepts connections out of recovery (a point-in-time
+    restore replays WAL first, then promotes)."""
+    supervisord.start_programs(rt, ["postgres"])
+
+    def promoted() -> bool:
+        done = psql(rt, bins, "postgres", "SELECT 'recovery=' || pg_is_in_recovery()", {})
+        return done.returncode == 0 and "recovery=false" in done.stdout
+
+    try:
+        supervisord.wait(rt, promoted, timeout, "PostgreSQL to replay its WAL and promote")
+    except StartFailed:
+        raise StartFailed(f"PostgreSQL did not come back\n{logs.tail(rt, 'postgres', 15)}") from None
+
+
+def pitr_tool(rt: LocalRuntime, bins: Binaries) -> PitrTool | None:
+    pitr = rt.env.database.pitr
+    if pitr is None or bins.pgbackrest is None:
+        return None
+    user = PG_SYSTEM_USER if machine.as_root() else None
+    paths = rt.layout.pitr
+    return PitrTool(rt.env, pitr, paths, bins.pgbackrest, rt.runner, rt.secrets.postgres_password, user)
