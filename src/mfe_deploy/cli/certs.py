@@ -72,13 +72,14 @@ def renew(
     """Order a new certificate when fewer than tls.acme.renew_days are left (or with --force) and reload
     nginx; nothing when not due. Safe to run daily."""
     from mfe_deploy.ops import certs
+    from mfe_deploy.runtimes.contract import Acme, able
 
     console = application().console
     console.plain = as_json
     rt = runtime(env)
     where = host(env)
     with mutating(env, "tls renew", {"force": force}, wait=lock_wait) as record:
-        done = certs.renew(rt, (where.files, where.state), force=force, progress=console.info)
+        done = certs.renew(able(rt, Acme), (where.files, where.state), force=force, progress=console.info)
         record["renewed"] = done.renewed
     if as_json:
         console.json({"env": env, **asdict(done)})

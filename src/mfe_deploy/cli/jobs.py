@@ -119,6 +119,7 @@ def run(
 
     from mfe_deploy.errors import MfeError
     from mfe_deploy.ops import jobs as ops
+    from mfe_deploy.runtimes.contract import OneOff, able
 
     state = application()
     environment = state.environment(env).env
@@ -142,7 +143,7 @@ def run(
         try:
             rt = runtime(env, runtime_name)
             with audited(env, "job", {"job": name, "service": job.service, "scheduled": scheduled}) as audit:
-                code = rt.run(job.service, ops.timed(job), in_place=False)
+                code = able(rt, OneOff).run(job.service, ops.timed(job), in_place=False)
                 audit["exit_code"] = code
         except MfeError as exc:  # never started: a schedule's failure must still be seen (history, job.failed)
             seconds = time.monotonic() - started

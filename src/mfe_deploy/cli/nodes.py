@@ -26,11 +26,13 @@ Timeout = Annotated[float, typer.Option("--timeout", help="Seconds to wait until
 @nodes_app.callback(invoke_without_command=True)
 def nodes(ctx: typer.Context, env: OptionalEnv = None, as_json: JsonOption = False) -> None:
     """List the nodes: role, availability, state, labels, and this stack's tasks on each."""
+    from mfe_deploy.runtimes.contract import Nodes, able
+
     if ctx.invoked_subcommand is not None:
         return
     if env is None:
         raise UsageError("mfe-deploy nodes needs --env NAME (an environment with runtime: swarm)")
-    rows = runtime(env, "swarm").nodes()
+    rows = able(runtime(env, "swarm"), Nodes).nodes()
     console = application().console
     if as_json:
         console.json(
@@ -68,11 +70,13 @@ def nodes(ctx: typer.Context, env: OptionalEnv = None, as_json: JsonOption = Fal
 def _availability(
     verb: str, env: str | None, node: str, availability: str, wait: float, timeout: float, as_json: bool
 ) -> None:
+    from mfe_deploy.runtimes.contract import Nodes, able
+
     if env is None:
         raise UsageError(f"mfe-deploy nodes {verb} needs --env NAME (an environment with runtime: swarm)")
     rt = runtime(env, "swarm")
     with mutating(env, f"nodes {availability}", {"node": node}, wait=wait):
-        rt.set_availability(node, availability, timeout)
+        able(rt, Nodes).set_availability(node, availability, timeout)
     console = application().console
     if as_json:
         console.json({"env": env, "node": node, "availability": availability, "services_whole": True})

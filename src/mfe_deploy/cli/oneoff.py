@@ -24,11 +24,13 @@ def _command(ctx: typer.Context) -> list[str]:
 
 
 def _one_off(env: str, service: str, argv: list[str], runtime_name: str | None, *, in_place: bool) -> None:
+    from mfe_deploy.runtimes.contract import OneOff, able
+
     rt = runtime(env, runtime_name)
     action = "exec" if in_place else "run"
     # The audit keeps the program's name only: its arguments are the operator's, and may hold anything.
     with audited(env, action, {"service": service, "program": argv[0]}) as record:
-        code = rt.run(service, argv, in_place=in_place)
+        code = able(rt, OneOff).run(service, argv, in_place=in_place)
         record["exit_code"] = code
     raise typer.Exit(code)
 
@@ -51,8 +53,10 @@ def exec_(ctx: typer.Context, service: ServiceArgument, env: EnvOption, runtime_
 def shell(ctx: typer.Context, service: ServiceArgument, env: EnvOption, runtime_name: RuntimeOption = None) -> None:
     """psql on the service's database as the service's own role (what it may do, you may do); arguments
     after -- go to psql (`db shell auth --env E -- -c 'SELECT 1'`). The password goes by a private pgpass file."""
+    from mfe_deploy.runtimes.contract import OneOff, able
+
     rt = runtime(env, runtime_name)
     with audited(env, "db shell", {"service": service}) as record:
-        code = rt.db_shell(service, list(ctx.args))
+        code = able(rt, OneOff).db_shell(service, list(ctx.args))
         record["exit_code"] = code
     raise typer.Exit(code)

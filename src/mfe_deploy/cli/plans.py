@@ -30,12 +30,13 @@ def plan(
     rollback would be refused."""
     from mfe_deploy import plan as plans
     from mfe_deploy.errors import NotInSync
+    from mfe_deploy.runtimes.contract import Rollbacks, able
 
     console = application().console
     console.plain = as_json
     rt = runtime(env, runtime_name)
     if rollback is not None:
-        found = rt.rollback_plan(rollback, to)
+        found = able(rt, Rollbacks).rollback_plan(rollback, to)
         refused = found.verdict is not None and found.verdict.refusal("check") is not None
         if as_json:
             verdict = found.verdict.__dict__ if found.verdict else None

@@ -70,6 +70,8 @@ def up(
     ] = False,
 ) -> None:
     """Render, start the stores, migrate, start the services, wait until healthy."""
+    from mfe_deploy.runtimes.contract import Acme, able
+
     started = time.monotonic()
     application().console.plain = as_json
     rt = runtime(env, runtime_name)
@@ -80,7 +82,7 @@ def up(
             from mfe_deploy.ops import certs
 
             where = host(env)
-            done = certs.renew(rt, (where.files, where.state), progress=application().console.info)
+            done = certs.renew(able(rt, Acme), (where.files, where.state), progress=application().console.info)
             if done.renewed:
                 application().console.info(f"{env}: certificate from the ACME CA, valid until {done.not_after}")
     _print_status(rows, as_json)
@@ -218,6 +220,7 @@ def rollback(
     --migrate-down, --restore-backup or --ignore-schema says what to do about them (`plan --rollback`
     shows which can). The first two can lose data: they ask (or --yes), and production wants --force."""
     from mfe_deploy.ops.schema import Policy
+    from mfe_deploy.runtimes.contract import Rollbacks, able
 
     flags = {"--ignore-schema": ignore_schema, "--migrate-down": migrate_down, "--restore-backup": restore_backup}
     chosen = [flag for flag, on in flags.items() if on]
@@ -231,7 +234,7 @@ def rollback(
     rt = runtime(env, runtime_name)
     details: dict[str, object] = {"service": service, "to": to, "schema": policy}
     with mutating(env, "rollback", details, wait=lock_wait, force=force_unlock) as record:
-        release = rt.rollback(service, to, timeout, schema_policy=policy)
+        release = able(rt, Rollbacks).rollback(service, to, timeout, schema_policy=policy)
         record["versions"] = dict(release.versions)
     console = application().console
     if as_json:
@@ -371,9 +374,11 @@ def images_prune(
     as_json: JsonOption = False,
 ) -> None:
     """Remove old service images, keeping the newest --keep and every one a recent release uses."""
+    from mfe_deploy.runtimes.contract import Images, able
+
     rt = runtime(env, "docker")
     with mutating(env, "images prune", {"keep": keep}, wait=lock_wait, force=force_unlock) as record:
-        removed = rt.prune_images(keep)
+        removed = able(rt, Images).prune_images(keep)
         record["removed"] = removed
     console = application().console
     if as_json:

@@ -19,15 +19,19 @@ if TYPE_CHECKING:
     from mfe_deploy.exec.host import Files
 
 
-class Runtime(Protocol):
-    """What this module needs of a runtime (mfe_deploy.runtimes.contract.Runtime)."""
+class Serving(Protocol):
+    """What `tls status` needs of a runtime: every runtime (mfe_deploy.runtimes.contract.Runtime)."""
 
     @property
     def env(self) -> Environment: ...
 
-    def acme_folder(self) -> tuple[Files, PurePath]: ...
-
     def nginx_certificate(self) -> str | None: ...
+
+
+class Runtime(Serving, Protocol):
+    """What a renewal needs: a runtime that offers acme (mfe_deploy.runtimes.contract.Acme)."""
+
+    def acme_folder(self) -> tuple[Files, PurePath]: ...
 
     def install_certificate(self, chain: str, key: str) -> None: ...
 
@@ -44,7 +48,7 @@ class Renewal:
     seconds: float
 
 
-def status(rt: Runtime) -> tuple[acme.Held | None, str | None]:
+def status(rt: Serving) -> tuple[acme.Held | None, str | None]:
     """The certificate nginx serves, and why it is due (None: not due)."""
     pem = rt.nginx_certificate()
     if pem is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 from mfe_deploy.errors import MfeError
 from mfe_deploy.plan import store_refusal, store_restarts
@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from mfe_deploy.ops.schema import RollbackPlan
     from mfe_deploy.plan import Desired, Observed
     from mfe_deploy.state.ledger import Release
+
+
+C = TypeVar("C")
 
 
 class StartFailed(MfeError):
@@ -97,12 +100,6 @@ class Node:
 
 
 @dataclass(frozen=True)
-class Features:
-    versioned_images: bool  # every release is a set of image tags: rollback and images prune work
-    remote: bool = False  # the stack runs on another machine
-
-
-@dataclass(frozen=True)
 class PointRestored:
     target: str  # the moment the databases were brought to (ISO 8601)
     pre_restore: str  # the id of the backup taken just before, every acknowledged write in it
@@ -136,7 +133,10 @@ class Runtime(Protocol):
     def env(self) -> Environment: ...
 
     @property
-    def features(self) -> Features: ...
+    def lacks(self) -> Mapping[str, str]:
+        """The capabilities (Rollbacks, Nodes, Images, OneOff, Acme: their class names) this runtime does not
+        offer here, each with the sentence that says why and what to do instead (see able())."""
+        ...
 
     @property
     def runner(self) -> Runner:
@@ -175,53 +175,12 @@ class Runtime(Protocol):
 
     def migrate(self, services: list[str], action: list[str]) -> list[Outcome]: ...
 
-    def rollback(
-        self, service: str, to: str | None, timeout: float, *, schema_policy: SchemaPolicy = "check"
-    ) -> Release:
-        """Return `service` to `to` (or its previous version), health-gated. schema_policy: what to do about
-        migrations applied since that version ran that older code may not survive: refuse (check), undo them
-        first (down), restore the backup taken just before them (restore), or nothing (ignore)."""
-        ...
-
-    def rollback_plan(self, service: str, to: str | None) -> RollbackPlan:
-        """What `rollback` would do, changing nothing: the versions, and what the schema holds in the way."""
-        ...
-
-    def prune_images(self, keep: int) -> list[str]: ...
-
-    def run(self, service: str, argv: Sequence[str], *, in_place: bool) -> int:
-        """A one-off command with the service's release and variables (never in an argv), its standard
-        streams the caller's; its exit code. in_place: inside a running unit (`exec`), not a new one."""
-        ...
-
-    def db_shell(self, service: str, args: Sequence[str]) -> int:
-        """psql as the service's own role on its database; its exit code."""
-        ...
-
-    def acme_folder(self) -> tuple[Files, PurePath]:
-        """tls.mode acme: where nginx serves /.well-known/acme-challenge/ from (the folder that holds
-        .well-known), on the host nginx runs on, and that host's files."""
-        ...
-
     def nginx_certificate(self) -> str | None:
         """The certificate chain nginx serves (PEM), or None before there is one."""
         ...
 
-    def install_certificate(self, chain: str, key: str) -> None:
-        """nginx's certificate and key replaced (the key 0600, written first), then nginx reloaded: the
-        connections it holds finish on the old one, none is refused."""
-        ...
-
     def point_in_time(self) -> PointInTime | None:
         """database.pitr's tool here; None when the environment has none."""
-        ...
-
-    def nodes(self) -> list[Node]:
-        """The hosts the stack runs on (a swarm's nodes); one-host runtimes raise Unsupported."""
-        ...
-
-    def set_availability(self, node: str, availability: str, timeout: float) -> None:
-        """Drain or activate a node, then wait until every service has all its tasks running again."""
         ...
 
     def desired(self, version: str) -> Desired:
@@ -235,3 +194,79 @@ class Runtime(Protocol):
     def drift(self, version: str) -> list[Drift]:
         """The rendered files against the ones in place (files with secrets: variable names only)."""
         ...
+
+
+# What some runtimes offer and others do not: a runtime has a capability when it implements the protocol
+# and does not name it in `lacks`; the CLI asks able() before it uses one, so a missing capability is a
+# sentence the runtime declared, never a method that raises.
+
+
+@runtime_checkable
+class Rollbacks(Protocol):
+    def rollback(
+        self, service: str, to: str | None, timeout: float, *, schema_policy: SchemaPolicy = "check"
+    ) -> Release:
+        """Return `service` to `to` (or its previous version), health-gated. schema_policy: what to do about
+        migrations applied since that version ran that older code may not survive: refuse (check), undo them
+        first (down), restore the backup taken just before them (restore), or nothing (ignore)."""
+        ...
+
+    def rollback_plan(self, service: str, to: str | None) -> RollbackPlan:
+        """What `rollback` would do, changing nothing: the versions, and what the schema holds in the way."""
+        ...
+
+
+@runtime_checkable
+class Images(Protocol):
+    def prune_images(self, keep: int) -> list[str]: ...
+
+
+@runtime_checkable
+class OneOff(Protocol):
+    def run(self, service: str, argv: Sequence[str], *, in_place: bool) -> int:
+        """A one-off command with the service's release and variables (never in an argv), its standard
+        streams the caller's; its exit code. in_place: inside a running unit (`exec`), not a new one."""
+        ...
+
+    def db_shell(self, service: str, args: Sequence[str]) -> int:
+        """psql as the service's own role on its database; its exit code."""
+        ...
+
+
+@runtime_checkable
+class Acme(Protocol):
+    """tls.mode acme: the runtime serves the CA's challenges from nginx's folder and installs what it signs."""
+
+    @property
+    def env(self) -> Environment: ...
+
+    def nginx_certificate(self) -> str | None: ...
+
+    def acme_folder(self) -> tuple[Files, PurePath]:
+        """tls.mode acme: where nginx serves /.well-known/acme-challenge/ from (the folder that holds
+        .well-known), on the host nginx runs on, and that host's files."""
+        ...
+
+    def install_certificate(self, chain: str, key: str) -> None:
+        """nginx's certificate and key replaced (the key 0600, written first), then nginx reloaded: the
+        connections it holds finish on the old one, none is refused."""
+        ...
+
+
+@runtime_checkable
+class Nodes(Protocol):
+    def nodes(self) -> list[Node]:
+        """The hosts the stack runs on (a swarm's nodes); one-host runtimes raise Unsupported."""
+        ...
+
+    def set_availability(self, node: str, availability: str, timeout: float) -> None:
+        """Drain or activate a node, then wait until every service has all its tasks running again."""
+        ...
+
+
+def able(rt: Runtime, capability: type[C]) -> C:
+    """`rt` as a runtime with `capability`, or Unsupported with the sentence the runtime declared."""
+    why = rt.lacks.get(capability.__name__)
+    if why is None and isinstance(rt, capability):
+        return rt
+    raise Unsupported(why or f"the {rt.name} runtime does not offer {capability.__name__}")

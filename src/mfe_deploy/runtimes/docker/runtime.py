@@ -37,12 +37,9 @@ from mfe_deploy.render import (
 from mfe_deploy.runtimes import eventhub
 from mfe_deploy.runtimes.contract import (
     Deployment,
-    Features,
-    Node,
     RolledBack,
     StartFailed,
     UnitStatus,
-    Unsupported,
 )
 from mfe_deploy.runtimes.docker import commands, migrating, rollbacks
 from mfe_deploy.runtimes.docker.base import EngineRuntime
@@ -61,8 +58,11 @@ class DockerRuntime(EngineRuntime):
         self._nginx_changed = False  # nginx.conf was rewritten by this command: nginx must reload
 
     @property
-    def features(self) -> Features:
-        return Features(versioned_images=True, remote=self.host.remote)
+    def lacks(self) -> dict[str, str]:
+        lacks = {"Nodes": "the docker runtime runs on one host: nodes are a swarm's (runtime: swarm)"}
+        if self.host.remote:
+            lacks["OneOff"] = f"one-off commands on a remote host ({self.host.name}) are not there yet"
+        return lacks
 
     @cached_property
     def capabilities(self) -> Capabilities:
@@ -251,16 +251,8 @@ class DockerRuntime(EngineRuntime):
         self._run(self.compose.up(*names, timeout=timeout, no_deps=True), f"starting {', '.join(names)}")
         self.rollout.confirm_healthy(timeout)
 
-    def nodes(self) -> list[Node]:
-        raise Unsupported(f"the {self.name} runtime runs on one host: nodes are a swarm's (runtime: swarm)")
-
-    def set_availability(self, node: str, availability: str, timeout: float) -> None:
-        raise Unsupported(f"the {self.name} runtime runs on one host: nodes are a swarm's (runtime: swarm)")
-
     # --- one-off commands --------------------------------------------------------------------------
     def _one_off_container(self, service: str) -> str:
-        if self.host.remote:
-            raise Unsupported(f"one-off commands on a remote host ({self.host.name}) are not there yet")
         if service not in self.env.services:
             raise MfeError(f"unknown service {service!r}; one of: {', '.join(self.env.services)}")
         return self._running(service, "a one-off command runs in one of its containers")

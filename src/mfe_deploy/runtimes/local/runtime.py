@@ -32,23 +32,20 @@ from mfe_deploy.local_bundle import (
     nginx_unprivileged,
     render_local,
 )
-from mfe_deploy.ops import health, migrations, schema
+from mfe_deploy.ops import health, migrations
 from mfe_deploy.ops.migrations import pending
 from mfe_deploy.plan import Desired, Have, Observed, Want, digest
 from mfe_deploy.render import Bundle, Capabilities, Endpoints, environments, render
 from mfe_deploy.runtimes import eventhub, premigration
 from mfe_deploy.runtimes.contract import (
     Deployment,
-    Features,
-    Node,
     StartFailed,
     UnitStatus,
-    Unsupported,
     guard_stores,
 )
 from mfe_deploy.runtimes.local import databases, logs, machine, observe, oneoff, prepare, supervisord
 from mfe_deploy.runtimes.pointintime import LocalPointInTime
-from mfe_deploy.state.ledger import Ledger, Release
+from mfe_deploy.state.ledger import Ledger
 from mfe_deploy.supervisor import ProgramState, program_fingerprints
 
 # The variables of the CLI's environment the supervised programs inherit.
@@ -64,7 +61,11 @@ class Migrated:
 class LocalRuntime:
     name = "local"
 
-    features = Features(versioned_images=False)
+    lacks = {
+        "Rollbacks": "rollback needs versioned images: it works on the docker runtime",
+        "Nodes": "the local runtime runs on one host: nodes are a swarm's (runtime: swarm)",
+        "Images": "images live on the docker runtime",
+    }
 
     def __init__(self, deployment: Deployment) -> None:
         self.env: Environment = deployment.loaded.env
@@ -349,23 +350,6 @@ class LocalRuntime:
             n: migrations.command(self.env, self.secrets, n, action, project_dir=self.project_dir) for n in services
         }
         return migrations.run(self.runner, commands)
-
-    def rollback(
-        self, service: str, to: str | None, timeout: float, *, schema_policy: schema.Policy = "check"
-    ) -> Release:
-        raise Unsupported("rollback needs versioned images: it works on the docker runtime")
-
-    def rollback_plan(self, service: str, to: str | None) -> schema.RollbackPlan:
-        raise Unsupported("rollback needs versioned images: it works on the docker runtime")
-
-    def nodes(self) -> list[Node]:
-        raise Unsupported(f"the {self.name} runtime runs on one host: nodes are a swarm's (runtime: swarm)")
-
-    def set_availability(self, node: str, availability: str, timeout: float) -> None:
-        raise Unsupported(f"the {self.name} runtime runs on one host: nodes are a swarm's (runtime: swarm)")
-
-    def prune_images(self, keep: int) -> list[str]:
-        raise Unsupported("images live on the docker runtime")
 
     def units(self) -> list[str]:
         names = list(self.env.stores)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from functools import cached_property
-from pathlib import PurePath
 
 import yaml
 
@@ -23,14 +22,12 @@ from mfe_deploy.engine import capabilities_for, version_via
 from mfe_deploy.errors import MfeError
 from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.docker_host import AtEngine
-from mfe_deploy.exec.host import Files
 from mfe_deploy.exec.runner import Runner
 from mfe_deploy.ops import health, migrations, schema
 from mfe_deploy.render import Bundle, Capabilities, render
 from mfe_deploy.runtimes import eventhub
 from mfe_deploy.runtimes.contract import (
     Deployment,
-    Features,
     Node,
     RolledBack,
     StartFailed,
@@ -63,8 +60,15 @@ class SwarmRuntime(EngineRuntime):
         self.tasks = TaskContainers(name, self.engines, self.env.gateway, self.env.nginx.enabled)
 
     @property
-    def features(self) -> Features:
-        return Features(versioned_images=True, remote=False)
+    def lacks(self) -> dict[str, str]:
+        return {
+            "OneOff": (
+                f"one-off commands and db shell on a swarm are not offered yet: `mfe-deploy status --env "
+                f"{self.env.name}` names each task and its node; run `docker exec` on that node's engine"
+            ),
+            "Acme": "nginx.tls.mode acme is not available on the swarm runtime yet; use files",
+            "Images": "images prune on a swarm: run it on each node's engine (not yet offered)",
+        }
 
     @cached_property
     def capabilities(self) -> Capabilities:
@@ -237,27 +241,6 @@ class SwarmRuntime(EngineRuntime):
         reaches them (as after a restore: the new tasks' addresses reach the engine's DNS a moment later)."""
         self.stack.deploy("stack.yml", self.units(), timeout, prune=False)
         self.tasks.gateways_see_all(timeout)
-
-    def run(self, service: str, argv: Sequence[str], *, in_place: bool) -> int:
-        raise Unsupported(
-            f"one-off commands on a swarm are not offered yet: `mfe-deploy status --env {self.env.name}` names "
-            f"the node and task of {service}; run `docker exec` on that node's engine"
-        )
-
-    def db_shell(self, service: str, args: Sequence[str]) -> int:
-        raise Unsupported(
-            "db shell on a swarm is not offered yet: psql runs in the postgres task, on the manager's engine "
-            "(`docker exec -it TASK psql`)"
-        )
-
-    def acme_folder(self) -> tuple[Files, PurePath]:
-        raise Unsupported("nginx.tls.mode acme is not available on the swarm runtime yet; use files")
-
-    def install_certificate(self, chain: str, key: str) -> None:
-        raise Unsupported("nginx.tls.mode acme is not available on the swarm runtime yet; use files")
-
-    def prune_images(self, keep: int = 5) -> list[str]:
-        raise Unsupported("images prune on a swarm: run it on each node's engine (not yet offered)")
 
     def nodes(self) -> list[Node]:
         return nodes.listed(self.stack, self.env.swarm.manager)
