@@ -287,7 +287,7 @@ def test_a_plan_with_changes_exits_1_without_calling_itself_an_error(project: Pr
     result = project.cli("plan", "--env", "development", "--runtime", "local")
     assert result.code == 1, result.err
     assert result.out.splitlines()[0].split() == ["STEP", "TARGET", "WHY"]
-    assert "error" not in result.err and result.err.splitlines()[-1] == "development: 5 step(s) to reach dev"
+    assert "error" not in result.err and result.err.splitlines()[-1] == "development: 7 step(s) to reach dev"
 
 
 @pytest.mark.parametrize(

@@ -614,9 +614,32 @@ def test_a_store_whose_configuration_changed_restarts_only_with_restart_stores(
     assert project.cli("plan", "--env", ENV, "--version", "v1").returncode == 0
 
 
+def _said_plan(output: str) -> tuple[list[tuple[str, str, str]], list[str], list[str]]:
+    """What `up` printed: its plan's steps, then the steps it said it started and ended."""
+    lines = output.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("plan for "))
+    steps = []
+    for line in lines[head + 1 :]:
+        if not line.startswith("  "):
+            break
+        action, _, rest = line.strip().partition(" ")
+        target, _, reason = rest.partition(": ")
+        steps.append((action, target, reason))
+    started = [line.removeprefix("start: ") for line in lines if line.startswith("start: ")]
+    ended = [line.removeprefix("done: ").rsplit(" (", 1)[0] for line in lines if line.startswith("done: ")]
+    return steps, started, ended
+
+
 def test_zz_rollback_and_automatic_rollback(project: Project, hooks: Receiver) -> None:
+    # `up` runs the plan that `plan` shows: the same steps, each said as it starts and ends.
+    planned = project.cli("plan", "--env", ENV, "--version", "v2", "--json")
+    steps = [(s["action"], s["target"], s["reason"]) for s in json.loads(planned.stdout)["steps"]]
+    assert ("replace", "api-gateway", "image mfe-test/api-gateway:v1 -> mfe-test/api-gateway:v2") in steps, steps
     v2 = project.cli("up", "--env", ENV, "--version", "v2")
     assert v2.returncode == 0, v2.stdout + v2.stderr
+    said, started, ended = _said_plan(v2.stderr)
+    assert said == steps, (said, steps)
+    assert started == ended == [f"{action} {target}" for action, target, _ in steps]
     back = project.cli("rollback", "api-gateway", "--env", ENV)
     assert back.returncode == 0, back.stderr
     assert back.stdout.startswith("api-gateway: now v1 (release ")

@@ -98,6 +98,7 @@ class ContainerState:
     oneoff: bool = False  # a `compose run` container (migrations), not a replica
     id: str = ""  # recreated under the same name, a container has a new id (and a new address)
     networks: tuple[str, ...] = ()  # the networks it is attached to, compose's and others
+    env_digest: str = ""  # the digest of the env file it was created with (render's mfe.env-digest label)
 
 
 def parse_version(text: str) -> tuple[int, int] | None:
@@ -155,6 +156,7 @@ def parse_ps(text: str) -> list[ContainerState]:
             oneoff=_labels(r).get("com.docker.compose.oneoff", "") == "True",
             id=str(r.get("ID", "")),
             networks=tuple(n for n in str(r.get("Networks", "")).split(",") if n),
+            env_digest=_labels(r).get("mfe.env-digest", ""),
         )
         for r in rows
     ]

@@ -16,6 +16,7 @@ class Want:
     image: str  # the image (docker) or the version (local runtime) the service should run
     replicas: int
     config: str  # digest of the service's rendered env file
+    definition: str = ""  # the runtime's fingerprint of the rest of its definition (compose's config hash)
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Have:
     replicas: int  # running
     config: str | None  # digest of the env file it was started with (on disk), None: none there
     unhealthy: int = 0
+    definition: str = ""  # as Want.definition, of what runs ("": the runtime does not fingerprint it)
 
 
 @dataclass(frozen=True)
@@ -61,11 +63,29 @@ def digest(text: str | None) -> str | None:
     return None if text is None else hashlib.sha256(text.encode()).hexdigest()
 
 
+# The order `up` runs the steps in, and so the order of a plan: the stores (started, or restarted when
+# asked), the migrations (the new code expects the new schema), the services replaced start-first (their
+# old containers serve until the new ones are healthy), then what starts, scales or goes.
+PHASES = ("stores", "migrate", "replace", "converge")
+
+
+def phase(step: Step) -> str:
+    if step.target in INFRA and step.action in ("start", "restart"):
+        return "stores"
+    if step.action == "migrate":
+        return "migrate"
+    if step.action in ("replace", "restart"):
+        return "replace"
+    return "converge"
+
+
 def plan(desired: Desired, observed: Observed) -> Plan:
-    """Ordered steps, each with the reason it is needed: migrations first (the new code expects the new
-    schema), then the services in the environment's order, then what the environment no longer has. A store
-    whose configuration changed comes before everything: `up` restarts it first, and only when asked to."""
-    steps = [Step("restart", name, RESTART_STORE) for name in store_restarts(desired.stores, observed.stores)]
+    """Ordered steps, each with the reason it is needed, in the order `up` runs them (PHASES): a store that
+    does not run is started and one whose configuration changed restarted (only when `up` is asked to),
+    then the migrations, then the services to replace in the environment's order, then those to start or
+    scale, then what the environment no longer has."""
+    steps = [Step("start", name, "not running") for name in desired.stores if name not in observed.stores]
+    steps += [Step("restart", name, RESTART_STORE) for name in store_restarts(desired.stores, observed.stores)]
     steps += [Step("migrate", name, f"pending: {', '.join(ids)}") for name, ids in desired.pending.items() if ids]
     for name, want in desired.services.items():
         have = observed.services.get(name)
@@ -80,6 +100,8 @@ def plan(desired: Desired, observed: Observed) -> Plan:
             reasons.append(f"image {have.image or '?'} -> {want.image}")
         if have.config != want.config:
             reasons.append("env file changed")
+        if not reasons and want.definition and have.definition != want.definition:
+            reasons.append("definition changed (limits, command, mounts or healthcheck)")
         if reasons:
             steps.append(Step("replace", name, "; ".join(reasons)))
         elif have.replicas != want.replicas:
@@ -89,7 +111,7 @@ def plan(desired: Desired, observed: Observed) -> Plan:
     for name, have in observed.services.items():
         if name not in desired.services and name not in INFRA and have.replicas:
             steps.append(Step("remove", name, "no longer in the environment (its data stays)"))
-    return Plan(tuple(steps))
+    return Plan(tuple(sorted(steps, key=lambda s: PHASES.index(phase(s)))))
 
 
 RESTART_STORE = "configuration changed: a restart, with downtime (`up` needs --restart-stores)"

@@ -799,6 +799,7 @@ def recover(
     Prints the recovery point (when that backup was taken) and the time taken."""
     from datetime import UTC, datetime
 
+    from mfe_deploy.app.up import up as app_up
     from mfe_deploy.backups import jobs
     from mfe_deploy.backups.offsite import STATE_FILES
     from mfe_deploy.errors import MfeError
@@ -826,7 +827,7 @@ def recover(
     tag = release(version)
     with mutating(env, "recover", {"backup": wanted.id, "version": tag}, wait=lock_wait, force=force_unlock):
         console.info(f"recover {env}: starting the stack ({rt.name} runtime, release {tag})")
-        rt.up(wait=True, timeout=timeout, version=tag)
+        app_up(rt, console, version=tag, wait=True, timeout=timeout)
         with backups.store.locked():
             entry = _fetch_offsite(offsite, backups.store, wanted.id)
         # The pre-restore backup holds what a fresh stack had: it stays here, never the store's newest.

@@ -70,6 +70,7 @@ def up(
     ] = False,
 ) -> None:
     """Render, start the stores, migrate, start the services, wait until healthy."""
+    from mfe_deploy.app.up import up as app_up
     from mfe_deploy.runtimes.contract import Acme, able
 
     started = time.monotonic()
@@ -77,7 +78,8 @@ def up(
     rt = runtime(env, runtime_name)
     tag = release(version)
     with mutating(env, "up", {"version": tag, "runtime": rt.name}, wait=lock_wait, force=force_unlock):
-        rows = rt.up(wait=not no_wait, timeout=timeout, version=tag, restart_stores=restart_stores)
+        console = application().console
+        rows = app_up(rt, console, version=tag, wait=not no_wait, timeout=timeout, restart_stores=restart_stores)
         if rt.env.nginx.enabled and rt.env.nginx.tls.mode == "acme" and not no_wait:
             from mfe_deploy.ops import certs
 

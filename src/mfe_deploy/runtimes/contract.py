@@ -6,9 +6,9 @@ resolve the secrets when a step needs them: read-only commands never do)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, NoReturn, Protocol, TypeVar, runtime_checkable
 
 from mfe_deploy.errors import MfeError
 from mfe_deploy.plan import store_refusal, store_restarts
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from mfe_deploy.ops.migrations import Outcome
     from mfe_deploy.ops.schema import Policy as SchemaPolicy
     from mfe_deploy.ops.schema import RollbackPlan
-    from mfe_deploy.plan import Desired, Observed
+    from mfe_deploy.plan import Desired, Observed, Plan, Step
     from mfe_deploy.state.ledger import Release
 
 
@@ -145,11 +145,6 @@ class Runtime(Protocol):
 
     @property
     def secrets(self) -> Secrets: ...
-
-    def up(self, *, wait: bool, timeout: float, version: str, restart_stores: bool = False) -> list[UnitStatus]:
-        """Bring the environment to `version`. A store (postgres, redis, rabbitmq) whose configuration changed
-        is restarted only with restart_stores; without it, StoresWouldRestart before anything changes."""
-        ...
 
     def down(self, *, volumes: bool) -> bool:
         """True when something was running. volumes: the data goes too."""
@@ -270,3 +265,50 @@ def able(rt: Runtime, capability: type[C]) -> C:
     if why is None and isinstance(rt, capability):
         return rt
     raise Unsupported(why or f"the {rt.name} runtime does not offer {capability.__name__}")
+
+
+# How a runtime brings an environment to a release: the plan executed step by step by the use case
+# (app.up: docker), or converged by the runtime as one operation (a Swarm stack deploy, supervisord).
+
+
+@dataclass
+class Prepared:
+    """A release ready to run: its plan (what `up` executes, in order), and what the ledger records."""
+
+    version: str
+    versions: dict[str, str]
+    digest: str  # the bundle's
+    previous: Release | None  # the last good release (an automatic rollback's target)
+    plan: Plan
+    nothing: bool = False  # the running release already is this one: files, images, all healthy
+    heads: dict[str, str] = field(default_factory=dict)  # the migrations each service reached
+    backup: str = ""  # the backup taken just before migrating
+
+
+@runtime_checkable
+class Stepwise(Protocol):
+    def prepare(self, version: str, *, restart_stores: bool) -> Prepared:
+        """Images built and the bundle written; the plan from what runs against that bundle. A store whose
+        configuration changes is refused (StoresWouldRestart) before anything changed, unless allowed."""
+        ...
+
+    def run_phase(self, phase: str, steps: Sequence[Step], prepared: Prepared, *, timeout: float, wait: bool) -> None:
+        """One phase of the plan (plan.PHASES), with its steps (possibly none: the stores are ensured, the
+        whole stack converged and waited on, every time)."""
+        ...
+
+    def fail(self, prepared: Prepared, error: StartFailed, timeout: float) -> NoReturn:
+        """A step failed: recorded, the previous release brought back when there is one, and raised."""
+        ...
+
+    def finish(self, prepared: Prepared, seconds: float) -> list[UnitStatus]:
+        """The release recorded as succeeded; what runs now."""
+        ...
+
+
+@runtime_checkable
+class Converges(Protocol):
+    def up(self, *, wait: bool, timeout: float, version: str, restart_stores: bool = False) -> list[UnitStatus]:
+        """Bring the environment to `version`. A store (postgres, redis, rabbitmq) whose configuration changed
+        is restarted only with restart_stores; without it, StoresWouldRestart before anything changes."""
+        ...

@@ -46,11 +46,14 @@ def before_migrating(
     migrate: Callable[[list[str], list[str]], list[Outcome]],
     services: list[str],
     backups: Callable[[], Backups],
+    status: Sequence[Outcome] | None = None,
 ) -> str:
-    """Ask the runner what is pending and back up those databases: the backup's id, or "" (off, or
-    nothing to lose)."""
+    """Ask the runner what is pending (unless `status` says it already) and back up those databases: the
+    backup's id, or "" (off, or nothing to lose)."""
     if not env.backs_up_before_migrate:
         return ""
-    with console.status("looking for pending migrations"):
-        wanted = databases(migrate(services, ["status"]))
+    if status is None:
+        with console.status("looking for pending migrations"):
+            status = migrate(services, ["status"])
+    wanted = databases(status)
     return take(backups(), wanted) if wanted else ""

@@ -170,21 +170,26 @@ class EngineRuntime(abc.ABC):
         folders = [migrations.folder_digest(self.project_dir, svc) for svc in self.env.services.values()]
         return hashlib.sha256(json.dumps([pg, ids, folders]).encode()).hexdigest()
 
-    def _migrate(self, versions: dict[str, str]) -> tuple[dict[str, str], str]:
-        """The heads each service's migrations reached, and the id of the backup taken just before (or "")."""
+    def _migrate(self, versions: dict[str, str], services: list[str] | None = None) -> tuple[dict[str, str], str]:
+        """The heads each service's migrations reached, and the id of the backup taken just before (or "").
+        `services`: those the plan migrates (default: every database service); none once these images
+        migrated this database (the key, written after)."""
         marker = self.state_dir / "migrated"
         key = self._migration_key(versions)
         if (self.files.read_text(marker) or "").strip() == key:
             return {}, ""
-        services = self.env.database_services
-        backup = premigration.before_migrating(self.env, self.console, self.migrate, services, self.backups)
-        with self.console.status("applying migrations"):
-            outcomes = self.migrate(self.env.database_services, ["apply"])
-        failures, heads = migrations.applied(outcomes)
-        if failures:
-            raise StartFailed("migrations failed: " + "; ".join(failures)) from None
-        for line in migrations.describe(outcomes):
-            self.console.info(line)
+        services = self.env.database_services if services is None else services
+        heads: dict[str, str] = {}
+        backup = ""
+        if services:
+            backup = premigration.before_migrating(self.env, self.console, self.migrate, services, self.backups)
+            with self.console.status("applying migrations"):
+                outcomes = self.migrate(services, ["apply"])
+            failures, heads = migrations.applied(outcomes)
+            if failures:
+                raise StartFailed("migrations failed: " + "; ".join(failures)) from None
+            for line in migrations.describe(outcomes):
+                self.console.info(line)
         self.files.write_atomic(marker, key + "\n", 0o644)
         return heads, backup
 

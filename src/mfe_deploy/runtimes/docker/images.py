@@ -94,9 +94,10 @@ class EngineImages:
         return todo
 
     def ids(self, versions: dict[str, str]) -> dict[str, str]:
-        """Each service's image id on the engine that runs the stack (what the ledger records)."""
+        """Each service's image id on the engine that runs the stack (what the ledger records); "" for an image
+        it does not hold (not built yet)."""
         ids = images.image_ids(self.runner, [self.tag(s, v) for s, v in versions.items()])
-        return {s: ids[self.tag(s, v)] for s, v in versions.items()}
+        return {s: ids.get(self.tag(s, v), "") for s, v in versions.items()}
 
     def exists(self, service: str, version: str) -> bool:
         return images.exists(self.runner, self.tag(service, version))

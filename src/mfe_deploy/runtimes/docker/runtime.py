@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache, cached_property
 from pathlib import PurePath
+from typing import NoReturn
 
 from mfe_deploy import bundle
 from mfe_deploy.backups.pg import ComposePostgres, Postgres
@@ -27,6 +27,7 @@ from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.host import Files
 from mfe_deploy.exec.withenv import parse_env_text
 from mfe_deploy.ops import health, migrations, schema
+from mfe_deploy.plan import Desired, Observed, Plan, Step, plan
 from mfe_deploy.render import (
     GREEN_FLAG,
     MAINTENANCE_DIR,
@@ -37,11 +38,12 @@ from mfe_deploy.render import (
 from mfe_deploy.runtimes import eventhub
 from mfe_deploy.runtimes.contract import (
     Deployment,
+    Prepared,
     RolledBack,
     StartFailed,
     UnitStatus,
 )
-from mfe_deploy.runtimes.docker import commands, migrating, rollbacks
+from mfe_deploy.runtimes.docker import commands, migrating, planning, rollbacks
 from mfe_deploy.runtimes.docker.base import EngineRuntime
 from mfe_deploy.runtimes.docker.probes import parse_probe
 from mfe_deploy.runtimes.docker.rollout import Rollout
@@ -94,24 +96,33 @@ class DockerRuntime(EngineRuntime):
         return bundle.digest(result)
 
     # --- up ------------------------------------------------------------------------------------------------
-    def up(self, *, wait: bool, timeout: float, version: str = "dev", restart_stores: bool = False) -> list[UnitStatus]:
+    # --- up: the primitives app.up executes the plan with ---------------------------------------------------
+    def prepare(self, version: str, *, restart_stores: bool) -> Prepared:
         self._refuse_pitr()
-        started = time.monotonic()
         self._guard_stores(version, allowed=restart_stores)
-        prepared = self._prepared(version)
-        if prepared is None:
-            return self.status()
-        previous, versions, digest = prepared
+        previous = self.ledger.last_good()
+        versions: dict[str, str] = dict.fromkeys(self.env.services, version)
+        self.build(version)
+        digest = self.write_bundle(versions)
+        if self._nothing_to_do(previous, versions, digest):
+            return Prepared(version, versions, digest, previous, Plan(()), nothing=True)
         self._run(self.compose.check(), "compose config")
-        stores = self.env.stores
-        with self.console.status("starting the stores"):
-            self._run(self.compose.up(*stores, timeout=timeout), "starting the stores")
-        if self.env.uses_rabbitmq:
-            self._hub_users(timeout)
-        self._provision(timeout)
-        heads, backup = self._migrate(versions)
-        try:
-            self.rollout.roll(self.rollout.stale(), timeout)
+        hashes = parse_hashes(self._run(self.compose.config_hashes(), "compose config --hash").stdout)
+        desired = planning.wanted(self, self.rendered(version), hashes, versions)
+        return Prepared(version, versions, digest, previous, plan(desired, self.observe()))
+
+    def run_phase(self, phase: str, steps: Sequence[Step], prepared: Prepared, *, timeout: float, wait: bool) -> None:
+        if phase == "stores":  # started (or recreated, when allowed) every time: compose leaves the rest
+            with self.console.status("starting the stores"):
+                self._run(self.compose.up(*self.env.stores, timeout=timeout), "starting the stores")
+            if self.env.uses_rabbitmq:
+                self._hub_users(timeout)
+            self._provision(timeout)
+        elif phase == "migrate":
+            prepared.heads, prepared.backup = self._migrate(prepared.versions, [s.target for s in steps])
+        elif phase == "replace" and steps and not self.env.publish_ports:
+            self.rollout.roll([s.target for s in steps], timeout)  # publish_ports: compose recreates them
+        elif phase == "converge":
             with self.console.status("starting the services and waiting until healthy"):
                 up = self.compose.up(timeout=timeout if wait else None, remove_orphans=True)
                 self._run(up, "starting the services")
@@ -121,19 +132,23 @@ class DockerRuntime(EngineRuntime):
                     self.rollout.publish_gateways(self.containers(), healthy_only=False)
             if self._nginx_changed:
                 self.rollout.reload_nginx()
-        except StartFailed as exc:
-            report = f"{exc}\n{self.rollout.failure_report()}"
-            self.record("up", "failed", versions, digest, heads, note=str(exc).splitlines()[0], backup=backup)
-            if previous is not None and previous.versions != versions:
-                self.console.info(f"rolling back to release {previous.id} ({_fmt(dict(previous.versions))})")
-                self._restore(dict(previous.versions), timeout, kind="auto-rollback")
-                raise RolledBack(
-                    f"the deploy of {version} did not become healthy and was rolled back to release "
-                    f"{previous.id}\n{report}"
-                ) from None
-            raise StartFailed(f"the deploy of {version} did not become healthy\n{report}") from None
-        note = f"{time.monotonic() - started:.1f}s"
-        self.record("up", "succeeded", versions, digest, heads, note=note, backup=backup)
+
+    def fail(self, prepared: Prepared, error: StartFailed, timeout: float) -> NoReturn:
+        report = f"{error}\n{self.rollout.failure_report()}"
+        versions, previous, version = prepared.versions, prepared.previous, prepared.version
+        note = str(error).splitlines()[0]
+        self.record("up", "failed", versions, prepared.digest, prepared.heads, note=note, backup=prepared.backup)
+        if previous is not None and previous.versions != versions:
+            self.console.info(f"rolling back to release {previous.id} ({_fmt(dict(previous.versions))})")
+            self._restore(dict(previous.versions), timeout, kind="auto-rollback")
+            raise RolledBack(
+                f"the deploy of {version} did not become healthy and was rolled back to release {previous.id}\n{report}"
+            ) from None
+        raise StartFailed(f"the deploy of {version} did not become healthy\n{report}") from None
+
+    def finish(self, prepared: Prepared, seconds: float) -> list[UnitStatus]:
+        versions, heads = prepared.versions, prepared.heads
+        self.record("up", "succeeded", versions, prepared.digest, heads, note=f"{seconds:.1f}s", backup=prepared.backup)
         for tag in self.prune_images():
             self.console.info(f"pruned {tag}")
         return self.status()
@@ -308,6 +323,12 @@ class DockerRuntime(EngineRuntime):
             self.rollout.confirm_healthy(timeout, recovering=True)
 
     # --- plan and diff ------------------------------------------------------------------------------------
+    def desired(self, version: str) -> Desired:
+        return planning.desired(self, version)
+
+    def observe(self) -> Observed:
+        return planning.observe(self)
+
     def rendered(self, version: str) -> Bundle:
         """The bundle `up --version VERSION` would write (every service at that version)."""
         versions = dict.fromkeys(self.env.services, version)

@@ -1,0 +1,67 @@
+"""`up`: the plan computed, printed, then executed phase by phase, each step reported as it starts and
+ends. One code path: the plan `up` prints is the program it runs, and `plan --env E` computes it with the
+same functions (plan.plan over the runtime's desired and observed state)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol, cast
+
+from mfe_deploy.plan import PHASES, Plan, Step, phase
+from mfe_deploy.runtimes.contract import Converges, Runtime, StartFailed, Stepwise, UnitStatus
+
+
+class Report(Protocol):
+    def info(self, message: str) -> None: ...
+
+
+def up(
+    rt: Runtime, report: Report, *, version: str, wait: bool, timeout: float, restart_stores: bool = False
+) -> list[UnitStatus]:
+    """Bring the environment to `version`; what runs after."""
+    if not isinstance(rt, Stepwise):
+        # Swarm deploys a stack file and converges it itself; the local runtime hands supervisord its programs.
+        converges = cast(Converges, rt)
+        return converges.up(wait=wait, timeout=timeout, version=version, restart_stores=restart_stores)
+    started = time.monotonic()
+    prepared = rt.prepare(version, restart_stores=restart_stores)
+    if prepared.nothing:
+        report.info("nothing to do: the running release already matches (same files, same images, all healthy)")
+        return cast(Runtime, rt).status()
+    show(prepared.plan, version, report)
+
+    def run(name: str, steps: Sequence[Step]) -> None:
+        rt.run_phase(name, steps, prepared, timeout=timeout, wait=wait)
+
+    try:
+        execute(prepared.plan, run, report)
+    except StartFailed as exc:
+        rt.fail(prepared, exc, timeout)
+    return rt.finish(prepared, time.monotonic() - started)
+
+
+def show(plan: Plan, version: str, report: Report) -> None:
+    if plan.empty:
+        report.info(f"plan for {version}: no service changes (the release's other files and images are applied)")
+        return
+    report.info(f"plan for {version}: {len(plan.steps)} step{'s' * (len(plan.steps) != 1)}")
+    for step in plan.steps:
+        report.info(f"  {step.action} {step.target}: {step.reason}")
+
+
+def execute(plan: Plan, run: Callable[[str, Sequence[Step]], None], report: Report) -> list[Step]:
+    """Every phase in order, each with its steps of the plan (the runtime runs a phase's steps side by side
+    where it can: replacements in waves); each step said as it starts and as it ends. The steps executed,
+    in order: the plan's, every one of them."""
+    done: list[Step] = []
+    for name in PHASES:
+        steps = [s for s in plan.steps if phase(s) == name]
+        for step in steps:
+            report.info(f"start: {step.action} {step.target}")
+        began = time.monotonic()
+        run(name, steps)
+        for step in steps:
+            report.info(f"done: {step.action} {step.target} ({time.monotonic() - began:.1f}s)")
+        done += steps
+    return done
