@@ -29,6 +29,7 @@ def plan(
     versions and the migrations in the way, and what each way past them would do; exit 1 when a plain
     rollback would be refused."""
     from mfe_deploy import plan as plans
+    from mfe_deploy.app import rollback as app_rollback
     from mfe_deploy.errors import NotInSync
     from mfe_deploy.runtimes.contract import Rollbacks, able
 
@@ -36,7 +37,7 @@ def plan(
     console.plain = as_json
     rt = runtime(env, runtime_name)
     if rollback is not None:
-        found = able(rt, Rollbacks).rollback_plan(rollback, to)
+        found = app_rollback.plan(able(rt, Rollbacks), rollback, to)
         refused = found.verdict is not None and found.verdict.refusal("check") is not None
         if as_json:
             verdict = found.verdict.__dict__ if found.verdict else None

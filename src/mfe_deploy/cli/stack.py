@@ -221,6 +221,7 @@ def rollback(
     migrations applied since that version ran are not marked compatible with older code, unless one of
     --migrate-down, --restore-backup or --ignore-schema says what to do about them (`plan --rollback`
     shows which can). The first two can lose data: they ask (or --yes), and production wants --force."""
+    from mfe_deploy.app import rollback as app_rollback
     from mfe_deploy.ops.schema import Policy
     from mfe_deploy.runtimes.contract import Rollbacks, able
 
@@ -236,7 +237,7 @@ def rollback(
     rt = runtime(env, runtime_name)
     details: dict[str, object] = {"service": service, "to": to, "schema": policy}
     with mutating(env, "rollback", details, wait=lock_wait, force=force_unlock) as record:
-        release = able(rt, Rollbacks).rollback(service, to, timeout, schema_policy=policy)
+        release = app_rollback.rollback(able(rt, Rollbacks), service, to, timeout, schema_policy=policy)
         record["versions"] = dict(release.versions)
     console = application().console
     if as_json:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from mfe_deploy.ops.health import Probe
     from mfe_deploy.ops.migrations import Outcome
     from mfe_deploy.ops.schema import Policy as SchemaPolicy
-    from mfe_deploy.ops.schema import RollbackPlan
+    from mfe_deploy.ops.schema import Verdict
     from mfe_deploy.plan import Desired, Observed, Plan, Step
     from mfe_deploy.state.ledger import Release
 
@@ -198,16 +198,52 @@ class Runtime(Protocol):
 
 @runtime_checkable
 class Rollbacks(Protocol):
-    def rollback(
-        self, service: str, to: str | None, timeout: float, *, schema_policy: SchemaPolicy = "check"
-    ) -> Release:
-        """Return `service` to `to` (or its previous version), health-gated. schema_policy: what to do about
-        migrations applied since that version ran that older code may not survive: refuse (check), undo them
-        first (down), restore the backup taken just before them (restore), or nothing (ignore)."""
+    """Versioned releases: a service goes back to an earlier image. The primitives app.rollback runs the use
+    case with (which version, what the schema holds in the way, the replacement, the ledger)."""
+
+    def rollback_target(self, service: str, to: str | None) -> tuple[dict[str, str], str]:
+        """The versions running now and the one `service` goes back to (`to`, or its previous one); refused
+        with the reason (an unknown service, a prebuilt image, no earlier release, an image not there)."""
         ...
 
-    def rollback_plan(self, service: str, to: str | None) -> RollbackPlan:
-        """What `rollback` would do, changing nothing: the versions, and what the schema holds in the way."""
+    def rollback_verdict(self, service: str, target: str) -> Verdict | None:
+        """What going back to `target` meets in the schema (None: not checked)."""
+        ...
+
+    def undo_migrations(self, verdict: Verdict | None, policy: SchemaPolicy) -> dict[str, str]:
+        """Refuse (check), or undo the migrations in the way first (down); the heads the rollback leaves."""
+        ...
+
+    def restore_for_rollback(
+        self, verdict: Verdict, current: dict[str, str], versions: dict[str, str], timeout: float
+    ) -> Release:
+        """The service stopped, the backup taken before the migrations in the way restored, the older code
+        started on it (schema policy restore)."""
+        ...
+
+    def write_bundle(self, versions: dict[str, str]) -> str: ...
+
+    def roll_back(self, service: str, target: str, timeout: float) -> None:
+        """`service` replaced by `target` (the bundle is written), health-gated."""
+        ...
+
+    def revert(self, current: dict[str, str], service: str, timeout: float) -> None:
+        """After a failed roll_back: the files of what still runs written back."""
+        ...
+
+    def record(
+        self,
+        kind: str,
+        outcome: str,
+        versions: dict[str, str],
+        digest: str,
+        heads: dict[str, str],
+        note: str = "",
+        backup: str = "",
+    ) -> None: ...
+
+    def released(self) -> Release:
+        """The release just recorded, once what it replaced is cleaned up."""
         ...
 
 

@@ -269,8 +269,29 @@ class EngineRuntime(abc.ABC):
             backup=backup,
         )
 
-    def rollback_plan(self, service: str, to: str | None) -> schema.RollbackPlan:
-        return rollbacks.plan(self, service, to)
+    # --- rollback: the primitives app.rollback runs the use case with ------------------------------------
+    def rollback_target(self, service: str, to: str | None) -> tuple[dict[str, str], str]:
+        return rollbacks.target(self, service, to)
+
+    def rollback_verdict(self, service: str, target: str) -> schema.Verdict | None:
+        return rollbacks.verdict(self, service, target)
+
+    def undo_migrations(self, verdict: schema.Verdict | None, policy: schema.Policy) -> dict[str, str]:
+        return rollbacks.schema_first(self, verdict, policy)
+
+    def restore_for_rollback(
+        self, verdict: schema.Verdict, current: dict[str, str], versions: dict[str, str], timeout: float
+    ) -> Release:
+        return rollbacks.restoring(self, verdict, current, versions, timeout)
+
+    @abc.abstractmethod
+    def roll_back(self, service: str, target: str, timeout: float) -> None: ...
+
+    @abc.abstractmethod
+    def revert(self, current: dict[str, str], service: str, timeout: float) -> None: ...
+
+    def released(self) -> Release:
+        return self.ledger.all()[-1]
 
     def desired(self, version: str) -> Desired:
         result = self.rendered(version)

@@ -16,11 +16,6 @@ if TYPE_CHECKING:
     from mfe_deploy.runtimes.docker.base import EngineRuntime
 
 
-def plan(rt: EngineRuntime, service: str, to: str | None) -> schema.RollbackPlan:
-    current, back_to = target(rt, service, to)
-    return schema.RollbackPlan(service, current[service], back_to, verdict(rt, service, back_to))
-
-
 def target(rt: EngineRuntime, service: str, to: str | None) -> tuple[dict[str, str], str]:
     """The versions running now and the one `service` goes back to (refused with a reason)."""
     current = rt.current_versions()

@@ -26,7 +26,7 @@ from mfe_deploy.errors import MfeError
 from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.host import Files
 from mfe_deploy.exec.withenv import parse_env_text
-from mfe_deploy.ops import health, migrations, schema
+from mfe_deploy.ops import health, migrations
 from mfe_deploy.plan import Desired, Observed, Plan, Step, plan
 from mfe_deploy.render import (
     GREEN_FLAG,
@@ -43,7 +43,7 @@ from mfe_deploy.runtimes.contract import (
     StartFailed,
     UnitStatus,
 )
-from mfe_deploy.runtimes.docker import commands, migrating, planning, rollbacks
+from mfe_deploy.runtimes.docker import commands, migrating, planning
 from mfe_deploy.runtimes.docker.base import EngineRuntime
 from mfe_deploy.runtimes.docker.probes import parse_probe
 from mfe_deploy.runtimes.docker.rollout import Rollout
@@ -234,32 +234,18 @@ class DockerRuntime(EngineRuntime):
         return migrating.in_containers(self, services, action)
 
     # --- rollback ------------------------------------------------------------------------------------------
-    def rollback(
-        self, service: str, to: str | None, timeout: float, *, schema_policy: schema.Policy = "check"
-    ) -> Release:
-        current, target = rollbacks.target(self, service, to)
-        verdict = None if schema_policy == "ignore" else rollbacks.verdict(self, service, target)
-        versions = {**current, service: target}
-        if verdict is not None and verdict.blocking and schema_policy == "restore":
-            return rollbacks.restoring(self, verdict, current, versions, timeout)
-        heads = rollbacks.schema_first(self, verdict, schema_policy)
-        digest = self.write_bundle(versions)
-        try:
-            if self.env.publish_ports:  # a host port cannot be bound twice: stop, then start (see _stale)
-                with self.console.status(f"rolling {service} back to {target}"):
-                    self._run(self.compose.up(service, timeout=timeout, no_deps=True), f"starting {service} {target}")
-                    self.rollout.confirm_healthy(timeout)
-            else:
-                self.rollout.roll([service], timeout)
-        except StartFailed:
-            self.record("rollback", "failed", versions, digest, heads)
-            self.write_bundle(current)  # start-first: the old containers still serve, only the files go back
-            if self.env.publish_ports:
-                self.runner.run(self.compose.up(service, timeout=None, no_deps=True), timeout=timeout)
-            raise
-        note = f"{service}: {current[service]} -> {target}"
-        self.record("rollback", "succeeded", versions, digest, heads, note=note)
-        return self.ledger.all()[-1]
+    def roll_back(self, service: str, target: str, timeout: float) -> None:
+        if self.env.publish_ports:  # a host port cannot be bound twice: stop, then start (see Rollout.stale)
+            with self.console.status(f"rolling {service} back to {target}"):
+                self._run(self.compose.up(service, timeout=timeout, no_deps=True), f"starting {service} {target}")
+                self.rollout.confirm_healthy(timeout)
+        else:
+            self.rollout.roll([service], timeout)
+
+    def revert(self, current: dict[str, str], service: str, timeout: float) -> None:
+        self.write_bundle(current)  # start-first: the old containers still serve, only the files go back
+        if self.env.publish_ports:
+            self.runner.run(self.compose.up(service, timeout=None, no_deps=True), timeout=timeout)
 
     def start_older(self, names: list[str], timeout: float) -> None:
         """After a restore for a rollback: the stopped services start again from the bundle just written."""

@@ -23,7 +23,7 @@ from mfe_deploy.errors import MfeError
 from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.docker_host import AtEngine
 from mfe_deploy.exec.runner import Runner
-from mfe_deploy.ops import health, migrations, schema
+from mfe_deploy.ops import health, migrations
 from mfe_deploy.render import Bundle, Capabilities, render
 from mfe_deploy.runtimes import eventhub
 from mfe_deploy.runtimes.contract import (
@@ -34,7 +34,6 @@ from mfe_deploy.runtimes.contract import (
     UnitStatus,
     Unsupported,
 )
-from mfe_deploy.runtimes.docker import rollbacks
 from mfe_deploy.runtimes.docker.base import EngineRuntime
 from mfe_deploy.runtimes.docker.probes import parse_probe, probe_command
 from mfe_deploy.runtimes.swarm import nodes
@@ -212,28 +211,21 @@ class SwarmRuntime(EngineRuntime):
         return outcomes
 
     # --- rollback: any release of the ledger (Swarm itself keeps one level) -----------------------------------
-    def rollback(
-        self, service: str, to: str | None, timeout: float, *, schema_policy: schema.Policy = "check"
-    ) -> Release:
-        current, target = rollbacks.target(self, service, to)
+    def rollback_target(self, service: str, to: str | None) -> tuple[dict[str, str], str]:
+        current, target = super().rollback_target(service, to)
         # The whole stack is deployed again: a store whose configuration changed since would restart.
         self._guard_stores(target, allowed=False)
-        verdict = None if schema_policy == "ignore" else rollbacks.verdict(self, service, target)
-        versions = {**current, service: target}
-        if verdict is not None and verdict.blocking and schema_policy == "restore":
-            return rollbacks.restoring(self, verdict, current, versions, timeout)
-        heads = rollbacks.schema_first(self, verdict, schema_policy)
-        digest = self.write_bundle(versions)
-        try:
-            self.stack.deploy("stack.yml", self.units(), timeout, prune=False)
-        except StartFailed:
-            self.record("rollback", "failed", versions, digest, heads)
-            self.write_bundle(current)
-            raise
-        note = f"{service}: {current[service]} -> {target}"
-        self.record("rollback", "succeeded", versions, digest, heads, note=note)
+        return current, target
+
+    def roll_back(self, service: str, target: str, timeout: float) -> None:
+        self.stack.deploy("stack.yml", self.units(), timeout, prune=False)
+
+    def revert(self, current: dict[str, str], service: str, timeout: float) -> None:
+        self.write_bundle(current)
+
+    def released(self) -> Release:
         self.stack.remove_unused_objects(_longest_stop(self.env))
-        return self.ledger.all()[-1]
+        return super().released()
 
     def start_older(self, names: list[str], timeout: float) -> None:
         """After a restore for a rollback: the stack file just written brings the services back (their
