@@ -69,3 +69,18 @@ def test_no_module_imports_itself_back_through_others() -> None:
         if module not in state:
             visit(module, [])
     assert not cycles, [" -> ".join(c) for c in cycles]
+
+
+def test_the_state_files_are_named_in_one_place() -> None:
+    """releases.jsonl, audit.jsonl, deploy.lock, migrated, watch.json: spelled in exec/host.py alone."""
+    from mfe_deploy.exec import host
+
+    names = {host.RELEASES, host.AUDIT, host.DEPLOY_LOCK, host.MIGRATED, host.WATCH}
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        if path == SRC / "exec" / "host.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Constant) and node.value in names:
+                found.append(f"{path.relative_to(SRC)}:{node.lineno}: {node.value}")
+    assert not found, found

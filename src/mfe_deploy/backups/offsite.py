@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from mfe_deploy.backups.store import MANIFEST, VERIFIED, BackupError, Entry, FileEntry, Manifest, Store, pick, receive
 from mfe_deploy.console import Task
-from mfe_deploy.exec.host import Files
+from mfe_deploy.exec.host import AUDIT, RELEASES, Files
 from mfe_deploy.exec.names import bare, is_bare
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from mfe_deploy.exec.secret import Secret
 
 STATE = "state"
-STATE_FILES = ("releases.jsonl", "audit.jsonl")  # the release ledger and the audit log
+STATE_FILES = (RELEASES, AUDIT)  # the release ledger and the audit log
 CHUNK = 1 << 20
 _UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 

@@ -52,12 +52,11 @@ def runtime(env: str, wanted: str | None = None) -> Runtime:
 def audited(env: str, action: str, details: dict[str, object]) -> AbstractContextManager[dict[str, object]]:
     """One audit record for the action, whatever its outcome (its notifications sent), without the deploy
     lock; the record is yielded so the action can add to it."""
+    from mfe_deploy.exec.host import AUDIT
     from mfe_deploy.state import audit
 
     where = host(env)
-    return audit.audited(
-        where.files, where.state / "audit.jsonl", action, env, dict(details), application().notify_outcome
-    )
+    return audit.audited(where.files, where.state / AUDIT, action, env, dict(details), application().notify_outcome)
 
 
 @contextmanager
@@ -66,16 +65,17 @@ def mutating(
 ) -> Iterator[dict[str, object]]:
     """Hold the deploy lock (unless `lock` is False: releasing the lock itself) and write one audit
     record for the action, whatever its outcome; the record is yielded so the action can add to it."""
+    from mfe_deploy.exec.host import DEPLOY_LOCK
     from mfe_deploy.state import lock as locks
 
     where = host(env)
     command = " ".join(["mfe-deploy", *sys.argv[1:]])
-    breaking = lock and force and where.files.read_text(where.state / "deploy.lock") is not None
+    breaking = lock and force and where.files.read_text(where.state / DEPLOY_LOCK) is not None
     with ExitStack() as stack:
         record = stack.enter_context(audited(env, action, details))
         if lock:
             stack.enter_context(
-                locks.held(where.files, where.state / "deploy.lock", command, wait=wait, force_unlock=force)
+                locks.held(where.files, where.state / DEPLOY_LOCK, command, wait=wait, force_unlock=force)
             )
         if breaking:
             lock_broken(env, f"--force-unlock by {command}")

@@ -118,6 +118,7 @@ def run(
     from datetime import UTC, datetime
 
     from mfe_deploy.errors import MfeError
+    from mfe_deploy.exec.host import JOBS
     from mfe_deploy.ops import jobs as ops
     from mfe_deploy.runtimes.contract import OneOff, able
 
@@ -126,7 +127,7 @@ def run(
     job = _job(environment, name)
     where = _here(env)
     where.files.makedirs(where.state, 0o700)
-    locks = Path(where.state) / "jobs"
+    locks = Path(where.state) / JOBS
     where.files.makedirs(locks, 0o700)
     console = state.console
     with open(locks / f"{name}.lock", "a") as lock:
@@ -180,10 +181,11 @@ def _record(where: Host, done: Run) -> None:
     HISTORY_KEEP lines, keep the newest HISTORY_KEEP."""
     import fcntl
 
+    from mfe_deploy.exec.host import JOBS
     from mfe_deploy.ops import jobs as ops
 
     path = _history(where)
-    with open(Path(where.state) / "jobs" / "history.lock", "a") as lock:
+    with open(Path(where.state) / JOBS / "history.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         text = where.files.read_text(path) or ""
         lines = [line for line in text.splitlines() if line.strip()]
@@ -242,6 +244,7 @@ def schedule(
     """Print (or install) what starts each job on its schedule: one /etc/cron.d file for the environment, or
     a systemd service and timer per job. Each run appends its output to state/jobs/NAME.log."""
     from mfe_deploy.errors import MfeError
+    from mfe_deploy.exec.host import JOBS
     from mfe_deploy.ops import jobs as ops
 
     environment = application().environment(env).env
@@ -255,7 +258,7 @@ def schedule(
         application().project_dir,
         this_program(),
         environment.jobs,
-        Path(where.state) / "jobs",
+        Path(where.state) / JOBS,
         env_file.resolve() if env_file else None,
     )
     try:

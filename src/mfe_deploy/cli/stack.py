@@ -286,12 +286,13 @@ def releases(
 @app.command()
 def history(env: EnvOption, as_json: JsonOption = False) -> None:
     """The audit log: who did what, when, how long, with what result."""
+    from mfe_deploy.exec.host import AUDIT
     from mfe_deploy.state.ledger import read_lines
 
     where = host(env)
     from mfe_deploy.state.audit import history as entries
 
-    lines = entries(read_lines(where.files, where.state / "audit.jsonl"))
+    lines = entries(read_lines(where.files, where.state / AUDIT))
     console = application().console
     if as_json:
         console.json(lines)
@@ -320,10 +321,11 @@ app.add_typer(lock_app, name="lock")
 @lock_app.command("status")
 def lock_status(env: EnvOption, as_json: JsonOption = False) -> None:
     """Who holds the deploy lock, and whether that process is still alive."""
+    from mfe_deploy.exec.host import DEPLOY_LOCK
     from mfe_deploy.state import lock
 
     where = host(env)
-    holder = lock.read(where.files, where.state / "deploy.lock")
+    holder = lock.read(where.files, where.state / DEPLOY_LOCK)
     console = application().console
     alive = holder.alive() if holder is not None else None
     state = "unlocked" if holder is None else ("stale" if alive is False else "held")
@@ -341,10 +343,11 @@ def lock_release(
 ) -> None:
     """Remove the deploy lock (only do this when its holder is gone)."""
     from mfe_deploy.errors import MfeError
+    from mfe_deploy.exec.host import DEPLOY_LOCK
     from mfe_deploy.state import lock
 
     where = host(env)
-    path = where.state / "deploy.lock"
+    path = where.state / DEPLOY_LOCK
     holder = lock.read(where.files, path)
     console = application().console
     if holder is None:
@@ -457,13 +460,14 @@ def _watch(env: str, interval: float, once: bool, for_seconds: float | None, run
     from datetime import UTC, datetime
 
     from mfe_deploy.backups.store import Store, staleness
+    from mfe_deploy.exec.host import WATCH
     from mfe_deploy.notify import Event
     from mfe_deploy.ops import watch as watching
 
     state = application()
     rt = runtime(env, runtime_name)
     where = host(env)
-    memory_file = where.state / "watch.json"
+    memory_file = where.state / WATCH
     text = where.files.read_text(memory_file)
     memory = watching.Memory.from_json(text) if text else watching.Memory()
     store = Store.of(state.project_dir, rt.env)

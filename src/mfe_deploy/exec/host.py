@@ -108,6 +108,15 @@ class LocalFiles:
         Path(path).mkdir(parents=True, exist_ok=True, mode=mode)
 
 
+# The files of an environment's state folder (Host.state), named here and nowhere else.
+RELEASES = "releases.jsonl"  # the release ledger (state.ledger)
+AUDIT = "audit.jsonl"  # the audit log (state.audit)
+DEPLOY_LOCK = "deploy.lock"  # who deploys now (state.lock)
+MIGRATED = "migrated"  # the key of the images and database that last migrated (docker, swarm)
+JOBS = "jobs"  # scheduled jobs' locks and history
+WATCH = "watch.json"  # what `watch` has seen and said
+
+
 @dataclass(frozen=True)
 class Host:
     name: str  # "local", or user@host:port

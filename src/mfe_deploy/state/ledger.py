@@ -11,9 +11,7 @@ from datetime import UTC, datetime
 from pathlib import PurePath
 from typing import Any
 
-from mfe_deploy.exec.host import Files, Host
-
-FILE = "releases.jsonl"  # in the environment's state folder, beside the audit log
+from mfe_deploy.exec.host import RELEASES, Files, Host
 
 
 @dataclass(frozen=True)
@@ -55,7 +53,7 @@ class Ledger:
 
     @classmethod
     def of(cls, host: Host) -> Ledger:
-        return cls(host.files, host.state / FILE)
+        return cls(host.files, host.state / RELEASES)
 
     def all(self) -> list[Release]:
         known = {f.name for f in fields(Release)}  # a ledger written by a newer version keeps working

@@ -28,6 +28,7 @@ from mfe_deploy.config.secrets import Secrets
 from mfe_deploy.config.urls import DB_TLS_DIR
 from mfe_deploy.errors import MfeError
 from mfe_deploy.exec.command import Command
+from mfe_deploy.exec.host import MIGRATED
 from mfe_deploy.exec.process import LocalProcess
 from mfe_deploy.exec.runner import Completed, Runner
 from mfe_deploy.ops import migrations, schema
@@ -174,7 +175,7 @@ class EngineRuntime(abc.ABC):
         """The heads each service's migrations reached, and the id of the backup taken just before (or "").
         `services`: those the plan migrates (default: every database service); none once these images
         migrated this database (the key, written after)."""
-        marker = self.state_dir / "migrated"
+        marker = self.state_dir / MIGRATED
         key = self._migration_key(versions)
         if (self.files.read_text(marker) or "").strip() == key:
             return {}, ""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mfe_deploy.compose import STORES_PROBE, ContainerState, parse_hashes
+from mfe_deploy.exec.host import MIGRATED
 from mfe_deploy.ops.migrations import pending as pending_ids
 from mfe_deploy.plan import Desired, Have, Observed, Want, digest
 from mfe_deploy.render import Bundle
@@ -69,7 +70,7 @@ def migrations_to_run(rt: DockerRuntime, versions: dict[str, str]) -> dict[str, 
     key); else what the runner says is pending, and everything for a database it cannot read yet (not
     running, or a new service's, made by this up)."""
     services = rt.env.database_services
-    if not services or (rt.files.read_text(rt.state_dir / "migrated") or "").strip() == rt._migration_key(versions):
+    if not services or (rt.files.read_text(rt.state_dir / MIGRATED) or "").strip() == rt._migration_key(versions):
         return {}
     if not any(c.service == "postgres" and c.state == "running" for c in rt.containers()):
         return dict.fromkeys(services, ("all (PostgreSQL starts with this deploy)",))

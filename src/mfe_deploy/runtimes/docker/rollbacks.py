@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from mfe_deploy.backups import jobs
 from mfe_deploy.errors import MfeError
+from mfe_deploy.exec.host import MIGRATED
 from mfe_deploy.ops import schema
 from mfe_deploy.runtimes.contract import StartFailed
 from mfe_deploy.state.ledger import Release
@@ -66,7 +67,7 @@ def schema_first(rt: EngineRuntime, verdict: schema.Verdict | None, policy: sche
         raise MfeError(why)
     if not verdict.blocking or policy != "down":
         return {}
-    rt.files.unlink(rt.state_dir / "migrated")  # the next `up` of these images migrates again
+    rt.files.unlink(rt.state_dir / MIGRATED)  # the next `up` of these images migrates again
     with rt.console.status(f"{verdict.service}: undoing the migrations applied since {verdict.head}"):
         (outcome,) = rt.migrate([verdict.service], ["down", "--to", verdict.head or "none"])
     if not outcome.ok:
