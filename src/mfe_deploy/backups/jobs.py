@@ -16,16 +16,18 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import IO, Any, Protocol
 
 from mfe_deploy import __version__
 from mfe_deploy.backups import crypt, pg
-from mfe_deploy.backups.offsite import OffsiteError, OffsiteStore
+from mfe_deploy.backups.offsite import OffsiteError, OffsiteStore, for_env
 from mfe_deploy.backups.store import BackupError, DatabaseEntry, Entry, FileEntry, Manifest, Store, fsync_dir, new_id
 from mfe_deploy.config.models import Environment
+from mfe_deploy.config.secrets import Secrets
 from mfe_deploy.console import Console, Progress, Task, human_size
 from mfe_deploy.exec.command import Command
+from mfe_deploy.exec.host import Files
 from mfe_deploy.exec.runner import Process, Runner
 from mfe_deploy.exec.secret import Secret
 
@@ -60,6 +62,25 @@ class Backups:
     passphrase: Secret | None = None
     release: dict[str, Any] | None = None
     offsite: OffsiteStore | None = None  # backup.offsite: each backup is copied there as it completes
+
+    @classmethod
+    def of(
+        cls,
+        env: Environment,
+        postgres: pg.Postgres,
+        runner: Runner,
+        console: Console,
+        secrets: Secrets,
+        project_dir: Path,
+        state: tuple[Files, PurePath],
+        release: dict[str, Any] | None,
+    ) -> Backups:
+        """An environment's backups, put together here only: the project's backups folder on this machine,
+        the offsite store (with the state folder whose ledger and audit log go up with each backup), the
+        passphrase, and the release (the last good one) each backup belongs to."""
+        store = Store.of(project_dir, env)
+        offsite = for_env(env, secrets, project_dir, state)
+        return cls(env, postgres, runner, store, console, secrets.backup_passphrase, release, offsite)
 
     # --- plumbing ------------------------------------------------------------------------------------
     @staticmethod

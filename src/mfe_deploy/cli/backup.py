@@ -55,31 +55,9 @@ def store_for(env: Environment) -> Store:
     return Store.of(application().project_dir, env)
 
 
-def _release(env: str) -> dict[str, Any] | None:
-    from mfe_deploy.state.ledger import Ledger
-
-    good = Ledger.of(host(env)).last_good()
-    return {"id": good.id, "time": good.time, "versions": dict(good.versions)} if good else None
-
-
 def _backups(env: str, runtime_name: str | None) -> tuple[Backups, Runtime]:
-    from mfe_deploy.backups.jobs import Backups
-    from mfe_deploy.backups.offsite import for_env
-
     rt = runtime(env, runtime_name)
-    passphrase = rt.secrets.backup_passphrase
-    where = host(env)
-    backups = Backups(
-        rt.env,
-        rt.postgres(),
-        rt.runner,
-        store_for(rt.env),
-        application().console,
-        passphrase=passphrase,
-        release=_release(env),
-        offsite=for_env(rt.env, rt.secrets, application().project_dir, (where.files, where.state)),
-    )
-    return backups, rt
+    return rt.backups(), rt
 
 
 def _offsite(env: str) -> OffsiteStore:

@@ -16,6 +16,7 @@ from mfe_deploy.plan import store_refusal, store_restarts
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from mfe_deploy.backups.jobs import Backups
     from mfe_deploy.backups.pg import Postgres
     from mfe_deploy.backups.pitr import Window
     from mfe_deploy.bundle import Drift
@@ -163,6 +164,11 @@ class Runtime(Protocol):
         ...
 
     def postgres(self) -> Postgres: ...
+
+    def backups(self) -> Backups:
+        """This environment's backups: the one place they are put together (store, offsite copy, passphrase,
+        the release they belong to)."""
+        ...
 
     def stop_services(self, names: Sequence[str]) -> None: ...
 

@@ -87,6 +87,11 @@ class Ledger:
         good = [r for r in self.all() if r.outcome == "succeeded"]
         return good[-1] if good else None
 
+    def running(self) -> dict[str, Any] | None:
+        """The last good release as a backup's manifest records it (the release its data belongs to)."""
+        good = self.last_good()
+        return {"id": good.id, "time": good.time, "versions": dict(good.versions)} if good else None
+
     def previous_version(self, service: str, current: str) -> str | None:
         """The version of `service` in the newest successful release that ran another version."""
         for release in reversed(self.all()):

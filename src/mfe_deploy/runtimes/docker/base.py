@@ -18,9 +18,7 @@ from functools import cached_property
 from mfe_deploy import bundle, tls
 from mfe_deploy.backups import pg
 from mfe_deploy.backups.jobs import Backups
-from mfe_deploy.backups.offsite import for_env
 from mfe_deploy.backups.pg import Postgres
-from mfe_deploy.backups.store import Store
 from mfe_deploy.bundle import Drift
 from mfe_deploy.compose import ContainerState
 from mfe_deploy.config.models import Environment
@@ -196,12 +194,9 @@ class EngineRuntime(abc.ABC):
 
     def backups(self) -> Backups:
         """This environment's backups, kept in the project's backups folder on this machine."""
-        good = self.ledger.last_good()
-        release = {"id": good.id, "time": good.time, "versions": dict(good.versions)} if good else None
-        store = Store.of(self.project_dir, self.env)
-        passphrase = self.secrets.backup_passphrase
-        offsite = for_env(self.env, self.secrets, self.project_dir, (self.files, self.state_dir))
-        return Backups(self.env, self.postgres(), self.runner, store, self.console, passphrase, release, offsite)
+        state = (self.files, self.state_dir)
+        args = (self.console, self.secrets, self.project_dir, state, self.ledger.running())
+        return Backups.of(self.env, self.postgres(), self.runner, *args)
 
     def runner_service(self) -> str:
         """A bundled service on the data network: its image holds the migration runner."""

@@ -14,9 +14,7 @@ from pathlib import PurePath
 
 from mfe_deploy import bundle
 from mfe_deploy.backups.jobs import Backups
-from mfe_deploy.backups.offsite import for_env
 from mfe_deploy.backups.pg import LocalPostgres
-from mfe_deploy.backups.store import Store
 from mfe_deploy.binaries import Binaries, discover
 from mfe_deploy.bundle import Drift
 from mfe_deploy.config.models import Environment
@@ -273,13 +271,11 @@ class LocalRuntime:
     # --- what backups need --------------------------------------------------------------------------
     def backups(self) -> Backups:
         """This environment's backups, kept in the project's backups folder."""
-        store = Store.of(self.project_dir, self.env)
         where = local_host(self.project_dir, self.env.name)
-        offsite = for_env(self.env, self.secrets, self.project_dir, (where.files, where.state))
-        passphrase = self.secrets.backup_passphrase
-        return Backups(self.env, self.postgres(), self.runner, store, self.console, passphrase, offsite=offsite)
+        state = (where.files, where.state)
+        args = (self.console, self.secrets, self.project_dir, state, self.ledger.running())
+        return Backups.of(self.env, self.postgres(), self.runner, *args)
 
-    # --- one-off commands --------------------------------------------------------------------------
     def acme_folder(self) -> tuple[Files, PurePath]:
         unprivileged = self.env.nginx.enabled and nginx_unprivileged(self.env, run_as_root=machine.as_root())
         return LocalFiles(), acme_folder(self.layout, unprivileged)
