@@ -74,6 +74,13 @@ def guard_stores(
     return restarts
 
 
+def units(env: Environment) -> list[str]:
+    """What an environment runs, in the order status lists it: the stores, prometheus (monitoring), the
+    services, nginx. The same on every runtime: each renders exactly these."""
+    extra = ["prometheus"] if env.monitoring.enabled else []
+    return [*env.stores, *extra, *env.services, *(["nginx"] if env.nginx.enabled else [])]
+
+
 class Unsupported(MfeError):
     """What this runtime cannot do (rollback without versioned images, for instance)."""
 

@@ -34,7 +34,7 @@ from mfe_deploy.ops.migrations import pending
 from mfe_deploy.plan import Desired, Have, Observed, Want, digest
 from mfe_deploy.render import Bundle, provision_script
 from mfe_deploy.runtimes import premigration
-from mfe_deploy.runtimes.contract import Deployment, StartFailed, UnitStatus, checked, guard_stores
+from mfe_deploy.runtimes.contract import Deployment, StartFailed, UnitStatus, checked, guard_stores, units
 from mfe_deploy.runtimes.docker import rollbacks
 from mfe_deploy.runtimes.docker.images import EngineImages
 from mfe_deploy.state.ledger import Ledger, Release
@@ -346,8 +346,7 @@ class EngineRuntime(abc.ABC):
             )
 
     def units(self) -> list[str]:
-        stores = self.env.stores
-        return [*stores, *self.env.services, *(["nginx"] if self.env.nginx.enabled else [])]
+        return units(self.env)
 
 
 def _is_key(name: str) -> bool:

@@ -40,13 +40,12 @@ from mfe_deploy.runtimes.contract import (
     StartFailed,
     UnitStatus,
     guard_stores,
+    units,
 )
 from mfe_deploy.runtimes.local import databases, logs, machine, observe, oneoff, prepare, supervisord
 from mfe_deploy.runtimes.pointintime import LocalPointInTime
 from mfe_deploy.state.ledger import Ledger
 from mfe_deploy.supervisor import ProgramState, program_fingerprints
-
-# The variables of the CLI's environment the supervised programs inherit.
 
 
 @dataclass(frozen=True)
@@ -348,9 +347,7 @@ class LocalRuntime:
         return migrations.run(self.runner, commands)
 
     def units(self) -> list[str]:
-        names = list(self.env.stores)
-        names += ["prometheus"] if self.env.monitoring.enabled else []
-        return names + list(self.env.services) + (["nginx"] if self.env.nginx.enabled else [])
+        return units(self.env)
 
     def down(self, *, volumes: bool = False) -> bool:
         stopped = supervisord.stop(self, None)
