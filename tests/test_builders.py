@@ -142,9 +142,12 @@ def test_migrations_of_your_own_service_run_in_a_bundled_image_with_the_url_in_t
 
 
 def test_rollback_without_a_release_runs_nothing(docker: tuple[Runtime, RecordingRunner, Path]) -> None:
+    from mfe_deploy.app.rollback import rollback
+    from mfe_deploy.runtimes.contract import Rollbacks, able
+
     runtime, runner, _ = docker
     with pytest.raises(MfeError, match="no successful release of fake yet"):
-        runtime.rollback("auth", None, 30)
+        rollback(able(runtime, Rollbacks), "auth", None, 30)
     assert runner.lines() == []
 
 
