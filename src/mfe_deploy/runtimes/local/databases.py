@@ -3,14 +3,16 @@ for every new service, started and waited on out of recovery, and pgBackRest for
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from mfe_deploy.backups import pg
+from mfe_deploy.backups.pg import LocalPostgres
 from mfe_deploy.backups.pitr import PitrTool
 from mfe_deploy.binaries import Binaries
-from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.runner import Completed
 from mfe_deploy.exec.secret import Secret
 from mfe_deploy.local_bundle import PG_SYSTEM_USER
@@ -27,10 +29,12 @@ if TYPE_CHECKING:
 def psql(
     rt: LocalRuntime, bins: Binaries, database: str, script: str | Secret, extra_env: Mapping[str, str | Secret]
 ) -> Completed:
-    psql = (str(bins.pg_bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1")
-    who = ("-p", str(rt.env.database.port), "-U", rt.env.database.superuser, "-d", database, "-f", "-")
-    env: dict[str, str | Secret] = {**extra_env, "PGPASSWORD": rt.secrets.postgres_password}
-    return rt.runner.run(Command((*psql, *who), env=env, input=script), timeout=120)
+    """`script` run by psql as the superuser on `database` (read on its standard input: a script that holds
+    passwords never reaches an argv); `extra_env`: the variables it reads with \\getenv."""
+    db = rt.env.database
+    command = pg.session(LocalPostgres(bins.pg_bin, db.port, db.superuser, rt.secrets.postgres_password), database)
+    command = dataclasses.replace(command, env={**extra_env, **command.env}, input=script)
+    return rt.runner.run(command, timeout=120)
 
 
 def init_databases(rt: LocalRuntime, bins: Binaries) -> None:
