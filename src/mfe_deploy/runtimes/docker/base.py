@@ -92,10 +92,10 @@ class EngineRuntime(abc.ABC):
     def _nothing_to_do(self, previous: Release | None, versions: dict[str, str], digest: str) -> bool: ...
 
     @abc.abstractmethod
-    def _store_hashes(self, version: str) -> dict[str, str]: ...
+    def store_hashes(self, version: str) -> dict[str, str]: ...
 
     @abc.abstractmethod
-    def _running_stores(self, states: Sequence[ContainerState] | None = None) -> dict[str, str]: ...
+    def running_stores(self, states: Sequence[ContainerState] | None = None) -> dict[str, str]: ...
 
     # --- shared --------------------------------------------------------------------------------------------
     @cached_property
@@ -158,10 +158,10 @@ class EngineRuntime(abc.ABC):
         """StoresWouldRestart, before anything changed, when `version`'s bundle changes a running store's
         configuration and the restart is not allowed."""
         guard_stores(
-            self.env.name, self._store_hashes(version), self._running_stores(), allowed=allowed, say=self.console.info
+            self.env.name, self.store_hashes(version), self.running_stores(), allowed=allowed, say=self.console.info
         )
 
-    def _migration_key(self, versions: dict[str, str]) -> str:
+    def migration_key(self, versions: dict[str, str]) -> str:
         """Migrations ship in the images: with the same images and the same database container they were
         applied already, and one-off containers (seconds each) can be skipped."""
         pg = [c.name for c in self.containers() if c.service == "postgres"]
@@ -174,7 +174,7 @@ class EngineRuntime(abc.ABC):
         `services`: those the plan migrates (default: every database service); none once these images
         migrated this database (the key, written after)."""
         marker = self.state_dir / MIGRATED
-        key = self._migration_key(versions)
+        key = self.migration_key(versions)
         if (self.files.read_text(marker) or "").strip() == key:
             return {}, ""
         services = self.env.database_services if services is None else services
@@ -297,7 +297,7 @@ class EngineRuntime(abc.ABC):
         }
         running = any(c.service == "postgres" and c.state == "running" for c in self.containers())
         pending_ids = pending(self.migrate(self.env.database_services, ["status"])) if running else {}
-        return Desired(wants, pending_ids, stores=self._store_hashes(version))
+        return Desired(wants, pending_ids, stores=self.store_hashes(version))
 
     def observe(self) -> Observed:
         by_service: dict[str, list[ContainerState]] = {}
@@ -310,7 +310,7 @@ class EngineRuntime(abc.ABC):
             config = digest(self.files.read_text(self.bundle_dir / "env" / f"{name}.env"))
             unhealthy = sum(1 for c in running if c.health == "unhealthy")
             haves[name] = Have((running or found)[0].image, len(running), config, unhealthy)
-        return Observed(haves, stores=self._running_stores(states))
+        return Observed(haves, stores=self.running_stores(states))
 
     def drift(self, version: str) -> list[Drift]:
         return bundle.drift(self.rendered(version), self.bundle_dir, self.files)

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
 
 from mfe_deploy.config import urls
 from mfe_deploy.ops import migrations
 from mfe_deploy.render import ENV_IN_CONTAINER, SERVICE_UID
-
-if TYPE_CHECKING:
-    from mfe_deploy.runtimes.docker.runtime import DockerRuntime
+from mfe_deploy.runtimes.docker.site import ComposeSite
 
 
-def in_containers(rt: DockerRuntime, services: list[str], action: list[str]) -> list[migrations.Outcome]:
+def in_containers(rt: ComposeSite, services: list[str], action: list[str]) -> list[migrations.Outcome]:
     """The migration runner in one-off containers of the running images (it ships with them)."""
 
     def one(service: str) -> migrations.Outcome:

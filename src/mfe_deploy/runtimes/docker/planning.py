@@ -3,19 +3,15 @@ env files' digests, the migrations its images run) and what runs (its containers
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from mfe_deploy.compose import STORES_PROBE, ContainerState, parse_hashes
 from mfe_deploy.exec.host import MIGRATED
 from mfe_deploy.ops.migrations import pending as pending_ids
 from mfe_deploy.plan import Desired, Have, Observed, Want, digest
 from mfe_deploy.render import Bundle
-
-if TYPE_CHECKING:
-    from mfe_deploy.runtimes.docker.runtime import DockerRuntime
+from mfe_deploy.runtimes.docker.site import ComposeSite
 
 
-def desired(rt: DockerRuntime, version: str) -> Desired:
+def desired(rt: ComposeSite, version: str) -> Desired:
     """What `up --version VERSION` would run, without writing anything: compose's hashes from the
     rendered compose file written beside the bundle (the same folder: the same paths) and removed."""
     result = rt.rendered(version)
@@ -30,11 +26,11 @@ def desired(rt: DockerRuntime, version: str) -> Desired:
             rt.files.unlink(probe)
         # compose cannot hash a service whose env file the bundle in place lacks (one of yours, added since):
         # then the stores alone (as the store guard hashes them), and the services by image and env file.
-        hashes = parse_hashes(done.stdout) if done.returncode == 0 else rt._store_hashes(version)
+        hashes = parse_hashes(done.stdout) if done.returncode == 0 else rt.store_hashes(version)
     return wanted(rt, result, hashes, dict.fromkeys(rt.env.services, version))
 
 
-def wanted(rt: DockerRuntime, result: Bundle, hashes: dict[str, str], versions: dict[str, str]) -> Desired:
+def wanted(rt: ComposeSite, result: Bundle, hashes: dict[str, str], versions: dict[str, str]) -> Desired:
     """Each service's image tag, replicas, env file digest (the label its containers carry) and compose's
     hash of its definition; the stores' hashes; the migrations these images would run."""
     wants = {
@@ -50,7 +46,7 @@ def wanted(rt: DockerRuntime, result: Bundle, hashes: dict[str, str], versions: 
     return Desired(wants, migrations_to_run(rt, versions), stores=stores)
 
 
-def observe(rt: DockerRuntime) -> Observed:
+def observe(rt: ComposeSite) -> Observed:
     """What runs, as its containers' labels say: image, env file digest, compose's hash, health."""
     by_service: dict[str, list[ContainerState]] = {}
     states = rt.containers()
@@ -65,15 +61,15 @@ def observe(rt: DockerRuntime) -> Observed:
         unhealthy = sum(1 for c in running if c.health == "unhealthy")
         config, definition = (first.env_digest, first.config_hash) if same else ("", "mixed")
         haves[name] = Have(first.image, len(running), config, unhealthy, definition)
-    return Observed(haves, stores=rt._running_stores(states))
+    return Observed(haves, stores=rt.running_stores(states))
 
 
-def migrations_to_run(rt: DockerRuntime, versions: dict[str, str]) -> dict[str, tuple[str, ...]]:
+def migrations_to_run(rt: ComposeSite, versions: dict[str, str]) -> dict[str, tuple[str, ...]]:
     """The migrations `up` runs: none when these images migrated this database already (the migration
     key); else what the runner says is pending, and everything for a database it cannot read yet (not
     running, or a new service's, made by this up)."""
     services = rt.env.database_services
-    if not services or (rt.files.read_text(rt.state_dir / MIGRATED) or "").strip() == rt._migration_key(versions):
+    if not services or (rt.files.read_text(rt.state_dir / MIGRATED) or "").strip() == rt.migration_key(versions):
         return {}
     if not any(c.service == "postgres" and c.state == "running" for c in rt.containers()):
         return dict.fromkeys(services, ("all (PostgreSQL starts with this deploy)",))

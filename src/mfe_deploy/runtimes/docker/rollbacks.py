@@ -4,20 +4,16 @@ backup taken before it and starting the older code on that."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from mfe_deploy.backups import jobs
 from mfe_deploy.errors import MfeError
 from mfe_deploy.exec.host import MIGRATED
 from mfe_deploy.ops import schema
 from mfe_deploy.runtimes.contract import StartFailed
+from mfe_deploy.runtimes.docker.site import EngineSite
 from mfe_deploy.state.ledger import Release
 
-if TYPE_CHECKING:
-    from mfe_deploy.runtimes.docker.base import EngineRuntime
 
-
-def target(rt: EngineRuntime, service: str, to: str | None) -> tuple[dict[str, str], str]:
+def target(rt: EngineSite, service: str, to: str | None) -> tuple[dict[str, str], str]:
     """The versions running now and the one `service` goes back to (refused with a reason)."""
     current = rt.current_versions()
     if service not in rt.env.services:
@@ -36,7 +32,7 @@ def target(rt: EngineRuntime, service: str, to: str | None) -> tuple[dict[str, s
     return current, back_to
 
 
-def verdict(rt: EngineRuntime, service: str, target: str) -> schema.Verdict | None:
+def verdict(rt: EngineSite, service: str, target: str) -> schema.Verdict | None:
     """What rolling `service` back to `target` meets in the schema: the migrations applied since it ran
     that are not compatible with older code (read by the running image's runner). None: not checked
     (no database, or a ledger that never recorded a head)."""
@@ -57,7 +53,7 @@ def verdict(rt: EngineRuntime, service: str, target: str) -> schema.Verdict | No
     return schema.Verdict(service, target, head, tuple(blocking), tuple(schema.without_down(rows, blocking)), backup)
 
 
-def schema_first(rt: EngineRuntime, verdict: schema.Verdict | None, policy: schema.Policy) -> dict[str, str]:
+def schema_first(rt: EngineSite, verdict: schema.Verdict | None, policy: schema.Policy) -> dict[str, str]:
     """Refuse, or undo the migrations in the way (policy down) before any code moves; the heads the
     rollback leaves (for the ledger)."""
     if verdict is None or policy == "ignore":
@@ -81,7 +77,7 @@ def schema_first(rt: EngineRuntime, verdict: schema.Verdict | None, policy: sche
 
 
 def restoring(
-    rt: EngineRuntime, verdict: schema.Verdict, current: dict[str, str], versions: dict[str, str], timeout: float
+    rt: EngineSite, verdict: schema.Verdict, current: dict[str, str], versions: dict[str, str], timeout: float
 ) -> Release:
     """Stop the service (no write is acknowledged from here on), take a pre-restore backup, restore the
     backup `up` took just before the migrations in the way, then start the older code on it."""

@@ -153,7 +153,7 @@ class DockerRuntime(EngineRuntime):
             self.console.info(f"pruned {tag}")
         return self.status()
 
-    def _store_hashes(self, version: str) -> dict[str, str]:
+    def store_hashes(self, version: str) -> dict[str, str]:
         """compose's hash of each store as `version`'s bundle defines it, from a compose file of the stores
         alone written beside the bundle's (the same folder: the same paths) and removed again. Empty when
         nothing was deployed here yet."""
@@ -169,7 +169,7 @@ class DockerRuntime(EngineRuntime):
             self.files.unlink(probe)
         return {name: h for name, h in parse_hashes(done.stdout).items() if name in self.env.stores}
 
-    def _running_stores(self, states: Sequence[ContainerState] | None = None) -> dict[str, str]:
+    def running_stores(self, states: Sequence[ContainerState] | None = None) -> dict[str, str]:
         """The running stores' hashes, as compose labelled their containers."""
         found = self.containers() if states is None else states
         return {

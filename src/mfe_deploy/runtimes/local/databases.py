@@ -7,7 +7,6 @@ import dataclasses
 import secrets
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from mfe_deploy.backups import pg
 from mfe_deploy.backups.pg import LocalPostgres
@@ -19,15 +18,13 @@ from mfe_deploy.local_bundle import PG_SYSTEM_USER
 from mfe_deploy.render import provision_script
 from mfe_deploy.runtimes.contract import StartFailed
 from mfe_deploy.runtimes.local import logs, machine, supervisord
+from mfe_deploy.runtimes.local.site import Site
 
 INIT_MARKER = ".mfe-initialized"  # in the data folder: the roles and databases were made
 
-if TYPE_CHECKING:
-    from mfe_deploy.runtimes.local.runtime import LocalRuntime
-
 
 def psql(
-    rt: LocalRuntime, bins: Binaries, database: str, script: str | Secret, extra_env: Mapping[str, str | Secret]
+    rt: Site, bins: Binaries, database: str, script: str | Secret, extra_env: Mapping[str, str | Secret]
 ) -> Completed:
     """`script` run by psql as the superuser on `database` (read on its standard input: a script that holds
     passwords never reaches an argv); `extra_env`: the variables it reads with \\getenv."""
@@ -37,12 +34,12 @@ def psql(
     return rt.runner.run(command, timeout=120)
 
 
-def init_databases(rt: LocalRuntime, bins: Binaries) -> None:
+def init_databases(rt: Site, bins: Binaries) -> None:
     """Once per cluster: the roles and databases the docker entrypoint would create from initdb/."""
     marker = rt.layout.data / INIT_MARKER
     if marker.exists():
         return
-    unit = {k: (v.reveal() if isinstance(v, Secret) else str(v)) for k, v in rt._units()["postgres"]}
+    unit = {k: (v.reveal() if isinstance(v, Secret) else str(v)) for k, v in rt.unit_variables()["postgres"]}
     deadline = time.monotonic() + 30
     while psql(rt, bins, "postgres", "SELECT 1", {}).returncode != 0:  # port open is not ready yet
         if time.monotonic() > deadline:
@@ -54,14 +51,14 @@ def init_databases(rt: LocalRuntime, bins: Binaries) -> None:
             raise StartFailed(f"creating {unit['POSTGRES_DB']} failed: {done.stderr.strip()}")
     script = (rt.layout.bundle / "initdb" / "10-databases.sql").read_text()
     # The script reads the passwords from its environment (psql's \getenv): kept Secret, never printed.
-    variables = {k: v if isinstance(v, Secret) else str(v) for k, v in rt._units()["postgres"]}
+    variables = {k: v if isinstance(v, Secret) else str(v) for k, v in rt.unit_variables()["postgres"]}
     done = psql(rt, bins, unit["POSTGRES_DB"], script, variables)
     if done.returncode != 0:
         raise StartFailed(f"creating the service databases failed: {done.stderr.strip()}")
     marker.write_text("roles and databases created\n")
 
 
-def provision(rt: LocalRuntime, bins: Binaries) -> None:
+def provision(rt: Site, bins: Binaries) -> None:
     """Every up: a database service added since the cluster was made gets its role and database."""
 
     script = provision_script(rt.env, rt.secrets, f"mfe_{secrets.token_hex(6)}")
@@ -70,7 +67,7 @@ def provision(rt: LocalRuntime, bins: Binaries) -> None:
         raise StartFailed(f"creating the roles and databases of new services failed: {done.stderr.strip()}")
 
 
-def start_postgres(rt: LocalRuntime, bins: Binaries, timeout: float) -> None:
+def start_postgres(rt: Site, bins: Binaries, timeout: float) -> None:
     """Start the cluster and wait until it accepts connections out of recovery (a point-in-time
     restore replays WAL first, then promotes)."""
     supervisord.start_programs(rt, ["postgres"])
@@ -85,7 +82,7 @@ def start_postgres(rt: LocalRuntime, bins: Binaries, timeout: float) -> None:
         raise StartFailed(f"PostgreSQL did not come back\n{logs.tail(rt, 'postgres', 15)}") from None
 
 
-def pitr_tool(rt: LocalRuntime, bins: Binaries) -> PitrTool | None:
+def pitr_tool(rt: Site, bins: Binaries) -> PitrTool | None:
     pitr = rt.env.database.pitr
     if pitr is None or bins.pgbackrest is None:
         return None

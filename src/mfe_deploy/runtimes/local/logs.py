@@ -5,17 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from mfe_deploy.runtimes.local.runtime import LocalRuntime
+from mfe_deploy.runtimes.local.site import Site
 
 
-def log_file(rt: LocalRuntime, unit: str) -> Path:
+def log_file(rt: Site, unit: str) -> Path:
     return rt.layout.logs / f"{unit}.log"
 
 
-def tail(rt: LocalRuntime, unit: str, lines: int) -> str:
+def tail(rt: Site, unit: str, lines: int) -> str:
     path = log_file(rt, unit)
     if not path.exists():
         return f"  ({path} is empty)"
@@ -24,7 +22,7 @@ def tail(rt: LocalRuntime, unit: str, lines: int) -> str:
 
 
 def logs(
-    rt: LocalRuntime, unit: str | None, tail: int | None, follow: bool, needle: str | None, write: Callable[[str], None]
+    rt: Site, unit: str | None, tail: int | None, follow: bool, needle: str | None, write: Callable[[str], None]
 ) -> None:
     chosen = [unit] if unit else rt.units()
     prefix = len(chosen) > 1

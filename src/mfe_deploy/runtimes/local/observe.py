@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from mfe_deploy.config.models import seconds
 from mfe_deploy.exec.withenv import parse_env_text
@@ -13,12 +12,10 @@ from mfe_deploy.ops import health
 from mfe_deploy.ops.health import Probe
 from mfe_deploy.runtimes.contract import UnitStatus
 from mfe_deploy.runtimes.local import machine, supervisord
-
-if TYPE_CHECKING:
-    from mfe_deploy.runtimes.local.runtime import LocalRuntime
+from mfe_deploy.runtimes.local.site import Site
 
 
-def status(rt: LocalRuntime) -> list[UnitStatus]:
+def status(rt: Site) -> list[UnitStatus]:
     states = supervisord.states(rt) if rt.layout.conf.exists() else {}
     live = probe_all(rt, "/live", 2)
     probes = probe_all(rt, "", 3)
@@ -68,9 +65,7 @@ def status(rt: LocalRuntime) -> list[UnitStatus]:
     return rows
 
 
-def probe_all(
-    rt: LocalRuntime, suffix: str, timeout: float, only: Mapping[str, object] | None = None
-) -> dict[str, Probe]:
+def probe_all(rt: Site, suffix: str, timeout: float, only: Mapping[str, object] | None = None) -> dict[str, Probe]:
     """Every service's probe, in order: a web service's /health (or /health/live with `suffix`), a worker's
     heartbeat file. `only`: these names alone (the running programs)."""
     names = [n for n in rt.env.services if only is None or n in only]
@@ -87,7 +82,7 @@ def probe_all(
     return {name: probes[name] for name in names}
 
 
-def heartbeat(rt: LocalRuntime, name: str, max_age: int) -> Probe:
+def heartbeat(rt: Site, name: str, max_age: int) -> Probe:
     """A worker's health: how long ago it touched its HEARTBEAT_FILE."""
     version = parse_env_text(machine.read_text(rt.layout.env_file(name)) or "").get("SERVICE_VERSION", "-")
     try:

@@ -7,20 +7,17 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from mfe_deploy.errors import MfeError
 from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.host import own_folder
 from mfe_deploy.exec.withenv import read_env_file
 from mfe_deploy.runtimes.local import supervisord
+from mfe_deploy.runtimes.local.site import Site
 from mfe_deploy.runtimes.oneoff import psql_target
 
-if TYPE_CHECKING:
-    from mfe_deploy.runtimes.local.runtime import LocalRuntime
 
-
-def service_values(rt: LocalRuntime, service: str) -> dict[str, str]:
+def service_values(rt: Site, service: str) -> dict[str, str]:
     if service not in rt.env.services:
         raise MfeError(f"unknown service {service!r}; one of: {', '.join(rt.env.services)}")
     env_file = rt.layout.env_file(service)
@@ -29,7 +26,7 @@ def service_values(rt: LocalRuntime, service: str) -> dict[str, str]:
     return read_env_file(str(env_file))
 
 
-def run(rt: LocalRuntime, service: str, argv: Sequence[str], *, in_place: bool) -> int:
+def run(rt: Site, service: str, argv: Sequence[str], *, in_place: bool) -> int:
     """A process with the service's variables, as supervisord starts the service (no container to enter:
     exec is run here), from the project folder; only the basic variables of this shell reach it."""
     values = service_values(rt, service)
@@ -37,7 +34,7 @@ def run(rt: LocalRuntime, service: str, argv: Sequence[str], *, in_place: bool) 
     return rt.runner.attach(Command(tuple(argv), env=environ, cwd=rt.project_dir, inherit=False))
 
 
-def db_shell(rt: LocalRuntime, service: str, args: Sequence[str]) -> int:
+def db_shell(rt: Site, service: str, args: Sequence[str]) -> int:
     if service not in rt.env.database_services:
         raise MfeError(f"{service} owns no database; those that do: {', '.join(rt.env.database_services)}")
     target = psql_target(service_values(rt, service)["DATABASE_URL"])

@@ -9,7 +9,6 @@ import pwd
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from mfe_deploy.binaries import Binaries
 from mfe_deploy.exec.command import Command
@@ -18,13 +17,11 @@ from mfe_deploy.local_bundle import NGINX_USER, PG_SYSTEM_USER, nginx_unprivileg
 from mfe_deploy.ops import health
 from mfe_deploy.runtimes.contract import StartFailed
 from mfe_deploy.runtimes.local import machine
+from mfe_deploy.runtimes.local.site import Site
 from mfe_deploy.supervisor import ProgramState
 
-if TYPE_CHECKING:
-    from mfe_deploy.runtimes.local.runtime import LocalRuntime
 
-
-def check_ports(rt: LocalRuntime, states: dict[str, ProgramState]) -> None:
+def check_ports(rt: Site, states: dict[str, ProgramState]) -> None:
     wanted = [("postgres", rt.env.database.port), ("redis", rt.env.redis.port)]
     if rt.env.uses_rabbitmq:
         wanted.append(("rabbitmq", rt.env.rabbitmq.port))
@@ -40,7 +37,7 @@ def check_ports(rt: LocalRuntime, states: dict[str, ProgramState]) -> None:
         raise StartFailed("; ".join(found) + ": stop what holds it, or change the port in the environment file")
 
 
-def prepare_dirs(rt: LocalRuntime) -> None:
+def prepare_dirs(rt: Site) -> None:
     layout = rt.layout
     for folder in (
         layout.data,
@@ -84,7 +81,7 @@ def chown_pg(path: Path) -> None:
         shutil.chown(path, PG_SYSTEM_USER, PG_SYSTEM_USER)
 
 
-def nginx_home(rt: LocalRuntime) -> None:
+def nginx_home(rt: Site) -> None:
     """nginx's two folders: its own (pid, temporary files), and root's, readable by its group, with copies
     of its configuration, certificate and key (the key may be a file of root's, mode 0600). Root writes
     only in the second: nginx's user cannot put a link there for root to write through."""
@@ -109,7 +106,7 @@ def nginx_home(rt: LocalRuntime) -> None:
         os.chown(layout.nginx_conf / name, 0, group, follow_symlinks=False)
 
 
-def initdb(rt: LocalRuntime, bins: Binaries) -> None:
+def initdb(rt: Site, bins: Binaries) -> None:
     pgdata = rt.layout.pg_data
     if (pgdata / "PG_VERSION").exists():
         return
@@ -133,7 +130,7 @@ def initdb(rt: LocalRuntime, bins: Binaries) -> None:
         raise StartFailed(f"initdb failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ''}")
 
 
-def tls_files(rt: LocalRuntime) -> None:
+def tls_files(rt: Site) -> None:
     """nginx reads cert.pem and key.pem from the bundle: made once (self-signed) or linked (files)."""
     ssl_dir = rt.layout.root / "nginx" / "ssl"
     ssl_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -133,9 +133,9 @@ class LocalRuntime:
             healthy = name in probes and probes[name].healthy
             config = digest(machine.read_text(self.layout.env_file(name)))
             haves[name] = Have(str(version) if version else None, up, config, 0 if healthy or not up else 1)
-        return Observed(haves, stores=self._running_stores(states))
+        return Observed(haves, stores=self.running_stores(states))
 
-    def _running_stores(self, states: dict[str, ProgramState]) -> dict[str, str]:
+    def running_stores(self, states: dict[str, ProgramState]) -> dict[str, str]:
         """The running store programs' sections as supervisord read them (the configuration on disk)."""
         written = program_fingerprints(machine.read_text(self.layout.conf) or "", self.env.stores)
         return {name: fp for name, fp in written.items() if name in states and states[name].running}
@@ -160,7 +160,7 @@ class LocalRuntime:
         prepare.check_ports(self, states)
         main, local = self._render(bins, version)
         wanted = program_fingerprints(local.files["supervisord.conf"].text, self.env.stores)
-        guard_stores(self.env.name, wanted, self._running_stores(states), allowed=restart_stores, say=self.console.info)
+        guard_stores(self.env.name, wanted, self.running_stores(states), allowed=restart_stores, say=self.console.info)
         bundle.write(main, self.layout.bundle)
         changed = bundle.write(local, self.layout.root)
         prepare.prepare_dirs(self)
@@ -216,7 +216,7 @@ class LocalRuntime:
             except StartFailed:
                 raise StartFailed(f"{unit} did not start within {timeout:.0f}s\n{logs.tail(self, unit, 15)}") from None
 
-    def _units(self) -> dict[str, list[tuple[str, object]]]:
+    def unit_variables(self) -> dict[str, list[tuple[str, object]]]:
         return environments(self.env, self.secrets, Endpoints.local(self.env))
 
     def _migrate(self) -> Migrated:

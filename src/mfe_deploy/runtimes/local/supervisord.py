@@ -8,23 +8,20 @@ import shutil
 import time
 import xmlrpc.client
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 from mfe_deploy.binaries import Binaries
 from mfe_deploy.errors import MfeError
 from mfe_deploy.exec.command import Command
 from mfe_deploy.runtimes.contract import StartFailed
 from mfe_deploy.runtimes.local import logs
+from mfe_deploy.runtimes.local.site import Site
 from mfe_deploy.supervisor import ProgramState, parse_status
 
 # What every program inherits from supervisord's environment (never the CLI's: it holds the secrets).
 INHERITED = frozenset({"PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH"})
 
-if TYPE_CHECKING:
-    from mfe_deploy.runtimes.local.runtime import LocalRuntime
 
-
-def ctl(rt: LocalRuntime, bins: Binaries, *args: str, check: bool = True) -> str:
+def ctl(rt: Site, bins: Binaries, *args: str, check: bool = True) -> str:
     done = rt.runner.run(Command((str(bins.supervisorctl), "-c", str(rt.layout.conf), *args)), timeout=120)
     # supervisorctl exits non-zero when a listed program is not running; callers decide what matters.
     if check and done.returncode not in (0, 3) and "no such" not in done.stdout.lower():
@@ -32,7 +29,7 @@ def ctl(rt: LocalRuntime, bins: Binaries, *args: str, check: bool = True) -> str
     return done.stdout
 
 
-def supervisor_pid(rt: LocalRuntime) -> int | None:
+def supervisor_pid(rt: Site) -> int | None:
     pidfile = rt.layout.run / "supervisord.pid"
     try:
         pid = int(pidfile.read_text().strip())
@@ -42,13 +39,13 @@ def supervisor_pid(rt: LocalRuntime) -> int | None:
     return pid
 
 
-def states(rt: LocalRuntime, bins: Binaries | None = None) -> dict[str, ProgramState]:
+def states(rt: Site, bins: Binaries | None = None) -> dict[str, ProgramState]:
     if supervisor_pid(rt) is None or not rt.layout.conf.exists():
         return {}
     return parse_status(ctl(rt, bins or rt.bins(), "status", check=False))
 
 
-def start_supervisord(rt: LocalRuntime, bins: Binaries) -> None:
+def start_supervisord(rt: Site, bins: Binaries) -> None:
     # Every program inherits supervisord's environment: it gets only what a process needs to run, never
     # the CLI's (which holds the secrets and whatever else the operator exported). A service reads its
     # own variables from its env file; a program's own settings are `environment=` in its section.
@@ -60,7 +57,7 @@ def start_supervisord(rt: LocalRuntime, bins: Binaries) -> None:
     wait(rt, lambda: (rt.layout.run / "supervisor.sock").exists(), 10, "supervisord")
 
 
-def start_programs(rt: LocalRuntime, names: Sequence[str]) -> None:
+def start_programs(rt: Site, names: Sequence[str]) -> None:
     """Start without waiting on each program's startsecs in turn (supervisorctl start would):
     readiness is /health, and a crash shows as BACKOFF or FATAL while we wait for it."""
     from supervisor.xmlrpc import SupervisorTransport  # type: ignore[import-untyped]
@@ -77,7 +74,7 @@ def start_programs(rt: LocalRuntime, names: Sequence[str]) -> None:
                 ) from None
 
 
-def wait(rt: LocalRuntime, ready: Callable[[], bool], timeout: float, what: str) -> None:
+def wait(rt: Site, ready: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     with rt.console.status(f"waiting for {what}"):
         while time.monotonic() < deadline:
@@ -87,7 +84,7 @@ def wait(rt: LocalRuntime, ready: Callable[[], bool], timeout: float, what: str)
     raise StartFailed(f"{what} not ready after {timeout:.0f}s")
 
 
-def stop(rt: LocalRuntime, bins: Binaries | None) -> bool:
+def stop(rt: Site, bins: Binaries | None) -> bool:
     pid = supervisor_pid(rt)
     if pid is None:
         return False

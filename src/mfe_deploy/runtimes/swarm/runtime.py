@@ -138,12 +138,12 @@ class SwarmRuntime(EngineRuntime):
         self.stack.remove_unused_objects(_longest_stop(self.env))
         return self.status()
 
-    def _store_hashes(self, version: str) -> dict[str, str]:
+    def store_hashes(self, version: str) -> dict[str, str]:
         """Each store's definition digest as `version`'s stack file labels it."""
         doc = yaml.safe_load(self.rendered(version).files["stores.yml"].text)
         return {u: svc["deploy"]["labels"][swarm_stack.STORE_LABEL] for u, svc in doc["services"].items()}
 
-    def _running_stores(self, states: Sequence[ContainerState] | None = None) -> dict[str, str]:
+    def running_stores(self, states: Sequence[ContainerState] | None = None) -> dict[str, str]:
         """The digest each deployed store's service carries (none: deployed before stores had one)."""
         found = self.stack.inspect(self.env.stores)
         labels = {u: (spec["Spec"].get("Labels") or {}).get(swarm_stack.STORE_LABEL) for u, spec in found.items()}
