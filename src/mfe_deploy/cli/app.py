@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -165,11 +167,28 @@ class Application:
             notifier.drain()
 
 
-STATE: dict[str, Application] = {}
+# The command that runs: set by main() for one invocation and reset after it (a context variable, as
+# Starlette keeps a request's: no Application outlives its command, and none is made behind main's back).
+_COMMAND: ContextVar[Application] = ContextVar("mfe_deploy_command")
 
 
 def application() -> Application:
-    return STATE.setdefault("app", Application(project_dir=Path.cwd()))
+    """This command's context: main() makes one per invocation, the root callback fills in the project and
+    --debug."""
+    try:
+        return _COMMAND.get()
+    except LookupError:
+        raise RuntimeError("no mfe-deploy command runs here: main() makes the Application") from None
+
+
+@contextmanager
+def running(state: Application) -> Iterator[Application]:
+    """`state` is the command's context while the block runs."""
+    token = _COMMAND.set(state)
+    try:
+        yield state
+    finally:
+        _COMMAND.reset(token)
 
 
 def _version(value: bool) -> None:
@@ -196,7 +215,8 @@ def _root(
 
         here = Path.cwd().resolve()
         project_dir = find_project(here) or here
-    STATE["app"] = Application(project_dir=project_dir.resolve(), debug=debug or _env_debug())
+    state = application()
+    state.project_dir, state.debug = project_dir.resolve(), debug or _env_debug()
 
 
 def _env_debug() -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 # pydantic looks for plugins through every installed distribution's entry points on first use (40 ms
 # here, on every command); the CLI uses none.
@@ -25,7 +26,7 @@ from mfe_deploy.cli import (  # noqa: F401 - registers the commands on the app
     plans,
     stack,
 )
-from mfe_deploy.cli.app import app, application
+from mfe_deploy.cli.app import Application, _env_debug, app, running
 from mfe_deploy.errors import MfeError
 
 INTERNAL_ERROR = 70  # EX_SOFTWARE
@@ -40,22 +41,21 @@ def _global_flags_first(args: list[str]) -> list[str]:
 
 
 def main() -> None:
-    try:
-        app(args=_global_flags_first(sys.argv[1:]), prog_name="mfe-deploy")
-    except MfeError as exc:
-        console = application().console
-        if exc.is_error:
-            console.error(exc.lines())
-        else:
-            for line in exc.lines():
-                console.info(line)
-        sys.exit(exc.exit_code)
-    except Exception as exc:
-        state = application()
-        if state.debug:
-            raise
-        state.console.error([f"internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback)"])
-        sys.exit(INTERNAL_ERROR)
-    finally:
-        application().drain()  # notifications under way: a bounded wait
-        application().resources.close()
+    with running(Application(project_dir=Path.cwd(), debug=_env_debug())) as state:
+        try:
+            app(args=_global_flags_first(sys.argv[1:]), prog_name="mfe-deploy")
+        except MfeError as exc:
+            if exc.is_error:
+                state.console.error(exc.lines())
+            else:
+                for line in exc.lines():
+                    state.console.info(line)
+            sys.exit(exc.exit_code)
+        except Exception as exc:
+            if state.debug:
+                raise
+            state.console.error([f"internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback)"])
+            sys.exit(INTERNAL_ERROR)
+        finally:
+            state.drain()  # notifications under way: a bounded wait
+            state.resources.close()
