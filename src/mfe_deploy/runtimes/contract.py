@@ -332,6 +332,7 @@ class Prepared:
     nothing: bool = False  # the running release already is this one: files, images, all healthy
     heads: dict[str, str] = field(default_factory=dict)  # the migrations each service reached
     backup: str = ""  # the backup taken just before migrating
+    status: list[Outcome] = field(default_factory=list)  # the migration runner's status, when the plan asked
 
 
 @runtime_checkable

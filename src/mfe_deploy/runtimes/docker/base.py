@@ -169,10 +169,15 @@ class EngineRuntime(abc.ABC):
         folders = [migrations.folder_digest(self.project_dir, svc) for svc in self.env.services.values()]
         return hashlib.sha256(json.dumps([pg, ids, folders]).encode()).hexdigest()
 
-    def _migrate(self, versions: dict[str, str], services: list[str] | None = None) -> tuple[dict[str, str], str]:
+    def _migrate(
+        self,
+        versions: dict[str, str],
+        services: list[str] | None = None,
+        status: list[migrations.Outcome] | None = None,
+    ) -> tuple[dict[str, str], str]:
         """The heads each service's migrations reached, and the id of the backup taken just before (or "").
         `services`: those the plan migrates (default: every database service); none once these images
-        migrated this database (the key, written after)."""
+        migrated this database (the key, written after). `status`: the runner's, when the plan asked it."""
         marker = self.state_dir / MIGRATED
         key = self.migration_key(versions)
         if (self.files.read_text(marker) or "").strip() == key:
@@ -181,7 +186,7 @@ class EngineRuntime(abc.ABC):
         heads: dict[str, str] = {}
         backup = ""
         if services:
-            backup = premigration.before_migrating(self.env, self.console, self.migrate, services, self.backups)
+            backup = premigration.before_migrating(self.env, self.console, self.migrate, services, self.backups, status)
             with self.console.status("applying migrations"):
                 outcomes = self.migrate(services, ["apply"])
             failures, heads = migrations.applied(outcomes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from mfe_deploy.compose import STORES_PROBE, ContainerState, parse_hashes
 from mfe_deploy.exec.host import MIGRATED
+from mfe_deploy.ops.migrations import Outcome
 from mfe_deploy.ops.migrations import pending as pending_ids
 from mfe_deploy.plan import Desired, Have, Observed, Want, digest
 from mfe_deploy.render import Bundle
@@ -27,12 +28,15 @@ def desired(rt: ComposeSite, version: str) -> Desired:
         # compose cannot hash a service whose env file the bundle in place lacks (one of yours, added since):
         # then the stores alone (as the store guard hashes them), and the services by image and env file.
         hashes = parse_hashes(done.stdout) if done.returncode == 0 else rt.store_hashes(version)
-    return wanted(rt, result, hashes, dict.fromkeys(rt.env.services, version))
+    return wanted(rt, result, hashes, dict.fromkeys(rt.env.services, version))[0]
 
 
-def wanted(rt: ComposeSite, result: Bundle, hashes: dict[str, str], versions: dict[str, str]) -> Desired:
+def wanted(
+    rt: ComposeSite, result: Bundle, hashes: dict[str, str], versions: dict[str, str]
+) -> tuple[Desired, list[Outcome]]:
     """Each service's image tag, replicas, env file digest (the label its containers carry) and compose's
-    hash of its definition; the stores' hashes; the migrations these images would run."""
+    hash of its definition; the stores' hashes; the migrations these images would run. With it, the
+    runner's status when it was asked (the backup before migrating reads it instead of asking again)."""
     wants = {
         name: Want(
             rt.images.tag(name, versions[name]),
@@ -43,7 +47,8 @@ def wanted(rt: ComposeSite, result: Bundle, hashes: dict[str, str], versions: di
         for name, svc in rt.env.services.items()
     }
     stores = {name: h for name, h in hashes.items() if name in rt.env.stores}
-    return Desired(wants, migrations_to_run(rt, versions), stores=stores)
+    pending, status = migrations_to_run(rt, versions)
+    return Desired(wants, pending, stores=stores), status
 
 
 def observe(rt: ComposeSite) -> Observed:
@@ -64,19 +69,20 @@ def observe(rt: ComposeSite) -> Observed:
     return Observed(haves, stores=rt.running_stores(states))
 
 
-def migrations_to_run(rt: ComposeSite, versions: dict[str, str]) -> dict[str, tuple[str, ...]]:
+def migrations_to_run(rt: ComposeSite, versions: dict[str, str]) -> tuple[dict[str, tuple[str, ...]], list[Outcome]]:
     """The migrations `up` runs: none when these images migrated this database already (the migration
     key); else what the runner says is pending, and everything for a database it cannot read yet (not
     running, or a new service's, made by this up)."""
     services = rt.env.database_services
     if not services or (rt.files.read_text(rt.state_dir / MIGRATED) or "").strip() == rt.migration_key(versions):
-        return {}
+        return {}, []
     if not any(c.service == "postgres" and c.state == "running" for c in rt.containers()):
-        return dict.fromkeys(services, ("all (PostgreSQL starts with this deploy)",))
+        return dict.fromkeys(services, ("all (PostgreSQL starts with this deploy)",)), []
     found: dict[str, tuple[str, ...]] = {}
-    for outcome in rt.migrate(services, ["status"]):
+    status = rt.migrate(services, ["status"])
+    for outcome in status:
         if not outcome.ok:
             found[outcome.service] = ("all (its database is made by this deploy)",)
         elif ids := pending_ids([outcome])[outcome.service]:
             found[outcome.service] = ids
-    return found
+    return found, status

@@ -108,8 +108,8 @@ class DockerRuntime(EngineRuntime):
             return Prepared(version, versions, digest, previous, Plan(()), nothing=True)
         self._run(self.compose.check(), "compose config")
         hashes = parse_hashes(self._run(self.compose.config_hashes(), "compose config --hash").stdout)
-        desired = planning.wanted(self, self.rendered(version), hashes, versions)
-        return Prepared(version, versions, digest, previous, plan(desired, self.observe()))
+        desired, status = planning.wanted(self, self.rendered(version), hashes, versions)
+        return Prepared(version, versions, digest, previous, plan(desired, self.observe()), status=status)
 
     def run_phase(self, phase: str, steps: Sequence[Step], prepared: Prepared, *, timeout: float, wait: bool) -> None:
         if phase == "stores":  # started (or recreated, when allowed) every time: compose leaves the rest
@@ -119,7 +119,8 @@ class DockerRuntime(EngineRuntime):
                 self._hub_users(timeout)
             self._provision(timeout)
         elif phase == "migrate":
-            prepared.heads, prepared.backup = self._migrate(prepared.versions, [s.target for s in steps])
+            targets = [s.target for s in steps]
+            prepared.heads, prepared.backup = self._migrate(prepared.versions, targets, prepared.status or None)
         elif phase == "replace" and steps and not self.env.publish_ports:
             self.rollout.roll([s.target for s in steps], timeout)  # publish_ports: compose recreates them
         elif phase == "converge":
