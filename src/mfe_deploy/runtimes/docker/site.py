@@ -17,12 +17,14 @@ from mfe_deploy.exec.host import Files, Host
 from mfe_deploy.exec.runner import Runner
 from mfe_deploy.ops.migrations import Outcome
 from mfe_deploy.render import Bundle
+from mfe_deploy.runtimes.contract import Rollbacks
 from mfe_deploy.runtimes.docker.images import EngineImages
 from mfe_deploy.state.ledger import Ledger
 
 
-class EngineSite(Protocol):
-    """A release on an engine: its files and state, its images, its ledger, its migrations and backups."""
+class EngineSite(Rollbacks, Protocol):
+    """A release on an engine: its files and state, its images, its ledger, its migrations and backups; and
+    the primitives of a rollback (the contract's), which its parts use too (writing the bundle, recording)."""
 
     project_dir: Path
     host: Host
@@ -48,8 +50,6 @@ class EngineSite(Protocol):
 
     def rendered(self, version: str) -> Bundle: ...
 
-    def write_bundle(self, versions: dict[str, str]) -> str: ...
-
     def migrate(self, services: list[str], action: list[str]) -> list[Outcome]: ...
 
     def migration_key(self, versions: dict[str, str]) -> str: ...
@@ -61,17 +61,6 @@ class EngineSite(Protocol):
     def stop_services(self, names: Sequence[str]) -> None: ...
 
     def start_services(self, names: Sequence[str], timeout: float) -> None: ...
-
-    def record(
-        self,
-        kind: str,
-        outcome: str,
-        versions: dict[str, str],
-        digest: str,
-        heads: dict[str, str],
-        note: str = "",
-        backup: str = "",
-    ) -> None: ...
 
 
 class ComposeSite(EngineSite, Protocol):
