@@ -154,6 +154,17 @@ class EngineRuntime(abc.ABC):
             return None
         return previous, versions, digest
 
+    def _same_release(self, previous: Release | None, versions: dict[str, str], digest: str) -> bool:
+        """The last good release has this very bundle and these very images (a dirty version never has):
+        what `up` needs to find nothing to do, with every unit running healthy (each runtime's own look)."""
+        return (
+            previous is not None
+            and previous.bundle_sha256 == digest
+            and dict(previous.versions) == versions
+            and not any(v.endswith("-dirty") for v in versions.values())
+            and self.images.ids(versions) == dict(previous.images)
+        )
+
     def _guard_stores(self, version: str, *, allowed: bool) -> None:
         """StoresWouldRestart, before anything changed, when `version`'s bundle changes a running store's
         configuration and the restart is not allowed."""

@@ -213,11 +213,7 @@ class DockerRuntime(EngineRuntime):
     def _nothing_to_do(self, previous: Release | None, versions: dict[str, str], digest: str) -> bool:
         """The plan is empty when the last good release has this very bundle and these very images, and
         every container it needs runs healthy. Dirty versions are never assumed unchanged."""
-        if previous is None or previous.bundle_sha256 != digest or dict(previous.versions) != versions:
-            return False
-        if any(v.endswith("-dirty") for v in versions.values()):
-            return False
-        if self.images.ids(versions) != dict(previous.images):
+        if not self._same_release(previous, versions, digest):
             return False
         states = self.containers()
         expected = {*self.units()}

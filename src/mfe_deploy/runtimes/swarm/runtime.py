@@ -160,11 +160,7 @@ class SwarmRuntime(EngineRuntime):
         eventhub.create_users(engine, ctl, self.secrets, self.console, timeout)
 
     def _nothing_to_do(self, previous: Release | None, versions: dict[str, str], digest: str) -> bool:
-        if previous is None or previous.bundle_sha256 != digest or dict(previous.versions) != versions:
-            return False
-        if any(v.endswith("-dirty") for v in versions.values()):
-            return False
-        if self.images.ids(versions) != dict(previous.images):
+        if not self._same_release(previous, versions, digest):
             return False
         services, tasks, now = self.stack.inspect(self.units()), self.stack.tasks(), time.time()
         if len(services) != len(self.units()):
