@@ -58,6 +58,7 @@ class DockerRuntime(EngineRuntime):
         super().__init__(deployment)
         self._compose: Compose | None = None
         self._nginx_changed = False  # nginx.conf was rewritten by this command: nginx must reload
+        self._renders: dict[tuple[tuple[str, str], ...], Bundle] = {}
 
     @property
     def lacks(self) -> dict[str, str]:
@@ -84,8 +85,16 @@ class DockerRuntime(EngineRuntime):
         return Rollout(self.env, self.compose, self.runner, self.files, self.bundle_dir, self.console, self.containers)
 
     # --- rendering -----------------------------------------------------------------------------------------
+    def _render(self, versions: dict[str, str]) -> Bundle:
+        """The bundle of these versions, rendered once per command (the store guard, the write and the plan
+        of one `up` read the same one)."""
+        key = tuple(sorted(versions.items()))
+        if key not in self._renders:
+            self._renders[key] = render(self.env, self.secrets, versions=versions, caps=self.capabilities)
+        return self._renders[key]
+
     def write_bundle(self, versions: dict[str, str]) -> str:
-        result = render(self.env, self.secrets, versions=versions, caps=self.capabilities)
+        result = self._render(versions)
         self.files.makedirs(self.bundle_dir, 0o700)  # env files hold secrets: nobody else walks in
         changed = bundle.write(result, self.bundle_dir, self.files)
         self._nginx_changed = self._nginx_changed or "nginx/nginx.conf" in changed
@@ -95,7 +104,6 @@ class DockerRuntime(EngineRuntime):
         self._database_tls()
         return bundle.digest(result)
 
-    # --- up ------------------------------------------------------------------------------------------------
     # --- up: the primitives app.up executes the plan with ---------------------------------------------------
     def prepare(self, version: str, *, restart_stores: bool) -> Prepared:
         self._refuse_pitr()
@@ -314,8 +322,7 @@ class DockerRuntime(EngineRuntime):
 
     def rendered(self, version: str) -> Bundle:
         """The bundle `up --version VERSION` would write (every service at that version)."""
-        versions = dict.fromkeys(self.env.services, version)
-        return render(self.env, self.secrets, versions=versions, caps=self.capabilities)
+        return self._render(dict.fromkeys(self.env.services, version))
 
     # --- observe -------------------------------------------------------------------------------------------
     def containers(self) -> list[ContainerState]:
