@@ -80,7 +80,7 @@ def test_a_killed_service_under_watch_is_one_unhealthy_then_one_recovered(tmp_pa
                 "--interval",
                 "0.3",
                 "--for",
-                "40",
+                "300",  # stopped by the test (finally): a busy CI host took over 40 s to reach the kill
             ],
             env=p.environ,
             stdout=subprocess.PIPE,
@@ -103,6 +103,7 @@ def test_a_killed_service_under_watch_is_one_unhealthy_then_one_recovered(tmp_pa
             pid = next(
                 r["pid"] for r in json.loads(p.cli("status", "--env", "wch", "--json").stdout) if r["name"] == "profile"
             )
+            assert watcher.poll() is None, watcher.communicate()  # still looking when the service dies
             os.kill(pid, signal.SIGKILL)  # supervisord starts it again
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and len(got.posts) < 2:

@@ -42,7 +42,10 @@ def wanted(
             rt.images.tag(name, versions[name]),
             svc.replicas,
             (digest(result.files[f"env/{name}.env"].text) or "")[:16],
-            hashes.get(name, ""),
+            # For a service that reads an env_file (yours), `compose config --hash` is not the hash compose
+            # labels its container with (seen here for every such service; the bundled ones agree): those are
+            # compared by image and env file digest alone, and compose applies the rest when it converges.
+            hashes.get(name, "") if svc.bundled else "",
         )
         for name, svc in rt.env.services.items()
     }
