@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import PurePath
@@ -16,6 +16,7 @@ from mfe_deploy.console import Console
 from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.host import Files
 from mfe_deploy.exec.runner import Completed, Runner
+from mfe_deploy.ops.health import Probe
 from mfe_deploy.plan import waves
 from mfe_deploy.render import GREEN_FLAG, LIVE_NETWORK, colour_name
 from mfe_deploy.runtimes.contract import StartFailed, checked
@@ -203,6 +204,19 @@ class Rollout:
         for name in containers:
             connect = Command(("docker", "network", "connect", "--alias", alias, self._live_network(), name))
             self._run(connect, f"giving {name} to nginx")
+
+    def confirm_fresh(self, health: Callable[[], Mapping[str, Probe]], timeout: float) -> None:
+        """After a store restarted: until every service's own /health, asked now, says healthy. The engine's
+        healthcheck of a container that kept running can still say `healthy` from before the restart, while
+        the service's clients reconnect (a CI run saw the gateway's /health unhealthy just after `up`)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            waiting = [name for name, probe in health().items() if not probe.healthy]
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                raise StartFailed(f"{', '.join(waiting)} not healthy {timeout:.0f}s after the stores restarted")
+            time.sleep(0.5)
 
     def publish_gateways(self, states: Sequence[ContainerState], *, healthy_only: bool) -> None:
         """Gateway containers compose made (a first start, a recreation) join the live colour: nginx reaches

@@ -59,6 +59,7 @@ class DockerRuntime(EngineRuntime):
         self._compose: Compose | None = None
         self._nginx_changed = False  # nginx.conf was rewritten by this command: nginx must reload
         self._renders: dict[tuple[tuple[str, str], ...], Bundle] = {}
+        self._stores_restarted = False  # this up restarted a store (--restart-stores)
 
     @property
     def lacks(self) -> dict[str, str]:
@@ -121,6 +122,7 @@ class DockerRuntime(EngineRuntime):
 
     def run_phase(self, phase: str, steps: Sequence[Step], prepared: Prepared, *, timeout: float, wait: bool) -> None:
         if phase == "stores":  # started (or recreated, when allowed) every time: compose leaves the rest
+            self._stores_restarted = any(s.action == "restart" for s in steps)
             with self.console.status("starting the stores"):
                 self._run(self.compose.up(*self.env.stores, timeout=timeout), "starting the stores")
             if self.env.uses_rabbitmq:
@@ -137,6 +139,8 @@ class DockerRuntime(EngineRuntime):
                 self._run(up, "starting the services")
                 if wait:
                     self.rollout.confirm_healthy(timeout)
+                    if self._stores_restarted:
+                        self.rollout.confirm_fresh(self.health, timeout)
                 else:
                     self.rollout.publish_gateways(self.containers(), healthy_only=False)
             if self._nginx_changed:
