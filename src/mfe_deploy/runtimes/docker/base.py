@@ -180,6 +180,15 @@ class EngineRuntime(abc.ABC):
         folders = [migrations.folder_digest(self.project_dir, svc) for svc in self.env.services.values()]
         return hashlib.sha256(json.dumps([pg, ids, folders]).encode()).hexdigest()
 
+    def migrated(self, key: str) -> bool:
+        """Whether the images and database of this migration key migrated already (one-off containers skipped)."""
+        return (self.files.read_text(self.state_dir / MIGRATED) or "").strip() == key
+
+    def forget_migrations(self) -> None:
+        """The schema may change under the images (a restore, a down migration, the data gone): the next `up`
+        of these images migrates again."""
+        self.files.unlink(self.state_dir / MIGRATED)
+
     def _migrate(
         self,
         versions: dict[str, str],
@@ -189,9 +198,8 @@ class EngineRuntime(abc.ABC):
         """The heads each service's migrations reached, and the id of the backup taken just before (or "").
         `services`: those the plan migrates (default: every database service); none once these images
         migrated this database (the key, written after). `status`: the runner's, when the plan asked it."""
-        marker = self.state_dir / MIGRATED
         key = self.migration_key(versions)
-        if (self.files.read_text(marker) or "").strip() == key:
+        if self.migrated(key):
             return {}, ""
         services = self.env.database_services if services is None else services
         heads: dict[str, str] = {}
@@ -205,7 +213,7 @@ class EngineRuntime(abc.ABC):
                 raise StartFailed("migrations failed: " + "; ".join(failures)) from None
             for line in migrations.describe(outcomes):
                 self.console.info(line)
-        self.files.write_atomic(marker, key + "\n", 0o644)
+        self.files.write_atomic(self.state_dir / MIGRATED, key + "\n", 0o644)
         return heads, backup
 
     def backups(self) -> Backups:

@@ -4,7 +4,6 @@ env files' digests, the migrations its images run) and what runs (its containers
 from __future__ import annotations
 
 from mfe_deploy.compose import STORES_PROBE, ContainerState, parse_hashes
-from mfe_deploy.exec.host import MIGRATED
 from mfe_deploy.ops.migrations import Outcome
 from mfe_deploy.ops.migrations import pending as pending_ids
 from mfe_deploy.plan import Desired, Have, Observed, Want, digest
@@ -77,7 +76,7 @@ def migrations_to_run(rt: ComposeSite, versions: dict[str, str]) -> tuple[dict[s
     key); else what the runner says is pending, and everything for a database it cannot read yet (not
     running, or a new service's, made by this up)."""
     services = rt.env.database_services
-    if not services or (rt.files.read_text(rt.state_dir / MIGRATED) or "").strip() == rt.migration_key(versions):
+    if not services or rt.migrated(rt.migration_key(versions)):
         return {}, []
     if not any(c.service == "postgres" and c.state == "running" for c in rt.containers()):
         return dict.fromkeys(services, ("all (PostgreSQL starts with this deploy)",)), []

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from mfe_deploy.backups import jobs
 from mfe_deploy.errors import MfeError
-from mfe_deploy.exec.host import MIGRATED
 from mfe_deploy.ops import schema
 from mfe_deploy.runtimes.contract import StartFailed
 from mfe_deploy.runtimes.docker.site import EngineSite
@@ -63,7 +62,7 @@ def schema_first(rt: EngineSite, verdict: schema.Verdict | None, policy: schema.
         raise MfeError(why)
     if not verdict.blocking or policy != "down":
         return {}
-    rt.files.unlink(rt.state_dir / MIGRATED)  # the next `up` of these images migrates again
+    rt.forget_migrations()
     with rt.console.status(f"{verdict.service}: undoing the migrations applied since {verdict.head}"):
         (outcome,) = rt.migrate([verdict.service], ["down", "--to", verdict.head or "none"])
     if not outcome.ok:

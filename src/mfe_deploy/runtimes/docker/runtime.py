@@ -24,7 +24,7 @@ from mfe_deploy.config.urls import DB_TLS_DIR
 from mfe_deploy.engine import capabilities, capabilities_for, version_via
 from mfe_deploy.errors import MfeError
 from mfe_deploy.exec.command import Command
-from mfe_deploy.exec.host import MIGRATED, Files
+from mfe_deploy.exec.host import Files
 from mfe_deploy.exec.withenv import parse_env_text
 from mfe_deploy.ops import health, migrations
 from mfe_deploy.plan import Desired, Observed, Plan, Step, plan
@@ -308,7 +308,7 @@ class DockerRuntime(EngineRuntime):
 
     def stop_services(self, names: Sequence[str]) -> None:
         """The fence of a restore: the schema may change under the images, so the next `up` migrates again."""
-        self.files.unlink(self.state_dir / MIGRATED)
+        self.forget_migrations()
         with self.console.status(f"stopping {', '.join(names)}"):
             self._run(self.compose.stop(*names), "stopping the services")
 
@@ -368,7 +368,7 @@ class DockerRuntime(EngineRuntime):
         running = bool(self.containers())
         with self.console.status("stopping"):
             self._run(self.compose.down(volumes=volumes), "compose down")
-        self.files.unlink(self.state_dir / MIGRATED)
+        self.forget_migrations()
         if volumes:  # with the data go its keys: the env files, the self-signed key (history stays)
             made = [f"{DB_TLS_DIR}/{name}" for name in ("server.key", "server.crt", "ca.pem")]
             extra = ["nginx/ssl/key.pem", "nginx/ssl/cert.pem", GREEN_FLAG, *made]

@@ -22,7 +22,6 @@ from mfe_deploy.engine import capabilities_for, version_via
 from mfe_deploy.errors import MfeError
 from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.docker_host import AtEngine
-from mfe_deploy.exec.host import MIGRATED
 from mfe_deploy.exec.runner import Runner
 from mfe_deploy.ops import health, migrations
 from mfe_deploy.render import Bundle, Capabilities, render
@@ -310,7 +309,7 @@ class SwarmRuntime(EngineRuntime):
 
     def stop_services(self, names: Sequence[str]) -> None:
         """The fence of a restore: the schema may change under the images, so the next `up` migrates again."""
-        self.files.unlink(self.state_dir / MIGRATED)
+        self.forget_migrations()
         with self.console.status(f"stopping {', '.join(names)}"):
             scale = [f"{self.stack.name}_{n}=0" for n in names]
             self._run(Command(("docker", "service", "scale", "--detach=false", *scale)), "stopping the services")
@@ -346,7 +345,7 @@ class SwarmRuntime(EngineRuntime):
                     found = engine.run(Command(("docker", "volume", "ls", "-q", "--filter", label)), timeout=30)
                     if found.stdout.split():
                         engine.run(Command(("docker", "volume", "rm", *found.stdout.split())), timeout=120)
-        self.files.unlink(self.state_dir / MIGRATED)
+        self.forget_migrations()
         return running
 
 
