@@ -216,8 +216,14 @@ def test_prometheus_scrapes_every_replica_and_metrics_stay_off_nginx(project: Pr
         result = httpx.get(url, params={"query": promql}, timeout=5).json()["data"]["result"]
         return float(result[0]["value"][1]) if result else 0.0
 
-    assert poll(lambda: query('count(up{job="api-gateway"} == 1)') == 2, timeout=30)  # both replicas
-    assert query("count(up == 1)") == 6
+    def targets() -> list[tuple[str, str, str, str]]:
+        url = f"http://127.0.0.1:{project.prometheus}/api/v1/targets"
+        active = httpx.get(url, timeout=5).json()["data"]["activeTargets"]
+        return sorted((t["labels"]["job"], t["labels"]["instance"], t["health"], t["lastError"]) for t in active)
+
+    both = poll(lambda: query('count(up{job="api-gateway"} == 1)') == 2, timeout=60)  # both replicas
+    assert both, targets()
+    assert poll(lambda: query("count(up == 1)") == 6, timeout=10), targets()
     served = 'sum(mfe_http_requests_total{job="auth", route="/api/auth/version", status="200"})'
     before = query(served)
     with project.gateway() as gw:
