@@ -9,7 +9,8 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, cast
 
 from mfe_deploy.plan import PHASES, Plan, Step, phase
-from mfe_deploy.runtimes.contract import Converges, Runtime, StartFailed, Stepwise, UnitStatus
+from mfe_deploy.runtimes.contract import Converges, Prepared, RolledBack, Runtime, StartFailed, Stepwise, UnitStatus
+from mfe_deploy.state.ledger import Release
 
 
 class Report(Protocol):
@@ -37,8 +38,40 @@ def up(
     try:
         execute(prepared.plan, run, report)
     except StartFailed as exc:
-        rt.fail(prepared, exc, timeout)
+        fallback = rt.failed(prepared, exc)
+        back = fallback.back
+        if back is None or back.previous is None:
+            raise StartFailed(f"the deploy of {version} did not become healthy\n{fallback.report}") from None
+        roll_back(rt, back, back.previous, report, timeout)
+        raise RolledBack(
+            f"the deploy of {version} did not become healthy and was rolled back to release {back.previous.id}\n"
+            f"{fallback.report}"
+        ) from None
     return rt.finish(prepared, time.monotonic() - started)
+
+
+def roll_back(rt: Stepwise, back: Prepared, to: Release, report: Report, timeout: float) -> None:
+    """The automatic rollback of a failed deploy: the plan back to the last good release (`to`), printed,
+    then executed as a deploy is (its code goes back; no migration runs, the schema stays), waited on
+    always."""
+    report.info(f"rolling back to release {to.id} ({_versions(back.versions)})")
+    show(back.plan, back.version, report)
+    needed = {phase(s) for s in back.plan.steps} | {"replace", "converge"}
+
+    def run(name: str, steps: Sequence[Step]) -> None:
+        rt.run_phase(name, steps, back, timeout=timeout, wait=True)
+
+    try:
+        execute(back.plan, run, report, phases=[p for p in PHASES if p in needed])
+    except StartFailed as exc:
+        rt.rolled_back(back, exc)
+        raise
+    rt.rolled_back(back, None)
+
+
+def _versions(versions: dict[str, str]) -> str:
+    distinct = set(versions.values())
+    return next(iter(distinct)) if len(distinct) == 1 else ", ".join(f"{k}={v}" for k, v in versions.items())
 
 
 def show(plan: Plan, version: str, report: Report) -> None:
@@ -50,12 +83,14 @@ def show(plan: Plan, version: str, report: Report) -> None:
         report.info(f"  {step.action} {step.target}: {step.reason}")
 
 
-def execute(plan: Plan, run: Callable[[str, Sequence[Step]], None], report: Report) -> list[Step]:
+def execute(
+    plan: Plan, run: Callable[[str, Sequence[Step]], None], report: Report, phases: Sequence[str] = PHASES
+) -> list[Step]:
     """Every phase in order, each with its steps of the plan (the runtime runs a phase's steps side by side
     where it can: replacements in waves); each step said as it starts and as it ends. The steps executed,
     in order: the plan's, every one of them."""
     done: list[Step] = []
-    for name in PHASES:
+    for name in phases:
         steps = [s for s in plan.steps if phase(s) == name]
         for step in steps:
             report.info(f"start: {step.action} {step.target}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, NoReturn, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 from mfe_deploy.errors import MfeError
 from mfe_deploy.plan import store_refusal, store_restarts
@@ -335,6 +335,14 @@ class Prepared:
     status: list[Outcome] = field(default_factory=list)  # the migration runner's status, when the plan asked
 
 
+@dataclass
+class Fallback:
+    """A failed deploy: what the failing units said, and the plan back to the last good release."""
+
+    report: str
+    back: Prepared | None  # its `previous` is the release it brings back
+
+
 @runtime_checkable
 class Stepwise(Protocol):
     def prepare(self, version: str, *, restart_stores: bool) -> Prepared:
@@ -347,8 +355,13 @@ class Stepwise(Protocol):
         whole stack converged and waited on, every time)."""
         ...
 
-    def fail(self, prepared: Prepared, error: StartFailed, timeout: float) -> NoReturn:
-        """A step failed: recorded, the previous release brought back when there is one, and raised."""
+    def failed(self, prepared: Prepared, error: StartFailed) -> Fallback:
+        """A step failed: what the failing units said, the failed release recorded, and the way back: the
+        previous release's bundle written and the plan that brings it back (None: nothing to go back to)."""
+        ...
+
+    def rolled_back(self, back: Prepared, error: StartFailed | None) -> None:
+        """The way back was executed: recorded (an automatic rollback that succeeded, or failed with error)."""
         ...
 
     def finish(self, prepared: Prepared, seconds: float) -> list[UnitStatus]:

@@ -31,11 +31,12 @@ def desired(rt: ComposeSite, version: str) -> Desired:
 
 
 def wanted(
-    rt: ComposeSite, result: Bundle, hashes: dict[str, str], versions: dict[str, str]
+    rt: ComposeSite, result: Bundle, hashes: dict[str, str], versions: dict[str, str], *, migrations: bool = True
 ) -> tuple[Desired, list[Outcome]]:
     """Each service's image tag, replicas, env file digest (the label its containers carry) and compose's
-    hash of its definition; the stores' hashes; the migrations these images would run. With it, the
-    runner's status when it was asked (the backup before migrating reads it instead of asking again)."""
+    hash of its definition; the stores' hashes; the migrations these images would run (none asked when
+    `migrations` is off: a way back). With it, the runner's status when it was asked (the backup before
+    migrating reads it instead of asking again)."""
     wants = {
         name: Want(
             rt.images.tag(name, versions[name]),
@@ -49,7 +50,7 @@ def wanted(
         for name, svc in rt.env.services.items()
     }
     stores = {name: h for name, h in hashes.items() if name in rt.env.stores}
-    pending, status = migrations_to_run(rt, versions)
+    pending, status = migrations_to_run(rt, versions) if migrations else ({}, [])
     return Desired(wants, pending, stores=stores), status
 
 

@@ -10,7 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import PurePath
 
-from mfe_deploy.compose import Compose, ContainerState, nginx_reload, parse_hashes, remove_containers, stop_containers
+from mfe_deploy.compose import Compose, ContainerState, nginx_reload, remove_containers, stop_containers
 from mfe_deploy.config.models import Environment
 from mfe_deploy.console import Console
 from mfe_deploy.exec.command import Command
@@ -34,23 +34,6 @@ class Rollout:
 
     def _run(self, command: Command, what: str, timeout: float = 600) -> Completed:
         return checked(self.runner, command, what, timeout)
-
-    def stale(self) -> list[str]:
-        """Services whose running containers were made from another configuration than the bundle's (the
-        image tag, the env file, the limits: compose's own config hash), or are unhealthy (`up` repairs
-        them); the gateway last. None when ports are published on the host (development): a new
-        container cannot bind its port beside the old one, so compose recreates it (stop, then start)."""
-        if self.env.publish_ports:
-            return []
-        wanted = parse_hashes(self._run(self.compose.config_hashes(), "compose config --hash").stdout)
-        running = [c for c in self.containers() if not c.oneoff and c.state == "running"]
-        stale = [
-            n
-            for n in self.env.services
-            if any(c.service == n and (c.config_hash != wanted.get(n) or c.health == "unhealthy") for c in running)
-        ]
-        order = list(self.env.services)
-        return sorted(stale, key=lambda n: (self.env.services[n].role == "gateway", order.index(n)))
 
     def roll(self, services: list[str], timeout: float) -> None:
         """Start-first, in waves (plan.waves): the services of a wave (at most rollout.parallel) are replaced

@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache, cached_property
 from pathlib import PurePath
-from typing import NoReturn
 
 from mfe_deploy import bundle
 from mfe_deploy.backups.pg import ComposePostgres, Postgres
@@ -38,8 +37,8 @@ from mfe_deploy.render import (
 from mfe_deploy.runtimes import eventhub
 from mfe_deploy.runtimes.contract import (
     Deployment,
+    Fallback,
     Prepared,
-    RolledBack,
     StartFailed,
     UnitStatus,
 )
@@ -146,18 +145,26 @@ class DockerRuntime(EngineRuntime):
             if self._nginx_changed:
                 self.rollout.reload_nginx()
 
-    def fail(self, prepared: Prepared, error: StartFailed, timeout: float) -> NoReturn:
+    def failed(self, prepared: Prepared, error: StartFailed) -> Fallback:
         report = f"{error}\n{self.rollout.failure_report()}"
-        versions, previous, version = prepared.versions, prepared.previous, prepared.version
         note = str(error).splitlines()[0]
+        versions, previous = prepared.versions, prepared.previous
         self.record("up", "failed", versions, prepared.digest, prepared.heads, note=note, backup=prepared.backup)
-        if previous is not None and previous.versions != versions:
-            self.console.info(f"rolling back to release {previous.id} ({_fmt(dict(previous.versions))})")
-            self._restore(dict(previous.versions), timeout, kind="auto-rollback")
-            raise RolledBack(
-                f"the deploy of {version} did not become healthy and was rolled back to release {previous.id}\n{report}"
-            ) from None
-        raise StartFailed(f"the deploy of {version} did not become healthy\n{report}") from None
+        if previous is None or previous.versions == versions:
+            return Fallback(report, None)
+        back = dict(previous.versions)
+        digest = self.write_bundle(back)
+        hashes = parse_hashes(self._run(self.compose.config_hashes(), "compose config --hash").stdout)
+        # The code goes back, the schema stays: the older images run on it (their migrations are not run).
+        desired, _ = planning.wanted(self, self._render(back), hashes, back, migrations=False)
+        way_back = plan(desired, self.observe())
+        return Fallback(report, Prepared(f"release {previous.id}", back, digest, previous, way_back))
+
+    def rolled_back(self, back: Prepared, error: StartFailed | None) -> None:
+        if error is None:
+            self.record("auto-rollback", "succeeded", back.versions, back.digest, {})
+        else:
+            self.record("auto-rollback", "failed", back.versions, back.digest, {}, note=str(error).splitlines()[0])
 
     def finish(self, prepared: Prepared, seconds: float) -> list[UnitStatus]:
         versions, heads = prepared.versions, prepared.heads
@@ -209,19 +216,6 @@ class DockerRuntime(EngineRuntime):
             raise StartFailed(f"{service} of {self.env.name} is not running: {why}; {start}")
         return container
 
-    def _restore(self, versions: dict[str, str], timeout: float, kind: str) -> None:
-        digest = self.write_bundle(versions)
-        try:
-            self.rollout.roll(self.rollout.stale(), timeout)
-            self._run(self.compose.up(timeout=timeout), kind)
-            self.rollout.confirm_healthy(timeout)
-            if self._nginx_changed:
-                self.rollout.reload_nginx()
-            self.record(kind, "succeeded", versions, digest, {})
-        except StartFailed as exc:
-            self.record(kind, "failed", versions, digest, {}, note=str(exc).splitlines()[0])
-            raise
-
     def _nothing_to_do(self, previous: Release | None, versions: dict[str, str], digest: str) -> bool:
         """The plan is empty when the last good release has this very bundle and these very images, and
         every container it needs runs healthy. Dirty versions are never assumed unchanged."""
@@ -244,7 +238,7 @@ class DockerRuntime(EngineRuntime):
 
     # --- rollback ------------------------------------------------------------------------------------------
     def roll_back(self, service: str, target: str, timeout: float) -> None:
-        if self.env.publish_ports:  # a host port cannot be bound twice: stop, then start (see Rollout.stale)
+        if self.env.publish_ports:  # a host port cannot be bound twice: stop, then start
             with self.console.status(f"rolling {service} back to {target}"):
                 self._run(self.compose.up(service, timeout=timeout, no_deps=True), f"starting {service} {target}")
                 self.rollout.confirm_healthy(timeout)
@@ -378,8 +372,3 @@ class DockerRuntime(EngineRuntime):
 
 def _tty() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
-
-
-def _fmt(versions: dict[str, str]) -> str:
-    distinct = set(versions.values())
-    return next(iter(distinct)) if len(distinct) == 1 else ", ".join(f"{k}={v}" for k, v in versions.items())
