@@ -59,10 +59,10 @@ class Recording:
         self.errors.append(str(error))
         self.recorded.append(("up", "failed"))
         if self.back is None:
-            return Fallback("the units' logs", None)
+            raise StartFailed(f"the deploy of {prepared.version} did not become healthy\nthe units' logs")
         good = Release(7, "t", "me", "up", "succeeded", dict.fromkeys(self.back.services, "v0"))
         way = Prepared("release 7", dict(good.versions), "d0", good, plan(self.back, self.now))
-        return Fallback("the units' logs", way)
+        return Fallback("the units' logs", way, good)
 
     def rolled_back(self, back: Prepared, error: StartFailed | None) -> None:
         self.recorded.append(("auto-rollback", "succeeded" if error is None else "failed"))

@@ -38,13 +38,10 @@ def up(
     try:
         execute(prepared.plan, run, report)
     except StartFailed as exc:
-        fallback = rt.failed(prepared, exc)
-        back = fallback.back
-        if back is None or back.previous is None:
-            raise StartFailed(f"the deploy of {version} did not become healthy\n{fallback.report}") from None
-        roll_back(rt, back, back.previous, report, timeout)
+        fallback = rt.failed(prepared, exc)  # raises when there is no release to go back to
+        roll_back(rt, fallback.back, fallback.to, report, timeout)
         raise RolledBack(
-            f"the deploy of {version} did not become healthy and was rolled back to release {back.previous.id}\n"
+            f"the deploy of {version} did not become healthy and was rolled back to release {fallback.to.id}\n"
             f"{fallback.report}"
         ) from None
     return rt.finish(prepared, time.monotonic() - started)

@@ -340,7 +340,8 @@ class Fallback:
     """A failed deploy: what the failing units said, and the plan back to the last good release."""
 
     report: str
-    back: Prepared | None  # its `previous` is the release it brings back
+    back: Prepared
+    to: Release  # the release it brings back
 
 
 @runtime_checkable
@@ -356,8 +357,9 @@ class Stepwise(Protocol):
         ...
 
     def failed(self, prepared: Prepared, error: StartFailed) -> Fallback:
-        """A step failed: what the failing units said, the failed release recorded, and the way back: the
-        previous release's bundle written and the plan that brings it back (None: nothing to go back to)."""
+        """A step failed: the failed release recorded, and the way back: the previous release's bundle
+        written and the plan that brings it back, with what the failing units said. Raised (StartFailed,
+        with that report) when there is nothing to go back to."""
         ...
 
     def rolled_back(self, back: Prepared, error: StartFailed | None) -> None:

@@ -151,14 +151,14 @@ class DockerRuntime(EngineRuntime):
         versions, previous = prepared.versions, prepared.previous
         self.record("up", "failed", versions, prepared.digest, prepared.heads, note=note, backup=prepared.backup)
         if previous is None or previous.versions == versions:
-            return Fallback(report, None)
+            raise StartFailed(f"the deploy of {prepared.version} did not become healthy\n{report}") from None
         back = dict(previous.versions)
         digest = self.write_bundle(back)
         hashes = parse_hashes(self._run(self.compose.config_hashes(), "compose config --hash").stdout)
         # The code goes back, the schema stays: the older images run on it (their migrations are not run).
         desired, _ = planning.wanted(self, self._render(back), hashes, back, migrations=False)
         way_back = plan(desired, self.observe())
-        return Fallback(report, Prepared(f"release {previous.id}", back, digest, previous, way_back))
+        return Fallback(report, Prepared(f"release {previous.id}", back, digest, previous, way_back), previous)
 
     def rolled_back(self, back: Prepared, error: StartFailed | None) -> None:
         if error is None:
