@@ -287,7 +287,10 @@ def test_a_plan_with_changes_exits_1_without_calling_itself_an_error(project: Pr
     result = project.cli("plan", "--env", "development", "--runtime", "local")
     assert result.code == 1, result.err
     assert result.out.splitlines()[0].split() == ["STEP", "TARGET", "WHY"]
-    assert "error" not in result.err and result.err.splitlines()[-1] == "development: 7 step(s) to reach dev"
+    assert "error" not in result.err and result.err.splitlines()[-1] == "development: 11 step(s) to reach dev"
+    # Nothing runs yet: PostgreSQL starts with this deploy, so every database service's migrations are planned.
+    migrating = [line.split()[1] for line in result.out.splitlines() if line.split()[0] == "migrate"]
+    assert migrating == ["auth", "payments", "admin", "profile"], result.out
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -117,6 +118,33 @@ def test_second_up_restarts_nothing(project: Project) -> None:
     again = project.cli("up", "--env", ENV)
     assert again.returncode == 0, again.stderr
     assert {n: r["pid"] for n, r in project.status().items()} == before
+
+
+def test_up_runs_its_plan_and_replaces_only_the_service_whose_env_file_changed(project: Project) -> None:
+    """payments gets a variable (its env file changes): `plan` says `replace payments` and nothing else,
+    `up` prints that plan and runs it, and supervisord restarts payments alone (it used to run on with
+    its old env file: `up` only started what did not run)."""
+    env_file = project.root / "environments" / f"{ENV}.yaml"
+    text = env_file.read_text()
+    changed = re.sub(r"(  payments:\n    port: \d+\n)", r'\1    env: {MFE_TEST_FLAG: "1"}\n', text, count=1)
+    assert changed != text
+    env_file.write_text(changed)
+    try:
+        planned = project.cli("plan", "--env", ENV, "--json")
+        steps = [(s["action"], s["target"]) for s in json.loads(planned.stdout)["steps"]]
+        assert (planned.returncode, steps) == (1, [("replace", "payments")]), planned.stdout + planned.stderr
+        before = {n: r["pid"] for n, r in project.status().items()}
+        up = project.cli("up", "--env", ENV)
+        assert up.returncode == 0, up.stdout + up.stderr
+        said = up.stderr.splitlines()
+        assert "plan for dev: 1 step" in said and "  replace payments: env file changed" in said, up.stderr
+        assert "start: replace payments" in said and any(line.startswith("done: replace payments") for line in said)
+        after = {n: r["pid"] for n, r in project.status().items()}
+        assert {n for n in before if after.get(n) != before[n]} == {"payments"}, (before, after)
+        assert project.cli("health", "--env", ENV).returncode == 0
+    finally:
+        env_file.write_text(text)
+        assert project.cli("up", "--env", ENV).returncode == 0
 
 
 def test_diff_json_says_in_sync_after_up_and_names_every_service(project: Project) -> None:

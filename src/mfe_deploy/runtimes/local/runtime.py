@@ -5,9 +5,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import sys
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import PurePath
@@ -32,27 +30,22 @@ from mfe_deploy.local_bundle import (
 )
 from mfe_deploy.ops import health, migrations
 from mfe_deploy.ops.migrations import pending
-from mfe_deploy.plan import Desired, Have, Observed, Want, digest
+from mfe_deploy.plan import Desired, Have, Observed, Step, Want, digest, plan
 from mfe_deploy.render import Bundle, Capabilities, Endpoints, environments, render
 from mfe_deploy.runtimes import eventhub, premigration
 from mfe_deploy.runtimes.contract import (
     Deployment,
+    Fallback,
+    Prepared,
     StartFailed,
     UnitStatus,
     guard_stores,
     units,
 )
-from mfe_deploy.runtimes.local import databases, logs, machine, observe, oneoff, prepare, supervisord
+from mfe_deploy.runtimes.local import databases, deploying, logs, machine, observe, oneoff, prepare, supervisord
 from mfe_deploy.runtimes.pointintime import LocalPointInTime
 from mfe_deploy.state.ledger import Ledger
 from mfe_deploy.supervisor import ProgramState, program_fingerprints
-
-
-@dataclass(frozen=True)
-class Migrated:
-    heads: dict[str, str]  # service -> the newest migration this up applied
-    backup: str  # the backup taken just before ("": none was needed)
-    at: str  # the moment just before they were applied ("": none was)
 
 
 class LocalRuntime:
@@ -108,15 +101,25 @@ class LocalRuntime:
     # --- plan and diff -----------------------------------------------------------------------------
     def desired(self, version: str) -> Desired:
         _, local = self._render(self.bins(), version)
+        return self._wanted(local, version)[0]
+
+    def _wanted(self, local: Bundle, version: str) -> tuple[Desired, list[migrations.Outcome]]:
+        """What `up --version VERSION` runs, from its rendered files: each service at that version with its
+        env file; the stores' programs; the migrations pending (all, when PostgreSQL is not running: it
+        starts with this up). With it, the runner's status when it was asked."""
         wants = {
             name: Want(version, svc.replicas, digest(local.files[f"env/{name}.env"].text) or "")
             for name, svc in self.env.services.items()
         }
-        running = health.port_open(self.env.database.port)
-        pending_ids = pending(self.migrate(self.env.database_services, ["status"])) if running else {}
-        return Desired(
-            wants, pending_ids, stores=program_fingerprints(local.files["supervisord.conf"].text, self.env.stores)
-        )
+        services = self.env.database_services
+        status = self.migrate(services, ["status"]) if services and health.port_open(self.env.database.port) else []
+        found = {name: ids for name, ids in pending(status).items() if ids}
+        found |= {o.service: ("all (its database is made by this deploy)",) for o in status if not o.ok}
+        if services and not status:
+            found = dict.fromkeys(services, ("all (PostgreSQL starts with this deploy)",))
+        found = {name: found[name] for name in services if name in found}  # in the environment's order
+        stores = program_fingerprints(local.files["supervisord.conf"].text, self.env.stores)
+        return Desired(wants, found, stores=stores), status
 
     def observe(self) -> Observed:
         states = supervisord.states(self)
@@ -146,7 +149,7 @@ class LocalRuntime:
         return found + [dataclasses.replace(d, path=f"local/{d.path}") for d in bundle.drift(local, self.layout.root)]
 
     # --- up ----------------------------------------------------------------------------------------
-    def up(self, *, wait: bool, timeout: float, version: str = "dev", restart_stores: bool = False) -> list[UnitStatus]:
+    def prepare(self, version: str, *, restart_stores: bool) -> Prepared:
         if self.env.database.tls:
             raise MfeError(
                 f"environments/{self.env.name}.yaml: database.tls: the local runtime's PostgreSQL listens on "
@@ -161,67 +164,82 @@ class LocalRuntime:
         main, local = self._render(bins, version)
         wanted = program_fingerprints(local.files["supervisord.conf"].text, self.env.stores)
         guard_stores(self.env.name, wanted, self.running_stores(states), allowed=restart_stores, say=self.console.info)
+        desired, status = self._wanted(local, version)
+        steps = plan(desired, self.observe() if running else Observed({}))  # before the env files change
         bundle.write(main, self.layout.bundle)
         changed = bundle.write(local, self.layout.root)
         prepare.prepare_dirs(self)
         prepare.initdb(self, bins)
-        started_here = False
-        migrated: Migrated | None = None
+        self._deploy = deploying.Deploy(bins, running, "supervisord.conf" in changed)
+        versions = dict.fromkeys(self.env.services, version)
+        return Prepared(version, versions, bundle.digest(local), None, steps, status=status)
+
+    def run_phase(self, phase: str, steps: Sequence[Step], prepared: Prepared, *, timeout: float, wait: bool) -> None:
         try:
-            if not running:
+            self._phase(phase, steps, prepared, timeout, wait)
+        except StartFailed:
+            raise
+        except MfeError as exc:  # a step that failed: app.up hands it to `failed`, which stops what it started
+            failed = StartFailed(str(exc))
+            failed.exit_code = exc.exit_code
+            raise failed from exc
+
+    def _phase(self, phase: str, steps: Sequence[Step], prepared: Prepared, timeout: float, wait: bool) -> None:
+        deploy = self._deploy
+        bins = deploy.bins
+        if phase == "stores":  # supervisord (re)reads its programs; a changed store restarts (when allowed)
+            if not deploy.running:
                 supervisord.start_supervisord(self, bins)
-                started_here = True
-            elif "supervisord.conf" in changed:
+                deploy.started = True
+            elif deploy.conf_changed:
                 supervisord.ctl(self, bins, "reread")
                 supervisord.ctl(self, bins, "update")
-            self._wait_infra(timeout)
-            databases.init_databases(self, bins)
-            databases.provision(self, bins)
-            tool = databases.pitr_tool(self, bins)
-            if tool is not None:
-                with self.console.status("pgBackRest: the stanza, and a first full backup when there is none"):
-                    if tool.ensure():
-                        self.console.info("pgBackRest: first full backup taken; WAL is archived from now on")
-            if self.env.uses_rabbitmq and bins.rabbitmq_server is not None:
-                rabbitmqctl = str(bins.rabbitmq_server.parent / "rabbitmqctl")
-                ctl = Command((rabbitmqctl, "import_definitions"), env=self.layout.rabbitmq_environ(self.env))
-                eventhub.create_users(self.runner, ctl, self.secrets, self.console, timeout)
-            migrated = self._migrate()
-            states = supervisord.states(self, bins)
-            wanted_up = [*self.env.services, *(["nginx"] if self.env.nginx.enabled else [])]
-            to_start = [n for n in wanted_up if not (states.get(n) and states[n].running)]
-            if to_start:
-                supervisord.start_programs(self, to_start)
-            if wait:
-                self._wait_services(bins, timeout)
-                if self.env.nginx.enabled:
-                    supervisord.wait(self, lambda: health.port_open(self.env.nginx.https_port), timeout, "nginx")
-        except MfeError as exc:
-            if migrated is not None:
-                self._record("failed", version, migrated, note=str(exc).splitlines()[0])
-            if started_here:
-                self.console.info("stopping what this up started")
-                supervisord.stop(self, bins)
-            raise
-        self._record("succeeded", version, migrated)
-        return observe.status(self)
+            deploying.wait_stores(self, timeout)
+            self._databases(bins, timeout)
+        elif phase == "migrate":  # every time: what is pending is applied (nothing, when the plan has none)
+            deploy.migrated = self._migrate(prepared.status or None)
+        elif phase == "replace" and steps:  # a new version or env file: stopped, then started (one process)
+            supervisord.stop_programs(self, [s.target for s in steps])
+            supervisord.start_programs(self, [s.target for s in steps])
+        elif phase == "converge":
+            deploying.converge(self, bins, timeout, wait=wait)
 
-    def _wait_infra(self, timeout: float) -> None:
-        units = [("postgres", self.env.database.port), ("redis", self.env.redis.port)]
-        if self.env.uses_rabbitmq:
-            units.append(("rabbitmq", self.env.rabbitmq.port))
-        for unit, port in units:
-            try:
-                supervisord.wait(self, lambda port=port: health.port_open(port), timeout, unit)  # type: ignore[misc]
-            except StartFailed:
-                raise StartFailed(f"{unit} did not start within {timeout:.0f}s\n{logs.tail(self, unit, 15)}") from None
+    def _databases(self, bins: Binaries, timeout: float) -> None:
+        databases.init_databases(self, bins)
+        databases.provision(self, bins)
+        tool = databases.pitr_tool(self, bins)
+        if tool is not None:
+            with self.console.status("pgBackRest: the stanza, and a first full backup when there is none"):
+                if tool.ensure():
+                    self.console.info("pgBackRest: first full backup taken; WAL is archived from now on")
+        if self.env.uses_rabbitmq and bins.rabbitmq_server is not None:
+            rabbitmqctl = str(bins.rabbitmq_server.parent / "rabbitmqctl")
+            ctl = Command((rabbitmqctl, "import_definitions"), env=self.layout.rabbitmq_environ(self.env))
+            eventhub.create_users(self.runner, ctl, self.secrets, self.console, timeout)
+
+    def failed(self, prepared: Prepared, error: StartFailed) -> Fallback:
+        """No release to go back to here (no versioned images): recorded, what this up started stopped."""
+        deploy = self._deploy
+        if deploy.migrated is not None:
+            self._record("failed", prepared.version, deploy.migrated, note=str(error).splitlines()[0])
+        if deploy.started:
+            self.console.info("stopping what this up started")
+            supervisord.stop(self, deploy.bins)
+        raise error
+
+    def rolled_back(self, back: Prepared, error: StartFailed | None) -> None:
+        raise MfeError("the local runtime has no release to roll back to")  # failed() never offers one
+
+    def finish(self, prepared: Prepared, seconds: float) -> list[UnitStatus]:
+        self._record("succeeded", prepared.version, self._deploy.migrated or deploying.Migrated({}, "", ""))
+        return observe.status(self)
 
     def unit_variables(self) -> dict[str, list[tuple[str, object]]]:
         return environments(self.env, self.secrets, Endpoints.local(self.env))
 
-    def _migrate(self) -> Migrated:
+    def _migrate(self, status: Sequence[migrations.Outcome] | None) -> deploying.Migrated:
         services = migrations.services(self.env, None)
-        backup = premigration.before_migrating(self.env, self.console, self.migrate, services, self.backups)
+        backup = premigration.before_migrating(self.env, self.console, self.migrate, services, self.backups, status)
         commands = {
             name: migrations.command(self.env, self.secrets, name, ["apply"], project_dir=self.project_dir)
             for name in services
@@ -234,9 +252,9 @@ class LocalRuntime:
             raise StartFailed("migrations failed: " + "; ".join(failures))
         for line in migrations.describe(outcomes):
             self.console.info(line)
-        return Migrated(heads, backup, moment.isoformat() if heads else "")
+        return deploying.Migrated(heads, backup, moment.isoformat() if heads else "")
 
-    def _record(self, outcome: str, version: str, done: Migrated, note: str = "") -> None:
+    def _record(self, outcome: str, version: str, done: deploying.Migrated, note: str = "") -> None:
         """The release in the ledger (`releases`), as docker and swarm record theirs: what ran, the backup
         taken before its migrations, and the moment before them (`restore --before-release`)."""
         self.ledger.append(
@@ -248,24 +266,6 @@ class LocalRuntime:
             backup=done.backup,
             migrated_at=done.at,
         )
-
-    def _wait_services(self, bins: Binaries, timeout: float) -> None:
-        started = time.monotonic()
-        deadline = started + timeout
-        names = list(self.env.services)
-        with self.console.status("waiting for the services to report healthy") as waiting:
-            while True:
-                probes = observe.probe_all(self, "", 2)
-                if all(p.healthy for p in probes.values()):
-                    return
-                waiting.update(health.progress(probes), f"{time.monotonic() - started:.0f}s of {timeout:.0f}s")
-                states = supervisord.states(self, bins)
-                dead = [n for n in names if states.get(n) and states[n].state in ("FATAL", "EXITED", "BACKOFF")]
-                if dead or time.monotonic() > deadline:
-                    name = (dead or [n for n, p in probes.items() if not p.healthy])[0]
-                    why = "crashed at start" if dead else f"not healthy after {timeout:.0f}s"
-                    raise StartFailed(f"{name} {why}; its last log lines:\n{logs.tail(self, name, 20)}")
-                time.sleep(0.2)
 
     # --- what backups need --------------------------------------------------------------------------
     def backups(self) -> Backups:
@@ -320,7 +320,7 @@ class LocalRuntime:
 
     def start_services(self, names: Sequence[str], timeout: float) -> None:
         supervisord.start_programs(self, names)
-        self._wait_services(self.bins(), timeout)
+        deploying.wait_services(self, self.bins(), timeout)
 
     # --- status, logs, down ------------------------------------------------------------------------
     def run(self, service: str, argv: Sequence[str], *, in_place: bool) -> int:

@@ -57,13 +57,28 @@ def start_supervisord(rt: Site, bins: Binaries) -> None:
     wait(rt, lambda: (rt.layout.run / "supervisor.sock").exists(), 10, "supervisord")
 
 
-def start_programs(rt: Site, names: Sequence[str]) -> None:
-    """Start without waiting on each program's startsecs in turn (supervisorctl start would):
-    readiness is /health, and a crash shows as BACKOFF or FATAL while we wait for it."""
+def _rpc(rt: Site) -> xmlrpc.client.ServerProxy:
     from supervisor.xmlrpc import SupervisorTransport  # type: ignore[import-untyped]
 
     transport = SupervisorTransport(None, None, f"unix://{rt.layout.run / 'supervisor.sock'}")
-    rpc = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+    return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+
+
+def stop_programs(rt: Site, names: Sequence[str]) -> None:
+    """Stop these programs (each within its stopwaitsecs: a service drains); one not running is left."""
+    rpc = _rpc(rt)
+    for name in names:
+        try:
+            rpc.supervisor.stopProcess(name, True)
+        except xmlrpc.client.Fault as fault:
+            if "NOT_RUNNING" not in fault.faultString:
+                raise StartFailed(f"{name} did not stop ({fault.faultString})") from None
+
+
+def start_programs(rt: Site, names: Sequence[str]) -> None:
+    """Start without waiting on each program's startsecs in turn (supervisorctl start would):
+    readiness is /health, and a crash shows as BACKOFF or FATAL while we wait for it."""
+    rpc = _rpc(rt)
     for name in names:
         try:
             rpc.supervisor.startProcess(name, False)
