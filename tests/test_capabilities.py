@@ -20,6 +20,7 @@ from mfe_deploy.runtimes.contract import (
     OneOff,
     Rollbacks,
     Runtime,
+    Stepwise,
     Unsupported,
     able,
 )
@@ -84,3 +85,10 @@ def test_swarm_carries_none_of_dockers_rollout(tmp_path: Path, project: Project)
     rt = _runtime(project, "swarm")
     for name in ("rollout", "compose", "_switch_gateways", "_roll", "_publish_gateways"):
         assert not hasattr(rt, name), name
+
+
+@pytest.mark.parametrize("name", ["docker", "swarm", "local"])
+def test_every_runtime_runs_up_as_a_plan(project: Project, name: str) -> None:
+    """app.up executes a plan on every runtime: each implements the stepwise primitives (prepare, a phase,
+    failed, rolled_back, finish); none converges on its own any more."""
+    assert isinstance(_runtime(project, name), Stepwise)

@@ -8,8 +8,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol, cast
 
+from mfe_deploy.errors import MfeError
 from mfe_deploy.plan import PHASES, Plan, Step, phase
-from mfe_deploy.runtimes.contract import Converges, Prepared, RolledBack, Runtime, StartFailed, Stepwise, UnitStatus
+from mfe_deploy.runtimes.contract import Prepared, RolledBack, Runtime, StartFailed, Stepwise, UnitStatus
 from mfe_deploy.state.ledger import Release
 
 
@@ -22,9 +23,7 @@ def up(
 ) -> list[UnitStatus]:
     """Bring the environment to `version`; what runs after."""
     if not isinstance(rt, Stepwise):
-        # Swarm deploys a stack file and converges it itself; the local runtime hands supervisord its programs.
-        converges = cast(Converges, rt)
-        return converges.up(wait=wait, timeout=timeout, version=version, restart_stores=restart_stores)
+        raise MfeError(f"the {rt.name} runtime cannot run a deploy's plan")  # every runtime can (tests/test_up_plan)
     started = time.monotonic()
     prepared = rt.prepare(version, restart_stores=restart_stores)
     if prepared.nothing:
@@ -39,7 +38,13 @@ def up(
         execute(prepared.plan, run, report)
     except StartFailed as exc:
         fallback = rt.failed(prepared, exc)  # raises when there is no release to go back to
-        roll_back(rt, fallback.back, fallback.to, report, timeout)
+        try:
+            roll_back(rt, fallback.back, fallback.to, report, timeout)
+        except StartFailed as again:
+            raise StartFailed(
+                f"the deploy of {version} did not become healthy\n{fallback.report}\n"
+                f"the rollback to release {fallback.to.id} failed too: {again}"
+            ) from None
         raise RolledBack(
             f"the deploy of {version} did not become healthy and was rolled back to release {fallback.to.id}\n"
             f"{fallback.report}"

@@ -369,11 +369,3 @@ class Stepwise(Protocol):
     def finish(self, prepared: Prepared, seconds: float) -> list[UnitStatus]:
         """The release recorded as succeeded; what runs now."""
         ...
-
-
-@runtime_checkable
-class Converges(Protocol):
-    def up(self, *, wait: bool, timeout: float, version: str, restart_stores: bool = False) -> list[UnitStatus]:
-        """Bring the environment to `version`. A store (postgres, redis, rabbitmq) whose configuration changed
-        is restarted only with restart_stores; without it, StoresWouldRestart before anything changes."""
-        ...

@@ -30,12 +30,11 @@ from mfe_deploy.exec.host import MIGRATED
 from mfe_deploy.exec.process import LocalProcess
 from mfe_deploy.exec.runner import Completed, Runner
 from mfe_deploy.ops import migrations, schema
-from mfe_deploy.ops.migrations import pending
 from mfe_deploy.plan import Desired, Have, Observed, Want, digest
 from mfe_deploy.render import Bundle, provision_script
 from mfe_deploy.runtimes import premigration
 from mfe_deploy.runtimes.contract import Deployment, StartFailed, UnitStatus, checked, guard_stores, units
-from mfe_deploy.runtimes.docker import rollbacks
+from mfe_deploy.runtimes.docker import planning, rollbacks
 from mfe_deploy.runtimes.docker.images import EngineImages
 from mfe_deploy.state.ledger import Ledger, Release
 
@@ -139,20 +138,6 @@ class EngineRuntime(abc.ABC):
             return
         for name, text in sorted(make().items(), key=lambda item: not _is_key(item[0])):
             self.files.write_atomic(where / name, text, 0o600 if _is_key(name) else 0o644)
-
-    def _prepared(self, version: str) -> tuple[Release | None, dict[str, str], str] | None:
-        """Build the images and write the bundle of `version`: the last good release, the versions and the
-        bundle's digest, or None when the running release already is this one (and that is said)."""
-        previous = self.ledger.last_good()
-        versions: dict[str, str] = dict.fromkeys(self.env.services, version)
-        self.build(version)
-        digest = self.write_bundle(versions)
-        if self._nothing_to_do(previous, versions, digest):
-            self.console.info(
-                "nothing to do: the running release already matches (same files, same images, all healthy)"
-            )
-            return None
-        return previous, versions, digest
 
     def _same_release(self, previous: Release | None, versions: dict[str, str], digest: str) -> bool:
         """The last good release has this very bundle and these very images (a dirty version never has):
@@ -314,14 +299,25 @@ class EngineRuntime(abc.ABC):
         return self.ledger.all()[-1]
 
     def desired(self, version: str) -> Desired:
-        result = self.rendered(version)
-        wants = {
-            name: Want(self.images.tag(name, version), svc.replicas, digest(result.files[f"env/{name}.env"].text) or "")
+        return self.wanted(version)[0]
+
+    def wanted(self, version: str) -> tuple[Desired, list[migrations.Outcome]]:
+        """What `up --version VERSION` runs: each service's image, replicas and env file; the stores'
+        definitions; the migrations these images run (the runner's status with it, when it was asked)."""
+        versions = dict.fromkeys(self.env.services, version)
+        pending_ids, status = planning.migrations_to_run(self, versions)
+        return Desired(
+            self.wants(self.rendered(version), versions), pending_ids, stores=self.store_hashes(version)
+        ), status
+
+    def wants(self, result: Bundle, versions: dict[str, str]) -> dict[str, Want]:
+        """Each service as this bundle of these versions runs it: image, replicas, env file."""
+        return {
+            name: Want(
+                self.images.tag(name, versions[name]), svc.replicas, digest(result.files[f"env/{name}.env"].text) or ""
+            )
             for name, svc in self.env.services.items()
         }
-        running = any(c.service == "postgres" and c.state == "running" for c in self.containers())
-        pending_ids = pending(self.migrate(self.env.database_services, ["status"])) if running else {}
-        return Desired(wants, pending_ids, stores=self.store_hashes(version))
 
     def observe(self) -> Observed:
         by_service: dict[str, list[ContainerState]] = {}

@@ -8,7 +8,7 @@ from mfe_deploy.ops.migrations import Outcome
 from mfe_deploy.ops.migrations import pending as pending_ids
 from mfe_deploy.plan import Desired, Have, Observed, Want, digest
 from mfe_deploy.render import Bundle
-from mfe_deploy.runtimes.docker.site import ComposeSite
+from mfe_deploy.runtimes.docker.site import ComposeSite, EngineSite
 
 
 def desired(rt: ComposeSite, version: str) -> Desired:
@@ -72,7 +72,7 @@ def observe(rt: ComposeSite) -> Observed:
     return Observed(haves, stores=rt.running_stores(states))
 
 
-def migrations_to_run(rt: ComposeSite, versions: dict[str, str]) -> tuple[dict[str, tuple[str, ...]], list[Outcome]]:
+def migrations_to_run(rt: EngineSite, versions: dict[str, str]) -> tuple[dict[str, tuple[str, ...]], list[Outcome]]:
     """The migrations `up` runs: none when these images migrated this database already (the migration
     key); else what the runner says is pending, and everything for a database it cannot read yet (not
     running, or a new service's, made by this up)."""

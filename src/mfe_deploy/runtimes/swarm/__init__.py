@@ -7,10 +7,10 @@ Swarm rolled it back: `docker stack deploy` exits 0 either way, so the exit stat
 
 from collections.abc import Callable
 
-from mfe_deploy.runtimes.contract import Converges, Deployment, Runtime
+from mfe_deploy.runtimes.contract import Deployment, Runtime, Stepwise
 from mfe_deploy.runtimes.swarm.runtime import SwarmRuntime
 
 RUNTIME: Callable[[Deployment], Runtime] = SwarmRuntime  # the type checker holds the class to the contract
-UP: Callable[[Deployment], Converges] = SwarmRuntime  # and to how its `up` runs (app.up)
+UP: Callable[[Deployment], Stepwise] = SwarmRuntime  # and to how its `up` runs (app.up)
 
 __all__ = ["RUNTIME", "SwarmRuntime"]

@@ -24,12 +24,14 @@ from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.docker_host import AtEngine
 from mfe_deploy.exec.runner import Runner
 from mfe_deploy.ops import health, migrations
+from mfe_deploy.plan import Desired, Plan, Step, plan
 from mfe_deploy.render import Bundle, Capabilities, render
 from mfe_deploy.runtimes import eventhub
 from mfe_deploy.runtimes.contract import (
     Deployment,
+    Fallback,
     Node,
-    RolledBack,
+    Prepared,
     StartFailed,
     UnitStatus,
     Unsupported,
@@ -57,6 +59,8 @@ class SwarmRuntime(EngineRuntime):
         ]
         self.stack = SwarmStack(name, self.runner, self.files, self.bundle_dir, self.console)
         self.tasks = TaskContainers(name, self.engines, self.env.gateway, self.env.nginx.enabled)
+        self._deployed = False  # this up deployed stack.yml (see run_phase)
+        self._back: dict[str, str] | None = None  # the versions a failed up goes back to
 
     @property
     def lacks(self) -> dict[str, str]:
@@ -98,42 +102,63 @@ class SwarmRuntime(EngineRuntime):
     def rendered(self, version: str) -> Bundle:
         return self._swarm_bundle(dict.fromkeys(self.env.services, version))
 
-    # --- up ------------------------------------------------------------------------------------------------
-    def up(self, *, wait: bool, timeout: float, version: str = "dev", restart_stores: bool = False) -> list[UnitStatus]:
+    # --- up: the primitives app.up executes the plan with ---------------------------------------------------
+    def prepare(self, version: str, *, restart_stores: bool) -> Prepared:
         self._refuse_pitr()
-        started = time.monotonic()
         self._guard_stores(version, allowed=restart_stores)
-        prepared = self._prepared(version)
-        if prepared is None:
-            return self.status()
-        previous, versions, digest = prepared
-        heads: dict[str, str] = {}
-        backup = ""
-        try:
+        observed = self.observe()  # before the bundle changes: what runs, and the env files it was deployed with
+        previous = self.ledger.last_good()
+        versions: dict[str, str] = dict.fromkeys(self.env.services, version)
+        self.build(version)
+        digest = self.write_bundle(versions)
+        if self._nothing_to_do(previous, versions, digest):
+            return Prepared(version, versions, digest, previous, Plan(()), nothing=True)
+        desired, status = self.wanted(version)  # the stack file written: its images answer for the migrations
+        return Prepared(version, versions, digest, previous, plan(desired, observed), status=status)
+
+    def run_phase(self, phase: str, steps: Sequence[Step], prepared: Prepared, *, timeout: float, wait: bool) -> None:
+        """One `docker stack deploy` of stack.yml replaces, starts, scales and removes together (Swarm
+        rolls each service start-first): it runs with the replacements when there are any, else when
+        the stack converges."""
+        if phase == "stores":
             stores = [u for u in swarm_stack.STORES if u in self.units()]
             self.stack.deploy("stores.yml", stores, timeout, prune=False)
             self._hub_users(timeout)
             self._provision(timeout)
-            heads, backup = self._migrate(versions)
-            self.stack.deploy("stack.yml", self.units(), timeout if wait else 0, prune=True)
-        except StartFailed as exc:
-            self.record("up", "failed", versions, digest, heads, note=str(exc).splitlines()[0], backup=backup)
-            if previous is None or dict(previous.versions) == versions:
-                raise
-            # Swarm rolls back only the service whose update failed: the others go back too, so that
-            # what runs is the last good release, as the ledger says.
-            self.console.info(f"rolling every service back to release {previous.id}")
-            back = dict(previous.versions)
-            back_digest = self.write_bundle(back)
-            try:
-                self.stack.deploy("stack.yml", self.units(), timeout, prune=False)
-            except StartFailed as again:
-                self.record("auto-rollback", "failed", back, back_digest, {}, note=str(again).splitlines()[0])
-                raise StartFailed(f"{exc}\nthe rollback to release {previous.id} failed too: {again}") from None
-            self.record("auto-rollback", "succeeded", back, back_digest, {})
-            raise RolledBack(f"{exc}\nevery service is back at release {previous.id}") from None
-        note = f"{time.monotonic() - started:.1f}s"
-        self.record("up", "succeeded", versions, digest, heads, note=note, backup=backup)
+        elif phase == "migrate":
+            targets = [s.target for s in steps]
+            prepared.heads, prepared.backup = self._migrate(prepared.versions, targets, prepared.status or None)
+        elif (phase == "replace" and steps) or (phase == "converge" and not self._deployed):
+            # Going back, nothing is pruned: what the failed release added stays until a deploy succeeds.
+            self.stack.deploy("stack.yml", self.units(), timeout if wait else 0, prune=self._back is None)
+            self._deployed = True
+
+    def failed(self, prepared: Prepared, error: StartFailed) -> Fallback:
+        """Swarm rolls back only the service whose update failed: the others go back too, so that what runs
+        is the last good release, as the ledger says."""
+        versions, previous = prepared.versions, prepared.previous
+        note = str(error).splitlines()[0]
+        self.record("up", "failed", versions, prepared.digest, prepared.heads, note=note, backup=prepared.backup)
+        if previous is None or dict(previous.versions) == versions:
+            raise error
+        observed = self.observe()
+        back = dict(previous.versions)
+        digest = self.write_bundle(back)
+        # The code goes back, the schema and the stores stay: no migration, no store deploy on the way back.
+        desired = Desired(self.wants(self._swarm_bundle(back), back), {}, stores=observed.stores)
+        self._back, self._deployed = back, False
+        way_back = Prepared(f"release {previous.id}", back, digest, previous, plan(desired, observed))
+        return Fallback(str(error), way_back, previous)
+
+    def rolled_back(self, back: Prepared, error: StartFailed | None) -> None:
+        if error is None:
+            self.record("auto-rollback", "succeeded", back.versions, back.digest, {})
+        else:
+            self.record("auto-rollback", "failed", back.versions, back.digest, {}, note=str(error).splitlines()[0])
+
+    def finish(self, prepared: Prepared, seconds: float) -> list[UnitStatus]:
+        versions, heads = prepared.versions, prepared.heads
+        self.record("up", "succeeded", versions, prepared.digest, heads, note=f"{seconds:.1f}s", backup=prepared.backup)
         self.stack.remove_unused_objects(_longest_stop(self.env))
         return self.status()
 
