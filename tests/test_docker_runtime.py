@@ -216,14 +216,30 @@ def test_prometheus_scrapes_every_replica_and_metrics_stay_off_nginx(project: Pr
         result = httpx.get(url, params={"query": promql}, timeout=5).json()["data"]["result"]
         return float(result[0]["value"][1]) if result else 0.0
 
-    def targets() -> list[tuple[str, str, str, str]]:
+    def targets() -> str:
+        """What Prometheus scrapes and what `up` says of each series now (for a failure's message)."""
         url = f"http://127.0.0.1:{project.prometheus}/api/v1/targets"
         active = httpx.get(url, timeout=5).json()["data"]["activeTargets"]
-        return sorted((t["labels"]["job"], t["labels"]["instance"], t["health"], t["lastError"]) for t in active)
+        scraped = sorted((t["labels"]["job"], t["labels"]["instance"], t["health"], t["lastError"]) for t in active)
+        url = f"http://127.0.0.1:{project.prometheus}/api/v1/query"
+        result = httpx.get(url, params={"query": "up"}, timeout=5).json()["data"]["result"]
+        series = sorted((r["metric"].get("job"), r["metric"].get("instance"), r["value"][1]) for r in result)
+        return f"targets {scraped}; up {series}"
 
-    both = poll(lambda: query('count(up{job="api-gateway"} == 1)') == 2, timeout=60)  # both replicas
-    assert both, targets()
-    assert poll(lambda: query("count(up == 1)") == 6, timeout=10), targets()
+    def scraped() -> dict[str, list[str]]:
+        """The value of `up` of every series, by job: each replica of a service is a series of its own."""
+        url = f"http://127.0.0.1:{project.prometheus}/api/v1/query"
+        found: dict[str, list[str]] = {}
+        for r in httpx.get(url, params={"query": "up"}, timeout=5).json()["data"]["result"]:
+            found.setdefault(r["metric"]["job"], []).append(r["value"][1])
+        return {job: sorted(values) for job, values in sorted(found.items())}
+
+    every = {"admin": ["1"], "api-gateway": ["1", "1"], "auth": ["1"], "payments": ["1"], "profile": ["1"]}
+
+    def all_up() -> bool:  # both gateway replicas, every service, and nothing else; PromQL counts them alike
+        return scraped() == every and query('count(up{job="api-gateway"} == 1)') == 2 and query("count(up == 1)") == 6
+
+    assert poll(all_up, timeout=60), targets()
     served = 'sum(mfe_http_requests_total{job="auth", route="/api/auth/version", status="200"})'
     before = query(served)
     with project.gateway() as gw:
