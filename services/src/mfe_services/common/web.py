@@ -29,6 +29,14 @@ log = logging.getLogger("mfe.web")
 MAX_DEPTH = 32
 
 
+# Database connections a service holds open, and has open before /health says healthy: a new container
+# takes its share of the traffic at once, and a pool of one, growing a connection at a time (a TLS and
+# SCRAM handshake each, seconds on a starved host), made the first requests wait past the pool's timeout
+# (a CI-like run: a 500 on GET /api/auth/me, and auth's /health "database: unhealthy", just after the
+# replacement took traffic).
+POOL_WARM = 4
+
+
 @dataclass
 class Resources:
     settings: Settings
@@ -145,7 +153,7 @@ def create_app(
         if database and settings.database_url:
             res.pool = AsyncConnectionPool(
                 settings.database_url,
-                min_size=1,
+                min_size=POOL_WARM,
                 max_size=10,
                 open=False,
                 timeout=5,
@@ -256,5 +264,8 @@ def _db_check(res: Resources) -> health.Check:
     async def check() -> None:
         async with res.pool.connection(timeout=1) as conn:
             await conn.execute("SELECT 1")
+        held = res.pool.get_stats().get("pool_size", 0)
+        if held < POOL_WARM:  # still opening its connections: not ready for a share of the traffic yet
+            raise RuntimeError(f"{held} of {POOL_WARM} database connections open")
 
     return check
