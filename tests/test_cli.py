@@ -83,6 +83,12 @@ def test_keys_new_writes_a_private_file_and_prints_only_the_public_half(project:
     again = project.cli("keys", "new", "--out", str(path))
     assert again.code == 2 and "never overwritten" in again.err  # bad input (issue 34: it was 1)
     assert jwtkeys.parse(path.read_text()) == key  # untouched
+    as_json = project.cli("keys", "new", "--out", str(path.with_name("json.key")), "--kid", "2026-12", "--json")
+    said = json.loads(as_json.out)
+    written = jwtkeys.parse(path.with_name("json.key").read_text())
+    assert not isinstance(written, str)
+    assert said == {"file": str(path.with_name("json.key")), "kid": "2026-12", "public": written.public}
+    assert written.private.reveal().split(":")[1] not in as_json.out + as_json.err
     bad = project.cli("keys", "new", "--out", str(path.with_name("x.key")), "--kid", "a b")
     assert bad.code != 0 and "--kid" in bad.err and not path.with_name("x.key").exists()
     # Listed second, then made the signer: `keys list` says which signs; no private half is shown.
@@ -110,6 +116,21 @@ def test_render_writes_once_then_changes_nothing(project: Project) -> None:
     assert {p: p.read_bytes() for p in bundle.rglob("*") if p.is_file()} == before
     check = project.cli("render", "--env", "staging", "--check")
     assert (check.code, check.out) == (0, ".mfe/staging: up to date (11 files)\n")
+    checked = project.cli("render", "--env", "staging", "--check", "--json")
+    assert checked.code == 0 and json.loads(checked.out) == {
+        "env": "staging",
+        "bundle": ".mfe/staging",
+        "files": 11,
+        "drift": [],
+    }
+    (bundle / "compose.yml").unlink()
+    again = project.cli("render", "--env", "staging", "--json")
+    assert again.code == 0 and json.loads(again.out) == {
+        "env": "staging",
+        "bundle": ".mfe/staging",
+        "files": 11,
+        "changed": ["compose.yml"],
+    }
 
 
 def test_render_check_shows_a_diff_and_writes_nothing(project: Project) -> None:
@@ -117,6 +138,10 @@ def test_render_check_shows_a_diff_and_writes_nothing(project: Project) -> None:
     compose = project.root / ".mfe" / "staging" / "compose.yml"
     project.edit("staging", "restart: unless-stopped", "restart: always")
     before = compose.read_text()
+    as_json = project.cli("render", "--env", "staging", "--check", "--json")
+    assert as_json.code == 1 and json.loads(as_json.out)["drift"] == [
+        {"kind": "changed", "path": "compose.yml", "secret": False}
+    ]
     result = project.cli("render", "--env", "staging", "--check")
     assert result.code == 1
     assert result.out.splitlines()[:3] == [

@@ -100,6 +100,7 @@ def render(
         str | None,
         typer.Option("--engine-version", help="Docker Engine version to render for [default: ask]."),
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Render what `up` deploys (compose, or a Swarm environment's stack files; nginx, env files, the
     database init script) into a bundle directory."""
@@ -127,12 +128,20 @@ def render(
     shown = _display(target, state.project_dir)
     if check:
         drifts = bundle.drift(result, target)
-        print_drift(drifts, shown)
+        if as_json:  # what differs, never the contents: a file may hold secrets
+            rows = [{"kind": d.kind, "path": d.path, "secret": d.secret} for d in drifts]
+            state.console.json({"env": env, "bundle": shown, "files": len(result.files), "drift": rows})
+        else:
+            print_drift(drifts, shown)
         if drifts:
             raise BundleDrift(f"{len(drifts)} file(s) in {shown} differ from the rendered bundle")
-        state.console.print(f"{shown}: up to date ({len(result.files)} files)")
+        if not as_json:
+            state.console.print(f"{shown}: up to date ({len(result.files)} files)")
         return
     changed = bundle.write(result, target)
+    if as_json:
+        state.console.json({"env": env, "bundle": shown, "files": len(result.files), "changed": sorted(changed)})
+        return
     state.console.print(f"rendered {len(result.files)} files to {shown} ({len(changed)} changed)")
 
 

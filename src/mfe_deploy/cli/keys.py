@@ -17,6 +17,7 @@ app.add_typer(keys_app, name="keys")
 def new(
     out: Annotated[Path, typer.Option("--out", help="Write the key here (mode 0600); it must not exist yet.")],
     kid: Annotated[str | None, typer.Option("--kid", help="The key's name (default: k<date>-<random>).")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Make a signing key, write it to a file only you can read, and print its kid and public key.
 
@@ -36,6 +37,9 @@ def new(
         raise MfeError(f"--kid: {exc}") from None
     write_atomic(out, key.private.reveal() + "\n", 0o600)
     console = application().console
+    if as_json:  # the private half stays in the file
+        console.json({"file": str(out), "kid": key.kid, "public": key.public})
+        return
     console.print(f"wrote {out} (mode 0600): kid {key.kid}")
     console.print(f"public key: {key.public}")
 
