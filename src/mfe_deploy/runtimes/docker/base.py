@@ -30,10 +30,10 @@ from mfe_deploy.exec.host import MIGRATED
 from mfe_deploy.exec.process import LocalProcess
 from mfe_deploy.exec.runner import Completed, Runner
 from mfe_deploy.ops import migrations, schema
-from mfe_deploy.plan import Desired, Have, Observed, Want, digest
+from mfe_deploy.plan import Desired, Have, Observed, Plan, Want, digest
 from mfe_deploy.render import Bundle, provision_script
 from mfe_deploy.runtimes import premigration
-from mfe_deploy.runtimes.contract import Deployment, StartFailed, UnitStatus, checked, guard_stores, units
+from mfe_deploy.runtimes.contract import Deployment, Prepared, StartFailed, UnitStatus, checked, guard_stores, units
 from mfe_deploy.runtimes.docker import planning, rollbacks
 from mfe_deploy.runtimes.docker.images import EngineImages
 from mfe_deploy.state.ledger import Ledger, Release
@@ -138,6 +138,18 @@ class EngineRuntime(abc.ABC):
             return
         for name, text in sorted(make().items(), key=lambda item: not _is_key(item[0])):
             self.files.write_atomic(where / name, text, 0o600 if _is_key(name) else 0o644)
+
+    def stage(self, version: str, *, restart_stores: bool) -> Prepared:
+        """What an `up` on an engine does first: the stores guarded, the images built, the bundle written;
+        `nothing` when the running release already is this one. Its plan is the runtime's to compute."""
+        self._refuse_pitr()
+        self._guard_stores(version, allowed=restart_stores)
+        previous = self.ledger.last_good()
+        versions: dict[str, str] = dict.fromkeys(self.env.services, version)
+        self.build(version)
+        digest = self.write_bundle(versions)
+        nothing = self._nothing_to_do(previous, versions, digest)
+        return Prepared(version, versions, digest, previous, Plan(()), nothing=nothing)
 
     def _same_release(self, previous: Release | None, versions: dict[str, str], digest: str) -> bool:
         """The last good release has this very bundle and these very images (a dirty version never has):
@@ -252,6 +264,18 @@ class EngineRuntime(abc.ABC):
             if "the database system is starting up" not in tail or time.monotonic() > deadline:
                 raise StartFailed(f"creating the roles and databases of new services failed: {tail}")
             time.sleep(1)
+
+    def record_up(self, prepared: Prepared, outcome: str, note: str) -> None:
+        """An `up` of this release in the ledger: its heads and the backup taken before its migrations."""
+        versions, heads = prepared.versions, prepared.heads
+        self.record("up", outcome, versions, prepared.digest, heads, note=note, backup=prepared.backup)
+
+    def rolled_back(self, back: Prepared, error: StartFailed | None) -> None:
+        """A failed up's way back, in the ledger as an automatic rollback (and why it failed, when it did)."""
+        note = "" if error is None else str(error).splitlines()[0]
+        self.record(
+            "auto-rollback", "succeeded" if error is None else "failed", back.versions, back.digest, {}, note=note
+        )
 
     def record(
         self,

@@ -26,7 +26,7 @@ from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.host import Files
 from mfe_deploy.exec.withenv import parse_env_text
 from mfe_deploy.ops import health, migrations
-from mfe_deploy.plan import Desired, Observed, Plan, Step, plan
+from mfe_deploy.plan import Desired, Observed, Step, plan
 from mfe_deploy.render import (
     GREEN_FLAG,
     MAINTENANCE_DIR,
@@ -106,18 +106,14 @@ class DockerRuntime(EngineRuntime):
 
     # --- up: the primitives app.up executes the plan with ---------------------------------------------------
     def prepare(self, version: str, *, restart_stores: bool) -> Prepared:
-        self._refuse_pitr()
-        self._guard_stores(version, allowed=restart_stores)
-        previous = self.ledger.last_good()
-        versions: dict[str, str] = dict.fromkeys(self.env.services, version)
-        self.build(version)
-        digest = self.write_bundle(versions)
-        if self._nothing_to_do(previous, versions, digest):
-            return Prepared(version, versions, digest, previous, Plan(()), nothing=True)
+        staged = self.stage(version, restart_stores=restart_stores)
+        if staged.nothing:
+            return staged
         self._run(self.compose.check(), "compose config")
         hashes = parse_hashes(self._run(self.compose.config_hashes(), "compose config --hash").stdout)
-        desired, status = planning.wanted(self, self.rendered(version), hashes, versions)
-        return Prepared(version, versions, digest, previous, plan(desired, self.observe()), status=status)
+        desired, staged.status = planning.wanted(self, self.rendered(version), hashes, staged.versions)
+        staged.plan = plan(desired, self.observe())
+        return staged
 
     def run_phase(self, phase: str, steps: Sequence[Step], prepared: Prepared, *, timeout: float, wait: bool) -> None:
         if phase == "stores":  # started (or recreated, when allowed) every time: compose leaves the rest
@@ -149,7 +145,7 @@ class DockerRuntime(EngineRuntime):
         report = f"{error}\n{self.rollout.failure_report()}"
         note = str(error).splitlines()[0]
         versions, previous = prepared.versions, prepared.previous
-        self.record("up", "failed", versions, prepared.digest, prepared.heads, note=note, backup=prepared.backup)
+        self.record_up(prepared, "failed", note)
         if previous is None or previous.versions == versions:
             raise StartFailed(f"the deploy of {prepared.version} did not become healthy\n{report}") from None
         back = dict(previous.versions)
@@ -160,15 +156,8 @@ class DockerRuntime(EngineRuntime):
         way_back = plan(desired, self.observe())
         return Fallback(report, Prepared(f"release {previous.id}", back, digest, previous, way_back), previous)
 
-    def rolled_back(self, back: Prepared, error: StartFailed | None) -> None:
-        if error is None:
-            self.record("auto-rollback", "succeeded", back.versions, back.digest, {})
-        else:
-            self.record("auto-rollback", "failed", back.versions, back.digest, {}, note=str(error).splitlines()[0])
-
     def finish(self, prepared: Prepared, seconds: float) -> list[UnitStatus]:
-        versions, heads = prepared.versions, prepared.heads
-        self.record("up", "succeeded", versions, prepared.digest, heads, note=f"{seconds:.1f}s", backup=prepared.backup)
+        self.record_up(prepared, "succeeded", f"{seconds:.1f}s")
         for tag in self.prune_images():
             self.console.info(f"pruned {tag}")
         return self.status()

@@ -24,7 +24,7 @@ from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.docker_host import AtEngine
 from mfe_deploy.exec.runner import Runner
 from mfe_deploy.ops import health, migrations
-from mfe_deploy.plan import Desired, Plan, Step, plan
+from mfe_deploy.plan import Desired, Step, plan
 from mfe_deploy.render import Bundle, Capabilities, render
 from mfe_deploy.runtimes import eventhub
 from mfe_deploy.runtimes.contract import (
@@ -104,17 +104,12 @@ class SwarmRuntime(EngineRuntime):
 
     # --- up: the primitives app.up executes the plan with ---------------------------------------------------
     def prepare(self, version: str, *, restart_stores: bool) -> Prepared:
-        self._refuse_pitr()
-        self._guard_stores(version, allowed=restart_stores)
         observed = self.observe()  # before the bundle changes: what runs, and the env files it was deployed with
-        previous = self.ledger.last_good()
-        versions: dict[str, str] = dict.fromkeys(self.env.services, version)
-        self.build(version)
-        digest = self.write_bundle(versions)
-        if self._nothing_to_do(previous, versions, digest):
-            return Prepared(version, versions, digest, previous, Plan(()), nothing=True)
-        desired, status = self.wanted(version)  # the stack file written: its images answer for the migrations
-        return Prepared(version, versions, digest, previous, plan(desired, observed), status=status)
+        staged = self.stage(version, restart_stores=restart_stores)
+        if not staged.nothing:
+            desired, staged.status = self.wanted(version)  # the stack file written: its images answer migrations
+            staged.plan = plan(desired, observed)
+        return staged
 
     def run_phase(self, phase: str, steps: Sequence[Step], prepared: Prepared, *, timeout: float, wait: bool) -> None:
         """One `docker stack deploy` of stack.yml replaces, starts, scales and removes together (Swarm
@@ -138,7 +133,7 @@ class SwarmRuntime(EngineRuntime):
         is the last good release, as the ledger says."""
         versions, previous = prepared.versions, prepared.previous
         note = str(error).splitlines()[0]
-        self.record("up", "failed", versions, prepared.digest, prepared.heads, note=note, backup=prepared.backup)
+        self.record_up(prepared, "failed", note)
         if previous is None or dict(previous.versions) == versions:
             raise error
         observed = self.observe()
@@ -150,15 +145,8 @@ class SwarmRuntime(EngineRuntime):
         way_back = Prepared(f"release {previous.id}", back, digest, previous, plan(desired, observed))
         return Fallback(str(error), way_back, previous)
 
-    def rolled_back(self, back: Prepared, error: StartFailed | None) -> None:
-        if error is None:
-            self.record("auto-rollback", "succeeded", back.versions, back.digest, {})
-        else:
-            self.record("auto-rollback", "failed", back.versions, back.digest, {}, note=str(error).splitlines()[0])
-
     def finish(self, prepared: Prepared, seconds: float) -> list[UnitStatus]:
-        versions, heads = prepared.versions, prepared.heads
-        self.record("up", "succeeded", versions, prepared.digest, heads, note=f"{seconds:.1f}s", backup=prepared.backup)
+        self.record_up(prepared, "succeeded", f"{seconds:.1f}s")
         self.stack.remove_unused_objects(_longest_stop(self.env))
         return self.status()
 
