@@ -264,8 +264,14 @@ def _db_check(res: Resources) -> health.Check:
     async def check() -> None:
         async with res.pool.connection(timeout=1) as conn:
             await conn.execute("SELECT 1")
-        held = res.pool.get_stats().get("pool_size", 0)
-        if held < POOL_WARM:  # still opening its connections: not ready for a share of the traffic yet
-            raise RuntimeError(f"{held} of {POOL_WARM} database connections open")
+        if not res.extra.get("pool_warm"):
+            # Not ready for a share of the traffic until the pool has opened its first POOL_WARM connections
+            # (once: a pool that later shrinks or reconnects stays warm). The pool's `pool_size` counts the
+            # connections it is still opening too, so it cannot tell; what it has opened can.
+            stats = res.pool.get_stats()
+            opened = stats.get("connections_num", 0) - stats.get("connections_errors", 0)
+            if opened < POOL_WARM:
+                raise RuntimeError(f"{opened} of {POOL_WARM} database connections open")
+            res.extra["pool_warm"] = True
 
     return check
