@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from mfe_deploy.compose import parse_ps, parse_version
+from mfe_deploy.compose import parse_health_log, parse_ps, parse_version
 from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.runner import Completed
 from mfe_deploy.exec.secret import Secret
@@ -151,3 +151,34 @@ def test_nginx_sends_the_gateway_requests_to_the_live_colour_by_a_file_not_a_rel
     assert compose["services"]["nginx"]["networks"] == ["edge", "live"]
     assert compose["networks"]["live"] == {"internal": True}
     assert "live" not in compose["services"]["api-gateway"]["networks"]  # joined once healthy, by the runtime
+
+
+def test_the_engines_health_log_reads_as_what_each_check_said() -> None:
+    log = [
+        {"Start": "2026-12-07T13:08:40.1Z", "End": "2026-12-07T13:08:40.3Z", "ExitCode": 0, "Output": ""},
+        {
+            "Start": "2026-12-07T13:08:42.000000001Z",
+            "End": "2026-12-07T13:08:42.250000001Z",
+            "ExitCode": 1,
+            "Output": 'HTTP/1.1 503 Service Unavailable {"services": {"database": "unhealthy"}}\n',
+        },
+        {
+            "Start": "2026-12-07T23:59:59.500+00:00",
+            "End": "2026-12-08T00:00:02.500+00:00",
+            "ExitCode": -1,
+            "Output": "Health check exceeded timeout (3s)",
+        },
+        {
+            "Start": "2026-12-08T00:00:04Z",
+            "End": "2026-12-08T00:00:04.5Z",
+            "ExitCode": 1,
+            "Output": "Traceback (most recent call last):\n  ...\nConnectionRefusedError: [Errno 111] refused\n",
+        },
+    ]
+    assert parse_health_log(json.dumps({"Status": "unhealthy", "FailingStreak": 3, "Log": log})) == [
+        'exit 1 after 0.2s: HTTP/1.1 503 Service Unavailable {"services": {"database": "unhealthy"}}',
+        "exit -1 after 3.0s: Health check exceeded timeout (3s)",
+        "exit 1 after 0.5s: ConnectionRefusedError: [Errno 111] refused",
+    ]
+    assert parse_health_log("null") == []  # no healthcheck
+    assert parse_health_log("") == parse_health_log("not json") == []

@@ -48,6 +48,15 @@ def test_healthy_on_200_only_and_asks_the_declared_path(server: tuple[int, list[
     assert seen[0] == "/health/live"
 
 
+def test_an_unhealthy_answer_is_printed_for_the_engines_health_log(server: tuple[int, list[str]]) -> None:
+    port, _ = server
+    done = subprocess.run(service_probe(port, "/status/503")[1:], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert done.stdout.strip() == 'HTTP/1.0 503 Service Unavailable {"status": "unhealthy"}', done.stdout
+    healthy = subprocess.run(service_probe(port, "/status/200")[1:], capture_output=True, text=True, timeout=30)
+    assert (healthy.returncode, healthy.stdout) == (0, "")
+
+
 def test_nothing_listening_or_no_answer_is_unhealthy_within_its_timeout() -> None:
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))

@@ -186,6 +186,38 @@ def parse_hashes(text: str) -> dict[str, str]:
     return dict(line.split(None, 1) for line in text.splitlines() if len(line.split()) == 2)
 
 
+def health_log(container: str) -> Command:
+    """The engine's record of a container's last healthchecks (at most five): each one's start, end, exit
+    code and output."""
+    return Command(("docker", "inspect", "--format", "{{json .State.Health}}", container))
+
+
+def parse_health_log(text: str, last: int = 3) -> list[str]:
+    """`health_log`'s answer as lines a person reads: how long each of the last checks took, its exit code
+    and the last line of what it printed (the engine's own words when a check outlasted its timeout)."""
+    try:
+        health = json.loads(text or "null")
+    except json.JSONDecodeError:
+        return []
+    if not isinstance(health, dict):
+        return []
+    lines = []
+    for entry in (health.get("Log") or [])[-last:]:
+        took = (_seconds(entry.get("End", "")) - _seconds(entry.get("Start", ""))) % 86400  # across midnight
+        said = (str(entry.get("Output", "")).strip().splitlines() or ["(nothing)"])[-1][:300]
+        lines.append(f"exit {entry.get('ExitCode')} after {took:.1f}s: {said}")
+    return lines
+
+
+def _seconds(stamp: str) -> float:
+    """An engine timestamp (RFC 3339, nanoseconds) as seconds since midnight of its day; 0 when unreadable."""
+    found = re.search(r"T(\d\d):(\d\d):(\d\d(?:\.\d+)?)", stamp)
+    if found is None:
+        return 0.0
+    hours, minutes, secs = found.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(secs)
+
+
 def stop_containers(*names: str) -> Command:
     """Each container gets its own stop_grace_period to finish what it is doing (SIGTERM, then SIGKILL)."""
     return Command(("docker", "stop", *names))

@@ -371,7 +371,8 @@ def heartbeat_check(svc: Service) -> list[str]:
 
 def service_probe(port: int, path: str) -> list[str]:
     """The engine's healthcheck of a web service, in its container: one GET on loopback over a plain socket,
-    healthy on 200. Python isolated and without site (-I -S), no urllib: on a busy host the imports cost more
+    healthy on 200 (on anything else it prints the status line and the body's start, which the engine keeps
+    in its health log). Python isolated and without site (-I -S), no urllib: on a busy host the imports cost more
     than the request, and a check that outlasts its timeout counts as failed (CI saw a new auth marked
     unhealthy while it answered /health 200 in 212 ms)."""
     code = (
@@ -383,7 +384,17 @@ def service_probe(port: int, path: str) -> list[str]:
         "    c = s.recv(256)\n"
         "    if not c: break\n"
         "    d += c\n"
-        "sys.exit(d.split(b' ')[1:2] != [b'200'])\n"
+        "ok = d.split(b' ')[1:2] == [b'200']\n"
+        "if not ok:\n"  # what answered, for the engine's health log (a 503 names the store it waits for)
+        "    try:\n"
+        "        while len(d) < 2048:\n"
+        "            c = s.recv(2048)\n"
+        "            if not c: break\n"
+        "            d += c\n"
+        "    except OSError: pass\n"
+        "    h, _, b = d.partition(b'\\r\\n\\r\\n')\n"
+        "    print(h.split(b'\\r\\n')[0].decode(errors='replace'), b[:300].decode(errors='replace'))\n"
+        "sys.exit(not ok)\n"
     )
     return ["CMD", "python3", "-I", "-S", "-c", code]
 

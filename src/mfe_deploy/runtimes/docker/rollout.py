@@ -10,7 +10,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import PurePath
 
-from mfe_deploy.compose import Compose, ContainerState, nginx_reload, remove_containers, stop_containers
+from mfe_deploy.compose import (
+    Compose,
+    ContainerState,
+    health_log,
+    nginx_reload,
+    parse_health_log,
+    remove_containers,
+    stop_containers,
+)
 from mfe_deploy.config.models import Environment
 from mfe_deploy.console import Console
 from mfe_deploy.exec.command import Command
@@ -118,15 +126,23 @@ class Rollout:
                 return [c.name for c in new]
             if bad or time.monotonic() > deadline:
                 why = f"{bad[0].health or bad[0].state}" if bad else f"not healthy after {timeout:.0f}s"
-                report = self._logs_of(bad[0].name) if bad else ""
+                looked = bad[0] if bad else next((c for c in new if c.health != "healthy"), None)
+                report = (self._checks_of(looked.name) + self._logs_of(looked.name)) if looked else ""
                 raise StartFailed(f"{name} is {why}; the old container(s) go on serving{report}")
             update(f"{name}: {sum(c.health == 'healthy' for c in new)}/{len(new)} new container(s) healthy")
             time.sleep(0.5)
 
+    def _checks_of(self, container: str) -> str:
+        """What the engine's last healthchecks of a container said: a check that answered 503 names the
+        store it waits for; one that outlasted its timeout says so."""
+        done = self.runner.run(health_log(container), timeout=60)
+        lines = parse_health_log(done.stdout) if done.returncode == 0 else []
+        return "\nits last health checks:\n" + "\n".join(f"  {line}" for line in lines) if lines else ""
+
     def _logs_of(self, container: str) -> str:
         done = self.runner.run(Command(("docker", "logs", "--tail", "15", container)), timeout=60)
         lines = (done.stdout + done.stderr).strip().splitlines()[-15:]
-        return "; its last log lines:\n" + "\n".join(f"  {line}" for line in lines) if lines else ""
+        return "\nits last log lines:\n" + "\n".join(f"  {line}" for line in lines) if lines else ""
 
     def confirm_healthy(self, timeout: float, *, recovering: bool = False) -> None:
         """`compose up --wait` can return while a container is in a restart loop (seen with Engine 20.10):
@@ -234,7 +250,7 @@ class Rollout:
         lines = []
         for c in bad[:3]:
             logs = self.runner.run(self.compose.logs(c.service, 15), timeout=60)
-            lines.append(f"{c.service} is {c.health or c.state}; its last log lines:")
+            lines.append(f"{c.service} is {c.health or c.state}{self._checks_of(c.name)}\nits last log lines:")
             lines += [f"  {line}" for line in logs.stdout.strip().splitlines()[-15:]]
         return "\n".join(lines) or "no container reported a failure; see `mfe-deploy logs`"
 
