@@ -3,6 +3,7 @@ Runner (a fake that answers like an engine would: no monkeypatching, no engine n
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path, PurePosixPath
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from mfe_deploy.backups.pg import ComposePostgres
+from mfe_deploy.binaries import pin, pinned
 from mfe_deploy.compose import Compose, stores_only
 from mfe_deploy.config import loader
 from mfe_deploy.console import Console
@@ -23,6 +25,7 @@ from mfe_deploy.exec.secret import Secret
 from mfe_deploy.ops import migrations
 from mfe_deploy.runtimes import registry
 from mfe_deploy.runtimes.contract import Deployment, Runtime
+from mfe_deploy.runtimes.local.runtime import LocalRuntime
 from mfe_deploy.supervisor import program_fingerprints
 from tests.conftest import REPO, strong_secrets
 
@@ -350,3 +353,35 @@ def test_a_program_fingerprint_changes_with_its_own_section_only() -> None:
     assert list(first) == ["redis"]  # postgres has no program here
     assert program_fingerprints(conf.format(m="64mb", a="two"), ["redis"]) == first
     assert program_fingerprints(conf.format(m="128mb", a="one"), ["redis"]) != first
+
+
+def test_the_local_runtime_keeps_the_binaries_its_stores_started_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Redis or PostgreSQL installed after the first `up` does not take over: the pinned binaries come
+    first while they are there; an explicit MFE_* variable still wins; a pinned binary that went is found anew."""
+    project = tmp_path / "project"
+    shutil.copytree(REPO / "environments", project / "environments")
+    loaded = loader.load(project, "development")
+    host = Host("local", RecordingRunner(), LocalFiles(), project / ".mfe" / "development", remote=False)
+    deployment = Deployment(
+        project, loaded, Console(), host, lambda: loader.load_with_secrets(project, "development", {})[1]
+    )
+    runtime = registry.create("local", deployment)
+    assert isinstance(runtime, LocalRuntime)
+    found = runtime.bins()
+    kept = tmp_path / "old" / "redis-server"
+    kept.parent.mkdir()
+    shutil.copy(found.redis_server, kept)
+    layout = runtime.layout
+    layout.binaries.parent.mkdir(parents=True)
+    layout.binaries.write_text(pin(dataclasses.replace(found, redis_server=kept)))
+    monkeypatch.delenv("MFE_REDIS_SERVER", raising=False)
+    assert runtime.bins().redis_server == kept
+    assert runtime.bins().pg_bin == found.pg_bin
+    monkeypatch.setenv("MFE_REDIS_SERVER", str(found.redis_server))
+    assert runtime.bins().redis_server == found.redis_server
+    monkeypatch.delenv("MFE_REDIS_SERVER")
+    kept.unlink()
+    assert runtime.bins().redis_server == found.redis_server
+    assert pinned("not json") == pinned("[1]") == pinned(None) == {}

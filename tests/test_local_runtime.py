@@ -113,11 +113,19 @@ def test_maintenance_mode_at_the_gateway(project: Project) -> None:
         maintenance_round_trip(gw, project.cli, ENV)
 
 
-def test_second_up_restarts_nothing(project: Project) -> None:
+def test_second_up_restarts_nothing(project: Project, tmp_path: Path) -> None:
+    """Not even once another redis-server comes first on PATH (one installed after the first `up`): the
+    stores keep the binaries they started with (local/binaries.json)."""
+    pinned = json.loads((project.root / ".mfe" / ENV / "local" / "binaries.json").read_text())
+    newer = tmp_path / "bin" / "redis-server"
+    newer.parent.mkdir()
+    shutil.copy(pinned["redis_server"], newer)
     before = {n: r["pid"] for n, r in project.status().items()}
-    again = project.cli("up", "--env", ENV)
+    path = f"{newer.parent}:{os.environ.get('PATH', '')}"
+    again = project.cli("up", "--env", ENV, extra={"PATH": path, "MFE_REDIS_SERVER": ""})
     assert again.returncode == 0, again.stderr
     assert {n: r["pid"] for n, r in project.status().items()} == before
+    assert str(newer) not in (project.root / ".mfe" / ENV / "local" / "supervisord.conf").read_text()
 
 
 def test_up_runs_its_plan_and_replaces_only_the_service_whose_env_file_changed(project: Project) -> None:

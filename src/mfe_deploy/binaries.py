@@ -4,6 +4,7 @@ PostgreSQL locations, then wheels that ship servers (pgserver for PostgreSQL, re
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 from collections.abc import Mapping
@@ -87,6 +88,48 @@ def require(name: str, found: Path | None) -> Path:
     if found is None:
         raise MissingBinary(f"{name} not found: {HINTS.get(name, 'install it')}")
     return found
+
+
+# The binaries a deployment's stores were started with, kept at `up` (by configuration key) and preferred
+# while they are there; the environment variable that names one explicitly still wins.
+PINNED_ENVIRON = {
+    "postgres_bin": "MFE_PG_BIN",
+    "redis_server": "MFE_REDIS_SERVER",
+    "rabbitmq_server": "MFE_RABBITMQ_SERVER",
+    "nginx": "",
+    "prometheus": "",
+    "pgbackrest": "",
+}
+
+
+def pin(bins: Binaries) -> str:
+    """What `pinned` reads back: the stores' binaries found for this deployment."""
+    found = {"postgres_bin": bins.pg_bin, "redis_server": bins.redis_server, "rabbitmq_server": bins.rabbitmq_server}
+    found |= {"nginx": bins.nginx, "prometheus": bins.prometheus, "pgbackrest": bins.pgbackrest}
+    return json.dumps({key: str(path) for key, path in found.items() if path is not None}, indent=2) + "\n"
+
+
+def pinned(text: str | None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The pinned binaries that are still there and that no environment variable overrides: discovery's
+    configured paths. A PostgreSQL or Redis installed after the first `up` would otherwise come first on
+    PATH, change the stores' programs (a restart `up` refuses without --restart-stores) and, for another
+    PostgreSQL major version, fail to read the cluster."""
+    env = os.environ if environ is None else environ
+    try:
+        found = json.loads(text or "{}")
+    except json.JSONDecodeError:
+        return {}
+    if not isinstance(found, dict):
+        return {}
+    kept = {}
+    for key, var in PINNED_ENVIRON.items():
+        path = found.get(key)
+        if not isinstance(path, str) or (var and env.get(var)):
+            continue
+        there = (Path(path) / "initdb").is_file() if key == "postgres_bin" else Path(path).is_file()
+        if there:
+            kept[key] = path
+    return kept
 
 
 def discover(

@@ -62,6 +62,11 @@ class LocalLayout:
         return self.root / "supervisord.conf"
 
     @property
+    def binaries(self) -> Path:
+        """The binaries the stores were started with (binaries.pin), kept while they are there."""
+        return self.root / "binaries.json"
+
+    @property
     def run(self) -> Path:
         """Sockets live in a short folder: a Unix socket path may not exceed ~107 bytes."""
         digest = hashlib.sha256(str(self.bundle).encode()).hexdigest()[:12]

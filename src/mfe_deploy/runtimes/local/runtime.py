@@ -13,7 +13,7 @@ from pathlib import PurePath
 from mfe_deploy import bundle
 from mfe_deploy.backups.jobs import Backups
 from mfe_deploy.backups.pg import LocalPostgres
-from mfe_deploy.binaries import Binaries, discover
+from mfe_deploy.binaries import Binaries, discover, pin, pinned
 from mfe_deploy.bundle import Drift
 from mfe_deploy.config.models import Environment
 from mfe_deploy.config.secrets import Secrets
@@ -73,16 +73,20 @@ class LocalRuntime:
 
     # --- supervisord -------------------------------------------------------------------------------
     def bins(self) -> Binaries:
-        bins = discover(
-            {},
+        bins = self._found()
+        if machine.as_root() and machine.private_above(bins.pg_bin):
+            return dataclasses.replace(bins, pg_bin=machine.shared_pg_install(bins.pg_bin))
+        return bins
+
+    def _found(self) -> Binaries:
+        """Discovered, the binaries this deployment's stores run with first (binaries.pinned)."""
+        return discover(
+            pinned(machine.read_text(self.layout.binaries)),
             rabbitmq=self.env.uses_rabbitmq,
             nginx=self.env.nginx.enabled,
             prometheus=self.env.monitoring.enabled,
             pgbackrest=self.env.database.pitr is not None,
         )
-        if machine.as_root() and machine.private_above(bins.pg_bin):
-            return dataclasses.replace(bins, pg_bin=machine.shared_pg_install(bins.pg_bin))
-        return bins
 
     def _render(self, bins: Binaries, version: str) -> tuple[Bundle, Bundle]:
         main = render(self.env, self.secrets, caps=Capabilities())
@@ -168,6 +172,7 @@ class LocalRuntime:
         steps = plan(desired, self.observe() if running else Observed({}))  # before the env files change
         bundle.write(main, self.layout.bundle)
         changed = bundle.write(local, self.layout.root)
+        write_atomic(self.layout.binaries, pin(self._found()), 0o644)
         prepare.prepare_dirs(self)
         prepare.initdb(self, bins)
         self._deploy = deploying.Deploy(bins, running, "supervisord.conf" in changed)
@@ -355,7 +360,9 @@ class LocalRuntime:
             self._delete_data()
             # with the data go its keys: the env files, the self-signed key (history stays)
             bundle.remove(self.layout.bundle)
-            bundle.remove(self.layout.root, extra=["nginx/ssl/key.pem", "nginx/ssl/cert.pem"])
+            bundle.remove(
+                self.layout.root, extra=["nginx/ssl/key.pem", "nginx/ssl/cert.pem", self.layout.binaries.name]
+            )
         return stopped
 
     def _delete_data(self) -> None:
