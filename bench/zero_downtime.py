@@ -14,8 +14,8 @@ Needs a Docker engine and the stand-in images (scripts/setup-docker).
 
 --remote: the same stack on a remote target over SSH (a real sshd on loopback in front of this engine).
 --quick: steady state, `up` v1 -> v2, `rollback api-gateway` and `rollback auth`, and the two `up` rows below only.
-Two more rows time `up` of every service with `rollout.parallel` 1 (one at a time, as before the waves;
-a reference row) and 2 (the default), side by side.
+Three more rows time `up` of every service with `rollout.parallel` 1 (one at a time, as before the waves;
+a reference row), 2 and 4, side by side.
 A reference row (not counted against the goal) times the way a rollback was done before, side by side:
 auth's container recreated in place by compose (stop, then start), here, not over SSH.
 """
@@ -174,9 +174,9 @@ images: {{postgres: mfe-local/postgres:15, redis: mfe-local/redis:7, rabbitmq: m
                 measured(f"rollback {s} (v2 -> v1)", lambda s=s: run("rollback", s))
             if not args.remote:  # the bundle is on the remote host there
                 measured(f"{REFERENCE} auth recreated (wave 1)", lambda: recreate(root / ".mfe" / "zd", "auth"))
-            # The same up of every service, one at a time as before the waves, then two side by side (the default).
+            # The same up of every service, one at a time as before the waves, then two and four side by side.
             spec = root / "environments" / "zd.yaml"
-            for version, parallel in (("v2a", 1), ("v2b", 2)):
+            for version, parallel in (("v2a", 1), ("v2b", 2), ("v2c", 4)):
                 for s in SERVICES:
                     docker_build(f"{PREFIX}/{s}:{version}", f"FROM {PREFIX}/{s}:v2\nLABEL bench.version={version}\n")
                 spec.write_text(spec.read_text().split("rollout:")[0] + f"rollout: {{parallel: {parallel}}}\n")

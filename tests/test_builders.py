@@ -23,8 +23,10 @@ from mfe_deploy.exec.host import Host, LocalFiles
 from mfe_deploy.exec.runner import Completed, Process
 from mfe_deploy.exec.secret import Secret
 from mfe_deploy.ops import migrations
+from mfe_deploy.render import ENV_IN_CONTAINER, SERVICE_UID
 from mfe_deploy.runtimes import registry
 from mfe_deploy.runtimes.contract import Deployment, Runtime
+from mfe_deploy.runtimes.docker.runtime import DockerRuntime
 from mfe_deploy.runtimes.local.runtime import LocalRuntime
 from mfe_deploy.supervisor import program_fingerprints
 from tests.conftest import REPO, strong_secrets
@@ -74,10 +76,13 @@ class RecordingRunner:
 
     def __init__(self) -> None:
         self.commands: list[Command] = []
+        self.ps = ""  # what `compose ps --format json` answers
 
     def run(self, command: Command, *, timeout: float | None = None) -> Completed:
         self.commands.append(command)
         argv = command.argv
+        if argv[-4:] == ("ps", "--all", "--format", "json"):
+            return Completed(0, self.ps, "")
         if argv[-1] == "version" and argv[:2] == ("docker", "compose"):
             return Completed(0, "Docker Compose version v2.29.1\n", "")
         if argv[:2] == ("docker", "version"):
@@ -142,6 +147,25 @@ def test_migrations_of_your_own_service_run_in_a_bundled_image_with_the_url_in_t
     assert "notifications-db-password" not in " ".join(command.argv)
     assert "notifications-db-password" in command.environ()["DATABASE_URL"]
     assert (root / "migrations" / "notifications" / "0001_notifications.sql").is_file()  # sent to the host
+
+
+def test_a_rollbacks_schema_check_asks_the_running_container_and_a_one_off_only_when_none_runs(
+    docker: tuple[Runtime, RecordingRunner, Path],
+) -> None:
+    runtime, runner, root = docker
+    assert isinstance(runtime, DockerRuntime)
+    runner_args = "python3 -m mfe_services.migrate --service auth --env-name fake"
+    runner_args += f" --env-file {ENV_IN_CONTAINER} --user {SERVICE_UID} status"
+    assert runtime.schema_status("auth").ok
+    (one_off,) = [str(c) for c in runner.commands if "mfe_services.migrate" in c.argv]
+    assert "run --rm --no-deps -T --entrypoint python3 auth -m mfe_services.migrate" in one_off, one_off
+    runner.commands.clear()
+    root.mkdir(parents=True)
+    (root / "compose.yml").write_text("name: x\n")  # a deployed bundle, whose containers compose lists
+    runner.ps = json.dumps({"Service": "auth", "Name": "fake-auth-1", "State": "running"}) + "\n"
+    assert runtime.schema_status("auth").ok
+    (in_running,) = [str(c) for c in runner.commands if "mfe_services.migrate" in c.argv]
+    assert in_running == f"docker exec --user 0 fake-auth-1 {runner_args}"
 
 
 def test_rollback_without_a_release_runs_nothing(docker: tuple[Runtime, RecordingRunner, Path]) -> None:

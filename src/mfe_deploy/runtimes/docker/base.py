@@ -74,6 +74,9 @@ class EngineRuntime(abc.ABC):
     def migrate(self, services: list[str], action: list[str]) -> list[migrations.Outcome]: ...
 
     @abc.abstractmethod
+    def schema_status(self, service: str) -> migrations.Outcome: ...
+
+    @abc.abstractmethod
     def postgres(self) -> Postgres: ...
 
     @abc.abstractmethod

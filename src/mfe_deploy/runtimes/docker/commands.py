@@ -36,3 +36,9 @@ def probe_in(container: str, svc: Service) -> Command:
     """What `health` runs in a service's container, as the service's user (a bundled service's container
     starts as root, to read its env file)."""
     return Command(("docker", "exec", "--user", SERVICE_UID, container, *probe_command(svc)))
+
+
+def runner_in(container: str, runner: Sequence[str]) -> Command:
+    """The migration runner in a running container of a bundled service, as root only until it has read the
+    mounted env file (its `--env-file` and `--user`): no one-off container to create and start."""
+    return Command(("docker", "exec", "--user", "0", container, "python3", *runner))

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from mfe_deploy.config import urls
 from mfe_deploy.ops import migrations
 from mfe_deploy.render import ENV_IN_CONTAINER, SERVICE_UID
+from mfe_deploy.runtimes.docker.commands import runner_in
 from mfe_deploy.runtimes.docker.site import ComposeSite
 
 
@@ -19,9 +20,7 @@ def in_containers(rt: ComposeSite, services: list[str], action: list[str]) -> li
         svc = rt.env.services[service]
         if svc.bundled:
             # The service's own container, as root only until the runner has read its mounted env file.
-            secret = ("--env-file", ENV_IN_CONTAINER, "--user", SERVICE_UID)
-            runner = migrations.runner_args(rt.env.name, service, [*secret, *action])
-            cmd = rt.compose.run_once(service, "python3", *runner)
+            cmd = rt.compose.run_once(service, "python3", *_bundled_runner(rt, service, action))
             return migrations.parse(service, rt.runner.run(cmd, timeout=600))
         if svc.migrations is None:
             return migrations.nothing(service)
@@ -44,3 +43,15 @@ def in_containers(rt: ComposeSite, services: list[str], action: list[str]) -> li
     first = one(services[0])
     with ThreadPoolExecutor(3) as pool:
         return [first, *pool.map(one, services[1:])]
+
+
+def status_in_running(rt: ComposeSite, service: str, container: str) -> migrations.Outcome:
+    """What the running code's runner says of a bundled service's database, from inside a running container
+    of it (a rollback's verdict asks the code that runs now): `docker exec`, whose exit code tells."""
+    cmd = runner_in(container, _bundled_runner(rt, service, ["status"]))
+    return migrations.parse(service, rt.runner.run(cmd, timeout=600))
+
+
+def _bundled_runner(rt: ComposeSite, service: str, action: list[str]) -> tuple[str, ...]:
+    secret = ("--env-file", ENV_IN_CONTAINER, "--user", SERVICE_UID)
+    return migrations.runner_args(rt.env.name, service, [*secret, *action])

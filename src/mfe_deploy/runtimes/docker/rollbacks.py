@@ -43,7 +43,7 @@ def verdict(rt: EngineSite, service: str, target: str) -> schema.Verdict | None:
         rt.console.warn(f"{service}: the ledger has no schema head for {target}: the schema is not checked")
         return None
     with rt.console.status(f"{service}: checking the migrations applied since {target} ran"):
-        (outcome,) = rt.migrate([service], ["status"])
+        outcome = rt.schema_status(service)
     if not outcome.ok:
         raise MfeError(f"{service}: cannot read its migrations to check the rollback: {outcome.error}")
     rows = outcome.data.get("migrations", [])

@@ -225,6 +225,13 @@ class DockerRuntime(EngineRuntime):
     def migrate(self, services: list[str], action: list[str]) -> list[migrations.Outcome]:
         return migrating.in_containers(self, services, action)
 
+    def schema_status(self, service: str) -> migrations.Outcome:
+        container = self._running_container(service) if self.env.services[service].bundled else None
+        if container is None:
+            (outcome,) = self.migrate([service], ["status"])
+            return outcome
+        return migrating.status_in_running(self, service, container)
+
     # --- rollback ------------------------------------------------------------------------------------------
     def roll_back(self, service: str, target: str, timeout: float) -> None:
         if self.env.publish_ports:  # a host port cannot be bound twice: stop, then start

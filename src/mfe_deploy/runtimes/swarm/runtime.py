@@ -180,6 +180,10 @@ class SwarmRuntime(EngineRuntime):
         return all(self.stack.converged(unit, spec, now, tasks) == "done" for unit, spec in services.items())
 
     # --- migrations: a one-off container on the manager, on the data network --------------------------------
+    def schema_status(self, service: str) -> migrations.Outcome:
+        (outcome,) = self.migrate([service], ["status"])
+        return outcome
+
     def migrate(self, services: list[str], action: list[str]) -> list[migrations.Outcome]:
         versions = self.current_versions() or dict.fromkeys(self.env.services, "dev")
         marker = self.files.read_text(self.bundle_dir / "stack.yml") or ""
