@@ -46,26 +46,45 @@ class Rollout:
     def roll(self, services: list[str], timeout: float) -> None:
         """Start-first, in waves (plan.waves): the services of a wave (at most rollout.parallel) are replaced
         side by side, each after those it depends on, the gateway alone and last. Each service's new
-        containers (all its replicas) start beside the old ones and must become healthy; then the old ones
-        stop (SIGTERM: they finish what they serve, within stop_grace_period) and go; for the gateway, nginx
-        switches to the new containers' colour first (no reload). A new container that does not become
-        healthy is removed and the old ones go on serving; the rest of its wave finishes, and the deploy
-        fails."""
+        containers (all its replicas) start beside the old ones and must become healthy; for the gateway,
+        nginx switches to the new containers' colour (no reload); then the old ones stop (SIGTERM: they
+        finish what they serve, within stop_grace_period) and go, while the next wave starts: nothing waits
+        on a drain but the end of `roll`, which returns once every old container is gone. A new container
+        that does not become healthy is removed and the old ones go on serving; the rest of its wave
+        finishes, and the deploy fails."""
         depends = {name: self.env.services[name].depends_on for name in services}
         gateways = [n for n in services if self.env.services[n].role == "gateway"]
-        for wave in waves(services, depends, last=gateways, width=self.env.rollout.parallel):
-            outcomes = self._replace_side_by_side(wave, timeout)
-            for name in wave:
-                done = outcomes[name]
-                if isinstance(done, tuple):
-                    self.console.info(f"{name}: replaced start-first ({done[0]} new, {done[1]} old stopped)")
-            failed = [done for done in outcomes.values() if isinstance(done, BaseException)]
-            if failed:
-                raise failed[0]
+        retiring: list[Future[None]] = []
+        failed: list[BaseException] = []
+        with ThreadPoolExecutor(max_workers=max(len(services), 1)) as retire:
+            for wave in waves(services, depends, last=gateways, width=self.env.rollout.parallel):
+                outcomes = self._replace_side_by_side(wave, timeout)
+                for name in wave:
+                    done = outcomes[name]
+                    if isinstance(done, tuple):
+                        new, old = done
+                        self.console.info(f"{name}: replaced start-first ({new} new, {len(old)} old stopping)")
+                        retiring.append(retire.submit(self._retire, name, old))
+                failed = [done for done in outcomes.values() if isinstance(done, BaseException)]
+                if failed:
+                    break
+            for future in retiring:  # every old container gone before `up` goes on (or rolls back)
+                error = future.exception()
+                if error is not None:
+                    failed.append(error)
+        if failed:
+            raise failed[0]
 
-    def _replace_side_by_side(self, wave: list[str], timeout: float) -> dict[str, tuple[int, int] | BaseException]:
-        """Each service of the wave replaced in a thread of its own, one status line for all: every one is
-        waited for, and what each did or raised returned."""
+    def _retire(self, name: str, old: list[str]) -> None:
+        if old:
+            self._run(stop_containers(*old), f"stopping the old {name}")
+            self._run(remove_containers(*old), f"removing the old {name}")
+
+    def _replace_side_by_side(
+        self, wave: list[str], timeout: float
+    ) -> dict[str, tuple[int, list[str]] | BaseException]:
+        """Each service of the wave replaced in a thread of its own (one service: in this one): every one
+        waited for, and what each did (new containers, old ones to stop) or raised returned."""
         if len(wave) == 1:
             with self.console.status(f"{wave[0]}: replacing start-first") as waiting:
                 try:
@@ -85,15 +104,15 @@ class Rollout:
                 futures = {name: pool.submit(self._replace, name, timeout, update) for name in wave}
                 return {name: _outcome(future) for name, future in futures.items()}
 
-    def _replace(self, name: str, timeout: float, update: Callable[[str, str], None]) -> tuple[int, int]:
-        """One service replaced start-first (a singleton: stop-first): how many new and old containers."""
+    def _replace(self, name: str, timeout: float, update: Callable[[str, str], None]) -> tuple[int, list[str]]:
+        """One service's new containers started beside the old ones and healthy (a singleton: stop-first):
+        how many new containers, and the old ones, still running, for `_retire`."""
         old = {c.name for c in self.containers() if c.service == name and not c.oneoff}
         replicas = self.env.services[name].replicas
         if self.env.services[name].singleton and old:
             # Never two at once: the old one finishes what it holds (SIGTERM, its stop timeout) and goes first.
             update(name, f"{name}: stopping the old container(s) first (singleton)")
-            self._run(stop_containers(*sorted(old)), f"stopping the old {name}")
-            self._run(remove_containers(*sorted(old)), f"removing the old {name}")
+            self._retire(name, sorted(old))
             old = set()
         update(name, f"{name}: starting {replicas} new container(s) beside {len(old)}")
         beside = self.compose.up(name, timeout=None, no_deps=True, scale=len(old) + replicas)
@@ -109,11 +128,7 @@ class Rollout:
         if self.env.services[name].role == "gateway":
             # nginx sends new requests to the new containers only; the old ones finish theirs and stop.
             self.switch_gateways(new, lambda text: update(name, text))
-        update(name, f"{name}: the old container(s) finish their requests and stop")
-        if old:
-            self._run(stop_containers(*sorted(old)), f"stopping the old {name}")
-            self._run(remove_containers(*sorted(old)), f"removing the old {name}")
-        return len(new), len(old)
+        return len(new), sorted(old)
 
     def _wait_new(self, name: str, old: set[str], timeout: float, update: Callable[[str], None]) -> list[str]:
         deadline = time.monotonic() + timeout
@@ -255,7 +270,7 @@ class Rollout:
         return "\n".join(lines) or "no container reported a failure; see `mfe-deploy logs`"
 
 
-def _outcome(future: Future[tuple[int, int]]) -> tuple[int, int] | BaseException:
+def _outcome(future: Future[tuple[int, list[str]]]) -> tuple[int, list[str]] | BaseException:
     """A replacement's result, or what it raised: every one of a wave is waited for before any fails."""
     error = future.exception()
     return error if error is not None else future.result()
