@@ -340,8 +340,14 @@ def colour_name(env: Environment, colour: str) -> str:
     return f"{env.gateway}-{colour}"
 
 
+# The engine's bound on one check, exec included: a backstop, each check bounds its own wait (the web probe's
+# socket 2 s, pg_isready's connect). `docker exec` alone took 1-2.4 s on a loaded CI-like host, so a 3 s bound
+# failed checks whose answer was healthy (five in a row, and a new container was called unhealthy).
+CHECK_BOUND = "10s"
+
+
 def _healthcheck(
-    test: list[str], caps: Capabilities, *, start_period: str = "30s", timeout: str = "3s"
+    test: list[str], caps: Capabilities, *, start_period: str = "30s", timeout: str = CHECK_BOUND
 ) -> dict[str, Any]:
     check: dict[str, Any] = {"test": test, "timeout": timeout, "retries": 5, "start_period": start_period}
     if caps.healthcheck_start_interval:
