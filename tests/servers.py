@@ -182,10 +182,16 @@ class S3(Server):
     access_key: str = ""
     secret_key: str = ""
     ports: tuple[int, ...] = ()
+    https_port: int = 0  # also over HTTPS, on this port, with a certificate for localhost from a CA of its own
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"https://localhost:{self.https_port}" if self.https_port else f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA that signed the HTTPS certificate (https_port)."""
+        return self.folder / "ca.pem"
 
     def start(self) -> None:
         weed = Path(sys.executable).with_name("weed")
@@ -216,6 +222,14 @@ class S3(Server):
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
         ]
+        if self.https_port:
+            from mfe_deploy.tls import database_set
+
+            for name, text in database_set(["localhost"]).items():
+                (self.folder / name).write_text(text)
+            (self.folder / "server.key").chmod(0o600)
+            args += [f"-s3.port.https={self.https_port}", f"-s3.cert.file={self.folder / 'server.crt'}"]
+            args += [f"-s3.key.file={self.folder / 'server.key'}"]
         log = (self.folder / "weed.log").open("ab")
         self.process = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
         log.close()
@@ -253,13 +267,15 @@ class S3(Server):
             region_name="us-east-1",
             aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key,
+            verify=str(self.ca_file) if self.https_port else True,
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, connect_timeout=2),
         )
 
 
 @contextmanager
-def s3_server(bucket: str = "mfe-backups") -> Iterator[S3]:
-    """A fresh S3 server with `bucket` made; its credentials are random for each server."""
+def s3_server(bucket: str = "mfe-backups", *, https: bool = False) -> Iterator[S3]:
+    """A fresh S3 server with `bucket` made; its credentials are random for each server. `https`: its
+    endpoint is https://localhost:PORT (what pgBackRest needs), its CA in `ca_file`."""
     folder = Path(tempfile.mkdtemp(prefix="mfe-s3-"))
     server = S3(
         port=free_port(),
@@ -267,6 +283,7 @@ def s3_server(bucket: str = "mfe-backups") -> Iterator[S3]:
         access_key="MFE" + secrets.token_hex(8).upper(),
         secret_key=secrets.token_urlsafe(30),
         ports=tuple(free_port() for _ in range(7)),
+        https_port=free_port() if https else 0,
     )
     server.start()
     try:

@@ -296,11 +296,19 @@ class PitrPaths:
     def pgpass(self) -> Path:
         return self.root / "pgpass"
 
+    @property
+    def offsite_ca(self) -> Path:
+        """A copy of backup.offsite.ca_file the cluster's user reads (archive-push runs as it)."""
+        return self.root / "offsite-ca.pem"
+
     def folders(self) -> list[Path]:
         return [self.root, self.repo, self.root / "log", self.root / "lock", self.root / "spool", self.socket]
 
 
-def pgbackrest_conf(env: Environment, pitr: Pitr, paths: PitrPaths, pg_data: Path) -> str:
+def pgbackrest_conf(env: Environment, pitr: Pitr, paths: PitrPaths, pg_data: Path, secrets: Secrets) -> str:
+    """repo1 beside the cluster; repo2 on the offsite store when backup.offsite is set (the WAL is pushed to
+    both as it is written, `backup` takes a full backup in each): the file holds the store's key, so it is
+    written 0600 for the cluster's user, the one reader (its archive_command runs as it)."""
     return (
         "# Written by mfe-deploy (database.pitr); do not edit.\n"
         "[global]\n"
@@ -313,6 +321,7 @@ def pgbackrest_conf(env: Environment, pitr: Pitr, paths: PitrPaths, pg_data: Pat
         "log-level-file=info\n"
         "start-fast=y\n"
         f"archive-timeout={max(60, 2 * seconds(pitr.archive_timeout))}\n"
+        f"{_offsite_repo(env, pitr, paths, secrets)}"
         "\n"
         f"[{env.name}]\n"
         f"pg1-path={pg_data}\n"
@@ -337,3 +346,35 @@ def pitr_settings(env: Environment, pitr: Pitr, pgbackrest: Path, paths: PitrPat
         "-c",
         f"archive_command={push} %p",
     ]
+
+
+def pitr_offsite_path(env: Environment) -> str:
+    """Where pgBackRest's repository lives in the offsite bucket: beside the environment's backups folder
+    (`PREFIX/ENV/`), never inside it, where every folder is a backup of ours."""
+    offsite = env.backup.offsite
+    return f"/{offsite.prefix if offsite else ''}{env.name}.pgbackrest"
+
+
+def _offsite_repo(env: Environment, pitr: Pitr, paths: PitrPaths, secrets: Secrets) -> str:
+    offsite = env.backup.offsite
+    if offsite is None or secrets.offsite is None:
+        return ""
+    from urllib.parse import urlsplit
+
+    where = urlsplit(offsite.endpoint)
+    key, secret = secrets.offsite
+    lines = [
+        "repo2-type=s3",
+        f"repo2-path={pitr_offsite_path(env)}",
+        f"repo2-s3-bucket={offsite.bucket}",
+        f"repo2-s3-endpoint={where.hostname}",
+        f"repo2-storage-port={where.port or 443}",
+        f"repo2-s3-region={offsite.region}",
+        f"repo2-s3-uri-style={'path' if offsite.path_style else 'host'}",
+        f"repo2-s3-key={key.reveal()}",
+        f"repo2-s3-key-secret={secret.reveal()}",
+        f"repo2-retention-full={pitr.keep_full}",
+    ]
+    if offsite.ca_file is not None:
+        lines.append(f"repo2-storage-ca-file={paths.offsite_ca}")
+    return "".join(f"{line}\n" for line in lines)

@@ -51,6 +51,17 @@ class Window:
         return None
 
 
+def repos_with_full(info_json: str, stanza: str) -> set[int]:
+    """`pgbackrest info --output=json`: the repositories (1, 2) that hold a full backup of the stanza."""
+    found = set()
+    for item in json.loads(info_json):
+        if item.get("name") == stanza:
+            for b in item.get("backup", []):
+                if b.get("type") == "full" and not b.get("error"):
+                    found.add(int((b.get("database") or {}).get("repo-key", 1)))
+    return found
+
+
 def parse_window(info_json: str, stanza: str) -> Window:
     """`pgbackrest info --output=json`: the stanza's full backups, oldest first."""
     for item in json.loads(info_json):
@@ -72,6 +83,7 @@ class PitrTool:
     runner: Runner
     password: Secret
     user: str | None  # the cluster's user when we are root (commands run as it); None: we are it
+    repos: int = 1  # 2: the second repository is on the offsite store (local_bundle.pgbackrest_conf)
 
     def _command(self, *args: str) -> Command:
         as_user = ("runuser", "-u", self.user, "--") if self.user else ()
@@ -102,26 +114,33 @@ class PitrTool:
         return done.stdout
 
     def ensure(self) -> bool:
-        """The stanza, and a first full backup when there is none; True when one was taken."""
+        """The stanza, and a first full backup in each repository that has none; True when one was taken."""
         self.run("stanza-create", timeout=120)
-        if self.window().earliest is None:
-            self.run("--type=full", "backup", timeout=3600)
-            return True
-        return False
+        held = repos_with_full(self.run("info", "--output=json", timeout=120), self.env.name)
+        missing = [repo for repo in range(1, self.repos + 1) if repo not in held]
+        for repo in missing:
+            self.run(f"--repo={repo}", "--type=full", "backup", timeout=3600)
+        return bool(missing)
 
     def backup(self) -> None:
-        self.run("--type=full", "backup", timeout=3600)
+        """A full backup in each repository (pgBackRest backs up to one per command)."""
+        for repo in range(1, self.repos + 1):
+            self.run(f"--repo={repo}", "--type=full", "backup", timeout=3600)
 
-    def window(self) -> Window:
-        return parse_window(self.run("info", "--output=json", timeout=120), self.env.name)
+    def window(self, repo: int | None = None) -> Window:
+        """What a restore can reach: from every repository, or from `repo` alone."""
+        chosen = (f"--repo={repo}",) if repo is not None else ()
+        return parse_window(self.run(*chosen, "info", "--output=json", timeout=120), self.env.name)
 
     def archive_now(self) -> None:
         """The WAL segment being written is archived now (pgbackrest check switches it and waits)."""
         self.run("check", timeout=180)
 
-    def restore_to(self, target: datetime) -> None:
-        """Into the (empty) data folder: the newest full backup before `target`, then WAL replay to it."""
+    def restore_to(self, target: datetime, repo: int | None = None) -> None:
+        """Into the (empty) data folder: the newest full backup before `target`, then WAL replay to it; from
+        `repo` alone when given (else pgBackRest takes the first repository that can)."""
         self.run(
+            *((f"--repo={repo}",) if repo is not None else ()),
             "--type=time",
             # pgBackRest's own format: "YYYY-MM-DD HH:MM:SS.ffffff+00" (not ISO 8601's T)
             f"--target={target.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S.%f')}+00",

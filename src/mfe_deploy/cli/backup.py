@@ -290,17 +290,18 @@ def list_(env: EnvOption, offsite: OffsiteFlag = False, as_json: JsonOption = Fa
         if entry.damaged:
             console.warn(f"{entry.id}: {entry.problem}; its dumps are kept, look at {entry.path}")
     pitr = application().environment(env).env.database.pitr
-    if pitr is not None and not offsite:
+    if pitr is not None:
         point_in_time = runtime(env).point_in_time()
-        window = point_in_time.window() if point_in_time is not None else None
+        window = point_in_time.window(offsite=offsite) if point_in_time is not None else None
+        where = " (the offsite copy)" if offsite else ""
         if window is not None and window.earliest is not None:
             console.print(
-                f"point in time: any moment from {window.earliest.isoformat(timespec='seconds')} to now "
+                f"point in time{where}: any moment from {window.earliest.isoformat(timespec='seconds')} to now "
                 f"(`restore --to-time`; WAL archived at least every {pitr.archive_timeout}; "
                 f"{window.backups} full backup(s))"
             )
         else:
-            console.print("point in time: no pgBackRest full backup yet (`up` or `backup` takes one)")
+            console.print(f"point in time{where}: no pgBackRest full backup yet (`up` or `backup` takes one)")
 
 
 @backup_app.command("verify")
@@ -574,7 +575,7 @@ def restore(
         typer.Option(
             "--from",
             help="local: this machine's (or the remote host's) backups; offsite: the offsite store's, "
-            "downloaded and checked first.",
+            "downloaded and checked first (with --to-time: its full backups and WAL alone).",
         ),
     ] = "local",
     to_time: Annotated[
@@ -607,7 +608,7 @@ def restore(
         raise typer.BadParameter(f"local or offsite, not {source!r}", param_hint="--from")
     if to_time is not None or before_release is not None:
         hint = "--to-time" if to_time is not None else "--before-release"
-        if backup_id is not None or service is not None or source != "local":
+        if backup_id is not None or service is not None:
             raise typer.BadParameter(f"{hint} restores every database, from no backup ID", param_hint=hint)
         if to_time is not None and before_release is not None:
             raise typer.BadParameter("one moment: --to-time or --before-release, not both", param_hint=hint)
@@ -616,7 +617,7 @@ def restore(
         else:
             target, why = _parse_time(str(to_time))
         fence = (yes, force, timeout, runtime_name, lock_wait, force_unlock, maintenance)
-        _restore_to_time(env, target, why, *fence, as_json=as_json)
+        _restore_to_time(env, target, why, *fence, as_json=as_json, offsite=source == "offsite")
         return
     if backup_id is None:
         raise typer.BadParameter("a backup ID (see `backup list`), --to-time or --before-release", param_hint="ID")
@@ -710,6 +711,7 @@ def _restore_to_time(
     maintenance: bool,
     *,
     as_json: bool = False,
+    offsite: bool = False,
 ) -> None:
     from mfe_deploy.errors import MfeError
 
@@ -730,7 +732,7 @@ def _restore_to_time(
         if maintenance:
             switch_on(env, f"restoring data to {target.isoformat()}", 60)
         try:
-            done = tool.restore_to(target, timeout)
+            done = tool.restore_to(target, timeout, offsite=offsite)
         finally:
             if maintenance:
                 switch_off(env)

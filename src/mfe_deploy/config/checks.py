@@ -189,6 +189,15 @@ def _nginx(env: Environment) -> Iterator[Finding]:
 def _database(env: Environment) -> Iterator[Finding]:
     if env.database.layout == "per-service" and env.database.name is not None:
         yield ("database", "name"), "only the shared layout has a single database name"
+    offsite = env.backup.offsite
+    if env.database.pitr is not None and offsite is not None and not offsite.endpoint.startswith("https://"):
+        yield (
+            ("backup", "offsite", "endpoint"),
+            (
+                "with database.pitr the WAL goes to the offsite store too, and pgBackRest speaks S3 over HTTPS "
+                "only: give an https:// endpoint (and ca_file for a CA of your own)"
+            ),
+        )
 
 
 def _jobs(env: Environment) -> Iterator[Finding]:

@@ -36,12 +36,17 @@ class LocalPointInTime:
     def backup(self) -> None:
         self.tool.backup()
 
-    def window(self) -> Window:
-        return self.tool.window()
+    def window(self, *, offsite: bool = False) -> Window:
+        return self.tool.window(2 if offsite else None)
 
-    def restore_to(self, target: datetime, timeout: float) -> PointRestored:
+    def restore_to(self, target: datetime, timeout: float, *, offsite: bool = False) -> PointRestored:
         started = time.monotonic()
-        window = self.tool.window()
+        if offsite and self.tool.repos < 2:
+            raise PitrError(
+                "restore --to-time --from offsite: backup.offsite is not set, so the WAL is archived here only"
+            )
+        repo = 2 if offsite else None
+        window = self.tool.window(repo)
         refusal = window.refusal(target, datetime.now(UTC))
         if refusal is not None:
             raise PitrError(f"restore --to-time: {refusal}; nothing was changed")
@@ -56,7 +61,7 @@ class LocalPointInTime:
             pre = backups.backup(targets, kind="pre-restore")
             with console.status("archiving the WAL written so far"):
                 self.tool.archive_now()
-            self._replace_cluster(target, timeout)
+            self._replace_cluster(target, timeout, repo)
             after = {t.service: DatabaseEntry(t.service, t.database, t.schema, backups.count(t)) for t in targets}
         finally:
             console.info(f"starting {', '.join(services)}")
@@ -64,7 +69,7 @@ class LocalPointInTime:
         gone = [line for s in services for line in lost(after[s], pre.databases[s])]
         return PointRestored(target.isoformat(), pre.id, gone, time.monotonic() - started)
 
-    def _replace_cluster(self, target: datetime, timeout: float) -> None:
+    def _replace_cluster(self, target: datetime, timeout: float, repo: int | None) -> None:
         console = self.backups().console
         aside = self.pg_data.with_name(self.pg_data.name + ".before-restore")
         shutil.rmtree(aside, ignore_errors=True)  # a restore killed earlier, whose cluster came back
@@ -74,7 +79,7 @@ class LocalPointInTime:
             self.pg_data.mkdir(mode=0o700)
             self.chown(self.pg_data)
             with console.status(f"restoring PostgreSQL to {target.isoformat()} (pgBackRest)"):
-                self.tool.restore_to(target)
+                self.tool.restore_to(target, repo)
             with console.status("replaying the WAL up to that moment"):
                 self.start_postgres(timeout)
         except BaseException:

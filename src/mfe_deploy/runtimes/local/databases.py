@@ -88,4 +88,5 @@ def pitr_tool(rt: Site, bins: Binaries) -> PitrTool | None:
         return None
     user = PG_SYSTEM_USER if machine.as_root() else None
     paths = rt.layout.pitr
-    return PitrTool(rt.env, pitr, paths, bins.pgbackrest, rt.runner, rt.secrets.postgres_password, user)
+    repos = 2 if rt.env.backup.offsite is not None and rt.secrets.offsite is not None else 1
+    return PitrTool(rt.env, pitr, paths, bins.pgbackrest, rt.runner, rt.secrets.postgres_password, user, repos)

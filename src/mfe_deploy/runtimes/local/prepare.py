@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from mfe_deploy.binaries import Binaries
+from mfe_deploy.errors import MfeError
 from mfe_deploy.exec.command import Command
 from mfe_deploy.exec.host import own_folder, write_atomic
 from mfe_deploy.local_bundle import NGINX_USER, PG_SYSTEM_USER, nginx_unprivileged, pgbackrest_conf
@@ -71,7 +72,14 @@ def prepare_dirs(rt: Site) -> None:
         for folder in layout.pitr.folders():
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             chown_pg(folder)
-        write_atomic(layout.pitr.conf, pgbackrest_conf(rt.env, pitr, layout.pitr, pg), 0o600)
+        offsite = rt.env.backup.offsite
+        if offsite is not None and offsite.ca_file is not None:  # archive-push verifies the store with it
+            ca = rt.project_dir / offsite.ca_file
+            if not ca.is_file():
+                raise MfeError(f"environments/{rt.env.name}.yaml: backup.offsite.ca_file: {ca} is not a file")
+            write_atomic(layout.pitr.offsite_ca, ca.read_text(), 0o644)
+            chown_pg(layout.pitr.offsite_ca)
+        write_atomic(layout.pitr.conf, pgbackrest_conf(rt.env, pitr, layout.pitr, pg, rt.secrets), 0o600)
         chown_pg(layout.pitr.conf)
         layout.run.chmod(0o711)  # traversable, not listable: the cluster's user reaches its socket folder
 

@@ -1,0 +1,141 @@
+"""database.pitr with backup.offsite, on the local runtime: pgBackRest's second repository is on the S3 store
+(the real SeaweedFS server over HTTPS, with a CA of the test's own, as pgBackRest requires). The WAL goes there
+as it is written and every full backup too; `restore --to-time T --from offsite` reads that copy alone. The
+store's key is in one file only, pgBackRest's configuration (0600, the cluster's user's), never in an argv
+or a server's environment."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from mfe_deploy.local_bundle import LocalLayout
+from mfe_deploy.runtimes.local import machine
+from tests import backup_suite as suite
+from tests.local_project import LocalProject, make_local_project
+from tests.servers import S3, s3_server
+from tests.test_pitr import pay, payments
+
+ENV = "pto"
+BUCKET = "pto-backups"
+PREFIX = "site/"
+
+pytestmark = pytest.mark.skipif(shutil.which("pgbackrest") is None, reason="pgbackrest: run scripts/setup-system")
+
+
+def offsite_yaml(endpoint: str) -> str:
+    return f"""backup:
+  offsite:
+    endpoint: {endpoint}
+    bucket: {BUCKET}
+    prefix: {PREFIX}
+    access_key_id: ${{PTO_S3_KEY}}
+    secret_access_key: ${{PTO_S3_SECRET}}
+    ca_file: offsite-ca.pem
+"""
+
+
+def with_pitr(root: Path, env: str) -> None:
+    path = root / "environments" / f"{env}.yaml"  # pitr goes into the file's own database: section
+    path.write_text(path.read_text().replace("database:\n", "database:\n  pitr:\n    archive_timeout: 2s\n", 1))
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3]:
+    with s3_server(BUCKET, https=True) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory, s3: S3) -> Iterator[LocalProject]:
+    root = tmp_path_factory.mktemp("pto") / "project"
+    environ = {"PTO_S3_KEY": s3.access_key, "PTO_S3_SECRET": s3.secret_key}
+    p = make_local_project(root, ENV, layout="per-service", extra_yaml=offsite_yaml(s3.endpoint), extra_environ=environ)
+    shutil.copy(s3.ca_file, root / "offsite-ca.pem")
+    with_pitr(root, ENV)
+    up = suite.ok(p.cli("up", "--env", ENV))
+    assert "first full backup taken" in up.stderr, up.stderr
+    try:
+        yield p
+    finally:
+        p.cli("down", "--env", ENV, "--volumes", "--yes")
+
+
+def pitr_root(p: LocalProject) -> Path:
+    bundle = (p.root / ".mfe" / ENV).resolve()
+    return LocalLayout(bundle, machine.pg_outside(bundle) if machine.as_root() else None).pitr.root
+
+
+def repository(s3: S3) -> list[str]:
+    """Every key of pgBackRest's repository in the bucket."""
+    pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"{PREFIX}{ENV}.pgbackrest/")
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+def offsite_window(p: LocalProject) -> str:
+    listed = suite.ok(p.cli("backup", "list", "--env", ENV, "--offsite"))
+    return next(x for x in listed.stdout.splitlines() if x.startswith("point in time (the offsite copy):"))
+
+
+def test_the_wal_and_every_full_backup_go_offsite_and_a_restore_to_a_time_reads_them_alone(
+    local: LocalProject, s3: S3
+) -> None:
+    keys = repository(s3)
+    assert any(f"/archive/{ENV}/" in k for k in keys), keys  # the WAL `up` wrote, archived there
+    assert any(f"/backup/{ENV}/" in k and k.endswith("/backup.manifest") for k in keys), keys  # up's full backup
+    suite.ok(local.cli("backup", "--env", ENV))  # a full backup in each repository
+    line = offsite_window(local)
+    assert "any moment from" in line and int(line.rsplit("; ", 1)[1].split()[0]) == 2, line
+    assert not any(k.startswith(f"{PREFIX}{ENV}/") for k in keys)  # beside the dumps' folder, not inside it
+
+    first = pay(local, 4, "first")
+    time.sleep(1.5)
+    moment = datetime.now(UTC)
+    time.sleep(1.5)
+    second = pay(local, 4, "second")
+    done = suite.ok(local.cli("restore", "--env", ENV, "--to-time", moment.isoformat(), "--from", "offsite", "--yes"))
+    assert f"restored to {moment.isoformat()}" in done.stdout, done.stdout
+    after = payments(local)
+    assert set(first) <= set(after) and not set(second) & set(after)
+    log = (pitr_root(local) / "log" / f"{ENV}-restore.log").read_text()
+    assert "repo2: restore backup set" in log, log[-2000:]  # pgBackRest read the offsite copy
+    suite.ok(local.cli("health", "--env", ENV))
+
+
+def test_the_stores_key_is_in_pgbackrests_private_configuration_only(local: LocalProject, s3: S3) -> None:
+    secret = s3.secret_key.encode()
+    holders = [
+        path
+        for folder in (local.root, pitr_root(local))
+        for path in folder.rglob("*")
+        if path.is_file() and not path.is_symlink() and secret in path.read_bytes()
+    ]
+    conf = pitr_root(local) / "pgbackrest.conf"
+    assert holders == [conf] and conf.stat().st_mode & 0o777 == 0o600, holders
+    seen = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv, environ = (proc / "cmdline").read_bytes(), (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        assert secret not in argv and s3.access_key.encode() not in argv
+        if str(local.root).encode() in argv:
+            seen += 1
+            assert secret not in environ, argv[:200]
+    assert seen >= 3
+
+
+def test_pitr_with_a_plain_http_store_is_refused_naming_the_field(tmp_path: Path) -> None:
+    p = make_local_project(tmp_path / "project", "ptx", extra_yaml=offsite_yaml("http://127.0.0.1:9"))
+    with_pitr(p.root, "ptx")
+    done = p.cli("plan", "--env", "ptx", extra={"PTO_S3_KEY": "k", "PTO_S3_SECRET": "s"})
+    said = " ".join(done.stderr.split())
+    assert done.returncode == 2 and "backup.offsite.endpoint" in said and "HTTPS only" in said, said
+    assert "ptx.yaml" in said and "Traceback" not in said
