@@ -77,6 +77,13 @@ def repository(s3: S3) -> list[str]:
     return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
+def info_files(s3: S3) -> dict[str, bytes]:
+    """pgBackRest's stanza files in the bucket: which cluster the copy is of (a WAL push leaves them be)."""
+    folder = f"{PREFIX}{ENV}.pgbackrest"
+    keys = [f"{folder}/archive/{ENV}/archive.info", f"{folder}/backup/{ENV}/backup.info"]
+    return {key: s3.client().get_object(Bucket=BUCKET, Key=key)["Body"].read() for key in keys}
+
+
 def offsite_window(p: LocalProject) -> str:
     listed = suite.ok(p.cli("backup", "list", "--env", ENV, "--offsite"))
     return next(x for x in listed.stdout.splitlines() if x.startswith("point in time (the offsite copy):"))
@@ -139,3 +146,24 @@ def test_pitr_with_a_plain_http_store_is_refused_naming_the_field(tmp_path: Path
     said = " ".join(done.stderr.split())
     assert done.returncode == 2 and "backup.offsite.endpoint" in said and "HTTPS only" in said, said
     assert "ptx.yaml" in said and "Traceback" not in said
+
+
+def test_a_new_cluster_elsewhere_never_archives_over_the_offsite_copy(
+    local: LocalProject, s3: S3, tmp_path: Path
+) -> None:
+    """Another machine (here: another project folder) starting ENV afresh with the same store: its up is
+    refused, saying whose copy is there and what to do; the copy is untouched."""
+    before = info_files(s3)
+    environ = {"PTO_S3_KEY": s3.access_key, "PTO_S3_SECRET": s3.secret_key}
+    root = tmp_path / "elsewhere"
+    p = make_local_project(root, ENV, layout="per-service", extra_yaml=offsite_yaml(s3.endpoint), extra_environ=environ)
+    shutil.copy(s3.ca_file, root / "offsite-ca.pem")
+    with_pitr(root, ENV)
+    try:
+        done = p.cli("up", "--env", ENV)
+        said = " ".join(done.stderr.split())
+        assert done.returncode == 1 and "already holds the WAL and backups of another PostgreSQL cluster" in said, said
+        assert f"{BUCKET}/{PREFIX}{ENV}.pgbackrest/" in said and s3.secret_key not in said
+        assert info_files(s3) == before
+    finally:
+        p.cli("down", "--env", ENV, "--volumes", "--yes")

@@ -84,6 +84,7 @@ class PitrTool:
     password: Secret
     user: str | None  # the cluster's user when we are root (commands run as it); None: we are it
     repos: int = 1  # 2: the second repository is on the offsite store (local_bundle.pgbackrest_conf)
+    offsite_path: str = ""  # that repository's folder in the bucket
 
     def _command(self, *args: str) -> Command:
         as_user = ("runuser", "-u", self.user, "--") if self.user else ()
@@ -110,7 +111,15 @@ class PitrTool:
         if done.returncode != 0:
             lines = (done.stderr.strip() or done.stdout.strip()).splitlines() or [f"exit {done.returncode}"]
             verb = next(a for a in args if not a.startswith("--"))
-            raise PitrError(f"pgbackrest {verb} failed: {lines[-1].strip()}")
+            # Its ERROR line says what went wrong; the HINT lines after it guess why.
+            said = next((x.strip() for x in lines if "ERROR: [" in x), lines[-1].strip())
+            if verb == "stanza-create" and self.repos > 1 and "ERROR: [028]" in said:
+                raise PitrError(
+                    f"the offsite store already holds the WAL and backups of another PostgreSQL cluster of "
+                    f"{self.env.name} (a host that ran it before this one); nothing is archived over it. "
+                    f"To start afresh here, delete {self.offsite_path} from the bucket first ({said})"
+                )
+            raise PitrError(f"pgbackrest {verb} failed: {said}")
         return done.stdout
 
     def ensure(self) -> bool:

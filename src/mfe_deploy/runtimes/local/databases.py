@@ -14,7 +14,7 @@ from mfe_deploy.backups.pitr import PitrTool
 from mfe_deploy.binaries import Binaries
 from mfe_deploy.exec.runner import Completed
 from mfe_deploy.exec.secret import Secret
-from mfe_deploy.local_bundle import PG_SYSTEM_USER
+from mfe_deploy.local_bundle import PG_SYSTEM_USER, pitr_offsite_path
 from mfe_deploy.render import provision_script
 from mfe_deploy.runtimes.contract import StartFailed
 from mfe_deploy.runtimes.local import logs, machine, supervisord
@@ -89,4 +89,6 @@ def pitr_tool(rt: Site, bins: Binaries) -> PitrTool | None:
     user = PG_SYSTEM_USER if machine.as_root() else None
     paths = rt.layout.pitr
     repos = 2 if rt.env.backup.offsite is not None and rt.secrets.offsite is not None else 1
-    return PitrTool(rt.env, pitr, paths, bins.pgbackrest, rt.runner, rt.secrets.postgres_password, user, repos)
+    offsite = rt.env.backup.offsite
+    where = f"{offsite.bucket}{pitr_offsite_path(rt.env)}/" if offsite is not None else ""
+    return PitrTool(rt.env, pitr, paths, bins.pgbackrest, rt.runner, rt.secrets.postgres_password, user, repos, where)
