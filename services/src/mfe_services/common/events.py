@@ -237,7 +237,9 @@ class RedisStreamBus:
         await self._redis.xack(STREAM, group, entry_id)
 
     async def ping(self) -> None:
-        await self._redis.ping()
+        from .redisconn import ping
+
+        await ping(self._redis)
 
     async def drain(self, timeout: float) -> None:
         """No new entries are read; the batch in hand finishes (acknowledged), within `timeout`: what was read

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
-from mfe_services.common import health, logs, openapi, reporting, tokens
+from mfe_services.common import health, logs, openapi, redisconn, reporting, tokens
 from mfe_services.common.events import Event, EventBus, Handler, create_bus
 from mfe_services.common.guard import Guard
 from mfe_services.common.metrics import Metrics
@@ -200,7 +200,7 @@ def create_app(
         checks: dict[str, health.Check | None] = {}
         if database:
             checks["database"] = _db_check(res) if res.pool is not None else None
-        checks["redis"] = res.redis.ping if res.redis is not None else None
+        checks["redis"] = (lambda: redisconn.ping(res.redis)) if res.redis is not None else None
         uses_rabbit = settings.event_hub == "rabbitmq" and res.bus is not None
         checks["rabbitmq"] = res.bus.ping if uses_rabbit and res.bus is not None else None
         if extra_checks is not None:
