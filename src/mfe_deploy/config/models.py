@@ -428,7 +428,7 @@ class Rollout(Model):
     """How `up` replaces services on docker (start-first: new containers beside the old ones)."""
 
     parallel: int = Field(
-        default=2,
+        default=4,
         ge=1,
         le=8,
         description="services replaced side by side (each after those it depends on; the gateway alone and last): "
