@@ -8,7 +8,9 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -27,18 +29,29 @@ pytestmark = pytest.mark.skipif(shutil.which("pgbackrest") is None, reason="pgba
 def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalProject]:
     root = tmp_path_factory.mktemp("pitr") / "project"
     p = make_local_project(root, ENV, layout="per-service")
-    path = root / "environments" / f"{ENV}.yaml"  # pitr goes into the file's own database: section
-    path.write_text(path.read_text().replace("database:\n", "database:\n  pitr:\n    archive_timeout: 2s\n", 1))
+    with_pitr(root, ENV)
     # A service of the user's, whose migrations folder the tests add to (a release that drops a column).
     shutil.copytree(REPO / "tests" / "fixtures" / "notifications", root / "fixtures" / "notifications")
     p.ports["notifications"] = free_port()
     add_service(root, ENV, notifications_yaml(p.ports["notifications"]), "${PITR_NOTIFICATIONS_DB:-pitr-notifications}")
-    up = suite.ok(p.cli("up", "--env", ENV))
+    with running(p, ENV):
+        yield p
+
+
+def with_pitr(root: Path, env: str) -> None:
+    path = root / "environments" / f"{env}.yaml"  # pitr goes into the file's own database: section
+    path.write_text(path.read_text().replace("database:\n", "database:\n  pitr:\n    archive_timeout: 2s\n", 1))
+
+
+@contextmanager
+def running(p: LocalProject, env: str) -> Iterator[LocalProject]:
+    """`up` (which takes pgBackRest's first full backup), and `down --volumes` after."""
+    up = suite.ok(p.cli("up", "--env", env))
     assert "first full backup taken" in up.stderr, up.stderr
     try:
         yield p
     finally:
-        p.cli("down", "--env", ENV, "--volumes", "--yes")
+        p.cli("down", "--env", env, "--volumes", "--yes")
 
 
 def payments(p: LocalProject) -> list[str]:

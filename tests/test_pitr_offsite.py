@@ -19,7 +19,7 @@ from mfe_deploy.runtimes.local import machine
 from tests import backup_suite as suite
 from tests.local_project import LocalProject, make_local_project
 from tests.servers import S3, s3_server
-from tests.test_pitr import pay, payments
+from tests.test_pitr import pay, payments, running, with_pitr
 
 ENV = "pto"
 BUCKET = "pto-backups"
@@ -40,11 +40,6 @@ def offsite_yaml(endpoint: str) -> str:
 """
 
 
-def with_pitr(root: Path, env: str) -> None:
-    path = root / "environments" / f"{env}.yaml"  # pitr goes into the file's own database: section
-    path.write_text(path.read_text().replace("database:\n", "database:\n  pitr:\n    archive_timeout: 2s\n", 1))
-
-
 @pytest.fixture(scope="module")
 def s3() -> Iterator[S3]:
     with s3_server(BUCKET, https=True) as server:
@@ -58,12 +53,8 @@ def local(tmp_path_factory: pytest.TempPathFactory, s3: S3) -> Iterator[LocalPro
     p = make_local_project(root, ENV, layout="per-service", extra_yaml=offsite_yaml(s3.endpoint), extra_environ=environ)
     shutil.copy(s3.ca_file, root / "offsite-ca.pem")
     with_pitr(root, ENV)
-    up = suite.ok(p.cli("up", "--env", ENV))
-    assert "first full backup taken" in up.stderr, up.stderr
-    try:
+    with running(p, ENV):
         yield p
-    finally:
-        p.cli("down", "--env", ENV, "--volumes", "--yes")
 
 
 def pitr_root(p: LocalProject) -> Path:
