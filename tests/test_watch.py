@@ -115,8 +115,10 @@ def test_a_killed_service_under_watch_is_one_unhealthy_then_one_recovered(tmp_pa
             said = [(e["event"], e["details"]["service"]) for e in events]
             if said != [("service.unhealthy", "profile"), ("service.recovered", "profile")]:
                 out, err = stop(watcher)  # what the watcher saw and said, to tell why
+                now = {r["name"]: r["pid"] for r in json.loads(p.cli("status", "--env", "wch", "--json").stdout)}
                 pytest.fail(
-                    f"{events}\nwatch.json: {memory_file.read_text()}\nstdout: {out[-3000:]}\nstderr: {err[-3000:]}"
+                    f"{events}\nkilled profile's pid {pid}; the pids now: {now}\nwatch.json: {memory_file.read_text()}"
+                    f"\nstdout: {out[-3000:]}\nstderr: {err[-3000:]}"
                 )
         finally:
             stop(watcher)
