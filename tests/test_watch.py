@@ -43,6 +43,15 @@ def test_a_process_replaced_between_two_looks_was_down_and_is_reported_once_each
     assert names(m, look(2, {"a": True}, {"a": 2})) == ["service.recovered"]
 
 
+def test_a_look_across_a_restart_is_down_even_if_its_probe_came_first() -> None:
+    """The probe answered before the kill, the process id was read while the new one was starting (None)."""
+    m = Memory()
+    changes(m, look(0, {"a": True}, {"a": 1}), "e")
+    assert names(m, look(1, {"a": True}, {"a": None})) == ["service.unhealthy"]
+    assert names(m, look(2, {"a": True}, {"a": 2})) == ["service.recovered"]
+    assert names(m, look(3, {"b": True}, {})) == []  # no process ids (containers): health alone
+
+
 def test_a_restart_loop_is_one_event_until_it_ends() -> None:
     m = Memory()
     changes(m, look(0, {"a": True}, {"a": 1}), "e")

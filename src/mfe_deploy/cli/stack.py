@@ -476,7 +476,8 @@ def _watch(env: str, interval: float, once: bool, for_seconds: float | None, run
     console = state.console
     while True:
         probes = rt.health()
-        pids = {row.name: (row.pid if isinstance(row.pid, int) else None) for row in rt.status()}
+        # Process ids where the runtime has them (local: None while a program is not RUNNING); containers none.
+        pids = {row.name: row.pid for row in rt.status() if row.pid is None or isinstance(row.pid, int)}
         look = watching.Look(
             time=time.time(),
             # The gateway's /health sums up the services behind it: a gateway that answers with their
@@ -485,7 +486,7 @@ def _watch(env: str, interval: float, once: bool, for_seconds: float | None, run
                 name: probe.healthy or (name == rt.env.gateway and isinstance(probe.body.get("services"), dict))
                 for name, probe in probes.items()
             },
-            pids={name: pids.get(name) for name in probes},
+            pids={name: pids[name] for name in probes if name in pids},
             backup_problem=staleness(store.scan(), limit, datetime.now(UTC)),
         )
         events = [Event(c.name, env, c.summary, c.details) for c in watching.changes(memory, look, env)]

@@ -23,7 +23,8 @@ class Change:
 
 @dataclass(frozen=True)
 class Look:
-    """What one check saw: each unit's health and process id (None: not running), and the backups' problem."""
+    """What one check saw: each unit's health and process id (None: not running; a unit the runtime gives no
+    process id for, a container, is left out), and the backups' problem."""
 
     time: float
     healthy: dict[str, bool]
@@ -80,11 +81,15 @@ def changes(memory: Memory, look: Look, env: str) -> list[Change]:
                 memory.looping.add(unit)
                 summary = f"{unit} of {env} restarted {len(times)} times in {LOOP_SECONDS / 60:.0f} minutes"
                 events.append(Change("service.restarting", summary, {"service": unit, "restarts": len(times)}))
-        if (not healthy or replaced) and unit not in memory.down:
+        # No process when its id was read: down in this look, whatever its probe said a moment before (a look
+        # taken across a restart saw the old process answer, then the new one still starting).
+        running = look.pids.get(unit, 0) is not None
+        if (not healthy or not running or replaced) and unit not in memory.down:
             memory.down.add(unit)
-            why = "its process was replaced (it went down)" if healthy else "it does not answer healthy"
+            why = "it does not answer healthy" if not healthy else "its process was replaced (it went down)"
+            why = why if running else "its process is not running"
             events.append(Change("service.unhealthy", f"{unit} of {env}: {why}", {"service": unit}))
-        elif healthy and not replaced and unit in memory.down:
+        elif healthy and running and not replaced and unit in memory.down:
             memory.down.discard(unit)
             events.append(Change("service.recovered", f"{unit} of {env} is healthy again", {"service": unit}))
     for unit in list(memory.looping):  # a loop is over once no restart is left in the window
