@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from mfe_deploy.backups.store import BackupError
 from mfe_deploy.config.models import Environment, Pitr
@@ -51,27 +52,26 @@ class Window:
         return None
 
 
-def repos_with_full(info_json: str, stanza: str) -> set[int]:
-    """`pgbackrest info --output=json`: the repositories (1, 2) that hold a full backup of the stanza."""
-    found = set()
+def _full_backups(info_json: str, stanza: str) -> list[dict[str, Any]]:
+    """`pgbackrest info --output=json`: the stanza's complete full backups, in every repository."""
     for item in json.loads(info_json):
         if item.get("name") == stanza:
-            for b in item.get("backup", []):
-                if b.get("type") == "full" and not b.get("error"):
-                    found.add(int((b.get("database") or {}).get("repo-key", 1)))
-    return found
+            return [b for b in item.get("backup", []) if b.get("type") == "full" and not b.get("error")]
+    return []
+
+
+def repos_with_full(info_json: str, stanza: str) -> set[int]:
+    """The repositories (1, 2) that hold a full backup of the stanza."""
+    return {int((b.get("database") or {}).get("repo-key", 1)) for b in _full_backups(info_json, stanza)}
 
 
 def parse_window(info_json: str, stanza: str) -> Window:
-    """`pgbackrest info --output=json`: the stanza's full backups, oldest first."""
-    for item in json.loads(info_json):
-        if item.get("name") == stanza:
-            full = [b for b in item.get("backup", []) if b.get("type") == "full" and not b.get("error")]
-            if not full:
-                return Window(None, 0)
-            stop = min(int(b["timestamp"]["stop"]) for b in full)
-            return Window(datetime.fromtimestamp(stop, UTC), len(full))
-    return Window(None, 0)
+    """The window of the stanza's full backups, oldest first."""
+    full = _full_backups(info_json, stanza)
+    if not full:
+        return Window(None, 0)
+    stop = min(int(b["timestamp"]["stop"]) for b in full)
+    return Window(datetime.fromtimestamp(stop, UTC), len(full))
 
 
 @dataclass
@@ -138,8 +138,7 @@ class PitrTool:
 
     def window(self, repo: int | None = None) -> Window:
         """What a restore can reach: from every repository, or from `repo` alone."""
-        chosen = (f"--repo={repo}",) if repo is not None else ()
-        return parse_window(self.run(*chosen, "info", "--output=json", timeout=120), self.env.name)
+        return parse_window(self.run(*_only(repo), "info", "--output=json", timeout=120), self.env.name)
 
     def archive_now(self) -> None:
         """The WAL segment being written is archived now (pgbackrest check switches it and waits)."""
@@ -149,7 +148,7 @@ class PitrTool:
         """Into the (empty) data folder: the newest full backup before `target`, then WAL replay to it; from
         `repo` alone when given (else pgBackRest takes the first repository that can)."""
         self.run(
-            *((f"--repo={repo}",) if repo is not None else ()),
+            *_only(repo),
             "--type=time",
             # pgBackRest's own format: "YYYY-MM-DD HH:MM:SS.ffffff+00" (not ISO 8601's T)
             f"--target={target.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S.%f')}+00",
@@ -158,3 +157,8 @@ class PitrTool:
             "restore",
             timeout=3600,
         )
+
+
+def _only(repo: int | None) -> tuple[str, ...]:
+    """pgBackRest's option for one repository; none: every one (or the first that can)."""
+    return (f"--repo={repo}",) if repo is not None else ()
