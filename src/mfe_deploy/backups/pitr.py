@@ -158,6 +158,11 @@ class PitrTool:
             timeout=3600,
         )
 
+    def restore_latest(self, repo: int) -> None:
+        """Into the (empty) data folder: `repo`'s newest full backup, with every WAL segment the repository
+        holds after it: PostgreSQL replays them all when it starts, then promotes (`recover`)."""
+        self.run(f"--repo={repo}", "--type=default", "restore", timeout=3600)
+
 
 def _only(repo: int | None) -> tuple[str, ...]:
     """pgBackRest's option for one repository; none: every one (or the first that can)."""

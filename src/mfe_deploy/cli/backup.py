@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from mfe_deploy.backups.jobs import Backups, Verified
-    from mfe_deploy.backups.offsite import OffsiteStore
+    from mfe_deploy.backups.offsite import OffsiteEntry, OffsiteStore
     from mfe_deploy.backups.store import Entry, Manifest, Store
     from mfe_deploy.config.models import Environment
     from mfe_deploy.console import Task
@@ -774,30 +774,28 @@ def recover(
     as_json: JsonOption = False,
 ) -> None:
     """Bring a lost environment back on this machine from its offsite store, with only the project's
-    environment files and the secrets here: the newest complete offsite backup is chosen first, the stack
-    started, every database restored from that backup (downloaded and checked), the services healthy.
-    Prints the recovery point (when that backup was taken) and the time taken."""
-    from datetime import UTC, datetime
-
-    from mfe_deploy.app.up import up as app_up
-    from mfe_deploy.backups import jobs
+    environment files and the secrets here. With database.pitr: the cluster restored from the offsite copy
+    of its WAL (its newest full backup, then every segment archived after it: at most archive_timeout
+    behind the loss), then the stack started on it. Without: the newest complete offsite backup chosen
+    first, the stack started, every database restored from that backup (downloaded and checked), the
+    services healthy. Prints the recovery point and the time taken."""
     from mfe_deploy.backups.offsite import STATE_FILES
     from mfe_deploy.errors import MfeError
 
     started = time.monotonic()
     application().console.plain = as_json
     offsite = _offsite(env)
-    # Chosen before anything runs: nothing this command does can become the backup it restores.
-    wanted = offsite.get(None)
-    assert wanted.manifest is not None
     backups, rt = _backups(env, runtime_name)
+    from_wal = backups.env.database.pitr is not None
+    # Chosen before anything runs: nothing this command does can become the backup it restores.
+    wanted = None if from_wal else offsite.get(None)
     if backups.env.tier == "production" and not force:
         raise MfeError("refusing to recover production without --force")
     if not yes:
         if not sys.stdin.isatty():
             raise MfeError("recover replaces the data of this machine's stack: confirm with --yes when not interactive")
-        typer.confirm(f"Start {env} here and load backup {wanted.id} from {offsite.where()}?", abort=True)
-    console = application().console
+        what = "the end of its WAL" if wanted is None else f"backup {wanted.id}"
+        typer.confirm(f"Start {env} here and load {what} from {offsite.where()}?", abort=True)
     where = host(env)
     for name in STATE_FILES:  # the history goes on: the ledger and audit log as the store has them
         body = offsite.state(name)
@@ -805,13 +803,51 @@ def recover(
             where.files.makedirs(where.state, 0o700)
             where.files.write_atomic(where.state / name, body.decode(), 0o600)
     tag = release(version)
-    with mutating(env, "recover", {"backup": wanted.id, "version": tag}, wait=lock_wait, force=force_unlock):
-        console.info(f"recover {env}: starting the stack ({rt.name} runtime, release {tag})")
-        app_up(rt, console, version=tag, wait=True, timeout=timeout)
-        with backups.store.locked():
-            entry = _fetch_offsite(offsite, backups.store, wanted.id)
-        # The pre-restore backup holds what a fresh stack had: it stays here, never the store's newest.
-        done = jobs.restore(dataclasses.replace(backups, offsite=None), entry, None, rt, timeout)
+    details: dict[str, object] = {"backup": wanted.id if wanted else "the offsite WAL", "version": tag}
+    with mutating(env, "recover", details, wait=lock_wait, force=force_unlock):
+        if wanted is None:
+            _recover_from_wal(env, rt, tag, timeout, started, as_json)
+        else:
+            _recover_from_dump(env, rt, backups, offsite, wanted, tag, timeout, started, as_json)
+
+
+def _recover_from_wal(env: str, rt: Runtime, tag: str, timeout: float, started: float, as_json: bool) -> None:
+    from mfe_deploy.app import recover
+
+    console = application().console
+    point = recover.from_wal(rt, console, version=tag, timeout=timeout)
+    seconds = round(time.monotonic() - started, 3)
+    if as_json:
+        console.json({"env": env, "from": "wal", "seconds": seconds, "recovery_point": point})
+        return
+    said = f"the last transaction replayed was at {point}" if point else "the end of the offsite WAL"
+    console.print(f"{env}: recovered from the offsite WAL in {seconds:.1f}s; recovery point: {said}")
+
+
+def _recover_from_dump(
+    env: str,
+    rt: Runtime,
+    backups: Backups,
+    offsite: OffsiteStore,
+    wanted: OffsiteEntry,
+    tag: str,
+    timeout: float,
+    started: float,
+    as_json: bool,
+) -> None:
+    from datetime import UTC, datetime
+
+    from mfe_deploy.app.up import up as app_up
+    from mfe_deploy.backups import jobs
+
+    assert wanted.manifest is not None
+    console = application().console
+    console.info(f"recover {env}: starting the stack ({rt.name} runtime, release {tag})")
+    app_up(rt, console, version=tag, wait=True, timeout=timeout)
+    with backups.store.locked():
+        entry = _fetch_offsite(offsite, backups.store, wanted.id)
+    # The pre-restore backup holds what a fresh stack had: it stays here, never the store's newest.
+    done = jobs.restore(dataclasses.replace(backups, offsite=None), entry, None, rt, timeout)
     point = wanted.manifest.time
     behind = (datetime.now(UTC) - point).total_seconds()
     if as_json:

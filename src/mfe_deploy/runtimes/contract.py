@@ -371,3 +371,17 @@ class Stepwise(Protocol):
     def finish(self, prepared: Prepared, seconds: float) -> list[UnitStatus]:
         """The release recorded as succeeded; what runs now."""
         ...
+
+
+@runtime_checkable
+class Reseeds(Protocol):
+    """`recover` with database.pitr: a new cluster here restored from the offsite WAL before `up` starts it."""
+
+    def seed_from_offsite(self, version: str) -> None:
+        """The bundle written and the cluster's data folder restored (the newest offsite full backup, the WAL
+        after it); refused over a cluster that is there."""
+        ...
+
+    def replayed_until(self) -> str | None:
+        """The last transaction the restored cluster replayed, as PostgreSQL logged it; None: not said."""
+        ...

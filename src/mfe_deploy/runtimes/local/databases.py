@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+import shutil
 import time
 from collections.abc import Mapping
 
@@ -12,6 +13,7 @@ from mfe_deploy.backups import pg
 from mfe_deploy.backups.pg import LocalPostgres
 from mfe_deploy.backups.pitr import PitrTool
 from mfe_deploy.binaries import Binaries
+from mfe_deploy.errors import MfeError
 from mfe_deploy.exec.runner import Completed
 from mfe_deploy.exec.secret import Secret
 from mfe_deploy.local_bundle import PG_SYSTEM_USER, pitr_offsite_path
@@ -71,6 +73,12 @@ def start_postgres(rt: Site, bins: Binaries, timeout: float) -> None:
     """Start the cluster and wait until it accepts connections out of recovery (a point-in-time
     restore replays WAL first, then promotes)."""
     supervisord.start_programs(rt, ["postgres"])
+    wait_promoted(rt, bins, timeout)
+
+
+def wait_promoted(rt: Site, bins: Binaries, timeout: float) -> None:
+    """Until the cluster accepts connections out of recovery: at once for one that was never restored; a
+    restored one answers read-only while it replays the WAL, and only then takes writes."""
 
     def promoted() -> bool:
         done = psql(rt, bins, "postgres", "SELECT 'recovery=' || pg_is_in_recovery()", {})
@@ -80,6 +88,37 @@ def start_postgres(rt: Site, bins: Binaries, timeout: float) -> None:
         supervisord.wait(rt, promoted, timeout, "PostgreSQL to replay its WAL and promote")
     except StartFailed:
         raise StartFailed(f"PostgreSQL did not come back\n{logs.tail(rt, 'postgres', 15)}") from None
+
+
+def seed_from_offsite(rt: Site, tool: PitrTool) -> None:
+    """`recover` with database.pitr, before the cluster's first start here: its data folder restored from
+    the offsite copy of pgBackRest's repository (the newest full backup and every WAL segment after it),
+    with its roles and databases; `up` then starts it, and it replays the WAL to its end and promotes.
+    Refused over a cluster that is there; a failed restore leaves the data folder empty again."""
+    pg_data = rt.layout.pg_data
+    if (pg_data / "PG_VERSION").exists():
+        raise MfeError(
+            f"{pg_data} already holds a PostgreSQL cluster of {rt.env.name}: recover rebuilds a lost host in an "
+            f"empty project folder; here, `restore --to-time --from offsite` brings this cluster to a moment"
+        )
+    try:
+        with rt.console.status("restoring PostgreSQL from the offsite copy (pgBackRest: its newest full backup)"):
+            tool.restore_latest(2)
+    except BaseException:
+        for item in list(pg_data.iterdir()) if pg_data.is_dir() else []:
+            shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
+        raise
+    (rt.layout.data / INIT_MARKER).write_text("roles and databases restored (recover)\n")
+
+
+def replayed_until(rt: Site) -> str | None:
+    """The moment of the last transaction a restored cluster replayed, as PostgreSQL logged it when it
+    ended its recovery (`last completed transaction was at log time ...`); None when it did not say."""
+    path = logs.log_file(rt, "postgres")
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    marker = "last completed transaction was at log time"
+    said = [line.split(marker, 1)[1].strip() for line in lines if marker in line]
+    return said[-1] if said else None
 
 
 def pitr_tool(rt: Site, bins: Binaries) -> PitrTool | None:

@@ -179,6 +179,21 @@ class LocalRuntime:
         versions = dict.fromkeys(self.env.services, version)
         return Prepared(version, versions, bundle.digest(local), None, steps, status=status)
 
+    def seed_from_offsite(self, version: str) -> None:
+        """recover, database.pitr: this machine's new cluster restored from the offsite WAL before `up` starts it."""
+        bins = self.bins()
+        tool = databases.pitr_tool(self, bins)
+        if tool is None or tool.repos < 2:
+            raise MfeError(f"environments/{self.env.name}.yaml: recover from the WAL needs backup.offsite")
+        main, local = self._render(bins, version)
+        bundle.write(main, self.layout.bundle)
+        bundle.write(local, self.layout.root)
+        prepare.prepare_dirs(self)
+        databases.seed_from_offsite(self, tool)
+
+    def replayed_until(self) -> str | None:
+        return databases.replayed_until(self)
+
     def run_phase(self, phase: str, steps: Sequence[Step], prepared: Prepared, *, timeout: float, wait: bool) -> None:
         try:
             self._phase(phase, steps, prepared, timeout, wait)
@@ -210,6 +225,7 @@ class LocalRuntime:
             deploying.converge(self, bins, timeout, wait=wait)
 
     def _databases(self, bins: Binaries, timeout: float) -> None:
+        databases.wait_promoted(self, bins, timeout)  # a restored cluster (recover) replays its WAL first
         databases.init_databases(self, bins)
         databases.provision(self, bins)
         tool = databases.pitr_tool(self, bins)
