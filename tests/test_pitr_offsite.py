@@ -6,7 +6,6 @@ or a server's environment."""
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import threading
 import time
@@ -14,13 +13,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 
 from mfe_deploy.local_bundle import LocalLayout
 from mfe_deploy.runtimes.local import machine
 from tests import backup_suite as suite
 from tests.local_project import LocalProject, make_local_project
+from tests.lost_host import lose_the_host, write_payments
 from tests.servers import S3, s3_server
 from tests.test_pitr import pay, payments, running, with_pitr
 
@@ -166,43 +165,6 @@ def test_a_new_cluster_elsewhere_never_archives_over_the_offsite_copy(
 LOST = "plh"  # the environment whose host is lost: its own stanza and folder in the bucket
 
 
-def _descendants(pid: int) -> list[int]:
-    """`pid` and every process under it (from /proc), parents first."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(parent, []).append(int(entry.name))
-    found, queue = [], [pid]
-    while queue:
-        found.append(queue.pop(0))
-        queue += children.get(found[-1], [])
-    return found
-
-
-def _lose_the_host(p: LocalProject) -> float:
-    """Every process of the stack killed at once (SIGKILL: nothing flushes, nothing archives a last
-    segment), then its project folder, cluster, pgBackRest repository, backups and state deleted: the
-    moment it was lost."""
-    import os
-    import signal
-
-    bundle = (p.root / ".mfe" / LOST).resolve()
-    layout = LocalLayout(bundle, machine.pg_outside(bundle) if machine.as_root() else None)
-    pid = int((layout.run / "supervisord.pid").read_text())
-    lost_at = time.time()
-    for each in _descendants(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(each, signal.SIGKILL)
-    for folder in (p.root, layout.run, layout.pg_data.parent):
-        shutil.rmtree(folder, ignore_errors=True)
-    return lost_at
-
-
 def test_a_host_lost_under_writes_is_recovered_elsewhere_from_the_offsite_wal(s3: S3, tmp_path: Path) -> None:
     """Writers record every payment acknowledged; the host is killed and its folders deleted; `recover` in
     a second, empty project folder (the environment files, the CA and the secrets alone) restores the
@@ -227,10 +189,10 @@ def test_a_host_lost_under_writes_is_recovered_elsewhere_from_the_offsite_wal(s3
         suite.ok(first.cli("up", "--env", LOST))
         acked: list[tuple[str, float]] = []
         stop = threading.Event()
-        writer = threading.Thread(target=_write, args=(first, stop, acked), daemon=True)
+        writer = threading.Thread(target=write_payments, args=(first, stop, acked), daemon=True)
         writer.start()
         time.sleep(15)  # writes for 15 s: several WAL segments archived (archive_timeout 2 s), the last not
-        lost_at = _lose_the_host(first)
+        lost_at = lose_the_host(first)
         stop.set()
         writer.join(timeout=30)
         began = time.monotonic()
@@ -257,24 +219,3 @@ def test_a_host_lost_under_writes_is_recovered_elsewhere_from_the_offsite_wal(s3
         if lost_at is None:
             first.cli("down", "--env", LOST, "--volumes", "--yes")
         elsewhere.cli("down", "--env", LOST, "--volumes", "--yes")
-
-
-def _write(p: LocalProject, stop: threading.Event, acked: list[tuple[str, float]]) -> None:
-    """Payments, one after another until told or the host goes: each acknowledged one with its moment."""
-    from tests.test_services_e2e import _user
-
-    with p.gateway() as gw:
-        _, auth = _user(gw)
-        n = 0
-        while not stop.is_set():
-            key = f"lost-{n}-{time.time_ns()}"
-            try:
-                done = gw.post(
-                    "/api/payments", json={"amount": 10, "currency": "EUR"}, headers={**auth, "Idempotency-Key": key}
-                )
-            except httpx.HTTPError:
-                return  # the host went away
-            if done.status_code == 201:
-                acked.append((key, time.time()))
-            n += 1
-            time.sleep(0.05)
