@@ -184,7 +184,8 @@ class LocalRuntime:
         bins = self.bins()
         tool = databases.pitr_tool(self, bins)
         if tool is None or tool.repos < 2:
-            raise MfeError(f"environments/{self.env.name}.yaml: recover from the WAL needs backup.offsite")
+            where = f"environments/{self.env.name}.yaml: backup.offsite"
+            raise MfeError(f"{where}: recover reads the offsite WAL with this store's credentials, not set here")
         main, local = self._render(bins, version)
         bundle.write(main, self.layout.bundle)
         bundle.write(local, self.layout.root)
