@@ -200,6 +200,7 @@ def test_a_host_lost_under_writes_is_recovered_elsewhere_from_the_offsite_wal(s3
         took = time.monotonic() - began
         assert done.returncode == 0, done.stdout + done.stderr
         assert "recovered from the offsite WAL in " in done.stdout, done.stdout
+        assert "recovery point: the last transaction replayed was at 20" in done.stdout, done.stdout
         assert s3.secret_key not in done.stdout + done.stderr
         present = set(payments(elsewhere))
         kept = [t for key, t in acked if key in present]
