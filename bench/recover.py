@@ -19,16 +19,14 @@ import argparse
 import shutil
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO))  # the tests' real servers and project helpers
 
-from tests.local_project import LocalProject, make_local_project  # noqa: E402
-from tests.lost_host import lose_the_host, write_payments  # noqa: E402
+from tests.local_project import make_local_project  # noqa: E402
+from tests.lost_host import elsewhere, lose_and_recover  # noqa: E402
 from tests.servers import s3_server  # noqa: E402
 
 ENV = "brc"
@@ -40,13 +38,6 @@ def environment_yaml(endpoint: str) -> str:
         f"backup:\n  offsite:\n    endpoint: {endpoint}\n    bucket: {BUCKET}\n    prefix: bench/\n"
         "    access_key_id: ${BRC_S3_KEY}\n    secret_access_key: ${BRC_S3_SECRET}\n    ca_file: offsite-ca.pem\n"
     )
-
-
-def ok(p: LocalProject, *args: str) -> str:
-    done = p.cli(*args, "--env", ENV, timeout=900)
-    if done.returncode != 0:
-        raise SystemExit(f"mfe-deploy {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
-    return done.stdout
 
 
 def main() -> None:
@@ -64,39 +55,19 @@ def main() -> None:
         pitr = f"database:\n  pitr:\n    archive_timeout: {args.archive_timeout}s\n"
         path.write_text(path.read_text().replace("database:\n", pitr, 1))
         shutil.copy(s3.ca_file, first.root / "offsite-ca.pem")
-        elsewhere = LocalProject(Path(tmp) / "elsewhere", first.ports, first.environ, ENV, first.layout)
-        elsewhere.root.mkdir()
-        shutil.copytree(first.root / "environments", elsewhere.root / "environments")
-        shutil.copy(s3.ca_file, elsewhere.root / "offsite-ca.pem")
-        lost = False
+        other = elsewhere(first, Path(tmp) / "elsewhere", "offsite-ca.pem")
         try:
-            ok(first, "up")
-            acked: list[tuple[str, float]] = []
-            stop = threading.Event()
-            writer = threading.Thread(target=write_payments, args=(first, stop, acked), daemon=True)
-            writer.start()
-            time.sleep(args.write)
-            lost_at = lose_the_host(first)
-            lost = True
-            stop.set()
-            writer.join(timeout=30)
-            began = time.monotonic()
-            said = ok(elsewhere, "recover", "--yes")
-            took = time.monotonic() - began
-            database, schema = elsewhere.places()["payments"]
-            present = set(elsewhere.psql(database, f"SELECT idempotency_key FROM {schema}.payments").split())
+            got = lose_and_recover(first, other, args.write)
         finally:
-            if not lost:
-                first.cli("down", "--env", ENV, "--volumes", "--yes")
-            elsewhere.cli("down", "--env", ENV, "--volumes", "--yes")
-    kept = [t for key, t in acked if key in present]
-    missing = [t for key, t in acked if key not in present]
-    point = lost_at - max(kept) if kept else float("inf")
-    oldest = lost_at - min(missing) if missing else 0.0
-    print(f"writes: {len(acked)} acknowledged in {args.write:.0f} s, {len(missing)} lost (the last {oldest:.1f} s)")
-    print(f"recovery point: {point:.1f} s at archive_timeout {args.archive_timeout} s (goal <= 35 s at 30 s)")
-    print(f"recovery time: {took:.1f} s (goal <= 180 s)")
-    print(f"recover said: {said.strip()}")
+            other.cli("down", "--env", ENV, "--volumes", "--yes")
+    if got.recover.returncode != 0:
+        raise SystemExit(f"mfe-deploy recover failed:\n{got.recover.stdout}{got.recover.stderr}")
+    oldest = got.lost_at - min(t for _, t in got.missing) if got.missing else 0.0
+    lost = f"{len(got.missing)} lost (the last {oldest:.1f} s)"
+    print(f"writes: {len(got.acked)} acknowledged in {args.write:.0f} s, {lost}")
+    print(f"recovery point: {got.point:.1f} s at archive_timeout {args.archive_timeout} s (goal <= 35 s at 30 s)")
+    print(f"recovery time: {got.seconds:.1f} s (goal <= 180 s)")
+    print(f"recover said: {got.recover.stdout.strip()}")
 
 
 if __name__ == "__main__":

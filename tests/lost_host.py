@@ -8,8 +8,10 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -72,3 +74,65 @@ def write_payments(p: LocalProject, stop: threading.Event, acked: list[tuple[str
                 acked.append((key, time.time()))
             n += 1
             time.sleep(0.05)
+
+
+@dataclass
+class Recovered:
+    """What a loss and a recover left: each write acknowledged (key, moment), the keys there after, the
+    moment of the loss, recover's run and its seconds."""
+
+    acked: list[tuple[str, float]]
+    present: set[str]
+    lost_at: float
+    recover: subprocess.CompletedProcess[str]
+    seconds: float
+
+    @property
+    def missing(self) -> list[tuple[str, float]]:
+        return [(key, t) for key, t in self.acked if key not in self.present]
+
+    @property
+    def point(self) -> float:
+        """The recovery point: the loss minus the newest acknowledged write that came back."""
+        kept = [t for key, t in self.acked if key in self.present]
+        return self.lost_at - max(kept) if kept else float("inf")
+
+
+def elsewhere(first: LocalProject, root: Path, *files: str) -> LocalProject:
+    """A second project folder for the same environment holding only its environment files and `files`
+    (a CA), with the same secrets: the machine `recover` runs on."""
+    other = LocalProject(root, first.ports, first.environ, first.env, first.layout)
+    root.mkdir(parents=True)
+    shutil.copytree(first.root / "environments", root / "environments")
+    for name in files:
+        shutil.copy(first.root / name, root / name)
+    return other
+
+
+def lose_and_recover(first: LocalProject, other: LocalProject, write_seconds: float) -> Recovered:
+    """`first` up, written to for `write_seconds`, lost (lose_the_host), then `recover` in `other`; `first`
+    is taken down when anything fails before its loss. `other` is the caller's to take down."""
+    lost = False
+    try:
+        up = first.cli("up", "--env", first.env)
+        assert up.returncode == 0, up.stdout + up.stderr
+        acked: list[tuple[str, float]] = []
+        stop = threading.Event()
+        writer = threading.Thread(target=write_payments, args=(first, stop, acked), daemon=True)
+        writer.start()
+        time.sleep(write_seconds)
+        lost_at = lose_the_host(first)
+        lost = True
+        stop.set()
+        writer.join(timeout=30)
+    finally:
+        if not lost:
+            first.cli("down", "--env", first.env, "--volumes", "--yes")
+    began = time.monotonic()
+    done = other.cli("recover", "--env", other.env, "--yes", timeout=900)
+    seconds = time.monotonic() - began
+    present: set[str] = set()
+    if done.returncode == 0:
+        database, schema = other.places()["payments"]
+        present = set(other.psql(database, f"SELECT idempotency_key FROM {schema}.payments").split())
+    return Recovered(acked, present, lost_at, done, seconds)

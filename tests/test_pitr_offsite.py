@@ -7,7 +7,6 @@ or a server's environment."""
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,7 +18,7 @@ from mfe_deploy.local_bundle import LocalLayout
 from mfe_deploy.runtimes.local import machine
 from tests import backup_suite as suite
 from tests.local_project import LocalProject, make_local_project
-from tests.lost_host import lose_the_host, write_payments
+from tests.lost_host import elsewhere, lose_and_recover
 from tests.servers import S3, s3_server
 from tests.test_pitr import pay, payments, running, with_pitr
 
@@ -180,43 +179,24 @@ def test_a_host_lost_under_writes_is_recovered_elsewhere_from_the_offsite_wal(s3
     )
     shutil.copy(s3.ca_file, first.root / "offsite-ca.pem")
     with_pitr(first.root, LOST)  # archive_timeout: 2s
-    elsewhere = LocalProject(tmp_path / "elsewhere", first.ports, first.environ, LOST, first.layout)
-    elsewhere.root.mkdir()
-    shutil.copytree(first.root / "environments", elsewhere.root / "environments")
-    shutil.copy(first.root / "offsite-ca.pem", elsewhere.root / "offsite-ca.pem")
-    lost_at = None
+    other = elsewhere(first, tmp_path / "elsewhere", "offsite-ca.pem")
     try:
-        suite.ok(first.cli("up", "--env", LOST))
-        acked: list[tuple[str, float]] = []
-        stop = threading.Event()
-        writer = threading.Thread(target=write_payments, args=(first, stop, acked), daemon=True)
-        writer.start()
-        time.sleep(15)  # writes for 15 s: several WAL segments archived (archive_timeout 2 s), the last not
-        lost_at = lose_the_host(first)
-        stop.set()
-        writer.join(timeout=30)
-        began = time.monotonic()
-        done = elsewhere.cli("recover", "--env", LOST, "--yes", timeout=600)
-        took = time.monotonic() - began
+        # 15 s of writes: several WAL segments archived (archive_timeout 2 s), the last not
+        got = lose_and_recover(first, other, 15)
+        done = got.recover
         assert done.returncode == 0, done.stdout + done.stderr
         assert "recovered from the offsite WAL in " in done.stdout, done.stdout
         assert "recovery point: the last transaction replayed was at 20" in done.stdout, done.stdout
         assert s3.secret_key not in done.stdout + done.stderr
-        present = set(payments(elsewhere))
-        kept = [t for key, t in acked if key in present]
-        missing = [(key, t) for key, t in acked if key not in present and t < lost_at]
-        point = lost_at - max(kept) if kept else float("inf")
         print(
-            f"\nlost host: {len(acked)} writes acknowledged, {len(missing)} lost; recovery point {point:.1f}s "
-            f"(archive_timeout 2s); recovery time {took:.1f}s; {done.stdout.strip()}"
+            f"\nlost host: {len(got.acked)} writes acknowledged, {len(got.missing)} lost; recovery point "
+            f"{got.point:.1f}s (archive_timeout 2s); recovery time {got.seconds:.1f}s; {done.stdout.strip()}"
         )
         bound = 2 + 5
-        assert len(acked) > 50, len(acked)
-        assert [key for key, t in missing if t < lost_at - bound] == [], (missing, lost_at)
-        suite.ok(elsewhere.cli("health", "--env", LOST))
+        assert len(got.acked) > 50, len(got.acked)
+        assert [key for key, t in got.missing if t < got.lost_at - bound] == [], (got.missing, got.lost_at)
+        suite.ok(other.cli("health", "--env", LOST))
         # The cluster archives on from here: the offsite copy's window goes on, a write after it included.
-        pay(elsewhere, 1, "after-recover")
+        pay(other, 1, "after-recover")
     finally:
-        if lost_at is None:
-            first.cli("down", "--env", LOST, "--volumes", "--yes")
-        elsewhere.cli("down", "--env", LOST, "--volumes", "--yes")
+        other.cli("down", "--env", LOST, "--volumes", "--yes")

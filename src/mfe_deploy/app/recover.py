@@ -1,6 +1,6 @@
-"""`recover` with database.pitr: a lost host rebuilt from the offsite copy of its WAL. The new cluster is
-restored before its first start (the newest offsite full backup, then every WAL segment archived after it),
-then `up` starts the stack on it, the release's plan as always: PostgreSQL replays the WAL to its end and
+"""`recover` with database.pitr: a lost host rebuilt from the offsite copy of its WAL. `up` runs the release's
+plan as always, except that its new cluster is restored where it would be made empty (the newest offsite full
+backup, then every WAL segment archived after it): PostgreSQL replays the WAL to its end and
 promotes before the roles, migrations and services are looked at, so nothing is created or migrated over the
 restored data. Without database.pitr, `recover` loads the newest offsite dump (cli/backup.py)."""
 
@@ -19,6 +19,6 @@ def from_wal(rt: Runtime, report: Report, *, version: str, timeout: float) -> st
             "archives no WAL"
         )
     report.info("recover: the cluster from the offsite WAL first, then the stack on it")
-    rt.seed_from_offsite(version)
+    rt.seed_from_offsite()
     up(rt, report, version=version, wait=True, timeout=timeout)
     return rt.replayed_until()

@@ -377,9 +377,9 @@ class Stepwise(Protocol):
 class Reseeds(Protocol):
     """`recover` with database.pitr: a new cluster here restored from the offsite WAL before `up` starts it."""
 
-    def seed_from_offsite(self, version: str) -> None:
-        """The bundle written and the cluster's data folder restored (the newest offsite full backup, the WAL
-        after it); refused over a cluster that is there."""
+    def seed_from_offsite(self) -> None:
+        """The next `prepare` makes the cluster's data folder from the offsite copy (the newest full backup,
+        the WAL after it) instead of an empty one; it refuses a cluster that is there."""
         ...
 
     def replayed_until(self) -> str | None:

@@ -90,11 +90,14 @@ def wait_promoted(rt: Site, bins: Binaries, timeout: float) -> None:
         raise StartFailed(f"PostgreSQL did not come back\n{logs.tail(rt, 'postgres', 15)}") from None
 
 
-def seed_from_offsite(rt: Site, tool: PitrTool) -> None:
-    """`recover` with database.pitr, before the cluster's first start here: its data folder restored from
+def seed_from_offsite(rt: Site, tool: PitrTool | None) -> None:
+    """`recover` with database.pitr, where initdb would make the cluster: its empty data folder restored from
     the offsite copy of pgBackRest's repository (the newest full backup and every WAL segment after it),
-    with its roles and databases; `up` then starts it, and it replays the WAL to its end and promotes.
-    Refused over a cluster that is there; a failed restore leaves the data folder empty again."""
+    with its roles and databases; supervisord then starts it, and it replays the WAL to its end and
+    promotes. Refused over a cluster that is there; a failed restore takes the data folder away again."""
+    if tool is None or tool.repos < 2:
+        where = f"environments/{rt.env.name}.yaml: backup.offsite"
+        raise MfeError(f"{where}: recover reads the offsite WAL with this store's credentials, not set here")
     pg_data = rt.layout.pg_data
     if (pg_data / "PG_VERSION").exists():
         raise MfeError(
@@ -105,8 +108,7 @@ def seed_from_offsite(rt: Site, tool: PitrTool) -> None:
         with rt.console.status("restoring PostgreSQL from the offsite copy (pgBackRest: its newest full backup)"):
             tool.restore_latest(2)
     except BaseException:
-        for item in list(pg_data.iterdir()) if pg_data.is_dir() else []:
-            shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
+        shutil.rmtree(pg_data, ignore_errors=True)  # the next up makes it again (prepare_dirs), empty
         raise
     (rt.layout.data / INIT_MARKER).write_text("roles and databases restored (recover)\n")
 

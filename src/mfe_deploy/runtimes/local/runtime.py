@@ -66,6 +66,7 @@ class LocalRuntime:
         self.layout = LocalLayout(bundle_dir, machine.pg_outside(bundle_dir) if machine.as_root() else None)
         self.runner = LocalProcess()
         self.ledger = Ledger.of(local_host(self.project_dir, self.env.name))
+        self._seed = False  # recover: the cluster comes from the offsite WAL (seed_from_offsite)
 
     @cached_property
     def secrets(self) -> Secrets:
@@ -174,23 +175,17 @@ class LocalRuntime:
         changed = bundle.write(local, self.layout.root)
         write_atomic(self.layout.binaries, pin(self._found()), 0o644)
         prepare.prepare_dirs(self)
-        prepare.initdb(self, bins)
+        if self._seed:
+            databases.seed_from_offsite(self, databases.pitr_tool(self, bins))
+        prepare.initdb(self, bins)  # a cluster that is there (seeded too) is left as it is
         self._deploy = deploying.Deploy(bins, running, "supervisord.conf" in changed)
         versions = dict.fromkeys(self.env.services, version)
         return Prepared(version, versions, bundle.digest(local), None, steps, status=status)
 
-    def seed_from_offsite(self, version: str) -> None:
-        """recover, database.pitr: this machine's new cluster restored from the offsite WAL before `up` starts it."""
-        bins = self.bins()
-        tool = databases.pitr_tool(self, bins)
-        if tool is None or tool.repos < 2:
-            where = f"environments/{self.env.name}.yaml: backup.offsite"
-            raise MfeError(f"{where}: recover reads the offsite WAL with this store's credentials, not set here")
-        main, local = self._render(bins, version)
-        bundle.write(main, self.layout.bundle)
-        bundle.write(local, self.layout.root)
-        prepare.prepare_dirs(self)
-        databases.seed_from_offsite(self, tool)
+    def seed_from_offsite(self) -> None:
+        """recover, database.pitr: the next `prepare` makes this machine's cluster from the offsite WAL, where
+        it would run initdb."""
+        self._seed = True
 
     def replayed_until(self) -> str | None:
         return databases.replayed_until(self)
