@@ -17,12 +17,15 @@ Prints each group's output as it ends, the 30 slowest tests of all groups, the w
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+from tests import leftovers
 
 REPO = Path(__file__).resolve().parents[1]
 GROUPS = {
@@ -31,6 +34,7 @@ GROUPS = {
         "test_zero_downtime.py",
         "test_user_services_docker.py",
         "test_workers_docker.py",
+        "test_leftovers.py",
     ],
     "hosts": [
         "test_swarm3.py",
@@ -103,6 +107,8 @@ def ports(group: str) -> str:
 def main(argv: list[str]) -> int:
     quick = "--quick" in argv
     extra = [arg for arg in argv if arg != "--quick"]
+    for line in leftovers.remove(engine=not quick and shutil.which("docker") is not None):
+        print(f"== removed what a killed earlier run left: {line}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="mfe-pytest-"))
     started = time.monotonic()
     running: dict[str, tuple[subprocess.Popen[bytes], float]] = {}
