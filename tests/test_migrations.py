@@ -84,6 +84,10 @@ def test_apply_then_nothing_to_do(project: Project) -> None:
         ("0002_event_outbox", "applied"),
     ]
     assert project.sql("SELECT count(*) FROM mfe_schema_migrations WHERE status = 'applied'") == "2"
+    # nothing left to apply, and still the schema's head: a release recorded on an adopted database (or a
+    # killed run's volume) knows what its code runs against
+    again = json.loads(project.cli("migrate", "--env", "itest", "--service", "auth", "--json").stdout)
+    assert [(o["service"], o["applied"], o["head"]) for o in again] == [("auth", [], "0002_event_outbox")]
 
 
 def _slow_counter(project: Project) -> None:

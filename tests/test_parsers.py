@@ -98,6 +98,8 @@ def test_applied_collects_heads_or_failures() -> None:
     bad = migrations.Outcome("admin", False, {"error": {"message": "boom"}})
     assert migrations.applied([good, quiet]) == ([], {"auth": "0002_b"})
     assert migrations.applied([good, bad]) == (["admin: boom"], {})
+    adopted = migrations.Outcome("profile", True, {"applied": [], "head": "0001_profiles"})
+    assert migrations.applied([good, adopted]) == ([], {"auth": "0002_b", "profile": "0001_profiles"})
     assert migrations.describe([good, quiet]) == ["auth: applied 0001_a", "auth: applied 0002_b"]
 
 

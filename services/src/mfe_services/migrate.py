@@ -217,7 +217,9 @@ def apply(
                     applied=applied,
                 ) from None
             applied.append({"id": m.id, "duration_ms": int((time.monotonic() - started) * 1000)})
-        return {"applied": applied, "pending": []}
+        done = [i for i, r in history.items() if r["status"] == "applied"] + [a["id"] for a in applied]
+        # the schema's newest migration, applied now or before: the release records what its code runs against
+        return {"applied": applied, "pending": [], "head": max(done, default=None)}
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key(service),))
         conn.commit()

@@ -102,8 +102,8 @@ def run(runner: Runner, commands: dict[str, Command], timeout: float = 300) -> l
 
 
 def applied(outcomes: list[Outcome]) -> tuple[list[str], dict[str, str]]:
-    """After a deploy's migrations: the failures (empty when all went well), the lines to show, and the
-    newest migration each service applied."""
+    """After a deploy's migrations: the failures (empty when all went well), and each service's schema head
+    (its newest applied migration, by this deploy or before it; the runner's `head`)."""
     failures = [f"{o.service}: {o.error}" for o in outcomes if not o.ok]
     if failures:
         return failures, {}
@@ -111,6 +111,8 @@ def applied(outcomes: list[Outcome]) -> tuple[list[str], dict[str, str]]:
     for o in outcomes:
         for item in o.data.get("applied", []):
             heads[o.service] = str(item["id"])
+        if o.data.get("head"):  # the schema's newest, applied by this deploy or found applied (an adopted database)
+            heads[o.service] = str(o.data["head"])
     return [], heads
 
 

@@ -24,7 +24,9 @@ class Release:
     versions: Mapping[str, str]
     images: Mapping[str, str] = field(default_factory=dict)  # service -> image id
     bundle_sha256: str = ""
-    migrations: Mapping[str, str] = field(default_factory=dict)  # service -> head migration id
+    # service -> the schema's head migration after this release's migrate step (applied then or before);
+    # absent when the step was skipped (these images had migrated this database already)
+    migrations: Mapping[str, str] = field(default_factory=dict)
     note: str = ""
     backup: str = ""  # the backup taken just before this release's migrations (empty: none was needed)
     # The moment just before this release applied its migrations (UTC, ISO 8601; empty: it applied none):

@@ -269,7 +269,8 @@ class LocalRuntime:
             raise StartFailed("migrations failed: " + "; ".join(failures))
         for line in migrations.describe(outcomes):
             self.console.info(line)
-        return deploying.Migrated(heads, backup, moment.isoformat() if heads else "")
+        ran = any(o.data.get("applied") for o in outcomes)  # the heads are known even when nothing was pending
+        return deploying.Migrated(heads, backup, moment.isoformat() if ran else "")
 
     def _record(self, outcome: str, version: str, done: deploying.Migrated, note: str = "") -> None:
         """The release in the ledger (`releases`), as docker and swarm record theirs: what ran, the backup
