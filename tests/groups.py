@@ -118,6 +118,7 @@ def main(argv: list[str]) -> int:
     split = QUICK_SPLIT if quick else FULL_SPLIT
     for group, files in modules(quick).items():
         env = {**os.environ, "MFE_TEST_PORTS": ports(group, split), "MFE_TEST_GROUP": group}
+        env["MFE_TEST_FIGURES"] = str(work / "figures.txt")  # tests/figures.py: printed in the summary
         argv_ = [sys.executable, "-m", "pytest", *files, *extra, "-p", "no:cacheprovider"]
         argv_ += [f"--basetemp={work / group}", f"--junitxml={work / group}.xml", "-o", "junit_family=xunit1"]
         with (work / f"{group}.log").open("wb") as log:
@@ -152,6 +153,10 @@ def summary(work: Path, codes: dict[str, int], wall: float) -> int:
     print("\n== the 30 slowest tests (setup, call and teardown; a module's fixtures count in its first test)")
     for seconds, name in sorted(cases, reverse=True)[:30]:
         print(f"{seconds:8.1f} s  {name}")
+    figures = work / "figures.txt"
+    if figures.exists():
+        print("\n== figures the tests measured (tests/figures.py): failed requests under load, /health not 200")
+        sys.stdout.write(figures.read_text(errors="replace"))
     failed = counts["failures"] + counts["errors"]
     passed = counts["tests"] - failed - counts["skipped"]
     bad = {group: code for group, code in codes.items() if code not in (0, 5)}

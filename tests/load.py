@@ -147,17 +147,27 @@ def _what(exc: httpx.HTTPError) -> str:
 
 
 def main(argv: list[str]) -> None:
-    """`python -m tests.load BASE_URL TOKEN RATE LIMIT`: send until stdin closes (or LIMIT seconds), then
-    print the tally as JSON. For a client in another network namespace (the swarm tests)."""
+    """`python -m tests.load BASE_URL TOKEN RATE LIMIT [HEALTH_EVERY]`: send until stdin closes (or LIMIT
+    seconds), then print the tally (and the /health polls') as JSON. For a client in another network
+    namespace (the swarm tests)."""
     import json
     import sys
 
     base, token, rate, limit = argv[0], argv[1], float(argv[2]), float(argv[3])
-    with Load(base, token, rate=rate, limit=limit) as load:
+    health_every = float(argv[4]) if len(argv) > 4 else 0.0
+    with Load(base, token, rate=rate, limit=limit, health_every=health_every) as load:
         print("started", flush=True)
         sys.stdin.read()
     reasons = dict(load.tally.reasons.most_common(5))
-    print(json.dumps({"sent": load.tally.sent, "failed": load.tally.failed, "reasons": reasons}), flush=True)
+    health = {
+        "sent": load.health.sent,
+        "failed": load.health.failed,
+        "reasons": dict(load.health.reasons.most_common(3)),
+    }
+    print(
+        json.dumps({"sent": load.tally.sent, "failed": load.tally.failed, "reasons": reasons, "health": health}),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests import figures
 from tests.conftest import REPO, strong_secrets
 from tests.engines import remove_images
 
@@ -132,7 +133,7 @@ def request(method: str, path: str, body: dict[str, Any] | None = None, token: s
 
 def under_load(token: str, rate: int, operation: Callable[[], Any]) -> tuple[dict[str, Any], Any]:
     """A fixed-rate load from the client namespace during operation() (plus 1.5 s before and after)."""
-    argv = ["ip", "netns", "exec", CLIENT_NS, sys.executable, "-m", "tests.load", NGINX, token, str(rate), "600"]
+    argv = ["ip", "netns", "exec", CLIENT_NS, sys.executable, "-m", "tests.load", NGINX, token, str(rate), "600", "0.5"]
     with subprocess.Popen(argv, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as load:
         assert load.stdout is not None and load.stdin is not None
         assert load.stdout.readline().strip() == "started"
@@ -143,7 +144,9 @@ def under_load(token: str, rate: int, operation: Callable[[], Any]) -> tuple[dic
         finally:
             load.stdin.close()
             tally: dict[str, Any] = json.loads(load.stdout.read().strip().splitlines()[-1])
-    print(f"{tally['sent']} requests, {tally['failed']} failed ({tally['reasons'] or 'none'})")
+    figures.record(f"{tally['sent']} requests, {tally['failed']} failed ({tally['reasons'] or 'none'})")
+    health = tally["health"]
+    figures.record(f"/health: {health['sent']} polls, {health['failed']} not 200 ({health['reasons'] or 'none'})")
     assert tally["sent"] > rate * 3, tally
     return tally, result
 

@@ -21,6 +21,7 @@ import pytest
 from cryptography import x509
 
 from mfe_deploy import tls
+from tests import figures
 from tests.load import Load
 from tests.local_project import LocalProject, make_local_project
 from tests.pg import free_port
@@ -153,7 +154,7 @@ def test_up_orders_the_certificate_and_a_forced_renewal_under_load_drops_nothing
             time.sleep(2)
             forced = p.cli("tls", "renew", "--env", ENV, "--force", "--json")
             time.sleep(2)
-        print(f"renewal under load: {load.tally.sent} requests, {load.tally.failed} failed")
+        figures.record(f"renewal under load: {load.tally.sent} requests, {load.tally.failed} failed")
         assert forced.returncode == 0, forced.stderr
         assert json.loads(forced.stdout)["renewed"] is True
         assert load.tally.sent > 50 and load.tally.failed == 0, load.tally.reasons

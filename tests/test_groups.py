@@ -4,6 +4,7 @@ beside the engine groups of a full run), every module in exactly one, each group
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 
@@ -29,3 +30,11 @@ def test_rest_groups_hold_every_rest_module_once_on_disjoint_ports(quick: bool, 
     assert all(a[1] < b[0] for a, b in itertools.pairwise(spans)), spans  # the engine groups' too
     weights = [sum(groups.WEIGHTS.get(f.rsplit("/", 1)[1], 5) for f in files) for files in rest.values()]
     assert max(weights) - min(weights) <= max(groups.WEIGHTS.values()) // 4, weights
+
+
+def test_the_summary_prints_the_figures_the_groups_recorded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "figures.txt").write_text("tests/test_x.py::test_y: 2,000 requests, 3 failed (none)\n")
+    (tmp_path / "a.xml").write_text('<testsuite tests="2" failures="0" errors="0" skipped="0"><testcase/></testsuite>')
+    assert groups.summary(tmp_path, {"a": 0}, 1.0) == 0
+    out = capsys.readouterr().out
+    assert "test_x.py::test_y: 2,000 requests, 3 failed" in out and "2 passed, 0 failed, 0 skipped" in out

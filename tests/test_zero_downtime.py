@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import figures
 from tests.conftest import REPO, strong_secrets
 from tests.engines import ContainerLogs, migrations_folder, remove_images, require_engine_with_standins
 from tests.load import Load
@@ -102,11 +103,11 @@ def under_load(
         time.sleep(1.5)
     reasons = "; ".join(f"{n} x {r}" for r, n in load.tally.reasons.most_common(3))
     assert load.tally.sent > RATE * 3, load.tally.sent
-    print(f"{load.tally.sent} requests, {load.tally.failed} failed ({reasons or 'none'})")
+    figures.record(f"{load.tally.sent} requests, {load.tally.failed} failed ({reasons or 'none'})")
     if load.tally.failed:  # the evidence, from every container's log (those replaced meanwhile included)
         print(logs.matching(*load.tally.request_ids, '"level": "error"', '"level": "warning"', "[error]"))
     unhealthy = "; ".join(f"{n} x {r}" for r, n in load.health.reasons.most_common(3))
-    print(f"/health: {load.health.sent} polls, {load.health.failed} not 200 ({unhealthy or 'none'})")
+    figures.record(f"/health: {load.health.sent} polls, {load.health.failed} not 200 ({unhealthy or 'none'})")
     if load.health.failed:
         print(logs.matching("upstream unhealthy"))
     ok = load.tally.failed <= allowed * load.tally.sent
