@@ -1,5 +1,5 @@
-"""tests/groups.py: the `rest` modules are split into groups of about equal weight (five for --quick, two
-beside the engine groups of a full run), every module in exactly one, each group on its own ports."""
+"""tests/groups.py: the `rest` modules are split into groups of about equal weight (five for --quick,
+FULL_SPLIT beside the engine groups of a full run), every module in exactly one, each group on its own ports."""
 
 from __future__ import annotations
 
