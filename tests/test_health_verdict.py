@@ -7,6 +7,8 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
+
 from mfe_services.common import health
 
 
@@ -51,6 +53,50 @@ def test_a_failed_check_is_shared_too_and_clears_after_the_ttl() -> None:
         return [first, cached, (await verdict.get(run))[0]]
 
     assert asyncio.run(scenario()) == [503, 503, 200]
+
+
+def test_a_slow_check_is_healthy_for_a_grace_after_its_last_success_and_a_failing_one_never(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a busy host a database check can outlast its timeout while the service answers requests: slow, not
+    down, for SLOW_GRACE after its last success; an error is unhealthy at once; slow with no success before
+    (or for longer than the grace) is unhealthy."""
+    monkeypatch.setattr(health, "SLOW_GRACE", 0.5)
+    mode = "ok"
+
+    async def check() -> None:
+        if mode == "slow":
+            await asyncio.sleep(0.3)
+        elif mode == "fail":
+            raise ConnectionRefusedError("down")
+        elif mode == "pool":  # what the database check raises when no pooled connection frees up in time
+            raise TimeoutError("no free database connection within 1 s")
+
+    async def scenario() -> list[tuple[str, int, str]]:
+        nonlocal mode
+        seen: dict[str, float] = {}
+        out = []
+        for step in ("slow", "ok", "slow", "pool", "fail", "ok", "wait", "slow"):
+            if step == "wait":
+                await asyncio.sleep(0.6)  # longer than the grace since the last success
+                continue
+            mode = step
+            status, body = await health.report({"database": check}, 0.05, seen)
+            out.append((step, status, body["services"]["database"]))
+        fresh = await health.report({"database": check}, 0.05)  # no memory: slow is unhealthy
+        out.append(("no memory", fresh[0], fresh[1]["services"]["database"]))
+        return out
+
+    assert asyncio.run(scenario()) == [
+        ("slow", 503, "unhealthy"),  # never healthy before
+        ("ok", 200, "healthy"),
+        ("slow", 200, "healthy"),
+        ("pool", 200, "healthy"),
+        ("fail", 503, "unhealthy"),
+        ("ok", 200, "healthy"),
+        ("slow", 503, "unhealthy"),  # after the grace
+        ("no memory", 503, "unhealthy"),
+    ]
 
 
 def _replicas(resets: int) -> tuple[Any, list[int]]:

@@ -205,7 +205,7 @@ def create_app(
         checks["rabbitmq"] = res.bus.ping if uses_rabbit and res.bus is not None else None
         if extra_checks is not None:
             checks.update(extra_checks(res))
-        status, body = await verdict.get(lambda: health.report(checks))
+        status, body = await verdict.get(lambda: health.report(checks, healthy_at=verdict.healthy_at))
         return JSONResponse(body, status_code=status)
 
     async def live(request: Request) -> Response:
@@ -260,10 +260,25 @@ async def connect_bus(bus: EventBus, consumer: Consumer | None, res: Resources) 
             delay = min(delay * 2, 5.0)
 
 
+# How long the database check waits for a pooled connection: less than the check's own bound
+# (health.CHECK_TIMEOUT), so that a pool that cannot connect is seen as such, not as a slow check.
+POOL_WAIT = 0.8
+
+
 def _db_check(res: Resources) -> health.Check:
     async def check() -> None:
-        async with res.pool.connection(timeout=1) as conn:
-            await conn.execute("SELECT 1")
+        from psycopg_pool import PoolTimeout
+
+        try:
+            async with res.pool.connection(timeout=POOL_WAIT) as conn:
+                await conn.execute("SELECT 1")
+        except PoolTimeout:
+            # Every connection serving a request (a busy service, not a lost database): slow, which
+            # /health forgives for health.SLOW_GRACE. A pool that cannot open connections is not full.
+            stats = res.pool.get_stats()
+            if stats.get("pool_size", 0) >= res.pool.max_size and not stats.get("pool_available", 0):
+                raise TimeoutError("every database connection is serving a request") from None
+            raise
         if not res.extra.get("pool_warm"):
             # Not ready for a share of the traffic until the pool has opened its first POOL_WARM connections
             # (once: a pool that later shrinks or reconnects stays warm). The pool's `pool_size` counts the
