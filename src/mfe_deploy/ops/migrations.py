@@ -109,10 +109,12 @@ def applied(outcomes: list[Outcome]) -> tuple[list[str], dict[str, str]]:
         return failures, {}
     heads = {}
     for o in outcomes:
-        for item in o.data.get("applied", []):
-            heads[o.service] = str(item["id"])
-        if o.data.get("head"):  # the schema's newest, applied by this deploy or found applied (an adopted database)
-            heads[o.service] = str(o.data["head"])
+        applied = o.data.get("applied", [])
+        # the runner's `head`: the schema's newest, applied now or found applied (an adopted database); a
+        # runner older than `head` names only what it applied
+        head = o.data.get("head") or (applied[-1]["id"] if applied else None)
+        if head:
+            heads[o.service] = str(head)
     return [], heads
 
 

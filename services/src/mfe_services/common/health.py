@@ -94,3 +94,10 @@ class Verdict:
                 self._last = await run()
                 self._at = time.monotonic()
             return self._last
+
+    async def report(
+        self, checks: Mapping[str, Check | None], timeout: float = CHECK_TIMEOUT
+    ) -> tuple[int, dict[str, Any]]:
+        """`report` of these checks, shared as `get` shares it, with this verdict's memory of when each
+        check last passed (what a slow check is forgiven against)."""
+        return await self.get(lambda: report(checks, timeout, self.healthy_at))

@@ -205,7 +205,7 @@ def create_app(
         checks["rabbitmq"] = res.bus.ping if uses_rabbit and res.bus is not None else None
         if extra_checks is not None:
             checks.update(extra_checks(res))
-        status, body = await verdict.get(lambda: health.report(checks, healthy_at=verdict.healthy_at))
+        status, body = await verdict.report(checks)
         return JSONResponse(body, status_code=status)
 
     async def live(request: Request) -> Response:

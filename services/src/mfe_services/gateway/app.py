@@ -312,8 +312,7 @@ class Gateway:
             await self._send(send, _json(404, {"error": f"no route for {path}"}, extra))
             return
         checks: dict[str, health.Check | None] = {name: self._probe(pool) for name, pool in self.pools.items()}
-        timeout, since = health.UPSTREAM_CHECK_TIMEOUT, self.verdict.healthy_at
-        status, body = await self.verdict.get(lambda: health.report(checks, timeout, since))
+        status, body = await self.verdict.report(checks, health.UPSTREAM_CHECK_TIMEOUT)
         await self._send(send, _json(status, body, extra))
 
     async def _document(self) -> dict[str, Any]:

@@ -267,9 +267,9 @@ class LocalRuntime:
         failures, heads = migrations.applied(outcomes)
         if failures:
             raise StartFailed("migrations failed: " + "; ".join(failures))
-        for line in migrations.describe(outcomes):
+        ran = migrations.describe(outcomes)  # one line per migration applied; the heads are known without any
+        for line in ran:
             self.console.info(line)
-        ran = any(o.data.get("applied") for o in outcomes)  # the heads are known even when nothing was pending
         return deploying.Migrated(heads, backup, moment.isoformat() if ran else "")
 
     def _record(self, outcome: str, version: str, done: deploying.Migrated, note: str = "") -> None:
